@@ -1,0 +1,218 @@
+"""Engine environments: one isolated venv per engine version, built with uv, cached by key.
+
+The key hashes everything that decides what gets installed (requirements, wheel sources, the
+Python, this recipe's version), so an environment is rebuilt exactly when one of them changes
+and found again in well under a second otherwise. dayone itself never imports an engine.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from probes.engines import EngineSpec, get_spec
+
+RECIPE_VERSION = "1"  # bump when the way environments are built changes
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DAYONE_CACHE", "~/.cache/dayone")).expanduser()
+
+
+def envs_dir() -> Path:
+    return cache_dir() / "envs"
+
+
+def wheel_sources() -> list[str]:
+    """Where torch's CPU build comes from: a local wheel folder here, the PyTorch CPU index on
+    a GitHub runner (DAYONE_EXTRA_INDEX_URL)."""
+    args: list[str] = []
+    links = os.environ.get("DAYONE_FIND_LINKS", "/opt/wheels")
+    for link in filter(None, links.split(os.pathsep)):
+        if Path(link).exists() or "://" in link:
+            args += ["--find-links", link]
+    extra = os.environ.get("DAYONE_EXTRA_INDEX_URL")
+    if extra:
+        args += ["--extra-index-url", extra]
+    return args
+
+
+@dataclass
+class Environment:
+    engine: str
+    version: str
+    key: str
+    path: str
+    python: str
+    packages: dict[str, str]
+    built_at: float
+    build_s: float
+    patches: list[str]
+
+    @property
+    def environment_id(self) -> str:
+        return f"{self.engine}-{self.version}-{self.key}"
+
+
+def requirements(spec: EngineSpec, version: str) -> list[str]:
+    return [r.format(version=version) for r in spec.requirements]
+
+
+def env_key(spec: EngineSpec, version: str) -> str:
+    recipe = {"recipe": RECIPE_VERSION, "engine": spec.name, "version": version,
+              "requirements": requirements(spec, version), "sources": wheel_sources(),
+              "python": ".".join(map(str, sys.version_info[:2])), "patches": spec.patches}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _uv() -> str:
+    try:
+        from uv import find_uv_bin
+
+        return find_uv_bin()
+    except ImportError:
+        found = shutil.which("uv")
+        if not found:
+            raise RuntimeError("uv is not installed: pip install uv") from None
+        return found
+
+
+def _meta_path(path: Path) -> Path:
+    return path / "dayone-env.json"
+
+
+def load_env(path: Path) -> Environment | None:
+    try:
+        return Environment(**json.loads(_meta_path(path).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def list_envs(engine: str | None = None) -> list[Environment]:
+    root = envs_dir()
+    found = [e for p in sorted(root.glob("*")) if p.is_dir() and (e := load_env(p))]
+    return [e for e in found if engine is None or e.engine == engine]
+
+
+def _version_key(v: str):
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return (0, Version(v))
+    except InvalidVersion:
+        return (1, v)
+
+
+def newest_built(engine: str) -> Environment | None:
+    envs = list_envs(engine)
+    return max(envs, key=lambda e: _version_key(e.version)) if envs else None
+
+
+def _run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    with open(log, "a") as out:
+        out.write("$ " + " ".join(cmd) + "\n")
+        out.flush()
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT,
+                              env={**os.environ, **(env or {})})
+    if proc.returncode:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise RuntimeError(f"environment build step failed ({' '.join(cmd[:4])} ...):\n{tail}")
+
+
+def _freeze(python: Path) -> dict[str, str]:
+    out = subprocess.run([_uv(), "pip", "freeze", "--python", str(python)],
+                         capture_output=True, text=True, check=True).stdout
+    pkgs = {}
+    for line in out.splitlines():
+        name, sep, ver = line.partition("==")
+        if sep:
+            pkgs[name.lower()] = ver
+    return pkgs
+
+
+def build_env(spec: EngineSpec, version: str, say: Callable[[str], None] = print) -> Environment:
+    key = env_key(spec, version)
+    path = envs_dir() / f"{spec.name}-{version}-{key}"
+    found = load_env(path)
+    if found:
+        return found
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a parallel probe waits for the same build
+        found = load_env(path)
+        if found:
+            return found
+        t0 = time.monotonic()
+        if path.exists():
+            shutil.rmtree(path)  # a half-built environment from an interrupted build
+        path.mkdir(parents=True)
+        log = path / "build.log"
+        say(f"building environment {spec.name}=={version} (key {key}) in {path}")
+        _run([_uv(), "venv", "--quiet", "--python", sys.executable, str(path / "venv")], log)
+        python = path / "venv" / "bin" / "python"
+        find_links = wheel_sources()
+        for build in spec.wheel_builds:
+            find_links += ["--find-links", str(build_wheel(build, version, say))]
+        _run([_uv(), "pip", "install", "--python", str(python), "--index-strategy",
+              "unsafe-best-match", *find_links, *requirements(spec, version)], log)
+        patches = []
+        for patch in spec.patches:
+            module, _, func = patch.partition(":")
+            getattr(__import__(module, fromlist=[func]), func)(python)
+            patches.append(patch)
+        env = Environment(spec.name, version, key, str(path), str(python), _freeze(python),
+                          time.time(), round(time.monotonic() - t0, 2), patches)
+        _meta_path(path).write_text(json.dumps(asdict(env), indent=2))
+        say(f"built {spec.name}=={version} in {env.build_s:.1f} s")
+        return env
+
+
+def build_wheel(requirement: str, version: str, say: Callable[[str], None]) -> Path:
+    """Build a wheel from a source-only release once per version; cached under wheels/."""
+    name = requirement.split("==")[0]
+    out = cache_dir() / "wheels" / f"{name}-{version}"
+    if any(out.glob("*.whl")):
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    spec_env = {"CMAKE_ARGS": os.environ.get("CMAKE_ARGS", "-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF"),
+                "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
+    say(f"building wheel {requirement} (minutes, once per version) into {out}")
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(out),
+          requirement.format(version=version)], out.parent / f"{name}-{version}.build.log",
+         spec_env)
+    return out
+
+
+def ensure_env(engine: str, version: str | None = None,
+               say: Callable[[str], None] = print) -> Environment:
+    """The environment for ENGINE==VERSION; no version: the newest built, else the default."""
+    spec = get_spec(engine)
+    if version is None:
+        newest = newest_built(engine)
+        if newest:
+            return newest
+        version = spec.default_version
+    return build_env(spec, version, say)
+
+
+def prune(keep: set[str] | None = None, engine: str | None = None) -> list[str]:
+    """Remove environments not in `keep` (environment ids); returns what was removed."""
+    removed = []
+    for env in list_envs(engine):
+        if keep is None or env.environment_id not in keep:
+            shutil.rmtree(env.path, ignore_errors=True)
+            removed.append(env.environment_id)
+    return removed
+
+
+def dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file() and not f.is_symlink())

@@ -1,0 +1,124 @@
+"""The probe child: runs inside the engine's own environment.
+
+    python -m probes.child --engine NAME --model DIR --stages load,generate --events FILE
+
+Writes one JSON event per line to FILE, flushed as it goes, so a crash keeps what finished:
+  {"event": "env", "engine": {...}}                      once the engine module is imported
+  {"event": "start", "stage": S}                          before each stage
+  {"event": "end", "stage": S, "status": ..., ...}        after each stage
+It stops after the first stage that is not pass/degraded: the host marks the rest skipped.
+Tracebacks go to stderr, which the host captures into the log and classifies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, TextIO
+
+from probes.engines import base, load_engine_class
+from probes.stages import is_good, order_stages
+
+PROBES_DIR = Path(__file__).resolve().parent
+
+
+def _emit(stream: TextIO, event: dict[str, Any]) -> None:
+    stream.write(json.dumps(event, default=str) + "\n")
+    stream.flush()
+    os.fsync(stream.fileno())
+
+
+def _last_line(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
+
+
+def raised_by_harness(exc: BaseException) -> bool:
+    """True when every frame of the traceback is our own probe code: our bug, not the engine's.
+
+    An exception from inside the engine (or a library it calls) has at least one frame outside
+    the probes package.
+    """
+    tb = exc.__traceback__
+    frames = []
+    while tb is not None:
+        frames.append(Path(tb.tb_frame.f_code.co_filename).resolve())
+        tb = tb.tb_next
+    return bool(frames) and all(PROBES_DIR in f.parents for f in frames)
+
+
+def outcome_event(stage: str, run) -> dict[str, Any]:
+    """Run one stage; always returns an `end` event, never raises."""
+    t0 = time.monotonic()
+    try:
+        outcome = run()
+        event = {"status": outcome.status, "metrics": outcome.metrics,
+                 "message": outcome.message, "failure_class": outcome.failure_class,
+                 "output": outcome.output}
+    except base.StageFailure as exc:
+        print(f"dayone: stage {stage} failed: {exc}", file=sys.stderr, flush=True)
+        event = {"status": exc.status, "failure_class": exc.failure_class,
+                 "message": str(exc), "metrics": exc.metrics}
+    except base.HarnessError as exc:
+        traceback.print_exc()
+        event = {"status": "error", "failure_class": "infra", "message": str(exc)}
+    except MemoryError as exc:
+        traceback.print_exc()
+        event = {"status": "oom", "failure_class": "out_of_memory", "message": _last_line(exc)}
+    except Exception as exc:  # the engine raised: classified by the host from the log
+        traceback.print_exc()
+        if raised_by_harness(exc):
+            event = {"status": "error", "failure_class": "infra",
+                     "message": f"harness bug: {_last_line(exc)}"}
+        else:
+            event = {"status": "fail", "failure_class": None, "message": _last_line(exc)}
+    sys.stderr.flush()
+    sys.stdout.flush()
+    event.update(event="end", stage=stage, duration_s=round(time.monotonic() - t0, 4))
+    return event
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m probes.child")
+    parser.add_argument("--engine", required=True)
+    parser.add_argument("--model", required=True, type=Path)
+    parser.add_argument("--stages", required=True, help="comma-separated")
+    parser.add_argument("--events", required=True, type=Path)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--options", default="{}", help="JSON object of engine options")
+    args = parser.parse_args(argv)
+
+    stages = order_stages([s for s in args.stages.split(",") if s])
+    options = json.loads(args.options)
+    workdir = args.workdir or args.events.parent
+    with open(args.events, "a", encoding="utf-8") as events:
+        try:
+            engine_cls = load_engine_class(args.engine)
+            engine = engine_cls(args.model, options, workdir)
+            _emit(events, {"event": "env", "engine": engine.describe()})
+        except Exception as exc:  # the engine could not even be imported: its env is broken
+            traceback.print_exc()
+            _emit(events, {"event": "setup_failed", "message": _last_line(exc)})
+            return 3
+        try:
+            for stage in stages:
+                _emit(events, {"event": "start", "stage": stage, "t": time.time()})
+                event = outcome_event(stage, lambda s=stage: engine.run_stage(s))
+                _emit(events, event)
+                if not is_good(event["status"]):
+                    break
+        finally:
+            try:
+                engine.close()
+            except Exception:
+                traceback.print_exc()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Failure classification: ordered rules kept as data (rules.json), first match wins.
+
+Rules are tried in file order against each line of the log; within a rule the LAST matching
+line wins (the engine's final word is usually the real reason). A rule may be limited to some
+engines. `unknown` is an honest answer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+RULES_PATH = Path(__file__).with_name("rules.json")
+
+# The classes a result may name (shared/design/failures.md); rules.json may only use these.
+FAILURE_CLASSES: tuple[str, ...] = (
+    "unsupported_architecture", "config_conflict", "conversion_failed", "unsupported_layer",
+    "missing_inputs", "tokenizer_or_template", "wrong_output", "kernel_or_dtype",
+    "out_of_memory", "remote_code_required", "corrupt_or_missing_weights", "slow", "crash",
+    "infra", "timeout", "unknown",
+)
+
+# The status a failure class implies; every other class is the engine's `fail`.
+STATUS_FOR_CLASS: dict[str, str] = {"out_of_memory": "oom", "timeout": "timeout", "infra": "error"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    failure_class: str
+    pattern: re.Pattern[str]
+    engines: tuple[str, ...] = ()  # empty: any engine
+
+
+@dataclass(frozen=True)
+class Match:
+    failure_class: str
+    rule: str | None
+    line: str | None
+    line_no: int | None
+
+
+@lru_cache(maxsize=None)
+def load_rules(path: Path = RULES_PATH) -> tuple[Rule, ...]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    rules = []
+    for raw in data["rules"]:
+        if raw["class"] not in FAILURE_CLASSES:
+            raise ValueError(f"rule {raw['name']}: unknown class {raw['class']!r}")
+        rules.append(Rule(raw["name"], raw["class"], re.compile(raw["pattern"]),
+                          tuple(raw.get("engines", ()))))
+    return tuple(rules)
+
+
+def classify(log_text: str, engine: str | None = None,
+             rules: tuple[Rule, ...] | None = None) -> Match:
+    """The class the rules give a log; Match('unknown', None, None, None) if none matches."""
+    lines = log_text.splitlines()
+    for rule in rules if rules is not None else load_rules():
+        if rule.engines and engine not in rule.engines:
+            continue
+        for no in range(len(lines) - 1, -1, -1):
+            if rule.pattern.search(lines[no]):
+                return Match(rule.failure_class, rule.name, lines[no].strip()[:2000], no + 1)
+    return Match("unknown", None, None, None)
+
+
+def status_for_class(failure_class: str | None) -> str:
+    return STATUS_FOR_CLASS.get(failure_class or "", "fail")
+
+
+def excerpt(log_text: str, line_no: int | None, context: int = 3, tail: int = 30) -> str:
+    """The matched line with a little context, or the log's last lines."""
+    lines = log_text.splitlines()
+    if line_no:
+        lo, hi = max(0, line_no - 1 - context), min(len(lines), line_no + context)
+        return "\n".join(lines[lo:hi])
+    return "\n".join(lines[-tail:])

@@ -1,0 +1,78 @@
+"""The engine registry: the one list of engines dayone probes.
+
+Modules are named, not imported: importing `probes` must never import an engine. The host side
+uses `requirements` to build the engine's environment; the child imports `module`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str
+    module: str  # imported only inside the probe child
+    package: str  # distribution whose version is the engine version
+    default_version: str
+    stages: tuple[str, ...]
+    # pip requirement strings; "{version}" is replaced with the engine version.
+    requirements: tuple[str, ...] = ()
+    # Extra environment variables the child needs (per engine, not per run).
+    env: dict[str, str] = field(default_factory=dict)
+    # Source-only releases built into a cached wheel once per version (llama-cpp-python).
+    wheel_builds: tuple[str, ...] = ()
+    # Host-side fixes applied after install, as "module:function" taking the env's python
+    # path (e.g. vLLM's CUDA torchvision); recorded in the environment's fingerprint.
+    patches: tuple[str, ...] = ()
+    # Bare commands that reproduce a stage without dayone: {python}, {model} (shell-quoted)
+    # and {model_py} (a Python string literal) are filled in.
+    reproduce: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+TORCH_CPU = "torch==2.13.0"
+
+ENGINES: dict[str, EngineSpec] = {
+    "transformers": EngineSpec(
+        name="transformers",
+        module="probes.engines.transformers_engine",
+        package="transformers",
+        default_version="5.23.0",
+        stages=("load", "generate"),
+        requirements=("transformers=={version}", TORCH_CPU, "safetensors", "tokenizers",
+                      "jinja2"),
+        reproduce={
+            "load": "{python} -c \"from transformers import AutoModelForCausalLM as M; "
+                    "M.from_pretrained({model_py}, dtype='auto')\"",
+            "generate": "{python} -c \"from transformers import AutoModelForCausalLM as M, "
+                        "AutoTokenizer as T; t = T.from_pretrained({model_py}); "
+                        "m = M.from_pretrained({model_py}, dtype='auto'); "
+                        "ids = t('The capital of France is', return_tensors='pt'); "
+                        "print(t.decode(m.generate(**ids, max_new_tokens=16, min_new_tokens=16, "
+                        "do_sample=False)[0]))\"",
+        },
+        description="Hugging Face transformers: the reference implementation",
+    ),
+}
+
+
+def get_spec(name: str) -> EngineSpec:
+    try:
+        return ENGINES[name]
+    except KeyError:
+        raise KeyError(f"unknown engine {name!r}; known: {', '.join(sorted(ENGINES))}") from None
+
+
+def load_engine_class(name: str):
+    """Child side only: import the engine module and return its Engine class."""
+    return importlib.import_module(get_spec(name).module).Engine
+
+
+def parse_engine_arg(value: str) -> tuple[str, str | None]:
+    """`vllm==0.32.0` -> ("vllm", "0.32.0"); `vllm` -> ("vllm", None)."""
+    name, sep, version = value.partition("==")
+    name = name.strip()
+    get_spec(name)
+    return name, (version.strip() or None) if sep else None

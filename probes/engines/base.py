@@ -1,0 +1,100 @@
+"""What every engine module builds on. Standard library only."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from probes import workload
+
+
+@dataclass
+class StageOutcome:
+    status: str = "pass"
+    metrics: dict[str, Any] = field(default_factory=dict)
+    message: str | None = None
+    failure_class: str | None = None
+    # Bulky, non-scalar output (token ids, logprobs): kept in the record's `output` field.
+    output: dict[str, Any] | None = None
+
+
+class StageFailure(Exception):
+    """The engine did run but its result is wrong in a way we detected (not a crash)."""
+
+    def __init__(self, message: str, failure_class: str | None = None, *,
+                 status: str = "fail", metrics: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.failure_class = failure_class
+        self.status = status
+        self.metrics = metrics or {}
+
+
+class HarnessError(Exception):
+    """Our side failed (bad option, missing reference, tool missing): `error` / `infra`."""
+
+
+def package_versions(names: tuple[str, ...]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class EngineBase:
+    """One engine in one probe child. Subclasses set `name`, `package`, `packages`, and define
+    `stage_<name>(self) -> StageOutcome` for each stage they run."""
+
+    name: str = ""
+    package: str = ""  # the distribution whose version is "the engine version"
+    packages: tuple[str, ...] = ()  # other distributions that decide behaviour
+
+    def __init__(self, model_dir: Path, options: dict[str, Any], workdir: Path):
+        self.model_dir = Path(model_dir)
+        self.options = options
+        self.workdir = Path(workdir)
+        self.prompts: list[str] = options.get("prompts") or list(workload.PROMPTS)
+        self.max_new_tokens: int = int(options.get("max_new_tokens", workload.MAX_NEW_TOKENS))
+        self.top_k: int = int(options.get("top_k", workload.TOP_K))
+        self.trust_remote_code: bool = bool(options.get("trust_remote_code", False))
+
+    # -- description of the environment -------------------------------------------------
+    def version(self) -> str:
+        return package_versions((self.package,)).get(self.package, "unknown")
+
+    def hardware(self) -> str:
+        return f"cpu:{cpu_name()}"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version(),
+            "hardware": self.hardware(),
+            "packages": package_versions((self.package, *self.packages)),
+            "python": platform.python_version(),
+        }
+
+    # -- stages ---------------------------------------------------------------------------
+    def run_stage(self, stage: str) -> StageOutcome:
+        method = getattr(self, f"stage_{stage}", None)
+        if method is None:
+            raise HarnessError(f"engine {self.name} has no stage {stage!r}")
+        return method()
+
+    def close(self) -> None:
+        """Free the engine (models, servers). Must be safe to call twice."""

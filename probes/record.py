@@ -1,0 +1,158 @@
+"""Turn what a probe child left behind into result records (the shared contract).
+
+Pure: no I/O. The one place that decides a stage's final status from the child's events, its
+exit, the watchdog's verdict and the log's classification.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from probes import __version__
+from probes.classify import classify, excerpt, status_for_class
+from probes.runner import ProbeOutcome
+from probes.stages import blocked_message, is_good
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str
+    failure_class: str | None
+    message: str | None
+    log_excerpt: str | None = None
+
+
+def iso(ts: float) -> str:
+    return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).isoformat()
+
+
+def environment_id(engine: dict[str, Any]) -> str:
+    """Stable id of an engine environment from what decides behaviour."""
+    key = json.dumps({k: engine.get(k) for k in ("name", "version", "hardware", "packages")},
+                     sort_keys=True)
+    return "env-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _signal_name(returncode: int | None) -> str | None:
+    if returncode is None or returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+def classified(log_text: str, engine: str, message: str | None) -> Verdict:
+    """A failure the child saw (or a death): class from the log's rules."""
+    m = classify(log_text, engine)
+    if m.rule is None and message:
+        m = classify(message, engine)
+    # The rule's matched line says more than a generic last line ("You can update ...").
+    return Verdict(status_for_class(m.failure_class), m.failure_class,
+                   m.line or message, excerpt(log_text, m.line_no))
+
+
+def death_verdict(outcome: ProbeOutcome, engine: str) -> Verdict:
+    """The stage that was running (or about to) when the child ended without reporting it."""
+    log = outcome.log_text
+    if outcome.infra_error:
+        return Verdict("error", "infra", outcome.infra_error, excerpt(log, None))
+    if outcome.memory_exceeded:
+        return Verdict("oom", "out_of_memory",
+                       f"killed: resident memory {outcome.peak_rss_mb:.0f} MB over the limit",
+                       excerpt(log, None))
+    if outcome.timed_out:
+        return Verdict("timeout", "timeout",
+                       f"no answer within {outcome.duration_s:.0f} s; process group killed",
+                       excerpt(log, None))
+    if any(e.get("event") == "setup_failed" for e in outcome.events):
+        msg = next(e.get("message") for e in outcome.events if e.get("event") == "setup_failed")
+        return Verdict("error", "infra", f"engine environment broken: {msg}", excerpt(log, None))
+    sig = _signal_name(outcome.returncode)
+    if outcome.returncode == 0:
+        return Verdict("error", "infra", "probe child exited without reporting this stage",
+                       excerpt(log, None))
+    m = classify(log, engine)
+    how = f"killed by {sig}" if sig else f"exit status {outcome.returncode}"
+    if m.rule is None or m.failure_class == "crash":
+        return Verdict("fail", "crash", f"engine died ({how}) without a recognisable message",
+                       excerpt(log, None))
+    return Verdict(status_for_class(m.failure_class), m.failure_class,
+                   f"engine died ({how}): {m.line}", excerpt(log, m.line_no))
+
+
+def stage_verdicts(stages: list[str], outcome: ProbeOutcome, engine: str
+                   ) -> list[tuple[str, Verdict, dict[str, Any] | None]]:
+    """(stage, verdict, end event or None) for every requested stage, in order."""
+    ends = {e["stage"]: e for e in outcome.events if e.get("event") == "end"}
+    out: list[tuple[str, Verdict, dict[str, Any] | None]] = []
+    blocker: tuple[str, str] | None = None
+    for stage in stages:
+        if blocker:
+            out.append((stage, Verdict("skipped", None, blocked_message(*blocker)), None))
+            continue
+        end = ends.get(stage)
+        if end is None:
+            verdict = death_verdict(outcome, engine)
+        elif end["status"] in ("fail",) and not end.get("failure_class"):
+            verdict = classified(outcome.log_text, engine, end.get("message"))
+        else:
+            verdict = Verdict(end["status"], end.get("failure_class"), end.get("message"),
+                              None if is_good(end["status"]) else excerpt(outcome.log_text, None))
+        out.append((stage, verdict, end))
+        if not is_good(verdict.status):
+            blocker = (stage, verdict.status)
+    return out
+
+
+def build_records(*, stages: list[str], outcome: ProbeOutcome, engine: str,
+                  engine_version: str | None, model: dict[str, Any], tier: str = "arch",
+                  run_id: str | None = None, environment: dict[str, Any] | None = None,
+                  reproduce: dict[str, str] | None = None, host: str | None = None
+                  ) -> list[dict[str, Any]]:
+    env_event = next((e for e in outcome.events if e.get("event") == "env"), None)
+    eng = dict((env_event or {}).get("engine") or {})
+    eng.setdefault("name", engine)
+    eng["version"] = eng.get("version") or engine_version or "unknown"
+    eng.update({k: v for k, v in (environment or {}).items() if v is not None})
+    eng.setdefault("environment_id", environment_id(eng))
+    starts = {e["stage"]: e.get("t") for e in outcome.events if e.get("event") == "start"}
+    records = []
+    for stage, verdict, end in stage_verdicts(stages, outcome, engine):
+        started = starts.get(stage) or outcome.started_at
+        if end is not None:
+            duration = float(end.get("duration_s") or 0.0)
+        elif stage in starts:
+            duration = max(0.0, outcome.started_at + outcome.duration_s - started)
+        else:
+            duration = 0.0
+        record: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": run_id,
+            "model": model,
+            "engine": eng,
+            "tier": tier,
+            "stage": stage,
+            "status": verdict.status,
+            "failure_class": verdict.failure_class,
+            "message": verdict.message,
+            "log_excerpt": verdict.log_excerpt,
+            "log_path": str(outcome.log_path),
+            "metrics": (end or {}).get("metrics") or {},
+            "started_at": iso(started),
+            "duration_s": round(duration, 4),
+            "reproduce": (reproduce or {}).get(stage),
+            "dayone_version": __version__,
+            "host": host,
+        }
+        if end and end.get("output"):
+            record["output"] = end["output"]
+        records.append(record)
+    return records

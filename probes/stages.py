@@ -1,0 +1,43 @@
+"""The one list of stages and statuses, and the rule for stages after a failure."""
+
+from __future__ import annotations
+
+# Every stage any engine may run, in the order a probe runs them. An engine runs the subset it
+# declares, always in this order.
+STAGES: tuple[str, ...] = (
+    "convert",
+    "load",
+    "generate",
+    "parity",
+    "serve",
+    "chat_template",
+    "tool_call",
+    "json_schema",
+    "long_context",
+    "throughput",
+    "finetune",
+)
+
+STATUSES: tuple[str, ...] = ("pass", "degraded", "fail", "oom", "timeout", "error", "skipped")
+
+# A stage ending in one of these lets the next stage run.
+GOOD_STATUSES: frozenset[str] = frozenset({"pass", "degraded"})
+
+# Statuses that are the engine's fault (shown red); `error` is ours and never counted against it.
+ENGINE_FAULT_STATUSES: frozenset[str] = frozenset({"fail"})
+
+
+def order_stages(stages: list[str] | tuple[str, ...]) -> list[str]:
+    """Sort stages into probe order; unknown names raise ValueError with the known list."""
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; known: {', '.join(STAGES)}")
+    return sorted(dict.fromkeys(stages), key=STAGES.index)
+
+
+def blocked_message(stage: str, status: str) -> str:
+    return f"blocked by {stage} ({status})"
+
+
+def is_good(status: str) -> bool:
+    return status in GOOD_STATUSES

@@ -1,0 +1,1 @@
+"""dayone service: the CLI and the FastAPI site (top layer: imports matrix and probes)."""

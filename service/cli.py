@@ -1,0 +1,341 @@
+"""The `dayone` command line (typer)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from matrix import environments, probing
+from probes.classify import classify as classify_log
+from probes.engines import ENGINES, parse_engine_arg
+from probes.stages import STAGES
+
+app = typer.Typer(help="dayone: day-one compatibility of open-weight models across engines.",
+                  no_args_is_help=True, add_completion=False)
+fixtures_app = typer.Typer(help="Tiny random test checkpoints built locally.", no_args_is_help=True)
+env_app = typer.Typer(help="Isolated engine environments (one per engine version).",
+                      no_args_is_help=True)
+app.add_typer(fixtures_app, name="fixtures")
+app.add_typer(env_app, name="env")
+
+err = Console(stderr=True)
+out = Console()
+
+DbOption = Annotated[Optional[str], typer.Option(
+    "--db", envvar="DAYONE_DB",
+    help="SQLAlchemy URL of the store (default: sqlite at $DAYONE_HOME/dayone.db)")]
+
+
+def _say(msg: str) -> None:
+    err.print(f"[dim]{msg}[/dim]")
+
+
+def _fail(msg: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/red] {msg}")
+    return typer.Exit(code)
+
+
+def _engine_arg(value: str) -> tuple[str, str | None]:
+    try:
+        return parse_engine_arg(value)
+    except KeyError as exc:
+        raise _fail(str(exc).strip("'\""))
+
+
+def _store(db: str | None):
+    from matrix.store import open_store
+
+    return open_store(db)
+
+
+def store_records(db: str | None, records: list[dict]) -> str:
+    from matrix.ingest import ingest_records
+
+    store = _store(db)
+    with store.session() as session:
+        report = ingest_records(session, records)
+        session.commit()
+    return f"stored {report.inserted} new, {report.duplicates} already stored"
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+@fixtures_app.command("build")
+def fixtures_build(
+    out_dir: Annotated[Path, typer.Argument(help="Where to write the fixture model folders")],
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Fixture names")] = None,
+) -> None:
+    """Write tiny seeded random HF checkpoints (healthy families and broken ones)."""
+    env = environments.ensure_env("transformers", say=_say)
+    cmd = [env.python, "-m", "probes.fixtures", str(out_dir), *(["--only", *only] if only else [])]
+    proc = subprocess.run(cmd, env={**_child_env()}, capture_output=True, text=True)
+    if proc.returncode:
+        err.print(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise _fail("fixture build failed", 1)
+    for line in proc.stdout.splitlines():
+        if line.startswith("built "):
+            out.print(line)
+
+
+def _child_env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(probing.PROBES_ROOT)}
+
+
+@fixtures_app.command("list")
+def fixtures_list() -> None:
+    """Name the fixtures `fixtures build` writes."""
+    from probes import fixtures
+
+    for name in fixtures.FAMILIES:
+        out.print(f"{name}\thealthy")
+    for name, about in fixtures.BROKEN.items():
+        out.print(f"{name}\t{about}")
+
+
+# -- probe ------------------------------------------------------------------------------------
+@app.command()
+def probe(
+    model: Annotated[Path, typer.Argument(help="A local HF-format model directory")],
+    engine: Annotated[str, typer.Option("--engine", "-e",
+                                        help=f"ENGINE or ENGINE==VERSION ({', '.join(ENGINES)})")],
+    stage: Annotated[Optional[list[str]], typer.Option(
+        "--stage", "-s", help=f"Stages to run (default: all the engine has): {', '.join(STAGES)}")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One result record per line")] = False,
+    model_id: Annotated[Optional[str], typer.Option(help="Model id to record (default: dir name)")] = None,
+    timeout: Annotated[float, typer.Option(help="Time limit for the whole probe, seconds")] = 600.0,
+    memory_mb: Annotated[int, typer.Option(help="Memory limit (resident, whole process group)")] = 8192,
+    tier: Annotated[str, typer.Option(help="arch or full")] = "arch",
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow the model's own code to run")] = False,
+    store: Annotated[bool, typer.Option(help="Record the results in the store")] = True,
+    db: DbOption = None,
+) -> None:
+    """Probe MODEL in one engine; print one result record per stage."""
+    name, version = _engine_arg(engine)
+    if not model.is_dir():
+        raise _fail(f"{model} is not a directory (a local HF-format model folder is expected)")
+    if tier not in ("arch", "full"):
+        raise _fail("--tier must be arch or full")
+    try:
+        settings = probing.ProbeSettings(timeout_s=timeout, memory_mb=memory_mb, tier=tier,
+                                         options={"trust_remote_code": trust_remote_code})
+        records = probing.probe(model, name, version, stage, model_id=model_id,
+                                settings=settings, say=_say)
+    except ValueError as exc:
+        raise _fail(str(exc))
+    except RuntimeError as exc:  # an environment that could not be built
+        raise _fail(str(exc), 1)
+    _print_records(records, as_json)
+    if store:
+        _say(store_records(db, records))
+
+
+def _print_records(records: list[dict], as_json: bool) -> None:
+    if as_json:
+        for r in records:
+            sys.stdout.write(json.dumps(r) + "\n")
+        sys.stdout.flush()
+        return
+    table = Table("model", "engine", "stage", "status", "class", "message", "s")
+    colour = {"pass": "green", "degraded": "yellow", "fail": "red", "error": "magenta",
+              "skipped": "dim", "oom": "red", "timeout": "red"}
+    for r in records:
+        table.add_row(r["model"]["id"], f"{r['engine']['name']} {r['engine']['version']}",
+                      r["stage"], f"[{colour.get(r['status'], '')}]{r['status']}[/]",
+                      r["failure_class"] or "", (r.get("message") or "")[:80],
+                      f"{r['duration_s']:.1f}")
+    out.print(table)
+
+
+# -- classify ---------------------------------------------------------------------------------
+@app.command()
+def classify(
+    logfile: Annotated[Path, typer.Argument(help="A log file ('-' for standard input)")],
+    engine: Annotated[Optional[str], typer.Option(help="Apply this engine's rules too")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Print the failure class the tracker's rules give a log (first line: the class)."""
+    try:
+        text = sys.stdin.read() if str(logfile) == "-" else logfile.read_text(errors="replace")
+    except OSError as exc:
+        raise _fail(f"cannot read {logfile}: {exc.strerror}")
+    m = classify_log(text, engine)
+    if as_json:
+        print(json.dumps({"class": m.failure_class, "rule": m.rule, "line": m.line,
+                          "line_no": m.line_no}))
+    else:
+        print(m.failure_class)
+        if m.rule:
+            print(f"rule: {m.rule}\nline {m.line_no}: {m.line}")
+
+
+# -- store ------------------------------------------------------------------------------------
+@app.command()
+def ingest(
+    files: Annotated[list[Path], typer.Argument(help="JSON-lines files of result records")],
+    db: DbOption = None,
+) -> None:
+    """Store result records (idempotent: a record already stored is not stored again)."""
+    from matrix.ingest import ingest_file
+
+    store = _store(db)
+    bad = 0
+    for path in files:
+        if not path.is_file():
+            raise _fail(f"{path}: no such file")
+        with store.session() as session:
+            report = ingest_file(session, path)
+            session.commit()
+        out.print(f"{path}: {report.inserted} new, {report.duplicates} already stored, "
+                  f"{len(report.rejected)} rejected")
+        for where, why in report.rejected:
+            err.print(f"  [yellow]line {where}[/yellow]: {why}")
+        bad += len(report.rejected)
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command()
+def results(
+    model: Annotated[Optional[str], typer.Option(help="Model id")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="Engine name")] = None,
+    stage: Annotated[Optional[str], typer.Option(help="Stage")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Records, one per line")] = False,
+    summary: Annotated[bool, typer.Option("--summary", help="Per-cell summary table")] = False,
+    limit: Annotated[Optional[int], typer.Option(help="At most this many records")] = None,
+    db: DbOption = None,
+) -> None:
+    """Print stored results (the same records `probe --json` prints)."""
+    from matrix import queries
+
+    store = _store(db)
+    with store.session() as session:
+        records = queries.results(session, model=model, engine=engine, stage=stage, limit=limit)
+    if summary:
+        _print_summary(records)
+    else:
+        _print_records(records, as_json)
+
+
+def _print_summary(records: list[dict]) -> None:
+    from matrix import summary as S
+
+    table = Table("model", "engine", "status", "supported since", "days to green",
+                  "failing since", "last pass")
+    for row in S.cell_summaries(records):
+        table.add_row(row.model, row.engine, row.status, row.supported_since or "",
+                      "" if row.days_to_green is None else str(row.days_to_green),
+                      row.failing_since or "", row.last_pass or "")
+    out.print(table)
+
+
+# -- environments -----------------------------------------------------------------------------
+@env_app.command("build")
+def env_build(
+    engines: Annotated[list[str], typer.Argument(help="ENGINE==VERSION (or ENGINE: its default)")],
+) -> None:
+    """Build (or find) the isolated environment of each engine version."""
+    for value in engines:
+        name, version = _engine_arg(value)
+        try:
+            env = environments.build_env(ENGINES[name], version or ENGINES[name].default_version,
+                                         say=_say)
+        except RuntimeError as exc:
+            raise _fail(str(exc), 1)
+        out.print(f"{env.environment_id}\t{env.python}")
+
+
+@env_app.command("list")
+def env_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show the environments that exist, their size and key."""
+    envs = environments.list_envs()
+    if as_json:
+        print(json.dumps([{**e.__dict__, "environment_id": e.environment_id} for e in envs]))
+        return
+    table = Table("engine", "version", "key", "size", "path")
+    for e in envs:
+        table.add_row(e.engine, e.version, e.key,
+                      f"{environments.dir_size(Path(e.path)) / 2**20:.0f} MiB", e.path)
+    out.print(table)
+
+
+@env_app.command("prune")
+def env_prune(
+    keep: Annotated[Optional[list[str]], typer.Option(help="ENGINE==VERSION to keep")] = None,
+) -> None:
+    """Remove environments (all, or all but the --keep ones)."""
+    keep_ids = None
+    if keep:
+        keep_ids = set()
+        for value in keep:
+            name, version = _engine_arg(value)
+            keep_ids |= {e.environment_id for e in environments.list_envs(name)
+                         if version in (None, e.version)}
+    for removed in environments.prune(keep_ids):
+        out.print(f"removed {removed}")
+
+
+# -- serve --------------------------------------------------------------------------------
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8000,
+    db: DbOption = None,
+) -> None:
+    """Serve the dashboard and JSON API over the store."""
+    import uvicorn
+
+    from service.app import create_app
+
+    uvicorn.run(create_app(db), host=host, port=port, log_level="info")
+
+
+# -- the main job on the embedded default -------------------------------------------------------
+@app.command()
+def demo(
+    workdir: Annotated[Optional[Path], typer.Option(help="Where fixtures go (default $DAYONE_HOME/fixtures)")] = None,
+    engine: Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="Engines (default: all)")] = None,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the page afterwards")] = True,
+    port: Annotated[int, typer.Option(help="Port for --serve")] = 8000,
+    db: DbOption = None,
+) -> None:
+    """Build the bundled tiny models, probe them in every engine, store, serve the page."""
+    from rich.progress import Progress
+
+    from probes import fixtures
+
+    fixtures_dir = workdir or probing.dayone_home() / "fixtures"
+    fixtures_build(fixtures_dir, None)
+    engines = [_engine_arg(e) for e in engine] if engine else [(n, None) for n in ENGINES]
+    models = sorted(p for p in fixtures_dir.iterdir() if p.is_dir() and p.name in fixtures.all_names())
+    run_id = probing.new_run_id()
+    settings = probing.ProbeSettings(run_id=run_id)
+    with Progress(console=err) as progress:
+        task = progress.add_task("probing", total=len(models) * len(engines))
+        for name, version in engines:
+            for model in models:
+                progress.update(task, description=f"{name}: {model.name}")
+                records = probing.probe(model, name, version, settings=settings,
+                                        say=lambda m: progress.console.print(f"[dim]{m}[/dim]"))
+                store_records(db, records)
+                worst = ", ".join(f"{r['stage']}={r['status']}" for r in records)
+                progress.console.print(f"{name:12} {model.name:28} {worst}")
+                progress.advance(task)
+    out.print(f"run {run_id} stored")
+    if serve_after:
+        serve(port=port, db=db)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
