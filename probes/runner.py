@@ -62,6 +62,7 @@ class ProbeOutcome:
     started_at: float
     argv: list[str]
     infra_error: str | None = None  # we could not start the child at all
+    pid: int | None = None  # the child's pid, also its process group id
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
@@ -108,18 +109,29 @@ class _LogCapture(threading.Thread):
                 out.write(bytes(self.tail))
 
 
-def group_rss_mb(pgid: int) -> float:
-    """Resident memory of every process in a process group, from /proc."""
-    total_kb = 0
+def group_members(pgid: int) -> list[int]:
+    """Live processes (not zombies) of a process group, from /proc."""
+    pids = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/stat", "rb") as fh:
                 stat = fh.read().rsplit(b")", 1)[1].split()
-            if int(stat[2]) != pgid:  # field 5 (pgrp), after pid and (comm)
-                continue
-            with open(f"/proc/{entry.name}/status", "rb") as fh:
+        except OSError:
+            continue
+        # fields after "(comm)": state, ppid, pgrp
+        if len(stat) > 2 and stat[2].isdigit() and int(stat[2]) == pgid and stat[0] != b"Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def group_rss_mb(pgid: int) -> float:
+    """Resident memory of every process in a process group."""
+    total_kb = 0
+    for pid in group_members(pgid):
+        try:
+            with open(f"/proc/{pid}/status", "rb") as fh:
                 for line in fh:
                     if line.startswith(b"VmRSS:"):
                         total_kb += int(line.split()[1])
@@ -213,4 +225,4 @@ def run_probe(req: ProbeRequest, log_dir: Path) -> ProbeOutcome:
     duration = time.monotonic() - t0
     return ProbeOutcome(read_events(events_path), returncode, timed_out, memory_exceeded, peak,
                         log_path, log_path.read_text(encoding="utf-8", errors="replace"),
-                        duration, started_at, argv)
+                        duration, started_at, argv, pid=proc.pid)

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from matrix import environments, probing
 from probes.classify import classify as classify_log
-from probes.engines import ENGINES, parse_engine_arg
+from probes.engines import ENGINES, parse_engine_arg, public_engines
 from probes.stages import STAGES
 
 app = typer.Typer(help="dayone: day-one compatibility of open-weight models across engines.",
@@ -313,7 +313,7 @@ def demo(
 
     fixtures_dir = workdir or probing.dayone_home() / "fixtures"
     fixtures_build(fixtures_dir, None)
-    engines = [_engine_arg(e) for e in engine] if engine else [(n, None) for n in ENGINES]
+    engines = [_engine_arg(e) for e in engine] if engine else [(n, None) for n in public_engines()]
     models = sorted(p for p in fixtures_dir.iterdir() if p.is_dir() and p.name in fixtures.all_names())
     run_id = probing.new_run_id()
     settings = probing.ProbeSettings(run_id=run_id)

@@ -30,6 +30,8 @@ class EngineSpec:
     # and {model_py} (a Python string literal) are filled in.
     reproduce: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    # Internal engines (fault injection) are never probed by default nor shown in the matrix.
+    internal: bool = False
 
 
 TORCH_CPU = "torch==2.13.0"
@@ -55,7 +57,21 @@ ENGINES: dict[str, EngineSpec] = {
         },
         description="Hugging Face transformers: the reference implementation",
     ),
+    "fault": EngineSpec(
+        name="fault",
+        module="probes.engines.fault",
+        package="pip",
+        default_version="1",
+        stages=("load", "generate"),
+        description="fault injection for testing the harness (segfault, hang, OOM, floods)",
+        internal=True,
+    ),
 }
+
+
+def public_engines() -> list[str]:
+    """The engines a probe sweep covers by default."""
+    return [name for name, spec in ENGINES.items() if not spec.internal]
 
 
 def get_spec(name: str) -> EngineSpec:

@@ -1,0 +1,78 @@
+"""Shared test fixtures: the transformers environment and the tiny fixture models, built once.
+
+DAYONE_HOME points at a temporary folder for the session (logs, default store); engine
+environments stay in the normal cache ($DAYONE_CACHE, default ~/.cache/dayone) so a second run
+is fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_SCHEMA = ROOT.parent / "shared" / "contracts" / "result.schema.json"
+PROJECT_SCHEMA = ROOT / "probes" / "result.schema.json"
+
+
+def pytest_configure(config):
+    if "DAYONE_HOME" not in os.environ or os.environ.get("DAYONE_TEST_KEEP_HOME") != "1":
+        import tempfile
+
+        os.environ["DAYONE_HOME"] = tempfile.mkdtemp(prefix="dayone-test-home-")
+
+
+@pytest.fixture(scope="session")
+def result_schema() -> dict:
+    return json.loads(PROJECT_SCHEMA.read_text())
+
+
+@pytest.fixture(scope="session")
+def validate_record(result_schema):
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(
+        result_schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+
+    def check(record: dict) -> dict:
+        errors = sorted(validator.iter_errors(record), key=str)
+        assert not errors, f"record not valid against the contract: {errors[0].message}"
+        return record
+
+    return check
+
+
+@pytest.fixture(scope="session")
+def tf_env():
+    from matrix.environments import ensure_env
+
+    return ensure_env("transformers", say=lambda m: print(m, file=sys.stderr))
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir(tf_env, tmp_path_factory) -> Path:
+    """All fixture models, built once per session with the real transformers."""
+    out = tmp_path_factory.mktemp("fixtures")
+    proc = subprocess.run([tf_env.python, "-m", "probes.fixtures", str(out)],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return out
+
+
+def run_dayone(*args: str, timeout: float = 900, check: bool = True,
+               input: str | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, input=input)
+    if check:
+        assert proc.returncode == 0, f"dayone {' '.join(args)} -> {proc.returncode}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]

@@ -1,0 +1,92 @@
+"""Every failure rule has a test: a real message that must land on it (and its class)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_dayone
+from probes.classify import FAILURE_CLASSES, classify, load_rules, status_for_class
+
+# rule name -> (a real log line, the class it must give)
+CASES: dict[str, tuple[str, str]] = {
+    "harness_infra": ("OSError: [Errno 28] No space left on device", "infra"),
+    "remote_code": ("ValueError: Loading repo requires you to execute the configuration file in that repo on your local machine.", "remote_code_required"),
+    "python_memory_error": ("MemoryError", "out_of_memory"),
+    "transformers_unknown_model_type": ("ValueError: The checkpoint you are trying to load has model type `gemma3` but Transformers does not recognize this architecture.", "unsupported_architecture"),
+    "vllm_unsupported_architecture": ("ValueError: Model architectures ['Qwen3_5MoeForConditionalGeneration'] are not supported for now.", "unsupported_architecture"),
+    "llamacpp_unknown_architecture": ("llama_model_load: error loading model: error loading model architecture: unknown model architecture: 'qwen3next'", "unsupported_architecture"),
+    "converter_unsupported": ("ERROR:hf-to-gguf:Model ZorblaxForCausalLM is not supported", "conversion_failed"),
+    "peft_unsupported_module": ("ValueError: Target module Gemma4ClippableLinear(in_features=64) is not supported.", "unsupported_layer"),
+    "missing_model_inputs": ("ValueError: token_type_ids is required as a model input when training", "missing_inputs"),
+    "chat_template": ("jinja2.exceptions.TemplateSyntaxError: unexpected '}'", "tokenizer_or_template"),
+    "kernel_or_dtype": ("RuntimeError: Unsupported CPU attention configuration: head_dim=16", "kernel_or_dtype"),
+    "config_conflict": ("ValueError: 'qwen3_next' is already used by a Transformers config, pick another name.", "config_conflict"),
+    "truncated_safetensors": ("safetensors_rust.SafetensorError: Error while deserializing header: incomplete metadata, file not fully covered", "corrupt_or_missing_weights"),
+    "missing_weights": ("RuntimeError: Cannot find any model weights with `/models/x`", "corrupt_or_missing_weights"),
+    "gguf_corrupt": ("gguf_init_from_file_impl: invalid magic characters: 'abcd', expected 'GGUF'", "corrupt_or_missing_weights"),
+    "config_unreadable": ("OSError: It looks like the config file at '/m/config.json' is not a valid JSON file.", "corrupt_or_missing_weights"),
+    "wrong_output": ("dayone-wrong-output: parity failed at token 3", "wrong_output"),
+    "fatal_signal": ("Fatal Python error: Segmentation fault", "crash"),
+}
+
+
+def test_every_rule_has_a_case_and_every_case_a_rule():
+    names = [r.name for r in load_rules()]
+    assert len(names) == len(set(names)), "duplicate rule names"
+    assert set(names) == set(CASES)
+
+
+def test_rules_use_known_classes():
+    assert all(r.failure_class in FAILURE_CLASSES for r in load_rules())
+
+
+@pytest.mark.parametrize("rule", sorted(CASES))
+def test_rule_matches_its_real_message(rule):
+    line, klass = CASES[rule]
+    m = classify(f"some noise\n{line}\nmore noise")
+    assert (m.rule, m.failure_class) == (rule, klass)
+    assert m.line == line and m.line_no == 2
+
+
+def test_no_match_is_unknown():
+    m = classify("all good here\nnothing to see")
+    assert (m.failure_class, m.rule, m.line) == ("unknown", None, None)
+
+
+def test_first_rule_in_order_wins_over_later_lines():
+    # An OOM reported while loading a model the engine knows is OOM, not corrupt weights.
+    log = "MemoryError\nsafetensors_rust.SafetensorError: incomplete metadata"
+    assert classify(log).failure_class == "out_of_memory"
+
+
+def test_engine_scoped_rules_only_apply_to_their_engine():
+    scoped = [r for r in load_rules() if r.engines]
+    for rule in scoped:
+        line = CASES[rule.name][0]
+        other = "no-such-engine"
+        assert classify(line, rule.engines[0]).rule == rule.name
+        assert classify(line, other).rule != rule.name
+
+
+def test_status_for_class():
+    assert status_for_class("out_of_memory") == "oom"
+    assert status_for_class("infra") == "error"
+    assert status_for_class("timeout") == "timeout"
+    assert status_for_class("unsupported_architecture") == "fail"
+
+
+def test_classify_cli_plain_and_json(tmp_path):
+    log = tmp_path / "engine.log"
+    log.write_text("loading...\n" + CASES["vllm_unsupported_architecture"][0] + "\n")
+    proc = run_dayone("classify", str(log))
+    assert proc.stdout.splitlines()[0] == "unsupported_architecture"
+    proc = run_dayone("classify", str(log), "--json")
+    data = json.loads(proc.stdout)
+    assert data == {"class": "unsupported_architecture", "rule": "vllm_unsupported_architecture",
+                    "line": CASES["vllm_unsupported_architecture"][0], "line_no": 2}
+    proc = run_dayone("classify", "-", input="Fatal Python error: Segmentation fault\n")
+    assert proc.stdout.splitlines()[0] == "crash"
+    proc = run_dayone("classify", str(tmp_path / "missing.log"), check=False)
+    assert proc.returncode == 2 and "cannot read" in proc.stderr
