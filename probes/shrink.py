@@ -200,6 +200,8 @@ def shrink_config_dict(config: dict[str, Any], *, rules: Rules | None = None,
     targets further when a first shrink is still too big."""
     rules = rules or load_rules()
     plan = ShrinkPlan(config=copy.deepcopy(config))
+    for key in ("id2label", "label2id"):  # classification heads: never per-layer, never sizes
+        plan.config.pop(key, None)
     state = _State(rules=rules, aliases=aliases or (lambda _t: {}), keep_vocab=keep_vocab,
                    cap_positions=cap_positions, scale=max(1, scale), plan=plan,
                    root=plan.config)
@@ -313,14 +315,16 @@ def _shrink_layers(d: dict[str, Any], st: _State, path: str, fam: dict[str, Any]
         return
     # Everything indexed by layer: lists and pattern strings of length n, dicts keyed "05".
     skip_lists = set(fam.get("not_per_layer", [])) | {"architectures"}
-    per_layer: list[str] = [k for k, v in d.items()
-                            if k not in skip_lists and len(str(k)) > 0
-                            and ((isinstance(v, list) and len(v) == n)
-                                 or (isinstance(v, str) and k in per_layer_strings and len(v) == n))]
-    per_layer_dicts = [k for k, v in d.items()
-                       if isinstance(v, dict) and v and all(str(x).isdigit() for x in v)]
     index_lists = [k for k in keys["layer_index_lists"] + fam.get("layer_index_lists", [])
                    if isinstance(d.get(k), list) and all(_is_int(x) for x in d[k])]
+    skip_lists |= set(index_lists)
+    per_layer: list[str] = [k for k, v in d.items()
+                            if k not in skip_lists
+                            and ((isinstance(v, list) and len(v) == n)
+                                 or (isinstance(v, str) and k in per_layer_strings and len(v) == n))]
+    # Per-layer overrides keyed by layer index (Gemma 4's per_layer_config: {"05": {...}}).
+    per_layer_dicts = [k for k, v in d.items() if "layer" in k and isinstance(v, dict) and v
+                       and all(str(x).isdigit() for x in v)]
     # A dense prefix (DeepSeek's first_k_dense_replace): keep one dense layer, then MoE.
     dense_keys = [k for k in keys["dense_prefix"] if _is_int(d.get(k)) and d[k] > 0]
     for k in dense_keys:
@@ -406,9 +410,14 @@ def _shrink_heads_and_width(d: dict[str, Any], st: _State, path: str, keep: set[
             primary_q = (q, new_q)
     if not _is_int(hidden) or hidden <= 0 or "hidden_size" in keep:
         return
-    if head_dim_key is None and primary_q and hidden % primary_q[0] == 0:
-        # head_dim is derived from the width: keep it by shrinking heads and width together.
-        head_dim = hidden // primary_q[0]
+    # Keep the released relation of width and heads: where hidden == heads * head_dim (derived
+    # or stated), shrink both together so head_dim stays; where it differs (Gemma 4: 2304 vs
+    # 8 x 256), keep it different, so an engine assuming equality is caught.
+    tied = primary_q is not None and (
+        (head_dim_key is None and hidden % primary_q[0] == 0)
+        or (head_dim_key is not None and hidden == primary_q[0] * d[head_dim_key]))
+    if tied and primary_q is not None:
+        head_dim = d[head_dim_key] if head_dim_key else hidden // primary_q[0]
         new_q = primary_q[1]
         while new_q > 1 and new_q * head_dim > t["max_hidden_size"]:
             new_q //= 2
@@ -484,7 +493,7 @@ def _remap_token_ids(config: dict[str, Any], st: _State) -> None:
         for key, value in d.items():
             if isinstance(value, dict):
                 walk(value)
-            elif token_re.search(key):
+            elif isinstance(key, str) and token_re.search(key):
                 d[key] = remap(value)
 
     walk(config)
@@ -716,8 +725,18 @@ def check_generates(model_dir: Path, max_new_tokens: int = 4) -> list[int]:
 def sweep(out_root: Path, types: list[str] | None = None, *, generate: bool = True,
           progress: Callable[[str, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Shrink (and generate with) each type; one row per type, `ok` or `error` with why."""
+    import os
+
     import torch
 
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
     torch.set_num_threads(1)
     rows = []
     for model_type in types or causal_lm_model_types():

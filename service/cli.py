@@ -297,6 +297,19 @@ def serve(
     uvicorn.run(create_app(db), host=host, port=port, log_level="info")
 
 
+# -- export (added by the service helper, issue 9) ---------------------------------------------
+@app.command()
+def export(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the static site into")],
+    db: DbOption = None,
+) -> None:
+    """Write the dashboard as a static site (pages, JSON twins, badges, feed) for GitHub Pages."""
+    from service.export import export as export_site
+
+    report = export_site(out_dir, db, progress=_say)
+    out.print(f"exported {report} to {out_dir}")
+
+
 # -- the main job on the embedded default -------------------------------------------------------
 @app.command()
 def demo(

@@ -66,7 +66,7 @@ def test_record_names_environment_and_reproduces_bare(probed, fixtures_dir):
     assert eng["hardware"].startswith("cpu")
     # The reproduce command is the engine alone (no dayone) and fails the same way.
     cmd = load["reproduce"]
-    assert "probes" not in cmd and "dayone" not in cmd
+    assert "-m probes" not in cmd and "service.cli" not in cmd and "from transformers" in cmd
     proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "does not recognize this architecture" in proc.stderr
