@@ -59,9 +59,8 @@ def store_records(db: str | None, records: list[dict]) -> str:
     from matrix.ingest import ingest_records
 
     store = _store(db)
-    with store.session() as session:
+    with store.writing() as session:
         report = ingest_records(session, records)
-        session.commit()
     return f"stored {report.inserted} new, {report.duplicates} already stored"
 
 
@@ -190,9 +189,8 @@ def ingest(
     for path in files:
         if not path.is_file():
             raise _fail(f"{path}: no such file")
-        with store.session() as session:
+        with store.writing() as session:
             report = ingest_file(session, path)
-            session.commit()
         out.print(f"{path}: {report.inserted} new, {report.duplicates} already stored, "
                   f"{len(report.rejected)} rejected")
         for where, why in report.rejected:
@@ -227,12 +225,12 @@ def results(
 def _print_summary(records: list[dict]) -> None:
     from matrix import summary as S
 
-    table = Table("model", "engine", "status", "supported since", "days to green",
-                  "failing since", "last pass")
-    for row in S.cell_summaries(records):
-        table.add_row(row.model, row.engine, row.status, row.supported_since or "",
-                      "" if row.days_to_green is None else str(row.days_to_green),
-                      row.failing_since or "", row.last_pass or "")
+    from datetime import datetime, timezone
+
+    rows = S.summarize(records, now=datetime.now(timezone.utc))
+    table = Table(*S.SUMMARY_COLUMNS)
+    for r in S.summary_rows(rows):
+        table.add_row(*r)
     out.print(table)
 
 

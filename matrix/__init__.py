@@ -1,0 +1,1 @@
+"""dayone matrix: the store, ingest, queries and the pure summaries over results."""
