@@ -64,7 +64,19 @@ BROKEN: dict[str, str] = {
 }
 
 
-def build_tokenizer(out_dir: Path, vocab_size: int = 384):
+# --- llamacpp (issue 4): per-family tokenizer details real releases have and converters check.
+# llama.cpp's convert_hf_to_gguf reads a Phi-3-family vocab as byte-level BPE only when
+# tokenizer_class says GPT2Tokenizer (as Phi-4 ships it; else it wants a SentencePiece
+# tokenizer.model), and llama.cpp's vocab loader requires Phi's <|endoftext|> token in any model
+# named phi3. Without these the fixture, not the engine, would be red.
+TOKENIZER_STYLE: dict[str, dict[str, Any]] = {
+    "phi3": {"extra_special": ("<|endoftext|>",), "tokenizer_class": "GPT2Tokenizer"},
+}
+# --- end llamacpp
+
+
+def build_tokenizer(out_dir: Path, vocab_size: int = 384, extra_special: tuple[str, ...] = (),
+                    tokenizer_class: str = "PreTrainedTokenizerFast"):
     """Train a byte-level BPE tokenizer locally and save it with a chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -72,7 +84,8 @@ def build_tokenizer(out_dir: Path, vocab_size: int = 384):
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size,
+                                  special_tokens=[*SPECIAL_TOKENS, *extra_special],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
     tok.train_from_iterator(CORPUS, trainer=trainer)
@@ -80,6 +93,13 @@ def build_tokenizer(out_dir: Path, vocab_size: int = 384):
         tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
         unk_token="<unk>", chat_template=CHAT_TEMPLATE)
     fast.save_pretrained(out_dir)
+    # Write what real releases write, so older transformers (4.x) read it too: the generic
+    # fast tokenizer class (5.x saves its new "TokenizersBackend" name) and the chat template
+    # inside tokenizer_config.json as well as in chat_template.jinja.
+    config_path = out_dir / "tokenizer_config.json"
+    tok_config = json.loads(config_path.read_text())
+    tok_config.update(tokenizer_class=tokenizer_class, chat_template=CHAT_TEMPLATE)
+    config_path.write_text(json.dumps(tok_config, indent=2) + "\n")
     return fast
 
 
@@ -88,7 +108,7 @@ def build_family(model_type: str, out_dir: Path) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer(out_dir)
+    tok = build_tokenizer(out_dir, **TOKENIZER_STYLE.get(model_type, {}))
     overrides = {**COMMON, **FAMILIES[model_type], "vocab_size": len(tok)}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     config = AutoConfig.for_model(model_type, **overrides)
@@ -96,7 +116,23 @@ def build_family(model_type: str, out_dir: Path) -> None:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.generation_config.pad_token_id = 0
     model.save_pretrained(out_dir, safe_serialization=True)
+    _add_release_keys(out_dir / "config.json")
     _write_meta(out_dir, model_type, f"tiny random {model_type}")
+
+
+def _add_release_keys(config_path: Path) -> None:
+    """Also write the config keys real releases carry under their original names.
+
+    transformers 5.x renamed some on save (num_experts -> num_local_experts, rope_theta ->
+    rope_parameters); released config.json files keep the old names, which older engines read.
+    Without them a 4.x engine builds 128 experts and fails: a false red caused by our fixture."""
+    config = json.loads(config_path.read_text())
+    if "num_local_experts" in config and config.get("model_type") == "qwen3_moe":
+        config.setdefault("num_experts", config["num_local_experts"])
+    rope = config.get("rope_parameters")
+    if isinstance(rope, dict) and "rope_theta" in rope:
+        config.setdefault("rope_theta", rope["rope_theta"])
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _write_meta(out_dir: Path, family: str, about: str) -> None:
@@ -127,21 +163,162 @@ def build_broken(name: str, llama_dir: Path, out_dir: Path) -> None:
     _write_meta(out_dir, "broken", BROKEN[name])
 
 
+# --- fine-tune and serving-feature fixtures (issue 10) -------------------------------------
+# Not in all_names() (the default build, which every engine's tests probe): the multimodal
+# ones are not plain causal LMs and the broken template only breaks chat. Build them by name:
+#   python -m probes.fixtures OUT --only broken-chat-template broken-long-rope \
+#       gemma4-multimodal molmo2-multimodal
+FEATURE_FIXTURES: dict[str, str] = {
+    "broken-chat-template": "the llama fixture whose chat template does not parse (Jinja "
+                            "syntax error): chat fails, plain generation works",
+    "gemma4-multimodal": "a shrunk Gemma 4 with vision and audio towers: their projections are "
+                         "Gemma4ClippableLinear, which PEFT cannot wrap when targeted by name",
+    "molmo2-multimodal": "a shrunk Molmo 2: its forward demands mm_token_type_ids when "
+                         "training, which a text-only training loop does not pass",
+    "broken-long-rope": "a Phi-3 with LongRoPE whose long_factor is all zeros: fine up to "
+                        "its original 128 positions, non-finite logits past them",
+}
+
+# Jinja that does not parse: an unclosed for-loop, as a hand-edited template often ships.
+BROKEN_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_broken_chat_template(llama_dir: Path, out_dir: Path) -> None:
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    shutil.copytree(llama_dir, out_dir)
+    # Both places a template lives (transformers prefers the .jinja file; older readers and
+    # other engines read tokenizer_config.json).
+    (out_dir / "chat_template.jinja").write_text(BROKEN_CHAT_TEMPLATE)
+    config_path = out_dir / "tokenizer_config.json"
+    tok_config = json.loads(config_path.read_text())
+    if "chat_template" in tok_config:
+        tok_config["chat_template"] = BROKEN_CHAT_TEMPLATE
+        config_path.write_text(json.dumps(tok_config, indent=2) + "\n")
+    _write_meta(out_dir, "broken", FEATURE_FIXTURES["broken-chat-template"])
+
+
+def build_gemma4_multimodal(out_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.models.gemma4.configuration_gemma4 import Gemma4Config
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vocab = len(build_tokenizer(out_dir))
+    special = 3  # <unk>: the media token ids only matter when media is passed
+    text = {**COMMON, "vocab_size": vocab, "vocab_size_per_layer_input": vocab,
+            "hidden_size_per_layer_input": 16, "sliding_window": 64,
+            "layer_types": ["sliding_attention", "full_attention"], "tie_word_embeddings": True}
+    # use_clipped_linears on: the released towers have it, and it is what makes their
+    # projections Gemma4ClippableLinear (the module PEFT does not know).
+    vision = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 32,
+              "patch_size": 4, "position_embedding_size": 64, "use_clipped_linears": True}
+    audio = {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+             "subsampling_conv_channels": [8, 4], "output_proj_dims": 64,
+             "use_clipped_linears": True}
+    config = Gemma4Config(text_config=text, vision_config=vision, audio_config=audio,
+                          boi_token_id=special, eoi_token_id=special, image_token_id=special,
+                          video_token_id=special, boa_token_id=special,
+                          eoa_token_index=special, audio_token_id=special,
+                          tie_word_embeddings=True)
+    torch.manual_seed(SEED)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config.pad_token_id = 0
+    model.save_pretrained(out_dir, safe_serialization=True)
+    _write_meta(out_dir, "gemma4", FEATURE_FIXTURES["gemma4-multimodal"])
+
+
+def build_molmo2_multimodal(out_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForImageTextToText
+    from transformers.models.molmo2.configuration_molmo2 import Molmo2Config
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vocab = len(build_tokenizer(out_dir))
+    text = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32,
+            "vocab_size": vocab, "additional_vocab_size": 16, "max_position_embeddings": 512,
+            "rope_scaling_layers": [0, 1]}
+    vision = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 32,
+              "image_size": [28, 28], "patch_size": 14, "num_position_embeddings": 4}
+    adapter = {"vision_feature_layer": [-1, -2], "hidden_size": 64, "num_attention_heads": 2,
+               "num_key_value_heads": 2, "head_dim": 32, "intermediate_size": 128,
+               "text_hidden_size": 64}
+    # Media token ids live in the additional vocabulary, right after the text vocabulary.
+    config = Molmo2Config(text_config=text, vision_config=vision, adapter_config=adapter,
+                          image_start_token_id=vocab, low_res_image_start_token_id=vocab + 1,
+                          image_end_token_id=vocab + 2, image_patch_id=vocab + 3,
+                          frame_start_token_id=vocab + 4, frame_end_token_id=vocab + 5,
+                          pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(SEED)
+    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    model.generation_config.pad_token_id = 0
+    model.save_pretrained(out_dir, safe_serialization=True)
+    _write_meta(out_dir, "molmo2", FEATURE_FIXTURES["molmo2-multimodal"])
+
+
+def build_broken_long_rope(out_dir: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vocab = len(build_tokenizer(out_dir))
+    half_head = 32 // 2  # phi3: head_dim = hidden / heads = 64 / 2
+    # A shipped config with wrong long factors passes validation (only their count is
+    # checked) and breaks only past original_max_position_embeddings: a long-context bug.
+    rope = {"rope_type": "longrope", "rope_theta": 10000.0,
+            "original_max_position_embeddings": 128,
+            "short_factor": [1.0] * half_head, "long_factor": [0.0] * half_head}
+    overrides = {**COMMON, "head_dim": None, "vocab_size": vocab,
+                 "original_max_position_embeddings": 128, "rope_parameters": rope}
+    config = AutoConfig.for_model("phi3", **{k: v for k, v in overrides.items() if v is not None})
+    torch.manual_seed(SEED)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config.pad_token_id = 0
+    model.save_pretrained(out_dir, safe_serialization=True)
+    _write_meta(out_dir, "broken", FEATURE_FIXTURES["broken-long-rope"])
+
+
+def build_feature_fixture(name: str, out_root: Path, target: Path) -> None:
+    if name == "broken-chat-template":
+        if not (out_root / "llama" / "model.safetensors").exists():
+            build_family("llama", out_root / "llama")
+        build_broken_chat_template(out_root / "llama", target)
+    elif name == "gemma4-multimodal":
+        build_gemma4_multimodal(target)
+    elif name == "molmo2-multimodal":
+        build_molmo2_multimodal(target)
+    elif name == "broken-long-rope":
+        build_broken_long_rope(target)
+    else:
+        raise ValueError(f"unknown feature fixture {name!r}")
+# --- end fine-tune and serving-feature fixtures ----------------------------------------------
+
+
 def all_names() -> list[str]:
     return [*FAMILIES, *BROKEN]
 
 
 def build(out_root: Path, only: list[str] | None = None) -> list[Path]:
     names = only or all_names()
-    unknown = sorted(set(names) - set(all_names()))
+    known = [*all_names(), *FEATURE_FIXTURES]  # issue 10: feature fixtures build by name
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        raise SystemExit(f"unknown fixture(s) {unknown}; known: {', '.join(all_names())}")
+        raise SystemExit(f"unknown fixture(s) {unknown}; known: {', '.join(known)}")
     out_root.mkdir(parents=True, exist_ok=True)
     built = []
     for name in names:
         target = out_root / name
         if name in FAMILIES:
             build_family(name, target)
+        elif name in FEATURE_FIXTURES:  # issue 10
+            build_feature_fixture(name, out_root, target)
         else:
             if not (out_root / "llama" / "model.safetensors").exists():
                 build_family("llama", out_root / "llama")

@@ -26,7 +26,8 @@ app.add_typer(fixtures_app, name="fixtures")
 app.add_typer(env_app, name="env")
 
 err = Console(stderr=True)
-out = Console()
+# Piped output (files, tests, CI logs) gets wide tables instead of 80-column wrapping.
+out = Console(width=None if sys.stdout.isatty() else 200)
 
 DbOption = Annotated[Optional[str], typer.Option(
     "--db", envvar="DAYONE_DB",
@@ -217,17 +218,20 @@ def results(
     with store.session() as session:
         records = queries.results(session, model=model, engine=engine, stage=stage, limit=limit)
     if summary:
-        _print_summary(records)
+        _print_summary(records, as_json)
     else:
         _print_records(records, as_json)
 
 
-def _print_summary(records: list[dict]) -> None:
-    from matrix import summary as S
-
+def _print_summary(records: list[dict], as_json: bool = False) -> None:
     from datetime import datetime, timezone
 
+    from matrix import summary as S
+
     rows = S.summarize(records, now=datetime.now(timezone.utc))
+    if as_json:
+        print(json.dumps([r.as_dict() for r in rows], default=str))
+        return
     table = Table(*S.SUMMARY_COLUMNS)
     for r in S.summary_rows(rows):
         table.add_row(*r)
@@ -313,6 +317,7 @@ def export(
 def demo(
     workdir: Annotated[Optional[Path], typer.Option(help="Where fixtures go (default $DAYONE_HOME/fixtures)")] = None,
     engine: Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="Engines (default: all)")] = None,
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Fixture names (default: all)")] = None,
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the page afterwards")] = True,
     port: Annotated[int, typer.Option(help="Port for --serve")] = 8000,
     db: DbOption = None,
@@ -323,9 +328,10 @@ def demo(
     from probes import fixtures
 
     fixtures_dir = workdir or probing.dayone_home() / "fixtures"
-    fixtures_build(fixtures_dir, None)
+    fixtures_build(fixtures_dir, only)
     engines = [_engine_arg(e) for e in engine] if engine else [(n, None) for n in public_engines()]
-    models = sorted(p for p in fixtures_dir.iterdir() if p.is_dir() and p.name in fixtures.all_names())
+    models = sorted(p for p in fixtures_dir.iterdir()
+                    if p.is_dir() and p.name in (only or fixtures.all_names()))
     run_id = probing.new_run_id()
     settings = probing.ProbeSettings(run_id=run_id)
     with Progress(console=err) as progress:

@@ -19,9 +19,13 @@ CASES: dict[str, tuple[str, str]] = {
     "llamacpp_unknown_architecture": ("llama_model_load: error loading model: error loading model architecture: unknown model architecture: 'qwen3next'", "unsupported_architecture"),
     "converter_unsupported": ("ERROR:hf-to-gguf:Model ZorblaxForCausalLM is not supported", "conversion_failed"),
     "peft_unsupported_module": ("ValueError: Target module Gemma4ClippableLinear(in_features=64) is not supported.", "unsupported_layer"),
+    # issue 10: PEFT's message spans lines (the module's repr); its last line, as logged.
+    "peft_unsupported_module_listing": (") is not supported. Currently, only the following modules are supported: `torch.nn.Linear`, `torch.nn.Embedding`, `torch.nn.Conv1d`, `torch.nn.Conv2d`, `torch.nn.Conv3d`, `transformers.pytorch_utils.Conv1D`, `torch.nn.MultiheadAttention.`.", "unsupported_layer"),
     "missing_model_inputs": ("ValueError: token_type_ids is required as a model input when training", "missing_inputs"),
     "chat_template": ("jinja2.exceptions.TemplateSyntaxError: unexpected '}'", "tokenizer_or_template"),
+    "tool_call_parser_missing": ('{"error":{"message":"tool_choice=function \\"get_weather\\" requires --tool-call-parser to be set","type":"BadRequestError","param":null,"code":400}}', "tokenizer_or_template"),  # vLLM 0.32, issue 10
     "kernel_or_dtype": ("RuntimeError: Unsupported CPU attention configuration: head_dim=16", "kernel_or_dtype"),
+    "config_shape_mismatch": ("size mismatch for weight: copying a param with shape torch.Size([4, 64]) from checkpoint, the shape in current model is torch.Size([128, 64]).", "config_conflict"),
     "config_conflict": ("ValueError: 'qwen3_next' is already used by a Transformers config, pick another name.", "config_conflict"),
     "truncated_safetensors": ("safetensors_rust.SafetensorError: Error while deserializing header: incomplete metadata, file not fully covered", "corrupt_or_missing_weights"),
     "missing_weights": ("RuntimeError: Cannot find any model weights with `/models/x`", "corrupt_or_missing_weights"),
