@@ -46,6 +46,7 @@ class ProbeSettings:
     options: dict[str, Any] = field(default_factory=dict)
     logs_root: Path | None = None
     no_network: bool = False
+    executor: str = "local"  # "local" (venv + process group) or "docker" (a container)
 
 
 def reproduce_commands(engine: str, python: str, model_dir: Path, stages: list[str]
@@ -77,8 +78,11 @@ def probe(model_dir: Path, engine: str, version: str | None = None,
     model_dir = Path(model_dir).resolve()
     model = read_model_info(model_dir, model_id).as_record()
     run_id = settings.run_id or new_run_id()
-    env = environments.ensure_env(engine, version, say=say)
     logs_root = settings.logs_root or dayone_home() / "logs"
+    if settings.executor == "docker":
+        return _probe_in_docker(model_dir, engine, version, stages, model, run_id, logs_root,
+                                settings, say)
+    env = environments.ensure_env(engine, version, say=say)
     log_dir = logs_root / run_id / _safe(model["id"]) / f"{engine}-{env.version}"
     req = ProbeRequest(engine=engine, model_dir=model_dir, stages=stages, python=env.python,
                        probes_root=PROBES_ROOT, options=dict(settings.options),
@@ -90,4 +94,29 @@ def probe(model_dir: Path, engine: str, version: str | None = None,
         tier=settings.tier, run_id=run_id,
         environment={"environment_id": env.environment_id},
         reproduce=reproduce_commands(engine, env.python, model_dir, stages),
+        host=socket.gethostname())
+
+
+def _probe_in_docker(model_dir: Path, engine: str, version: str | None, stages: list[str],
+                     model: dict[str, Any], run_id: str, logs_root: Path,
+                     settings: ProbeSettings, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    from matrix import docker_executor as dx
+
+    spec = get_spec(engine)
+    version = version or spec.default_version
+    log_dir = logs_root / run_id / _safe(model["id"]) / f"{engine}-{version}-docker"
+    req = ProbeRequest(engine=engine, model_dir=model_dir, stages=stages,
+                       options=dict(settings.options), timeout_s=settings.timeout_s,
+                       memory_mb=settings.memory_mb, env=dict(spec.env))
+    environment: dict[str, Any] = {}
+    try:
+        image = dx.ensure_image(engine, version, say=say)
+        outcome = dx.run_probe(req, log_dir, image)  # memory limit: req.memory_mb
+        environment = image.as_environment()
+    except dx.ImageBuildError as exc:  # our infrastructure, never the engine's fail
+        outcome = dx.build_failure_outcome(exc, log_dir)
+    return build_records(
+        stages=stages, outcome=outcome, engine=engine, engine_version=version, model=model,
+        tier=settings.tier, run_id=run_id, environment=environment,
+        reproduce={s: " ".join(outcome.argv) for s in stages} if outcome.argv else None,
         host=socket.gethostname())

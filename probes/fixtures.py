@@ -301,6 +301,12 @@ def build_feature_fixture(name: str, out_root: Path, target: Path) -> None:
 # --- end fine-tune and serving-feature fixtures ----------------------------------------------
 
 
+def _world_readable(folder: Path) -> None:
+    """safetensors writes 0600: a probe container running as another user could not read it."""
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(path.stat().st_mode | (0o555 if path.is_dir() else 0o444))
+
+
 def all_names() -> list[str]:
     return [*FAMILIES, *BROKEN]
 
@@ -323,6 +329,7 @@ def build(out_root: Path, only: list[str] | None = None) -> list[Path]:
             if not (out_root / "llama" / "model.safetensors").exists():
                 build_family("llama", out_root / "llama")
             build_broken(name, out_root / "llama", target)
+        _world_readable(target)
         print(f"built {target}", flush=True)
         built.append(target)
     return built

@@ -79,7 +79,7 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return events
 
 
-class _LogCapture(threading.Thread):
+class LogCapture(threading.Thread):
     """Drain the child's output into a file: head up to the cap, last bytes as tail."""
 
     def __init__(self, stream, path: Path, cap: int):
@@ -202,7 +202,7 @@ def run_probe(req: ProbeRequest, log_dir: Path) -> ProbeOutcome:
         log_path.write_text(f"dayone: could not start probe child: {exc}\n")
         return ProbeOutcome([], None, False, False, 0.0, log_path, log_path.read_text(),
                             0.0, started_at, argv, infra_error=f"could not start probe: {exc}")
-    capture = _LogCapture(proc.stdout, log_path, req.log_cap_bytes)
+    capture = LogCapture(proc.stdout, log_path, req.log_cap_bytes)
     capture.start()
     timed_out = memory_exceeded = False
     peak = 0.0

@@ -115,9 +115,12 @@ def probe(
     tier: Annotated[str, typer.Option(help="arch or full")] = "arch",
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model's own code to run")] = False,
     store: Annotated[bool, typer.Option(help="Record the results in the store")] = True,
+    executor: Annotated[str, typer.Option(help="local (isolated venv) or docker (container)")] = "local",
     db: DbOption = None,
 ) -> None:
     """Probe MODEL in one engine; print one result record per stage."""
+    if executor not in ("local", "docker"):
+        raise _fail("--executor must be local or docker")
     name, version = _engine_arg(engine)
     if not model.is_dir():
         raise _fail(f"{model} is not a directory (a local HF-format model folder is expected)")
@@ -125,7 +128,8 @@ def probe(
         raise _fail("--tier must be arch or full")
     try:
         settings = probing.ProbeSettings(timeout_s=timeout, memory_mb=memory_mb, tier=tier,
-                                         options={"trust_remote_code": trust_remote_code})
+                                         options={"trust_remote_code": trust_remote_code},
+                                         executor=executor)
         records = probing.probe(model, name, version, stage, model_id=model_id,
                                 settings=settings, say=_say)
     except ValueError as exc:
@@ -242,10 +246,20 @@ def _print_summary(records: list[dict], as_json: bool = False) -> None:
 @env_app.command("build")
 def env_build(
     engines: Annotated[list[str], typer.Argument(help="ENGINE==VERSION (or ENGINE: its default)")],
+    executor: Annotated[str, typer.Option(help="local (a uv venv) or docker (an image)")] = "local",
 ) -> None:
     """Build (or find) the isolated environment of each engine version."""
     for value in engines:
         name, version = _engine_arg(value)
+        if executor == "docker":
+            from matrix import docker_executor as dx
+
+            try:
+                image = dx.ensure_image(name, version, say=_say)
+            except dx.ImageBuildError as exc:
+                raise _fail(str(exc), 1)
+            out.print(f"{image.tag}\t{image.as_environment().get('image_digest')}")
+            continue
         try:
             env = environments.build_env(ENGINES[name], version or ENGINES[name].default_version,
                                          say=_say)

