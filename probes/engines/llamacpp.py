@@ -1,0 +1,334 @@
+"""llama.cpp through llama-cpp-python: convert (HF -> GGUF), load, generate, parity, serve.
+
+Heavy imports (llama_cpp, numpy) inside methods only: this module is imported in the child.
+llama-cpp-python says only `Failed to load model from file`; llama.cpp's log says why (unknown
+model architecture, tensor data not within the file bounds, invalid magic). So a `llama_log_set`
+callback writes that log to the child's stderr, where the host's classifier reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from probes import gguf_convert, parity, serving, workload
+from probes.classify import classify, status_for_class
+from probes.engines.base import EngineBase, HarnessError, StageFailure, StageOutcome
+
+GGML_LOG_LEVEL_DEBUG, GGML_LOG_LEVEL_CONT = 1, 5
+# Converter failures that say more than "the converter cannot do it": kept as they are.
+CONVERT_CLASSES_KEPT = frozenset({"corrupt_or_missing_weights", "out_of_memory", "infra",
+                                  "remote_code_required"})
+# What the host-side fixtures write in dayone.json: their tokenizer is trained locally, so no
+# llama.cpp release knows its pre-tokenizer hash (a GPT-2 byte-level BPE).
+FIXTURE_ID_PREFIX = "dayone-fixtures/"
+FIXTURE_PRETOKENIZER = "gpt-2"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def eos_token_ids(model_dir: Path) -> list[int]:
+    """The ids transformers' min_new_tokens suppresses: suppress the same ones here."""
+    ids: list[int] = []
+    for name in ("generation_config.json", "config.json"):
+        value = _read_json(model_dir / name).get("eos_token_id")
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, int) and v not in ids:
+                ids.append(v)
+    return ids
+
+
+def has_hf_chat_template(model_dir: Path) -> bool:
+    return bool((model_dir / "chat_template.jinja").exists()
+                or _read_json(model_dir / "tokenizer_config.json").get("chat_template"))
+
+
+class Engine(EngineBase):
+    name = "llamacpp"
+    package = "llama-cpp-python"
+    packages = ("gguf", "transformers", "torch", "numpy", "sentencepiece")
+
+    llm: Any = None
+    gguf: Path | None = None
+    completions: list[dict[str, Any]] | None = None
+    server: serving.Server | None = None
+    _log_callback: Any = None
+
+    def __init__(self, model_dir: Path, options: dict[str, Any], workdir: Path):
+        super().__init__(model_dir, options, workdir)
+        self.threads = int(options.get("threads", 1))
+        self.n_ctx = int(options.get("n_ctx", 512))
+        self.n_gpu_layers = int(options.get("n_gpu_layers", 0))
+        self.converter = gguf_convert.converter_dir(options)
+        if options.get("gguf"):
+            self.gguf = Path(options["gguf"])
+
+    # -- environment ------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        commit = gguf_convert.converter_info(self.converter).get("llama_cpp_commit")
+        if commit:
+            info["packages"]["llama.cpp"] = commit  # the llama.cpp this release vendors
+        return info
+
+    def hardware(self) -> str:
+        import llama_cpp
+
+        if self.n_gpu_layers and llama_cpp.llama_supports_gpu_offload():
+            return "gpu:llama.cpp-offload"
+        return super().hardware()
+
+    def _install_log(self) -> None:
+        """Route llama.cpp's and ggml's log to our stderr, through a dup of fd 2:
+        llama-cpp-python points fds 1 and 2 at /dev/null while it loads a model."""
+        if self._log_callback is not None:
+            return
+        import ctypes
+
+        import llama_cpp
+
+        fd = os.dup(2)
+        debug = bool(self.options.get("llama_debug_log"))
+        last = [0]
+
+        @llama_cpp.llama_log_callback
+        def callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+            try:
+                shown = level if level != GGML_LOG_LEVEL_CONT else last[0]
+                last[0] = shown
+                if shown == GGML_LOG_LEVEL_DEBUG and not debug:
+                    return
+                os.write(fd, text or b"")
+            except BaseException:  # never let an exception cross into C
+                pass
+
+        self._log_callback = callback  # keep it alive as long as llama.cpp may call it
+        llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+    # -- convert ----------------------------------------------------------------------------
+    def _pretokenizer_fallback(self) -> str | None:
+        chosen = self.options.get("pretokenizer_fallback")
+        if chosen is False:
+            return None
+        if isinstance(chosen, str):
+            return chosen
+        meta_id = str(_read_json(self.model_dir / "dayone.json").get("id") or "")
+        return FIXTURE_PRETOKENIZER if chosen or meta_id.startswith(FIXTURE_ID_PREFIX) else None
+
+    def _convert(self) -> StageOutcome:
+        script = self.converter / "convert_hf_to_gguf.py"
+        if not script.exists():
+            raise HarnessError(f"no GGUF converter at {self.converter}: the environment lacks "
+                               f"the probes.gguf_convert:install_converter patch")
+        outtype = str(self.options.get("gguf_outtype")
+                      or gguf_convert.outtype_for(_read_json(self.model_dir / "config.json")))
+        out = Path(self.options.get("gguf_out") or self.workdir / "model.gguf")
+        fallback = self._pretokenizer_fallback()
+        cmd = [sys.executable, "-m", "probes.gguf_convert", "--converter", str(self.converter),
+               *(["--pretokenizer-fallback", fallback] if fallback else []), "--",
+               str(self.model_dir), "--outfile", str(out), "--outtype", outtype,
+               *[str(a) for a in self.options.get("convert_args", ())]]
+        t0 = time.perf_counter()
+        # Same process group as the child: the host's watchdog kills it with us. Its output is
+        # copied to our stderr line by line, so a killed conversion still leaves its log.
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, text=True, errors="replace",
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        lines = []
+        for line in proc.stdout:
+            sys.stderr.write(line)
+            lines.append(line)
+        rc = proc.wait()
+        output = "".join(lines)
+        convert_s = time.perf_counter() - t0
+        if rc != 0 or not out.exists():
+            found = classify(output, self.name).failure_class
+            cls = found if found in CONVERT_CLASSES_KEPT else "conversion_failed"
+            raise StageFailure(gguf_convert.error_line(output), cls, status=status_for_class(cls),
+                               metrics={"convert_s": round(convert_s, 3), "outtype": outtype})
+        n_tensors = gguf_convert.gguf_header(out)[1]
+        if n_tensors == 0:
+            # The converter writes a metadata-only GGUF when it finds no weights at all.
+            raise StageFailure("the converter wrote a GGUF with no tensors: the model directory "
+                               "has no weights it could read", "corrupt_or_missing_weights",
+                               metrics={"convert_s": round(convert_s, 3), "outtype": outtype})
+        self.gguf = out
+        return StageOutcome(metrics={
+            "n_tensors": n_tensors,
+            "convert_s": round(convert_s, 3), "outtype": outtype,
+            "gguf_bytes": out.stat().st_size,
+            "pretokenizer_fallback": gguf_convert.FALLBACK_MARKER in output})
+
+    def stage_convert(self) -> StageOutcome:
+        if self.options.get("gguf"):
+            return StageOutcome(metrics={"gguf_bytes": Path(self.options["gguf"]).stat().st_size},
+                                message="a GGUF was given: conversion not run")
+        return self._convert()
+
+    def _ensure_gguf(self) -> Path:
+        if self.gguf is None:
+            self._convert()
+        assert self.gguf is not None
+        return self.gguf
+
+    # -- load / generate --------------------------------------------------------------------
+    def stage_load(self) -> StageOutcome:
+        import llama_cpp
+
+        gguf = self._ensure_gguf()
+        self._install_log()
+        t0 = time.perf_counter()
+        # logits_all: every position's logits are kept, which the top-k logprobs need.
+        self.llm = llama_cpp.Llama(
+            model_path=str(gguf), n_ctx=self.n_ctx, n_batch=self.n_ctx, logits_all=True,
+            n_threads=self.threads, n_threads_batch=self.threads, seed=0,
+            n_gpu_layers=self.n_gpu_layers, verbose=False)
+        load_s = time.perf_counter() - t0
+        meta = self.llm.metadata
+        return StageOutcome(metrics={
+            "load_s": round(load_s, 4), "architecture": meta.get("general.architecture"),
+            "parameters": int(llama_cpp.llama_model_n_params(self.llm.model)),
+            "file_type": meta.get("general.file_type"), "n_vocab": self.llm.n_vocab(),
+            "gguf_bytes": gguf.stat().st_size})
+
+    def _greedy(self, prompt_ids: list[int], eos: list[int]) -> tuple[list[int], list]:
+        """Greedy decoding on llama.cpp's raw logits, EOS suppressed like min_new_tokens."""
+        import numpy as np
+
+        llm = self.llm
+        llm.reset()
+        llm.eval(prompt_ids)
+        token_ids: list[int] = []
+        top: list[list[list[float]]] = []
+        for _ in range(self.max_new_tokens):
+            logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64)
+            peak = logits.max()
+            logprobs = logits - (peak + np.log(np.exp(logits - peak).sum()))
+            if not np.isfinite(logprobs).all():
+                raise StageFailure("dayone-wrong-output: non-finite logits", "wrong_output")
+            best = np.argsort(-logprobs, kind="stable")[: self.top_k]
+            top.append([[int(i), float(logprobs[i])] for i in best])
+            logits[[e for e in eos if 0 <= e < logits.shape[0]]] = -np.inf
+            token = int(np.argmax(logits))
+            token_ids.append(token)
+            llm.eval([token])
+        return token_ids, top
+
+    def stage_generate(self) -> StageOutcome:
+        if self.llm is None:
+            self.stage_load()
+        reference_ids = parity.reference_prompt_ids(self.options)
+        eos = eos_token_ids(self.model_dir) or [self.llm.token_eos()]
+        completions = []
+        own_match = True
+        t0 = time.perf_counter()
+        for prompt in self.prompts:
+            own = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
+            # Feed the reference's token ids, so both engines see the same tokens; whether
+            # llama.cpp's own tokenizer agrees is a metric.
+            ids = reference_ids.get(prompt) or own
+            own_match &= (own == ids)
+            if len(ids) + self.max_new_tokens > self.n_ctx:
+                raise HarnessError(f"prompt of {len(ids)} tokens does not fit n_ctx {self.n_ctx}")
+            token_ids, top = self._greedy(list(ids), eos)
+            completions.append({
+                "prompt": prompt, "prompt_ids": list(ids), "token_ids": token_ids,
+                "text": self.llm.detokenize(token_ids).decode("utf-8", "replace"),
+                "top_logprobs": top})
+        elapsed = time.perf_counter() - t0
+        self.completions = completions
+        new_tokens = sum(len(c["token_ids"]) for c in completions)
+        return StageOutcome(
+            metrics={"new_tokens": new_tokens, "prompts": len(completions),
+                     "generate_s": round(elapsed, 4),
+                     "output_tok_s": round(new_tokens / elapsed, 2) if elapsed else math.inf,
+                     "reference_prompt_ids": bool(reference_ids),
+                     "prompt_tokens_match": own_match},
+            output={"completions": completions})
+
+    # -- parity -----------------------------------------------------------------------------
+    def stage_parity(self) -> StageOutcome:
+        if self.completions is None:
+            self.stage_generate()
+        return parity.parity_stage(self.options, self.completions or [], self.top_k)
+
+    # -- serve ------------------------------------------------------------------------------
+    def stage_serve(self) -> StageOutcome:
+        gguf = self._ensure_gguf()
+        self._free_model()  # one copy of the weights at a time
+        port = serving.free_port()
+        # No --chat_format: the server takes the chat template the converter wrote into the
+        # GGUF (the model's own), as a user's server would.
+        argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
+                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(self.n_ctx),
+                "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
+                "--n_gpu_layers", str(self.n_gpu_layers)]
+        log_path = self.workdir / "llamacpp-server.log"
+        t0 = time.perf_counter()
+        self.server = serving.start_server(
+            argv, port, log_path, ready_path="/v1/models",
+            timeout_s=float(self.options.get("serve_timeout_s", 120)))
+        ready_s = time.perf_counter() - t0
+        try:
+            max_tokens = int(self.options.get("serve_max_tokens", 8))
+            eos = eos_token_ids(self.model_dir)
+            t1 = time.perf_counter()
+            # Random weights like EOS at once: bias it away so the answer has tokens to check.
+            status, body = self.server.chat(
+                list(workload.CHAT_MESSAGES), max_tokens=max_tokens, temperature=0.0,
+                logit_bias={str(e): -100 for e in eos})
+            chat_s = time.perf_counter() - t1
+            log = self.server.log_tail(400)
+        finally:
+            self.server.stop()
+            self.server = None
+        if status != 200:
+            print(log, file=sys.stderr, flush=True)  # the server's reason, for the classifier
+            raise StageFailure(f"chat completion answered HTTP {status}: {str(body)[:500]}")
+        try:
+            choice = body["choices"][0]
+            content, role = choice["message"].get("content"), choice["message"].get("role")
+            completion_tokens = int(body["usage"]["completion_tokens"])
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise StageFailure(f"dayone-wrong-output: malformed chat completion ({exc!r}): "
+                               f"{str(body)[:500]}", "wrong_output") from exc
+        if role != "assistant" or not isinstance(content, str) or not content \
+                or completion_tokens < 1:
+            raise StageFailure(f"dayone-wrong-output: empty or malformed answer: "
+                               f"{str(body)[:500]}", "wrong_output")
+        metrics = {"ready_s": round(ready_s, 3), "chat_s": round(chat_s, 3),
+                   "completion_tokens": completion_tokens,
+                   "prompt_tokens": body["usage"].get("prompt_tokens"),
+                   "finish_reason": choice.get("finish_reason"),
+                   "chat_template": "gguf" if "Using gguf chat template" in log else "fallback"}
+        if metrics["chat_template"] != "gguf" and has_hf_chat_template(self.model_dir):
+            return StageOutcome(status="degraded", metrics=metrics,
+                                message="the GGUF lost the model's chat template: the server "
+                                        "fell back to its default chat format")
+        return StageOutcome(metrics=metrics, message=f"answered {content[:80]!r}")
+
+    # -- cleanup ----------------------------------------------------------------------------
+    def _free_model(self) -> None:
+        if self.llm is not None:
+            try:
+                self.llm.close()
+            finally:
+                self.llm = None
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        self._free_model()

@@ -1,0 +1,238 @@
+"""Parity: does an engine's greedy continuation agree with the transformers reference?
+
+Shared by every engine, implemented once. Standard library only.
+
+The rule is vLLM's `check_logprobs_close` (tests/models/utils.py): walk both greedy
+continuations token by token; at the first position where they differ, each side's token must be
+in the other side's top-k, and the comparison of that prompt stops there (the sequences have
+diverged, later tokens say nothing). Two engines in different precisions (bf16 vs f32) may
+legitimately swap two near-tied tokens: that is `degraded`, not red. A token outside the other's
+top-k is `fail` / `wrong_output`. Where the tokens agree we also compare the logprobs both sides
+report for the same token ids: a huge gap on agreeing tokens (scaled logits, a wrong softmax) is
+also `wrong_output`, since the argmax alone can survive such bugs.
+
+The reference is the transformers engine's generate `output` for the same model revision and
+workload, computed once and reused (`reference_path_for`, `write_reference`, `load_reference`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from probes import workload
+
+# Nats. Far above bf16-vs-f32 noise on agreeing tokens (~0.01-0.3), far below what a broken
+# kernel or altered weights give. The token rule decides most failures; this catches the rest.
+MAX_LOGPROB_GAP = 2.0
+
+Completion = Mapping[str, Any]  # {"prompt", "prompt_ids", "token_ids", "top_logprobs", ...}
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    status: str  # pass / degraded / fail
+    failure_class: str | None
+    message: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    details: list[dict[str, Any]] = field(default_factory=list)  # one per prompt
+
+
+def _top(step: list[list[float]] | list[tuple[int, float]], k: int) -> dict[int, float]:
+    """A step's top-k as {token_id: logprob}; lists arrive sorted best first."""
+    return {int(tok): float(lp) for tok, lp in list(step)[:k]}
+
+
+def compare_completion(ref: Completion, got: Completion, top_k: int) -> dict[str, Any]:
+    """One prompt: where it diverged, whether the divergence is within top-k, the worst gap."""
+    ref_ids, got_ids = list(ref["token_ids"]), list(got["token_ids"])
+    ref_top, got_top = ref.get("top_logprobs") or [], got.get("top_logprobs") or []
+    steps = min(len(ref_ids), len(got_ids), len(ref_top), len(got_top))
+    detail: dict[str, Any] = {"prompt": ref.get("prompt"), "tokens_compared": 0,
+                              "first_divergence": None, "within_top_k": True,
+                              "max_logprob_gap": 0.0, "gap_at": None}
+    for i in range(steps):
+        ref_k, got_k = _top(ref_top[i], top_k), _top(got_top[i], top_k)
+        detail["tokens_compared"] = i + 1
+        for tok in ref_k.keys() & got_k.keys():
+            gap = abs(ref_k[tok] - got_k[tok])
+            if gap > detail["max_logprob_gap"]:
+                detail["max_logprob_gap"], detail["gap_at"] = gap, i
+        if ref_ids[i] != got_ids[i]:
+            detail["first_divergence"] = i
+            detail["reference_token"], detail["engine_token"] = ref_ids[i], got_ids[i]
+            # vLLM's rule: each side's choice must be among the other's top-k.
+            detail["within_top_k"] = got_ids[i] in ref_k and ref_ids[i] in got_k
+            break
+    if steps < max(len(ref_ids), len(got_ids)) and detail["first_divergence"] is None:
+        # One side stopped early (or reported fewer logprob steps): a divergence at `steps`.
+        detail["first_divergence"] = steps
+        detail["within_top_k"] = False
+        detail["length_mismatch"] = [len(ref_ids), len(got_ids)]
+    detail["max_logprob_gap"] = round(detail["max_logprob_gap"], 6)
+    return detail
+
+
+def check_logprobs_close(reference: list[Completion], candidate: list[Completion], *,
+                         top_k: int | None = None, max_logprob_gap: float = MAX_LOGPROB_GAP
+                         ) -> ParityResult:
+    """The verdict of comparing an engine's completions with the reference's, prompt by prompt.
+
+    Completions pair up by prompt text. Raises ValueError when they cannot be paired (a harness
+    problem: the two runs did not use the same workload)."""
+    by_prompt = {c.get("prompt"): c for c in candidate}
+    missing = [r.get("prompt") for r in reference if r.get("prompt") not in by_prompt]
+    if missing or not reference:
+        raise ValueError(f"engine output lacks reference prompt(s) {missing!r}" if missing
+                         else "empty reference")
+    k = top_k or min(len(s) for c in (*reference, *candidate)
+                     for s in (c.get("top_logprobs") or [[None]]))
+    details, token_mismatch = [], []
+    for ref in reference:
+        got = by_prompt[ref.get("prompt")]
+        if ref.get("prompt_ids") is not None and got.get("prompt_ids") is not None \
+                and list(ref["prompt_ids"]) != list(got["prompt_ids"]):
+            token_mismatch.append(ref.get("prompt"))
+        details.append(compare_completion(ref, got, k))
+    diverged = [d for d in details if d["first_divergence"] is not None]
+    divergences = [d["first_divergence"] for d in diverged]
+    metrics = {
+        "prompts_compared": len(details),
+        "tokens_compared": sum(d["tokens_compared"] for d in details),
+        "first_divergence": min(divergences) if divergences else None,
+        "prompts_diverged": len(diverged),
+        "max_logprob_gap": max(d["max_logprob_gap"] for d in details),
+        "top_k": k,
+    }
+    if token_mismatch:
+        return ParityResult("fail", "tokenizer_or_template",
+                            f"parity failed: the prompt tokenizes differently from the reference "
+                            f"for {token_mismatch[0]!r}", metrics, details)
+    outside = [d for d in diverged if not d["within_top_k"]]
+    if outside:
+        d = outside[0]
+        if "length_mismatch" in d:
+            what = f"lengths {d['length_mismatch'][1]} vs reference {d['length_mismatch'][0]}"
+        else:
+            what = (f"token {d['engine_token']} vs reference {d['reference_token']}, "
+                    f"not within each other's top-{k}")
+        return ParityResult("fail", "wrong_output",
+                            f"parity failed: {d['prompt']!r} diverges at token "
+                            f"{d['first_divergence']}: {what}", metrics, details)
+    if metrics["max_logprob_gap"] > max_logprob_gap:
+        worst = max(details, key=lambda d: d["max_logprob_gap"])
+        return ParityResult("fail", "wrong_output",
+                            f"parity failed: logprobs of agreeing tokens differ by "
+                            f"{worst['max_logprob_gap']:.3f} nats (limit {max_logprob_gap}) on "
+                            f"{worst['prompt']!r} at token {worst['gap_at']}", metrics, details)
+    if diverged:
+        return ParityResult("degraded", None,
+                            f"greedy output diverges from the reference on {len(diverged)} of "
+                            f"{len(details)} prompts (first at token {metrics['first_divergence']}),"
+                            f" within top-{k}", metrics, details)
+    return ParityResult("pass", None, f"{metrics['tokens_compared']} tokens agree with the "
+                                      f"reference", metrics, details)
+
+
+# -- the reference: computed once per model revision and workload, reused --------------------
+def workload_key(prompts: tuple[str, ...] | list[str] = workload.PROMPTS,
+                 max_new_tokens: int = workload.MAX_NEW_TOKENS,
+                 top_k: int = workload.TOP_K) -> str:
+    blob = json.dumps({"prompts": list(prompts), "max_new_tokens": max_new_tokens,
+                       "top_k": top_k}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _field(model_info: Any, name: str) -> Any:
+    if isinstance(model_info, Mapping):
+        return model_info.get(name)
+    return getattr(model_info, name, None)
+
+
+def reference_path_for(model_info: Any, cache_dir: Path | str, *,
+                       prompts: tuple[str, ...] | list[str] = workload.PROMPTS,
+                       max_new_tokens: int = workload.MAX_NEW_TOKENS,
+                       top_k: int = workload.TOP_K) -> Path:
+    """Where the transformers reference for this model revision and workload lives.
+
+    model_info: a probes.modelinfo.ModelInfo or its record dict (id, revision)."""
+    model_id = str(_field(model_info, "id") or "model")
+    revision = str(_field(model_info, "revision") or "unknown")
+    safe_id = re.sub(r"[^A-Za-z0-9_.-]+", "_", model_id)[:80] or "model"
+    return (Path(cache_dir) / "references" / safe_id
+            / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', revision)[:64]}-"
+              f"{workload_key(prompts, max_new_tokens, top_k)}.json")
+
+
+def write_reference(path: Path | str, generate_record: Mapping[str, Any]) -> Path:
+    """Save a transformers `generate` result record (status pass, with `output`) as reference.
+
+    Written atomically: a parallel probe reads either nothing or the whole file."""
+    if generate_record.get("stage") != "generate" or generate_record.get("status") != "pass" \
+            or not (generate_record.get("output") or {}).get("completions"):
+        raise ValueError("a reference needs a passing generate record with completions")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    engine = generate_record.get("engine") or {}
+    data = {"model": generate_record.get("model"),
+            "engine": {"name": engine.get("name"), "version": engine.get("version"),
+                       "packages": engine.get("packages")},
+            "output": generate_record["output"]}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def load_reference(path: Path | str) -> list[dict[str, Any]]:
+    """The reference completions from a file written by write_reference (or a bare output)."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    output = data.get("output", data) if isinstance(data, dict) else None
+    completions = output.get("completions") if isinstance(output, dict) else None
+    if not isinstance(completions, list) or not completions:
+        raise ValueError(f"{path}: no reference completions")
+    return completions
+
+
+def reference_prompt_ids(options: Mapping[str, Any]) -> dict[str, list[int]]:
+    """{prompt: reference prompt token ids} when the host passed a reference, else {}.
+
+    Engines feed these ids so both sides see the same tokens."""
+    path = options.get("reference_path")
+    if not path or not Path(path).exists():
+        return {}
+    return {c["prompt"]: list(c["prompt_ids"]) for c in load_reference(path)
+            if c.get("prompt_ids") is not None}
+
+
+def parity_stage(options: Mapping[str, Any], completions: list[Completion], top_k: int):
+    """The `parity` stage of any engine: its generate completions against the reference.
+
+    Returns a StageOutcome; a missing reference is ours (HarnessError -> error/infra)."""
+    import sys
+
+    from probes.engines.base import HarnessError, StageOutcome
+
+    path = options.get("reference_path")
+    if not path:
+        raise HarnessError("parity needs a transformers reference: options['reference_path'] "
+                           "is not set (run the transformers generate stage first)")
+    try:
+        reference = load_reference(path)
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"unreadable parity reference {path}: {exc}") from exc
+    try:
+        result = check_logprobs_close(
+            reference, completions, top_k=top_k,
+            max_logprob_gap=float(options.get("max_logprob_gap", MAX_LOGPROB_GAP)))
+    except ValueError as exc:
+        raise HarnessError(f"parity: {exc}") from exc
+    if result.status != "pass":
+        print(f"dayone: {result.message}", file=sys.stderr, flush=True)
+    return StageOutcome(status=result.status, metrics=result.metrics, message=result.message,
+                        failure_class=result.failure_class, output={"details": result.details})

@@ -1,0 +1,169 @@
+"""The parity rule (vLLM's check_logprobs_close) and the reference cache, as pure functions.
+
+The real-engine side (a GGUF altered after conversion must fail parity) is in
+tests/test_llamacpp.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from probes import parity
+from probes.engines.base import HarnessError
+from probes.modelinfo import ModelInfo
+
+
+def completion(prompt: str, tokens: list[int], tops: list[list[tuple[int, float]]],
+               prompt_ids: list[int] | None = None) -> dict:
+    return {"prompt": prompt, "prompt_ids": prompt_ids or [1, 2, 3], "token_ids": tokens,
+            "top_logprobs": [[list(p) for p in step] for step in tops]}
+
+
+# Three steps; each top list is best first. Token 10 wins every step.
+REF_TOPS = [[(10, -0.1), (11, -2.5), (12, -3.0)],
+            [(10, -0.2), (12, -2.0), (11, -2.2)],
+            [(10, -0.3), (11, -1.9), (13, -4.0)]]
+REF = [completion("p", [10, 10, 10], REF_TOPS)]
+
+
+def test_identical_output_passes_with_its_numbers():
+    result = parity.check_logprobs_close(REF, [completion("p", [10, 10, 10], REF_TOPS)])
+    assert result.status == "pass" and result.failure_class is None
+    assert result.metrics == {"prompts_compared": 1, "tokens_compared": 3,
+                              "first_divergence": None, "prompts_diverged": 0,
+                              "max_logprob_gap": 0.0, "top_k": 3}
+
+
+def test_divergence_within_each_others_top_k_is_degraded():
+    # Step 1: the engine picks 12, which the reference ranks second; the engine ranks 10 second.
+    got_tops = [REF_TOPS[0], [(12, -0.25), (10, -0.3), (11, -2.2)], [(10, -0.1)] * 3]
+    result = parity.check_logprobs_close(REF, [completion("p", [10, 12, 10], got_tops)])
+    assert result.status == "degraded" and result.failure_class is None
+    assert result.metrics["first_divergence"] == 1
+    assert result.metrics["tokens_compared"] == 2  # comparison stops where they diverge
+    assert result.details[0]["within_top_k"] is True
+
+
+def test_divergence_outside_top_k_fails_as_wrong_output():
+    got_tops = [[(99, -0.01), (98, -5.0), (97, -6.0)]] + REF_TOPS[1:]
+    result = parity.check_logprobs_close(REF, [completion("p", [99, 10, 10], got_tops)])
+    assert (result.status, result.failure_class) == ("fail", "wrong_output")
+    assert result.metrics["first_divergence"] == 0
+    assert "parity failed" in result.message and "not within" in result.message
+
+
+def test_only_one_side_in_the_others_top_k_still_fails():
+    # The engine's token is in the reference's top-k, but the reference's is not in the engine's.
+    got_tops = [[(11, -0.1), (50, -2.0), (51, -3.0)]] + REF_TOPS[1:]
+    result = parity.check_logprobs_close(REF, [completion("p", [11, 10, 10], got_tops)])
+    assert result.status == "fail"
+
+
+def test_same_tokens_with_far_off_logprobs_fail():
+    # Scaled logits keep the argmax: the token rule alone would pass this.
+    scaled = [[(t, lp * 4) for t, lp in step] for step in REF_TOPS]
+    result = parity.check_logprobs_close(REF, [completion("p", [10, 10, 10], scaled)])
+    assert (result.status, result.failure_class) == ("fail", "wrong_output")
+    assert result.metrics["first_divergence"] is None
+    assert result.metrics["max_logprob_gap"] == pytest.approx(16.0 - 4.0)  # token 13, step 2
+    assert "logprobs of agreeing tokens" in result.message
+
+
+def test_small_logprob_noise_passes_and_is_reported():
+    noisy = [[(t, lp + 0.05) for t, lp in step] for step in REF_TOPS]
+    result = parity.check_logprobs_close(REF, [completion("p", [10, 10, 10], noisy)])
+    assert result.status == "pass"
+    assert result.metrics["max_logprob_gap"] == pytest.approx(0.05)
+
+
+def test_a_shorter_output_fails():
+    result = parity.check_logprobs_close(REF, [completion("p", [10], REF_TOPS[:1])])
+    assert (result.status, result.failure_class) == ("fail", "wrong_output")
+    assert result.metrics["first_divergence"] == 1
+
+
+def test_different_prompt_tokens_are_a_tokenizer_failure():
+    got = completion("p", [10, 10, 10], REF_TOPS, prompt_ids=[1, 2, 4])
+    result = parity.check_logprobs_close(REF, [got])
+    assert (result.status, result.failure_class) == ("fail", "tokenizer_or_template")
+
+
+def test_prompts_pair_by_text_and_a_missing_one_is_our_error():
+    other = completion("q", [10, 10, 10], REF_TOPS)
+    ok = parity.check_logprobs_close(REF, [other, completion("p", [10, 10, 10], REF_TOPS)])
+    assert ok.status == "pass" and ok.metrics["prompts_compared"] == 1
+    with pytest.raises(ValueError, match="lacks reference prompt"):
+        parity.check_logprobs_close(REF, [other])
+
+
+def test_worst_prompt_decides_and_first_divergence_is_the_earliest():
+    ref = REF + [completion("q", [10, 10, 10], REF_TOPS)]
+    bad = [[(99, -0.01), (98, -5.0), (97, -6.0)]] + REF_TOPS[1:]
+    within = [REF_TOPS[0], [(12, -0.25), (10, -0.3), (11, -2.2)], REF_TOPS[2]]
+    got = [completion("p", [10, 12, 10], within), completion("q", [99, 10, 10], bad)]
+    result = parity.check_logprobs_close(ref, got)
+    assert result.status == "fail"
+    assert result.metrics["first_divergence"] == 0 and result.metrics["prompts_diverged"] == 2
+
+
+def test_top_k_is_the_smaller_of_both_sides():
+    got_tops = [step[:2] for step in REF_TOPS]
+    result = parity.check_logprobs_close(REF, [completion("p", [10, 10, 10], got_tops)])
+    assert result.metrics["top_k"] == 2
+
+
+# -- the reference cache ----------------------------------------------------------------------
+def info(revision: str = "abc") -> ModelInfo:
+    return ModelInfo(id="org/Model-1B", revision=revision, model_type="llama",
+                     architecture="LlamaForCausalLM")
+
+
+def test_reference_path_is_per_revision_and_workload(tmp_path):
+    a = parity.reference_path_for(info(), tmp_path)
+    assert a == parity.reference_path_for(info().as_record(), tmp_path)  # object or record
+    assert a.parent == tmp_path / "references" / "org_Model-1B"
+    assert a != parity.reference_path_for(info("def"), tmp_path)
+    assert a != parity.reference_path_for(info(), tmp_path, max_new_tokens=8)
+    assert a != parity.reference_path_for(info(), tmp_path, prompts=["other"])
+
+
+def generate_record(status: str = "pass") -> dict:
+    return {"stage": "generate", "status": status, "model": {"id": "m"},
+            "engine": {"name": "transformers", "version": "5.23.0", "packages": {}},
+            "output": {"completions": REF}}
+
+
+def test_reference_round_trip_and_prompt_ids(tmp_path):
+    path = parity.write_reference(tmp_path / "r" / "ref.json", generate_record())
+    assert parity.load_reference(path) == REF
+    assert json.loads(path.read_text())["engine"]["version"] == "5.23.0"
+    assert parity.reference_prompt_ids({"reference_path": str(path)}) == {"p": [1, 2, 3]}
+    assert parity.reference_prompt_ids({}) == {}
+    # A bare generate output is accepted as well.
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({"completions": REF}))
+    assert parity.load_reference(bare) == REF
+
+
+def test_a_failed_generate_is_no_reference(tmp_path):
+    with pytest.raises(ValueError):
+        parity.write_reference(tmp_path / "ref.json", generate_record("fail"))
+    assert not (tmp_path / "ref.json").exists()
+
+
+def test_parity_stage_without_reference_is_our_error(tmp_path):
+    with pytest.raises(HarnessError, match="reference"):
+        parity.parity_stage({}, REF, 5)
+    with pytest.raises(HarnessError, match="unreadable"):
+        parity.parity_stage({"reference_path": str(tmp_path / "none.json")}, REF, 5)
+
+
+def test_parity_stage_outcome(tmp_path):
+    path = parity.write_reference(tmp_path / "ref.json", generate_record())
+    good = parity.parity_stage({"reference_path": str(path)}, REF, 5)
+    assert good.status == "pass" and good.metrics["tokens_compared"] == 3
+    wrong = [completion("p", [99, 10, 10], [[(99, -0.01)]] + REF_TOPS[1:])]
+    bad = parity.parity_stage({"reference_path": str(path)}, wrong, 5)
+    assert (bad.status, bad.failure_class) == ("fail", "wrong_output")
+    assert bad.output["details"][0]["first_divergence"] == 0
