@@ -163,9 +163,10 @@ def build_env(spec: EngineSpec, version: str, say: Callable[[str], None] = print
         for build in spec.wheel_builds:
             find_links += ["--find-links", str(build_wheel(build, version, say))]
         # --compile-bytecode: without .pyc files every probe recompiles torch (import 2x slower).
-        _run([_uv(), "pip", "install", "--compile-bytecode", "--python", str(python),
-              "--index-strategy",
-              "unsafe-best-match", *find_links, *requirements(spec, version)], log)
+        if spec.requirements:  # an engine with none (fault injection) needs only the venv
+            _run([_uv(), "pip", "install", "--compile-bytecode", "--python", str(python),
+                  "--index-strategy", "unsafe-best-match", *find_links,
+                  *requirements(spec, version)], log)
         patches = []
         for patch in spec.patches:
             module, _, func = patch.partition(":")

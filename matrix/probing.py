@@ -18,8 +18,8 @@ from typing import Any, Callable
 from matrix import environments
 from probes import parity
 from probes.engines import get_spec
-from probes.modelinfo import read_model_info
-from probes.record import build_records, iso
+from probes.modelinfo import escaping_links, read_model_info
+from probes.record import build_records, iso, refused_records
 from probes.runner import ProbeRequest, run_probe
 from probes.stages import blocked_message, is_good, order_stages
 
@@ -79,6 +79,13 @@ def probe(model_dir: Path, engine: str, version: str | None = None,
     model_dir = Path(model_dir).resolve()
     model = read_model_info(model_dir, model_id).as_record()
     run_id = settings.run_id or new_run_id()
+    escapes = escaping_links(model_dir)
+    if escapes:  # untrusted input: no engine may read outside the model directory
+        return refused_records(
+            stages=stages, engine=engine, engine_version=version or spec.default_version,
+            model=model, failure_class="corrupt_or_missing_weights", tier=settings.tier,
+            run_id=run_id, host=socket.gethostname(),
+            message=f"model directory links outside itself: {', '.join(escapes[:5])}")
     logs_root = settings.logs_root or dayone_home() / "logs"
     if settings.executor == "docker":
         return _probe_in_docker(model_dir, engine, version, stages, model, run_id, logs_root,

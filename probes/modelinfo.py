@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,13 +26,47 @@ class ModelInfo:
 
 
 def _read_json(path: Path) -> dict | None:
+    # reliability (issue 11): no symlink (O_NOFOLLOW), only a regular file (a FIFO named
+    # config.json used to block forever), and deep nesting is a RecursionError, not a crash.
     try:
-        if path.is_symlink() or path.stat().st_size > MAX_CONFIG_BYTES:
-            return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_CONFIG_BYTES:
+            return None
+        raw = os.read(fd, MAX_CONFIG_BYTES + 1)
+        data = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    finally:
+        os.close(fd)
     return data if isinstance(data, dict) else None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def escaping_links(model_dir: Path) -> list[str]:
+    """reliability (issue 11): entries of a model directory that are symlinks resolving outside
+    it (config.json -> /etc/passwd), which the engine would follow. A Hugging Face cache
+    snapshot (`.../snapshots/<rev>/x -> ../../blobs/<hash>`) may point into its repo's blobs."""
+    root = Path(os.path.realpath(model_dir))
+    allowed = [root]
+    if root.parent.name == "snapshots":
+        allowed.append(root.parent.parent / "blobs")
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):  # does not descend into dir symlinks
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            if not path.is_symlink():
+                continue
+            target = Path(os.path.realpath(path))
+            if not any(target == a or a in target.parents for a in allowed):
+                out.append(path.relative_to(root).as_posix())
+    return sorted(out)
 
 
 def local_revision(model_dir: Path) -> str | None:
@@ -60,8 +95,8 @@ def read_model_info(model_dir: Path, model_id: str | None = None) -> ModelInfo:
     archs = config.get("architectures")
     model_type = config.get("model_type")
     return ModelInfo(
-        id=model_id or meta.get("id") or model_dir.name or os.fspath(model_dir),
-        revision=meta.get("revision") or local_revision(model_dir),
+        id=model_id or _text(meta.get("id")) or model_dir.name or os.fspath(model_dir),
+        revision=_text(meta.get("revision")) or local_revision(model_dir),
         model_type=model_type if isinstance(model_type, str) else None,
         architecture=archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None,
         release_date=meta.get("release_date") if isinstance(meta.get("release_date"), str) else None,

@@ -72,6 +72,10 @@ def death_verdict(outcome: ProbeOutcome, engine: str) -> Verdict:
         return Verdict("timeout", "timeout",
                        f"no answer within {outcome.duration_s:.0f} s; process group killed",
                        excerpt(log, None))
+    if outcome.pids_exceeded:
+        return Verdict("fail", "crash",
+                       "killed: too many processes in the probe's group (fork bomb?)",
+                       excerpt(log, None))
     if any(e.get("event") == "setup_failed" for e in outcome.events):
         msg = next(e.get("message") for e in outcome.events if e.get("event") == "setup_failed")
         return Verdict("error", "infra", f"engine environment broken: {msg}", excerpt(log, None))
@@ -155,4 +159,24 @@ def build_records(*, stages: list[str], outcome: ProbeOutcome, engine: str,
         if end and end.get("output"):
             record["output"] = end["output"]
         records.append(record)
+    return records
+
+
+def refused_records(*, stages: list[str], engine: str, engine_version: str, model: dict[str, Any],
+                    message: str, failure_class: str, tier: str = "arch",
+                    run_id: str | None = None, host: str | None = None) -> list[dict[str, Any]]:
+    """Records for a model the host refuses to hand to any engine (e.g. files that link outside
+    its directory): the first stage fails with the reason, the rest are blocked by it."""
+    now = iso(__import__("time").time())
+    records = []
+    for i, stage in enumerate(stages):
+        status = status_for_class(failure_class) if i == 0 else "skipped"
+        records.append({
+            "schema_version": SCHEMA_VERSION, "run_id": run_id, "model": model,
+            "engine": {"name": engine, "version": engine_version}, "tier": tier,
+            "stage": stage, "status": status,
+            "failure_class": failure_class if i == 0 else None,
+            "message": message if i == 0 else blocked_message(stages[0], records[0]["status"]),
+            "log_excerpt": None, "log_path": None, "metrics": {}, "started_at": now,
+            "duration_s": 0.0, "reproduce": None, "dayone_version": __version__, "host": host})
     return records

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -39,6 +40,8 @@ class ProbeRequest:
     workdir: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
     no_network: bool = False
+    # reliability (issue 11): most live processes the child's group may have (fork bombs).
+    pids_max: int = 1024
 
     def child_argv(self, events: Path, workdir: Path) -> list[str]:
         return [self.python, "-m", "probes.child", "--engine", self.engine,
@@ -63,6 +66,7 @@ class ProbeOutcome:
     argv: list[str]
     infra_error: str | None = None  # we could not start the child at all
     pid: int | None = None  # the child's pid, also its process group id
+    pids_exceeded: bool = False  # reliability (issue 11): killed for too many processes
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
@@ -82,19 +86,40 @@ def read_events(path: Path) -> list[dict[str, Any]]:
 class LogCapture(threading.Thread):
     """Drain the child's output into a file: head up to the cap, last bytes as tail."""
 
+    # reliability (issue 11): a write error (results directory full) must not stop the
+    # draining, or the child blocks on a full pipe and reads as a false timeout. The error is
+    # kept, the output still drained, and its last bytes stay in memory (`recent`).
+
     def __init__(self, stream, path: Path, cap: int):
         super().__init__(daemon=True)
         self.stream, self.path, self.cap = stream, path, cap
         self.dropped = 0
         self.tail = bytearray()
+        self.recent = bytearray()  # last bytes of everything, written or not
+        self.write_error: str | None = None
+
+    def _write(self, out, data: bytes) -> None:
+        if out is None or self.write_error:
+            return
+        try:
+            out.write(data)
+            out.flush()
+        except OSError as exc:
+            self.write_error = str(exc)
 
     def run(self) -> None:
         written = 0
-        with open(self.path, "wb") as out:
+        try:
+            out = open(self.path, "wb")
+        except OSError as exc:
+            out, self.write_error = None, str(exc)
+        try:
             while chunk := self.stream.read1(65536) if hasattr(self.stream, "read1") else self.stream.read(65536):
+                self.recent += chunk
+                del self.recent[:-LOG_TAIL_BYTES]
                 room = self.cap - written
                 if room > 0:
-                    out.write(chunk[:room])
+                    self._write(out, chunk[:room])
                     written += min(room, len(chunk))
                     chunk = chunk[room:]
                 if chunk:
@@ -103,10 +128,16 @@ class LogCapture(threading.Thread):
                     del self.tail[:-LOG_TAIL_BYTES]
             if self.dropped:
                 kept = len(self.tail)
-                out.write(f"\n[dayone: log capped at {self.cap} bytes; "
-                          f"{self.dropped - kept} bytes dropped; last {kept} bytes follow]\n"
-                          .encode())
-                out.write(bytes(self.tail))
+                self._write(out, f"\n[dayone: log capped at {self.cap} bytes; "
+                                 f"{self.dropped - kept} bytes dropped; last {kept} bytes "
+                                 f"follow]\n".encode())
+                self._write(out, bytes(self.tail))
+        finally:
+            if out is not None:
+                try:
+                    out.close()
+                except OSError as exc:
+                    self.write_error = self.write_error or str(exc)
 
 
 def group_members(pgid: int) -> list[int]:
@@ -160,11 +191,29 @@ def kill_group(pgid: int, grace_s: float = KILL_GRACE_S) -> None:
         pass
 
 
+def _parent_death_signal():
+    """reliability (issue 11): prctl(PR_SET_PDEATHSIG, SIGKILL) for the child, so a runner
+    killed -9 (a nightly killed mid-run) leaves no orphan probe behind. Looked up in the
+    parent: nothing is imported between fork and exec. None where libc has no prctl."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+
+
+_PDEATHSIG = _parent_death_signal()
+
+
 def _child_setup() -> None:
     import resource
 
     os.setsid()  # own session and process group: killed whole
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if _PDEATHSIG is not None:
+        _PDEATHSIG()
 
 
 def _network_prefix(no_network: bool) -> list[str]:
@@ -180,14 +229,31 @@ def _network_prefix(no_network: bool) -> list[str]:
     return ["unshare", "-rn"]
 
 
+def _read_log(path: Path, limit: int) -> str:
+    """The stored log, at most `limit` bytes, only if it is a regular file (a log path turned
+    into /dev/full or a FIFO must not be read forever)."""
+    try:
+        with open(path, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                return ""
+            return fh.read(limit).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 def run_probe(req: ProbeRequest, log_dir: Path) -> ProbeOutcome:
-    log_dir.mkdir(parents=True, exist_ok=True)
     workdir = req.workdir or log_dir
-    workdir.mkdir(parents=True, exist_ok=True)
     events_path = log_dir / "events.jsonl"
-    events_path.unlink(missing_ok=True)
     log_path = log_dir / "probe.log"
     argv = req.child_argv(events_path, workdir)
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        workdir.mkdir(parents=True, exist_ok=True)
+        events_path.unlink(missing_ok=True)
+    except OSError as exc:  # reliability (issue 11): results directory full or unwritable
+        why = f"cannot use the results directory {log_dir}: {exc}"
+        return ProbeOutcome([], None, False, False, 0.0, log_path, f"dayone: {why}\n", 0.0,
+                            time.time(), argv, infra_error=why)
     env = {**os.environ, **req.env,
            "PYTHONPATH": str(req.probes_root), "PYTHONUNBUFFERED": "1",
            "PYTHONFAULTHANDLER": "1", "TMPDIR": str(workdir)}
@@ -199,17 +265,25 @@ def run_probe(req: ProbeRequest, log_dir: Path) -> ProbeOutcome:
                                 stderr=subprocess.STDOUT, env=env, cwd=workdir,
                                 preexec_fn=_child_setup)
     except OSError as exc:
-        log_path.write_text(f"dayone: could not start probe child: {exc}\n")
-        return ProbeOutcome([], None, False, False, 0.0, log_path, log_path.read_text(),
+        text = f"dayone: could not start probe child: {exc}\n"
+        try:
+            log_path.write_text(text)
+        except OSError:
+            pass  # reliability (issue 11): the results directory may be what failed
+        return ProbeOutcome([], None, False, False, 0.0, log_path, text,
                             0.0, started_at, argv, infra_error=f"could not start probe: {exc}")
     capture = LogCapture(proc.stdout, log_path, req.log_cap_bytes)
     capture.start()
-    timed_out = memory_exceeded = False
+    timed_out = memory_exceeded = pids_exceeded = False
     peak = 0.0
     deadline = t0 + req.timeout_s
     while proc.poll() is None:
         rss = group_rss_mb(proc.pid)
         peak = max(peak, rss)
+        if len(group_members(proc.pid)) > req.pids_max:  # reliability (issue 11): fork bomb
+            pids_exceeded = True
+            kill_group(proc.pid, grace_s=0)
+            break
         if rss > req.memory_mb:
             memory_exceeded = True
             kill_group(proc.pid, grace_s=0)
@@ -223,6 +297,14 @@ def run_probe(req: ProbeRequest, log_dir: Path) -> ProbeOutcome:
     kill_group(proc.pid, grace_s=1.0)  # whatever the child left running (servers) goes too
     capture.join(timeout=10)
     duration = time.monotonic() - t0
+    log_text, infra_error = _read_log(log_path, req.log_cap_bytes + 2 * LOG_TAIL_BYTES + 4096), None
+    if pids_exceeded:
+        log_text += (f"\n[dayone: killed: more than {req.pids_max} processes in the probe's "
+                     f"process group (fork bomb?)]\n")
+    if capture.write_error:  # reliability (issue 11): disk full is ours, not the engine's
+        infra_error = f"cannot write the probe log in {log_dir}: {capture.write_error}"
+        log_text += (f"\n[dayone: {infra_error}; last {len(capture.recent)} bytes of output "
+                     f"follow]\n" + bytes(capture.recent).decode("utf-8", "replace"))
     return ProbeOutcome(read_events(events_path), returncode, timed_out, memory_exceeded, peak,
-                        log_path, log_path.read_text(encoding="utf-8", errors="replace"),
-                        duration, started_at, argv, pid=proc.pid)
+                        log_path, log_text, duration, started_at, argv, pid=proc.pid,
+                        infra_error=infra_error, pids_exceeded=pids_exceeded)
