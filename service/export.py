@@ -1,0 +1,101 @@
+"""`dayone export DIR`: the site as static files (GitHub Pages): the same pages and JSON twins
+the server renders, with relative links, plus badges, the feed and the API documents.
+
+Every path is built from `service.links` (model ids escaped, never `..`), and each file is
+checked to land inside DIR before it is written.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from matrix.store import CellLatest, Environment, open_store
+from service import badges, feed, render, views
+from service.links import Links, badge_path, cell_path, engine_path, model_path
+from service.render import STATIC
+
+
+@dataclass
+class ExportReport:
+    pages: int = 0
+    files: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.pages} pages ({self.files} files)"
+
+
+class _Writer:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.report = ExportReport()
+
+    def write(self, rel: str, text: str) -> None:
+        path = (self.root / rel).resolve()
+        if not path.is_relative_to(self.root):  # service.links never makes one; be sure
+            raise ValueError(f"refusing to write outside the export: {rel!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        self.report.files += 1
+
+    def page(self, here: str, template: str, data: dict[str, Any]) -> None:
+        """`here`.html and its twin `here`.json (the matrix is index.html / index.json)."""
+        name = here or "index"
+        self.write(name + ".html", render.html(template, data, Links(here, ".html")))
+        self.write(name + ".json", render.json_text(data))
+        self.report.pages += 1
+
+
+def export_site(session: Session, out_dir: Path,
+                progress: Callable[[str], None] | None = None) -> ExportReport:
+    w = _Writer(out_dir)
+    say = progress or (lambda _msg: None)
+    w.write(".nojekyll", "")  # GitHub Pages: serve the files as they are
+    shutil.copytree(STATIC, w.root / "static", dirs_exist_ok=True)
+
+    total = len(views.catalog(session))
+    matrix = views.matrix_view(session, per_page=max(1, total))
+    w.page("", "matrix.html", matrix)
+    w.write("api/v1/matrix.json", render.json_text(matrix))
+    w.write("api/v1/models.json", render.json_text(
+        views.models_list(session, limit=max(1, total))))
+    w.write("api/v1/engines.json", render.json_text(views.engines_list(session)))
+    say(f"matrix: {total} models")
+
+    for model_id in views.catalog(session):
+        data = views.model_view(session, model_id)
+        if data is not None:
+            w.page(model_path(model_id), "model.html", data)
+    engines = sorted(session.scalars(select(Environment.engine_name).distinct()))
+    for engine in engines:
+        data = views.engine_view(session, engine)
+        if data is not None:
+            w.page(engine_path(engine), "engine.html", data)
+    cells = session.execute(select(CellLatest.model_id, CellLatest.engine_name).distinct()).all()
+    for model_id, engine in cells:
+        data = views.cell_view(session, model_id, engine)
+        if data is None:
+            continue
+        w.page(cell_path(model_id, engine), "cell.html", data)
+        cell = data["cell"]
+        b = badges.badge_for(engine, cell["status"] if cell else None,
+                             cell["engine_version"] if cell else None)
+        w.write(badge_path(model_id, engine), badges.svg(b))
+    say(f"{len(engines)} engines, {len(cells)} cells")
+    w.write("feed.atom", feed.atom(feed.feed_view(session), Links("", ".html")))
+    return w.report
+
+
+def export(out_dir: str | Path, db_url: str | None = None,
+           progress: Callable[[str], None] | None = None) -> ExportReport:
+    store = open_store(db_url)
+    try:
+        with store.session() as session:
+            return export_site(session, Path(out_dir), progress)
+    finally:
+        store.close()

@@ -1,0 +1,123 @@
+"""The Atom feed: regressions (working -> broken) and new greens (a cell's first green probe).
+
+Reads the results of a recent window (by the started_at index), grouped into probes in SQL,
+plus a few nights before it so a transition at the window's start has its "before". Transitions
+across a gap longer than that lookback are not reported (the cell page has the full story).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from matrix import summary as S
+from matrix.store import Environment, ModelRevision, Result
+from service import render, views
+from service.links import Links
+
+WINDOW_DAYS = 7
+LOOKBACK_DAYS = 3
+MAX_ENTRIES = 200
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str  # "regression" or "new_green"
+    model: str
+    engine: str
+    at: dt.datetime
+    status: str | None
+    engine_version: str
+    before_status: str | None = None
+    before_version: str | None = None
+
+    @property
+    def title(self) -> str:
+        if self.kind == "regression":
+            return (f"Regression: {self.model} in {self.engine} {self.engine_version}: "
+                    f"{self.before_status} ({self.before_version}) → {self.status}")
+        return f"New green: {self.model} runs in {self.engine} {self.engine_version}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model": self.model, "engine": self.engine,
+                "at": views.iso(self.at), "status": self.status,
+                "engine_version": self.engine_version, "before_status": self.before_status,
+                "before_version": self.before_version, "title": self.title}
+
+
+def entries(probes: list[S.Probe], since: dt.datetime, green_before: set[tuple[str, str]]
+            ) -> list[Entry]:
+    """Pure: the feed's entries from probes (oldest may precede `since`), newest first.
+    `green_before`: cells known to have been green before the probes begin."""
+    obs = [S.Observation(model=p.model, engine=p.engine, engine_version=p.engine_version,
+                         stage="probe", status=p.status or "skipped", started_at=p.started_at,
+                         environment_id=p.environment_id, run_id=p.run_id) for p in probes]
+    out: list[Entry] = []
+    for r in S.regressions(obs):
+        if r.after.started_at >= since:
+            out.append(Entry("regression", r.model, r.engine, r.after.started_at,
+                             r.after.status, r.after.engine_version, r.before.status,
+                             r.before.engine_version))
+    for (model, engine), first in S.first_green(obs).items():
+        if first is not None and first.started_at >= since and (model, engine) not in green_before:
+            out.append(Entry("new_green", model, engine, first.started_at, first.status,
+                             first.engine_version))
+    out.sort(key=lambda e: (e.at, e.kind, e.model, e.engine), reverse=True)
+    return out[:MAX_ENTRIES]
+
+
+def _window_probes(session: Session, start: dt.datetime) -> list[S.Probe]:
+    day = func.date(Result.started_at)
+    rank = views._rank_expr()
+    query = (select(ModelRevision.model_id, Environment.engine_name, Environment.engine_version,
+                    Environment.environment_id, Result.run_key,
+                    func.min(Result.started_at).label("t"), func.min(rank).label("rank"))
+             .select_from(Result)
+             .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
+             .join(Environment, Environment.id == Result.environment_pk)
+             .where(Result.started_at >= start)
+             .group_by(ModelRevision.model_id, Environment.engine_name,
+                       Environment.engine_version, Environment.environment_id, Result.run_key,
+                       day))
+    out = []
+    for model, engine, version, env, run_key, t, rank in session.execute(query):
+        status = views.RANKED[rank] if rank < len(views.RANKED) else None
+        out.append(S.Probe(model, engine, version, env, run_key or None, S.parse_time(t),
+                           {"probe": status or "skipped"}))
+    return out
+
+
+def _green_before(session: Session, start: dt.datetime, cells: set[tuple[str, str]]
+                  ) -> set[tuple[str, str]]:
+    """Which of these cells had a passing result before `start` (a stage-level check: a cell
+    with any earlier pass is not announced as new)."""
+    if not cells:
+        return set()
+    query = (select(ModelRevision.model_id, Environment.engine_name).distinct()
+             .select_from(Result)
+             .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
+             .join(Environment, Environment.id == Result.environment_pk)
+             .where(Result.started_at < start, Result.status == S.GREEN,
+                    ModelRevision.model_id.in_(sorted({m for m, _ in cells}))))
+    return {(m, e) for m, e in session.execute(query) if (m, e) in cells}
+
+
+def feed_view(session: Session, now: dt.datetime | None = None, days: int = WINDOW_DAYS
+              ) -> dict[str, Any]:
+    now = S.parse_time(now or dt.datetime.now(dt.timezone.utc))
+    since = now - dt.timedelta(days=days)
+    start = since - dt.timedelta(days=LOOKBACK_DAYS)
+    probes = _window_probes(session, start.replace(tzinfo=None))
+    greens = {(p.model, p.engine) for p in probes if p.status == S.GREEN and p.started_at >= since}
+    items = entries(probes, since, _green_before(session, start.replace(tzinfo=None), greens))
+    return {"updated": views.iso(items[0].at if items else now), "since": views.iso(since),
+            "entries": [e.as_dict() for e in items]}
+
+
+def atom(data: dict[str, Any], links: Links, site: str = "") -> str:
+    return render.environment().get_template("feed.atom").render(
+        data=data, links=links, site=site)

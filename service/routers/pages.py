@@ -1,0 +1,113 @@
+"""HTML pages, each with a `.json` twin rendered from the same data (datasette style).
+
+Paths hold model ids with their slashes (`/models/org/name`, `/cells/org/name/vllm`); other
+characters are `~XX` escapes (service/links.py). An id is only ever a query parameter to the
+store, never a file path, so no path here can reach the file system.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from service import render, views
+from service.deps import SessionDep
+from service.links import Links, cell_path, engine_path, model_path, split_twin, unslug
+
+router = APIRouter(tags=["pages"])
+
+
+def _blank(value: Optional[str]) -> Optional[str]:
+    return value or None  # an empty form field means "any"
+
+
+def matrix_params(
+    family: Annotated[Optional[str], Query(max_length=200, description="Model family")] = None,
+    engine: Annotated[Optional[str], Query(max_length=200, description="Engine name")] = None,
+    hardware: Annotated[Optional[str], Query(max_length=200, description="Hardware")] = None,
+    tier: Annotated[Optional[str], Query(max_length=20, description="arch or full")] = None,
+    status: Annotated[Optional[str], Query(max_length=20, description="Cell status")] = None,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=500)] = views.PER_PAGE,
+    nights: Annotated[int, Query(ge=0, le=60, description="Nights in each strip")] = (
+        views.STRIP_NIGHTS),
+) -> dict[str, Any]:
+    return {"filters": views.Filters(_blank(family), _blank(engine), _blank(hardware),
+                                     _blank(tier), _blank(status)),
+            "page": page, "per_page": per_page, "nights": nights}
+
+
+MatrixParams = Annotated[dict[str, Any], Depends(matrix_params)]
+
+
+def page(template: str, data: dict[str, Any] | None, here: str, as_json: bool,
+         status_code: int = 200) -> Response:
+    if data is None:
+        return not_found(here, as_json)
+    if as_json:
+        return JSONResponse(data, status_code=status_code)
+    return HTMLResponse(render.html(template, data, Links(here)), status_code=status_code)
+
+
+def not_found(here: str, as_json: bool) -> Response:
+    if as_json:
+        return JSONResponse({"detail": "not found"}, status_code=404)
+    body = render.html("error.html", {"title": "Not found",
+                                      "detail": "dayone has no results for this."}, Links(here))
+    return HTMLResponse(body, status_code=404)
+
+
+def _matrix(request: Request, session: Any, params: dict[str, Any]) -> dict[str, Any]:
+    return views.matrix_view(session, **params, cache=request.app.state.history_cache)
+
+
+def cached(request: Request, session: Any, key: tuple[str, ...], compute: Any) -> Any:
+    """A view about one model from the app's history cache (exact: dropped when results for
+    that model arrive), with its staleness brought up to now."""
+    return views.fresh(request.app.state.history_cache.view(session, key, compute))
+
+
+@router.get("/", response_class=HTMLResponse, summary="The compatibility matrix")
+def matrix_page(request: Request, session: SessionDep, params: MatrixParams) -> Response:
+    return page("matrix.html", _matrix(request, session, params), "", False)
+
+
+@router.get("/index.json", summary="The compatibility matrix (JSON twin of /)")
+def matrix_json(request: Request, session: SessionDep, params: MatrixParams) -> Response:
+    return page("matrix.html", _matrix(request, session, params), "", True)
+
+
+@router.get("/models/{path:path}", response_class=HTMLResponse,
+            summary="One model: every engine x stage, history (append .json for JSON)",
+            responses={404: {"description": "no such model"}})
+def model_page(request: Request, session: SessionDep, path: str) -> Response:
+    path, as_json = split_twin(path)
+    model_id = unslug(path)
+    data = cached(request, session, ("model", model_id),
+                  lambda: views.model_view(session, model_id))
+    return page("model.html", data, model_path(model_id), as_json)
+
+
+@router.get("/engines/{name}", response_class=HTMLResponse,
+            summary="One engine: every version, what it fixed and broke (append .json)",
+            responses={404: {"description": "no such engine"}})
+def engine_page(session: SessionDep, name: str) -> Response:
+    name, as_json = split_twin(name)
+    engine = unslug(name)
+    return page("engine.html", views.engine_view(session, engine), engine_path(engine), as_json)
+
+
+@router.get("/cells/{path:path}", response_class=HTMLResponse,
+            summary="One model in one engine: full history, logs, reproduce (append .json)",
+            responses={404: {"description": "no such cell"}})
+def cell_page(request: Request, session: SessionDep, path: str) -> Response:
+    path, as_json = split_twin(path)
+    model_part, _, engine_part = path.rpartition("/")
+    if not model_part or not engine_part:
+        return not_found("cells/x/y", as_json)
+    model_id, engine = unslug(model_part), unslug(engine_part)
+    data = cached(request, session, ("cell", model_id, engine, "500"),
+                  lambda: views.cell_view(session, model_id, engine))
+    return page("cell.html", data, cell_path(model_id, engine), as_json)

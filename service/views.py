@@ -1,0 +1,712 @@
+"""What each page says, as plain JSON-able dicts: one function per page, used by the HTML
+renderer, the `.json` twins, the API and the static export alike (datasette's one renderer).
+
+Cost rules (a page must stay fast as history grows):
+- the latest state of a cell comes from `cell_latest` (one row per model revision x environment
+  x stage), never from a scan of `results`;
+- the matrix reads only the rows of the models on the page (paginated);
+- the strip of the last N nights reads, per cell and stage, the results since a cutoff through
+  the results' natural-key index (model revision, environment, stage, started_at): O(page x N);
+- a page about one model or one cell reads that model's (cell's) history, which is bounded by
+  one model's nights, not by the size of the store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.orm import Session
+
+from matrix import queries
+from matrix import summary as S
+from matrix.store import CellLatest, Environment, ModelRevision, Result
+from probes.stages import STAGES, STATUSES
+
+STRIP_NIGHTS = 14
+DTG_HORIZON_DAYS = 60  # the matrix looks for a cell's first green this long after release
+PER_PAGE = 50
+MESSAGE_CHARS = 300  # of a failure message shown in the matrix (the cell page has it all)
+TIERS = ("arch", "full")
+
+# Worst first: `MIN(rank)` over a group in SQL is exactly `summary.worst_status`.
+RANKED: tuple[str, ...] = S.MEANINGFUL + S.FALLBACK
+RANK = {status: i for i, status in enumerate(RANKED)}
+
+LEGEND: tuple[tuple[str, str, str], ...] = (
+    ("pass", "✓", "works: the stage did what it should"),
+    ("degraded", "≈", "works, worse than it should (drift, fallback, slow)"),
+    ("fail", "✗", "does not work: the engine's incompatibility with the model"),
+    ("oom", "M", "did not fit the hardware it ran on"),
+    ("timeout", "T", "did not finish in its time limit"),
+    ("error", "!", "our side failed (infrastructure); not the engine's fault"),
+    ("skipped", "–", "not applicable, or blocked by an earlier stage"),
+)
+GLYPH = {status: glyph for status, glyph, _ in LEGEND}
+
+
+def iso(value: dt.datetime | dt.date | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return S.parse_time(value).isoformat().replace("+00:00", "Z")
+    return value.isoformat()
+
+
+def _short(text: str | None, n: int = MESSAGE_CHARS) -> str | None:
+    if text is None or len(text) <= n:
+        return text
+    return text[: n - 1] + "…"
+
+
+# --- the model catalogue (one row per model id; O(model revisions), never history) ----------
+
+@dataclass(frozen=True)
+class ModelFacts:
+    model: str
+    family: str
+    model_type: str | None
+    architecture: str | None
+    release_date: dt.date | None
+    first_seen: dt.datetime
+    revisions: tuple[str, ...]
+
+    def sort_key(self) -> tuple[Any, ...]:
+        return (self.release_date or self.first_seen.date(), self.first_seen, self.model)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "family": self.family, "model_type": self.model_type,
+                "architecture": self.architecture, "release_date": iso(self.release_date),
+                "first_seen": iso(self.first_seen), "revisions": list(self.revisions)}
+
+
+def catalog(session: Session, model_ids: Iterable[str] | None = None) -> dict[str, ModelFacts]:
+    """Facts per model id from its revisions (the newest revision that states a fact wins).
+    A model without a family is grouped under its model type, else `unknown`."""
+    query = select(ModelRevision).order_by(ModelRevision.created, ModelRevision.id)
+    if model_ids is not None:
+        query = query.where(ModelRevision.model_id.in_(list(model_ids)))
+    facts: dict[str, dict[str, Any]] = {}
+    for rev in session.scalars(query):
+        f = facts.setdefault(rev.model_id, {"first_seen": rev.created, "revisions": []})
+        f["revisions"].append(rev.revision)
+        for key in ("family", "model_type", "architecture", "release_date"):
+            if getattr(rev, key) is not None:
+                f[key] = getattr(rev, key)
+    return {m: ModelFacts(m, f.get("family") or f.get("model_type") or "unknown",
+                          f.get("model_type"), f.get("architecture"), f.get("release_date"),
+                          f["first_seen"], tuple(f["revisions"]))
+            for m, f in facts.items()}
+
+
+def newest_first(models: Iterable[ModelFacts]) -> list[ModelFacts]:
+    """Grouped by family (the family with the newest model first), newest model first inside."""
+    models = sorted(models, key=ModelFacts.sort_key, reverse=True)
+    family_rank: dict[str, int] = {}
+    for m in models:
+        family_rank.setdefault(m.family, len(family_rank))
+    return sorted(models, key=lambda m: family_rank[m.family])  # stable: keeps newest first
+
+
+# --- the matrix -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Filters:
+    family: str | None = None
+    engine: str | None = None
+    hardware: str | None = None
+    tier: str | None = None
+    status: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"family": self.family, "engine": self.engine, "hardware": self.hardware,
+                "tier": self.tier, "status": self.status}
+
+
+def _cell_rows(session: Session, model_ids: list[str], f: Filters) -> list[Any]:
+    """The cell_latest rows of these models (with the filters on engine, hardware, tier)."""
+    if not model_ids:
+        return []
+    query = (select(CellLatest.model_id, CellLatest.engine_name, CellLatest.engine_version,
+                    CellLatest.stage, CellLatest.status, CellLatest.failure_class,
+                    CellLatest.started_at, CellLatest.model_revision_pk,
+                    CellLatest.environment_pk, Environment.environment_id,
+                    Environment.hardware, Result.tier, Result.message)
+             .join(Environment, Environment.id == CellLatest.environment_pk)
+             .join(Result, Result.id == CellLatest.result_pk)
+             .where(CellLatest.model_id.in_(model_ids)))
+    if f.engine:
+        query = query.where(CellLatest.engine_name == f.engine)
+    if f.hardware:
+        query = query.where(Environment.hardware == f.hardware)
+    if f.tier:
+        query = query.where(Result.tier == f.tier)
+    return list(session.execute(query))
+
+
+def _cells(rows: list[Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """model -> engine -> cell, each cell its current state: the rule of `summary.current`
+    (the newest engine version seen for the cell, the latest result per stage within it),
+    applied to cell_latest rows directly (this runs for every cell of a page)."""
+    newest: dict[tuple[str, str], tuple[int, Any]] = {}
+    for r in rows:
+        key = S.version_key(r.engine_version)
+        if key > newest.get((r.model_id, r.engine_name), (-1, "")):
+            newest[(r.model_id, r.engine_name)] = key
+    by_cell: dict[tuple[str, str], dict[str, Any]] = defaultdict(dict)
+    for r in rows:
+        cell = (r.model_id, r.engine_name)
+        if S.version_key(r.engine_version) != newest[cell]:
+            continue
+        kept = by_cell[cell].get(r.stage)
+        if kept is None or r.started_at > kept.started_at:
+            by_cell[cell][r.stage] = r
+    out: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for (model, engine), stages in by_cell.items():
+        ordered = sorted(stages.values(), key=lambda r: (_stage_order(r.stage), r.stage))
+        status = S.worst_status(r.status for r in ordered)
+        why = next((r for r in ordered if r.status == status), None)
+        tiers = sorted({r.tier for r in ordered if r.tier})
+        out[model][engine] = {
+            "engine": engine,
+            "engine_version": ordered[0].engine_version,
+            "status": status,
+            "glyph": GLYPH.get(status or "", "?"),
+            "tier": "+".join(tiers) or None,
+            "hardware": sorted({r.hardware for r in ordered if r.hardware}),
+            "last_run": iso(max(r.started_at for r in ordered)),
+            "stages": {r.stage: {"status": r.status, "failure_class": r.failure_class,
+                                 "message": _short(r.message), "tier": r.tier,
+                                 "started_at": iso(r.started_at)} for r in ordered},
+            "why": None if why is None or status in ("pass", None) else {
+                "stage": why.stage, "failure_class": why.failure_class,
+                "message": _short(why.message)},
+        }
+    return out
+
+
+_STAGE_INDEX = {stage: i for i, stage in enumerate(STAGES)}
+
+
+def runs(strip: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A strip run-length encoded (TestGrid's compact rows): consecutive nights with the same
+    status become one run {status, first, last, nights}."""
+    out: list[dict[str, Any]] = []
+    for night in strip:
+        if out and out[-1]["status"] == night["status"]:
+            out[-1]["last"] = night["night"]
+            out[-1]["nights"] += 1
+        else:
+            out.append({"status": night["status"], "first": night["night"],
+                        "last": night["night"], "nights": 1})
+    return out
+
+
+def _stage_order(stage: str) -> int:
+    return _STAGE_INDEX.get(stage, len(_STAGE_INDEX))
+
+
+def _rank_expr() -> Any:
+    return case(RANK, value=Result.status, else_=len(RANKED))
+
+
+def strips(session: Session, model_ids: list[str], f: Filters, nights: list[dt.date]
+           ) -> dict[tuple[str, str], dict[str, str]]:
+    """(model, engine) -> {night (ISO date): worst status that night}, for the given nights.
+
+    One range seek per (model revision, environment, stage) of the page through the results'
+    natural-key index, from the first night on: the cost is the page times N nights."""
+    if not model_ids or not nights:
+        return {}
+    cutoff = dt.datetime.combine(nights[0], dt.time())
+    day = func.date(Result.started_at)
+    query = (select(CellLatest.model_id, CellLatest.engine_name, day.label("day"),
+                    func.min(_rank_expr()).label("rank"))
+             .join(Result, and_(Result.model_revision_pk == CellLatest.model_revision_pk,
+                                Result.environment_pk == CellLatest.environment_pk,
+                                Result.stage == CellLatest.stage,
+                                Result.started_at >= cutoff))
+             .where(CellLatest.model_id.in_(model_ids))
+             .group_by(CellLatest.model_id, CellLatest.engine_name, day))
+    if f.engine:
+        query = query.where(CellLatest.engine_name == f.engine)
+    if f.hardware:
+        query = (query.join(Environment, Environment.id == CellLatest.environment_pk)
+                 .where(Environment.hardware == f.hardware))
+    if f.tier:
+        query = query.where(Result.tier == f.tier)
+    out: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+    for model, engine, night, rank in session.execute(query):
+        if rank < len(RANKED):
+            out[(model, engine)][str(night)[:10]] = RANKED[rank]
+    return out
+
+
+def first_greens(session: Session, models: list[ModelFacts], f: Filters,
+                 horizon_days: int = DTG_HORIZON_DAYS) -> dict[tuple[str, str], dt.datetime]:
+    """(model, engine) -> start of its first green probe (summary's definition: no stage
+    broken or degraded, at least one passed; probes grouped by run and night), looked for in
+    the model's first `horizon_days` after release.
+
+    Bounded like the strips: one range seek per (model revision, environment, stage) of the
+    page over [release - 7 days, release + horizon), so the cost stays flat however long the
+    history grows. A cell that turned green only later reads "over the horizon" on the matrix
+    (`days_to_green_over`); its cell page has the exact figure from the full history."""
+    dated = [m for m in models if m.release_date]
+    if not dated:
+        return {}
+    lo = {m.model: dt.datetime.combine(m.release_date, dt.time()) - dt.timedelta(days=7)
+          for m in dated}
+    hi = {m.model: lo[m.model] + dt.timedelta(days=7 + horizon_days) for m in dated}
+    bad = case((Result.status.in_(("fail", "timeout", "oom", "degraded")), 1), else_=0)
+    good = case((Result.status == "pass", 1), else_=0)
+    probe = (select(CellLatest.model_id.label("model_id"),
+                    CellLatest.engine_name.label("engine_name"),
+                    func.min(Result.started_at).label("t"),
+                    func.sum(bad).label("bad"), func.sum(good).label("good"))
+             .join(Result, and_(Result.model_revision_pk == CellLatest.model_revision_pk,
+                                Result.environment_pk == CellLatest.environment_pk,
+                                Result.stage == CellLatest.stage,
+                                Result.started_at >= case(lo, value=CellLatest.model_id),
+                                Result.started_at < case(hi, value=CellLatest.model_id)))
+             .where(CellLatest.model_id.in_(list(lo)))
+             .group_by(CellLatest.model_id, CellLatest.engine_name, CellLatest.environment_pk,
+                       Result.run_key, func.date(Result.started_at)))
+    if f.engine:
+        probe = probe.where(CellLatest.engine_name == f.engine)
+    probe = probe.subquery()
+    query = (select(probe.c.model_id, probe.c.engine_name, func.min(probe.c.t))
+             .where(probe.c.bad == 0, probe.c.good > 0)
+             .group_by(probe.c.model_id, probe.c.engine_name))
+    return {(m, e): S.parse_time(t) for m, e, t in session.execute(query)}
+
+
+def options(session: Session, models: Iterable[ModelFacts]) -> dict[str, list[str]]:
+    """The values each filter can take (engines and hardware from the environments table)."""
+    engines = sorted(session.scalars(select(Environment.engine_name).distinct()))
+    hardware = sorted(h for h in session.scalars(select(Environment.hardware).distinct()) if h)
+    return {"family": sorted({m.family for m in models}), "engine": engines,
+            "hardware": hardware, "tier": list(TIERS), "status": list(STATUSES)}
+
+
+def _models_with_cells(session: Session, f: Filters) -> set[str] | None:
+    """Models with a cell matching the engine / hardware / tier filters (None: no such filter).
+    Reads cell_latest only (O(cells), never history)."""
+    if not (f.engine or f.hardware or f.tier):
+        return None
+    query = select(CellLatest.model_id).distinct()
+    if f.engine:
+        query = query.where(CellLatest.engine_name == f.engine)
+    if f.hardware:
+        query = (query.join(Environment, Environment.id == CellLatest.environment_pk)
+                 .where(Environment.hardware == f.hardware))
+    if f.tier:
+        query = (query.join(Result, Result.id == CellLatest.result_pk)
+                 .where(Result.tier == f.tier))
+    return set(session.scalars(query))
+
+
+class HistoryCache:
+    """Facts about the past that the matrix reads from history (strip squares, first greens),
+    kept between requests in this process and dropped exactly when new results could change
+    them: each request first reads the newest result id (primary key, O(1)); when it moved,
+    the oldest `started_at` among the new rows (a primary-key range) says from which night on
+    the cached facts are stale. A backfill of old nights is therefore seen too."""
+
+    def __init__(self, max_models: int = 20_000) -> None:
+        self.lock = threading.Lock()
+        self.last_id: int | None = None
+        self.max_models = max_models
+        # (hardware, tier) -> model -> night (ISO) -> engine -> status; nights listed in `known`
+        self.strips: dict[tuple[Any, Any], dict[str, dict[str, dict[str, str]]]] = {}
+        self.known: dict[tuple[Any, Any], dict[str, set[str]]] = {}
+        # model -> (window end, {engine: first green})
+        self.greens: dict[str, tuple[dt.datetime, dict[str, dt.datetime]]] = {}
+        # whole views about one model (its page, its cells, its summaries): (kind, model, ...)
+        self.views: OrderedDict[tuple[str, ...], Any] = OrderedDict()
+        self.max_views = 512
+
+    def sync(self, session: Session) -> None:
+        newest = session.scalar(select(func.max(Result.id)))
+        with self.lock:
+            if newest == self.last_id:
+                return
+            if self.last_id is None or newest is None or newest < self.last_id:
+                self.clear()  # first use, or the store was emptied / replaced
+            else:
+                oldest = session.scalar(select(func.min(Result.started_at))
+                                        .where(Result.id > self.last_id))
+                if oldest is not None:
+                    self.forget_from(S.parse_time(oldest).replace(tzinfo=None))
+                touched = set(session.scalars(
+                    select(ModelRevision.model_id).where(ModelRevision.id.in_(
+                        select(Result.model_revision_pk).where(Result.id > self.last_id)))))
+                self.views = OrderedDict((k, v) for k, v in self.views.items()
+                                         if k[1] not in touched)
+            self.last_id = newest
+
+    def view(self, session: Session, key: tuple[str, ...], compute: Any) -> Any:
+        """A view about the model `key[1]`, computed once until results for it arrive."""
+        self.sync(session)
+        with self.lock:
+            if key in self.views:
+                self.views.move_to_end(key)
+                return self.views[key]
+        data = compute()
+        with self.lock:
+            self.views[key] = data
+            while len(self.views) > self.max_views:
+                self.views.popitem(last=False)
+        return data
+
+    def clear(self) -> None:
+        self.views.clear()
+        self.strips.clear()
+        self.known.clear()
+        self.greens.clear()
+
+    def forget_from(self, when: dt.datetime) -> None:
+        night = when.date().isoformat()
+        for key, models in self.known.items():
+            for model, nights in models.items():
+                stale = {n for n in nights if n >= night}
+                nights -= stale
+                for n in stale:
+                    self.strips[key].get(model, {}).pop(n, None)
+        self.greens = {m: v for m, v in self.greens.items() if v[0] <= when}
+
+    def bounded(self) -> None:
+        if sum(len(m) for m in self.known.values()) + len(self.greens) > self.max_models:
+            self.clear()
+
+
+def matrix_view(session: Session, filters: Filters = Filters(), *, page: int = 1,
+                per_page: int = PER_PAGE, nights: int = STRIP_NIGHTS,
+                today: dt.date | None = None, cache: HistoryCache | None = None
+                ) -> dict[str, Any]:
+    """The front page: models (grouped by family, newest first) x engines."""
+    if cache is not None:
+        cache.sync(session)
+    models = catalog(session)
+    opts = options(session, models.values())
+    chosen = [m for m in newest_first(models.values())
+              if filters.family is None or m.family == filters.family]
+    with_cells = _models_with_cells(session, filters)
+    if with_cells is not None:
+        chosen = [m for m in chosen if m.model in with_cells]
+    if filters.status:
+        # The status of a cell is computed (worst stage of the newest version): decide it for
+        # every candidate, then paginate. A stage-level prefilter keeps the candidates few.
+        having = set(session.scalars(select(CellLatest.model_id).distinct()
+                                     .where(CellLatest.status == filters.status)))
+        candidates = [m for m in chosen if m.model in having]
+        cells = _cells(_cell_rows(session, [m.model for m in candidates], filters))
+        chosen = [m for m in candidates
+                  if any(c["status"] == filters.status for c in cells.get(m.model, {}).values())]
+    total = len(chosen)
+    pages = max(1, -(-total // per_page))
+    page = min(max(1, page), pages)
+    on_page = chosen[(page - 1) * per_page: page * per_page]
+    ids = [m.model for m in on_page]
+    if not filters.status:
+        cells = _cells(_cell_rows(session, ids, filters))
+    newest = max((c["last_run"] for row in cells.values() for c in row.values()), default=None)
+    end = (today or (S.parse_time(newest).date() if newest else dt.date.today()))
+    night_list = [end - dt.timedelta(days=n) for n in range(nights - 1, -1, -1)]
+    strip = _cached_strips(session, ids, filters, night_list, cache) if nights else {}
+    greens = _cached_greens(session, on_page, cache)
+    columns = [filters.engine] if filters.engine else opts["engine"]
+    groups: list[dict[str, Any]] = []
+    for m in on_page:
+        row_cells = cells.get(m.model, {})
+        for engine, cell in row_cells.items():
+            by_night = strip.get((m.model, engine), {})
+            cell["strip"] = [{"night": n.isoformat(), "status": by_night.get(n.isoformat())}
+                             for n in night_list]
+            cell["runs"] = runs(cell["strip"])
+            first = greens.get((m.model, engine))
+            cell["days_to_green"] = ((first.date() - m.release_date).days
+                                     if first and m.release_date else None)
+            # green now but not within the horizon: it took longer than that
+            cell["days_to_green_over"] = (DTG_HORIZON_DAYS if first is None and m.release_date
+                                          and cell["status"] == "pass" else None)
+        row = {**m.as_dict(), "cells": row_cells}
+        if not groups or groups[-1]["family"] != m.family:
+            groups.append({"family": m.family, "models": []})
+        groups[-1]["models"].append(row)
+    return {
+        "as_of": end.isoformat(), "filters": filters.as_dict(), "options": opts,
+        "engines": columns, "nights": [n.isoformat() for n in night_list],
+        "page": page, "pages": pages, "per_page": per_page, "total_models": total,
+        "families": groups,
+        "legend": [{"status": s, "glyph": g, "meaning": t} for s, g, t in LEGEND],
+    }
+
+
+def _cached_strips(session: Session, ids: list[str], f: Filters, nights: list[dt.date],
+                   cache: HistoryCache | None) -> dict[tuple[str, str], dict[str, str]]:
+    if cache is None:
+        return strips(session, ids, f, nights)
+    key = (f.hardware, f.tier)
+    wanted = [n.isoformat() for n in nights]
+    with cache.lock:
+        known = cache.known.setdefault(key, {})
+        missing = [m for m in ids if not set(wanted) <= known.get(m, set())]
+        first_missing = min((n for m in missing for n in wanted
+                             if n not in known.get(m, set())), default=None)
+    if missing and first_missing is not None:
+        fresh = strips(session, missing, Filters(hardware=f.hardware, tier=f.tier),
+                       [n for n in nights if n.isoformat() >= first_missing])
+        with cache.lock:
+            cache.bounded()
+            store = cache.strips.setdefault(key, {})
+            known = cache.known.setdefault(key, {})
+            for m in missing:
+                row = store.setdefault(m, {})
+                for n in wanted:
+                    if n >= first_missing:
+                        row[n] = {}
+                known.setdefault(m, set()).update(n for n in wanted if n >= first_missing)
+            for (m, engine), by_night in fresh.items():
+                for n, status in by_night.items():
+                    store[m].setdefault(n, {})[engine] = status
+    with cache.lock:
+        store = cache.strips.get(key, {})
+        out: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+        for m in ids:
+            for n in wanted:
+                for engine, status in store.get(m, {}).get(n, {}).items():
+                    if f.engine is None or engine == f.engine:
+                        out[(m, engine)][n] = status
+    return out
+
+
+def _cached_greens(session: Session, models: list[ModelFacts], cache: HistoryCache | None
+                   ) -> dict[tuple[str, str], dt.datetime]:
+    if cache is None:
+        return first_greens(session, models, Filters())
+    with cache.lock:
+        missing = [m for m in models if m.release_date and m.model not in cache.greens]
+    if missing:
+        fresh = first_greens(session, missing, Filters())
+        with cache.lock:
+            cache.bounded()
+            for m in missing:
+                end = dt.datetime.combine(m.release_date, dt.time()) + dt.timedelta(
+                    days=DTG_HORIZON_DAYS)
+                cache.greens[m.model] = (end, {e: t for (mm, e), t in fresh.items()
+                                               if mm == m.model})
+    with cache.lock:
+        return {(m.model, e): t for m in models if m.model in cache.greens
+                for e, t in cache.greens[m.model][1].items()}
+
+
+# --- one model, one engine, one cell ---------------------------------------------------------
+
+def _history(session: Session, *, model: str | None = None, engine: str | None = None,
+             limit: int | None = None) -> list[dict[str, Any]]:
+    """Records of one model and/or engine, newest first, without the bulky `output`."""
+    query = (select(Result.raw)
+             .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
+             .join(Environment, Environment.id == Result.environment_pk)
+             .order_by(Result.started_at.desc(), Result.id.desc()))
+    if model is not None:
+        query = query.where(ModelRevision.model_id == model)
+    if engine is not None:
+        query = query.where(Environment.engine_name == engine)
+    if limit is not None:
+        query = query.limit(limit)
+    return [dict(raw) for raw in session.scalars(query)]
+
+
+def _observations(session: Session, *, model: str, engine: str | None = None
+                  ) -> list[S.Observation]:
+    """The history of one model (and engine) as the columns summaries read: no raw JSON to
+    parse, so a year of nights stays cheap."""
+    query = (select(ModelRevision.model_id, ModelRevision.release_date, Environment.engine_name,
+                    Environment.engine_version, Environment.environment_id, Result.stage,
+                    Result.status, Result.started_at, Result.run_key, Result.failure_class)
+             .select_from(Result)
+             .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
+             .join(Environment, Environment.id == Result.environment_pk)
+             .where(ModelRevision.model_id == model))
+    if engine is not None:
+        query = query.where(Environment.engine_name == engine)
+    utc = dt.timezone.utc
+    return [S.Observation(model=r.model_id, engine=r.engine_name,
+                          engine_version=r.engine_version, stage=r.stage, status=r.status,
+                          started_at=r.started_at.replace(tzinfo=utc),
+                          environment_id=r.environment_id, run_id=r.run_key or None,
+                          failure_class=r.failure_class, release_date=r.release_date)
+            for r in session.execute(query)]
+
+
+def _summaries(results: list[Any], now: dt.datetime) -> list[dict[str, Any]]:
+    return [s.as_dict() for s in S.summarize(results, now)]
+
+
+def model_view(session: Session, model_id: str, now: dt.datetime | None = None
+               ) -> dict[str, Any] | None:
+    """Every engine x stage for one model: current state, summaries, the probes in order."""
+    facts = catalog(session, [model_id]).get(model_id)
+    if facts is None:
+        return None
+    now = now or dt.datetime.now(dt.timezone.utc)
+    cells = _cells(_cell_rows(session, [model_id], Filters())).get(model_id, {})
+    records = _observations(session, model=model_id)
+    stages = sorted({st for c in cells.values() for st in c["stages"]},
+                    key=lambda s: (_stage_order(s), s))
+    probes = sorted(S.probes(records), key=lambda p: p.started_at, reverse=True)
+    return {
+        **facts.as_dict(),
+        "engines": sorted(cells), "stages": stages, "cells": cells,
+        "summaries": _summaries(records, now),
+        "probes": [_probe_dict(p) for p in probes[:200]],
+    }
+
+
+def _probe_dict(p: S.Probe) -> dict[str, Any]:
+    return {"model": p.model, "engine": p.engine, "engine_version": p.engine_version,
+            "environment_id": p.environment_id, "run_id": p.run_id,
+            "started_at": iso(p.started_at), "status": p.status, "stages": p.stages}
+
+
+def engine_view(session: Session, name: str) -> dict[str, Any] | None:
+    """Every version of one engine and what each fixed or broke against the version before.
+
+    Reads cell_latest (the latest verdict of every model in every environment of the engine),
+    so it costs O(models x versions), not history."""
+    envs = session.execute(select(Environment.environment_id, Environment.engine_version,
+                                  Environment.hardware, Environment.created)
+                           .where(Environment.engine_name == name)).all()
+    if not envs:
+        return None
+    rows = session.execute(
+        select(CellLatest.model_id, CellLatest.engine_version, CellLatest.stage,
+               CellLatest.status, CellLatest.started_at)
+        .where(CellLatest.engine_name == name)).all()
+    verdicts = S.version_status([S.Observation(
+        model=r.model_id, engine=name, engine_version=r.engine_version, stage=r.stage,
+        status=r.status, started_at=S.parse_time(r.started_at)) for r in rows])
+    by_version: dict[str, dict[str, str | None]] = defaultdict(dict)
+    for (model, _engine, version), status in verdicts.items():
+        by_version[version][model] = status
+    versions = sorted(by_version, key=S.version_key)
+    out: list[dict[str, Any]] = []
+    previous: dict[str, str | None] = {}
+    for version in versions:
+        now = by_version[version]
+        fixed = sorted(m for m, s in now.items()
+                       if s in S.WORKING and previous.get(m) in S.BROKEN)
+        broke = sorted(m for m, s in now.items()
+                       if s in S.BROKEN and previous.get(m) in S.WORKING)
+        new_green = sorted(m for m, s in now.items() if s == S.GREEN and m not in previous)
+        counts = {s: sum(1 for v in now.values() if v == s) for s in RANKED}
+        out.append({"version": version, "models": len(now), "counts": counts,
+                    "fixed": fixed, "broke": broke, "new_green": new_green,
+                    "hardware": sorted({e.hardware for e in envs
+                                        if e.engine_version == version and e.hardware})})
+        previous = {**previous, **now}
+    return {"engine": name, "versions": list(reversed(out)),
+            "environments": [{"environment_id": e.environment_id, "version": e.engine_version,
+                              "hardware": e.hardware, "created": iso(e.created)}
+                             for e in envs]}
+
+
+def cell_view(session: Session, model_id: str, engine: str, now: dt.datetime | None = None,
+              limit: int = 500) -> dict[str, Any] | None:
+    """One model in one engine: current state, summary, and the full history (newest first)
+    with failure class, log excerpt and the command that reproduces each result."""
+    records = _history(session, model=model_id, engine=engine, limit=limit)
+    if not records:
+        return None
+    now = now or dt.datetime.now(dt.timezone.utc)
+    facts = catalog(session, [model_id]).get(model_id)
+    cell = _cells(_cell_rows(session, [model_id], Filters(engine=engine))).get(
+        model_id, {}).get(engine)
+    summary = next(iter(_summaries(_observations(session, model=model_id, engine=engine), now)),
+                   None)
+    history = [{
+        "started_at": r["started_at"], "engine_version": r["engine"]["version"],
+        "environment_id": S.environment_id(r["engine"]), "hardware": r["engine"].get("hardware"),
+        "run_id": r.get("run_id"), "stage": r["stage"], "tier": r.get("tier"),
+        "status": r["status"], "failure_class": r.get("failure_class"),
+        "message": r.get("message"), "log_excerpt": r.get("log_excerpt"),
+        "log_path": r.get("log_path"), "reproduce": r.get("reproduce"),
+        "duration_s": r.get("duration_s"), "metrics": r.get("metrics") or {},
+    } for r in records]
+    latest_failure = next((h for h in history if h["status"] not in ("pass", "skipped")), None)
+    return {"model": model_id, "engine": engine,
+            "facts": facts.as_dict() if facts else None, "cell": cell, "summary": summary,
+            "latest_failure": latest_failure, "history": history,
+            "truncated": len(records) == limit}
+
+
+# --- lists for the API -----------------------------------------------------------------------
+
+def models_list(session: Session, *, family: str | None = None, limit: int = 100,
+                offset: int = 0) -> dict[str, Any]:
+    models = [m for m in newest_first(catalog(session).values())
+              if family is None or m.family == family]
+    return {"total": len(models), "offset": offset, "limit": limit,
+            "models": [m.as_dict() for m in models[offset: offset + limit]]}
+
+
+def engines_list(session: Session) -> dict[str, Any]:
+    rows = session.execute(select(Environment.engine_name, Environment.engine_version,
+                                  Environment.hardware)).all()
+    engines: dict[str, dict[str, set[str]]] = defaultdict(lambda: {"versions": set(),
+                                                                   "hardware": set()})
+    for name, version, hardware in rows:
+        engines[name]["versions"].add(version)
+        if hardware:
+            engines[name]["hardware"].add(hardware)
+    return {"engines": [{"engine": name,
+                         "versions": sorted(e["versions"], key=S.version_key, reverse=True),
+                         "hardware": sorted(e["hardware"])}
+                        for name, e in sorted(engines.items())]}
+
+
+def summaries_view(session: Session, model_id: str, engine: str | None = None,
+                   now: dt.datetime | None = None) -> dict[str, Any]:
+    records = _observations(session, model=model_id, engine=engine)
+    return {"model": model_id, "engine": engine,
+            "summaries": _summaries(records, now or dt.datetime.now(dt.timezone.utc))}
+
+
+def results_page(session: Session, *, model: str | None = None, engine: str | None = None,
+                 stage: str | None = None, status: str | None = None,
+                 since: dt.datetime | None = None, limit: int = 100, offset: int = 0
+                 ) -> list[dict[str, Any]]:
+    return queries.results(session, model=model, engine=engine, stage=stage, since=since,
+                           limit=limit, offset=offset, status=status)
+
+
+def current_cell(session: Session, model_id: str, engine: str) -> dict[str, Any] | None:
+    """The current state of one cell, from cell_latest only."""
+    return _cells(_cell_rows(session, [model_id], Filters(engine=engine))).get(
+        model_id, {}).get(engine)
+
+
+def fresh(data: dict[str, Any] | None, now: dt.datetime | None = None
+          ) -> dict[str, Any] | None:
+    """A cached view with `stale` recomputed for now (the one summary that moves with the clock,
+    matrix.summary.staleness's rule); a copy, so the cached one stays as it was."""
+    if data is None:
+        return None
+    now = now or dt.datetime.now(dt.timezone.utc)
+    max_age = dt.timedelta(days=2)
+
+    def update(summary: dict[str, Any]) -> dict[str, Any]:
+        return {**summary, "stale": now - S.parse_time(summary["last_seen"]) > max_age}
+
+    out = dict(data)
+    if out.get("summaries") is not None:
+        out["summaries"] = [update(x) for x in out["summaries"]]
+    if out.get("summary") is not None:
+        out["summary"] = update(out["summary"])
+    return out

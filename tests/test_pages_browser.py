@@ -1,0 +1,180 @@
+"""The dashboard in a real browser: Debian's Chromium driven by playwright, against a real
+uvicorn on loopback over a real SQLite file, and against the static export on file://.
+Screenshots go to artifacts/ (look at them: they are what a user sees).
+
+Needs `apt-get install -y chromium` and the `playwright` Python package (never `playwright
+install`: the browser is the distribution's)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from matrix.ingest import ingest_records
+from matrix.store import open_store
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+if not CHROMIUM.exists():
+    pytest.skip("\n\n*** BROWSER TESTS SKIPPED: /usr/bin/chromium is missing. Install it with "
+                "`apt-get install -y chromium` (Debian's package) to run them. ***\n",
+                allow_module_level=True)
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="*** BROWSER TESTS SKIPPED: pip install playwright ***")
+
+from test_service_api import XSS, history  # noqa: E402  (after the skips: same test data)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def db_url(tmp_path_factory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'dayone.db'}"
+    store = open_store(url)
+    with store.writing() as s:
+        assert ingest_records(s, history()).rejected == []
+    store.close()
+    return url
+
+
+@pytest.fixture(scope="module")
+def server(db_url):
+    import uvicorn
+
+    from service.app import create_app
+
+    port = free_port()
+    config = uvicorn.Config(create_app(db_url), host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    pg = context.new_page()
+    pg.alerts = []  # an alert() would mean a script from the data ran
+    pg.on("dialog", lambda d: (pg.alerts.append(d.message), d.dismiss()))
+    pg.console_errors = []
+    pg.on("console", lambda m: m.type == "error" and pg.console_errors.append(m.text))
+    yield pg
+    context.close()
+
+
+def rows(pg) -> list[str]:
+    return pg.locator("tr[data-model]:visible").evaluate_all(
+        "rs => rs.map(r => r.getAttribute('data-model'))")
+
+
+def test_matrix_opens_with_every_model_and_status_words(page, server):
+    page.goto(server + "/")
+    assert page.title().startswith("The matrix")
+    assert rows(page) == ["org/beta", "old/gamma", "org/alpha"]
+    alpha_vllm = page.locator('tr[data-model="org/alpha"] td[data-engine="vllm"]')
+    assert "pass" in alpha_vllm.inner_text()
+    # the strip, run-length encoded: 8 nights without results, 2 failing, 4 passing
+    titles = alpha_vllm.locator(".strip .sq").evaluate_all("s => s.map(x => x.title)")
+    assert titles == ["2025-02-21 to 2025-02-28: no result", "2025-03-01 to 2025-03-02: fail",
+                      "2025-03-03 to 2025-03-06: pass"]
+    page.screenshot(path=str(ARTIFACTS / "matrix.png"), full_page=True)
+    assert page.alerts == [] and page.console_errors == []
+
+
+def test_hover_shows_why_a_cell_fails(page, server):
+    page.goto(server + "/")
+    cell = page.locator('tr[data-model="org/beta"] td[data-engine="transformers"]')
+    why = cell.locator(".why")
+    assert not why.is_visible()
+    cell.hover()
+    assert why.is_visible()
+    text = why.inner_text()
+    assert "unsupported_architecture" in text and XSS in text  # shown as text, not markup
+    page.screenshot(path=str(ARTIFACTS / "matrix-hover.png"))
+    assert page.alerts == []
+
+
+def test_filter_by_engine_and_status(page, server):
+    page.goto(server + "/")
+    with page.expect_navigation():
+        page.select_option('select[name="status"]', "fail")
+    assert "status=fail" in page.url
+    assert rows(page) == ["org/beta"]
+    with page.expect_navigation():
+        page.select_option('select[name="status"]', "")
+    with page.expect_navigation():
+        page.select_option('select[name="engine"]', "vllm")
+    assert rows(page) == ["old/gamma", "org/alpha"]
+    assert page.locator("thead th[data-engine]").evaluate_all(
+        "hs => hs.map(h => h.getAttribute('data-engine'))") == ["vllm"]
+    page.screenshot(path=str(ARTIFACTS / "matrix-filtered.png"), full_page=True)
+
+
+def test_open_a_cell_shows_its_log_in_a_dialog_then_its_page(page, server):
+    page.goto(server + "/")
+    page.locator('tr[data-model="org/beta"] td[data-engine="transformers"] a.open').click()
+    dialog = page.locator("dialog#cell-dialog")
+    dialog.wait_for(state="visible")
+    text = dialog.inner_text()
+    assert "Log excerpt" in text and XSS in text and "dayone probe org/beta" in text
+    page.screenshot(path=str(ARTIFACTS / "cell-dialog.png"))
+    dialog.get_by_text("Full history").click()
+    page.wait_for_url("**/cells/org/beta/transformers")
+    assert page.locator("pre.log").first.is_visible()
+    page.screenshot(path=str(ARTIFACTS / "cell.png"), full_page=True)
+    assert page.alerts == [] and page.console_errors == []
+    # its links lead on: the model page, its badge image renders
+    page.locator("h1 a").first.click()
+    page.wait_for_url("**/models/org/beta")
+    assert page.locator("img").first.evaluate("i => i.complete && i.naturalWidth > 0")
+
+
+def test_the_static_export_filters_in_the_page(page, db_url, tmp_path):
+    from service.export import export
+
+    out = tmp_path / "site"
+    export(out, db_url)
+    page.goto((out / "index.html").as_uri())
+    assert rows(page) == ["org/beta", "old/gamma", "org/alpha"]
+    page.select_option('select[name="family"]', "llama")
+    assert rows(page) == ["org/alpha"]
+    page.select_option('select[name="family"]', "")
+    page.select_option('select[name="status"]', "error")
+    assert rows(page) == ["old/gamma"]
+    page.screenshot(path=str(ARTIFACTS / "export-filtered.png"), full_page=True)
+    page.select_option('select[name="status"]', "")
+    page.locator('tr[data-model="org/alpha"] th a').click()
+    page.wait_for_url("**/models/org/alpha.html")
+    page.locator('a[href$="cells/org/alpha/vllm.html"]').first.click()
+    page.wait_for_url("**/cells/org/alpha/vllm.html")
+    assert "0.8.1" in page.inner_text("body")
+    page.locator("header a.brand").click()
+    page.wait_for_url("**/index.html")
+    assert page.alerts == []
