@@ -35,5 +35,8 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 extras=""
 [ "$want_test" = 1 ] && extras="[dev]"
-.venv/bin/python -m pip install -q -e ".${extras}"
+# (this machine's pip config names local index folders that lack most packages: drop that noise)
+.venv/bin/python -m pip install -q -e ".${extras}" 2>&1 \
+    | grep -v -e "^WARNING: Location 'file:" -e "^WARNING: Running pip as" || true
+.venv/bin/python -c "import service.cli" || { echo "setup: dayone did not install" >&2; exit 1; }
 echo "setup: ready: $(.venv/bin/dayone --help >/dev/null && echo dayone OK)" >&2

@@ -24,6 +24,7 @@ CASES: dict[str, tuple[str, str]] = {
     "missing_model_inputs": ("ValueError: token_type_ids is required as a model input when training", "missing_inputs"),
     "chat_template": ("jinja2.exceptions.TemplateSyntaxError: unexpected '}'", "tokenizer_or_template"),
     "tool_call_parser_missing": ('{"error":{"message":"tool_choice=function \\"get_weather\\" requires --tool-call-parser to be set","type":"BadRequestError","param":null,"code":400}}', "tokenizer_or_template"),  # vLLM 0.32, issue 10
+    "jinja_message": ("dayone: server answered a tool-call request with HTTP 400: Unexpected end of template. Jinja was looking for the following tags: 'endfor' or 'else'. The innermost block that needs to be closed is 'for'.", "tokenizer_or_template"),  # vLLM 0.32 relays jinja's words only, issue 10
     "kernel_or_dtype": ("RuntimeError: Unsupported CPU attention configuration: head_dim=16", "kernel_or_dtype"),
     "mmap_past_end": ("ValueError: mmap length is greater than file size", "corrupt_or_missing_weights"),
     "llamacpp_missing_tensor": ("llama_model_load: error loading model: check_tensor_dims: tensor 'token_embd.weight' not found", "corrupt_or_missing_weights"),

@@ -1,0 +1,269 @@
+"""Serving-feature stages (probes/features.py) against real OpenAI-compatible servers.
+
+`python -m probes.features` runs the stage functions an engine module calls, in the engine's
+own environment, against a server: vLLM's (it has tool parsers and guided decoding) and
+`transformers serve` (it has neither: it ignores tool_choice and response_format). Every stage
+passes on a healthy fixture and fails, with its class, on the fixture built to break it; a
+failure without a class is classified from the log exactly as a probe's would be.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, json_lines
+
+from matrix.environments import build_env, ensure_env
+from probes import features
+from probes.engines import TORCH_CPU, EngineSpec, get_spec
+from probes.record import classified
+from probes.serving import free_port, start_server
+
+FIXTURES = ("llama", "gemma3_text", "broken-chat-template", "broken-long-rope")
+VLLM_TOOL_PARSER = ("--enable-auto-tool-choice", "--tool-call-parser", "hermes")
+# Random weights inside a JSON grammar write whitespace until max_tokens: no free whitespace.
+VLLM_STRUCTURED = ("--structured-outputs-config",
+                   '{"backend": "xgrammar", "disable_any_whitespace": true}')
+
+# `transformers serve` needs the serving extra (FastAPI, uvicorn, openai), built like any
+# engine environment.
+TRANSFORMERS_SERVE = EngineSpec(
+    name="transformers-serve", module="probes.engines.transformers_engine",
+    package="transformers", default_version="5.23.0", stages=(),
+    requirements=("transformers[serving]=={version}", TORCH_CPU, "tokenizers", "jinja2"))
+
+
+@pytest.fixture(scope="module")
+def feature_fixtures(tf_env, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("feature-fixtures")
+    proc = subprocess.run([tf_env.python, "-m", "probes.fixtures", str(out), "--only", *FIXTURES],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return out
+
+
+def check(python: str, engine: str, *args: str, timeout: float = 600) -> dict[str, dict]:
+    """Run `python -m probes.features ARGS` in an engine's env: stage -> end event, with the
+    class a probe record would get."""
+    proc = subprocess.run([python, "-m", "probes.features", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+    log = proc.stdout + "\n" + proc.stderr
+    out = {}
+    for event in json_lines(proc.stdout):
+        if event.get("event") != "end":
+            continue
+        if event["status"] == "fail" and not event.get("failure_class"):
+            verdict = classified(log, engine, event.get("message"))
+            event = {**event, "failure_class": verdict.failure_class, "line": verdict.message}
+        out[event["stage"]] = event
+    assert out, f"no stage events (exit {proc.returncode}):\n{log[-3000:]}"
+    return out
+
+
+# -- transformers serve ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tf_serve(feature_fixtures, tmp_path_factory) -> dict[str, dict[str, dict]]:
+    env = build_env(TRANSFORMERS_SERVE, TRANSFORMERS_SERVE.default_version)
+    out = {}
+    for name, stages in (("gemma3_text", "chat_template,long_context,tool_call,json_schema"),
+                         ("broken-chat-template", "chat_template"),
+                         ("broken-long-rope", "chat_template,long_context")):
+        work = tmp_path_factory.mktemp(f"tf-serve-{name}")
+        out[name] = check(env.python, "transformers", "--serve", "transformers", "--model",
+                          str(feature_fixtures / name), "--workdir", str(work),
+                          "--stages", stages)
+    return out
+
+
+def test_transformers_serve_chat_template_and_long_context_pass(tf_serve):
+    stages = tf_serve["gemma3_text"]
+    assert stages["chat_template"]["status"] == "pass", stages["chat_template"]
+    m = stages["chat_template"]["metrics"]
+    # The server's prompt is the model's own template, token for token.
+    assert m["server_prompt_tokens"] == m["template_tokens"] > 0 and m["system_role"] is True
+    long = stages["long_context"]
+    assert long["status"] == "pass", long
+    m = long["metrics"]
+    assert m["window"] == 512 and m["sliding_window"] == 64
+    assert m["past_sliding_window"] is True
+    assert 0.9 * m["target_prompt_tokens"] <= m["prompt_tokens"] <= 512 - 8
+
+
+def test_transformers_serve_lacks_tool_calls_and_guided_json(tf_serve):
+    # It logs "Ignoring unsupported fields" and answers free text: no call, no JSON.
+    stages = tf_serve["gemma3_text"]
+    assert (stages["tool_call"]["status"], stages["tool_call"]["failure_class"]) == \
+        ("fail", "wrong_output")
+    assert "no tool call" in stages["tool_call"]["message"]
+    assert (stages["json_schema"]["status"], stages["json_schema"]["failure_class"]) == \
+        ("fail", "wrong_output")
+
+
+def test_broken_template_is_tokenizer_or_template(tf_serve):
+    event = tf_serve["broken-chat-template"]["chat_template"]
+    assert (event["status"], event["failure_class"]) == ("fail", "tokenizer_or_template")
+    assert "TemplateSyntaxError" in event["message"]
+
+
+def test_long_rope_fails_past_its_original_window(tf_serve):
+    stages = tf_serve["broken-long-rope"]
+    assert stages["chat_template"]["status"] == "pass"  # short prompts are fine
+    long = stages["long_context"]
+    assert (long["status"], long["failure_class"]) == ("fail", "wrong_output"), long
+    assert long["metrics"]["prompt_tokens"] > 128
+
+
+# -- vLLM --------------------------------------------------------------------------------------
+
+def vllm_server(env, model_dir: Path, workdir: Path):
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = [env.python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+            "--host", "127.0.0.1", "--port", str(port), "--enforce-eager",
+            "--max-model-len", "512", *VLLM_TOOL_PARSER, *VLLM_STRUCTURED]
+    run_env = {**get_spec("vllm").env, "TMPDIR": str(workdir),
+               "VLLM_CACHE_ROOT": str(workdir / "vllm-cache"), "HF_HOME": str(workdir / "hf")}
+    return start_server(argv, port, workdir / "server.log", ready_path="/health",
+                        timeout_s=400, env=run_env)
+
+
+@pytest.fixture(scope="module")
+def vllm(feature_fixtures, tmp_path_factory) -> dict[str, dict[str, dict]]:
+    env = ensure_env("vllm")
+    out = {}
+    for name, stages in (("llama", features.STAGE_FUNCTIONS),
+                         ("broken-chat-template", ("chat_template", "tool_call",
+                                                   "json_schema"))):
+        work = tmp_path_factory.mktemp(f"vllm-{name}")
+        server = vllm_server(env, feature_fixtures / name, work)
+        try:
+            # One stage per run: each log holds only its own stage's words.
+            out[name] = {}
+            for stage in stages:
+                out[name].update(check(
+                    env.python, "vllm", "--url", server.base_url, "--model",
+                    str(feature_fixtures / name), "--server-log", str(server.log_path),
+                    "--parser", " ".join(VLLM_TOOL_PARSER), "--stages", stage))
+        finally:
+            server.stop()
+    return out
+
+
+@pytest.mark.parametrize("stage", list(features.STAGE_FUNCTIONS))
+def test_vllm_serving_features_pass_on_healthy_model(vllm, stage):
+    event = vllm["llama"][stage]
+    assert event["status"] == "pass", event
+
+
+def test_vllm_feature_outputs(vllm):
+    stages = vllm["llama"]
+    assert stages["tool_call"]["metrics"]["tool_parser"] == " ".join(VLLM_TOOL_PARSER)
+    call = stages["tool_call"]["output"]["tool_call"]
+    assert call["name"] == "get_weather"
+    assert not features.schema_errors(json.loads(call["arguments"]), features.WEATHER_SCHEMA)
+    answer = json.loads(stages["json_schema"]["output"]["content"])
+    assert not features.schema_errors(answer, features.ANSWER_SCHEMA)
+    m = stages["long_context"]["metrics"]
+    assert m["window"] == 512 and m["logprobs"] is True  # vLLM returns logprobs: checked
+    m = stages["chat_template"]["metrics"]
+    assert m["server_prompt_tokens"] == m["template_tokens"]
+
+
+@pytest.mark.parametrize("stage", ["chat_template", "tool_call", "json_schema"])
+def test_vllm_broken_template_fails_every_chat_feature(vllm, stage):
+    event = vllm["broken-chat-template"][stage]
+    assert (event["status"], event["failure_class"]) == ("fail", "tokenizer_or_template"), event
+
+
+# -- decisions (pure) --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, errors", [
+    ({"city": "Paris", "unit": "celsius"}, []),
+    ({"city": "Lyon", "unit": "celsius"}, ["$.city: 'Lyon' not one of"]),
+    ({"city": "Paris"}, ["$: missing required 'unit'"]),
+    ({"city": "Paris", "unit": "celsius", "x": 1}, ["$: unexpected property 'x'"]),
+    (float("inf"), ["$: expected object, got float"]),
+    ({"city": 3, "unit": "celsius"}, ["$.city: expected string, got int"]),
+])
+def test_schema_errors(value, errors):
+    found = features.schema_errors(value, features.WEATHER_SCHEMA)
+    assert len(found) == len(errors) and all(f.startswith(e) for f, e in zip(found, errors))
+
+
+def test_schema_types_keep_bool_apart_from_numbers():
+    assert features.schema_errors(True, {"type": "integer"})
+    assert not features.schema_errors(3, {"type": "integer"})
+    assert features.schema_errors(3.5, {"type": "integer"})
+    assert not features.schema_errors(False, {"type": "boolean"})
+
+
+def test_parse_json_answer():
+    assert features.parse_json_answer('{"capital": "Paris", "sure": true}',
+                                      features.ANSWER_SCHEMA) == ({"capital": "Paris",
+                                                                   "sure": True}, [])
+    value, problems = features.parse_json_answer('{"capital": "Pa', features.ANSWER_SCHEMA)
+    assert value is None and problems[0].startswith("not valid JSON")
+    assert features.parse_json_answer(None, features.ANSWER_SCHEMA)[1] == ["no content"]
+
+
+def test_template_from_files_follows_transformers_order():
+    cfg = json.dumps({"chat_template": "from-config"})
+    assert features.template_from_files({"chat_template.jinja": "jinja",
+                                         "tokenizer_config.json": cfg}) == "jinja"
+    assert features.template_from_files({"tokenizer_config.json": cfg}) == "from-config"
+    named = json.dumps({"chat_template": [{"name": "tool_use", "template": "t"},
+                                          {"name": "default", "template": "d"}]})
+    assert features.template_from_files({"tokenizer_config.json": named}) == "d"
+    assert features.template_from_files({"tokenizer_config.json": "{}"}) is None
+
+
+def test_render_template_like_transformers():
+    template = ("{% for m in messages %}{% if m['role'] == 'system' %}"
+                "{{ raise_exception('System role not supported') }}{% endif %}"
+                "[{{ m['role'] }}]{{ m['content'] | tojson }}{% endfor %}"
+                "{% if add_generation_prompt %}[assistant]{% endif %}{{ eos_token }}")
+    out = features.render_template(template, [{"role": "user", "content": "hé"}],
+                                   {"eos_token": "</s>"})
+    assert out == '[user]"hé"[assistant]</s>'
+    with pytest.raises(Exception, match="System role not supported"):
+        features.render_template(template, [{"role": "system", "content": "x"}], {})
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({"max_position_embeddings": 512}, (512, None)),
+    ({"max_position_embeddings": 512, "sliding_window": 64,
+      "layer_types": ["sliding_attention", "full_attention"]}, (512, 64)),
+    # A sliding window no layer uses (Qwen 2 style switch off) is not one.
+    ({"max_position_embeddings": 512, "sliding_window": 64, "use_sliding_window": False},
+     (512, None)),
+    ({"max_position_embeddings": 512, "sliding_window": 64,
+      "layer_types": ["full_attention"]}, (512, None)),
+    ({"text_config": {"max_position_embeddings": 1024, "sliding_window": 128}}, (1024, 128)),
+    ({"n_positions": 256}, (256, None)),
+])
+def test_context_windows(config, expected):
+    assert features.context_windows(config) == expected
+
+
+def test_long_prompt_target():
+    assert features.long_prompt_target(512, None) == (int((512 - 8) * 0.97), False)
+    target, capped = features.long_prompt_target(131072, 4096, limit=8192)
+    assert capped and 4096 < target < 8192
+    # When 97% would stay inside the sliding window, go to the end of the window.
+    assert features.long_prompt_target(128, 118) == (120, False)
+
+
+def test_answer_logprobs_reads_nan_and_strings():
+    body = {"choices": [{"logprobs": {"content": [{"logprob": -0.5}, {"logprob": float("nan")},
+                                                  {"logprob": "-inf"}, {"logprob": None}]}}]}
+    values = features.answer_logprobs(body)
+    assert values[0] == -0.5 and values[1] != values[1] and values[2] == float("-inf")
+    assert values[3] is None
+    assert features.answer_logprobs({"choices": [{"logprobs": None}]}) is None

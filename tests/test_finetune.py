@@ -1,0 +1,141 @@
+"""Stage `finetune` end to end through `dayone probe --json`, with the real PEFT and TRL.
+
+PEFT: LoRA on all linear layers and on the attention projections, steps, save, reload, merge.
+TRL: one SFTTrainer step on a chat-formatted sample. Each passes on the healthy llama fixture
+and fails, with its class, on the fixture built to break it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+
+import pytest
+from conftest import ROOT, json_lines, run_dayone
+
+from probes.engines import peft_engine
+
+FIXTURES = ("llama", "gemma4-multimodal", "molmo2-multimodal", "broken-chat-template")
+
+# (engine, fixture) -> (status, failure_class)
+EXPECT = {
+    ("peft", "llama"): ("pass", None),
+    ("peft", "gemma4-multimodal"): ("fail", "unsupported_layer"),
+    ("peft", "molmo2-multimodal"): ("fail", "missing_inputs"),
+    ("trl", "llama"): ("pass", None),
+    ("trl", "broken-chat-template"): ("fail", "tokenizer_or_template"),
+    ("trl", "molmo2-multimodal"): ("fail", "missing_inputs"),
+}
+
+
+@pytest.fixture(scope="module")
+def ft_fixtures(tf_env, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ft-fixtures")
+    proc = subprocess.run([tf_env.python, "-m", "probes.fixtures", str(out), "--only", *FIXTURES],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def probed(ft_fixtures):
+    """Each (engine, fixture) probed once, through the CLI."""
+    out = {}
+    for engine, name in EXPECT:
+        proc = run_dayone("probe", str(ft_fixtures / name), "--engine", engine, "--json",
+                          "--no-store")
+        (record,) = json_lines(proc.stdout)
+        out[engine, name] = record
+    return out
+
+
+@pytest.mark.parametrize("case", list(EXPECT), ids=lambda c: f"{c[0]}-{c[1]}")
+def test_finetune_verdict(probed, case, validate_record):
+    record = validate_record(probed[case])
+    assert record["stage"] == "finetune"
+    assert (record["status"], record["failure_class"]) == EXPECT[case], \
+        (record["message"], record["log_excerpt"])
+    if record["status"] == "fail":
+        assert record["message"] and record["log_excerpt"]
+
+
+def test_peft_lora_lifecycle_on_healthy_model(probed):
+    m = probed["peft", "llama"]["metrics"]
+    assert m["attention_targets"] == "q_proj,k_proj,v_proj,o_proj"
+    for run in ("all_linear", "attention"):
+        assert m[f"{run}_loss_last"] < m[f"{run}_loss_first"]
+        assert m[f"{run}_steps_per_s"] > 0
+        assert m[f"{run}_adapter_mb"] > 0
+        # Reload and merge agree with the trained adapter; the adapter changed the output.
+        assert m[f"{run}_reload_diff"] <= 1e-4 and m[f"{run}_merge_diff"] <= 1e-4
+        assert m[f"{run}_adapter_effect_diff"] > 1e-2
+    # all-linear wraps the MLP too: more modules and parameters than attention only.
+    assert m["all_linear_lora_modules"] > m["attention_lora_modules"] > 0
+    assert m["all_linear_trainable_params"] > m["attention_trainable_params"]
+    assert m["peak_rss_mb"] > 0
+    engine = probed["peft", "llama"]["engine"]
+    assert engine["name"] == "peft" and engine["version"] == "0.21.2"
+    assert {"peft", "transformers", "torch"} <= set(engine["packages"])
+
+
+def test_gemma4_towers_break_attention_targets_not_all_linear(probed):
+    record = probed["peft", "gemma4-multimodal"]
+    assert "Gemma4ClippableLinear" in record["message"]
+    assert record["message"].count("\n") == 0
+    # all-linear picks the wrapped nn.Linear inside and ran its whole lifecycle first.
+    m = record["metrics"]
+    assert m["all_linear_loss_last"] < m["all_linear_loss_first"]
+    assert m["all_linear_merge_diff"] <= 1e-4
+    assert "attention_loss_first" not in m
+
+
+def test_missing_inputs_name_the_input(probed):
+    for engine in ("peft", "trl"):
+        assert "mm_token_type_ids" in probed[engine, "molmo2-multimodal"]["message"]
+
+
+def test_trl_sft_step(probed):
+    m = probed["trl", "llama"]["metrics"]
+    assert m["sft_steps"] == 1 and math.isfinite(m["sft_loss"])
+    assert m["sft_steps_per_s"] > 0 and m["sft_tokens"] > 0 and m["peak_rss_mb"] > 0
+    assert "TemplateSyntaxError" in probed["trl", "broken-chat-template"]["message"]
+
+
+def test_reproduce_command_fails_the_same_way_without_dayone(probed):
+    cmd = probed["peft", "gemma4-multimodal"]["reproduce"]
+    assert "-m probes" not in cmd and "service.cli" not in cmd  # the libraries alone
+    proc = subprocess.run(cmd, shell=True, check=False, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0
+    assert "Target module Gemma4ClippableLinear(" in proc.stderr
+
+
+# -- decisions (pure) ------------------------------------------------------------------------
+
+def test_attention_targets_only_names_the_model_has():
+    names = ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.o_proj",
+             "model.layers.0.mlp.up_proj", "vision.blocks.0.attn.qkv_proj", "lm_head"]
+    assert peft_engine.attention_targets(names) == ["q_proj", "o_proj", "qkv_proj"]
+    assert peft_engine.attention_targets(["lm_head", "mlp.fc1"]) == []
+
+
+@pytest.mark.parametrize("losses, problem", [
+    ([5.0, 4.0, 3.5], None),
+    ([5.0, 5.2, 4.9], None),  # not monotonic, but it went down
+    ([5.0, 5.1], "did not decrease"),
+    ([5.0, float("nan")], "non-finite loss at step 2"),
+    ([float("inf")], "non-finite loss at step 1"),
+    ([], "no optimizer step"),
+])
+def test_loss_problem(losses, problem):
+    found = peft_engine.loss_problem(losses)
+    assert (found is None) if problem is None else (problem in found)
+
+
+def test_one_line_flattens_and_caps():
+    exc = ValueError("Target module Foo(\n  (linear): Linear()\n) is not supported." + "x" * 900)
+    line = peft_engine.one_line(exc)
+    assert "\n" not in line and line.startswith("ValueError: Target module Foo( (linear)")
+    assert len(line) == 600 and line.endswith("...")
