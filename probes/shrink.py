@@ -20,9 +20,11 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import hashlib
 import json
 import math
 import operator
+import os
 import re
 import shutil
 import sys
@@ -62,9 +64,14 @@ class Rules:
         return self.families.get(model_type or "", {})
 
 
-@lru_cache(maxsize=4)
 def load_rules(path: str | None = None) -> Rules:
-    data = json.loads(Path(path or RULES_PATH).read_text(encoding="utf-8"))
+    """The rules file: `path`, else $DAYONE_SHRINK_RULES, else probes/shrink_rules.json."""
+    return _load_rules(str(path or os.environ.get("DAYONE_SHRINK_RULES") or RULES_PATH))
+
+
+@lru_cache(maxsize=4)
+def _load_rules(path: str) -> Rules:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
     return Rules(targets=data["targets"], keys=data["keys"], families=data.get("families", {}))
 
 
@@ -154,14 +161,16 @@ def choose_layers(signatures: list[Any], *, min_layers: int, max_prefix: int,
     for i, sig in enumerate(signatures):
         firsts.setdefault(_hashable(sig), i)
     chosen = sorted(firsts.values())
-    # Families validate the last layer (Gemma: full attention last): keep the released last kind.
+    # Families validate the last layer (Gemma: full attention last): end on the released last
+    # kind, keeping the released order.
     last = _hashable(signatures[-1])
     if _hashable(signatures[chosen[-1]]) != last:
-        chosen = [i for i in chosen if _hashable(signatures[i]) != last] + [firsts[last]]
-        chosen.sort(key=lambda i: (_hashable(signatures[i]) == last, i))
-    extra = [i for i in range(n) if i not in chosen]
-    while len(chosen) < min(min_layers, n):
-        chosen.insert(len(chosen) - 1 if len(chosen) else 0, extra.pop(0))
+        chosen.append(next(i for i in range(chosen[-1] + 1, n) if _hashable(signatures[i]) == last))
+    for i in range(n):
+        if len(chosen) >= min(min_layers, n):
+            break
+        if i not in chosen:
+            chosen = sorted([*chosen, i])
     return chosen
 
 
@@ -191,26 +200,32 @@ AliasFn = Callable[[str | None], dict[str, str]]
 
 def shrink_config_dict(config: dict[str, Any], *, rules: Rules | None = None,
                        aliases: AliasFn | None = None, keep_vocab: bool = False,
-                       cap_positions: bool = False, scale: int = 1) -> ShrinkPlan:
+                       cap_positions: bool = False, scale: int = 1,
+                       compact: bool = False) -> ShrinkPlan:
     """A shrunk copy of a config.json dict (sub-configs included). Pure: no transformers here.
 
     `aliases(model_type)` gives the config class's attribute_map (canonical -> stored name), so
     `n_embd` is treated as `hidden_size`. `keep_vocab` keeps the vocabulary (a real tokenizer is
     kept beside it). `cap_positions` also caps learned position tables. `scale` divides the
-    targets further when a first shrink is still too big."""
+    targets further and `compact` keeps only the first layer of each kind and shrinks
+    secondary sizes (per-layer input dims): both for when a first shrink is still too big, as
+    with a release's real 262k-token vocabulary."""
     rules = rules or load_rules()
     plan = ShrinkPlan(config=copy.deepcopy(config))
     for key in ("id2label", "label2id"):  # classification heads: never per-layer, never sizes
         plan.config.pop(key, None)
     state = _State(rules=rules, aliases=aliases or (lambda _t: {}), keep_vocab=keep_vocab,
                    cap_positions=cap_positions, scale=max(1, scale), plan=plan,
-                   root=plan.config)
+                   root=plan.config, compact=compact)
     _shrink_one(plan.config, state, path="")
     if state.keep_vocab is False:
         _remap_token_ids(plan.config, state)
     if not plan.config.get("dtype") and not plan.config.get("torch_dtype"):
-        plan.config["dtype"] = rules.targets["dtype"]
-        plan.notes.append(f"dtype: none given, using {rules.targets['dtype']}")
+        # No released dtype (a default config): most releases ship bf16, and engines take other
+        # paths for it (vLLM's CPU gated-delta-net needs bf16).
+        dtype = rules.family(plan.config.get("model_type")).get("dtype", rules.targets["dtype"])
+        plan.config["dtype"] = dtype
+        plan.notes.append(f"dtype: none given, using {dtype}")
     return plan
 
 
@@ -223,6 +238,7 @@ class _State:
     scale: int
     plan: ShrinkPlan
     root: dict[str, Any]
+    compact: bool = False
     vocab: int | None = None
 
 
@@ -232,10 +248,10 @@ def _shrink_one(d: dict[str, Any], st: _State, path: str) -> None:
     fam = rules.family(model_type)
     if fam.get("unshrinkable"):
         raise ShrinkError(f"{model_type}: {fam['unshrinkable']}")
+    for key, value in fam.get("before", {}).items():
+        _set_path(d, key, evaluate(value, d, st.root))
     for key in fam.get("drop", []):
         d.pop(key, None)
-    for key, value in fam.get("before", {}).items():
-        d[key] = evaluate(value, d, st.root)
     keep = set(fam.get("keep", []))
 
     # Canonical names: rename stored aliases (n_embd) to what the rules know (hidden_size).
@@ -247,9 +263,22 @@ def _shrink_one(d: dict[str, Any], st: _State, path: str) -> None:
             renamed[canonical] = stored
 
     # Sub-configs first (towers), each by its own family's rules.
+    text = d.get("text_config") if isinstance(d.get("text_config"), dict) else None
+    old_text_width = text.get("hidden_size") if text else None
     for key in keys["sub_configs"]:
         if isinstance(d.get(key), dict) and key not in keep:
             _shrink_one(d[key], st, path=f"{path}{key}.")
+    if text and _is_int(old_text_width) and text.get("hidden_size") != old_text_width:
+        # Projections from the other towers into the text model (adapter_out_dim,
+        # out_hidden_size, projector_output_dim) follow the text model's new width.
+        out_re = re.compile(r"(out|text|projector|proj)")
+        for key in keys["sub_configs"]:
+            tower = d.get(key)
+            if key == "text_config" or not isinstance(tower, dict):
+                continue
+            for name, value in list(tower.items()):
+                if value == old_text_width and _is_int(value) and out_re.search(name):
+                    tower[name] = text["hidden_size"]
 
     _shrink_layers(d, st, path, fam, keep)
     _shrink_heads_and_width(d, st, path, keep)
@@ -263,18 +292,30 @@ def _shrink_one(d: dict[str, Any], st: _State, path: str) -> None:
             if value > t["vocab_size"]:
                 d[key] = t["vocab_size"]
                 st.vocab = t["vocab_size"]
+    if st.compact:
+        for key in keys.get("compact_sizes", []):
+            if _is_int(d.get(key)) and d[key] > 16 and key not in keep:
+                d[key] = 16
     if st.cap_positions:
         for key in keys["positions"]:
             if _is_int(d.get(key)) and d[key] > t["max_positions"] and key not in keep:
                 d[key] = t["max_positions"]
 
     for key, value in fam.get("set", {}).items():
-        d[key] = evaluate(value, d, st.root)
+        _set_path(d, key, evaluate(value, d, st.root))
     for note in fam.get("notes", []):
         st.plan.notes.append(f"{path}{model_type}: {note}")
 
     for canonical, stored in renamed.items():
         d[stored] = d.pop(canonical)
+
+
+def _set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
+    """`attn_config.rope_theta` sets a field of a nested config."""
+    *parents, last = dotted.split(".")
+    for part in parents:
+        d = d.setdefault(part, {})
+    d[last] = value
 
 
 def _known_keys(keys: dict[str, Any]) -> set[str]:
@@ -346,7 +387,7 @@ def _shrink_layers(d: dict[str, Any], st: _State, path: str, fam: dict[str, Any]
                 + tuple(i < d[k] for k in dense_keys))
 
     shared_key = next((k for k in keys["kv_shared"] if _is_int(d.get(k)) and d[k] > 0), None)
-    max_prefix = fam.get("max_prefix_layers", t["max_prefix_layers"])
+    max_prefix = 0 if st.compact else fam.get("max_prefix_layers", t["max_prefix_layers"])
     if shared_key:
         # KV sharing: the last k layers reuse earlier layers' caches. Keep producers of each
         # kind, then one consumer of each kind.
@@ -564,13 +605,28 @@ def _dtype_name(d: dict[str, Any]) -> str:
     return str(value).replace("torch.", "")
 
 
+def model_class(config: Any) -> Any:
+    """The class to build: the family's release class where AutoModelForCausalLM would build
+    only part of it (Mllama's text model), else AutoModelForCausalLM."""
+    import transformers
+
+    name = load_rules().family(getattr(config, "model_type", None)).get("model_class")
+    return getattr(transformers, name) if name else transformers.AutoModelForCausalLM
+
+
+def _build(config: Any, **kwargs: Any) -> Any:
+    cls = model_class(config)
+    if cls.__name__ == "AutoModelForCausalLM":
+        return cls.from_config(config, **kwargs)
+    return cls._from_config(config, **kwargs)
+
+
 def count_params_meta(config: Any) -> int:
     """Parameter count of the model this config builds, without allocating it."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+        model = _build(config)
     return sum(p.numel() for p in model.parameters())
 
 
@@ -578,7 +634,7 @@ def plan_shrink(source: dict[str, Any], *, keep_vocab: bool) -> tuple[ShrinkPlan
     """Shrink, build the config, count parameters on the meta device; escalate if too big."""
     max_params = int(load_rules().targets["max_params"])
     attempts = [dict(cap_positions=False, scale=1), dict(cap_positions=True, scale=1),
-                dict(cap_positions=True, scale=4)]
+                dict(cap_positions=True, scale=4, compact=True)]
     params = 0
     for attempt in attempts:
         plan = shrink_config_dict(source, aliases=_aliases, keep_vocab=keep_vocab, **attempt)
@@ -599,7 +655,6 @@ def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path 
                   seed: int = 0, meta: dict[str, Any] | None = None) -> ShrinkResult:
     """Build the shrunk copy of `source` (a config.json dict) in out_dir (an HF directory)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     started = time.monotonic()
     source = copy.deepcopy(source)
@@ -611,14 +666,17 @@ def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path 
     dtype = getattr(torch, dtype_name, None)
     if not isinstance(dtype, torch.dtype):
         raise ShrinkError(f"unknown dtype {dtype_name!r}")
-    if not getattr(config, "architectures", None):
+    release_class = load_rules().family(source.get("model_type")).get("model_class")
+    if release_class:
+        config.architectures = [release_class]
+    elif not getattr(config, "architectures", None):
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
         arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(source.get("model_type", ""))
         config.architectures = [arch] if arch else None
     torch.manual_seed(seed)
     try:
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = _build(config, dtype=dtype)
     except Exception as exc:  # noqa: BLE001
         raise ShrinkError(f"model build failed after shrink: {_first_line(exc)}") from exc
     _randomize_zero_inits(model, seed)
@@ -662,31 +720,63 @@ def _vocab_size(config: Any) -> int:
 
 
 def _write_tokenizer(out_dir: Path, vocab_size: int, plan: ShrinkPlan) -> None:
-    """A tokenizer for a shrunk copy whose source had none: the fixtures' builder."""
-    try:
-        from probes import fixtures
-    except ImportError:
+    """A tokenizer for a shrunk copy whose source had none: the fixtures' byte-level BPE, with
+    the config's bos/eos/pad ids pointed at its special tokens (ids of a vocabulary we replaced
+    mean nothing; image/audio token ids stay as shrunk)."""
+    from probes.fixtures import build_tokenizer
+
+    tok = build_tokenizer(out_dir, vocab_size=min(vocab_size, 512))
+    if len(tok) > vocab_size:  # byte-level vocabularies need ~260 ids; a few models have fewer
+        for name in TOKENIZER_FILES:
+            (out_dir / name).unlink(missing_ok=True)
+        plan.notes.append(f"no tokenizer: vocab {vocab_size} is smaller than a byte-level BPE")
         return
-    builder = getattr(fixtures, "build_tokenizer", None)
-    if builder is not None:
-        builder(out_dir, vocab_size)
+    ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
+           "pad_token_id": tok.pad_token_id}
+    for name in ("config.json", "generation_config.json"):
+        path = out_dir / name
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        for scope in (data, data.get("text_config")):
+            if isinstance(scope, dict):
+                scope.update({k: v for k, v in ids.items() if name == "config.json" or k in scope})
+        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def recipe_revision(model_type: str, transformers_version: str, rules_text: str) -> str:
+    """The revision of a sweep model (`arch/<type>`): what decides its shrunk copy, hashed. A new
+    reference transformers or a rule change is a new revision, so the sweep probes it again."""
+    key = f"{model_type}\0{transformers_version}\0{SHRINK_VERSION}\0{rules_text}"
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()
+
+
+def rules_text(path: str | None = None) -> str:
+    return Path(path or os.environ.get("DAYONE_SHRINK_RULES") or RULES_PATH).read_text("utf-8")
 
 
 def shrink_model_type(model_type: str, out_dir: Path, *, seed: int = 0) -> ShrinkResult:
     """The sweep's entry: the default config transformers has for `model_type`, shrunk."""
+    import transformers
     from transformers import AutoConfig
 
+    fam = load_rules().family(model_type)
+    if fam.get("unshrinkable"):
+        raise ShrinkError(f"{model_type}: {fam['unshrinkable']}")
+    kwargs = fam.get("default_kwargs", {})
     try:
-        source = AutoConfig.for_model(model_type).to_dict()
+        source = AutoConfig.for_model(model_type, **kwargs).to_dict()
     except Exception as exc:  # noqa: BLE001
         raise ShrinkError(f"no default config for {model_type}: {_first_line(exc)}") from exc
     source["model_type"] = model_type
+    revision = recipe_revision(model_type, transformers.__version__, rules_text())
     return shrink_config(source, out_dir, seed=seed,
-                         meta={"id": f"arch/{model_type}", "source": f"transformers:{model_type}"})
+                         meta={"id": f"arch/{model_type}", "revision": revision,
+                               "source": f"transformers {transformers.__version__}: {model_type}"})
 
 
 def shrink_path(config_or_dir: Path, out_dir: Path, *, model_type: str | None = None,
-                seed: int = 0) -> ShrinkResult:
+                seed: int = 0, meta: dict[str, Any] | None = None) -> ShrinkResult:
     """Shrink a released config.json (or a directory with one, and maybe tokenizer files)."""
     src = Path(config_or_dir)
     config_path = src / "config.json" if src.is_dir() else src
@@ -698,8 +788,10 @@ def shrink_path(config_or_dir: Path, out_dir: Path, *, model_type: str | None = 
         raise ShrinkError(f"{config_path} is not a JSON object")
     if model_type:
         source["model_type"] = model_type
+    # meta (id, revision, release_date, family of the release) goes to dayone.json, so the
+    # shrunk copy's results are filed under the release it stands for.
     return shrink_config(source, out_dir, tokenizer_dir=config_path.parent, seed=seed,
-                         meta={"source": str(config_path)})
+                         meta={"source": str(config_path), **(meta or {})})
 
 
 def check_generates(model_dir: Path, max_new_tokens: int = 4) -> list[int]:
@@ -725,8 +817,6 @@ def check_generates(model_dir: Path, max_new_tokens: int = 4) -> list[int]:
 def sweep(out_root: Path, types: list[str] | None = None, *, generate: bool = True,
           progress: Callable[[str, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Shrink (and generate with) each type; one row per type, `ok` or `error` with why."""
-    import os
-
     import torch
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -745,7 +835,7 @@ def sweep(out_root: Path, types: list[str] | None = None, *, generate: bool = Tr
         try:
             result = shrink_model_type(model_type, Path(out_root) / model_type)
             row.update(params=result.params, architecture=result.architecture,
-                       dtype=result.dtype)
+                       dtype=result.dtype, out_dir=str(result.out_dir))
             if generate:
                 row["tokens"] = check_generates(result.out_dir)
             row["status"] = "ok"
@@ -773,6 +863,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", metavar="OUT_ROOT")
     parser.add_argument("--types", help="comma-separated model types for --sweep")
     parser.add_argument("--report", help="write the sweep's rows (JSON) here")
+    parser.add_argument("--no-generate", action="store_true",
+                        help="--sweep: build only (the engines' probes generate)")
+    parser.add_argument("--meta", help="JSON object for dayone.json (id, revision, ...)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -786,9 +879,10 @@ def main(argv: list[str] | None = None) -> int:
             mark = "ok" if row["status"] == "ok" else f"ERROR {row.get('why', '')[:160]}"
             print(f"{model_type:28s} {row['seconds']:6.2f}s {mark}", flush=True)
 
-        rows = sweep(Path(args.sweep), types, progress=show)
+        rows = sweep(Path(args.sweep), types, progress=show, generate=not args.no_generate)
         ok = sum(r["status"] == "ok" for r in rows)
-        print(f"shrunk and generated: {ok}/{len(rows)} ({100.0 * ok / max(1, len(rows)):.1f}%)")
+        what = "shrunk" if args.no_generate else "shrunk and generated"
+        print(f"{what}: {ok}/{len(rows)} ({100.0 * ok / max(1, len(rows)):.1f}%)")
         if args.report:
             Path(args.report).write_text(json.dumps(
                 {"ok": ok, "total": len(rows), "rows": rows}, indent=2) + "\n")
@@ -798,9 +892,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.out_dir or not (args.source or args.model_type):
         parser.error("give CONFIG_OR_DIR OUT_DIR, or --model-type T OUT_DIR")
     try:
+        meta = json.loads(args.meta) if args.meta else None
         if args.source and args.out_dir:
             result = shrink_path(Path(args.source), Path(args.out_dir),
-                                 model_type=args.model_type, seed=args.seed)
+                                 model_type=args.model_type, seed=args.seed, meta=meta)
         else:
             result = shrink_model_type(args.model_type, Path(args.out_dir), seed=args.seed)
         report = result.as_dict()

@@ -25,8 +25,8 @@ env_app = typer.Typer(help="Isolated engine environments (one per engine version
 app.add_typer(fixtures_app, name="fixtures")
 app.add_typer(env_app, name="env")
 
-err = Console(stderr=True)
-# Piped output (files, tests, CI logs) gets wide tables instead of 80-column wrapping.
+# Piped output (files, tests, CI logs) gets wide lines instead of 80-column wrapping.
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 out = Console(width=None if sys.stdout.isatty() else 200)
 
 DbOption = Annotated[Optional[str], typer.Option(
