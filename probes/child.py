@@ -33,9 +33,12 @@ def _emit(stream: TextIO, event: dict[str, Any]) -> None:
     os.fsync(stream.fileno())
 
 
-def _last_line(exc: BaseException) -> str:
-    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    return text.splitlines()[-1] if text else type(exc).__name__
+def _last_line(exc: BaseException, limit: int = 500) -> str:
+    """The exception as one line: multi-line messages (PEFT's) keep their first part too."""
+    text = " ".join(line.strip() for line in
+                    "".join(traceback.format_exception_only(type(exc), exc)).splitlines()
+                    if line.strip())
+    return (text[:limit] + " ...") if len(text) > limit else (text or type(exc).__name__)
 
 
 def raised_by_harness(exc: BaseException) -> bool:
