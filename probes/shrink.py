@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 RULES_PATH = Path(__file__).with_name("shrink_rules.json")
-SHRINK_VERSION = 1  # bump when a rule change alters what a shrink builds
+SHRINK_VERSION = 2  # bump when a rule change alters what a shrink builds
 
 # Files of a tokenizer that travel with the shrunk copy unchanged.
 TOKENIZER_FILES = (
@@ -201,7 +201,7 @@ AliasFn = Callable[[str | None], dict[str, str]]
 def shrink_config_dict(config: dict[str, Any], *, rules: Rules | None = None,
                        aliases: AliasFn | None = None, keep_vocab: bool = False,
                        cap_positions: bool = False, scale: int = 1,
-                       compact: bool = False) -> ShrinkPlan:
+                       compact: bool = False, vocab_size: int | None = None) -> ShrinkPlan:
     """A shrunk copy of a config.json dict (sub-configs included). Pure: no transformers here.
 
     `aliases(model_type)` gives the config class's attribute_map (canonical -> stored name), so
@@ -209,8 +209,12 @@ def shrink_config_dict(config: dict[str, Any], *, rules: Rules | None = None,
     kept beside it). `cap_positions` also caps learned position tables. `scale` divides the
     targets further and `compact` keeps only the first layer of each kind and shrinks
     secondary sizes (per-layer input dims): both for when a first shrink is still too big, as
-    with a release's real 262k-token vocabulary."""
+    with a release's real 262k-token vocabulary. `vocab_size`: the vocabulary to shrink to (the
+    size of the tokenizer that will go with the copy; default from the rules)."""
     rules = rules or load_rules()
+    if vocab_size is not None:
+        rules = Rules(targets={**rules.targets, "vocab_size": vocab_size}, keys=rules.keys,
+                      families=rules.families)
     plan = ShrinkPlan(config=copy.deepcopy(config))
     for key in ("id2label", "label2id"):  # classification heads: never per-layer, never sizes
         plan.config.pop(key, None)
@@ -630,14 +634,16 @@ def count_params_meta(config: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def plan_shrink(source: dict[str, Any], *, keep_vocab: bool) -> tuple[ShrinkPlan, Any, int]:
+def plan_shrink(source: dict[str, Any], *, keep_vocab: bool, vocab_size: int | None = None
+                ) -> tuple[ShrinkPlan, Any, int]:
     """Shrink, build the config, count parameters on the meta device; escalate if too big."""
     max_params = int(load_rules().targets["max_params"])
     attempts = [dict(cap_positions=False, scale=1), dict(cap_positions=True, scale=1),
                 dict(cap_positions=True, scale=4, compact=True)]
     params = 0
     for attempt in attempts:
-        plan = shrink_config_dict(source, aliases=_aliases, keep_vocab=keep_vocab, **attempt)
+        plan = shrink_config_dict(source, aliases=_aliases, keep_vocab=keep_vocab,
+                                  vocab_size=vocab_size, **attempt)
         config = _config_from_dict(plan.config)
         try:
             params = count_params_meta(config)
@@ -661,7 +667,13 @@ def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path 
     tok_files = [p for p in (tokenizer_dir.iterdir() if tokenizer_dir else [])
                  if p.name in TOKENIZER_FILES]
     keep_vocab = bool(tok_files)
-    plan, config, params = plan_shrink(source, keep_vocab=keep_vocab)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok = None if keep_vocab else _fixture_tokenizer(out_dir)
+    # The embedding rows equal the tokenizer's size, as in a release: converters such as
+    # llama.cpp's size the GGUF vocabulary from the tokenizer and reject a mismatch.
+    plan, config, params = plan_shrink(source, keep_vocab=keep_vocab,
+                                       vocab_size=len(tok) if tok is not None else None)
     dtype_name = _dtype_name(plan.config)
     dtype = getattr(torch, dtype_name, None)
     if not isinstance(dtype, torch.dtype):
@@ -680,16 +692,16 @@ def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path 
     except Exception as exc:  # noqa: BLE001
         raise ShrinkError(f"model build failed after shrink: {_first_line(exc)}") from exc
     _randomize_zero_inits(model, seed)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     vocab = _vocab_size(config)
     if keep_vocab:
         for p in tok_files:
             shutil.copy2(p, out_dir / p.name)
     else:
-        _write_tokenizer(out_dir, vocab, plan)
+        _align_tokenizer(out_dir, vocab, tok)
     info = {"tier": "arch", "shrink_version": SHRINK_VERSION, "params": params,
+            # "fixture": a tokenizer we trained (no release knows its pre-tokenizer hash)
+            "tokenizer": "release" if keep_vocab else "fixture",
             "source_model_type": source.get("model_type"), "notes": plan.notes,
             "token_map": {str(k): v for k, v in plan.token_map.items()}, **(meta or {})}
     (out_dir / "dayone.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
@@ -719,18 +731,23 @@ def _vocab_size(config: Any) -> int:
     return load_rules().targets["vocab_size"]
 
 
-def _write_tokenizer(out_dir: Path, vocab_size: int, plan: ShrinkPlan) -> None:
-    """A tokenizer for a shrunk copy whose source had none: the fixtures' byte-level BPE, with
-    the config's bos/eos/pad ids pointed at its special tokens (ids of a vocabulary we replaced
-    mean nothing; image/audio token ids stay as shrunk)."""
+def _fixture_tokenizer(out_dir: Path) -> Any:
+    """The fixtures' byte-level BPE for a copy whose source has no tokenizer."""
     from probes.fixtures import build_tokenizer
 
-    tok = build_tokenizer(out_dir, vocab_size=min(vocab_size, 512))
-    if len(tok) > vocab_size:  # byte-level vocabularies need ~260 ids; a few models have fewer
+    return build_tokenizer(out_dir, vocab_size=load_rules().targets["vocab_size"])
+
+
+def _align_tokenizer(out_dir: Path, vocab_size: int, tok: Any) -> None:
+    """Point the config's bos/eos/pad ids at the fixture tokenizer's special tokens (ids of a
+    vocabulary we replaced mean nothing; image/audio token ids stay as shrunk)."""
+    if len(tok) > vocab_size:
+        # A copy whose tokenizer does not fit would fail in every engine for a reason of ours
+        # (BLT's 260-id byte vocabulary): refuse, so it is reported as ours, not the engine's.
         for name in TOKENIZER_FILES:
             (out_dir / name).unlink(missing_ok=True)
-        plan.notes.append(f"no tokenizer: vocab {vocab_size} is smaller than a byte-level BPE")
-        return
+        raise ShrinkError(f"no tokenizer fits: vocab {vocab_size} is smaller than the "
+                          f"fixture tokenizer's {len(tok)} ids (byte-level BPE)")
     ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
            "pad_token_id": tok.pad_token_id}
     for name in ("config.json", "generation_config.json"):

@@ -326,6 +326,119 @@ def export(
     out.print(f"exported {report} to {out_dir}")
 
 
+# -- discovery and the nightly ------------------------------------------------------------
+WatchlistOption = Annotated[Optional[Path], typer.Option(
+    "--watchlist", help="TOML file: hub orgs, hub repos, local model dirs")]
+EndpointOption = Annotated[Optional[str], typer.Option(
+    "--endpoint", envvar="HF_ENDPOINT", help="Hub API endpoint (a fake hub in tests)")]
+
+
+def _watchlist(path: Path | None):
+    from matrix.discover import Watchlist, load_watchlist
+
+    if path is None:
+        return Watchlist()
+    if not path.is_file():
+        raise _fail(f"{path}: no such watchlist file")
+    try:
+        return load_watchlist(path)
+    except (ValueError, OSError) as exc:
+        raise _fail(f"{path}: {exc}")
+
+
+def _nightly_options(engine: list[str] | None, tier: str, jobs: int, store: bool,
+                     db: str | None, out_file: Path | None, endpoint: str | None,
+                     dry_run: bool = False, timeout: float = 900.0):
+    from matrix.nightly import NightlyOptions
+
+    if tier not in ("arch", "full"):
+        raise _fail("--tier must be arch or full")
+    for e in engine or []:
+        _engine_arg(e)
+    return NightlyOptions(engines=list(engine or public_engines()), tier=tier, jobs=jobs,
+                          store=store, db=db, out=out_file, endpoint=endpoint, dry_run=dry_run,
+                          timeout_s=timeout)
+
+
+@app.command()
+def discover(
+    watchlist: WatchlistOption = None,
+    endpoint: EndpointOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List the models the watchlist names (hub orgs newest first, repos, local dirs)."""
+    from matrix.discover import discover as run_discover
+
+    found = run_discover(_watchlist(watchlist), endpoint=endpoint, progress=_say)
+    if as_json:
+        for m in found.models:
+            print(json.dumps(m.as_dict()))
+    else:
+        table = Table("model", "revision", "source", "created", "model_type", "note")
+        for m in found.models:
+            table.add_row(m.id, (m.revision or "")[:12], m.source, m.created_at or "",
+                          m.model_type or "", m.skip_reason or "")
+        out.print(table)
+    for e in found.errors:
+        err.print(f"[yellow]warning:[/yellow] {e}")
+
+
+def _run_nightly(options, watchlist, console_say=_say, sweep: bool = False):
+    from matrix import nightly as N
+
+    if sweep:
+        report = N.run_sweep(options, say=console_say, console=err)
+    else:
+        report = N.run_nightly(watchlist, options, say=console_say, console=err)
+    summary = report.summary()
+    out.print(json.dumps(summary))
+    return report
+
+
+@app.command()
+def plan(
+    watchlist: WatchlistOption = None,
+    engine: Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="ENGINE[==VERSION]")] = None,
+    tier: Annotated[str, typer.Option(help="arch or full")] = "arch",
+    endpoint: EndpointOption = None,
+    db: DbOption = None,
+) -> None:
+    """What a nightly would probe now (models x environments x stages minus what is done)."""
+    options = _nightly_options(engine, tier, 1, True, db, None, endpoint, dry_run=True)
+    _run_nightly(options, _watchlist(watchlist))
+
+
+@app.command()
+def nightly(
+    watchlist: WatchlistOption = None,
+    engine: Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="ENGINE[==VERSION]")] = None,
+    tier: Annotated[str, typer.Option(help="arch (shrunk copies) or full (real weights)")] = "arch",
+    jobs: Annotated[int, typer.Option(help="Probes at once (heavy engines run alone)")] = 2,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write records here (JSON lines)")] = None,
+    store: Annotated[bool, typer.Option(help="Store the results")] = True,
+    timeout: Annotated[float, typer.Option(help="Time limit per probe, seconds")] = 900.0,
+    endpoint: EndpointOption = None,
+    db: DbOption = None,
+) -> None:
+    """Discover, plan, probe and store; resumable (run it again after a crash)."""
+    options = _nightly_options(engine, tier, jobs, store, db, out_file, endpoint, timeout=timeout)
+    _run_nightly(options, _watchlist(watchlist))
+
+
+@app.command()
+def sweep(
+    engine: Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="ENGINE[==VERSION]")] = None,
+    jobs: Annotated[int, typer.Option(help="Probes at once")] = 2,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write records here (JSON lines)")] = None,
+    store: Annotated[bool, typer.Option(help="Store the results")] = True,
+    timeout: Annotated[float, typer.Option(help="Time limit per probe, seconds")] = 900.0,
+    db: DbOption = None,
+) -> None:
+    """The arch tier over every causal-LM architecture the reference transformers knows."""
+    options = _nightly_options(engine, "arch", jobs, store, db, out_file, None, timeout=timeout)
+    _run_nightly(options, None, sweep=True)
+
+
 # -- the main job on the embedded default -------------------------------------------------------
 @app.command()
 def demo(

@@ -1,0 +1,670 @@
+"""The nightly: discover -> plan -> execute -> ingest, resumable; and the arch-tier sweep.
+
+Discovery and planning are the pure functions of matrix.discover and matrix.plan; this module is
+the shell around them: it resolves engine environments, shrinks each new architecture once (in
+the reference transformers environment), runs probes with bounded, engine-aware parallelism
+(a heavy engine such as vLLM runs alone), shows progress live (rich), and keeps a journal.
+
+Resumable: every finished (model revision, environment) appends all its records to the journal
+in one write, then ingests them (idempotent). A new run first ingests the journal, then plans
+against the store and the journal together, so a run killed at any point is finished by the
+next one, with no result lost or stored twice.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as dt
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from matrix.discover import DiscoveredModel, Watchlist, discover
+from matrix.plan import DoneIndex, EnvironmentTarget, ProbeTask, plan, summarize
+
+HEAVY_ENGINES = frozenset({"vllm", "sglang"})
+REFERENCE_ENGINE = "transformers"
+PROBES_ROOT = Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers
+# --------------------------------------------------------------------------------------------
+
+def synthetic_records(task: ProbeTask, *, status: str, message: str, tier: str,
+                      run_id: str, failure_class: str | None = None,
+                      model: dict[str, Any] | None = None, reproduce: str | None = None,
+                      now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Records for stages that never ran: `skipped` (gated, no config) or `error` (our shrink
+    failed), one per stage, in the result contract."""
+    started = (now or dt.datetime.now(dt.timezone.utc)).isoformat()
+    return [{
+        "schema_version": 1, "run_id": run_id,
+        "model": model or {"id": task.model_id, "revision": task.revision or None},
+        "engine": {"name": task.engine, "version": task.version,
+                   "environment_id": task.environment_id},
+        "tier": tier, "stage": stage, "status": status, "failure_class": failure_class,
+        "message": message, "log_excerpt": None, "log_path": None, "metrics": {},
+        "started_at": started, "duration_s": 0.0, "reproduce": reproduce,
+    } for stage in task.stages]
+
+
+FINAL_ERROR_CLASSES = frozenset({"shrink"})  # deterministic for a revision: retrying is waste
+
+
+def plan_status(status: str, failure_class: str | None) -> str:
+    """The status the planner sees: an `error` is retried, unless retrying cannot help (our
+    shrink of this exact revision failed: the same rules give the same answer)."""
+    if status == "error" and failure_class in FINAL_ERROR_CLASSES:
+        return "error-final"
+    return status
+
+
+def done_rows(records: Iterable[dict[str, Any]]) -> list[tuple[str, str, str, str, str]]:
+    """(model id, revision, environment id, stage, status) of records, for the DoneIndex."""
+    rows = []
+    for r in records:
+        try:
+            rows.append((r["model"]["id"], r["model"].get("revision") or "",
+                         r["engine"]["environment_id"], r["stage"],
+                         plan_status(r["status"], r.get("failure_class"))))
+        except (KeyError, TypeError, AttributeError):
+            continue
+    return rows
+
+
+def next_task(pending: Sequence[ProbeTask], heavy_running: int, max_heavy: int = 1
+              ) -> int | None:
+    """Index of the next task to start: in order, except that a heavy engine waits while
+    `max_heavy` heavy ones run (a light task may pass it)."""
+    for i, task in enumerate(pending):
+        if not task.heavy or heavy_running < max_heavy:
+            return i
+    return None
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80] or "model"
+
+
+# --------------------------------------------------------------------------------------------
+# The journal: what this and earlier interrupted runs finished
+# --------------------------------------------------------------------------------------------
+
+class Journal:
+    """Append-only JSON lines of records; one task's records go in one write."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def append(self, records: Sequence[dict[str, Any]]) -> None:
+        if not records:
+            return
+        data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.path.unlink(missing_ok=True)
+
+    def read(self) -> list[dict[str, Any]]:
+        out = []
+        try:
+            lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except FileNotFoundError:
+            return out
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill mid-write: that task runs again
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Settings and report
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class NightlyOptions:
+    engines: list[str] = field(default_factory=lambda: [REFERENCE_ENGINE])
+    tier: str = "arch"
+    jobs: int = 2
+    max_heavy: int = 1
+    store: bool = True
+    db: str | None = None
+    out: Path | None = None  # this run's records, JSON lines (CI artifacts)
+    work_dir: Path | None = None  # shrunk copies, journal, downloads
+    timeout_s: float = 900.0
+    memory_mb: int = 8192
+    endpoint: str | None = None
+    token: str | bool | None = None
+    max_error_attempts: int = 2
+    dry_run: bool = False
+    run_id: str | None = None
+
+    def home(self) -> Path:
+        if self.work_dir:
+            return Path(self.work_dir)
+        from matrix.store import dayone_home
+
+        return dayone_home() / "nightly"
+
+
+@dataclass
+class NightlyReport:
+    run_id: str
+    discovered: int = 0
+    tasks: list[ProbeTask] = field(default_factory=list)
+    finished: int = 0
+    records: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "discovered": self.discovered, **summarize(self.tasks),
+                "finished": self.finished, "records": self.records,
+                "statuses": dict(self.statuses), "errors": self.errors,
+                "seconds": round(self.seconds, 2)}
+
+
+# --------------------------------------------------------------------------------------------
+# Environments and history
+# --------------------------------------------------------------------------------------------
+
+def resolve_environments(engines: Sequence[str], say: Callable[[str], None] = print
+                         ) -> list[tuple[EnvironmentTarget, Any]]:
+    from matrix.environments import ensure_env
+    from probes.engines import get_spec, parse_engine_arg
+
+    out = []
+    for arg in engines:
+        name, version = parse_engine_arg(arg)
+        env = ensure_env(name, version, say=say)
+        spec = get_spec(name)
+        out.append((EnvironmentTarget(environment_id=env.environment_id, engine=name,
+                                      version=env.version, stages=tuple(spec.stages),
+                                      heavy=name in HEAVY_ENGINES), env))
+    return out
+
+
+def store_rows(db: str | None) -> list[tuple[str, str, str, str, str]]:
+    """What the store holds: the latest status per cell and stage, plus each error seen (so a
+    stage that keeps erroring is retried a bounded number of nights)."""
+    from sqlalchemy import func, select
+
+    from matrix.store import CellLatest, Environment, ModelRevision, Result, open_store
+
+    store = open_store(db)
+    try:
+        with store.session() as session:
+            latest = session.execute(
+                select(ModelRevision.model_id, ModelRevision.revision,
+                       Environment.environment_id, CellLatest.stage, CellLatest.status)
+                .join(ModelRevision, ModelRevision.id == CellLatest.model_revision_pk)
+                .join(Environment, Environment.id == CellLatest.environment_pk)
+                .where(CellLatest.status != "error")).all()
+            errors = session.execute(
+                select(ModelRevision.model_id, ModelRevision.revision,
+                       Environment.environment_id, Result.stage, Result.failure_class,
+                       func.count())
+                .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
+                .join(Environment, Environment.id == Result.environment_pk)
+                .where(Result.status == "error")
+                .group_by(ModelRevision.model_id, ModelRevision.revision,
+                          Environment.environment_id, Result.stage,
+                          Result.failure_class)).all()
+    finally:
+        store.close()
+    rows = [tuple(r) for r in latest]
+    for model_id, revision, env_id, stage, failure_class, count in errors:
+        rows += [(model_id, revision, env_id, stage,
+                  plan_status("error", failure_class))] * int(count)
+    return rows
+
+
+def ingest(db: str | None, records: Sequence[dict[str, Any]]) -> Any:
+    from matrix.ingest import ingest_records
+    from matrix.store import open_store
+
+    store = open_store(db)
+    try:
+        with store.writing() as session:
+            return ingest_records(session, records)
+    finally:
+        store.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Arch tier: one shrunk copy per model revision, built in the reference environment
+# --------------------------------------------------------------------------------------------
+
+class ShrinkFailed(Exception):
+    def __init__(self, why: str, command: str):
+        super().__init__(why)
+        self.command = command
+
+
+class Shrinker:
+    """Builds (once) and remembers the shrunk copy of each model revision. `prebuilt`: the
+    copies exist already (the sweep builds every type in one process) and tasks point at them."""
+
+    def __init__(self, root: Path, reference_python: str, prebuilt: bool = False):
+        self.root = Path(root)
+        self.python = reference_python
+        self.prebuilt = prebuilt
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._failed: dict[tuple[str, str], ShrinkFailed] = {}
+
+    def out_dir(self, model_id: str, revision: str) -> Path:
+        return self.root / _safe(model_id) / (revision[:16] or "local")
+
+    def command(self, source: str, out: Path, meta: dict[str, Any]) -> list[str]:
+        return [self.python, "-m", "probes.shrink", source, str(out), "--meta", json.dumps(meta)]
+
+    def bare(self, cmd: list[str]) -> str:
+        return f"PYTHONPATH={shlex.quote(str(PROBES_ROOT))} {shlex.join(cmd)}"
+
+    def type_command(self, model_type: str) -> str:
+        return self.bare([self.python, "-m", "probes.shrink", "--model-type", model_type,
+                          str(self.root / model_type)])
+
+    def shrink(self, task: ProbeTask, meta: dict[str, Any]) -> tuple[Path, str]:
+        key = (task.model_id, task.revision)
+        if self.prebuilt:
+            if key in self._failed:
+                raise self._failed[key]
+            cmd = self.type_command(task.model_id.split("/", 1)[-1])
+            if not task.model_dir:
+                raise ShrinkFailed("shrink failed: no shrunk copy was built", cmd)
+            return Path(task.model_dir), cmd
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key in self._failed:
+                raise self._failed[key]
+            out = self.out_dir(*key)
+            cmd = self.command(str(task.model_dir), out, meta)
+            bare = self.bare(cmd)
+            if (out / "dayone.json").exists() and (out / "config.json").exists():
+                return out, bare
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                                  env={**os.environ, "PYTHONPATH": str(PROBES_ROOT)})
+            answer = _last_json(proc.stdout)
+            if proc.returncode != 0 or answer.get("status") != "ok":
+                why = answer.get("why") or (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                self._failed[key] = ShrinkFailed(f"shrink failed: {why}", bare)
+                raise self._failed[key]
+            return out, bare
+
+    def remember_failure(self, model_id: str, revision: str, why: str, command: str) -> None:
+        self._failed[(model_id, revision)] = ShrinkFailed(why, command)
+
+
+def _last_json(text: str) -> dict[str, Any]:
+    for line in reversed(text.strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
+# --------------------------------------------------------------------------------------------
+# Execution
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class _Context:
+    options: NightlyOptions
+    run_id: str
+    journal: Journal
+    shrinker: Shrinker | None
+    models: dict[tuple[str, str], Any]
+    out_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _model_meta(model: Any) -> dict[str, Any]:
+    created = getattr(model, "created_at", None)
+    meta = {"id": model.id, "revision": model.revision or None}
+    if created:
+        meta["release_date"] = str(created)[:10]
+    if getattr(model, "model_type", None):
+        meta["family"] = model.model_type
+    return meta
+
+
+def run_task(task: ProbeTask, ctx: _Context) -> list[dict[str, Any]]:
+    """One (model revision, environment): the records of its stages, whatever happens."""
+    from matrix.probing import ProbeSettings, probe
+
+    opts = ctx.options
+    model = ctx.models.get((task.model_id, task.revision))
+    meta = _model_meta(model) if model is not None else {"id": task.model_id,
+                                                          "revision": task.revision}
+    record_model = {"id": task.model_id, "revision": task.revision or None,
+                    "model_type": getattr(model, "model_type", None),
+                    "architecture": getattr(model, "architecture", None)}
+    if task.skip_reason:
+        return synthetic_records(task, status="skipped", message=task.skip_reason,
+                                 tier=opts.tier, run_id=ctx.run_id, model=record_model)
+    shrink_cmd = None
+    try:
+        if opts.tier == "arch":
+            assert ctx.shrinker is not None
+            model_dir, shrink_cmd = ctx.shrinker.shrink(task, meta)
+        else:
+            model_dir = _download_full(task, model, opts)
+    except ShrinkFailed as exc:
+        return synthetic_records(task, status="error", failure_class="shrink",
+                                 message=str(exc), tier=opts.tier, run_id=ctx.run_id,
+                                 model=record_model, reproduce=exc.command)
+    except Exception as exc:  # noqa: BLE001 - a download error is ours, not the engine's
+        return synthetic_records(task, status="error", failure_class="infra",
+                                 message=f"{type(exc).__name__}: {exc}"[:500], tier=opts.tier,
+                                 run_id=ctx.run_id, model=record_model)
+    settings = ProbeSettings(timeout_s=opts.timeout_s, memory_mb=opts.memory_mb,
+                             tier=opts.tier, run_id=ctx.run_id,
+                             logs_root=opts.home() / "logs", options=probe_options(model_dir))
+    records = probe(Path(model_dir), task.engine, task.version, list(task.stages),
+                    model_id=task.model_id, settings=settings, say=lambda _m: None)
+    if shrink_cmd:
+        # The verdict must be reproducible from nothing but the release's config: the shrink
+        # command first, then the engine's own.
+        for r in records:
+            r["reproduce"] = f"{shrink_cmd} && {r['reproduce']}" if r.get("reproduce") else shrink_cmd
+    return records
+
+
+def probe_options(model_dir: Path) -> dict[str, Any]:
+    """Engine options a shrunk copy needs, so that no verdict is about our copy: with a tokenizer
+    we trained, llama.cpp's converter may fall back on an unknown pre-tokenizer hash (on a
+    release's own tokenizer it may not: there an unknown hash is a day-one failure); and a
+    shrunk copy has no multi-token-prediction weights (transformers never saves them), so the
+    converter must not expect them (Qwen 3.5, Qwen3-Next)."""
+    try:
+        meta = json.loads((Path(model_dir) / "dayone.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if meta.get("tier") != "arch":
+        return {}
+    options: dict[str, Any] = {"gguf_no_mtp": True}
+    if meta.get("tokenizer") == "fixture":
+        options["pretokenizer_fallback"] = True
+    return options
+
+
+def _download_full(task: ProbeTask, model: Any, opts: NightlyOptions) -> Path:
+    """Full tier: the real weights at the planned sha; a local model is used in place."""
+    if getattr(model, "source", "hub") == "local" and task.model_dir:
+        return Path(task.model_dir)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(task.model_id, revision=task.revision or None,
+                                  endpoint=opts.endpoint, token=opts.token,
+                                  cache_dir=opts.home() / "hf"))
+
+
+def execute(tasks: Sequence[ProbeTask], ctx: _Context, report: NightlyReport,
+            console: Any = None) -> None:
+    """Run the tasks, `jobs` at a time, at most `max_heavy` heavy engines at once, with a live
+    progress bar; each task's records are journaled, written to --out and ingested as it ends."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn)
+
+    console = console or Console(stderr=True)
+    opts = ctx.options
+    pending = list(tasks)
+    running: dict[cf.Future, ProbeTask] = {}
+    with Progress(TextColumn("[bold]nightly"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("{task.description}"), console=console,
+                  transient=False) as progress, \
+            cf.ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
+        bar = progress.add_task("", total=len(pending))
+        while pending or running:
+            heavy = sum(1 for t in running.values() if t.heavy)
+            while pending and len(running) < max(1, opts.jobs):
+                i = next_task(pending, heavy, opts.max_heavy)
+                if i is None:
+                    break
+                task = pending.pop(i)
+                heavy += task.heavy
+                running[pool.submit(run_task, task, ctx)] = task
+            progress.update(bar, description=", ".join(
+                f"{t.model_id} x {t.engine}" for t in running.values())[:120])
+            done, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                task = running.pop(future)
+                try:
+                    records = future.result()
+                except Exception as exc:  # noqa: BLE001 - a harness bug is an `error` record
+                    records = synthetic_records(task, status="error", failure_class="infra",
+                                                message=f"harness: {type(exc).__name__}: {exc}",
+                                                tier=opts.tier, run_id=ctx.run_id)
+                _finish(task, records, ctx, report)
+                statuses = Counter(r["status"] for r in records)
+                progress.console.print(
+                    f"{task.model_id} @ {task.revision[:8]} x {task.engine} {task.version}: "
+                    + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())))
+                progress.advance(bar)
+
+
+def _finish(task: ProbeTask, records: list[dict[str, Any]], ctx: _Context,
+            report: NightlyReport) -> None:
+    ctx.journal.append(records)
+    if ctx.options.out:
+        with ctx.out_lock, open(ctx.options.out, "a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    if ctx.options.store:
+        ingest(ctx.options.db, records)
+    report.finished += 1
+    report.records += len(records)
+    report.statuses.update(r["status"] for r in records)
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------------
+
+def _prepare(options: NightlyOptions, say: Callable[[str], None]
+             ) -> tuple[str, Journal, list[tuple[EnvironmentTarget, Any]], DoneIndex]:
+    from matrix.probing import new_run_id
+
+    run_id = options.run_id or new_run_id()
+    journal = Journal(options.home() / "journal.jsonl")
+    previous = journal.read()
+    if options.store and previous:
+        ingest(options.db, previous)  # a killed run's finished tasks: stored once, idempotent
+    envs = resolve_environments(options.engines, say=say)
+    rows = done_rows(previous)
+    if options.store or (options.db or os.environ.get("DAYONE_DB")) or _store_file_exists():
+        rows += store_rows(options.db)
+    return run_id, journal, envs, DoneIndex.from_rows(rows)
+
+
+def _store_file_exists() -> bool:
+    from matrix.store import dayone_home
+
+    return (dayone_home() / "dayone.db").exists()
+
+
+def _reference_python(envs: list[tuple[EnvironmentTarget, Any]],
+                      say: Callable[[str], None]) -> str:
+    for target, env in envs:
+        if target.engine == REFERENCE_ENGINE:
+            return env.python
+    from matrix.environments import ensure_env
+
+    return ensure_env(REFERENCE_ENGINE, say=say).python
+
+
+def run_nightly(watchlist: Watchlist | None, options: NightlyOptions, *,
+                models: Sequence[DiscoveredModel] | None = None,
+                say: Callable[[str], None] = print, console: Any = None) -> NightlyReport:
+    """Discover (or take `models`), plan against the store and the journal, execute, ingest."""
+    started = time.monotonic()
+    run_id, journal, envs, done = _prepare(options, say)
+    report = NightlyReport(run_id=run_id)
+    if models is None:
+        found = discover(watchlist or Watchlist(), endpoint=options.endpoint,
+                         token=options.token, cache_dir=options.home() / "hf")
+        models, report.errors = found.models, list(found.errors)
+    report.discovered = len(models)
+    report.tasks = plan(models, [t for t, _e in envs], done,
+                        max_error_attempts=options.max_error_attempts)
+    say(f"nightly {run_id}: {report.discovered} models, {len(envs)} environments -> "
+        f"{len(report.tasks)} probes ({summarize(report.tasks)['stages']} stages)")
+    if report.tasks and not options.dry_run:
+        shrinker = (Shrinker(options.home() / "arch", _reference_python(envs, say))
+                    if options.tier == "arch" else None)
+        ctx = _Context(options=options, run_id=run_id, journal=journal, shrinker=shrinker,
+                       models={(m.id, m.revision or ""): m for m in models})
+        execute(report.tasks, ctx, report, console)
+        if options.store:
+            journal.clear()  # everything it held is in the store now
+    report.seconds = time.monotonic() - started
+    return report
+
+
+@dataclass(frozen=True)
+class SweepModel:
+    """One architecture the reference knows, as a model: `arch/<model_type>`."""
+
+    id: str
+    revision: str
+    model_type: str
+    model_dir: str | None = None
+    skip_reason: str | None = None
+    architecture: str | None = None
+    created_at: str | None = None
+
+
+def run_sweep(options: NightlyOptions, *, types: Sequence[str] | None = None,
+              say: Callable[[str], None] = print, console: Any = None) -> NightlyReport:
+    """The arch tier over every causal-LM architecture the reference transformers knows, in
+    every given engine environment: the full map of which engine runs which architecture.
+    A type that cannot be shrunk gets `error` records with why, never silence."""
+    from probes.shrink import recipe_revision, rules_text
+
+    started = time.monotonic()
+    run_id, journal, envs, done = _prepare(replace(options, tier="arch"), say)
+    report = NightlyReport(run_id=run_id)
+    ref = _reference_python(envs, say)
+    ref_version = _python_package_version(ref, "transformers")
+    if not types:
+        proc = subprocess.run([ref, "-m", "probes.shrink", "--list-types"], capture_output=True,
+                              text=True, env={**os.environ, "PYTHONPATH": str(PROBES_ROOT)},
+                              timeout=300, check=True)
+        types = proc.stdout.split()
+    rules = rules_text()
+    models = [SweepModel(id=f"arch/{t}", revision=recipe_revision(t, ref_version, rules),
+                         model_type=t) for t in types]
+    report.discovered = len(models)
+    tasks = plan(models, [t for t, _e in envs], done,
+                 max_error_attempts=options.max_error_attempts)
+    report.tasks = tasks
+    say(f"sweep {run_id}: {len(models)} architectures (transformers {ref_version}), "
+        f"{len(envs)} environments -> {len(tasks)} probes")
+    if tasks and not options.dry_run:
+        root = options.home() / "sweep" / ref_version
+        needed = sorted({t.model_id.split("/", 1)[1] for t in tasks})
+        rows = _build_sweep(ref, root, needed, say)
+        shrinker = Shrinker(root, ref, prebuilt=True)
+        by_type = {m.model_type: m for m in models}
+        built: dict[tuple[str, str], SweepModel] = {}
+        for row in rows:
+            m = by_type.get(row["model_type"])
+            if m is None:
+                continue
+            if row["status"] == "ok":
+                built[(m.id, m.revision)] = replace(m, model_dir=row["out_dir"],
+                                                    architecture=row.get("architecture"))
+            else:
+                shrinker.remember_failure(m.id, m.revision, f"shrink failed: {row['why']}",
+                                          shrinker.type_command(m.model_type))
+        tasks = [replace(t, model_dir=built[(t.model_id, t.revision)].model_dir
+                         if (t.model_id, t.revision) in built else None) for t in tasks]
+        ctx = _Context(options=replace(options, tier="arch"), run_id=run_id, journal=journal,
+                       shrinker=shrinker,
+                       models={**{(m.id, m.revision): m for m in models}, **built})
+        execute(tasks, ctx, report, console)
+        if options.store:
+            journal.clear()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _build_sweep(python: str, root: Path, types: Sequence[str],
+                 say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Shrink every needed type in one reference process (import once, ~1 s a type)."""
+    report = root / "shrink-report.json"
+    root.mkdir(parents=True, exist_ok=True)
+    say(f"shrinking {len(types)} architectures into {root}")
+    proc = subprocess.run([python, "-m", "probes.shrink", "--sweep", str(root), "--types",
+                           ",".join(types), "--no-generate", "--report", str(report)],
+                          capture_output=True, text=True, timeout=3600,
+                          env={**os.environ, "PYTHONPATH": str(PROBES_ROOT)})
+    if proc.returncode != 0 or not report.exists():
+        why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return [{"model_type": t, "status": "error", "why": f"sweep shrink crashed: {why}"}
+                for t in types]
+    return json.loads(report.read_text())["rows"]
+
+
+def _python_package_version(python: str, package: str) -> str:
+    proc = subprocess.run([python, "-c", f"import importlib.metadata as m; print(m.version({package!r}))"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    return proc.stdout.strip()
+
+
+if __name__ == "__main__":  # a thin runner for tests and cron until the CLI has `nightly`
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m matrix.nightly")
+    ap.add_argument("--watchlist")
+    ap.add_argument("--engine", action="append", default=[])
+    ap.add_argument("--tier", default="arch")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--out")
+    ap.add_argument("--no-store", action="store_true")
+    ap.add_argument("--endpoint")
+    ap.add_argument("--work-dir")
+    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--types")
+    ap.add_argument("--dry-run", action="store_true")
+    a = ap.parse_args()
+    from matrix.discover import load_watchlist
+
+    opts = NightlyOptions(engines=a.engine or [REFERENCE_ENGINE], tier=a.tier, jobs=a.jobs,
+                          store=not a.no_store, out=Path(a.out) if a.out else None,
+                          endpoint=a.endpoint, token=False if a.endpoint else None,
+                          work_dir=Path(a.work_dir) if a.work_dir else None, dry_run=a.dry_run)
+    if a.sweep:
+        rep = run_sweep(opts, types=[t for t in (a.types or "").split(",") if t] or None)
+    else:
+        rep = run_nightly(load_watchlist(a.watchlist) if a.watchlist else None, opts)
+    print(json.dumps(rep.summary()))
+    sys.exit(0)

@@ -1,0 +1,204 @@
+"""The nightly loop against the fake hub: discover -> plan -> shrink -> probe -> store.
+
+Real transformers probes on shrunk copies of the recorded releases. A second night plans
+nothing; a new commit is new work; a run killed halfway and restarted ends with exactly the
+rows of an uninterrupted run. The sweep runs a representative subset of architectures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from matrix.nightly import (Journal, done_rows, next_task, plan_status, probe_options,
+                            synthetic_records)
+from matrix.plan import ProbeTask
+from tests.fakehub import FakeHub
+
+ROOT = Path(__file__).resolve().parent.parent
+WATCH = 'orgs = ["Qwen"]\nmodels = ["google/gemma-4-E2B-it", "google/gemma-docs-assets"]\n'
+
+
+# ------------------------------------------------------------------ pure parts ---------------
+
+def task(model: str, engine: str = "transformers", heavy: bool = False) -> ProbeTask:
+    return ProbeTask(model, "sha", f"env-{engine}", engine, "1", ("load", "generate"),
+                     heavy=heavy)
+
+
+def test_one_heavy_engine_at_a_time_light_ones_pass_it():
+    pending = [task("a", "vllm", heavy=True), task("b"), task("c", "vllm", heavy=True)]
+    assert next_task(pending, heavy_running=0) == 0
+    assert next_task(pending, heavy_running=1) == 1
+    assert next_task([pending[0], pending[2]], heavy_running=1) is None
+
+
+def test_synthetic_records_follow_the_contract(validate_record):
+    records = synthetic_records(task("gated/x"), status="skipped", message="gated: no access",
+                                tier="arch", run_id="r1")
+    assert [r["stage"] for r in records] == ["load", "generate"]
+    for r in records:
+        validate_record(r)
+    assert done_rows(records) == [("gated/x", "sha", "env-transformers", "load", "skipped"),
+                                  ("gated/x", "sha", "env-transformers", "generate", "skipped")]
+    assert plan_status("error", "shrink") == "error-final"  # deterministic: not retried
+    assert plan_status("error", "infra") == "error"
+
+
+def test_fixture_tokenizers_may_fall_back_release_ones_may_not(tmp_path):
+    (tmp_path / "dayone.json").write_text('{"tier": "arch", "tokenizer": "fixture"}')
+    assert probe_options(tmp_path) == {"pretokenizer_fallback": True, "gguf_no_mtp": True}
+    (tmp_path / "dayone.json").write_text('{"tier": "arch", "tokenizer": "release"}')
+    assert probe_options(tmp_path) == {"gguf_no_mtp": True}
+    (tmp_path / "dayone.json").write_text('{"id": "dayone-fixtures/llama"}')
+    assert probe_options(tmp_path) == {}
+
+
+def test_journal_survives_a_torn_line(tmp_path):
+    j = Journal(tmp_path / "j.jsonl")
+    j.append([{"a": 1}, {"a": 2}])
+    with open(j.path, "a") as f:
+        f.write('{"a": 3')  # killed mid-write
+    assert j.read() == [{"a": 1}, {"a": 2}]
+
+
+# ------------------------------------------------------------------ the real loop ------------
+
+def nightly(home: Path, hub: FakeHub, *extra: str, wait: bool = True,
+            timeout: float = 900) -> subprocess.Popen | subprocess.CompletedProcess:
+    (home / "watch.toml").write_text(WATCH)
+    argv = [sys.executable, "-m", "matrix.nightly", "--watchlist", str(home / "watch.toml"),
+            "--endpoint", hub.url, "--engine", "transformers", "--jobs", "2", *extra]
+    env = {**os.environ, "DAYONE_HOME": str(home), "PYTHONPATH": str(ROOT),
+           "HF_HUB_DISABLE_TELEMETRY": "1"}
+    if not wait:
+        return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def summary(proc: subprocess.CompletedProcess) -> dict:
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def rows(home: Path) -> list[tuple]:
+    with sqlite3.connect(home / "dayone.db") as db:
+        return db.execute(
+            "select m.model_id, m.revision, e.environment_id, r.stage, r.status, r.tier,"
+            " r.message, r.reproduce from results r"
+            " join model_revisions m on m.id = r.model_revision_pk"
+            " join environments e on e.id = r.environment_pk").fetchall()
+
+
+@pytest.fixture(scope="module")
+def first_night(tf_env, tmp_path_factory):
+    home = tmp_path_factory.mktemp("night")
+    hub = FakeHub(faults=False).start()
+    try:
+        proc = nightly(home, hub)
+        yield home, hub, summary(proc)
+    finally:
+        hub.stop()
+
+
+def test_first_night_probes_the_new_models_in_the_arch_tier(first_night):
+    home, hub, report = first_night
+    assert report["discovered"] == 4 and report["tasks"] == 4 and report["skipped"] == 2
+    got = {(r[0], r[3]): r for r in rows(home)}
+    assert len(got) == 8 == len(rows(home))  # 4 models x 2 stages, each stored once
+    for model in ("Qwen/Qwen3-0.6B", "Qwen/Qwen3.5-35B-A3B-Text"):
+        for stage in ("load", "generate"):
+            row = got[(model, stage)]
+            assert row[1] == hub.repos[model].sha  # filed under the release's sha
+            assert (row[4], row[5]) == ("pass", "arch")
+            assert "probes.shrink" in row[7]  # the bare command rebuilds the shrunk copy
+    assert got[("google/gemma-4-E2B-it", "load")][4:7] == (
+        "skipped", "arch", "gated: no access with this token")
+    assert got[("google/gemma-docs-assets", "generate")][4] == "skipped"
+
+
+def test_second_night_plans_nothing_then_a_commit_is_new_work(first_night):
+    home, hub, _ = first_night
+    before = rows(home)
+    t0 = time.monotonic()
+    quiet = summary(nightly(home, hub))
+    assert quiet["tasks"] == 0 and quiet["records"] == 0
+    assert rows(home) == before
+    assert time.monotonic() - t0 < 120  # seconds, not a re-probe (generous: shared machine)
+
+    sha = hub.push_commit("Qwen/Qwen3-0.6B", {"config.json": json.dumps(
+        {**json.loads(hub.repos["Qwen/Qwen3-0.6B"].files["config.json"]), "rope_theta": 5e6})})
+    changed = summary(nightly(home, hub))
+    assert changed["tasks"] == 1 and changed["statuses"] == {"pass": 2}
+    new = [r for r in rows(home) if r[1] == sha]
+    assert {(r[0], r[3], r[4]) for r in new} == {("Qwen/Qwen3-0.6B", "load", "pass"),
+                                                  ("Qwen/Qwen3-0.6B", "generate", "pass")}
+
+
+def test_killed_halfway_and_restarted_ends_with_the_same_rows(first_night, tmp_path):
+    ref_home, _, _ = first_night
+    hub = FakeHub(faults=False).start()
+    try:
+        proc = nightly(tmp_path, hub, "--jobs", "1", wait=False)
+        journal = tmp_path / "nightly" / "journal.jsonl"
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None:
+            if journal.exists() and '"status": "pass"' in journal.read_text():
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "finished before it could be killed: " + proc.stderr.read()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        partial = rows(tmp_path) if (tmp_path / "dayone.db").exists() else []
+        assert len(partial) < 8
+        nightly(tmp_path, hub)
+    finally:
+        hub.stop()
+
+    def key(r):  # what a row says, without times, run ids or local paths
+        return r[0], r[1], r[2], r[3], r[4], r[5], r[6]
+
+    resumed = Counter(key(r) for r in rows(tmp_path))
+    reference = Counter(key(r) for r in rows(ref_home) if r[0] != "Qwen/Qwen3-0.6B" or
+                        r[1] != _pushed_sha(ref_home))
+    assert max(resumed.values()) == 1  # nothing stored twice
+    assert resumed == reference, (f"only after the kill: {sorted(resumed - reference)}; "
+                                  f"only uninterrupted: {sorted(reference - resumed)}")
+
+
+def _pushed_sha(home: Path) -> str:
+    """The sha pushed by the second-night test (if it ran first), to compare first nights."""
+    with sqlite3.connect(home / "dayone.db") as db:
+        revs = [r[0] for r in db.execute(
+            "select revision from model_revisions where model_id = 'Qwen/Qwen3-0.6B'"
+            " order by id")]
+    return revs[1] if len(revs) > 1 else ""
+
+
+def test_sweep_subset_reports_every_architecture(tf_env, tmp_path):
+    """CI's representative subset: motivating families, one the rules refuse, one unknown."""
+    env = {**os.environ, "DAYONE_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    types = "gemma4_text,qwen3_5_moe_text,nemotron_h,musicgen"
+    proc = subprocess.run([sys.executable, "-m", "matrix.nightly", "--sweep", "--types", types,
+                           "--engine", "transformers", "--jobs", "2"], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = {(r[0], r[3]): r for r in rows(tmp_path)}
+    assert len(got) == 8
+    for t in ("gemma4_text", "qwen3_5_moe_text", "nemotron_h"):
+        assert got[(f"arch/{t}", "generate")][4] == "pass", got[(f"arch/{t}", "generate")]
+    refused = got[("arch/musicgen", "load")]
+    assert refused[4] == "error" and refused[6].startswith("shrink failed: musicgen")
+    again = subprocess.run(proc.args, env=env, capture_output=True, text=True, timeout=600)
+    assert json.loads(again.stdout.strip().splitlines()[-1])["tasks"] == 0  # refusals are final

@@ -1,0 +1,277 @@
+"""The arch tier's shrink: sizes shrink, switches stay.
+
+The planning half is pure and tested here directly; building and generating run in the
+transformers engine environment, in a subprocess, on the families that motivated the project.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from probes.shrink import (ShrinkError, choose_layers, evaluate, load_rules,
+                           shrink_config_dict)
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDED = ROOT / "tests" / "fakehub" / "recordings" / "files"
+
+# The families that motivated dayone, and what of each must survive the shrink.
+FAMILIES = ["gemma4_text", "qwen3_5_text", "qwen3_5_moe_text", "qwen3_next", "gpt_oss",
+            "llama4_text", "gemma3_text", "qwen3_moe", "nemotron_h", "deepseek_v3"]
+
+
+# ------------------------------------------------------------------ pure: choosing layers ----
+
+def test_prefix_keeps_the_released_pattern():
+    kinds = (["linear_attention"] * 3 + ["full_attention"]) * 8
+    assert choose_layers(kinds, min_layers=2, max_prefix=8) == [0, 1, 2, 3]
+
+
+def test_long_pattern_keeps_one_of_each_kind_and_the_last_kind():
+    kinds = ["mamba"] * 9 + ["attention"] + ["mamba"] * 22
+    assert choose_layers(kinds, min_layers=2, max_prefix=8) == [0, 9, 10]
+    kinds = ["sliding"] * 9 + ["full"]
+    assert choose_layers(kinds, min_layers=2, max_prefix=8) == [0, 9]
+
+
+def test_uniform_layers_keep_the_minimum():
+    assert choose_layers(["x"] * 30, min_layers=2, max_prefix=8) == [0, 1]
+    assert choose_layers(["x"], min_layers=2, max_prefix=8) == [0]
+
+
+# ------------------------------------------------------------------ pure: config dicts -------
+
+def gemma4_like() -> dict:
+    types = (["sliding_attention"] * 5 + ["full_attention"]) * 5
+    return {"model_type": "gemma4_text", "vocab_size": 262144, "vocab_size_per_layer_input": 262144,
+            "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 30,
+            "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
+            "sliding_window": 512, "layer_types": types, "hidden_size_per_layer_input": 256,
+            "per_layer_config": {f"{i:02d}": {"head_dim": 512} for i in range(5, 30, 6)},
+            "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2, "image_token_id": 258880,
+            "dtype": "bfloat16"}
+
+
+def test_gemma4_switches_survive():
+    cfg = shrink_config_dict(gemma4_like()).config
+    assert cfg["layer_types"] == ["sliding_attention"] * 5 + ["full_attention"]
+    assert cfg["num_hidden_layers"] == 6
+    # the per-layer override follows its full-attention layer into the new numbering
+    assert cfg["per_layer_config"] == {"05": {"head_dim": 512}}
+    assert cfg["head_dim"] == 256 and cfg["sliding_window"] == 512
+    assert cfg["dtype"] == "bfloat16"
+    # width differs from heads x head_dim in the release (2304 vs 2048): kept different
+    assert cfg["hidden_size"] != cfg["num_attention_heads"] * cfg["head_dim"]
+    assert cfg["num_key_value_heads"] < cfg["num_attention_heads"]  # still grouped-query
+    assert cfg["vocab_size"] == cfg["vocab_size_per_layer_input"] == 512
+    assert cfg["image_token_id"] < 512 and cfg["pad_token_id"] == 0
+
+
+def test_tied_width_keeps_head_dim():
+    src = {"model_type": "llama", "hidden_size": 4096, "num_attention_heads": 32,
+           "num_key_value_heads": 8, "num_hidden_layers": 32, "intermediate_size": 14336,
+           "vocab_size": 128256}
+    cfg = shrink_config_dict(src).config
+    assert cfg["hidden_size"] // cfg["num_attention_heads"] == 128
+    assert cfg["num_attention_heads"] % cfg["num_key_value_heads"] == 0
+    assert cfg["num_key_value_heads"] < cfg["num_attention_heads"]
+
+
+def test_deepseek_groups_dense_prefix_and_rope_dims():
+    src = {"model_type": "deepseek_v3", "hidden_size": 7168, "num_hidden_layers": 61,
+           "num_attention_heads": 128, "num_key_value_heads": 128, "n_routed_experts": 256,
+           "num_experts_per_tok": 8, "n_group": 8, "topk_group": 4, "first_k_dense_replace": 3,
+           "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "v_head_dim": 128,
+           "kv_lora_rank": 512, "moe_intermediate_size": 2048, "intermediate_size": 18432,
+           "vocab_size": 129280}
+    cfg = shrink_config_dict(src).config
+    assert cfg["num_experts_per_tok"] == 8 and cfg["n_group"] == 8 and cfg["topk_group"] == 4
+    assert cfg["n_routed_experts"] % 8 == 0 and cfg["n_routed_experts"] >= 16
+    assert cfg["first_k_dense_replace"] == 1 and cfg["num_hidden_layers"] == 2  # dense, then MoE
+    assert (cfg["qk_rope_head_dim"], cfg["qk_nope_head_dim"], cfg["v_head_dim"]) == (64, 128, 128)
+    assert cfg["kv_lora_rank"] == 512
+
+
+def test_llama4_routes_top1_still():
+    src = {"model_type": "llama4_text", "hidden_size": 5120, "num_hidden_layers": 48,
+           "num_attention_heads": 40, "num_key_value_heads": 8, "head_dim": 128,
+           "num_local_experts": 16, "num_experts_per_tok": 1, "intermediate_size": 8192,
+           "no_rope_layers": [1, 1, 1, 0] * 12, "moe_layers": list(range(48)),
+           "vocab_size": 202048}
+    cfg = shrink_config_dict(src).config
+    assert cfg["num_experts_per_tok"] == 1 and cfg["num_local_experts"] == 4
+    assert cfg["no_rope_layers"] == [1, 1, 1, 0] and cfg["moe_layers"] == [0, 1, 2, 3]
+
+
+def test_nemotron_h_pattern_string_keeps_each_block_kind():
+    pattern = "M-M-M-M*-M-M-M-M*-M-M-M-M-M*-ME-M-M-"
+    src = {"model_type": "nemotron_h", "hybrid_override_pattern": pattern,
+           "num_hidden_layers": len(pattern), "hidden_size": 4096, "num_attention_heads": 32,
+           "num_key_value_heads": 8, "head_dim": 128, "mamba_num_heads": 128,
+           "mamba_head_dim": 64, "n_groups": 8, "vocab_size": 131072}
+    cfg = shrink_config_dict(src).config
+    new = cfg["hybrid_override_pattern"]
+    assert set(new) == set(pattern) and len(new) == cfg["num_hidden_layers"]
+    assert cfg["mamba_head_dim"] == 64
+    assert cfg["mamba_num_heads"] * cfg["mamba_head_dim"] == 2 * cfg["hidden_size"]
+
+
+def test_kv_shared_layers_keep_producers_and_consumers():
+    types = (["sliding_attention"] * 4 + ["full_attention"]) * 7
+    src = {"model_type": "gemma3n_text", "num_hidden_layers": 35, "layer_types": types,
+           "num_kv_shared_layers": 15, "hidden_size": 2048, "num_attention_heads": 8,
+           "num_key_value_heads": 2, "head_dim": 256, "vocab_size": 262400}
+    cfg = shrink_config_dict(src).config
+    n, shared = cfg["num_hidden_layers"], cfg["num_kv_shared_layers"]
+    assert shared == 2
+    assert set(cfg["layer_types"][: n - shared]) == set(cfg["layer_types"][n - shared:]) == set(types)
+
+
+def test_multimodal_shrinks_every_tower_and_maps_token_ids_once():
+    src = {"model_type": "gemma4", "image_token_id": 258880, "audio_token_id": 258881,
+           "text_config": {**gemma4_like(), "model_type": "gemma4_text"},
+           "vision_config": {"model_type": "gemma4_vision", "hidden_size": 768,
+                             "num_hidden_layers": 16, "num_attention_heads": 12,
+                             "intermediate_size": 3072}}
+    cfg = shrink_config_dict(src).config
+    assert cfg["text_config"]["num_hidden_layers"] == 6
+    assert cfg["vision_config"]["num_hidden_layers"] == 2
+    assert cfg["vision_config"]["hidden_size"] < 768
+    assert cfg["text_config"]["image_token_id"] == cfg["image_token_id"] < 512
+    assert cfg["audio_token_id"] != cfg["image_token_id"]
+
+
+def test_family_rule_can_refuse_with_why():
+    with pytest.raises(ShrinkError, match="musicgen.*audio model"):
+        shrink_config_dict({"model_type": "musicgen", "hidden_size": 1024})
+
+
+def test_rule_expressions_are_data_not_code():
+    assert evaluate("=2 * hidden_size // head_dim", {"hidden_size": 128, "head_dim": 64}, {}) == 4
+    assert evaluate("=text_config.hidden_size", {}, {"text_config": {"hidden_size": 96}}) == 96
+    with pytest.raises(ShrinkError):
+        evaluate("=__import__('os').system('true')", {}, {})
+    with pytest.raises(ShrinkError, match="no value for missing"):
+        evaluate("=missing + 1", {}, {})
+
+
+def test_rules_file_is_consistent():
+    rules = load_rules()
+    for name, fam in rules.families.items():
+        assert set(fam) <= {"notes", "set", "before", "drop", "keep", "min_layers",
+                            "per_layer_strings", "layer_index_lists", "unshrinkable", "dtype",
+                            "default_kwargs", "max_prefix_layers", "layers", "layer_kinds",
+                            "not_per_layer", "model_class"}, name
+
+
+# ------------------------------------------------------------------ real: build + generate ---
+
+def run_tf(tf_env, script: str, *, env: dict[str, str] | None = None, timeout: int = 600
+           ) -> subprocess.CompletedProcess:
+    return subprocess.run([tf_env.python, "-c", textwrap.dedent(script)], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def shrunk_families(tf_env, tmp_path_factory) -> dict:
+    """The motivating families, shrunk from transformers' default configs, each generating."""
+    out = tmp_path_factory.mktemp("shrunk")
+    proc = run_tf(tf_env, f"""
+        import json, sys
+        from probes.shrink import sweep
+        rows = sweep({str(out)!r}, {FAMILIES!r})
+        print(json.dumps(rows))
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["model_type"]: r for r in json.loads(proc.stdout.strip().splitlines()[-1])}
+    return {"out": out, "rows": rows}
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_family_shrinks_and_generates(shrunk_families, model_type):
+    row = shrunk_families["rows"][model_type]
+    assert row["status"] == "ok", row.get("why")
+    assert len(row["tokens"]) == 4
+    assert 0 < row["params"] <= load_rules().targets["max_params"]
+    model_dir = shrunk_families["out"] / model_type
+    assert (model_dir / "model.safetensors").exists()
+    assert (model_dir / "tokenizer.json").exists()  # the fixtures' tokenizer
+    meta = json.loads((model_dir / "dayone.json").read_text())
+    assert meta["tier"] == "arch" and meta["id"] == f"arch/{model_type}"
+    assert meta["tokenizer"] == "fixture" and len(meta["revision"]) == 40
+
+
+def test_shrunk_switches_match_the_default_config(shrunk_families, tf_env):
+    """Compare each saved config with transformers' own default: same switches."""
+    proc = run_tf(tf_env, f"""
+        import json
+        from transformers import AutoConfig
+        out = {{}}
+        for t in {FAMILIES!r}:
+            d = AutoConfig.for_model(t).to_dict()
+            out[t] = d
+        print(json.dumps(out, default=str))
+    """)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    defaults = json.loads(proc.stdout.strip().splitlines()[-1])
+    for t in FAMILIES:
+        src = defaults[t]
+        got = json.loads((shrunk_families["out"] / t / "config.json").read_text())
+        for key in ("head_dim", "sliding_window", "num_experts_per_tok", "top_k_experts",
+                    "qk_rope_head_dim", "v_head_dim", "linear_key_head_dim", "mamba_head_dim"):
+            if src.get(key) is not None:
+                assert got.get(key) == src[key], (t, key)
+        for key in ("layer_types", "layers_block_type"):
+            if src.get(key):
+                assert set(got[key]) == set(src[key]), (t, key)
+        assert got["dtype"] == "bfloat16"
+
+
+def test_shrink_a_recorded_release_keeps_its_tokenizer_vocab(tf_env, tmp_path):
+    """A release with its own tokenizer keeps the vocabulary; the shrink compacts to fit."""
+    src = tmp_path / "release"
+    src.mkdir()
+    (src / "config.json").write_text((RECORDED / "google/gemma-4-E2B-it/config.json").read_text())
+    proc = run_tf(tf_env, f"""
+        from pathlib import Path
+        from probes.fixtures import build_tokenizer
+        from probes.shrink import shrink_path, check_generates
+        build_tokenizer(Path({str(src)!r}))
+        r = shrink_path(Path({str(src)!r}), Path({str(tmp_path / 'out')!r}),
+                        meta={{"id": "google/gemma-4-E2B-it", "revision": "abc123"}})
+        print(r.params, check_generates(r.out_dir))
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["vocab_size"] == 262144  # the release's, untouched
+    assert set(cfg["layer_types"]) == {"sliding_attention", "full_attention"}
+    meta = json.loads((tmp_path / "out" / "dayone.json").read_text())
+    assert (meta["id"], meta["revision"], meta["tier"]) == ("google/gemma-4-E2B-it", "abc123", "arch")
+    assert meta["tokenizer"] == "release"
+    assert (tmp_path / "out" / "tokenizer.json").read_bytes() == (src / "tokenizer.json").read_bytes()
+
+
+def test_cli_reports_why_a_shrink_fails(tf_env, tmp_path):
+    rules = json.loads((ROOT / "probes" / "shrink_rules.json").read_text())
+    rules["targets"]["max_params"] = 1000
+    (tmp_path / "rules.json").write_text(json.dumps(rules))
+    proc = subprocess.run([tf_env.python, "-m", "probes.shrink", "--model-type", "qwen3",
+                           str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT),
+                               "DAYONE_SHRINK_RULES": str(tmp_path / "rules.json")}, timeout=300)
+    assert proc.returncode == 2
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert answer["status"] == "error" and answer["why"].startswith("shrink failed:")
+    assert "params" in answer["why"]
+
+    proc = subprocess.run([tf_env.python, "-m", "probes.shrink", "--model-type", "no_such_arch",
+                           str(tmp_path / "out2")], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert proc.returncode == 2
+    assert "no_such_arch" in json.loads(proc.stdout.strip().splitlines()[-1])["why"]
