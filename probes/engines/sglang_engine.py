@@ -1,0 +1,266 @@
+"""SGLang, probed through its server protocol (the same on CPU and GPU). Child side.
+
+One server start serves every stage: load (launch_server, /health, /get_model_info), generate
+(the native /generate with top logprobs), parity, serve (/v1/chat/completions with the model's
+template) and throughput. On a machine without a GPU this is SGLang's CPU engine with dayone's
+workarounds (matrix/env_patches.py:sglang_cpu): the record says hardware=cpu-unsupported-path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from probes import parity, serving, throughput
+from probes.engines.base import EngineBase, HarnessError, StageFailure, StageOutcome
+from probes.engines.vllm_engine import env_patches_fingerprint, model_dtype
+
+SERVED_NAME = "dayone-model"
+CPU_LABEL = "cpu-unsupported-path"
+# Lines that say SGLang's CPU path (not the model, not SGLang on its real target) stopped it:
+# a platform feature the CPU lacks, dayone's sgl_kernel stub, a CUDA-only dependency.
+CPU_PATH_LIMITS = re.compile(
+    r"requires platform support|dayone-infra: sgl_kernel|'sgl_kernel' object has no attribute"
+    r"|No module named '(cutlass|flashinfer|sgl_kernel\.\w+|deep_gemm|triton)'"
+    r"|Torch not compiled with CUDA|Found no NVIDIA driver")
+MODEL_IMPORT_ERROR = re.compile(r"Ignore import error when loading sglang\.srt\.models\.(\w+): (.*)")
+
+
+def cpu_path_limit(log_text: str, architecture: str | None, models_dir: Path | None
+                   ) -> str | None:
+    """Why SGLang's CPU path, rather than the engine or the model, failed; None if it did not.
+
+    Either a line from the list above, or: the module that implements the architecture did
+    not import on this path (SGLang skips such modules and then calls the architecture
+    unsupported, which would be a false red)."""
+    lines = log_text.splitlines()
+    for line in reversed(lines):
+        if CPU_PATH_LIMITS.search(line) and not MODEL_IMPORT_ERROR.search(line):
+            return line.strip()[:500]
+    if architecture and models_dir is not None:
+        for m in MODEL_IMPORT_ERROR.finditer(log_text):
+            source = models_dir / f"{m.group(1)}.py"
+            try:
+                implements = re.search(rf"\bclass {re.escape(architecture)}\b",
+                                       source.read_text(errors="replace"))
+            except OSError:
+                continue
+            if implements:
+                return (f"sglang.srt.models.{m.group(1)} (which implements {architecture}) does "
+                        f"not import on the CPU path: {m.group(2).strip()[:300]}")
+    return None
+
+
+def sglang_models_dir() -> Path | None:
+    spec = importlib.util.find_spec("sglang")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "srt" / "models"
+
+
+def top_logprobs(step: list[list[Any]] | None, k: int) -> list[list[float]]:
+    """SGLang's [[logprob, token_id, text], ...] -> [[id, logprob], ...] best first."""
+    ranked = sorted(step or [], key=lambda e: -float(e[0]))
+    return [[int(e[1]), float(e[0])] for e in ranked[:k]]
+
+
+def completion_from_generate(prompt: str, prompt_ids: list[int], body: dict[str, Any], k: int
+                             ) -> dict[str, Any]:
+    """One /generate answer in the shared completion format (transformers_engine's)."""
+    meta = body.get("meta_info") or {}
+    token_lps = meta.get("output_token_logprobs") or []
+    token_ids = body.get("output_ids") or [int(e[1]) for e in token_lps]
+    return {"prompt": prompt, "prompt_ids": prompt_ids, "token_ids": [int(t) for t in token_ids],
+            "text": body.get("text", ""),
+            "top_logprobs": [top_logprobs(step, k) for step in meta.get("output_top_logprobs") or []]}
+
+
+class Engine(EngineBase):
+    name = "sglang"
+    package = "sglang"
+    packages = ("torch", "transformers", "torchvision", "tokenizers", "xgrammar")
+
+    server: serving.Server | None = None
+    completions: list[dict[str, Any]] | None = None
+
+    def __init__(self, model_dir: Path, options: dict[str, Any], workdir: Path):
+        super().__init__(model_dir, options, workdir)
+        try:
+            config = json.loads((self.model_dir / "config.json").read_text())
+        except (OSError, ValueError):
+            config = {}
+        self.config = config if isinstance(config, dict) else {}
+        self.dtype = str(options.get("dtype") or model_dtype(self.config))
+        self.context_length = int(options.get("max_model_len") or min(
+            int(self.config.get("max_position_embeddings") or 4096), 4096))
+        self.on_cpu = not self._has_gpu()
+        # SGLang's processes talk over IPC sockets in TMPDIR; a socket path over 107 bytes
+        # fails to bind, and per-run work dirs can be deep: a short per-run dir instead.
+        self.tmp_dir = tempfile.mkdtemp(prefix="dayone-sglang-",
+                                        dir="/tmp" if os.path.isdir("/tmp") else None)
+
+    @staticmethod
+    def _has_gpu() -> bool:
+        try:
+            import torch
+
+            return bool(torch.cuda.is_available())
+        except Exception:
+            return False
+
+    def hardware(self) -> str:
+        if not self.on_cpu:
+            import torch
+
+            return f"cuda:{torch.cuda.get_device_name(0)}"
+        return CPU_LABEL  # SGLang's CPU path with dayone's workarounds, not a supported target
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["packages"].update(env_patches_fingerprint())
+        return info
+
+    # -- the server ---------------------------------------------------------------------------
+    def server_argv(self, port: int) -> list[str]:
+        argv = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(self.model_dir),
+                "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
+                "--dtype", self.dtype, "--context-length", str(self.context_length),
+                "--random-seed", "0",
+                # Without a cap SGLang reserves most of the machine's memory for KV cache.
+                "--max-total-tokens", str(int(self.options.get("max_total_tokens", 8192))),
+                *(["--trust-remote-code"] if self.trust_remote_code else [])]
+        if self.on_cpu:
+            argv += ["--device", "cpu"]
+        return argv
+
+    def server_env(self) -> dict[str, str]:
+        env = {"HF_HOME": str(self.workdir / "hf-home"), "HF_HUB_OFFLINE": "1",
+               "TMPDIR": self.tmp_dir,
+               "TRANSFORMERS_OFFLINE": "1", "SGLANG_DISABLE_REQUEST_LOGGING": "1"}
+        if self.on_cpu:
+            env["SGLANG_USE_CPU_ENGINE"] = "1"
+        return env
+
+    def _raise_if_cpu_path(self, log_path: Path) -> None:
+        """On the CPU path, a failure of the path itself is `error` with the exact reason:
+        it says nothing about SGLang on its real target."""
+        if not self.on_cpu:
+            return
+        try:
+            text = log_path.read_text(errors="replace")
+        except OSError:
+            return
+        archs = self.config.get("architectures") or [None]
+        reason = cpu_path_limit(text, archs[0], sglang_models_dir())
+        if reason:
+            raise HarnessError(f"SGLang's CPU path cannot run this here ({CPU_LABEL}): {reason}")
+
+    def _require_server(self) -> serving.Server:
+        if self.server is None or self.server.proc.poll() is not None:
+            raise HarnessError("stage needs `load` first in the same probe (the server)")
+        return self.server
+
+    # -- stages -------------------------------------------------------------------------------
+    def stage_load(self) -> StageOutcome:
+        port = serving.free_port()
+        t0 = time.perf_counter()
+        log_path = self.workdir / "sglang-server.log"
+        try:
+            self.server = serving.start_server(
+                self.server_argv(port), port, log_path, ready_path="/health",
+                timeout_s=float(self.options.get("server_timeout_s", 420)),
+                env=self.server_env())
+        except StageFailure:
+            self._raise_if_cpu_path(log_path)
+            raise
+        start_s = time.perf_counter() - t0
+        status, info = serving.http_json(f"{self.server.base_url}/get_model_info", timeout=30)
+        if status != 200 or not isinstance(info, dict):
+            raise StageFailure(f"/get_model_info answered HTTP {status}: {str(info)[:300]}")
+        archs = self.config.get("architectures") or []
+        served = info.get("architectures") or []
+        metrics = {"server_start_s": round(start_s, 3), "dtype": self.dtype,
+                   "model_type": info.get("model_type"),
+                   "architecture": served[0] if served else None,
+                   "is_generation": info.get("is_generation"),
+                   "hardware_path": CPU_LABEL if self.on_cpu else "gpu"}
+        if info.get("is_generation") is False:
+            raise StageFailure("the server loaded the model as a non-generation model",
+                               "unsupported_architecture", metrics=metrics)
+        message = None
+        if archs and served and archs[0] != served[0]:
+            message = f"served as {served[0]} (config says {archs[0]})"
+        if self.on_cpu:
+            message = (message + "; " if message else "") + \
+                "SGLang CPU path with dayone workarounds (not an upstream-supported target)"
+        return StageOutcome(metrics=metrics, message=message)
+
+    def stage_generate(self) -> StageOutcome:
+        server = self._require_server()
+        ref_ids = parity.reference_prompt_ids(self.options)
+        completions, new_tokens = [], 0
+        t0 = time.perf_counter()
+        for prompt in self.prompts:
+            payload: dict[str, Any] = {
+                "sampling_params": {"temperature": 0.0, "max_new_tokens": self.max_new_tokens,
+                                    "min_new_tokens": self.max_new_tokens, "ignore_eos": True},
+                "return_logprob": True, "top_logprobs_num": self.top_k,
+                "logprob_start_len": -1}
+            if prompt in ref_ids:
+                payload["input_ids"] = ref_ids[prompt]
+            else:
+                payload["text"] = prompt
+            status, body = serving.http_json(f"{server.base_url}/generate", payload, timeout=300)
+            if status != 200 or not isinstance(body, dict):
+                print(server.log_tail(), flush=True)
+                raise StageFailure(f"/generate answered HTTP {status}: {str(body)[:300]}")
+            prompt_ids = ref_ids.get(prompt) or (body.get("meta_info") or {}).get("input_ids") or []
+            c = completion_from_generate(prompt, list(prompt_ids), body, self.top_k)
+            if any(not math.isfinite(lp) for step in c["top_logprobs"] for _, lp in step):
+                raise StageFailure("dayone-wrong-output: non-finite logprobs", "wrong_output")
+            new_tokens += len(c["token_ids"])
+            completions.append(c)
+        elapsed = time.perf_counter() - t0
+        expected = self.max_new_tokens * len(self.prompts)
+        if new_tokens < expected:
+            raise StageFailure(f"dayone-wrong-output: generated {new_tokens} tokens, expected "
+                               f"{expected}", "wrong_output")
+        self.completions = completions
+        return StageOutcome(
+            metrics={"new_tokens": new_tokens, "prompts": len(self.prompts),
+                     "generate_s": round(elapsed, 4),
+                     "output_tok_s": round(new_tokens / elapsed, 2) if elapsed else None},
+            output={"completions": completions})
+
+    def stage_parity(self) -> StageOutcome:
+        if self.completions is None:
+            raise HarnessError("parity needs `generate` first in the same probe")
+        return parity.parity_stage(self.options, self.completions, self.top_k)
+
+    def stage_serve(self) -> StageOutcome:
+        server = self._require_server()
+        return throughput.chat_check(server, SERVED_NAME, self.max_new_tokens,
+                                     model_dir=self.model_dir)
+
+    def stage_throughput(self) -> StageOutcome:
+        server = self._require_server()
+        try:
+            return throughput.stage(server.base_url, SERVED_NAME, self.model_dir, self.options,
+                                    before_reference=self.close)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
