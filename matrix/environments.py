@@ -70,8 +70,18 @@ def requirements(spec: EngineSpec, version: str) -> list[str]:
 def env_key(spec: EngineSpec, version: str) -> str:
     recipe = {"recipe": RECIPE_VERSION, "engine": spec.name, "version": version,
               "requirements": requirements(spec, version), "sources": wheel_sources(),
-              "python": ".".join(map(str, sys.version_info[:2])), "patches": spec.patches}
+              "python": ".".join(map(str, sys.version_info[:2])), "patches": spec.patches,
+              # the patch code itself: editing a patch rebuilds the environments it touches
+              "patch_source": [_patch_source(p) for p in spec.patches]}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _patch_source(patch: str) -> str:
+    import importlib.util
+
+    found = importlib.util.find_spec(patch.partition(":")[0])
+    origin = found.origin if found else None
+    return hashlib.sha256(Path(origin).read_bytes()).hexdigest()[:12] if origin else patch
 
 
 def _uv() -> str:

@@ -99,9 +99,10 @@ class Server:
         except OSError:
             return ""
 
-    def chat(self, messages: list[dict[str, str]], **params: Any) -> tuple[int, Any]:
+    def chat(self, messages: list[dict[str, str]], timeout: float = 120, **params: Any
+             ) -> tuple[int, Any]:
         return http_json(f"{self.base_url}/v1/chat/completions",
-                         {"messages": messages, **params}, timeout=params.pop("timeout", 120))
+                         {"messages": messages, **params}, timeout=timeout)
 
 
 def start_server(argv: list[str], port: int, log_path: Path, ready_path: str = "/v1/models",

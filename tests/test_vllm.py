@@ -112,6 +112,8 @@ def extra_fixtures(fixtures_dir, tf_env, tmp_path_factory) -> dict[str, Path]:
     # Same tensor shapes (2x32 == 4x16 query, 1x32 == 2x16 key/value), head_dim 16.
     config.update(head_dim=16, num_attention_heads=4, num_key_value_heads=2)
     (head16 / "config.json").write_text(json.dumps(config, indent=2))
+    (head16 / "dayone.json").write_text(json.dumps({"id": "dayone-fixtures/llama-head-dim-16",
+                                                    "family": "llama"}))
     neox = out / "gpt_neox"
     script = (
         "import sys, torch\nfrom pathlib import Path\n"
