@@ -211,7 +211,7 @@ class HubClient:
 
         def fetch() -> list[Any]:
             found = []
-            for info in self.api.list_models(author=org, sort="created_at", expand=LIST_EXPAND):
+            for info in self.api.list_models(author=org, sort="createdAt", expand=LIST_EXPAND):
                 created = parse_day(getattr(info, "created_at", None))
                 if since and created and created < since:
                     break

@@ -200,6 +200,10 @@ def resolve_environments(engines: Sequence[str], say: Callable[[str], None] = pr
     for arg in engines:
         name, version = parse_engine_arg(arg)
         env = ensure_env(name, version, say=say)
+        if version is None:
+            # The probe asks for the environment by version: resolve it the same way, or a
+            # newest-built environment of an older recipe would plan under another id.
+            env = ensure_env(name, env.version, say=say)
         spec = get_spec(name)
         out.append((EnvironmentTarget(environment_id=env.environment_id, engine=name,
                                       version=env.version, stages=tuple(spec.stages),
@@ -401,16 +405,16 @@ def run_task(task: ProbeTask, ctx: _Context) -> list[dict[str, Any]]:
 def probe_options(model_dir: Path) -> dict[str, Any]:
     """Engine options a shrunk copy needs, so that no verdict is about our copy: with a tokenizer
     we trained, llama.cpp's converter may fall back on an unknown pre-tokenizer hash (on a
-    release's own tokenizer it may not: there an unknown hash is a day-one failure); and a
-    shrunk copy has no multi-token-prediction weights (transformers never saves them), so the
-    converter must not expect them (Qwen 3.5, Qwen3-Next)."""
+    release's own tokenizer it may not: there an unknown hash is a day-one failure); and what
+    the shrink rules say engines must be told (dayone.json `engine_options`: a Qwen 3.5 copy
+    has no multi-token-prediction weights, so its GGUF conversion gets --no-mtp)."""
     try:
         meta = json.loads((Path(model_dir) / "dayone.json").read_text())
     except (OSError, ValueError):
         return {}
     if meta.get("tier") != "arch":
         return {}
-    options: dict[str, Any] = {"gguf_no_mtp": True}
+    options: dict[str, Any] = dict(meta.get("engine_options") or {})
     if meta.get("tokenizer") == "fixture":
         options["pretokenizer_fallback"] = True
     return options

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 RULES_PATH = Path(__file__).with_name("shrink_rules.json")
-SHRINK_VERSION = 2  # bump when a rule change alters what a shrink builds
+SHRINK_VERSION = 3  # bump when a rule change alters what a shrink builds
 
 # Files of a tokenizer that travel with the shrunk copy unchanged.
 TOKENIZER_FILES = (
@@ -704,6 +704,10 @@ def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path 
             "tokenizer": "release" if keep_vocab else "fixture",
             "source_model_type": source.get("model_type"), "notes": plan.notes,
             "token_map": {str(k): v for k, v in plan.token_map.items()}, **(meta or {})}
+    engine_options = load_rules().family(source.get("model_type")).get("engine_options")
+    if engine_options:
+        # What engines must be told about this copy (not the release): e.g. no MTP weights.
+        info["engine_options"] = engine_options
     (out_dir / "dayone.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     archs = getattr(config, "architectures", None) or [None]
     return ShrinkResult(out_dir=out_dir, model_type=str(source.get("model_type")),

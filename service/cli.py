@@ -383,11 +383,11 @@ def discover(
         err.print(f"[yellow]warning:[/yellow] {e}")
 
 
-def _run_nightly(options, watchlist, console_say=_say, sweep: bool = False):
+def _run_nightly(options, watchlist, console_say=_say, sweep: bool = False, types=None):
     from matrix import nightly as N
 
     if sweep:
-        report = N.run_sweep(options, say=console_say, console=err)
+        report = N.run_sweep(options, types=types, say=console_say, console=err)
     else:
         report = N.run_nightly(watchlist, options, say=console_say, console=err)
     summary = report.summary()
@@ -432,11 +432,13 @@ def sweep(
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write records here (JSON lines)")] = None,
     store: Annotated[bool, typer.Option(help="Store the results")] = True,
     timeout: Annotated[float, typer.Option(help="Time limit per probe, seconds")] = 900.0,
+    types: Annotated[Optional[str], typer.Option(help="Only these model types (comma-separated)")] = None,
     db: DbOption = None,
 ) -> None:
     """The arch tier over every causal-LM architecture the reference transformers knows."""
     options = _nightly_options(engine, "arch", jobs, store, db, out_file, None, timeout=timeout)
-    _run_nightly(options, None, sweep=True)
+    _run_nightly(options, None, sweep=True,
+                 types=[t.strip() for t in types.split(",") if t.strip()] if types else None)
 
 
 # -- the main job on the embedded default -------------------------------------------------------

@@ -56,9 +56,10 @@ def test_synthetic_records_follow_the_contract(validate_record):
 
 def test_fixture_tokenizers_may_fall_back_release_ones_may_not(tmp_path):
     (tmp_path / "dayone.json").write_text('{"tier": "arch", "tokenizer": "fixture"}')
-    assert probe_options(tmp_path) == {"pretokenizer_fallback": True, "gguf_no_mtp": True}
-    (tmp_path / "dayone.json").write_text('{"tier": "arch", "tokenizer": "release"}')
-    assert probe_options(tmp_path) == {"gguf_no_mtp": True}
+    assert probe_options(tmp_path) == {"pretokenizer_fallback": True}
+    (tmp_path / "dayone.json").write_text(
+        '{"tier": "arch", "tokenizer": "release", "engine_options": {"convert_args": ["--no-mtp"]}}')
+    assert probe_options(tmp_path) == {"convert_args": ["--no-mtp"]}
     (tmp_path / "dayone.json").write_text('{"id": "dayone-fixtures/llama"}')
     assert probe_options(tmp_path) == {}
 

@@ -166,7 +166,7 @@ def test_rules_file_is_consistent():
         assert set(fam) <= {"notes", "set", "before", "drop", "keep", "min_layers",
                             "per_layer_strings", "layer_index_lists", "unshrinkable", "dtype",
                             "default_kwargs", "max_prefix_layers", "layers", "layer_kinds",
-                            "not_per_layer", "model_class"}, name
+                            "not_per_layer", "model_class", "engine_options"}, name
 
 
 # ------------------------------------------------------------------ real: build + generate ---
