@@ -56,6 +56,15 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def torch_hardware(fallback: str) -> str:
+    """The CUDA device where torch sees one, else `fallback` (child side: imports torch)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{torch.cuda.get_device_name(0)}"
+    return fallback
+
+
 class EngineBase:
     """One engine in one probe child. Subclasses set `name`, `package`, `packages`, and define
     `stage_<name>(self) -> StageOutcome` for each stage they run."""
@@ -88,6 +97,31 @@ class EngineBase:
             "packages": package_versions((self.package, *self.packages)),
             "python": platform.python_version(),
         }
+
+    # -- shared stage helpers ------------------------------------------------------------
+    completions: list[dict[str, Any]] | None = None
+
+    def generated(self, completions: list[dict[str, Any]], new_tokens: int,
+                  elapsed: float) -> StageOutcome:
+        """The generate outcome every engine reports: the forced length checked, the
+        completions kept for parity."""
+        expected = self.max_new_tokens * len(self.prompts)
+        if new_tokens < expected:
+            raise StageFailure(f"dayone-wrong-output: generated {new_tokens} tokens, expected "
+                               f"{expected}", "wrong_output")
+        self.completions = completions
+        return StageOutcome(
+            metrics={"new_tokens": new_tokens, "prompts": len(self.prompts),
+                     "generate_s": round(elapsed, 4),
+                     "output_tok_s": round(new_tokens / elapsed, 2) if elapsed else None},
+            output={"completions": completions})
+
+    def stage_parity(self) -> StageOutcome:
+        from probes import parity
+
+        if self.completions is None:
+            raise HarnessError("parity needs `generate` first in the same probe")
+        return parity.parity_stage(self.options, self.completions, self.top_k)
 
     # -- stages ---------------------------------------------------------------------------
     def run_stage(self, stage: str) -> StageOutcome:

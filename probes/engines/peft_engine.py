@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from probes import workload
-from probes.engines.base import EngineBase, StageFailure, StageOutcome
+from probes.engines.base import EngineBase, StageFailure, StageOutcome, torch_hardware
 
 # Attention projection names as fine-tuning recipes write them (last component of the module
 # path). Only the names the model has are passed, like a user who read the model's code.
@@ -140,11 +140,7 @@ class Engine(EngineBase):
     packages = ("transformers", "torch", "accelerate", "safetensors", "tokenizers")
 
     def hardware(self) -> str:
-        import torch
-
-        if torch.cuda.is_available():
-            return f"cuda:{torch.cuda.get_device_name(0)}"
-        return super().hardware()
+        return torch_hardware(super().hardware())
 
     # -- the stage ----------------------------------------------------------------------------
     def stage_finetune(self) -> StageOutcome:

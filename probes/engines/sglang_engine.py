@@ -90,7 +90,6 @@ class Engine(EngineBase):
     packages = ("torch", "transformers", "torchvision", "tokenizers", "xgrammar")
 
     server: serving.Server | None = None
-    completions: list[dict[str, Any]] | None = None
 
     def __init__(self, model_dir: Path, options: dict[str, Any], workdir: Path):
         super().__init__(model_dir, options, workdir)
@@ -230,21 +229,7 @@ class Engine(EngineBase):
             new_tokens += len(c["token_ids"])
             completions.append(c)
         elapsed = time.perf_counter() - t0
-        expected = self.max_new_tokens * len(self.prompts)
-        if new_tokens < expected:
-            raise StageFailure(f"dayone-wrong-output: generated {new_tokens} tokens, expected "
-                               f"{expected}", "wrong_output")
-        self.completions = completions
-        return StageOutcome(
-            metrics={"new_tokens": new_tokens, "prompts": len(self.prompts),
-                     "generate_s": round(elapsed, 4),
-                     "output_tok_s": round(new_tokens / elapsed, 2) if elapsed else None},
-            output={"completions": completions})
-
-    def stage_parity(self) -> StageOutcome:
-        if self.completions is None:
-            raise HarnessError("parity needs `generate` first in the same probe")
-        return parity.parity_stage(self.options, self.completions, self.top_k)
+        return self.generated(completions, new_tokens, elapsed)
 
     def stage_serve(self) -> StageOutcome:
         server = self._require_server()

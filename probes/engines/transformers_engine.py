@@ -6,7 +6,7 @@ import math
 import time
 from typing import Any
 
-from probes.engines.base import EngineBase, StageFailure, StageOutcome
+from probes.engines.base import EngineBase, StageFailure, StageOutcome, torch_hardware
 
 
 class Engine(EngineBase):
@@ -18,11 +18,7 @@ class Engine(EngineBase):
     tokenizer: Any = None
 
     def hardware(self) -> str:
-        import torch
-
-        if torch.cuda.is_available():
-            return f"cuda:{torch.cuda.get_device_name(0)}"
-        return super().hardware()
+        return torch_hardware(super().hardware())
 
     def stage_load(self) -> StageOutcome:
         import torch

@@ -13,7 +13,7 @@ import math
 import time
 from typing import Any
 
-from probes.engines.base import EngineBase, StageFailure, StageOutcome
+from probes.engines.base import EngineBase, StageFailure, StageOutcome, torch_hardware
 from probes.engines.peft_engine import (
     LORA_RANK,
     device_name,
@@ -38,11 +38,7 @@ class Engine(EngineBase):
     packages = ("peft", "transformers", "torch", "accelerate", "datasets", "tokenizers")
 
     def hardware(self) -> str:
-        import torch
-
-        if torch.cuda.is_available():
-            return f"cuda:{torch.cuda.get_device_name(0)}"
-        return super().hardware()
+        return torch_hardware(super().hardware())
 
     def stage_finetune(self) -> StageOutcome:
         import torch

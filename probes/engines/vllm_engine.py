@@ -84,7 +84,6 @@ class Engine(EngineBase):
 
     llm: Any = None
     server: serving.Server | None = None
-    completions: list[dict[str, Any]] | None = None
 
     def __init__(self, model_dir: Path, options: dict[str, Any], workdir: Path):
         super().__init__(model_dir, options, workdir)
@@ -244,21 +243,7 @@ class Engine(EngineBase):
             completions.append({"prompt": prompt, "prompt_ids": list(out.prompt_token_ids or []),
                                 "token_ids": token_ids, "text": choice.text,
                                 "top_logprobs": steps})
-        expected = self.max_new_tokens * len(self.prompts)
-        if new_tokens < expected:
-            raise StageFailure(f"dayone-wrong-output: generated {new_tokens} tokens, expected "
-                               f"{expected}", "wrong_output")
-        self.completions = completions
-        return StageOutcome(
-            metrics={"new_tokens": new_tokens, "prompts": len(self.prompts),
-                     "generate_s": round(elapsed, 4),
-                     "output_tok_s": round(new_tokens / elapsed, 2) if elapsed else None},
-            output={"completions": completions})
-
-    def stage_parity(self) -> StageOutcome:
-        if self.completions is None:
-            raise HarnessError("parity needs `generate` first in the same probe")
-        return parity.parity_stage(self.options, self.completions, self.top_k)
+        return self.generated(completions, new_tokens, elapsed)
 
     def free_llm(self) -> None:
         """Give the in-process engine's memory back before the server starts its own."""
