@@ -57,8 +57,13 @@ def tf_env():
 @pytest.fixture(scope="session")
 def fixtures_dir(tf_env, tmp_path_factory) -> Path:
     """All fixture models, built once per session with the real transformers."""
-    out = tmp_path_factory.mktemp("fixtures")
-    proc = subprocess.run([tf_env.python, "-m", "probes.fixtures", str(out)],
+    return build_fixtures(tf_env, tmp_path_factory.mktemp("fixtures"))
+
+
+def build_fixtures(tf_env, out: Path, names: tuple[str, ...] | list[str] = ()) -> Path:
+    """Build fixture models (all, or `names`) with the real transformers into `out`."""
+    proc = subprocess.run([tf_env.python, "-m", "probes.fixtures", str(out),
+                           *(["--only", *names] if names else [])],
                           env={**os.environ, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

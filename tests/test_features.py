@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, json_lines
+from conftest import build_fixtures, ROOT, json_lines
 
 from matrix.environments import build_env, ensure_env
 from probes import features
@@ -39,12 +39,7 @@ TRANSFORMERS_SERVE = EngineSpec(
 
 @pytest.fixture(scope="module")
 def feature_fixtures(tf_env, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("feature-fixtures")
-    proc = subprocess.run([tf_env.python, "-m", "probes.fixtures", str(out), "--only", *FIXTURES],
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-                          text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return out
+    return build_fixtures(tf_env, tmp_path_factory.mktemp("feature-fixtures"), FIXTURES)
 
 
 def check(python: str, engine: str, *args: str, timeout: float = 600) -> dict[str, dict]:

@@ -8,11 +8,10 @@ and fails, with its class, on the fixture built to break it.
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 
 import pytest
-from conftest import ROOT, json_lines, run_dayone
+from conftest import build_fixtures, json_lines, run_dayone
 
 from probes.engines import peft_engine
 
@@ -31,12 +30,7 @@ EXPECT = {
 
 @pytest.fixture(scope="module")
 def ft_fixtures(tf_env, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ft-fixtures")
-    proc = subprocess.run([tf_env.python, "-m", "probes.fixtures", str(out), "--only", *FIXTURES],
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-                          text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return out
+    return build_fixtures(tf_env, tmp_path_factory.mktemp("ft-fixtures"), FIXTURES)
 
 
 @pytest.fixture(scope="module")
