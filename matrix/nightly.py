@@ -31,6 +31,7 @@ from typing import Any
 
 from matrix.discover import DiscoveredModel, Watchlist, discover
 from matrix.plan import DoneIndex, EnvironmentTarget, ProbeTask, plan, summarize
+from probes.stages import ARCH_MAP_STAGES
 
 HEAVY_ENGINES = frozenset({"vllm", "sglang"})
 REFERENCE_ENGINE = "transformers"
@@ -587,8 +588,9 @@ def run_sweep(options: NightlyOptions, *, types: Sequence[str] | None = None,
     models = [SweepModel(id=f"arch/{t}", revision=recipe_revision(t, ref_version, rules),
                          model_type=t) for t in types]
     report.discovered = len(models)
-    tasks = plan(models, [t for t, _e in envs], done,
-                 max_error_attempts=options.max_error_attempts)
+    targets = [replace(t, stages=tuple(s for s in t.stages if s in ARCH_MAP_STAGES))
+               for t, _e in envs]
+    tasks = plan(models, targets, done, max_error_attempts=options.max_error_attempts)
     report.tasks = tasks
     say(f"sweep {run_id}: {len(models)} architectures (transformers {ref_version}), "
         f"{len(envs)} environments -> {len(tasks)} probes")

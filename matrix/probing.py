@@ -6,6 +6,7 @@ records. No verdict is decided here (probes.record does that); this is I/O.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shlex
@@ -48,6 +49,7 @@ class ProbeSettings:
     logs_root: Path | None = None
     no_network: bool = False
     executor: str = "local"  # "local" (venv + process group) or "docker" (a container)
+    log_suffix: str = ""  # "-reference": the reference probe's logs beside, never over, a probe's
 
 
 def reproduce_commands(engine: str, python: str, model_dir: Path, stages: list[str]
@@ -99,7 +101,8 @@ def probe(model_dir: Path, engine: str, version: str | None = None,
             options["reference_path"] = str(ref)
         else:  # not the engine's fault: parity is skipped, the later stages still run
             stages = [s for s in stages if s != "parity"]
-    log_dir = logs_root / run_id / _safe(model["id"]) / f"{engine}-{env.version}"
+    log_dir = (logs_root / run_id / _safe(model["id"])
+               / f"{engine}-{env.version}{settings.log_suffix}")
     req = ProbeRequest(engine=engine, model_dir=model_dir, stages=stages, python=env.python,
                        probes_root=PROBES_ROOT, options=options,
                        timeout_s=settings.timeout_s, memory_mb=settings.memory_mb,
@@ -132,22 +135,27 @@ def ensure_reference(model_dir: Path, model: dict[str, Any], settings: ProbeSett
 
     Returns (path, None), or (None, why) when transformers itself cannot produce it."""
     path = parity.reference_path_for(model, environments.cache_dir())
-    if path.exists():
-        return path, None
-    say(f"computing the transformers reference for {model['id']} (once per revision)")
-    ref_settings = ProbeSettings(timeout_s=settings.timeout_s, memory_mb=settings.memory_mb,
-                                 tier=settings.tier, run_id=settings.run_id,
-                                 options={"trust_remote_code":
-                                          settings.options.get("trust_remote_code", False)},
-                                 logs_root=settings.logs_root)
-    records = probe(model_dir, "transformers", None, ["load", "generate"], model_id=model["id"],
-                    settings=ref_settings, say=say)
-    generate = next((r for r in records if r["stage"] == "generate"), None)
-    if generate is None or generate["status"] != "pass":
-        bad = next((r for r in records if r["status"] != "pass"), records[-1])
-        return None, (f"no transformers reference: transformers {bad['stage']} "
-                      f"{bad['status']} ({bad.get('failure_class') or bad.get('message')})")
-    return parity.write_reference(path, generate), None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Probes run in parallel (a nightly runs two engines at once): the first to come computes
+    # the reference, the others wait for it and read it.
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return path, None
+        say(f"computing the transformers reference for {model['id']} (once per revision)")
+        ref_settings = ProbeSettings(timeout_s=settings.timeout_s, memory_mb=settings.memory_mb,
+                                     tier=settings.tier, run_id=settings.run_id,
+                                     options={"trust_remote_code":
+                                              settings.options.get("trust_remote_code", False)},
+                                     logs_root=settings.logs_root, log_suffix="-reference")
+        records = probe(model_dir, "transformers", None, ["load", "generate"],
+                        model_id=model["id"], settings=ref_settings, say=say)
+        generate = next((r for r in records if r["stage"] == "generate"), None)
+        if generate is None or generate["status"] != "pass":
+            bad = next((r for r in records if r["status"] != "pass"), records[-1])
+            return None, (f"no transformers reference: transformers {bad['stage']} "
+                          f"{bad['status']} ({bad.get('failure_class') or bad.get('message')})")
+        return parity.write_reference(path, generate), None
 
 
 def _probe_in_docker(model_dir: Path, engine: str, version: str | None, stages: list[str],

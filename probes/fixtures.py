@@ -75,20 +75,62 @@ TOKENIZER_STYLE: dict[str, dict[str, Any]] = {
 # --- end llamacpp
 
 
-def build_tokenizer(out_dir: Path, vocab_size: int = 384, extra_special: tuple[str, ...] = (),
-                    tokenizer_class: str = "PreTrainedTokenizerFast"):
-    """Train a byte-level BPE tokenizer locally and save it with a chat template."""
+# Tokenizer styles as releases ship them in tokenizer.json. "byte_level": GPT-2/Llama 3/Qwen
+# style. "sentencepiece": Llama 2/Gemma style (spaces as U+2581, unknown bytes as <0xNN>
+# tokens); converters check for it by shape (llama.cpp reads Gemma 4 only in this form).
+TOKENIZER_STYLES = ("byte_level", "sentencepiece")
+SPACE = "\u2581"
+
+
+def _byte_level_bpe(vocab_size: int, specials: list[str]) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size,
-                                  special_tokens=[*SPECIAL_TOKENS, *extra_special],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
     tok.train_from_iterator(CORPUS, trainer=trainer)
+    return tok
+
+
+def _sentencepiece_bpe(vocab_size: int, specials: list[str]) -> Any:
+    """BPE with byte fallback: specials, then the 256 byte tokens, then what the corpus trains
+    (the ids a SentencePiece model converted to tokenizer.json has)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+
+    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+    trained = Tokenizer(models.BPE(unk_token="<unk>"))
+    trained.normalizer = normalizers.Replace(" ", SPACE)
+    trained.train_from_iterator(CORPUS, trainer=trainers.BpeTrainer(
+        vocab_size=max(vocab_size - len(byte_tokens), len(specials) + 1),
+        special_tokens=specials, show_progress=False))
+    model = json.loads(trained.to_str())["model"]
+    learned = sorted(model["vocab"].items(), key=lambda kv: kv[1])
+    ordered = specials + byte_tokens + [t for t, _ in learned
+                                        if t not in specials and t not in byte_tokens]
+    vocab = {t: i for i, t in enumerate(ordered)}
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True))
+    tok.normalizer = normalizers.Replace(" ", SPACE)
+    tok.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.ByteFallback(),
+                                     decoders.Fuse()])
+    tok.add_special_tokens(specials)
+    return tok
+
+
+def build_tokenizer(out_dir: Path, vocab_size: int = 384, extra_special: tuple[str, ...] = (),
+                    tokenizer_class: str = "PreTrainedTokenizerFast", style: str = "byte_level"):
+    """Train a BPE tokenizer locally (STYLE: one of TOKENIZER_STYLES) and save it with a chat
+    template."""
+    from transformers import PreTrainedTokenizerFast
+
+    specials = [*SPECIAL_TOKENS, *extra_special]
+    if style not in TOKENIZER_STYLES:
+        raise ValueError(f"unknown tokenizer style {style!r}; known: {', '.join(TOKENIZER_STYLES)}")
+    tok = (_sentencepiece_bpe if style == "sentencepiece" else _byte_level_bpe)(vocab_size,
+                                                                                 specials)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
         unk_token="<unk>", chat_template=CHAT_TEMPLATE)

@@ -669,7 +669,7 @@ def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path 
     keep_vocab = bool(tok_files)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tok = None if keep_vocab else _fixture_tokenizer(out_dir)
+    tok = None if keep_vocab else _fixture_tokenizer(out_dir, source.get("model_type"))
     # The embedding rows equal the tokenizer's size, as in a release: converters such as
     # llama.cpp's size the GGUF vocabulary from the tokenizer and reject a mismatch.
     plan, config, params = plan_shrink(source, keep_vocab=keep_vocab,
@@ -735,11 +735,14 @@ def _vocab_size(config: Any) -> int:
     return load_rules().targets["vocab_size"]
 
 
-def _fixture_tokenizer(out_dir: Path) -> Any:
-    """The fixtures' byte-level BPE for a copy whose source has no tokenizer."""
+def _fixture_tokenizer(out_dir: Path, model_type: str | None) -> Any:
+    """The fixtures' BPE for a copy whose source has no tokenizer, in the style the family's
+    releases ship (rule `tokenizer_style`; byte-level unless said)."""
     from probes.fixtures import build_tokenizer
 
-    return build_tokenizer(out_dir, vocab_size=load_rules().targets["vocab_size"])
+    rules = load_rules()
+    return build_tokenizer(out_dir, vocab_size=rules.targets["vocab_size"],
+                           style=rules.family(model_type).get("tokenizer_style", "byte_level"))
 
 
 def _align_tokenizer(out_dir: Path, vocab_size: int, tok: Any) -> None:

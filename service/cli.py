@@ -348,16 +348,18 @@ def _watchlist(path: Path | None):
 
 def _nightly_options(engine: list[str] | None, tier: str, jobs: int, store: bool,
                      db: str | None, out_file: Path | None, endpoint: str | None,
-                     dry_run: bool = False, timeout: float = 900.0):
+                     dry_run: bool = False, timeout: float = 900.0, max_heavy: int = 1):
     from matrix.nightly import NightlyOptions
 
     if tier not in ("arch", "full"):
         raise _fail("--tier must be arch or full")
+    if jobs < 1 or max_heavy < 1:
+        raise _fail("--jobs and --max-heavy must be at least 1")
     for e in engine or []:
         _engine_arg(e)
     return NightlyOptions(engines=list(engine or public_engines()), tier=tier, jobs=jobs,
                           store=store, db=db, out=out_file, endpoint=endpoint, dry_run=dry_run,
-                          timeout_s=timeout)
+                          timeout_s=timeout, max_heavy=max_heavy)
 
 
 @app.command()
@@ -413,7 +415,8 @@ def nightly(
     watchlist: WatchlistOption = None,
     engine: Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="ENGINE[==VERSION]")] = None,
     tier: Annotated[str, typer.Option(help="arch (shrunk copies) or full (real weights)")] = "arch",
-    jobs: Annotated[int, typer.Option(help="Probes at once (heavy engines run alone)")] = 2,
+    jobs: Annotated[int, typer.Option(help="Probes at once")] = 2,
+    max_heavy: Annotated[int, typer.Option(help="Heavy engines (vLLM, SGLang) at once; 1 suits a small machine")] = 1,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write records here (JSON lines)")] = None,
     store: Annotated[bool, typer.Option(help="Store the results")] = True,
     timeout: Annotated[float, typer.Option(help="Time limit per probe, seconds")] = 900.0,
@@ -421,7 +424,8 @@ def nightly(
     db: DbOption = None,
 ) -> None:
     """Discover, plan, probe and store; resumable (run it again after a crash)."""
-    options = _nightly_options(engine, tier, jobs, store, db, out_file, endpoint, timeout=timeout)
+    options = _nightly_options(engine, tier, jobs, store, db, out_file, endpoint, timeout=timeout,
+                               max_heavy=max_heavy)
     _run_nightly(options, _watchlist(watchlist))
 
 
@@ -429,6 +433,7 @@ def nightly(
 def sweep(
     engine: Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="ENGINE[==VERSION]")] = None,
     jobs: Annotated[int, typer.Option(help="Probes at once")] = 2,
+    max_heavy: Annotated[int, typer.Option(help="Heavy engines (vLLM, SGLang) at once; 1 suits a small machine")] = 1,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write records here (JSON lines)")] = None,
     store: Annotated[bool, typer.Option(help="Store the results")] = True,
     timeout: Annotated[float, typer.Option(help="Time limit per probe, seconds")] = 900.0,
@@ -436,7 +441,8 @@ def sweep(
     db: DbOption = None,
 ) -> None:
     """The arch tier over every causal-LM architecture the reference transformers knows."""
-    options = _nightly_options(engine, "arch", jobs, store, db, out_file, None, timeout=timeout)
+    options = _nightly_options(engine, "arch", jobs, store, db, out_file, None, timeout=timeout,
+                               max_heavy=max_heavy)
     _run_nightly(options, None, sweep=True,
                  types=[t.strip() for t in types.split(",") if t.strip()] if types else None)
 

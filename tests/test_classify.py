@@ -26,6 +26,8 @@ CASES: dict[str, tuple[str, str]] = {
     "tool_call_parser_missing": ('{"error":{"message":"tool_choice=function \\"get_weather\\" requires --tool-call-parser to be set","type":"BadRequestError","param":null,"code":400}}', "tokenizer_or_template"),  # vLLM 0.32, issue 10
     "jinja_message": ("dayone: server answered a tool-call request with HTTP 400: Unexpected end of template. Jinja was looking for the following tags: 'endfor' or 'else'. The innermost block that needs to be closed is 'for'.", "tokenizer_or_template"),  # vLLM 0.32 relays jinja's words only, issue 10
     "kernel_or_dtype": ("RuntimeError: Unsupported CPU attention configuration: head_dim=16", "kernel_or_dtype"),
+    # SGLang 0.5.23 on CPU, gpt-oss (attention sinks) in the torch-native backend: issue 8 sweep
+    "attention_backend_feature": ("TypeError: TorchNativeAttnBackend.forward_extend() got an unexpected keyword argument 'sinks'", "kernel_or_dtype"),
     "mmap_past_end": ("ValueError: mmap length is greater than file size", "corrupt_or_missing_weights"),
     "llamacpp_missing_tensor": ("llama_model_load: error loading model: check_tensor_dims: tensor 'token_embd.weight' not found", "corrupt_or_missing_weights"),
     "config_shape_mismatch": ("size mismatch for weight: copying a param with shape torch.Size([4, 64]) from checkpoint, the shape in current model is torch.Size([128, 64]).", "config_conflict"),
