@@ -393,7 +393,7 @@ def _run_nightly(options, watchlist, console_say=_say, sweep: bool = False, type
     else:
         report = N.run_nightly(watchlist, options, say=console_say, console=err)
     summary = report.summary()
-    out.print(json.dumps(summary))
+    print(json.dumps(summary))  # one line: scripts and CI read it (rich would wrap it)
     return report
 
 

@@ -31,6 +31,8 @@ CASES: dict[str, tuple[str, str]] = {
     "mmap_past_end": ("ValueError: mmap length is greater than file size", "corrupt_or_missing_weights"),
     "llamacpp_missing_tensor": ("llama_model_load: error loading model: check_tensor_dims: tensor 'token_embd.weight' not found", "corrupt_or_missing_weights"),
     "config_shape_mismatch": ("size mismatch for weight: copying a param with shape torch.Size([4, 64]) from checkpoint, the shape in current model is torch.Size([128, 64]).", "config_conflict"),
+    # SGLang 0.5.23 reads config.head_dim of Gemma 4, which transformers 5.x keeps per layer: issue 8 sweep
+    "per_layer_attribute": ("transformers.integrations.heterogeneity.configuration_utils.AmbiguousGlobalPerLayerAttributeError: 'head_dim' is a per-layer attribute and may vary across layers. Access it via the individual layer configs instead (e.g. config.per_layer_config[i].head_dim).", "config_conflict"),
     "config_conflict": ("ValueError: 'qwen3_next' is already used by a Transformers config, pick another name.", "config_conflict"),
     "truncated_safetensors": ("safetensors_rust.SafetensorError: Error while deserializing header: incomplete metadata, file not fully covered", "corrupt_or_missing_weights"),
     "missing_weights": ("RuntimeError: Cannot find any model weights with `/models/x`", "corrupt_or_missing_weights"),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from probes.fixtures import TOKENIZER_STYLES
 from probes.shrink import (ShrinkError, choose_layers, evaluate, load_rules,
                            shrink_config_dict)
 
@@ -166,7 +167,9 @@ def test_rules_file_is_consistent():
         assert set(fam) <= {"notes", "set", "before", "drop", "keep", "min_layers",
                             "per_layer_strings", "layer_index_lists", "unshrinkable", "dtype",
                             "default_kwargs", "max_prefix_layers", "layers", "layer_kinds",
-                            "not_per_layer", "model_class", "engine_options"}, name
+                            "not_per_layer", "model_class", "engine_options",
+                            "tokenizer_style"}, name
+        assert fam.get("tokenizer_style", "byte_level") in TOKENIZER_STYLES, name
 
 
 # ------------------------------------------------------------------ real: build + generate ---
@@ -275,3 +278,36 @@ def test_cli_reports_why_a_shrink_fails(tf_env, tmp_path):
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert proc.returncode == 2
     assert "no_such_arch" in json.loads(proc.stdout.strip().splitlines()[-1])["why"]
+
+
+def test_sentencepiece_style_tokenizer_has_the_release_shape(tf_env, tmp_path):
+    """Gemma 4's copies get a SentencePiece-style tokenizer.json (llama.cpp's converter reads
+    Gemma 4 only in that shape): BPE with byte fallback, the 256 byte tokens in the base
+    vocabulary, spaces as U+2581; text round-trips, bytes outside the corpus included."""
+    proc = run_tf(tf_env, f"""
+        from pathlib import Path
+        from probes.fixtures import build_tokenizer
+        tok = build_tokenizer(Path({str(tmp_path)!r}), vocab_size=512, style="sentencepiece")
+        text = "The capital of Zürich is not 東京"
+        ids = tok(text)["input_ids"]
+        print(len(tok), tok.decode(ids) == text, tok.convert_ids_to_tokens(ids)[:2])
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    size, roundtrip, _first = proc.stdout.split(" ", 2)
+    assert int(size) <= 512 and roundtrip == "True"
+    data = json.loads((tmp_path / "tokenizer.json").read_text())
+    model = data["model"]
+    assert model["type"] == "BPE" and model["byte_fallback"] is True
+    assert data["decoder"]["type"] == "Sequence"
+    assert all(f"<0x{b:02X}>" in model["vocab"] for b in range(256))
+    assert any("\u2581" in t for t in model["vocab"])
+    assert load_rules().family("gemma4_text")["tokenizer_style"] == "sentencepiece"
+
+
+def test_unknown_tokenizer_style_is_refused(tf_env, tmp_path):
+    proc = run_tf(tf_env, f"""
+        from pathlib import Path
+        from probes.fixtures import build_tokenizer
+        build_tokenizer(Path({str(tmp_path)!r}), style="wordpiece")
+    """)
+    assert proc.returncode != 0 and "unknown tokenizer style 'wordpiece'" in proc.stderr
