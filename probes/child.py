@@ -6,7 +6,8 @@ Writes one JSON event per line to FILE, flushed as it goes, so a crash keeps wha
   {"event": "env", "engine": {...}}                      once the engine module is imported
   {"event": "start", "stage": S}                          before each stage
   {"event": "end", "stage": S, "status": ..., ...}        after each stage
-It stops after the first stage that is not pass/degraded: the host marks the rest skipped.
+It stops after the first stage that fails (not pass/degraded/skipped): the host marks the rest
+skipped.
 Tracebacks go to stderr, which the host captures into the log and classifies.
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from probes.engines import base, load_engine_class
-from probes.stages import is_good, order_stages
+from probes.stages import lets_next_run, order_stages
 
 PROBES_DIR = Path(__file__).resolve().parent
 
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 _emit(events, {"event": "start", "stage": stage, "t": time.time()})
                 event = outcome_event(stage, lambda s=stage: engine.run_stage(s))
                 _emit(events, event)
-                if not is_good(event["status"]):
+                if not lets_next_run(event["status"]):
                     break
         finally:
             try:

@@ -13,7 +13,9 @@ Each returns a StageOutcome or raises StageFailure. What they check:
   has the length that template gives (so the server used it, not a default).
 - tool_call: a tool schema in, a parsed tool call out (the tool forced by name: random weights
   never choose one); its arguments are JSON valid against the schema. Engines that need a
-  parser flag pass it, and it is recorded.
+  parser flag pass it, and it is recorded. On random weights (fixtures, arch-tier copies) a
+  forced call whose arguments run to max_tokens is `skipped`, not red: whitespace inside the
+  grammar is the weights' choice.
 - json_schema: guided decoding returns JSON valid against the schema.
 - long_context: a prompt near the model's window (and past its sliding window, where it has
   one) is accepted whole and answered with real tokens.
@@ -413,6 +415,10 @@ def stage_tool_call(server: Server, model_dir: Path, *, parser: str | None = Non
                                "completion_tokens": _usage(body, "completion_tokens"),
                                "latency_s": round(seconds, 4)}
     calls = _message(body).get("tool_calls") or []
+    if not calls and unfinished_call_of_random_weights(body, model_dir, "get_weather"):
+        return StageOutcome(status="skipped", metrics=metrics, message=(
+            "no verdict: random weights ran out of max_tokens inside the forced get_weather "
+            "call (the argument grammar allows whitespace); the full tier decides"))
     if not calls:
         content = str(_message(body).get("content"))[:120]
         raise StageFailure(f"dayone-wrong-output: no tool call in the answer (content "
@@ -429,6 +435,23 @@ def stage_tool_call(server: Server, model_dir: Path, *, parser: str | None = Non
         raise StageFailure(f"dayone-wrong-output: tool call arguments: {'; '.join(problems)}",
                            "wrong_output", metrics=metrics)
     return StageOutcome(metrics=metrics, output={"tool_call": function})
+
+
+def random_weights(model_dir: Path) -> bool:
+    """A model we built (a fixture, or an arch-tier shrunk copy): its weights are random."""
+    try:
+        meta = json.loads((Path(model_dir) / "dayone.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and (meta.get("weights") == "random"
+                                       or meta.get("tier") == "arch")
+
+
+def unfinished_call_of_random_weights(body: Any, model_dir: Path, name: str) -> bool:
+    """The engine forced the named call (its name is in the text) but random weights filled
+    the arguments until max_tokens: a fact about the weights, not about the engine."""
+    content = str(_message(body).get("content") or "")
+    return _finish(body) == "length" and f'"{name}"' in content and random_weights(model_dir)
 
 
 def stage_json_schema(server: Server, model_dir: Path, *, model: str | None = None,

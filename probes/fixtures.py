@@ -179,7 +179,7 @@ def _add_release_keys(config_path: Path) -> None:
 
 def _write_meta(out_dir: Path, family: str, about: str) -> None:
     meta = {"id": f"dayone-fixtures/{out_dir.name}", "family": family,
-            "release_date": RELEASE_DATE, "about": about}
+            "release_date": RELEASE_DATE, "about": about, "weights": "random"}
     (out_dir / "dayone.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 

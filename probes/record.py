@@ -16,7 +16,7 @@ from typing import Any
 from probes import __version__
 from probes.classify import classify, excerpt, status_for_class
 from probes.runner import ProbeOutcome
-from probes.stages import blocked_message, is_good
+from probes.stages import blocked_message, lets_next_run
 
 SCHEMA_VERSION = 1
 
@@ -109,9 +109,10 @@ def stage_verdicts(stages: list[str], outcome: ProbeOutcome, engine: str
             verdict = classified(outcome.log_text, engine, end.get("message"))
         else:
             verdict = Verdict(end["status"], end.get("failure_class"), end.get("message"),
-                              None if is_good(end["status"]) else excerpt(outcome.log_text, None))
+                              None if lets_next_run(end["status"])
+                              else excerpt(outcome.log_text, None))
         out.append((stage, verdict, end))
-        if not is_good(verdict.status):
+        if not lets_next_run(verdict.status):
             blocker = (stage, verdict.status)
     return out
 

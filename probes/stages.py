@@ -27,8 +27,11 @@ ARCH_MAP_STAGES: tuple[str, ...] = ("convert", "load", "generate", "parity")
 
 STATUSES: tuple[str, ...] = ("pass", "degraded", "fail", "oom", "timeout", "error", "skipped")
 
-# A stage ending in one of these lets the next stage run.
+# A stage ending in one of these is healthy (shown green or amber).
 GOOD_STATUSES: frozenset[str] = frozenset({"pass", "degraded"})
+# A stage ending in one of these lets the next stage run: a stage that ran and gave no verdict
+# (`skipped` by the stage itself, e.g. a tool call on random weights) blocks nothing.
+CONTINUE_STATUSES: frozenset[str] = GOOD_STATUSES | {"skipped"}
 
 # Statuses that are the engine's fault (shown red); `error` is ours and never counted against it.
 ENGINE_FAULT_STATUSES: frozenset[str] = frozenset({"fail"})
@@ -48,3 +51,7 @@ def blocked_message(stage: str, status: str) -> str:
 
 def is_good(status: str) -> bool:
     return status in GOOD_STATUSES
+
+
+def lets_next_run(status: str) -> bool:
+    return status in CONTINUE_STATUSES

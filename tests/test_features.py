@@ -281,3 +281,46 @@ def test_vllm_engine_runs_the_feature_stages_as_matrix_stages(feature_fixtures, 
     assert bad[1]["status"] == "skipped"
     for r in good + bad:
         validate_record(r)
+
+
+# -- random weights: no verdict where only trained weights could give one ----------------------
+
+def _body(content: str, finish: str) -> dict:
+    return {"choices": [{"message": {"content": content}, "finish_reason": finish}]}
+
+
+@pytest.mark.parametrize("meta, content, finish, expected", [
+    ({"tier": "arch"}, '<tool_call>\n{"name": "get_weather", "arguments": {   \n\n', "length", True),
+    ({"weights": "random"}, '{"name": "get_weather", "arguments": {\r\n', "length", True),
+    ({"tier": "arch"}, '<tool_call>\n{"name": "get_weather", "arguments": {}}', "stop", False),
+    ({"tier": "arch"}, "Paris is sunny, about twenty degrees", "length", False),  # never forced
+    ({"id": "Qwen/Qwen3-0.6B"}, '{"name": "get_weather", "arguments": {   ', "length", False),
+    (None, '{"name": "get_weather", "arguments": {   ', "length", False),
+])
+def test_unfinished_forced_call_on_random_weights_is_no_verdict(tmp_path, meta, content, finish,
+                                                                expected):
+    if meta is not None:
+        (tmp_path / "dayone.json").write_text(json.dumps(meta))
+    assert features.unfinished_call_of_random_weights(_body(content, finish), tmp_path,
+                                                      "get_weather") is expected
+
+
+def test_a_stage_without_verdict_blocks_nothing_a_failure_blocks_the_rest(tmp_path):
+    from probes.record import stage_verdicts
+    from probes.runner import ProbeOutcome
+
+    def outcome(*ends):
+        events = [{"event": "end", "stage": s, "status": st, "failure_class": fc,
+                   "message": m} for s, st, fc, m in ends]
+        return ProbeOutcome(events, 0, False, False, 0.0, tmp_path / "probe.log", "", 1.0, 0.0,
+                            [])
+
+    stages = ["tool_call", "json_schema", "long_context"]
+    got = stage_verdicts(stages, outcome(("tool_call", "skipped", None, "no verdict"),
+                                         ("json_schema", "pass", None, None),
+                                         ("long_context", "pass", None, None)), "vllm")
+    assert [v.status for _s, v, _e in got] == ["skipped", "pass", "pass"]
+    got = stage_verdicts(stages, outcome(("tool_call", "fail", "wrong_output", "no call")),
+                         "vllm")
+    assert [v.status for _s, v, _e in got] == ["fail", "skipped", "skipped"]
+    assert got[1][1].message == "blocked by tool_call (fail)"
