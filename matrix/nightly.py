@@ -572,7 +572,7 @@ def run_sweep(options: NightlyOptions, *, types: Sequence[str] | None = None,
     """The arch tier over every causal-LM architecture the reference transformers knows, in
     every given engine environment: the full map of which engine runs which architecture.
     A type that cannot be shrunk gets `error` records with why, never silence."""
-    from probes.shrink import recipe_revision, rules_text
+    from probes.shrink import sweep_revision
 
     started = time.monotonic()
     run_id, journal, envs, done = _prepare(replace(options, tier="arch"), say)
@@ -584,9 +584,8 @@ def run_sweep(options: NightlyOptions, *, types: Sequence[str] | None = None,
                               text=True, env={**os.environ, "PYTHONPATH": str(PROBES_ROOT)},
                               timeout=300, check=True)
         types = proc.stdout.split()
-    rules = rules_text()
-    models = [SweepModel(id=f"arch/{t}", revision=recipe_revision(t, ref_version, rules),
-                         model_type=t) for t in types]
+    models = [SweepModel(id=f"arch/{t}", revision=sweep_revision(t, ref_version), model_type=t)
+              for t in types]
     report.discovered = len(models)
     targets = [replace(t, stages=tuple(s for s in t.stages if s in ARCH_MAP_STAGES))
                for t, _e in envs]

@@ -12,7 +12,7 @@ import re
 import shlex
 import socket
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -155,7 +155,28 @@ def ensure_reference(model_dir: Path, model: dict[str, Any], settings: ProbeSett
             bad = next((r for r in records if r["status"] != "pass"), records[-1])
             return None, (f"no transformers reference: transformers {bad['stage']} "
                           f"{bad['status']} ({bad.get('failure_class') or bad.get('message')})")
-        return parity.write_reference(path, generate), None
+        horizons = _precision_horizons(model_dir, model, records, ref_settings, say)
+        return parity.write_reference(path, generate, horizons), None
+
+
+def _precision_horizons(model_dir: Path, model: dict[str, Any], records: list[dict[str, Any]],
+                        settings: ProbeSettings, say: Callable[[str], None]
+                        ) -> dict[str, int | None] | None:
+    """Run the reference again in float32: where its tokens leave the released-dtype ones,
+    the reference cannot rule (see probes.parity). None when the model is float32 already or
+    the twin did not run (parity then stays strict)."""
+    load = next((r for r in records if r["stage"] == "load"), {})
+    if (load.get("metrics") or {}).get("dtype") in (None, "float32"):
+        return None
+    twin = probe(model_dir, "transformers", None, ["load", "generate"], model_id=model["id"],
+                 settings=replace(settings, options={**settings.options, "dtype": "float32"},
+                                  log_suffix="-reference-float32"), say=say)
+    generate = next((r for r in twin if r["stage"] == "generate"), None)
+    if generate is None or generate["status"] != "pass":
+        return None
+    released = next(r for r in records if r["stage"] == "generate")
+    return parity.precision_horizons(released["output"]["completions"],
+                                     generate["output"]["completions"])
 
 
 def _probe_in_docker(model_dir: Path, engine: str, version: str | None, stages: list[str],

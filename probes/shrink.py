@@ -11,7 +11,7 @@ the building half imports transformers and torch inside its functions and so run
 transformers engine environment (the probe child side).
 
     python -m probes.shrink CONFIG_OR_DIR OUT_DIR [--model-type T] [--check]
-    python -m probes.shrink --list-types
+    python -m probes.shrink --list-types          # every causal-LM type, then sweep_variants.json
     python -m probes.shrink --sweep OUT_ROOT [--types a,b] [--report failures.json]
 """
 
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 RULES_PATH = Path(__file__).with_name("shrink_rules.json")
+VARIANTS_PATH = Path(__file__).with_name("sweep_variants.json")
 SHRINK_VERSION = 3  # bump when a rule change alters what a shrink builds
 
 # Files of a tokenizer that travel with the shrunk copy unchanged.
@@ -571,6 +572,37 @@ def causal_lm_model_types() -> list[str]:
     return sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
 
 
+def sweep_types() -> list[str]:
+    """What the sweep covers: every causal-LM model_type, then the variants file's entries
+    whose base this transformers knows."""
+    types = causal_lm_model_types()
+    known = set(types)
+    return types + [v for v in sorted(load_variants()) if v.split("+", 1)[0] in known]
+
+
+def load_variants(path: Path | None = None) -> dict[str, dict[str, Any]]:
+    data = json.loads(Path(path or VARIANTS_PATH).read_text(encoding="utf-8"))
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
+def split_variant(token: str) -> tuple[str, dict[str, Any]]:
+    """`gemma4_text+moe` -> ("gemma4_text", the switches it sets); a plain type -> (type, {})."""
+    if "+" not in token:
+        return token, {}
+    variants = load_variants()
+    if token not in variants:
+        raise ShrinkError(f"unknown sweep variant {token!r}; known: {', '.join(sorted(variants))}")
+    return token.split("+", 1)[0], dict(variants[token].get("set", {}))
+
+
+def sweep_revision(token: str, transformers_version: str) -> str:
+    """The revision of `arch/<token>`: the rules, plus the variant's own entry for a variant."""
+    extra = ""
+    if "+" in token:
+        extra = json.dumps(load_variants().get(token), sort_keys=True)
+    return recipe_revision(token, transformers_version, rules_text() + extra)
+
+
 def _aliases(model_type: str | None) -> dict[str, str]:
     from transformers import CONFIG_MAPPING
 
@@ -784,19 +816,21 @@ def shrink_model_type(model_type: str, out_dir: Path, *, seed: int = 0) -> Shrin
     import transformers
     from transformers import AutoConfig
 
+    token = model_type  # a model_type, or BASE+VARIANT from the variants file
+    model_type, switches = split_variant(token)
     fam = load_rules().family(model_type)
     if fam.get("unshrinkable"):
         raise ShrinkError(f"{model_type}: {fam['unshrinkable']}")
-    kwargs = fam.get("default_kwargs", {})
+    kwargs = {**fam.get("default_kwargs", {}), **switches}
     try:
         source = AutoConfig.for_model(model_type, **kwargs).to_dict()
     except Exception as exc:  # noqa: BLE001
-        raise ShrinkError(f"no default config for {model_type}: {_first_line(exc)}") from exc
+        raise ShrinkError(f"no default config for {token}: {_first_line(exc)}") from exc
     source["model_type"] = model_type
-    revision = recipe_revision(model_type, transformers.__version__, rules_text())
+    revision = sweep_revision(token, transformers.__version__)
     return shrink_config(source, out_dir, seed=seed,
-                         meta={"id": f"arch/{model_type}", "revision": revision,
-                               "source": f"transformers {transformers.__version__}: {model_type}"})
+                         meta={"id": f"arch/{token}", "revision": revision,
+                               "source": f"transformers {transformers.__version__}: {token}"})
 
 
 def shrink_path(config_or_dir: Path, out_dir: Path, *, model_type: str | None = None,
@@ -853,7 +887,7 @@ def sweep(out_root: Path, types: list[str] | None = None, *, generate: bool = Tr
         pass
     torch.set_num_threads(1)
     rows = []
-    for model_type in types or causal_lm_model_types():
+    for model_type in types or sweep_types():
         started = time.monotonic()
         row: dict[str, Any] = {"model_type": model_type}
         try:
@@ -894,7 +928,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.list_types:
-        print("\n".join(causal_lm_model_types()))
+        print("\n".join(sweep_types()))
         return 0
     if args.sweep:
         types = [t for t in (args.types or "").split(",") if t] or None

@@ -167,3 +167,36 @@ def test_parity_stage_outcome(tmp_path):
     bad = parity.parity_stage({"reference_path": str(path)}, wrong, 5)
     assert (bad.status, bad.failure_class) == ("fail", "wrong_output")
     assert bad.output["details"][0]["first_divergence"] == 0
+
+
+# -- the precision horizon: where transformers itself changes with precision -----------------
+
+def test_precision_horizons_are_the_first_token_where_float32_leaves_the_reference():
+    f32 = [completion("p", [10, 10, 11], REF_TOPS), completion("q", [5, 6], REF_TOPS[:2])]
+    released = REF + [completion("q", [5, 6], REF_TOPS[:2])]
+    assert parity.precision_horizons(released, f32) == {"p": 2, "q": None}
+    shorter = [completion("p", [10, 10], REF_TOPS[:2])]
+    assert parity.precision_horizons(REF, shorter) == {"p": 2}
+
+
+def test_divergence_past_the_horizon_is_noise_before_it_still_fails():
+    # The engine leaves the reference at token 2 with a token outside its top-k.
+    got_tops = REF_TOPS[:2] + [[(77, -0.05), (78, -3.0), (79, -4.0)]]
+    got = [completion("p", [10, 10, 77], got_tops)]
+    strict = parity.check_logprobs_close(REF, got)
+    assert (strict.status, strict.failure_class) == ("fail", "wrong_output")
+    noisy = parity.check_logprobs_close(REF, got, horizons={"p": 2})
+    assert noisy.status == "degraded" and noisy.failure_class is None
+    assert "precision horizon" in noisy.message and noisy.details[0]["within_precision_noise"]
+    later = parity.check_logprobs_close(REF, got, horizons={"p": 3})
+    assert later.status == "fail"  # the reference was stable there: the engine's fault
+
+
+def test_reference_keeps_its_horizons_and_the_stage_uses_them(tmp_path):
+    path = parity.write_reference(tmp_path / "ref.json", generate_record(), {"p": 0})
+    assert parity.load_horizons(path) == {"p": 0}
+    wrong = [completion("p", [99, 10, 10], [[(99, -0.01)]] + REF_TOPS[1:])]
+    outcome = parity.parity_stage({"reference_path": str(path)}, wrong, 5)
+    assert outcome.status == "degraded"
+    old = parity.write_reference(tmp_path / "old.json", generate_record())
+    assert parity.load_horizons(old) == {}  # written without: parity stays strict

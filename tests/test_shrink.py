@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from probes.fixtures import TOKENIZER_STYLES
-from probes.shrink import (ShrinkError, choose_layers, evaluate, load_rules,
-                           shrink_config_dict)
+from probes.shrink import (ShrinkError, choose_layers, evaluate, load_rules, load_variants,
+                           shrink_config_dict, split_variant)
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDED = ROOT / "tests" / "fakehub" / "recordings" / "files"
@@ -311,3 +311,40 @@ def test_unknown_tokenizer_style_is_refused(tf_env, tmp_path):
         build_tokenizer(Path({str(tmp_path)!r}), style="wordpiece")
     """)
     assert proc.returncode != 0 and "unknown tokenizer style 'wordpiece'" in proc.stderr
+
+
+# ------------------------------------------------------------------ sweep variants -----------
+
+def test_variants_file_is_consistent():
+    variants = load_variants()
+    assert "gemma4_text+moe" in variants  # Gemma 4's MoE release: its default config is dense
+    for token, entry in variants.items():
+        base, name = token.split("+", 1)
+        assert base and name and set(entry) <= {"why", "set"} and entry["why"], token
+        assert split_variant(token) == (base, entry["set"])
+    assert split_variant("llama") == ("llama", {})
+    with pytest.raises(ShrinkError, match="unknown sweep variant 'llama\\+nope'"):
+        split_variant("llama+nope")
+
+
+def test_variant_revision_is_its_own_and_base_revisions_ignore_the_variants(tmp_path):
+    from probes.shrink import recipe_revision, rules_text, sweep_revision
+
+    assert sweep_revision("gemma4_text", "5.23.0") == recipe_revision(
+        "gemma4_text", "5.23.0", rules_text())
+    assert sweep_revision("gemma4_text+moe", "5.23.0") != sweep_revision("gemma4_text", "5.23.0")
+
+
+def test_variant_shrinks_with_its_switches_on(tf_env, tmp_path):
+    out = tmp_path / "moe"
+    proc = subprocess.run([tf_env.python, "-m", "probes.shrink", "--model-type",
+                           "gemma4_text+moe", str(out), "--check"], capture_output=True,
+                          text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model_type"] == "gemma4_text" and cfg["enable_moe_block"] is True
+    assert cfg["top_k_experts"] == 8 and cfg["num_experts"] >= 8  # routing kept, experts shrunk
+    assert cfg["hidden_size_per_layer_input"] == 0
+    meta = json.loads((out / "dayone.json").read_text())
+    assert meta["id"] == "arch/gemma4_text+moe"

@@ -22,9 +22,10 @@ from probes.stages import ARCH_MAP_STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINES = ("transformers", "llamacpp", "vllm", "sglang")
-# gemma4_text: the Gemma 4 text stack (llama.cpp needs its SentencePiece-style tokenizer);
-# gpt_oss: attention sinks, which SGLang's CPU attention backend lacks; musicgen: refused.
-TYPES = ("gemma4_text", "gpt_oss", "musicgen")
+# gemma4_text: the Gemma 4 text stack (llama.cpp needs its SentencePiece-style tokenizer), and
+# its MoE release as a sweep variant; gpt_oss: attention sinks, which SGLang's CPU attention
+# backend lacks; musicgen: refused by the shrink.
+TYPES = ("gemma4_text", "gemma4_text+moe", "gpt_oss", "musicgen")
 
 
 def results(home: Path) -> dict[tuple[str, str, str], tuple[str, str | None, str | None]]:
@@ -70,6 +71,7 @@ def test_refused_architecture_is_an_error_with_why_everywhere(swept):
 def test_verdicts_of_the_motivating_families(swept):
     _home, got = swept
     assert got[("arch/gemma4_text", "transformers", "generate")][0] == "pass"
+    assert got[("arch/gemma4_text+moe", "transformers", "generate")][0] == "pass"
     # our fixture tokenizer in Gemma 4's own shape: conversion is llama.cpp's verdict, not ours
     assert got[("arch/gemma4_text", "llamacpp", "convert")][0] == "pass"
     assert got[("arch/gemma4_text", "llamacpp", "generate")][0] == "pass"
@@ -86,8 +88,9 @@ def test_parallel_probes_share_one_reference(swept):
     for (model, engine, stage), (status, _cls, message) in got.items():
         if stage == "parity" and got[(model, "transformers", "generate")][0] == "pass":
             assert "no transformers reference" not in (message or ""), (model, engine, message)
-    for model_type in ("gemma4_text", "gpt_oss"):
-        refs = list((home / "nightly" / "logs").glob(f"*/arch_{model_type}/transformers-*-reference"))
+    for model_type in ("gemma4_text", "gemma4_text+moe", "gpt_oss"):
+        safe = model_type.replace("+", "_")  # as the log directory names it
+        refs = list((home / "nightly" / "logs").glob(f"*/arch_{safe}/transformers-*-reference"))
         assert len(refs) <= 1, refs  # none when an earlier run cached this revision's
 
 

@@ -30,14 +30,15 @@ class Engine(EngineBase):
         self.tokenizer = AutoTokenizer.from_pretrained(
             self.model_dir, trust_remote_code=self.trust_remote_code)
         # dtype="auto": the model's own dtype, as released (a float32 probe of a bf16 model
-        # can give false reds and false greens).
+        # can give false reds and false greens). Option `dtype` overrides it: the parity
+        # reference's float32 twin (matrix.probing.ensure_reference) uses it.
         import transformers
 
         # 4.x calls the argument torch_dtype; 5.x dtype.
         dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
         self.model, info = AutoModelForCausalLM.from_pretrained(
             self.model_dir, trust_remote_code=self.trust_remote_code,
-            output_loading_info=True, **{dtype_arg: "auto"})
+            output_loading_info=True, **{dtype_arg: self.options.get("dtype") or "auto"})
         self.model.to(device).eval()
         load_s = time.perf_counter() - t0
         # transformers silently re-initialises missing tensors at random: that is not a load.
