@@ -24,16 +24,20 @@ def _engine_filter(engine: str) -> list[Any]:
 
 def results(session: Session, model: str | None = None, engine: str | None = None,
             stage: str | None = None, since: dt.datetime | dt.date | str | None = None,
-            limit: int | None = None, *, status: str | None = None, offset: int = 0
-            ) -> list[dict[str, Any]]:
+            limit: int | None = None, *, status: str | None = None, offset: int = 0,
+            model_prefix: str | None = None, with_output: bool = True) -> list[dict[str, Any]]:
     """Stored records, exactly as ingested (the contract), newest first. `since`: results
-    started at or after it (a naive time means UTC; a date means its midnight UTC)."""
+    started at or after it (a naive time means UTC; a date means its midnight UTC).
+    `model_prefix`: models whose id starts with it ("arch/": the sweep's architectures).
+    `with_output=False` leaves out the bulky `output` (token ids, logprobs)."""
     query = (select(Result.raw, Result.output)
              .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
              .join(Environment, Environment.id == Result.environment_pk)
              .order_by(Result.started_at.desc(), Result.id.desc()))
     if model is not None:
         query = query.where(ModelRevision.model_id == model)
+    if model_prefix is not None:
+        query = query.where(ModelRevision.model_id.startswith(model_prefix, autoescape=True))
     if engine is not None:
         query = query.where(*_engine_filter(engine))
     if stage is not None:
@@ -51,7 +55,7 @@ def results(session: Session, model: str | None = None, engine: str | None = Non
     out = []
     for raw, output in session.execute(query):
         record = dict(raw)
-        if output is not None:
+        if output is not None and with_output:
             record["output"] = output
         out.append(record)
     return out
@@ -94,6 +98,8 @@ def matrix(session: Session, *, engine: str | None = None, family: str | None = 
                     CellLatest.stage, CellLatest.status, CellLatest.failure_class,
                     CellLatest.started_at, CellLatest.result_pk, Environment.environment_id)
              .join(Environment, Environment.id == CellLatest.environment_pk))
+    if model_prefix is not None:
+        query = query.where(ModelRevision.model_id.startswith(model_prefix, autoescape=True))
     if engine is not None:
         query = query.where(*_engine_filter(engine))
     observed: list[Observation] = []

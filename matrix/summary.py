@@ -53,6 +53,7 @@ class Observation:
     run_id: str | None = None
     failure_class: str | None = None
     release_date: dt.date | None = None
+    message: str | None = None
 
 
 ResultLike = Union[Observation, Mapping[str, Any]]
@@ -90,7 +91,7 @@ def observe(result: ResultLike) -> Observation:
         started_at=parse_time(result["started_at"]),
         environment_id=environment_id(engine), run_id=result.get("run_id"),
         failure_class=result.get("failure_class"),
-        release_date=parse_date(model.get("release_date")))
+        release_date=parse_date(model.get("release_date")), message=result.get("message"))
 
 
 def observations(results: Iterable[ResultLike]) -> list[Observation]:

@@ -227,6 +227,44 @@ def results(
         _print_records(records, as_json)
 
 
+@app.command(name="map")
+def arch_map_command(
+    engine: Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="Engine columns (default: every engine with results)")] = None,
+    markdown: Annotated[bool, typer.Option("--markdown", help="A Markdown table")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Cells and coverage as JSON")] = False,
+    db: DbOption = None,
+) -> None:
+    """The architecture map from the sweep: which engine runs which architecture, and how much
+    of it has a verdict in every engine."""
+    from matrix import archmap, queries
+
+    store = _store(db)
+    with store.session() as session:
+        records = queries.results(session, model_prefix=archmap.ARCH_PREFIX, with_output=False)
+    if not records:
+        raise _fail("no architecture results in the store: run `dayone sweep` first")
+    amap = archmap.arch_map(records)
+    engines = list(engine or sorted({e for row in amap.values() for e in row}))
+    cover = archmap.coverage(amap, engines)
+    if as_json:
+        print(json.dumps({"coverage": cover, "cells": {
+            a: {e: c.__dict__ for e, c in row.items()} for a, row in amap.items()}}))
+        return
+    if markdown:
+        sys.stdout.write(archmap.map_markdown(amap, engines))
+    else:
+        from rich.table import Table
+
+        table = Table("architecture", *engines)
+        for arch, row in amap.items():
+            table.add_row(arch, *[row.get(e, archmap.MapCell(None)).label() for e in engines])
+        out.print(table)
+    err.print(f"{cover['verdict_in_every_engine']}/{cover['architectures']} architectures "
+              f"({cover['percent']}%) have a verdict in every engine; per engine: "
+              + "; ".join(f"{e} {dict(sorted(c.items()))}" for e, c in cover["per_engine"].items()),
+              markup=False)
+
+
 def _print_summary(records: list[dict], as_json: bool = False) -> None:
     from datetime import datetime, timezone
 
