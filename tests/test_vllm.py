@@ -23,6 +23,7 @@ from matrix import env_patches
 from matrix.environments import ensure_env
 from matrix.probing import ProbeSettings, probe
 from probes import fixtures
+from probes.engines.base import context_window
 from probes.engines.vllm_engine import model_dtype, registry_verdict, top_logprobs
 from probes.parity import write_reference
 
@@ -73,6 +74,18 @@ def test_model_dtype_is_the_checkpoints_own():
     assert model_dtype({"torch_dtype": "torch.float32"}) == "float32"
     assert model_dtype({"text_config": {"dtype": "bfloat16"}}) == "bfloat16"
     assert model_dtype({}) == "auto"
+
+
+@pytest.mark.parametrize("config, window", [
+    ({"n_positions": 1024}, 1024),  # GPT-2 style: asking 4096 is refused (a red of ours)
+    ({"max_position_embeddings": 131072}, 4096),  # capped: no 128k KV cache on this machine
+    ({"max_position_embeddings": 2048, "seq_length": 512}, 512),  # the smallest, as vLLM reads
+    ({"text_config": {"max_position_embeddings": 512}, "max_position_embeddings": 8}, 512),
+    ({"vocab_size": 10}, None),  # says nothing: the engine derives its own
+    ({"max_position_embeddings": True}, None),
+])
+def test_context_window_never_asks_more_than_the_config_states(config, window):
+    assert context_window(config) == window
 
 
 def test_torchvision_patch_is_pure_and_idempotent():

@@ -65,6 +65,23 @@ def torch_hardware(fallback: str) -> str:
     return fallback
 
 
+# The config keys a position limit goes by, as vLLM and SGLang read them (the smallest wins).
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length",
+                 "model_max_length", "max_sequence_length", "max_seq_length", "seq_len", "n_ctx")
+
+
+def context_window(config: dict[str, Any], cap: int = 4096) -> int | None:
+    """The window to ask a server for: the config's own limit, capped (a 128k window would
+    reserve a KV cache this machine does not have). None where the config states none: the
+    engine then derives its own. Asking for more than the config states is refused by vLLM and
+    SGLang, a red of ours (GPT-2-style configs say n_positions)."""
+    text = config.get("text_config")
+    scope = text if isinstance(text, dict) else config
+    found = [v for k in POSITION_KEYS for v in [scope.get(k)]
+             if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+    return min([*found, cap]) if found else None
+
+
 class EngineBase:
     """One engine in one probe child. Subclasses set `name`, `package`, `packages`, and define
     `stage_<name>(self) -> StageOutcome` for each stage they run."""

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from probes import parity, serving, throughput
-from probes.engines.base import EngineBase, HarnessError, StageFailure, StageOutcome
+from probes.engines.base import (EngineBase, HarnessError, StageFailure, StageOutcome,
+                                 context_window)
 from probes.engines.vllm_engine import env_patches_fingerprint, model_dtype
 
 SERVED_NAME = "dayone-model"
@@ -99,8 +100,8 @@ class Engine(EngineBase):
             config = {}
         self.config = config if isinstance(config, dict) else {}
         self.dtype = str(options.get("dtype") or model_dtype(self.config))
-        self.context_length = int(options.get("max_model_len") or min(
-            int(self.config.get("max_position_embeddings") or 4096), 4096))
+        self.context_length = (int(options["max_model_len"]) if options.get("max_model_len")
+                               else context_window(self.config))
         self.on_cpu = not self._has_gpu()
         # SGLang's processes talk over IPC sockets in TMPDIR; a socket path over 107 bytes
         # fails to bind, and per-run work dirs can be deep: a short per-run dir instead.
@@ -132,7 +133,8 @@ class Engine(EngineBase):
     def server_argv(self, port: int) -> list[str]:
         argv = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(self.model_dir),
                 "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
-                "--dtype", self.dtype, "--context-length", str(self.context_length),
+                "--dtype", self.dtype,
+                *(["--context-length", str(self.context_length)] if self.context_length else []),
                 "--random-seed", "0",
                 # Without a cap SGLang reserves most of the machine's memory for KV cache.
                 "--max-total-tokens", str(int(self.options.get("max_total_tokens", 8192))),

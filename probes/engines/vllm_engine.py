@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from probes import features, parity, serving, throughput
-from probes.engines.base import EngineBase, HarnessError, StageFailure, StageOutcome, cpu_name
+from probes.engines.base import (EngineBase, HarnessError, StageFailure, StageOutcome,
+                                 context_window, cpu_name)
 
 # Tool calls need a parser flag on vLLM (recorded in the tool_call stage's metrics); random
 # weights inside a JSON grammar write whitespace until max_tokens unless it is disallowed.
@@ -95,8 +96,8 @@ class Engine(EngineBase):
         super().__init__(model_dir, options, workdir)
         self.config = self._read_config()
         self.dtype = str(options.get("dtype") or model_dtype(self.config))
-        self.max_model_len = int(options.get("max_model_len") or min(
-            int(self.config.get("max_position_embeddings") or 4096), 4096))
+        self.max_model_len = (int(options["max_model_len"]) if options.get("max_model_len")
+                              else context_window(self.config))
         self.load_metrics: dict[str, Any] = {}
         self.server_multiprocessing = bool(options.get("server_multiprocessing", True))
         # vLLM's processes talk over IPC sockets under VLLM_RPC_BASE_PATH (default TMPDIR); a
@@ -267,7 +268,8 @@ class Engine(EngineBase):
         return [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
                 "--model", str(self.model_dir), "--served-model-name", SERVED_NAME,
                 "--host", "127.0.0.1", "--port", str(port), "--dtype", self.dtype,
-                "--enforce-eager", "--max-model-len", str(self.max_model_len), "--seed", "0",
+                "--enforce-eager", "--seed", "0",
+                *(["--max-model-len", str(self.max_model_len)] if self.max_model_len else []),
                 # only when asked for: an older release may not know these flags
                 *(TOOL_PARSER if "tool_call" in self.requested_stages else ()),
                 *(STRUCTURED_OUTPUTS if "json_schema" in self.requested_stages else ()),
