@@ -37,7 +37,7 @@ from typing import Any
 
 RULES_PATH = Path(__file__).with_name("shrink_rules.json")
 VARIANTS_PATH = Path(__file__).with_name("sweep_variants.json")
-SHRINK_VERSION = 3  # bump when a rule change alters what a shrink builds
+SHRINK_VERSION = 4  # bump when a rule change alters what a shrink builds (4: nested configs)
 
 # Files of a tokenizer that travel with the shrunk copy unchanged.
 TOKENIZER_FILES = (
@@ -725,6 +725,7 @@ def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path 
         raise ShrinkError(f"model build failed after shrink: {_first_line(exc)}") from exc
     _randomize_zero_inits(model, seed)
     model.save_pretrained(out_dir, safe_serialization=True)
+    _strip_nested_bookkeeping(out_dir / "config.json")
     vocab = _vocab_size(config)
     if keep_vocab:
         for p in tok_files:
@@ -765,6 +766,29 @@ def _vocab_size(config: Any) -> int:
         if _is_int(value):
             return value
     return load_rules().targets["vocab_size"]
+
+
+# What transformers writes into a nested sub-config (DBRX's attn_config, MPT's) when it saves one
+# whole: bookkeeping no release carries. An older transformers inside an engine refuses the
+# unknown keys (vLLM 0.32: "Found unknown kwargs={'_name_or_path': ''...}"), a red of ours.
+NESTED_BOOKKEEPING = {"_name_or_path": "", "output_attentions": False,
+                      "output_hidden_states": False, "return_dict": True,
+                      "chunk_size_feed_forward": 0, "problem_type": None, "architectures": None,
+                      "id2label": {"0": "LABEL_0", "1": "LABEL_1"},
+                      "label2id": {"LABEL_0": 0, "LABEL_1": 1}}
+
+
+def _strip_nested_bookkeeping(config_path: Path) -> None:
+    config = json.loads(config_path.read_text())
+    changed = False
+    for value in config.values():
+        if isinstance(value, dict) and "_name_or_path" in value:  # a sub-config saved whole
+            for key, default in NESTED_BOOKKEEPING.items():
+                if key in value and value[key] == default:
+                    del value[key]
+                    changed = True
+    if changed:
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _fixture_tokenizer(out_dir: Path, model_type: str | None) -> Any:

@@ -348,3 +348,19 @@ def test_variant_shrinks_with_its_switches_on(tf_env, tmp_path):
     assert cfg["hidden_size_per_layer_input"] == 0
     meta = json.loads((out / "dayone.json").read_text())
     assert meta["id"] == "arch/gemma4_text+moe"
+
+
+def test_nested_sub_configs_lose_save_bookkeeping_only(tmp_path):
+    from probes.shrink import _strip_nested_bookkeeping
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({
+        "model_type": "dbrx", "output_attentions": False,  # top level: left alone
+        "attn_config": {"_name_or_path": "", "output_attentions": False, "clip_qkv": 8.0,
+                        "return_dict": True, "model_type": "", "problem_type": "regression"},
+        "text_config": {"hidden_size": 64, "output_attentions": False}}))  # not saved whole
+    _strip_nested_bookkeeping(path)
+    got = json.loads(path.read_text())
+    assert got["attn_config"] == {"clip_qkv": 8.0, "model_type": "",
+                                  "problem_type": "regression"}  # a set value stays
+    assert got["output_attentions"] is False and got["text_config"]["output_attentions"] is False
