@@ -146,7 +146,10 @@ class Engine(EngineBase):
     def server_env(self) -> dict[str, str]:
         env = {"HF_HOME": str(self.workdir / "hf-home"), "HF_HUB_OFFLINE": "1",
                "TMPDIR": self.tmp_dir,
-               "TRANSFORMERS_OFFLINE": "1", "SGLANG_DISABLE_REQUEST_LOGGING": "1"}
+               "TRANSFORMERS_OFFLINE": "1", "SGLANG_DISABLE_REQUEST_LOGGING": "1",
+               # A crashing server otherwise sleeps 5 s and tries py-spy and CUDA core dumps
+               # before it exits; the probe keeps the log, which is the evidence we use.
+               "SGLANG_PYSPY_DUMP_BEFORE_CRASH": "0", "SGLANG_CUDA_COREDUMP_BEFORE_CRASH": "0"}
         if self.on_cpu:
             env["SGLANG_USE_CPU_ENGINE"] = "1"
         return env
