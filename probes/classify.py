@@ -68,6 +68,23 @@ def classify(log_text: str, engine: str | None = None,
     return Match("unknown", None, None, None)
 
 
+# When no rule matches, the line that says the most: an engine's own load error, else the
+# last Python exception line (a generic wrapper such as "server exited ... before it was
+# ready" tells a reader nothing).
+TELLING_LINES = (re.compile(r"error loading model: .+"),
+                 re.compile(r"^\s*(?:[\w.]+\.)?[A-Z]\w*(?:Error|Exception)(?::\s.*)?$"))
+
+
+def telling_line(log_text: str) -> tuple[str, int] | None:
+    """(line, 1-based number) of the most telling line of a log, or None."""
+    lines = log_text.splitlines()
+    for pattern in TELLING_LINES:
+        for no in range(len(lines) - 1, -1, -1):
+            if pattern.search(lines[no]):
+                return lines[no].strip()[:2000], no + 1
+    return None
+
+
 def status_for_class(failure_class: str | None) -> str:
     return STATUS_FOR_CLASS.get(failure_class or "", "fail")
 

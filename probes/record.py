@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from probes import __version__
-from probes.classify import classify, excerpt, status_for_class
+from probes.classify import classify, excerpt, status_for_class, telling_line
 from probes.runner import ProbeOutcome
 from probes.stages import blocked_message, lets_next_run
 
@@ -54,6 +54,11 @@ def classified(log_text: str, engine: str, message: str | None) -> Verdict:
     m = classify(log_text, engine)
     if m.rule is None and message:
         m = classify(message, engine)
+    if m.rule is None and not (message and telling_line(message)):
+        told = telling_line(log_text)
+        if told:  # unknown, and the message is a generic wrapper: say what the engine said
+            return Verdict(status_for_class(m.failure_class), m.failure_class, told[0],
+                           excerpt(log_text, told[1]))
     # The rule's matched line says more than a generic last line ("You can update ...").
     return Verdict(status_for_class(m.failure_class), m.failure_class,
                    m.line or message, excerpt(log_text, m.line_no))

@@ -33,6 +33,12 @@ CASES: dict[str, tuple[str, str]] = {
     "config_shape_mismatch": ("size mismatch for weight: copying a param with shape torch.Size([4, 64]) from checkpoint, the shape in current model is torch.Size([128, 64]).", "config_conflict"),
     # SGLang 0.5.23 reads config.head_dim of Gemma 4, which transformers 5.x keeps per layer: issue 8 sweep
     "per_layer_attribute": ("transformers.integrations.heterogeneity.configuration_utils.AmbiguousGlobalPerLayerAttributeError: 'head_dim' is a per-layer attribute and may vary across layers. Access it via the individual layer configs instead (e.g. config.per_layer_config[i].head_dim).", "config_conflict"),
+    # issue 8 sweep, SGLang 0.5.23 on BART: its transformers fallback cannot take the model
+    "sglang_no_implementation": ("ValueError: BartForCausalLM has no SGlang implementation and the Transformers implementation is not compatible with SGLang.", "unsupported_architecture"),
+    # issue 8 sweep, vLLM 0.32's transformers fallback on Bamba / BART / BERT
+    "vllm_fallback_incompatible": ("ValueError: Layer 0 (linear_attention) does not dispatch through the Transformers attention interface and vLLM has no other way to handle it.", "unsupported_architecture"),
+    "not_on_cpu": ("NotImplementedError: Sparse Attention is not supported on CPU.", "kernel_or_dtype"),  # vLLM 0.32, DeepSeek V3.2
+    "llamacpp_tensor_shape": ("llama_model_load: error loading model: check_tensor_dims: tensor 'token_embd.weight' has wrong shape; expected    512,    448, got    512,    443,      1,      1", "corrupt_or_missing_weights"),
     "config_conflict": ("ValueError: 'qwen3_next' is already used by a Transformers config, pick another name.", "config_conflict"),
     "truncated_safetensors": ("safetensors_rust.SafetensorError: Error while deserializing header: incomplete metadata, file not fully covered", "corrupt_or_missing_weights"),
     "missing_weights": ("RuntimeError: Cannot find any model weights with `/models/x`", "corrupt_or_missing_weights"),
@@ -101,3 +107,25 @@ def test_classify_cli_plain_and_json(tmp_path):
     assert proc.stdout.splitlines()[0] == "crash"
     proc = run_dayone("classify", str(tmp_path / "missing.log"), check=False)
     assert proc.returncode == 2 and "cannot read" in proc.stderr
+
+
+def test_unknown_failure_says_what_the_engine_said_not_a_generic_wrapper():
+    from probes.classify import telling_line
+    from probes.record import classified
+
+    log = ("[2026-11-23 16:27:32] Ignore import error when loading sglang.srt.models.x: nope\n"
+           "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+           "KeyError: 'layers.1.mlp.gate.e_score_correction_bias'\n"
+           "[2026-11-23 16:27:40] SIGQUIT received.\n")
+    assert telling_line(log) == ("KeyError: 'layers.1.mlp.gate.e_score_correction_bias'", 4)
+    v = classified(log, "sglang", "server exited with status -9 before it was ready")
+    assert (v.status, v.failure_class) == ("fail", "unknown")
+    assert v.message == "KeyError: 'layers.1.mlp.gate.e_score_correction_bias'"
+    # the child's own exception line is kept when it is one
+    assert classified(log, "vllm", "AssertionError: no group").message == "AssertionError: no group"
+    # llama.cpp's own load error beats the Python wrapper that follows it
+    gguf = ("llama_model_load: error loading model: done_getting_tensors: wrong number of "
+            "tensors; expected 40, got 38\nValueError: Failed to load model from file: m.gguf\n")
+    assert classified(gguf, "llamacpp", None).message.startswith(
+        "llama_model_load: error loading model: done_getting_tensors")
+    assert telling_line("nothing to see\n") is None
