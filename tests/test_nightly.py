@@ -203,3 +203,36 @@ def test_sweep_subset_reports_every_architecture(tf_env, tmp_path):
     assert refused[4] == "error" and refused[6].startswith("shrink failed: musicgen")
     again = subprocess.run(proc.args, env=env, capture_output=True, text=True, timeout=600)
     assert json.loads(again.stdout.strip().splitlines()[-1])["tasks"] == 0  # refusals are final
+
+
+def test_nightly_probes_a_new_repo_in_every_engine(tf_env, tmp_path):
+    """`dayone nightly` against the fake hub: a new release, shrunk, in all four engines."""
+    from probes.engines import get_spec
+
+    engines = ("transformers", "llamacpp", "vllm", "sglang")
+    (tmp_path / "watch.toml").write_text('models = ["Qwen/Qwen3-0.6B"]\n')
+    with FakeHub(faults=False) as hub:
+        argv = [sys.executable, "-m", "service.cli", "nightly", "--watchlist",
+                str(tmp_path / "watch.toml"), "--endpoint", hub.url, "--jobs", "3",
+                "--max-heavy", "2", *[a for e in engines for a in ("--engine", e)]]
+        env = {**os.environ, "DAYONE_HOME": str(tmp_path), "PYTHONPATH": str(ROOT),
+               "HF_HUB_DISABLE_TELEMETRY": "1"}
+        first = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800,
+                               cwd=ROOT)
+        assert first.returncode == 0, first.stderr[-3000:]
+        again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600,
+                               cwd=ROOT)
+        sha = hub.repos["Qwen/Qwen3-0.6B"].sha
+    assert summary(first)["tasks"] == 4 and summary(again)["tasks"] == 0
+    with sqlite3.connect(tmp_path / "dayone.db") as db:
+        got = {(e, s): (st, msg) for e, s, st, msg in db.execute(
+            "select e.engine_name, r.stage, r.status, r.message from results r"
+            " join environments e on e.id = r.environment_pk"
+            " join model_revisions m on m.id = r.model_revision_pk"
+            " where m.model_id = 'Qwen/Qwen3-0.6B' and m.revision = ?", (sha,))}
+    for engine in engines:
+        for stage in get_spec(engine).stages:
+            status, message = got[(engine, stage)]
+            assert status != "error", (engine, stage, message)  # a verdict, not our failure
+    for engine in ("transformers", "llamacpp", "vllm"):
+        assert got[(engine, "load")][0] == "pass" and got[(engine, "generate")][0] == "pass"
