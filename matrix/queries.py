@@ -98,8 +98,6 @@ def matrix(session: Session, *, engine: str | None = None, family: str | None = 
                     CellLatest.stage, CellLatest.status, CellLatest.failure_class,
                     CellLatest.started_at, CellLatest.result_pk, Environment.environment_id)
              .join(Environment, Environment.id == CellLatest.environment_pk))
-    if model_prefix is not None:
-        query = query.where(ModelRevision.model_id.startswith(model_prefix, autoescape=True))
     if engine is not None:
         query = query.where(*_engine_filter(engine))
     observed: list[Observation] = []
