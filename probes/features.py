@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from probes.engines.base import HarnessError, StageFailure, StageOutcome
+from probes.modelinfo import random_weights
 from probes.serving import Server, free_port, http_json, start_server
 
 # -- the fixed workload ------------------------------------------------------------------------
@@ -435,16 +436,6 @@ def stage_tool_call(server: Server, model_dir: Path, *, parser: str | None = Non
         raise StageFailure(f"dayone-wrong-output: tool call arguments: {'; '.join(problems)}",
                            "wrong_output", metrics=metrics)
     return StageOutcome(metrics=metrics, output={"tool_call": function})
-
-
-def random_weights(model_dir: Path) -> bool:
-    """A model we built (a fixture, or an arch-tier shrunk copy): its weights are random."""
-    try:
-        meta = json.loads((Path(model_dir) / "dayone.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and (meta.get("weights") == "random"
-                                       or meta.get("tier") == "arch")
 
 
 def unfinished_call_of_random_weights(body: Any, model_dir: Path, name: str) -> bool:

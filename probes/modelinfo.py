@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -102,3 +103,37 @@ def read_model_info(model_dir: Path, model_id: str | None = None) -> ModelInfo:
         release_date=meta.get("release_date") if isinstance(meta.get("release_date"), str) else None,
         family=meta.get("family") if isinstance(meta.get("family"), str) else None,
     )
+
+
+def random_weights(model_dir: Path) -> bool:
+    """A model we built (a fixture, or an arch-tier shrunk copy): its weights are random."""
+    meta = _read_json(Path(model_dir) / "dayone.json") or {}
+    return meta.get("weights") == "random" or meta.get("tier") == "arch"
+
+
+# Sub-configs of a multimodal model, and the files its processor is read from.
+TOWER_KEYS = ("vision_config", "audio_config", "vision_tower_config", "visual")
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+
+
+PROCESSOR_ERROR = re.compile(r"Can't load (image processor|feature extractor|processor)"
+                             r"|preprocessor_config\.json|processor_config\.json")
+
+
+def incomplete_multimodal_copy(model_dir: Path, config: dict, error: str = "") -> str | None:
+    """Why a copy we built cannot be judged as a multimodal model: a shrunk default config has
+    no processor files, which every multimodal release ships and engines read at load. None
+    for a release, a text model, or a copy that has them. ERROR: what the load said (a model
+    without a tower sub-config, such as Fuyu, shows itself multimodal there)."""
+    towers = [k for k in TOWER_KEYS if k in config]  # a key set to null: a tower left out
+    multimodal = bool(towers) or bool(PROCESSOR_ERROR.search(error))
+    if not random_weights(model_dir) or not multimodal:
+        return None
+    missing = [k for k in towers if not config.get(k)]
+    has_files = any((Path(model_dir) / name).exists() for name in PROCESSOR_FILES)
+    if has_files and not missing:
+        return None
+    what = [f"no processor files ({' / '.join(PROCESSOR_FILES)})"] if not has_files else []
+    what += [f"{k} null (the default config leaves the tower out)" for k in missing]
+    return (f"our arch-tier copy of a multimodal model has {', '.join(what)}, where a release "
+            "ships them and the engine reads them")

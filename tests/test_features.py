@@ -324,3 +324,26 @@ def test_a_stage_without_verdict_blocks_nothing_a_failure_blocks_the_rest(tmp_pa
                          "vllm")
     assert [v.status for _s, v, _e in got] == ["fail", "skipped", "skipped"]
     assert got[1][1].message == "blocked by tool_call (fail)"
+
+
+def test_a_multimodal_copy_without_processor_files_is_ours_to_name(tmp_path):
+    from probes.modelinfo import incomplete_multimodal_copy
+
+    mm = {"model_type": "gemma4", "vision_config": {"hidden_size": 64}}
+    (tmp_path / "dayone.json").write_text('{"tier": "arch"}')
+    assert "no processor files" in incomplete_multimodal_copy(tmp_path, mm)
+    assert incomplete_multimodal_copy(tmp_path, {"model_type": "llama"}) is None  # text only
+    (tmp_path / "preprocessor_config.json").write_text("{}")
+    assert incomplete_multimodal_copy(tmp_path, mm) is None  # whole
+    release = tmp_path / "release"
+    release.mkdir()
+    assert incomplete_multimodal_copy(release, mm) is None  # a release is judged as it is
+    fuyu = tmp_path / "fuyu"  # no tower sub-config: the load's own words say it
+    fuyu.mkdir()
+    (fuyu / "dayone.json").write_text('{"tier": "arch"}')
+    said = "OSError: Can't load image processor for '/x/fuyu'."
+    assert incomplete_multimodal_copy(fuyu, {"model_type": "fuyu"}) is None
+    assert "no processor files" in incomplete_multimodal_copy(fuyu, {"model_type": "fuyu"}, said)
+    towerless = {"model_type": "gemma4", "vision_config": None, "audio_config": None}
+    (tmp_path / "preprocessor_config.json").unlink()
+    assert "vision_config null" in incomplete_multimodal_copy(tmp_path, towerless)

@@ -24,6 +24,7 @@ from probes import parity, serving, throughput
 from probes.engines.base import (EngineBase, HarnessError, StageFailure, StageOutcome,
                                  context_window)
 from probes.engines.vllm_engine import env_patches_fingerprint, model_dtype
+from probes.modelinfo import incomplete_multimodal_copy
 
 SERVED_NAME = "dayone-model"
 CPU_LABEL = "cpu-unsupported-path"
@@ -34,6 +35,7 @@ CPU_PATH_LIMITS = re.compile(
     r"|No module named '(cutlass|flashinfer|sgl_kernel\.\w+|deep_gemm|triton)'"
     r"|Torch not compiled with CUDA|Found no NVIDIA driver")
 MODEL_IMPORT_ERROR = re.compile(r"Ignore import error when loading sglang\.srt\.models\.(\w+): (.*)")
+IGNORED_IMPORT = re.compile(r"Ignore import error when loading")
 
 
 def cpu_path_limit(log_text: str, architecture: str | None, models_dir: Path | None
@@ -45,7 +47,8 @@ def cpu_path_limit(log_text: str, architecture: str | None, models_dir: Path | N
     unsupported, which would be a false red)."""
     lines = log_text.splitlines()
     for line in reversed(lines):
-        if CPU_PATH_LIMITS.search(line) and not MODEL_IMPORT_ERROR.search(line):
+        # A module SGLang skipped ("Ignore import error ...") stopped nothing by itself.
+        if CPU_PATH_LIMITS.search(line) and not IGNORED_IMPORT.search(line):
             return line.strip()[:500]
     if architecture and models_dir is not None:
         for m in MODEL_IMPORT_ERROR.finditer(log_text):
@@ -59,6 +62,13 @@ def cpu_path_limit(log_text: str, architecture: str | None, models_dir: Path | N
                 return (f"sglang.srt.models.{m.group(1)} (which implements {architecture}) does "
                         f"not import on the CPU path: {m.group(2).strip()[:300]}")
     return None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def sglang_models_dir() -> Path | None:
@@ -183,8 +193,12 @@ class Engine(EngineBase):
                 self.server_argv(port), port, log_path, ready_path="/health",
                 timeout_s=float(self.options.get("server_timeout_s", 420)),
                 env=self.server_env())
-        except StageFailure:
+        except StageFailure as exc:
             self._raise_if_cpu_path(log_path)
+            incomplete = incomplete_multimodal_copy(self.model_dir, self.config,
+                                                    _read_text(log_path))
+            if incomplete:  # the load failed on a copy we could not make whole: no verdict
+                raise HarnessError(f"no verdict: {incomplete}; load said: {exc}") from None
             raise
         start_s = time.perf_counter() - t0
         status, info = serving.http_json(f"{self.server.base_url}/get_model_info", timeout=30)

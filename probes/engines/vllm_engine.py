@@ -21,6 +21,7 @@ from typing import Any
 from probes import features, parity, serving, throughput
 from probes.engines.base import (EngineBase, HarnessError, StageFailure, StageOutcome,
                                  context_window, cpu_name)
+from probes.modelinfo import incomplete_multimodal_copy
 
 # Tool calls need a parser flag on vLLM (recorded in the tool_call stage's metrics); random
 # weights inside a JSON grammar write whitespace until max_tokens unless it is disallowed.
@@ -190,11 +191,16 @@ class Engine(EngineBase):
             self.llm = LLM(model=str(self.model_dir), dtype=self.dtype, enforce_eager=True,
                            max_model_len=self.max_model_len, seed=0,
                            trust_remote_code=self.trust_remote_code)
-        except ValueError as exc:
+        except Exception as exc:
             if "larger than the available KV cache" in str(exc):
                 # The KV budget is our setting (options kv_cache_gib), not the engine's fault.
                 raise HarnessError(f"dayone's KV cache budget is too small for this model: "
                                    f"{str(exc)[:400]} (raise options.kv_cache_gib)") from None
+            incomplete = incomplete_multimodal_copy(self.model_dir, self.config, str(exc))
+            if incomplete:  # the load failed on a copy we could not make whole: no verdict
+                raise HarnessError(f"no verdict: {incomplete}; load said: "
+                                   f"{str(exc).splitlines()[-1][:300] if str(exc) else exc!r}"
+                                   ) from None
             raise
         load_s = time.perf_counter() - t0
         model_config = self.llm.llm_engine.model_config
