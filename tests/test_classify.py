@@ -37,6 +37,9 @@ CASES: dict[str, tuple[str, str]] = {
     "sglang_no_implementation": ("ValueError: BartForCausalLM has no SGlang implementation and the Transformers implementation is not compatible with SGLang.", "unsupported_architecture"),
     # issue 8 sweep, vLLM 0.32's transformers fallback on Bamba / BART / BERT
     "vllm_fallback_incompatible": ("ValueError: Layer 0 (linear_attention) does not dispatch through the Transformers attention interface and vLLM has no other way to handle it.", "unsupported_architecture"),
+    # issue 8 sweep, SGLang 0.5.23's transformers fallback on an OPT / BERT / Bailing copy
+    "sglang_fallback_incompatible": ("ValueError: Unsupported TP style 'colwise_gather_output' for Transformers backend.", "unsupported_architecture"),
+    "attention_backend_required": ("AssertionError: One of the attention backends in ['fa3', 'triton', 'trtllm_mha'] is required for Exaone4ForCausalLM", "kernel_or_dtype"),  # SGLang 0.5.23 on CPU
     "not_on_cpu": ("NotImplementedError: Sparse Attention is not supported on CPU.", "kernel_or_dtype"),  # vLLM 0.32, DeepSeek V3.2
     "llamacpp_tensor_shape": ("llama_model_load: error loading model: check_tensor_dims: tensor 'token_embd.weight' has wrong shape; expected    512,    448, got    512,    443,      1,      1", "corrupt_or_missing_weights"),
     "config_conflict": ("ValueError: 'qwen3_next' is already used by a Transformers config, pick another name.", "config_conflict"),
