@@ -31,6 +31,7 @@ from typing import Any
 
 from matrix.discover import DiscoveredModel, Watchlist, discover
 from matrix.plan import DoneIndex, EnvironmentTarget, ProbeTask, plan, summarize
+from probes.runner import read_events
 from probes.stages import ARCH_MAP_STAGES
 
 HEAVY_ENGINES = frozenset({"vllm", "sglang"})
@@ -127,17 +128,9 @@ class Journal:
             self.path.unlink(missing_ok=True)
 
     def read(self) -> list[dict[str, Any]]:
-        out = []
-        try:
-            lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
-        except FileNotFoundError:
-            return out
-        for line in lines:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill mid-write: that task runs again
-        return out
+        # A line torn by a kill mid-write is skipped, as the runner skips a torn event: that
+        # task runs again.
+        return read_events(self.path)
 
 
 # --------------------------------------------------------------------------------------------

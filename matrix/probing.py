@@ -155,13 +155,13 @@ def ensure_reference(model_dir: Path, model: dict[str, Any], settings: ProbeSett
             bad = next((r for r in records if r["status"] != "pass"), records[-1])
             return None, (f"no transformers reference: transformers {bad['stage']} "
                           f"{bad['status']} ({bad.get('failure_class') or bad.get('message')})")
-        horizons = _precision_horizons(model_dir, model, records, ref_settings, say)
+        horizons = _precision_horizons(model_dir, model, records, generate, ref_settings, say)
         return parity.write_reference(path, generate, horizons), None
 
 
 def _precision_horizons(model_dir: Path, model: dict[str, Any], records: list[dict[str, Any]],
-                        settings: ProbeSettings, say: Callable[[str], None]
-                        ) -> dict[str, int | None] | None:
+                        released: dict[str, Any], settings: ProbeSettings,
+                        say: Callable[[str], None]) -> dict[str, int | None] | None:
     """Run the reference again in float32: where its tokens leave the released-dtype ones,
     the reference cannot rule (see probes.parity). None when the model is float32 already or
     the twin did not run (parity then stays strict)."""
@@ -174,7 +174,6 @@ def _precision_horizons(model_dir: Path, model: dict[str, Any], records: list[di
     generate = next((r for r in twin if r["stage"] == "generate"), None)
     if generate is None or generate["status"] != "pass":
         return None
-    released = next(r for r in records if r["stage"] == "generate")
     return parity.precision_horizons(released["output"]["completions"],
                                      generate["output"]["completions"])
 

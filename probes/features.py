@@ -256,27 +256,27 @@ def count_tokens(model_dir: Path, text: str) -> int | None:
 
 # -- server I/O --------------------------------------------------------------------------------
 
-def served_model(server: Server) -> str | None:
-    """The model id the server serves (first of /v1/models), for the requests' `model`."""
+def _first_served(server: Server) -> dict[str, Any]:
+    """The first entry of the server's /v1/models ({} when it answers nothing usable)."""
     try:
         status, body = http_json(f"{server.base_url}/v1/models", timeout=30)
     except OSError:
-        return None
+        return {}
     if status == 200 and isinstance(body, dict) and body.get("data"):
-        return body["data"][0].get("id")
-    return None
+        first = body["data"][0]
+        return first if isinstance(first, dict) else {}
+    return {}
+
+
+def served_model(server: Server) -> str | None:
+    """The model id the server serves (first of /v1/models), for the requests' `model`."""
+    return _first_served(server).get("id")
 
 
 def served_window(server: Server) -> int | None:
     """The context length the server says it serves (vLLM's max_model_len), if it says."""
-    try:
-        status, body = http_json(f"{server.base_url}/v1/models", timeout=30)
-    except OSError:
-        return None
-    if status == 200 and isinstance(body, dict) and body.get("data"):
-        value = body["data"][0].get("max_model_len")
-        return value if isinstance(value, int) else None
-    return None
+    value = _first_served(server).get("max_model_len")
+    return value if isinstance(value, int) else None
 
 
 def chat(server: Server, model: str | None, messages: list[dict[str, Any]], *,

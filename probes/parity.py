@@ -232,22 +232,27 @@ def write_reference(path: Path | str, generate_record: Mapping[str, Any],
     return path
 
 
-def load_reference(path: Path | str) -> list[dict[str, Any]]:
-    """The reference completions from a file written by write_reference (or a bare output)."""
+def read_reference(path: Path | str) -> tuple[list[dict[str, Any]], dict[str, int | None]]:
+    """(completions, precision horizons) from a file written by write_reference (or a bare
+    output); horizons are {} for a reference written without them."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     output = data.get("output", data) if isinstance(data, dict) else None
     completions = output.get("completions") if isinstance(output, dict) else None
     if not isinstance(completions, list) or not completions:
         raise ValueError(f"{path}: no reference completions")
-    return completions
+    horizons = data.get("precision_horizons")
+    return completions, ({str(k): (int(v) if isinstance(v, int) else None)
+                          for k, v in horizons.items()} if isinstance(horizons, dict) else {})
+
+
+def load_reference(path: Path | str) -> list[dict[str, Any]]:
+    """The reference completions from a file written by write_reference (or a bare output)."""
+    return read_reference(path)[0]
 
 
 def load_horizons(path: Path | str) -> dict[str, int | None]:
     """The reference's precision horizons ({} for a reference written without them)."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    horizons = data.get("precision_horizons") if isinstance(data, dict) else None
-    return {str(k): (int(v) if isinstance(v, int) else None)
-            for k, v in horizons.items()} if isinstance(horizons, dict) else {}
+    return read_reference(path)[1]
 
 
 def reference_prompt_ids(options: Mapping[str, Any]) -> dict[str, list[int]]:
@@ -274,8 +279,7 @@ def parity_stage(options: Mapping[str, Any], completions: list[Completion], top_
         raise HarnessError("parity needs a transformers reference: options['reference_path'] "
                            "is not set (run the transformers generate stage first)")
     try:
-        reference = load_reference(path)
-        horizons = load_horizons(path)
+        reference, horizons = read_reference(path)
     except (OSError, ValueError) as exc:
         raise HarnessError(f"unreadable parity reference {path}: {exc}") from exc
     try:

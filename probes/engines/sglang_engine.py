@@ -164,14 +164,10 @@ class Engine(EngineBase):
             env["SGLANG_USE_CPU_ENGINE"] = "1"
         return env
 
-    def _raise_if_cpu_path(self, log_path: Path) -> None:
+    def _raise_if_cpu_path(self, text: str) -> None:
         """On the CPU path, a failure of the path itself is `error` with the exact reason:
-        it says nothing about SGLang on its real target."""
+        it says nothing about SGLang on its real target. TEXT: the server's log."""
         if not self.on_cpu:
-            return
-        try:
-            text = log_path.read_text(errors="replace")
-        except OSError:
             return
         archs = self.config.get("architectures") or [None]
         reason = cpu_path_limit(text, archs[0], sglang_models_dir())
@@ -194,9 +190,9 @@ class Engine(EngineBase):
                 timeout_s=float(self.options.get("server_timeout_s", 420)),
                 env=self.server_env())
         except StageFailure as exc:
-            self._raise_if_cpu_path(log_path)
-            incomplete = incomplete_multimodal_copy(self.model_dir, self.config,
-                                                    _read_text(log_path))
+            log_text = _read_text(log_path)
+            self._raise_if_cpu_path(log_text)
+            incomplete = incomplete_multimodal_copy(self.model_dir, self.config, log_text)
             if incomplete:  # the load failed on a copy we could not make whole: no verdict
                 raise HarnessError(f"no verdict: {incomplete}; load said: {exc}") from None
             raise

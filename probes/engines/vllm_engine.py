@@ -196,11 +196,11 @@ class Engine(EngineBase):
                 # The KV budget is our setting (options kv_cache_gib), not the engine's fault.
                 raise HarnessError(f"dayone's KV cache budget is too small for this model: "
                                    f"{str(exc)[:400]} (raise options.kv_cache_gib)") from None
-            incomplete = incomplete_multimodal_copy(self.model_dir, self.config, str(exc))
+            said = str(exc)
+            incomplete = incomplete_multimodal_copy(self.model_dir, self.config, said)
             if incomplete:  # the load failed on a copy we could not make whole: no verdict
-                raise HarnessError(f"no verdict: {incomplete}; load said: "
-                                   f"{str(exc).splitlines()[-1][:300] if str(exc) else exc!r}"
-                                   ) from None
+                last = said.splitlines()[-1][:300] if said else repr(exc)
+                raise HarnessError(f"no verdict: {incomplete}; load said: {last}") from None
             raise
         load_s = time.perf_counter() - t0
         model_config = self.llm.llm_engine.model_config
