@@ -351,7 +351,7 @@ def test_variant_shrinks_with_its_switches_on(tf_env, tmp_path):
 
 
 def test_nested_sub_configs_lose_save_bookkeeping_only(tmp_path):
-    from probes.shrink import _strip_nested_bookkeeping
+    from probes.shrink.build import _strip_nested_bookkeeping
 
     path = tmp_path / "config.json"
     path.write_text(json.dumps({

@@ -1,0 +1,5 @@
+import sys
+
+from probes.shrink.cli import main
+
+sys.exit(main())

@@ -1,0 +1,296 @@
+"""Building a shrunk copy (transformers side: transformers and torch are imported inside the
+functions, so this runs in the transformers engine environment, the probe child side)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from probes.shrink.config import ShrinkPlan, shrink_config_dict
+from probes.shrink.rules import SHRINK_VERSION, ShrinkError, load_rules
+from probes.shrink.rules import is_int as _is_int
+
+# Files of a tokenizer that travel with the shrunk copy unchanged.
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+    "vocab.json", "merges.txt", "vocab.txt", "added_tokens.json", "chat_template.jinja",
+    "chat_template.json", "spiece.model", "sentencepiece.bpe.model",
+)
+
+
+
+@dataclass
+class ShrinkResult:
+    out_dir: Path
+    model_type: str
+    architecture: str | None
+    params: int
+    dtype: str
+    notes: list[str]
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"out_dir": str(self.out_dir), "model_type": self.model_type,
+                "architecture": self.architecture, "params": self.params, "dtype": self.dtype,
+                "notes": self.notes, "seconds": round(self.seconds, 3)}
+
+
+def _aliases(model_type: str | None) -> dict[str, str]:
+    from transformers import CONFIG_MAPPING
+
+    if not model_type or model_type not in CONFIG_MAPPING:
+        return {}
+    return dict(getattr(CONFIG_MAPPING[model_type], "attribute_map", {}) or {})
+
+
+def _config_from_dict(d: dict[str, Any]) -> Any:
+    from transformers import AutoConfig
+
+    d = copy.deepcopy(d)
+    model_type = d.pop("model_type", None)
+    if not model_type:
+        raise ShrinkError("config.json has no model_type")
+    for key in ("transformers_version", "_name_or_path"):
+        d.pop(key, None)
+    try:
+        return AutoConfig.for_model(model_type, **d)
+    except ValueError as exc:
+        if "Unrecognized model" in str(exc) or "does not recognize" in str(exc):
+            raise ShrinkError(f"transformers does not know model_type {model_type!r}") from exc
+        raise ShrinkError(f"config rejected after shrink: {first_line(exc)}") from exc
+    except Exception as exc:  # noqa: BLE001 - config validators raise many types
+        raise ShrinkError(f"config rejected after shrink: {first_line(exc)}") from exc
+
+
+def first_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return " | ".join(lines[:3])[:400]
+
+
+def _dtype_name(d: dict[str, Any]) -> str:
+    value = d.get("dtype") or d.get("torch_dtype") or load_rules().targets["dtype"]
+    return str(value).replace("torch.", "")
+
+
+def model_class(config: Any) -> Any:
+    """The class to build: the family's release class where AutoModelForCausalLM would build
+    only part of it (Mllama's text model), else AutoModelForCausalLM."""
+    import transformers
+
+    name = load_rules().family(getattr(config, "model_type", None)).get("model_class")
+    return getattr(transformers, name) if name else transformers.AutoModelForCausalLM
+
+
+def _build(config: Any, **kwargs: Any) -> Any:
+    cls = model_class(config)
+    if cls.__name__ == "AutoModelForCausalLM":
+        return cls.from_config(config, **kwargs)
+    return cls._from_config(config, **kwargs)
+
+
+def count_params_meta(config: Any) -> int:
+    """Parameter count of the model this config builds, without allocating it."""
+    import torch
+
+    with torch.device("meta"):
+        model = _build(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def plan_shrink(source: dict[str, Any], *, keep_vocab: bool, vocab_size: int | None = None
+                ) -> tuple[ShrinkPlan, Any, int]:
+    """Shrink, build the config, count parameters on the meta device; escalate if too big."""
+    max_params = int(load_rules().targets["max_params"])
+    attempts = [dict(cap_positions=False, scale=1), dict(cap_positions=True, scale=1),
+                dict(cap_positions=True, scale=4, compact=True)]
+    params = 0
+    for attempt in attempts:
+        plan = shrink_config_dict(source, aliases=_aliases, keep_vocab=keep_vocab,
+                                  vocab_size=vocab_size, **attempt)
+        config = _config_from_dict(plan.config)
+        try:
+            params = count_params_meta(config)
+        except ShrinkError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - model constructors raise many types
+            raise ShrinkError(f"model build failed after shrink: {first_line(exc)}") from exc
+        if params <= max_params:
+            return plan, config, params
+    raise ShrinkError(f"shrink failed: {params} params (limit {max_params}); "
+                      "a size field the rules do not know")
+
+
+def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path | None = None,
+                  seed: int = 0, meta: dict[str, Any] | None = None) -> ShrinkResult:
+    """Build the shrunk copy of `source` (a config.json dict) in out_dir (an HF directory)."""
+    import torch
+
+    started = time.monotonic()
+    source = copy.deepcopy(source)
+    tok_files = [p for p in (tokenizer_dir.iterdir() if tokenizer_dir else [])
+                 if p.name in TOKENIZER_FILES]
+    keep_vocab = bool(tok_files)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok = None if keep_vocab else _fixture_tokenizer(out_dir, source.get("model_type"))
+    # The embedding rows equal the tokenizer's size, as in a release: converters such as
+    # llama.cpp's size the GGUF vocabulary from the tokenizer and reject a mismatch.
+    plan, config, params = plan_shrink(source, keep_vocab=keep_vocab,
+                                       vocab_size=len(tok) if tok is not None else None)
+    dtype_name = _dtype_name(plan.config)
+    dtype = getattr(torch, dtype_name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ShrinkError(f"unknown dtype {dtype_name!r}")
+    release_class = load_rules().family(source.get("model_type")).get("model_class")
+    if release_class:
+        config.architectures = [release_class]
+    elif not getattr(config, "architectures", None):
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(source.get("model_type", ""))
+        config.architectures = [arch] if arch else None
+    torch.manual_seed(seed)
+    try:
+        model = _build(config, dtype=dtype)
+    except Exception as exc:  # noqa: BLE001
+        raise ShrinkError(f"model build failed after shrink: {first_line(exc)}") from exc
+    _randomize_zero_inits(model, seed)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    _strip_nested_bookkeeping(out_dir / "config.json")
+    vocab = _vocab_size(config)
+    if keep_vocab:
+        for p in tok_files:
+            shutil.copy2(p, out_dir / p.name)
+    else:
+        _align_tokenizer(out_dir, vocab, tok)
+    info = {"tier": "arch", "shrink_version": SHRINK_VERSION, "params": params,
+            # "fixture": a tokenizer we trained (no release knows its pre-tokenizer hash)
+            "tokenizer": "release" if keep_vocab else "fixture",
+            "source_model_type": source.get("model_type"), "notes": plan.notes,
+            "token_map": {str(k): v for k, v in plan.token_map.items()}, **(meta or {})}
+    engine_options = load_rules().family(source.get("model_type")).get("engine_options")
+    if engine_options:
+        # What engines must be told about this copy (not the release): e.g. no MTP weights.
+        info["engine_options"] = engine_options
+    (out_dir / "dayone.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    archs = getattr(config, "architectures", None) or [None]
+    return ShrinkResult(out_dir=out_dir, model_type=str(source.get("model_type")),
+                        architecture=archs[0], params=params, dtype=dtype_name, notes=plan.notes,
+                        seconds=time.monotonic() - started)
+
+
+def _randomize_zero_inits(model: Any, seed: int) -> None:
+    """Some layers start at zero (gates, biases, norms stored as offsets): a zero gate makes
+    every engine agree trivially. Give zero-initialised tensors small random values."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for _name, p in model.named_parameters():
+            if p.numel() and p.dim() >= 1 and torch.count_nonzero(p) == 0 and p.is_floating_point():
+                p.copy_((torch.randn(p.shape, generator=gen) * 0.02).to(p.dtype))
+
+
+def _vocab_size(config: Any) -> int:
+    for cfg in (config, getattr(config, "text_config", None)):
+        value = getattr(cfg, "vocab_size", None) if cfg is not None else None
+        if _is_int(value):
+            return value
+    return load_rules().targets["vocab_size"]
+
+
+# What transformers writes into a nested sub-config (DBRX's attn_config, MPT's) when it saves one
+# whole: bookkeeping no release carries. An older transformers inside an engine refuses the
+# unknown keys (vLLM 0.32: "Found unknown kwargs={'_name_or_path': ''...}"), a red of ours.
+NESTED_BOOKKEEPING = {"_name_or_path": "", "output_attentions": False,
+                      "output_hidden_states": False, "return_dict": True,
+                      "chunk_size_feed_forward": 0, "problem_type": None, "architectures": None,
+                      "id2label": {"0": "LABEL_0", "1": "LABEL_1"},
+                      "label2id": {"LABEL_0": 0, "LABEL_1": 1}}
+
+
+def _strip_nested_bookkeeping(config_path: Path) -> None:
+    config = json.loads(config_path.read_text())
+    changed = False
+    for value in config.values():
+        if isinstance(value, dict) and "_name_or_path" in value:  # a sub-config saved whole
+            for key, default in NESTED_BOOKKEEPING.items():
+                if key in value and value[key] == default:
+                    del value[key]
+                    changed = True
+    if changed:
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _fixture_tokenizer(out_dir: Path, model_type: str | None) -> Any:
+    """The fixtures' BPE for a copy whose source has no tokenizer, in the style the family's
+    releases ship (rule `tokenizer_style`; byte-level unless said)."""
+    from probes.fixtures import build_tokenizer
+
+    rules = load_rules()
+    return build_tokenizer(out_dir, vocab_size=rules.targets["vocab_size"],
+                           style=rules.family(model_type).get("tokenizer_style", "byte_level"))
+
+
+def _align_tokenizer(out_dir: Path, vocab_size: int, tok: Any) -> None:
+    """Point the config's bos/eos/pad ids at the fixture tokenizer's special tokens (ids of a
+    vocabulary we replaced mean nothing; image/audio token ids stay as shrunk)."""
+    if len(tok) > vocab_size:
+        # A copy whose tokenizer does not fit would fail in every engine for a reason of ours
+        # (BLT's 260-id byte vocabulary): refuse, so it is reported as ours, not the engine's.
+        for name in TOKENIZER_FILES:
+            (out_dir / name).unlink(missing_ok=True)
+        raise ShrinkError(f"no tokenizer fits: vocab {vocab_size} is smaller than the "
+                          f"fixture tokenizer's {len(tok)} ids (byte-level BPE)")
+    ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
+           "pad_token_id": tok.pad_token_id}
+    for name in ("config.json", "generation_config.json"):
+        path = out_dir / name
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        for scope in (data, data.get("text_config")):
+            if isinstance(scope, dict):
+                scope.update({k: v for k, v in ids.items() if name == "config.json" or k in scope})
+        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def shrink_path(config_or_dir: Path, out_dir: Path, *, model_type: str | None = None,
+                seed: int = 0, meta: dict[str, Any] | None = None) -> ShrinkResult:
+    """Shrink a released config.json (or a directory with one, and maybe tokenizer files)."""
+    src = Path(config_or_dir)
+    config_path = src / "config.json" if src.is_dir() else src
+    try:
+        source = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ShrinkError(f"cannot read {config_path}: {exc}") from exc
+    if not isinstance(source, dict):
+        raise ShrinkError(f"{config_path} is not a JSON object")
+    if model_type:
+        source["model_type"] = model_type
+    # meta (id, revision, release_date, family of the release) goes to dayone.json, so the
+    # shrunk copy's results are filed under the release it stands for.
+    return shrink_config(source, out_dir, tokenizer_dir=config_path.parent, seed=seed,
+                         meta={"source": str(config_path), **(meta or {})})
+
+
+def check_generates(model_dir: Path, max_new_tokens: int = 4) -> list[int]:
+    """Load the shrunk copy back from disk and generate greedily: the shrink's own smoke test."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model.eval()
+    vocab = _vocab_size(model.config)
+    ids = torch.tensor([[min(5 + i * 7, vocab - 1) for i in range(6)]])
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                             max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                             pad_token_id=0)
+    return out[0, ids.shape[1]:].tolist()

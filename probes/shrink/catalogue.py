@@ -1,0 +1,119 @@
+"""What the sweep covers (every causal-LM type of the installed transformers, then the
+variants file's entries), each entry's revision, the source config of each type, and the sweep
+loop itself (probe child side: transformers inside the functions)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from probes.shrink.build import ShrinkResult, check_generates, first_line, shrink_config
+from probes.shrink.rules import SHRINK_VERSION, VARIANTS_PATH, ShrinkError, load_rules, rules_text
+
+def causal_lm_model_types() -> list[str]:
+    """Every model_type the installed transformers can build as a causal LM."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+
+
+def sweep_types() -> list[str]:
+    """What the sweep covers: every causal-LM model_type, then the variants file's entries
+    whose base this transformers knows."""
+    types = causal_lm_model_types()
+    known = set(types)
+    return types + [v for v in sorted(load_variants()) if v.split("+", 1)[0] in known]
+
+
+def load_variants(path: Path | None = None) -> dict[str, dict[str, Any]]:
+    data = json.loads(Path(path or VARIANTS_PATH).read_text(encoding="utf-8"))
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
+def split_variant(token: str) -> tuple[str, dict[str, Any]]:
+    """`gemma4_text+moe` -> ("gemma4_text", the switches it sets); a plain type -> (type, {})."""
+    if "+" not in token:
+        return token, {}
+    variants = load_variants()
+    if token not in variants:
+        raise ShrinkError(f"unknown sweep variant {token!r}; known: {', '.join(sorted(variants))}")
+    return token.split("+", 1)[0], dict(variants[token].get("set", {}))
+
+
+def sweep_revision(token: str, transformers_version: str) -> str:
+    """The revision of `arch/<token>`: the rules, plus the variant's own entry for a variant."""
+    extra = ""
+    if "+" in token:
+        extra = json.dumps(load_variants().get(token), sort_keys=True)
+    return recipe_revision(token, transformers_version, rules_text() + extra)
+
+
+def recipe_revision(model_type: str, transformers_version: str, rules_text: str) -> str:
+    """The revision of a sweep model (`arch/<type>`): what decides its shrunk copy, hashed. A new
+    reference transformers or a rule change is a new revision, so the sweep probes it again."""
+    key = f"{model_type}\0{transformers_version}\0{SHRINK_VERSION}\0{rules_text}"
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()
+
+
+def shrink_model_type(model_type: str, out_dir: Path, *, seed: int = 0) -> ShrinkResult:
+    """The sweep's entry: the default config transformers has for `model_type`, shrunk."""
+    import transformers
+    from transformers import AutoConfig
+
+    token = model_type  # a model_type, or BASE+VARIANT from the variants file
+    model_type, switches = split_variant(token)
+    fam = load_rules().family(model_type)
+    if fam.get("unshrinkable"):
+        raise ShrinkError(f"{model_type}: {fam['unshrinkable']}")
+    kwargs = {**fam.get("default_kwargs", {}), **switches}
+    try:
+        source = AutoConfig.for_model(model_type, **kwargs).to_dict()
+    except Exception as exc:  # noqa: BLE001
+        raise ShrinkError(f"no default config for {token}: {first_line(exc)}") from exc
+    source["model_type"] = model_type
+    revision = sweep_revision(token, transformers.__version__)
+    return shrink_config(source, out_dir, seed=seed,
+                         meta={"id": f"arch/{token}", "revision": revision,
+                               "source": f"transformers {transformers.__version__}: {token}"})
+
+
+def sweep(out_root: Path, types: list[str] | None = None, *, generate: bool = True,
+          progress: Callable[[str, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Shrink (and generate with) each type; one row per type, `ok` or `error` with why."""
+    import torch
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+    torch.set_num_threads(1)
+    rows = []
+    for model_type in types or sweep_types():
+        started = time.monotonic()
+        row: dict[str, Any] = {"model_type": model_type}
+        try:
+            result = shrink_model_type(model_type, Path(out_root) / model_type)
+            row.update(params=result.params, architecture=result.architecture,
+                       dtype=result.dtype, out_dir=str(result.out_dir))
+            if generate:
+                row["tokens"] = check_generates(result.out_dir)
+            row["status"] = "ok"
+        except ShrinkError as exc:
+            row.update(status="error", stage="shrink", why=str(exc))
+        except Exception as exc:  # noqa: BLE001 - the sweep reports, never drops
+            row.update(status="error", stage="generate" if "params" in row else "shrink",
+                       why=first_line(exc))
+        row["seconds"] = round(time.monotonic() - started, 2)
+        rows.append(row)
+        if progress:
+            progress(model_type, row)
+    return rows
