@@ -168,7 +168,7 @@ def test_rules_file_is_consistent():
                             "per_layer_strings", "layer_index_lists", "unshrinkable", "dtype",
                             "default_kwargs", "max_prefix_layers", "layers", "layer_kinds",
                             "not_per_layer", "model_class", "engine_options",
-                            "tokenizer_style"}, name
+                            "tokenizer_style", "aliases"}, name
         assert fam.get("tokenizer_style", "byte_level") in TOKENIZER_STYLES, name
 
 

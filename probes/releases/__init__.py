@@ -47,6 +47,7 @@ class Release:
     commit: str | None  # the commit of `source` the bytes are from
     revision: str | None  # the hub commit sha, when the bytes came from the hub
     notes: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()  # files the repo has that the catalogue left out (size, LFS)
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -101,7 +102,8 @@ def read_entry(path: Path) -> Release | None:
                    path=path, files=files,
                    pristine=not any(NOT_PRISTINE.search(n) for n in notes),
                    source=source, commit=first.get("commit"),
-                   revision=first.get("revision") if source == "hub" else None, notes=notes)
+                   revision=first.get("revision") if source == "hub" else None, notes=notes,
+                   missing=tuple(v.split()[0] for v in fields.get("not-copied", []) if v))
 
 
 def roots() -> list[Path]:

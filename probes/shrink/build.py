@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from probes.releases import Release
+from probes.shrink import released
 from probes.shrink.config import ShrinkPlan, shrink_config_dict
 from probes.shrink.rules import SHRINK_VERSION, ShrinkError, load_rules
 from probes.shrink.rules import is_int as _is_int
@@ -73,8 +75,8 @@ def first_line(exc: BaseException) -> str:
     return " | ".join(lines[:3])[:400]
 
 
-def _dtype_name(d: dict[str, Any]) -> str:
-    value = d.get("dtype") or d.get("torch_dtype") or load_rules().targets["dtype"]
+def _dtype_name(d: dict[str, Any], default: str | None = None) -> str:
+    value = d.get("dtype") or d.get("torch_dtype") or default or load_rules().targets["dtype"]
     return str(value).replace("torch.", "")
 
 
@@ -103,16 +105,23 @@ def count_params_meta(config: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def plan_shrink(source: dict[str, Any], *, keep_vocab: bool, vocab_size: int | None = None
-                ) -> tuple[ShrinkPlan, Any, int]:
+def plan_shrink(source: dict[str, Any], *, keep_vocab: bool, vocab_size: int | None = None,
+                as_released: bool = False) -> tuple[ShrinkPlan, Any, int]:
     """Shrink, build the config, count parameters on the meta device; escalate if too big."""
     max_params = int(load_rules().targets["max_params"])
-    attempts = [dict(cap_positions=False, scale=1), dict(cap_positions=True, scale=1),
-                dict(cap_positions=True, scale=4, compact=True)]
+    attempts: list[dict[str, Any]] = [dict(cap_positions=False, scale=1),
+                                      dict(cap_positions=True, scale=1),
+                                      dict(cap_positions=True, scale=4, compact=True)]
+    if as_released:
+        # Last: a release's q/kv ratio capped (Falcon 180B's 232:8), said in the notes.
+        attempts.append(dict(cap_positions=True, scale=4, compact=True, keep_ratio=False))
     params = 0
     for attempt in attempts:
         plan = shrink_config_dict(source, aliases=_aliases, keep_vocab=keep_vocab,
-                                  vocab_size=vocab_size, **attempt)
+                                  vocab_size=vocab_size, as_released=as_released, **attempt)
+        if attempt.get("keep_ratio") is False:
+            plan.notes.append("q/kv head ratio capped at 4: the released ratio is over the "
+                              "size limit")
         config = _config_from_dict(plan.config)
         try:
             params = count_params_meta(config)
@@ -127,28 +136,60 @@ def plan_shrink(source: dict[str, Any], *, keep_vocab: bool, vocab_size: int | N
 
 
 def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path | None = None,
-                  seed: int = 0, meta: dict[str, Any] | None = None) -> ShrinkResult:
-    """Build the shrunk copy of `source` (a config.json dict) in out_dir (an HF directory)."""
+                  seed: int = 0, meta: dict[str, Any] | None = None,
+                  release: Release | None = None) -> ShrinkResult:
+    """Build the shrunk copy of `source` (a config.json dict) in out_dir (an HF directory).
+
+    `release`: `source` is that catalogued release's config; the copy keeps its key layout,
+    architectures, dtype, generation config and tokenizer kind (see probes.shrink.released)."""
     import torch
 
     started = time.monotonic()
     source = copy.deepcopy(source)
+    if release is not None:
+        tokenizer_dir = release.path if release.has_vocabulary() else None
     tok_files = [p for p in (tokenizer_dir.iterdir() if tokenizer_dir else [])
                  if p.name in TOKENIZER_FILES]
     keep_vocab = bool(tok_files)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tok = None if keep_vocab else _fixture_tokenizer(out_dir, source.get("model_type"))
-    # The embedding rows equal the tokenizer's size, as in a release: converters such as
-    # llama.cpp's size the GGUF vocabulary from the tokenizer and reject a mismatch.
-    plan, config, params = plan_shrink(source, keep_vocab=keep_vocab,
-                                       vocab_size=len(tok) if tok is not None else None)
-    dtype_name = _dtype_name(plan.config)
+    specials = None
+    dropped = released.drop_weights_only(source) if release is not None else []
+    plan = None
+    if keep_vocab:
+        tok = None
+        try:
+            plan, config, params = plan_shrink(source, keep_vocab=True,
+                                               as_released=release is not None)
+        except ShrinkError as exc:
+            if release is None or "params" not in str(exc):
+                raise
+            # The release's vocabulary alone is over the size limit (GPT-J's 50k rows x a
+            # 256-wide head): the fixtures' tokenizer in its kind, with its special tokens.
+            keep_vocab, tok_files = False, []
+            dropped.append(f"tokenizer: the release's vocabulary is over the size limit "
+                           f"({first_line(exc)}); the fixtures' tokenizer in its kind")
+    if plan is None:
+        if release is not None:
+            tok, specials = released.fixture_tokenizer(out_dir, release, source,
+                                                       load_rules().targets["vocab_size"])
+            released.map_token_ids(source, specials)
+        else:
+            tok = _fixture_tokenizer(out_dir, source.get("model_type"))
+        # The embedding rows equal the tokenizer's size, as in a release: converters such as
+        # llama.cpp's size the GGUF vocabulary from the tokenizer and reject a mismatch.
+        plan, config, params = plan_shrink(source, keep_vocab=False, vocab_size=len(tok),
+                                           as_released=release is not None)
+    plan.notes[:0] = dropped
+    # A release that names no dtype is read as float32 by every engine.
+    dtype_name = _dtype_name(plan.config, "float32" if release is not None else None)
     dtype = getattr(torch, dtype_name, None)
     if not isinstance(dtype, torch.dtype):
         raise ShrinkError(f"unknown dtype {dtype_name!r}")
     release_class = load_rules().family(source.get("model_type")).get("model_class")
-    if release_class:
+    if release is not None and source.get("architectures"):
+        config.architectures = list(source["architectures"])  # the release's own class names
+    elif release_class:
         config.architectures = [release_class]
     elif not getattr(config, "architectures", None):
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -167,13 +208,16 @@ def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path 
     if keep_vocab:
         for p in tok_files:
             shutil.copy2(p, out_dir / p.name)
-    else:
+    elif release is None:
         _align_tokenizer(out_dir, vocab, tok)
+    if release is not None:
+        released.write_as_released(out_dir, release, plan, tok, specials)
     info = {"tier": "arch", "shrink_version": SHRINK_VERSION, "params": params,
             # "fixture": a tokenizer we trained (no release knows its pre-tokenizer hash)
             "tokenizer": "release" if keep_vocab else "fixture",
             "source_model_type": source.get("model_type"), "notes": plan.notes,
             "token_map": {str(k): v for k, v in plan.token_map.items()}, **(meta or {})}
+    info["lineage"] = release.lineage() if release is not None else {"source": "synthetic"}
     engine_options = load_rules().family(source.get("model_type")).get("engine_options")
     if engine_options:
         # What engines must be told about this copy (not the release): e.g. no MTP weights.

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from probes import releases
+from probes.shrink import released
 from probes.shrink.build import ShrinkResult, check_generates, first_line, shrink_config
 from probes.shrink.rules import SHRINK_VERSION, VARIANTS_PATH, ShrinkError, load_rules, rules_text
 
@@ -46,11 +48,22 @@ def split_variant(token: str) -> tuple[str, dict[str, Any]]:
 
 
 def sweep_revision(token: str, transformers_version: str) -> str:
-    """The revision of `arch/<token>`: the rules, plus the variant's own entry for a variant."""
+    """The revision of `arch/<token>`: the rules, plus the variant's own entry for a variant,
+    plus the catalogued release it starts from (a refreshed release is a new revision)."""
     extra = ""
     if "+" in token:
         extra = json.dumps(load_variants().get(token), sort_keys=True)
+    release = releases.lookup(token.split("+", 1)[0])
+    if release is not None:
+        extra += f"\0release {release.repo} {release.digest()}"
     return recipe_revision(token, transformers_version, rules_text() + extra)
+
+
+def type_lineage(token: str) -> dict[str, Any]:
+    """Where the copy of a sweep entry starts: a catalogued release, or transformers' default
+    config (`synthetic`)."""
+    release = releases.lookup(token.split("+", 1)[0])
+    return release.lineage() if release is not None else {"source": "synthetic"}
 
 
 def recipe_revision(model_type: str, transformers_version: str, rules_text: str) -> str:
@@ -61,7 +74,8 @@ def recipe_revision(model_type: str, transformers_version: str, rules_text: str)
 
 
 def shrink_model_type(model_type: str, out_dir: Path, *, seed: int = 0) -> ShrinkResult:
-    """The sweep's entry: the default config transformers has for `model_type`, shrunk."""
+    """The sweep's entry: the catalogued release of `model_type` (probes.releases), shrunk;
+    transformers' default config for a type with no known release."""
     import transformers
     from transformers import AutoConfig
 
@@ -70,13 +84,23 @@ def shrink_model_type(model_type: str, out_dir: Path, *, seed: int = 0) -> Shrin
     fam = load_rules().family(model_type)
     if fam.get("unshrinkable"):
         raise ShrinkError(f"{model_type}: {fam['unshrinkable']}")
+    revision = sweep_revision(token, transformers.__version__)
+    release = releases.lookup(model_type)
+    if release is not None:
+        source = released.read_json(release.file("config.json"))
+        if source.get("model_type") != model_type:
+            raise ShrinkError(f"catalogued release {release.repo} is model_type "
+                              f"{source.get('model_type')!r}, not {model_type!r}")
+        source.update(switches)
+        return shrink_config(source, out_dir, seed=seed, release=release,
+                             meta={"id": f"arch/{token}", "revision": revision,
+                                   "source": f"release {release.repo}: {token}"})
     kwargs = {**fam.get("default_kwargs", {}), **switches}
     try:
         source = AutoConfig.for_model(model_type, **kwargs).to_dict()
     except Exception as exc:  # noqa: BLE001
         raise ShrinkError(f"no default config for {token}: {first_line(exc)}") from exc
     source["model_type"] = model_type
-    revision = sweep_revision(token, transformers.__version__)
     return shrink_config(source, out_dir, seed=seed,
                          meta={"id": f"arch/{token}", "revision": revision,
                                "source": f"transformers {transformers.__version__}: {token}"})
@@ -99,7 +123,7 @@ def sweep(out_root: Path, types: list[str] | None = None, *, generate: bool = Tr
     rows = []
     for model_type in types or sweep_types():
         started = time.monotonic()
-        row: dict[str, Any] = {"model_type": model_type}
+        row: dict[str, Any] = {"model_type": model_type, "lineage": type_lineage(model_type)}
         try:
             result = shrink_model_type(model_type, Path(out_root) / model_type)
             row.update(params=result.params, architecture=result.architecture,

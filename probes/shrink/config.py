@@ -81,7 +81,8 @@ AliasFn = Callable[[str | None], dict[str, str]]
 def shrink_config_dict(config: dict[str, Any], *, rules: Rules | None = None,
                        aliases: AliasFn | None = None, keep_vocab: bool = False,
                        cap_positions: bool = False, scale: int = 1,
-                       compact: bool = False, vocab_size: int | None = None) -> ShrinkPlan:
+                       compact: bool = False, vocab_size: int | None = None,
+                       as_released: bool = False, keep_ratio: bool | None = None) -> ShrinkPlan:
     """A shrunk copy of a config.json dict (sub-configs included). Pure: no transformers here.
 
     `aliases(model_type)` gives the config class's attribute_map (canonical -> stored name), so
@@ -90,7 +91,9 @@ def shrink_config_dict(config: dict[str, Any], *, rules: Rules | None = None,
     targets further and `compact` keeps only the first layer of each kind and shrinks
     secondary sizes (per-layer input dims): both for when a first shrink is still too big, as
     with a release's real 262k-token vocabulary. `vocab_size`: the vocabulary to shrink to (the
-    size of the tokenizer that will go with the copy; default from the rules)."""
+    size of the tokenizer that will go with the copy; default from the rules). `as_released`:
+    the config is a release's, so keep what it states exactly: its q/kv head ratio (uncapped)
+    and its dtype, or none when it names none (no bf16 default)."""
     rules = rules or load_rules()
     if vocab_size is not None:
         rules = Rules(targets={**rules.targets, "vocab_size": vocab_size}, keys=rules.keys,
@@ -100,11 +103,12 @@ def shrink_config_dict(config: dict[str, Any], *, rules: Rules | None = None,
         plan.config.pop(key, None)
     state = _State(rules=rules, aliases=aliases or (lambda _t: {}), keep_vocab=keep_vocab,
                    cap_positions=cap_positions, scale=max(1, scale), plan=plan,
-                   root=plan.config, compact=compact)
+                   root=plan.config, compact=compact,
+                   keep_ratio=as_released if keep_ratio is None else keep_ratio)
     _shrink_one(plan.config, state, path="")
     if state.keep_vocab is False:
         _remap_token_ids(plan.config, state)
-    if not plan.config.get("dtype") and not plan.config.get("torch_dtype"):
+    if not as_released and not plan.config.get("dtype") and not plan.config.get("torch_dtype"):
         # No released dtype (a default config): most releases ship bf16, and engines take other
         # paths for it (vLLM's CPU gated-delta-net needs bf16).
         dtype = rules.family(plan.config.get("model_type")).get("dtype", rules.targets["dtype"])
@@ -124,6 +128,7 @@ class _State:
     root: dict[str, Any]
     compact: bool = False
     vocab: int | None = None
+    keep_ratio: bool = False  # a release's q/kv ratio is a kernel choice: never capped
 
 
 def _shrink_one(d: dict[str, Any], st: _State, path: str) -> None:
@@ -141,7 +146,10 @@ def _shrink_one(d: dict[str, Any], st: _State, path: str) -> None:
     # Canonical names: rename stored aliases (n_embd) to what the rules know (hidden_size).
     known = _known_keys(keys)
     renamed: dict[str, str] = {}
-    for canonical, stored in (st.aliases(model_type) or {}).items():
+    # A family's own aliases: names its config class reads but does not map (BLOOM's releases
+    # state the width as n_embed).
+    aliases = {**(st.aliases(model_type) or {}), **fam.get("aliases", {})}
+    for canonical, stored in aliases.items():
         if canonical in known and stored in d and canonical not in d and stored not in known:
             d[canonical] = d.pop(stored)
             renamed[canonical] = stored
@@ -318,7 +326,7 @@ def _shrink_heads_and_width(d: dict[str, Any], st: _State, path: str, keep: set[
         kv = d.get(kv_key) if kv_key else None
         if _is_int(kv) and 0 < kv < q and q % kv == 0:
             new_kv = 1 if kv < q else 2
-            new_q = new_kv * min(q // kv, 4)
+            new_q = new_kv * (q // kv if st.keep_ratio else min(q // kv, 4))
         elif _is_int(kv) and kv == 1:
             new_q, new_kv = min(q, 2), 1
         else:
@@ -340,7 +348,8 @@ def _shrink_heads_and_width(d: dict[str, Any], st: _State, path: str, keep: set[
     if tied and primary_q is not None:
         head_dim = d[head_dim_key] if head_dim_key else hidden // primary_q[0]
         new_q = primary_q[1]
-        while new_q > 1 and new_q * head_dim > t["max_hidden_size"]:
+        while (new_q > 1 and new_q * head_dim > t["max_hidden_size"]
+               and not (st.keep_ratio and new_q == primary_q[1])):
             new_q //= 2
         new_hidden = new_q * head_dim
         if new_q != primary_q[1]:

@@ -1,0 +1,238 @@
+"""A shrunk copy that says what its release says: the release's key layout, class names, dtype,
+generation config, special tokens, chat template and tokenizer kind.
+
+Engines read these files, not only the weights: a key the release lacks (gpt2's `n_ctx`), a
+renamed one, a class name of transformers' where the release has its own, or a tokenizer of
+another kind would make a verdict about our copy, not about the engine on the release. Where the
+release's own vocabulary is catalogued it travels unchanged (probes.shrink.build); where only its
+tokenizer configuration is, the fixtures' tokenizer is trained in the release's kind and carries
+the release's special tokens and chat template.
+
+Transformers-side helpers (the tokenizer check imports transformers inside a function).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from probes.releases import Release
+from probes.shrink.config import ShrinkPlan
+from probes.shrink.rules import is_int, load_rules
+
+ROLES = ("bos_token", "eos_token", "pad_token", "unk_token")
+MAX_SPECIALS = 64  # of a release's special tokens, the ones a small vocabulary carries
+# Files of the release copied beside the weights as they are (a multimodal release's processor).
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+# What describes the release's weights, not ours (random, unquantized): left out of the copy.
+WEIGHTS_ONLY_KEYS = ("quantization_config",)
+# Tokenizer classes of SentencePiece releases (a tokenizer.model): their copies get the
+# SentencePiece-style fixture (spaces as U+2581, byte fallback).
+SENTENCEPIECE_FILES = ("tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
+
+
+@dataclass
+class Specials:
+    """The release's special tokens as the copy's tokenizer has them."""
+
+    roles: dict[str, str | None] = field(default_factory=dict)  # bos_token -> "<bos>"
+    ids: dict[int, int] = field(default_factory=dict)  # release id -> copy id
+    by_content: dict[str, int] = field(default_factory=dict)
+    vocab: dict[str, int] = field(default_factory=dict)  # the copy's whole vocabulary
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def drop_weights_only(source: dict[str, Any]) -> list[str]:
+    """Leave out of a release's config what describes its weights, not ours; notes on it."""
+    return [f"{key}: left out (it describes the release's weights, not ours)"
+            for key in WEIGHTS_ONLY_KEYS if source.pop(key, None) is not None]
+
+
+def tokenizer_style(release: Release, model_type: str | None) -> str:
+    """The release's tokenizer kind: SentencePiece where it ships (or lists) a tokenizer.model,
+    else the family rule's style (byte-level unless said)."""
+    if any(name in release.files or name in release.missing for name in SENTENCEPIECE_FILES):
+        return "sentencepiece"
+    return str(load_rules().family(model_type).get("tokenizer_style", "byte_level"))
+
+
+def _content(value: Any) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) and value else None
+
+
+def chat_template(release: Release) -> str | None:
+    if "chat_template.jinja" in release.files:
+        return release.file("chat_template.jinja").read_text(encoding="utf-8")
+    value = read_json(release.file("tokenizer_config.json")).get("chat_template")
+    return value if isinstance(value, str) else None  # a list of named templates: not kept
+
+
+def special_tokens(release: Release, source: dict[str, Any]) -> tuple[dict[str, str | None],
+                                                                       dict[int, str], list[str]]:
+    """(role -> content, release id -> content, the specials the copy carries, in order)."""
+    tok_config = read_json(release.file("tokenizer_config.json"))
+    smap = read_json(release.file("special_tokens_map.json"))
+    roles = {r: _content(tok_config.get(r)) or _content(smap.get(r)) for r in ROLES}
+    decoder = {int(k): c for k, v in (tok_config.get("added_tokens_decoder") or {}).items()
+               if str(k).isdigit() and (c := _content(v))}
+    template = chat_template(release) or ""
+    named_ids = [v for scope in (source, source.get("text_config") or {},
+                                 read_json(release.file("generation_config.json")))
+                 for k, value in scope.items() if k.endswith("_token_id")
+                 for v in (value if isinstance(value, list) else [value]) if is_int(v)]
+    wanted = [c for c in roles.values() if c]
+    # Other named tokens (Gemma 3's boi_token, image_token): the class reads them by name.
+    wanted += [c for k, v in tok_config.items() if k.endswith("_token") and (c := _content(v))]
+    wanted += [decoder[i] for i in named_ids if i in decoder]
+    wanted += [c for c in decoder.values() if c in template]
+    wanted += [c for c in smap.get("additional_special_tokens") or [] if isinstance(c, str)
+               and c in template]
+    ordered = list(dict.fromkeys(wanted))[:MAX_SPECIALS]
+    return roles, decoder, ordered
+
+
+def fixture_tokenizer(out_dir: Path, release: Release, source: dict[str, Any],
+                      vocab_size: int) -> tuple[Any, Specials]:
+    """The fixtures' tokenizer in the release's kind, with the release's special tokens."""
+    from probes.fixtures import SPECIAL_TOKENS, build_tokenizer
+
+    roles, decoder, ordered = special_tokens(release, source)
+    extra = tuple(c for c in ordered if c not in SPECIAL_TOKENS)
+    tok = build_tokenizer(out_dir, vocab_size=vocab_size, extra_special=extra,
+                          style=tokenizer_style(release, source.get("model_type")))
+    vocab = tok.get_vocab()
+    specials = Specials(roles=roles, by_content={c: vocab[c] for c in ordered if c in vocab},
+                        vocab=vocab)
+    specials.ids = {i: specials.by_content[c] for i, c in decoder.items()
+                    if c in specials.by_content}
+    return tok, specials
+
+
+def _map_value(key: str, value: Any, specials: Specials) -> Any:
+    role = key[: -len("_id")] if key.endswith("_token_id") else None
+    role_id = specials.by_content.get(specials.roles.get(role) or "") if role else None
+
+    def one(v: Any) -> Any:
+        if not is_int(v):
+            return v
+        if v in specials.ids:
+            return specials.ids[v]
+        return role_id if role_id is not None else v
+
+    return [one(v) for v in value] if isinstance(value, list) else one(value)
+
+
+def map_token_ids(config: dict[str, Any], specials: Specials) -> None:
+    """Point the release's special token ids at the same tokens in the copy's tokenizer (ids
+    of a vocabulary we replaced mean nothing; media token ids are left to the shrink)."""
+    pattern = re.compile(load_rules().keys["token_id_pattern"])
+    for scope in (config, config.get("text_config")):
+        if isinstance(scope, dict):
+            for key, value in list(scope.items()):
+                if isinstance(key, str) and pattern.search(key) and value is not None:
+                    scope[key] = _map_value(key, value, specials)
+
+
+def write_as_released(out_dir: Path, release: Release, plan: ShrinkPlan, tok: Any,
+                      specials: Specials | None) -> None:
+    """After save_pretrained: the copy's files in the release's own layout."""
+    out_dir = Path(out_dir)
+    released_keys = set(read_json(release.file("config.json")))
+    added = sorted(set(plan.config) - released_keys)
+    if added:
+        plan.notes.append(f"config keys the release lacks, set by the rules: {added}")
+    # The shrunk release config, key for key (save_pretrained writes transformers' own layout:
+    # every default, renamed keys, its class names).
+    _write_json(out_dir / "config.json", plan.config)
+    generation = out_dir / "generation_config.json"
+    if "generation_config.json" in release.files:
+        gen = read_json(release.file("generation_config.json"))
+        if specials is not None:
+            map_token_ids(gen, specials)
+            _clamp_ids(gen, plan)
+        _write_json(generation, gen)
+    else:
+        generation.unlink(missing_ok=True)
+    for name in PROCESSOR_FILES:
+        if name in release.files:
+            shutil.copy2(release.file(name), out_dir / name)
+    if specials is not None:
+        _tokenizer_as_released(out_dir, release, specials, plan)
+
+
+def _clamp_ids(gen: dict[str, Any], plan: ShrinkPlan) -> None:
+    pattern = re.compile(load_rules().keys["token_id_pattern"])
+    vocab = plan.config.get("vocab_size") or (plan.config.get("text_config") or {}).get(
+        "vocab_size")
+    for key, value in list(gen.items()):
+        if not pattern.search(key) or not is_int(vocab):
+            continue
+        values = value if isinstance(value, list) else [value]
+        fixed = [plan.token_map.get(v, v) if is_int(v) and v >= vocab else v for v in values]
+        gen[key] = fixed if isinstance(value, list) else fixed[0]
+
+
+def _tokenizer_as_released(out_dir: Path, release: Release, specials: Specials,
+                           plan: ShrinkPlan) -> None:
+    """tokenizer_config.json: the fixture's tokens (their ids), the release's settings, roles
+    and chat template (none where the release has none: a base model has no chat)."""
+    path = out_dir / "tokenizer_config.json"
+    ours = read_json(path)
+    theirs = read_json(release.file("tokenizer_config.json"))
+    merged = {k: v for k, v in theirs.items()
+              if k not in ("added_tokens_decoder", "auto_map", "tokenizer_file", "vocab_file",
+                           "merges_file", "chat_template", "tokenizer_class",
+                           "additional_special_tokens", "extra_special_tokens", *ROLES)}
+    merged["added_tokens_decoder"] = ours.get("added_tokens_decoder", {})
+    for role in ROLES:
+        merged[role] = specials.roles.get(role) if specials.roles.get(role) in \
+            specials.by_content else None
+    template = chat_template(release)
+    (out_dir / "chat_template.jinja").unlink(missing_ok=True)
+    if template:
+        merged["chat_template"] = template
+        (out_dir / "chat_template.jinja").write_text(template, encoding="utf-8")
+    wanted_class = theirs.get("tokenizer_class")
+    merged["tokenizer_class"] = wanted_class or ours.get("tokenizer_class")
+    _write_json(path, merged)
+    if "special_tokens_map.json" in release.files:
+        smap = {r: c for r, c in specials.roles.items() if c in specials.by_content}
+        _write_json(out_dir / "special_tokens_map.json", smap)
+    if wanted_class and not _tokenizer_loads(out_dir, len(specials.vocab)):
+        # The release's class needs its own vocabulary files (a slow SentencePiece class with
+        # no tokenizer.model here): the generic fast class reads the same tokenizer.json.
+        merged["tokenizer_class"] = "PreTrainedTokenizerFast"
+        _write_json(path, merged)
+        plan.notes.append(f"tokenizer_class: {wanted_class} does not read the fixture's "
+                          "tokenizer.json as it is; PreTrainedTokenizerFast")
+
+
+def _tokenizer_loads(out_dir: Path, size: int) -> bool:
+    """The class reads our tokenizer.json as it is: no token added past the vocabulary (a
+    class's own default tokens, Gemma's <mask>, would get ids the embedding lacks)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(out_dir)
+        return len(tok) == size and bool(tok("Hello world")["input_ids"])
+    except Exception:  # noqa: BLE001 - any failure means the class cannot read our files
+        return False
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(copy.deepcopy(data), indent=2, ensure_ascii=False) + "\n",
+                    encoding="utf-8")
