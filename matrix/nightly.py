@@ -1,4 +1,5 @@
-"""The nightly: discover -> plan -> execute -> ingest, resumable; and the arch-tier sweep.
+"""The nightly: discover -> plan -> execute -> ingest, resumable (the arch-tier sweep over
+every architecture is matrix/sweep.py, on the same execution).
 
 Discovery and planning are the pure functions of matrix.discover and matrix.plan; this module is
 the shell around them: it resolves engine environments, shrinks each new architecture once (in
@@ -25,14 +26,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from matrix.discover import DiscoveredModel, Watchlist, discover
 from matrix.plan import DoneIndex, EnvironmentTarget, ProbeTask, plan, summarize
 from probes.runner import read_events
-from probes.stages import ARCH_MAP_STAGES
 
 HEAVY_ENGINES = frozenset({"vllm", "sglang"})
 REFERENCE_ENGINE = "transformers"
@@ -365,6 +365,8 @@ def run_task(task: ProbeTask, ctx: _Context) -> list[dict[str, Any]]:
     record_model = {"id": task.model_id, "revision": task.revision or None,
                     "model_type": getattr(model, "model_type", None),
                     "architecture": getattr(model, "architecture", None)}
+    if getattr(model, "lineage", None):  # a sweep copy's origin, also when it was never built
+        record_model["lineage"] = model.lineage
     if task.skip_reason:
         return synthetic_records(task, status="skipped", message=task.skip_reason,
                                  tier=opts.tier, run_id=ctx.run_id, model=record_model)
@@ -547,97 +549,6 @@ def run_nightly(watchlist: Watchlist | None, options: NightlyOptions, *,
     return report
 
 
-@dataclass(frozen=True)
-class SweepModel:
-    """One architecture the reference knows, as a model: `arch/<model_type>`."""
-
-    id: str
-    revision: str
-    model_type: str
-    model_dir: str | None = None
-    skip_reason: str | None = None
-    architecture: str | None = None
-    created_at: str | None = None
-
-
-def run_sweep(options: NightlyOptions, *, types: Sequence[str] | None = None,
-              say: Callable[[str], None] = print, console: Any = None) -> NightlyReport:
-    """The arch tier over every causal-LM architecture the reference transformers knows, in
-    every given engine environment: the full map of which engine runs which architecture.
-    A type that cannot be shrunk gets `error` records with why, never silence."""
-    from probes.shrink import sweep_revision
-
-    started = time.monotonic()
-    run_id, journal, envs, done = _prepare(replace(options, tier="arch"), say)
-    report = NightlyReport(run_id=run_id)
-    ref = _reference_python(envs, say)
-    ref_version = _python_package_version(ref, "transformers")
-    if not types:
-        proc = subprocess.run([ref, "-m", "probes.shrink", "--list-types"], capture_output=True,
-                              text=True, env={**os.environ, "PYTHONPATH": str(PROBES_ROOT)},
-                              timeout=300, check=True)
-        types = proc.stdout.split()
-    models = [SweepModel(id=f"arch/{t}", revision=sweep_revision(t, ref_version), model_type=t)
-              for t in types]
-    report.discovered = len(models)
-    targets = [replace(t, stages=tuple(s for s in t.stages if s in ARCH_MAP_STAGES))
-               for t, _e in envs]
-    tasks = plan(models, targets, done, max_error_attempts=options.max_error_attempts)
-    report.tasks = tasks
-    say(f"sweep {run_id}: {len(models)} architectures (transformers {ref_version}), "
-        f"{len(envs)} environments -> {len(tasks)} probes")
-    if tasks and not options.dry_run:
-        root = options.home() / "sweep" / ref_version
-        needed = sorted({t.model_id.split("/", 1)[1] for t in tasks})
-        rows = _build_sweep(ref, root, needed, say)
-        shrinker = Shrinker(root, ref, prebuilt=True)
-        by_type = {m.model_type: m for m in models}
-        built: dict[tuple[str, str], SweepModel] = {}
-        for row in rows:
-            m = by_type.get(row["model_type"])
-            if m is None:
-                continue
-            if row["status"] == "ok":
-                built[(m.id, m.revision)] = replace(m, model_dir=row["out_dir"],
-                                                    architecture=row.get("architecture"))
-            else:
-                shrinker.remember_failure(m.id, m.revision, f"shrink failed: {row['why']}",
-                                          shrinker.type_command(m.model_type))
-        tasks = [replace(t, model_dir=built[(t.model_id, t.revision)].model_dir
-                         if (t.model_id, t.revision) in built else None) for t in tasks]
-        ctx = _Context(options=replace(options, tier="arch"), run_id=run_id, journal=journal,
-                       shrinker=shrinker,
-                       models={**{(m.id, m.revision): m for m in models}, **built})
-        execute(tasks, ctx, report, console)
-        if options.store:
-            journal.clear()
-    report.seconds = time.monotonic() - started
-    return report
-
-
-def _build_sweep(python: str, root: Path, types: Sequence[str],
-                 say: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Shrink every needed type in one reference process (import once, ~1 s a type)."""
-    report = root / "shrink-report.json"
-    root.mkdir(parents=True, exist_ok=True)
-    say(f"shrinking {len(types)} architectures into {root}")
-    proc = subprocess.run([python, "-m", "probes.shrink", "--sweep", str(root), "--types",
-                           ",".join(types), "--no-generate", "--report", str(report)],
-                          capture_output=True, text=True, timeout=3600,
-                          env={**os.environ, "PYTHONPATH": str(PROBES_ROOT)})
-    if proc.returncode != 0 or not report.exists():
-        why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return [{"model_type": t, "status": "error", "why": f"sweep shrink crashed: {why}"}
-                for t in types]
-    return json.loads(report.read_text())["rows"]
-
-
-def _python_package_version(python: str, package: str) -> str:
-    proc = subprocess.run([python, "-c", f"import importlib.metadata as m; print(m.version({package!r}))"],
-                          capture_output=True, text=True, timeout=120, check=True)
-    return proc.stdout.strip()
-
-
 if __name__ == "__main__":  # a thin runner for tests and cron until the CLI has `nightly`
     import argparse
 
@@ -661,6 +572,8 @@ if __name__ == "__main__":  # a thin runner for tests and cron until the CLI has
                           endpoint=a.endpoint, token=False if a.endpoint else None,
                           work_dir=Path(a.work_dir) if a.work_dir else None, dry_run=a.dry_run)
     if a.sweep:
+        from matrix.sweep import run_sweep
+
         rep = run_sweep(opts, types=[t for t in (a.types or "").split(",") if t] or None)
     else:
         rep = run_nightly(load_watchlist(a.watchlist) if a.watchlist else None, opts)

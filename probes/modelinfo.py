@@ -21,9 +21,11 @@ class ModelInfo:
     architecture: str | None
     release_date: str | None = None
     family: str | None = None
+    # An arch-tier copy's origin (dayone.json): the release it was shrunk from, or "synthetic".
+    lineage: dict | None = None
 
     def as_record(self) -> dict:
-        return {k: v for k, v in asdict(self).items()}
+        return {k: v for k, v in asdict(self).items() if k != "lineage" or v is not None}
 
 
 def _read_json(path: Path) -> dict | None:
@@ -102,6 +104,7 @@ def read_model_info(model_dir: Path, model_id: str | None = None) -> ModelInfo:
         architecture=archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None,
         release_date=meta.get("release_date") if isinstance(meta.get("release_date"), str) else None,
         family=meta.get("family") if isinstance(meta.get("family"), str) else None,
+        lineage=meta.get("lineage") if isinstance(meta.get("lineage"), dict) else None,
     )
 
 

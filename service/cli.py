@@ -24,6 +24,10 @@ env_app = typer.Typer(help="Isolated engine environments (one per engine version
                       no_args_is_help=True)
 app.add_typer(fixtures_app, name="fixtures")
 app.add_typer(env_app, name="env")
+releases_app = typer.Typer(help="Reference releases the arch tier shrinks from (config and "
+                           "tokenizer files of real hub repos, never weights).",
+                           no_args_is_help=True)
+app.add_typer(releases_app, name="releases")
 
 # Piped output (files, tests, CI logs) gets wide lines instead of 80-column wrapping.
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
@@ -247,7 +251,10 @@ def arch_map_command(
     engines = list(engine or sorted({e for row in amap.values() for e in row}))
     cover = archmap.coverage(amap, engines)
     if as_json:
-        print(json.dumps({"coverage": cover, "cells": {
+        # Where each architecture's copy came from (a release, or synthetic), as its records say.
+        lineage = {r["model"]["id"][len(archmap.ARCH_PREFIX):]: r["model"].get("lineage")
+                   for r in records if r["model"].get("lineage")}
+        print(json.dumps({"coverage": cover, "lineage": lineage, "cells": {
             a: {e: c.__dict__ for e, c in row.items()} for a, row in amap.items()}}))
         return
     if markdown:
@@ -423,11 +430,74 @@ def discover(
         err.print(f"[yellow]warning:[/yellow] {e}")
 
 
+# -- reference releases ---------------------------------------------------------------------
+@releases_app.command("list")
+def releases_list(
+    model_type: Annotated[Optional[str], typer.Argument(help="Only this model_type")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Entries as JSON")] = False,
+) -> None:
+    """The catalogue: per model_type the release its copies start from (first), and the others."""
+    from probes import releases
+
+    found = releases.entries(model_type)
+    if model_type and not found:
+        raise _fail(f"no catalogued release of model_type {model_type!r}")
+    chosen = {t: releases.lookup(t) for t in {r.model_type for r in found}}
+    rows = [{"model_type": r.model_type, "repo": r.repo, "revision": r.revision,
+             "pristine": r.pristine, "source": r.source, "commit": r.commit,
+             "files": list(r.files), "missing": list(r.missing), "path": str(r.path),
+             "used": chosen[r.model_type] == r} for r in found]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    from rich.table import Table
+
+    table = Table("model_type", "repo", "used", "pristine", "from", "files")
+    for r in rows:
+        table.add_row(r["model_type"], r["repo"], "yes" if r["used"] else "",
+                      "yes" if r["pristine"] else "NOT pristine",
+                      "hub @ " + (r["revision"] or "?")[:8] if r["source"] == "hub"
+                      else f"{r['source']} @ {(r['commit'] or '?')[:8]}", str(len(r["files"])))
+    out.print(table)
+    err.print(f"{len(chosen)} model types, {len(rows)} releases "
+              f"(roots: {', '.join(str(p) for p in releases.roots())})", markup=False)
+
+
+@releases_app.command("refresh")
+def releases_refresh(
+    types: Annotated[Optional[str], typer.Option("--types", help="Comma-separated model types (default: the catalogued ones)")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Catalogue folder to write (default: $DAYONE_HOME/releases; set DAYONE_RELEASES to it for the sweep to use it)")] = None,
+    endpoint: EndpointOption = None,
+) -> None:
+    """Fill a catalogue from the hub: per model_type the most downloaded repo stating it, its
+    config and tokenizer files (never weights; files over 4 MB are listed, not copied)."""
+    from matrix import releases as hub_releases
+    from probes import releases
+
+    wanted = [t for t in (types or "").split(",") if t] or releases.model_types()
+    target = out_dir or probing_home() / "releases"
+    rows = hub_releases.refresh(target, wanted, endpoint=endpoint,
+                                token=False if endpoint else None, say=_say)
+    done = [r for r in rows if r.error is None]
+    print(json.dumps({"out": str(target), "refreshed": len(done), "total": len(rows),
+                      "errors": {r.model_type: r.error for r in rows if r.error}}))
+    if not done and rows:
+        raise typer.Exit(1)
+
+
+def probing_home() -> Path:
+    from matrix.store import dayone_home
+
+    return dayone_home()
+
+
 def _run_nightly(options, watchlist, console_say=_say, sweep: bool = False, types=None):
     from matrix import nightly as N
 
     if sweep:
-        report = N.run_sweep(options, types=types, say=console_say, console=err)
+        from matrix.sweep import run_sweep
+
+        report = run_sweep(options, types=types, say=console_say, console=err)
     else:
         report = N.run_nightly(watchlist, options, say=console_say, console=err)
     summary = report.summary()

@@ -197,7 +197,8 @@ def _tokenizer_as_released(out_dir: Path, release: Release, specials: Specials,
               if k not in ("added_tokens_decoder", "auto_map", "tokenizer_file", "vocab_file",
                            "merges_file", "chat_template", "tokenizer_class",
                            "additional_special_tokens", "extra_special_tokens", *ROLES)}
-    merged["added_tokens_decoder"] = ours.get("added_tokens_decoder", {})
+    if ours.get("added_tokens_decoder"):
+        merged["added_tokens_decoder"] = ours["added_tokens_decoder"]
     for role in ROLES:
         merged[role] = specials.roles.get(role) if specials.roles.get(role) in \
             specials.by_content else None

@@ -2,8 +2,9 @@
 
 Serves what `huggingface_hub.HfApi(endpoint=...)` asks for, in the real API's shapes:
 
-- `GET /api/models?author=ORG&sort=createdAt[&direction=-1][&limit=N][&expand=...]`: newest
-  first, `page_size` per page, the next page in a `Link: <...>; rel="next"` header.
+- `GET /api/models?author=ORG&filter=TAG&sort=createdAt|downloads[&direction=-1][&limit=N]
+  [&expand=...]`: newest (most downloaded) first, `page_size` per page, the next page in a
+  `Link: <...>; rel="next"` header.
 - `GET /api/models/{repo}` and `/api/models/{repo}/revision/{rev}`: one repo's info.
 - `HEAD|GET /{repo}/resolve/{rev}/{file}`: raw files, with `X-Repo-Commit` and `ETag`.
 - Errors as the hub sends them (`X-Error-Code`): a gated repo (401 GatedRepo without a token
@@ -168,9 +169,12 @@ class FakeHub:
         with self._lock:
             infos = [copy.deepcopy(r.info) for r in self.repos.values()
                      if author is None or r.id.split("/")[0] == author]
+        # `filter`: repos carrying every given tag (the hub's model_type tags among them).
+        tags = params.get("filter", [])
+        infos = [i for i in infos if all(tag in (i.get("tags") or []) for tag in tags)]
         sort = params.get("sort", ["createdAt"])[0]
         descending = params.get("direction", ["-1"])[0] != "1"
-        infos.sort(key=lambda i: (str(i.get(sort, "")), i["id"]), reverse=descending)
+        infos.sort(key=lambda i: (_sort_value(i.get(sort)), i["id"]), reverse=descending)
         limit = int(params.get("limit", [str(self.page_size)])[0])
         size = min(limit, self.page_size)
         start = int(params.get("cursor", ["0"])[0])
@@ -220,6 +224,13 @@ class FakeHub:
         out = {"X-Repo-Commit": sha, "ETag": f'"{etag}"', "Content-Length": str(len(body)),
                "Content-Type": "application/octet-stream"}
         return 200, out, (b"" if method == "HEAD" else body)
+
+
+def _sort_value(value: Any) -> tuple[int, float, str]:
+    """Numbers (downloads, likes) sort as numbers, the rest (dates) as text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, str(value or ""))
 
 
 _LIST_FIELDS = ("_id", "id", "likes", "private", "downloads", "tags", "pipeline_tag",

@@ -1,0 +1,140 @@
+"""The arch-tier sweep: every causal-LM architecture the reference transformers knows, shrunk
+(from its catalogued release where there is one, probes.releases) in one reference process,
+then probed in every given engine environment on the nightly's execution (bounded, journaled,
+resumable): the full map of which engine runs which architecture.
+
+    python -m matrix.sweep [--types a,b] [--engine E ...] [--jobs N]   (also `dayone sweep`)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from matrix.nightly import (PROBES_ROOT, REFERENCE_ENGINE, NightlyOptions, NightlyReport,
+                            Shrinker, _Context, _prepare, _reference_python, execute)
+from matrix.plan import plan
+from probes.stages import ARCH_MAP_STAGES
+
+
+@dataclass(frozen=True)
+class SweepModel:
+    """One architecture the reference knows, as a model: `arch/<model_type>`."""
+
+    id: str
+    revision: str
+    model_type: str
+    model_dir: str | None = None
+    skip_reason: str | None = None
+    architecture: str | None = None
+    created_at: str | None = None
+    lineage: dict[str, Any] | None = None  # the release it is shrunk from, or synthetic
+
+
+def run_sweep(options: NightlyOptions, *, types: Sequence[str] | None = None,
+              say: Callable[[str], None] = print, console: Any = None) -> NightlyReport:
+    """The arch tier over every causal-LM architecture the reference transformers knows, in
+    every given engine environment: the full map of which engine runs which architecture.
+    A type that cannot be shrunk gets `error` records with why, never silence."""
+    from probes.shrink.catalogue import sweep_revision, type_lineage
+
+    started = time.monotonic()
+    run_id, journal, envs, done = _prepare(replace(options, tier="arch"), say)
+    report = NightlyReport(run_id=run_id)
+    ref = _reference_python(envs, say)
+    ref_version = _python_package_version(ref, "transformers")
+    if not types:
+        proc = subprocess.run([ref, "-m", "probes.shrink", "--list-types"], capture_output=True,
+                              text=True, env={**os.environ, "PYTHONPATH": str(PROBES_ROOT)},
+                              timeout=300, check=True)
+        types = proc.stdout.split()
+    models = [SweepModel(id=f"arch/{t}", revision=sweep_revision(t, ref_version), model_type=t,
+                         lineage=type_lineage(t)) for t in types]
+    report.discovered = len(models)
+    targets = [replace(t, stages=tuple(s for s in t.stages if s in ARCH_MAP_STAGES))
+               for t, _e in envs]
+    tasks = plan(models, targets, done, max_error_attempts=options.max_error_attempts)
+    report.tasks = tasks
+    say(f"sweep {run_id}: {len(models)} architectures (transformers {ref_version}), "
+        f"{len(envs)} environments -> {len(tasks)} probes")
+    if tasks and not options.dry_run:
+        root = options.home() / "sweep" / ref_version
+        needed = sorted({t.model_id.split("/", 1)[1] for t in tasks})
+        rows = _build_sweep(ref, root, needed, say)
+        shrinker = Shrinker(root, ref, prebuilt=True)
+        by_type = {m.model_type: m for m in models}
+        built: dict[tuple[str, str], SweepModel] = {}
+        for row in rows:
+            m = by_type.get(row["model_type"])
+            if m is None:
+                continue
+            if row["status"] == "ok":
+                built[(m.id, m.revision)] = replace(m, model_dir=row["out_dir"],
+                                                    architecture=row.get("architecture"))
+            else:
+                shrinker.remember_failure(m.id, m.revision, f"shrink failed: {row['why']}",
+                                          shrinker.type_command(m.model_type))
+        tasks = [replace(t, model_dir=built[(t.model_id, t.revision)].model_dir
+                         if (t.model_id, t.revision) in built else None) for t in tasks]
+        ctx = _Context(options=replace(options, tier="arch"), run_id=run_id, journal=journal,
+                       shrinker=shrinker,
+                       models={**{(m.id, m.revision): m for m in models}, **built})
+        execute(tasks, ctx, report, console)
+        if options.store:
+            journal.clear()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _build_sweep(python: str, root: Path, types: Sequence[str],
+                 say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Shrink every needed type in one reference process (import once, ~1 s a type)."""
+    report = root / "shrink-report.json"
+    root.mkdir(parents=True, exist_ok=True)
+    say(f"shrinking {len(types)} architectures into {root}")
+    proc = subprocess.run([python, "-m", "probes.shrink", "--sweep", str(root), "--types",
+                           ",".join(types), "--no-generate", "--report", str(report)],
+                          capture_output=True, text=True, timeout=3600,
+                          env={**os.environ, "PYTHONPATH": str(PROBES_ROOT)})
+    if proc.returncode != 0 or not report.exists():
+        why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return [{"model_type": t, "status": "error", "why": f"sweep shrink crashed: {why}"}
+                for t in types]
+    return json.loads(report.read_text())["rows"]
+
+
+def _python_package_version(python: str, package: str) -> str:
+    proc = subprocess.run([python, "-c", f"import importlib.metadata as m; print(m.version({package!r}))"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    return proc.stdout.strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m matrix.sweep", description=__doc__)
+    ap.add_argument("--engine", action="append", default=[])
+    ap.add_argument("--types", help="comma-separated model types (default: all)")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--out")
+    ap.add_argument("--no-store", action="store_true")
+    ap.add_argument("--work-dir")
+    ap.add_argument("--dry-run", action="store_true")
+    a = ap.parse_args(argv)
+    opts = NightlyOptions(engines=a.engine or [REFERENCE_ENGINE], tier="arch", jobs=a.jobs,
+                          store=not a.no_store, out=Path(a.out) if a.out else None,
+                          work_dir=Path(a.work_dir) if a.work_dir else None, dry_run=a.dry_run)
+    rep = run_sweep(opts, types=[t for t in (a.types or "").split(",") if t] or None)
+    print(json.dumps(rep.summary()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

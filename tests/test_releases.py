@@ -1,0 +1,205 @@
+"""The reference releases catalogue, its refresh from the (fake) hub, and copies shrunk from it.
+
+A copy shrunk from a release says what the release says: its class names, its config keys (none
+added, none renamed), its head_dim and q/kv ratio, its dtype; and transformers still builds and
+generates with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from probes import releases
+from probes.shrink import load_rules
+from tests.fakehub import FakeHub
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ------------------------------------------------------------------ pure: the catalogue ------
+
+def test_packaged_catalogue_reads_every_entry_with_its_source():
+    found = releases.entries()
+    assert len(releases.model_types()) == 23 and len(found) == 25
+    for r in found:
+        assert r.repo.count("/") == 1 and "config.json" in r.files, r
+        assert r.source.startswith("github:") and r.commit and r.revision is None
+        assert all(r.file(n).stat().st_size <= releases.MAX_FILE_BYTES for n in r.files)
+    not_pristine = {r.model_type for r in found if not r.pristine}
+    assert not_pristine == {"exaone4", "gemma2", "gpt_bigcode"}
+    assert releases.lookup("gpt2").lineage() == {
+        "source": "release", "repo": "microsoft/DialoGPT-small", "revision": None,
+        "pristine": True,
+        "copied_from": "github:CHJCHJCH/microsoft-DialoGPT-small@"
+                       "49c537161a457d5256512f9d2d38a87d81ae0f0e"}
+    assert releases.lookup("no_such_type") is None
+
+
+def test_lookup_prefers_a_release_with_its_own_vocabulary_and_later_roots_lose(tmp_path,
+                                                                              monkeypatch):
+    assert releases.lookup("llama").repo == "meta-llama/Llama-2-7b-hf"  # ships tokenizer.json
+    assert releases.lookup("gemma").missing == ("tokenizer.json", "tokenizer.model")
+    entry = tmp_path / "llama" / "acme__tiny"
+    entry.mkdir(parents=True)
+    (entry / "config.json").write_text('{"model_type": "llama"}')
+    (entry / "SOURCE").write_text("hf_repo_id: acme/tiny\nsource: hub\nrevision: abc\n")
+    monkeypatch.setenv(releases.ENV, str(tmp_path))
+    got = releases.lookup("llama")
+    assert (got.repo, got.revision, got.source) == ("acme/tiny", "abc", "hub")
+    assert releases.lookup("gpt2").repo == "microsoft/DialoGPT-small"  # packaged still there
+
+
+# ------------------------------------------------------------------ refresh from the hub -----
+
+def _hub_repo(hub: FakeHub, repo: str, model_type: str, downloads: int, tag: str) -> str:
+    sha = f"{abs(hash(repo)):040d}"[:40]
+    hub.add_repo({"_id": sha[:24], "id": repo, "sha": sha, "downloads": downloads,
+                  "createdAt": "2026-01-01T00:00:00.000Z", "tags": ["transformers", tag],
+                  "config": {"model_type": model_type}},
+                 {"config.json": json.dumps({"model_type": model_type, "hidden_size": 64}),
+                  "tokenizer_config.json": '{"bos_token": "<s>"}',
+                  "tokenizer.json": "x" * 5000, "model.safetensors": "weights",
+                  "original/params.json": "{}"})
+    return sha
+
+
+def test_refresh_takes_the_most_downloaded_repo_stating_the_type(tmp_path, monkeypatch):
+    from matrix.releases import refresh
+
+    with FakeHub(faults=False) as hub:
+        _hub_repo(hub, "fans/llama-finetune", "mistral", 10_000, "llama")  # tag, not config
+        sha = _hub_repo(hub, "acme/llama-base", "llama", 900, "llama")
+        _hub_repo(hub, "acme/llama-small", "llama", 80, "llama")
+        rows = refresh(tmp_path, ["llama", "nope_type"], endpoint=hub.url, token=False,
+                       max_file_bytes=1000, say=lambda _m: None)
+        fetched = [p for m, p, _s in hub.requests if m == "GET" and "/resolve/" in p]
+    assert rows[0].repo == "acme/llama-base" and rows[0].revision == sha
+    assert rows[0].files == ("config.json", "tokenizer_config.json")
+    assert rows[0].skipped and rows[0].skipped[0].startswith("tokenizer.json (over 1000")
+    assert rows[1].error and "nope_type" in rows[1].error
+    assert not [p for p in fetched if "safetensors" in p or "params.json" in p or
+                "tokenizer.json" in p]  # never weights, never a file over the limit
+    monkeypatch.setenv(releases.ENV, str(tmp_path))
+    got = releases.lookup("llama")
+    assert (got.repo, got.revision, got.source) == ("acme/llama-base", sha, "hub")
+    assert got.missing == ("tokenizer.json",) and got.lineage()["revision"] == sha
+
+
+def test_cli_lists_and_refreshes(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DAYONE_HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "service.cli", "releases", "list", "--json"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert sum(r["used"] for r in rows) == 23
+    with FakeHub(faults=False) as hub:
+        _hub_repo(hub, "acme/qwen3-tiny", "qwen3", 5, "qwen3")
+        proc = subprocess.run([sys.executable, "-m", "service.cli", "releases", "refresh",
+                               "--types", "qwen3", "--endpoint", hub.url], capture_output=True,
+                              text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert answer["refreshed"] == 1
+    assert (tmp_path / "releases" / "qwen3" / "acme__qwen3-tiny" / "SOURCE").is_file()
+
+
+# ------------------------------------------------------------------ real: shrink from releases
+
+@pytest.fixture(scope="module")
+def from_releases(tf_env, tmp_path_factory) -> dict:
+    """Every catalogued type transformers knows, shrunk from its release and generating."""
+    out = tmp_path_factory.mktemp("from-releases")
+    types = releases.model_types()
+    proc = subprocess.run([tf_env.python, "-c", textwrap.dedent(f"""
+        import json
+        from probes.shrink import sweep
+        print(json.dumps(sweep({str(out)!r}, {types!r} + ["olmo2"])))
+    """)], capture_output=True, text=True, timeout=900, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["model_type"]: r for r in json.loads(proc.stdout.strip().splitlines()[-1])}
+    return {"out": out, "rows": rows}
+
+
+REMOTE_CODE = {"chatglm", "kimi_k2", "mimo", "qwen"}  # not transformers' own model types
+
+
+def _head_dim(d: dict) -> int:
+    heads = d.get("num_attention_heads") or d.get("n_head")
+    width = d.get("hidden_size") or d.get("n_embd") or d.get("n_embed")
+    return d.get("head_dim") or width // heads
+
+
+def _ratio(d: dict) -> float:
+    heads = d.get("num_attention_heads") or d.get("n_head")
+    return heads / (d.get("num_key_value_heads") or d.get("num_kv_heads") or heads)
+
+
+def test_catalogued_types_build_from_their_release_and_generate(from_releases):
+    rows = from_releases["rows"]
+    for model_type in releases.model_types():
+        row = rows[model_type]
+        if model_type in REMOTE_CODE:
+            assert row["status"] == "error" and "does not know model_type" in row["why"]
+            continue
+        assert row["status"] == "ok", (model_type, row.get("why"))
+        assert len(row["tokens"]) == 4
+        assert row["lineage"]["source"] == "release"
+    assert rows["olmo2"]["status"] == "ok" and rows["olmo2"]["lineage"] == {"source": "synthetic"}
+    meta = json.loads((from_releases["out"] / "olmo2" / "dayone.json").read_text())
+    assert meta["lineage"] == {"source": "synthetic"}
+
+
+def test_copies_keep_what_the_release_states(from_releases):
+    rules = load_rules()
+    for model_type in sorted(set(releases.model_types()) - REMOTE_CODE):
+        release = releases.lookup(model_type)
+        theirs = json.loads(release.file("config.json").read_text())
+        out = from_releases["out"] / model_type
+        ours = json.loads((out / "config.json").read_text())
+        meta = json.loads((out / "dayone.json").read_text())
+        assert meta["lineage"]["repo"] == release.repo
+        assert meta["lineage"]["pristine"] is release.pristine
+        assert ours["architectures"] == theirs["architectures"], model_type
+        fam = rules.family(model_type)
+        allowed = set(fam.get("set", {})) | {k.split(".")[0] for k in fam.get("before", {})}
+        assert set(ours) - set(theirs) <= allowed, (model_type, set(ours) - set(theirs))
+        assert set(theirs) - set(ours) <= {"quantization_config"}, model_type
+        for key in ("torch_dtype", "dtype"):
+            assert ours.get(key) == theirs.get(key), (model_type, key)
+        text_theirs, text_ours = theirs.get("text_config", theirs), ours.get("text_config", ours)
+        if (text_theirs.get("num_attention_heads") or text_theirs.get("n_head")) and \
+                (text_theirs.get("hidden_size") or text_theirs.get("n_embd")
+                 or text_theirs.get("n_embed")):
+            assert _head_dim(text_ours) == _head_dim(text_theirs), model_type
+            if not any("ratio capped" in n for n in meta["notes"]):
+                assert _ratio(text_ours) == _ratio(text_theirs), model_type
+    gpt2 = json.loads((from_releases["out"] / "gpt2" / "config.json").read_text())
+    assert ("n_ctx" in gpt2) == ("n_ctx" in json.loads(
+        releases.lookup("gpt2").file("config.json").read_text()))
+    bloom = json.loads((from_releases["out"] / "bloom" / "config.json").read_text())
+    assert bloom["n_embed"] // bloom["num_attention_heads"] == 128  # not the default's 8
+
+
+def test_tokenizers_are_of_the_release_kind(from_releases, tf_env):
+    """Gemma releases ship a SentencePiece tokenizer.model: their copies' tokenizer is
+    SentencePiece-style, with the release's special tokens and chat template."""
+    out = from_releases["out"]
+    gemma = json.loads((out / "gemma" / "tokenizer.json").read_text())
+    assert gemma["model"]["byte_fallback"] is True
+    tok_config = json.loads((out / "gemma" / "tokenizer_config.json").read_text())
+    assert (tok_config["bos_token"], tok_config["eos_token"]) == ("<bos>", "<eos>")
+    assert "<start_of_turn>" in tok_config["chat_template"]
+    assert "<start_of_turn>" in {v["content"] for v in gemma["added_tokens"] if v["special"]}
+    # a base release has no chat template, so its copy has none either
+    assert "chat_template" not in json.loads((out / "bloom" / "tokenizer_config.json").read_text())
+    # a release with its own vocabulary keeps it, byte for byte
+    qwen3 = releases.lookup("qwen3")
+    assert (out / "qwen3" / "vocab.json").read_bytes() == qwen3.file("vocab.json").read_bytes()
