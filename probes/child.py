@@ -6,8 +6,8 @@ Writes one JSON event per line to FILE, flushed as it goes, so a crash keeps wha
   {"event": "env", "engine": {...}}                      once the engine module is imported
   {"event": "start", "stage": S}                          before each stage
   {"event": "end", "stage": S, "status": ..., ...}        after each stage
-It stops after the first stage that fails (not pass/degraded/skipped): the host marks the rest
-skipped.
+A stage that fails (not pass/degraded/skipped) blocks only the stages that need it
+(`probes.stages.blocker`): those are not run (the host marks them skipped), the others still are.
 Tracebacks go to stderr, which the host captures into the log and classifies.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from probes.engines import base, load_engine_class
-from probes.stages import lets_next_run, order_stages
+from probes.stages import blocker, order_stages
 
 PROBES_DIR = Path(__file__).resolve().parent
 
@@ -111,12 +111,14 @@ def main(argv: list[str] | None = None) -> int:
             _emit(events, {"event": "setup_failed", "message": _last_line(exc)})
             return 3
         try:
+            statuses: dict[str, str] = {}
             for stage in stages:
+                if blocker(stage, statuses):
+                    continue
                 _emit(events, {"event": "start", "stage": stage, "t": time.time()})
                 event = outcome_event(stage, lambda s=stage: engine.run_stage(s))
                 _emit(events, event)
-                if not lets_next_run(event["status"]):
-                    break
+                statuses[stage] = event["status"]
         finally:
             try:
                 engine.close()

@@ -1,7 +1,9 @@
 """A fault-injection engine for testing the harness itself (never shown in the matrix).
 
 options["fault"] picks what its `load` stage does: segfault, abort, hang, memory, flood,
-exit, harness_bug, raise (an engine-style exception), ok. Standard library only.
+exit, harness_bug, raise (an engine-style exception), ok. options["fail_stages"] names later
+stages that raise an engine error; the others pass: a stage layout for the blocking rule.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -55,5 +57,9 @@ class Engine(EngineBase):
             _engine_error(self.options.get("message", "engine exploded"))
         return StageOutcome(metrics={"fault": fault})
 
-    def stage_generate(self) -> StageOutcome:
-        return StageOutcome(metrics={"new_tokens": 0})
+    def run_stage(self, stage: str) -> StageOutcome:
+        if stage != "load" and stage in self.options.get("fail_stages", ()):
+            _engine_error(f"{stage} exploded")
+        if stage == "load":
+            return self.stage_load()
+        return StageOutcome(metrics={"stage": stage})
