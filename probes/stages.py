@@ -51,8 +51,8 @@ STATUSES: tuple[str, ...] = ("pass", "degraded", "fail", "oom", "timeout", "erro
 
 # A stage ending in one of these is healthy (shown green or amber).
 GOOD_STATUSES: frozenset[str] = frozenset({"pass", "degraded"})
-# A stage ending in one of these lets the stages that need it run: a stage that ran and gave no verdict
-# (`skipped` by the stage itself, e.g. a tool call on random weights) blocks nothing.
+# A stage ending in one of these lets the stages that need it run: a stage that ran and gave no
+# verdict (`skipped` by the stage itself, e.g. a tool call on random weights) blocks nothing.
 CONTINUE_STATUSES: frozenset[str] = GOOD_STATUSES | {"skipped"}
 
 # Statuses that are the engine's fault (shown red); `error` is ours and never counted against it.
