@@ -93,6 +93,19 @@ def oom_evidence(outcome: ProbeOutcome) -> str | None:
     return None
 
 
+def stage_oom(verdict: Verdict, end: dict[str, Any]) -> Verdict:
+    """A stage that failed as a crash (or for no known reason) while the memory cgroup counted
+    OOM kills: the host's OOM killer took one of the engine's processes (a worker, a server),
+    and the engine reported its death."""
+    kills = end.get("oom_kills")
+    if verdict.status != "fail" or verdict.failure_class not in ("crash", "unknown") or not kills:
+        return verdict
+    return Verdict("oom", "out_of_memory",
+                   f"the host's OOM killer took a process of the engine: the memory cgroup "
+                   f"counted {kills} OOM kill(s) during this stage; the engine said: "
+                   f"{verdict.message}", verdict.log_excerpt)
+
+
 def death_verdict(outcome: ProbeOutcome, engine: str) -> Verdict:
     """The stage that was running (or about to) when the child ended without reporting it."""
     log = outcome.log_text
@@ -150,7 +163,7 @@ def stage_verdicts(stages: list[str], outcome: ProbeOutcome, engine: str
             verdict = death_verdict(outcome, engine)
             died = (stage, verdict.status)
         elif end["status"] in ("fail",) and not end.get("failure_class"):
-            verdict = classified(outcome.log_text, engine, end.get("message"))
+            verdict = stage_oom(classified(outcome.log_text, engine, end.get("message")), end)
         else:
             verdict = Verdict(end["status"], end.get("failure_class"), end.get("message"),
                               None if lets_next_run(end["status"])

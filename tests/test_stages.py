@@ -100,3 +100,19 @@ def test_a_sigkill_with_an_oom_kill_is_oom_and_without_is_a_crash(tmp_path):
     assert (oom.status, oom.failure_class) == ("oom", "out_of_memory")
     assert "2 OOM kill" in oom.message
     assert (crash.status, crash.failure_class) == ("fail", "crash")
+
+
+@pytest.mark.parametrize("status, fc, kills, expected", [
+    ("fail", "crash", 1, "oom"), ("fail", "unknown", 2, "oom"),
+    ("fail", "crash", 0, "fail"), ("fail", "unknown", None, "fail"),
+    ("fail", "wrong_output", 1, "fail"),  # a wrong answer is not a death
+    ("fail", "unsupported_architecture", 1, "fail"),
+    ("pass", None, 1, "pass"),
+])
+def test_a_stage_whose_worker_the_oom_killer_took(status, fc, kills, expected):
+    from probes.record import Verdict, stage_oom
+
+    got = stage_oom(Verdict(status, fc, "EngineCore died"), {"oom_kills": kills})
+    assert got.status == expected
+    if expected == "oom":
+        assert got.failure_class == "out_of_memory" and "EngineCore died" in got.message

@@ -1,8 +1,9 @@
 """A fault-injection engine for testing the harness itself (never shown in the matrix).
 
-options["fault"] picks what its `load` stage does: segfault, abort, hang, memory, flood,
-exit, harness_bug, raise (an engine-style exception), ok. options["fail_stages"] names later
-stages that raise an engine error; the others pass: a stage layout for the blocking rule.
+options["fault"] picks what its `load` stage does: segfault, abort, hang, memory, memory_worker
+(a subprocess blows up), flood, exit, harness_bug, raise (an engine-style exception), ok.
+options["fail_stages"] names later stages that raise an engine error; the others pass: a stage
+layout for the blocking rule.
 Standard library only.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -41,6 +43,11 @@ class Engine(EngineBase):
                 hog.append(bytearray(50 * 2**20))
                 hog[-1][::4096] = b"x" * len(hog[-1][::4096])  # touch pages: resident
                 time.sleep(0.01)
+        elif fault == "memory_worker":  # a worker process blows up; the engine reports it
+            hog = ("import time\nhog = []\nwhile True:\n"
+                   "    hog.append(b'x' * (50 * 2**20)); time.sleep(0.01)\n")  # resident
+            worker = subprocess.run([sys.executable, "-c", hog], check=False)
+            _engine_error(f"worker process died with exit status {worker.returncode}")
         elif fault == "flood":
             chunk = "flood " * 10000 + "\n"
             for _ in range(int(self.options.get("flood_lines", 20000))):
