@@ -8,8 +8,9 @@ output directory mounted read-write, a read-only root filesystem, no capabilitie
 user; it is removed afterwards whatever happens. The result is the local runner's
 `ProbeOutcome`, so `probes.record.build_records` turns it into records unchanged.
 
-Statuses: exit 137 with OOMKilled -> `oom`; an image that cannot build or a container that
-cannot start -> `error` / `infra` (via `ProbeOutcome.infra_error`), never the engine's `fail`.
+Statuses: exit 137 with OOMKilled -> `oom` (probes.record.oom_evidence); an image that
+cannot build or a container that cannot start -> `error` / `infra` (via
+`ProbeOutcome.infra_error`), never the engine's `fail`.
 """
 
 from __future__ import annotations
@@ -550,14 +551,16 @@ def run_probe(req: ProbeRequest, log_dir: Path, image: ProbeImage, *,
         return ProbeOutcome([], None, False, False, 0.0, log_path, log_path.read_text(), 0.0,
                             time.time(), argv, infra_error=str(exc))
     log_text = log_path.read_text(encoding="utf-8", errors="replace")
-    oom = run.oom_killed and not run.timed_out
+    # The container's OOMKilled flag is its cgroup's OOM kill count, the fact the local runner
+    # reads from memory.events: probes.record.oom_evidence decides both the same way.
     return ProbeOutcome(
         events=read_events(events_path),
         returncode=None if run.exit_code is None else exit_to_returncode(run.exit_code),
-        timed_out=run.timed_out, memory_exceeded=oom,
-        peak_rss_mb=max(run.peak_mb, req.memory_mb if oom else 0.0),
+        timed_out=run.timed_out, memory_exceeded=False, peak_rss_mb=run.peak_mb,
         log_path=log_path, log_text=log_text, duration_s=run.duration_s,
-        started_at=run.started_at, argv=argv, infra_error=run.error)
+        started_at=run.started_at, argv=argv, infra_error=run.error,
+        oom_kills_delta=int(run.oom_killed), memory_limit_mb=float(req.memory_mb),
+        memory_limit_source="the container's memory limit")
 
 
 def build_failure_outcome(exc: Exception, log_dir: Path) -> ProbeOutcome:

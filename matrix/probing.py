@@ -22,7 +22,7 @@ from probes.engines import get_spec
 from probes.modelinfo import escaping_links, read_model_info
 from probes.record import build_records, iso, refused_records
 from probes.runner import ProbeRequest, run_probe
-from probes.stages import blocked_message, lets_next_run, order_stages
+from probes.stages import blocked_message, blocker, order_stages
 
 PROBES_ROOT = Path(__file__).resolve().parent.parent  # the folder that holds `probes/`
 
@@ -116,10 +116,9 @@ def probe(model_dir: Path, engine: str, version: str | None = None,
         host=socket.gethostname())
     if no_reference and records:
         order = get_spec(engine).stages
-        before = [r for r in records if order.index(r["stage"]) < order.index("parity")
-                  and not lets_next_run(r["status"])]
-        if before:  # the engine stopped earlier on its own: say that, as for any later stage
-            no_reference = blocked_message(before[0]["stage"], before[0]["status"])
+        blocked = blocker("parity", {r["stage"]: r["status"] for r in records})
+        if blocked:  # what parity needs went red on its own: say that, as for any stage
+            no_reference = blocked_message(*blocked)
         records.append({**records[0], "stage": "parity", "status": "skipped",
                         "failure_class": None, "message": no_reference, "log_excerpt": None,
                         "metrics": {}, "duration_s": 0.0, "reproduce": None,

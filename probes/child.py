@@ -5,9 +5,10 @@
 Writes one JSON event per line to FILE, flushed as it goes, so a crash keeps what finished:
   {"event": "env", "engine": {...}}                      once the engine module is imported
   {"event": "start", "stage": S}                          before each stage
-  {"event": "end", "stage": S, "status": ..., ...}        after each stage
-It stops after the first stage that fails (not pass/degraded/skipped): the host marks the rest
-skipped.
+  {"event": "end", "stage": S, "status": ..., ...}        after each stage (with "oom_kills":
+                                                          the memory cgroup's OOM kills in it)
+A stage that fails (not pass/degraded/skipped) blocks only the stages that need it
+(`probes.stages.blocker`): those are not run (the host marks them skipped), the others still are.
 Tracebacks go to stderr, which the host captures into the log and classifies.
 """
 
@@ -23,7 +24,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from probes.engines import base, load_engine_class
-from probes.stages import lets_next_run, order_stages
+from probes.runner import memory_cgroups, oom_kills
+from probes.stages import blocker, order_stages
 
 PROBES_DIR = Path(__file__).resolve().parent
 
@@ -111,12 +113,20 @@ def main(argv: list[str] | None = None) -> int:
             _emit(events, {"event": "setup_failed", "message": _last_line(exc)})
             return 3
         try:
+            statuses: dict[str, str] = {}
+            cgroups = memory_cgroups()
             for stage in stages:
+                if blocker(stage, statuses):
+                    continue
                 _emit(events, {"event": "start", "stage": stage, "t": time.time()})
+                before = oom_kills(cgroups)
                 event = outcome_event(stage, lambda s=stage: engine.run_stage(s))
+                after = oom_kills(cgroups)
+                if before is not None and after is not None:
+                    # an engine's worker killed by the OOM killer reads as its crash otherwise
+                    event["oom_kills"] = after - before
                 _emit(events, event)
-                if not lets_next_run(event["status"]):
-                    break
+                statuses[stage] = event["status"]
         finally:
             try:
                 engine.close()

@@ -400,6 +400,9 @@ def stage_chat_template(server: Server, model_dir: Path, *, model: str | None = 
     return StageOutcome(metrics=metrics)
 
 
+TOOL_CALL_MAX_TOKENS = 256
+
+
 def stage_tool_call(server: Server, model_dir: Path, *, parser: str | None = None,
                     model: str | None = None, extra: dict[str, Any] | None = None
                     ) -> StageOutcome:
@@ -407,7 +410,7 @@ def stage_tool_call(server: Server, model_dir: Path, *, parser: str | None = Non
     model = model or served_model(server)
     messages = [{"role": "user", "content": "What is the weather in Paris, in celsius?"}]
     status, body, seconds = chat(
-        server, model, messages, max_tokens=256, tools=[WEATHER_TOOL],
+        server, model, messages, max_tokens=TOOL_CALL_MAX_TOKENS, tools=[WEATHER_TOOL],
         tool_choice={"type": "function", "function": {"name": "get_weather"}}, **(extra or {}))
     if status != 200:
         raise refused(server, "a tool-call request", status, body)
@@ -416,10 +419,12 @@ def stage_tool_call(server: Server, model_dir: Path, *, parser: str | None = Non
                                "completion_tokens": _usage(body, "completion_tokens"),
                                "latency_s": round(seconds, 4)}
     calls = _message(body).get("tool_calls") or []
-    if not calls and unfinished_call_of_random_weights(body, model_dir, "get_weather"):
+    unfinished = unfinished_call_of_random_weights(body, model_dir, "get_weather",
+                                                   TOOL_CALL_MAX_TOKENS)
+    if unfinished:
         return StageOutcome(status="skipped", metrics=metrics, message=(
-            "no verdict: random weights ran out of max_tokens inside the forced get_weather "
-            "call (the argument grammar allows whitespace); the full tier decides"))
+            f"no verdict on random weights: {unfinished} (the argument grammar allows "
+            "whitespace); the full tier decides"))
     if not calls:
         content = str(_message(body).get("content"))[:120]
         raise StageFailure(f"dayone-wrong-output: no tool call in the answer (content "
@@ -438,11 +443,52 @@ def stage_tool_call(server: Server, model_dir: Path, *, parser: str | None = Non
     return StageOutcome(metrics=metrics, output={"tool_call": function})
 
 
-def unfinished_call_of_random_weights(body: Any, model_dir: Path, name: str) -> bool:
-    """The engine forced the named call (its name is in the text) but random weights filled
-    the arguments until max_tokens: a fact about the weights, not about the engine."""
-    content = str(_message(body).get("content") or "")
-    return _finish(body) == "length" and f'"{name}"' in content and random_weights(model_dir)
+def _unclosed(text: str) -> bool:
+    """JSON text cut off: empty or whitespace only, or more `{`/`[` opened than closed."""
+    if not text.strip():
+        return True
+    try:
+        json.loads(text)
+        return False
+    except ValueError:
+        return (text.count("{") + text.count("[")) > (text.count("}") + text.count("]"))
+
+
+def unfinished_call(body: Any, name: str, max_tokens: int | None = None) -> str | None:
+    """How the forced call NAME ran out before its arguments closed, or None: the answer is
+    whole (right or wrong) or never named the call. Every form an engine answers with: the
+    call parsed into tool_calls with arguments cut off or whitespace only, or left unparsed in
+    `content` (a `<tool_call>` the parser could not read), with a finish_reason of `length`,
+    a completion that used every token, or neither (engines that report `stop` or
+    `tool_calls` for a named call)."""
+    message = _message(body)
+    content = str(message.get("content") or "")
+    calls = [c for c in (message.get("tool_calls") or []) if isinstance(c, dict)]
+    out_of_tokens = _finish(body) == "length" or (
+        max_tokens is not None and (_usage(body, "completion_tokens") or 0) >= max_tokens)
+    ran_out = "at max_tokens" if out_of_tokens else "unclosed"
+    for call in calls:
+        function = call.get("function") or {}
+        args = function.get("arguments")
+        if function.get("name") == name and isinstance(args, str) and _unclosed(args):
+            return f"the {name} call's arguments {args[:40]!r} are {ran_out}"
+    quoted = f'"{name}"'
+    if quoted in content:
+        rest = content[content.index(quoted) + len(quoted):]
+        after = rest[rest.find("{"):] if "{" in rest else ""
+        if out_of_tokens or _unclosed(after):
+            return f"the {name} call left in content is {ran_out}"
+    return None
+
+
+def unfinished_call_of_random_weights(body: Any, model_dir: Path, name: str,
+                                      max_tokens: int | None = None) -> str | None:
+    """The engine forced the named call but random weights filled its arguments until they ran
+    out (the argument grammar allows whitespace): a fact about the weights, not the engine.
+    The reason, or None where the answer can be judged."""
+    if not random_weights(model_dir):
+        return None
+    return unfinished_call(body, name, max_tokens)
 
 
 def stage_json_schema(server: Server, model_dir: Path, *, model: str | None = None,

@@ -16,7 +16,7 @@ from typing import Any
 from probes import __version__
 from probes.classify import classify, excerpt, status_for_class, telling_line
 from probes.runner import ProbeOutcome
-from probes.stages import blocked_message, lets_next_run
+from probes.stages import blocked_message, blocker, lets_next_run
 
 SCHEMA_VERSION = 1
 
@@ -64,6 +64,48 @@ def classified(log_text: str, engine: str, message: str | None) -> Verdict:
                    m.line or message, excerpt(log_text, m.line_no))
 
 
+# Peak resident memory at or above this share of the tightest limit reads as memory pressure.
+NEAR_LIMIT = 0.9
+
+
+def killed_by_sigkill(returncode: int | None) -> bool:
+    """SIGKILL as a process's exit (-9) or as a container's exit status (128 + 9)."""
+    return returncode in (-signal.SIGKILL, 128 + signal.SIGKILL)
+
+
+def oom_evidence(outcome: ProbeOutcome) -> str | None:
+    """Why a SIGKILL the watchdog did not send was the host's OOM killer, or None (a crash).
+
+    Either sign is enough: the cgroup counted an OOM kill during the run (a container's
+    OOMKilled flag is the same fact), or the peak resident memory came near the tightest
+    limit the child ran under (OOM kills the cgroup cannot show, e.g. the machine's own)."""
+    if outcome.timed_out or outcome.memory_exceeded or outcome.pids_exceeded:
+        return None  # the watchdog sent it, for its own reason
+    if not killed_by_sigkill(outcome.returncode):
+        return None
+    if outcome.oom_kills_delta:
+        return f"the memory cgroup counted {outcome.oom_kills_delta} OOM kill(s) during the run"
+    limit = outcome.memory_limit_mb
+    if limit and outcome.peak_rss_mb >= NEAR_LIMIT * limit:
+        return (f"peak resident memory {outcome.peak_rss_mb:.0f} MB, at "
+                f"{outcome.peak_rss_mb / limit:.0%} of {outcome.memory_limit_source or 'the limit'}"
+                f" ({limit:.0f} MB)")
+    return None
+
+
+def stage_oom(verdict: Verdict, end: dict[str, Any]) -> Verdict:
+    """A stage that failed as a crash (or for no known reason) while the memory cgroup counted
+    OOM kills: the host's OOM killer took one of the engine's processes (a worker, a server),
+    and the engine reported its death."""
+    kills = end.get("oom_kills")
+    if verdict.status != "fail" or verdict.failure_class not in ("crash", "unknown") or not kills:
+        return verdict
+    return Verdict("oom", "out_of_memory",
+                   f"the host's OOM killer took a process of the engine: the memory cgroup "
+                   f"counted {kills} OOM kill(s) during this stage; the engine said: "
+                   f"{verdict.message}", verdict.log_excerpt)
+
+
 def death_verdict(outcome: ProbeOutcome, engine: str) -> Verdict:
     """The stage that was running (or about to) when the child ended without reporting it."""
     log = outcome.log_text
@@ -84,6 +126,10 @@ def death_verdict(outcome: ProbeOutcome, engine: str) -> Verdict:
     if any(e.get("event") == "setup_failed" for e in outcome.events):
         msg = next(e.get("message") for e in outcome.events if e.get("event") == "setup_failed")
         return Verdict("error", "infra", f"engine environment broken: {msg}", excerpt(log, None))
+    oom = oom_evidence(outcome)
+    if oom:
+        return Verdict("oom", "out_of_memory", f"killed by the host's OOM killer (SIGKILL): {oom}",
+                       excerpt(log, None))
     sig = _signal_name(outcome.returncode)
     if outcome.returncode == 0:
         return Verdict("error", "infra", "probe child exited without reporting this stage",
@@ -99,26 +145,31 @@ def death_verdict(outcome: ProbeOutcome, engine: str) -> Verdict:
 
 def stage_verdicts(stages: list[str], outcome: ProbeOutcome, engine: str
                    ) -> list[tuple[str, Verdict, dict[str, Any] | None]]:
-    """(stage, verdict, end event or None) for every requested stage, in order."""
+    """(stage, verdict, end event or None) for every requested stage, in order.
+
+    A red blocks only the stages that need it (`probes.stages.blocker`); a child that died
+    blocks everything after the stage it died in, since nothing ran after it."""
     ends = {e["stage"]: e for e in outcome.events if e.get("event") == "end"}
     out: list[tuple[str, Verdict, dict[str, Any] | None]] = []
-    blocker: tuple[str, str] | None = None
+    statuses: dict[str, str] = {}
+    died: tuple[str, str] | None = None
     for stage in stages:
-        if blocker:
-            out.append((stage, Verdict("skipped", None, blocked_message(*blocker)), None))
+        blocked = died or blocker(stage, statuses)
+        if blocked:
+            out.append((stage, Verdict("skipped", None, blocked_message(*blocked)), None))
             continue
         end = ends.get(stage)
         if end is None:
             verdict = death_verdict(outcome, engine)
+            died = (stage, verdict.status)
         elif end["status"] in ("fail",) and not end.get("failure_class"):
-            verdict = classified(outcome.log_text, engine, end.get("message"))
+            verdict = stage_oom(classified(outcome.log_text, engine, end.get("message")), end)
         else:
             verdict = Verdict(end["status"], end.get("failure_class"), end.get("message"),
                               None if lets_next_run(end["status"])
                               else excerpt(outcome.log_text, None))
         out.append((stage, verdict, end))
-        if not lets_next_run(verdict.status):
-            blocker = (stage, verdict.status)
+        statuses[stage] = verdict.status
     return out
 
 

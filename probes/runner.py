@@ -67,6 +67,12 @@ class ProbeOutcome:
     infra_error: str | None = None  # we could not start the child at all
     pid: int | None = None  # the child's pid, also its process group id
     pids_exceeded: bool = False  # reliability (issue 11): killed for too many processes
+    # Facts for telling the host's OOM killer from an engine crash (probes.record.oom_evidence):
+    # OOM kills counted by the child's memory cgroup and its parents during the run (None where
+    # unreadable), and the tightest memory limit the child ran under, with where it came from.
+    oom_kills_delta: int | None = None
+    memory_limit_mb: float | None = None
+    memory_limit_source: str | None = None
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
@@ -172,6 +178,79 @@ def group_rss_mb(pgid: int) -> float:
     return total_kb / 1024
 
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def memory_cgroups(pid: int | str = "self", root: Path = CGROUP_ROOT) -> list[Path]:
+    """The memory cgroup directories of a process, its own first, then each parent up to the
+    root: cgroup v2 (`0::/path`) or v1's memory controller (`N:memory:/path`)."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    dirs: list[Path] = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[1] == "" and parts[0] == "0":
+            bases = [root, root / "unified"]
+        elif "memory" in parts[1].split(","):
+            bases = [root / "memory"]
+        else:
+            continue
+        rel = Path(parts[2].lstrip("/"))
+        for base in bases:
+            here = base / rel
+            if (here / "memory.events").exists() or (here / "memory.oom_control").exists():
+                chain = [base / p for p in (rel, *rel.parents)]
+                dirs.extend(d for d in chain if d.is_dir())
+                break
+    return dirs
+
+
+def _read_counter(path: Path, key: str) -> int | None:
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def oom_kills(dirs: list[Path]) -> int | None:
+    """OOM kills counted so far in these cgroups (v2 memory.events, v1 memory.oom_control),
+    summed; None where none is readable."""
+    counts = [c for d in dirs for c in (_read_counter(d / "memory.events", "oom_kill"),
+                                        _read_counter(d / "memory.oom_control", "oom_kill"))
+              if c is not None]
+    return sum(counts) if counts else None
+
+
+def memory_limits_mb(dirs: list[Path]) -> list[tuple[float, str]]:
+    """(limit in MB, where) for each cgroup memory limit and the machine's memory."""
+    limits: list[tuple[float, str]] = []
+    for d in dirs:
+        for name in ("memory.max", "memory.limit_in_bytes"):
+            try:
+                text = (d / name).read_text().strip()
+            except OSError:
+                continue
+            if text.isdigit() and int(text) < 2**60:  # "max" or v1's near-2**63: no limit
+                limits.append((int(text) / 2**20, f"cgroup {d} {name}"))
+    try:
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:
+        meminfo = []
+    for line in meminfo:
+        key, _, value = line.partition(":")
+        if key in ("MemTotal", "MemAvailable") and value.split()[:1] and value.split()[0].isdigit():
+            limits.append((int(value.split()[0]) / 1024, f"the machine's {key}"))
+    return limits
+
+
 def kill_group(pgid: int, grace_s: float = KILL_GRACE_S) -> None:
     """SIGTERM the group, then SIGKILL whatever is left after the grace period."""
     try:
@@ -257,6 +336,9 @@ def run_probe(req: ProbeRequest, log_dir: Path) -> ProbeOutcome:
     env = {**os.environ, **req.env,
            "PYTHONPATH": str(req.probes_root), "PYTHONUNBUFFERED": "1",
            "PYTHONFAULTHANDLER": "1", "TMPDIR": str(workdir)}
+    cgroups = memory_cgroups()  # the child is born in ours
+    oom_before = oom_kills(cgroups)
+    limits = [(float(req.memory_mb), "the probe's memory_mb"), *memory_limits_mb(cgroups)]
     started_at = time.time()
     t0 = time.monotonic()
     try:
@@ -294,6 +376,7 @@ def run_probe(req: ProbeRequest, log_dir: Path) -> ProbeOutcome:
             break
         time.sleep(POLL_S)
     returncode = proc.wait()
+    oom_after = oom_kills(cgroups)
     kill_group(proc.pid, grace_s=1.0)  # whatever the child left running (servers) goes too
     capture.join(timeout=10)
     duration = time.monotonic() - t0
@@ -305,6 +388,10 @@ def run_probe(req: ProbeRequest, log_dir: Path) -> ProbeOutcome:
         infra_error = f"cannot write the probe log in {log_dir}: {capture.write_error}"
         log_text += (f"\n[dayone: {infra_error}; last {len(capture.recent)} bytes of output "
                      f"follow]\n" + bytes(capture.recent).decode("utf-8", "replace"))
+    limit_mb, limit_source = min(limits)
     return ProbeOutcome(read_events(events_path), returncode, timed_out, memory_exceeded, peak,
                         log_path, log_text, duration, started_at, argv, pid=proc.pid,
-                        infra_error=infra_error, pids_exceeded=pids_exceeded)
+                        infra_error=infra_error, pids_exceeded=pids_exceeded,
+                        oom_kills_delta=(None if oom_before is None or oom_after is None
+                                         else oom_after - oom_before),
+                        memory_limit_mb=limit_mb, memory_limit_source=limit_source)

@@ -1,6 +1,9 @@
-"""The one list of stages and statuses, and the rule for stages after a failure."""
+"""The one list of stages and statuses, what each stage needs, and the rule for stages after a
+failure: a red blocks only the stages that need it (transitively)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 # Every stage any engine may run, in the order a probe runs them. An engine runs the subset it
 # declares, always in this order.
@@ -25,12 +28,31 @@ STAGES: tuple[str, ...] = (
 # random toy is noise. The nightly's arch tier on a real release still runs every stage.
 ARCH_MAP_STAGES: tuple[str, ...] = ("convert", "load", "generate", "parity")
 
+# What each stage needs to have gone well before it can tell anything. From the engines: load
+# reads llama.cpp's converted GGUF; generate and parity use the loaded model and its
+# completions; serve starts the server (vLLM's own process, SGLang's from load, llama.cpp's from
+# the GGUF) and every feature stage and throughput talk to that server; finetune is a training
+# run of its own. A need the engine does not run (no convert outside llama.cpp) is passed over.
+NEEDS: dict[str, tuple[str, ...]] = {
+    "convert": (),
+    "load": ("convert",),
+    "generate": ("load",),
+    "parity": ("generate",),
+    "serve": ("load",),
+    "chat_template": ("serve",),
+    "tool_call": ("serve",),
+    "json_schema": ("serve",),
+    "long_context": ("serve",),
+    "throughput": ("serve",),
+    "finetune": (),
+}
+
 STATUSES: tuple[str, ...] = ("pass", "degraded", "fail", "oom", "timeout", "error", "skipped")
 
 # A stage ending in one of these is healthy (shown green or amber).
 GOOD_STATUSES: frozenset[str] = frozenset({"pass", "degraded"})
-# A stage ending in one of these lets the next stage run: a stage that ran and gave no verdict
-# (`skipped` by the stage itself, e.g. a tool call on random weights) blocks nothing.
+# A stage ending in one of these lets the stages that need it run: a stage that ran and gave no
+# verdict (`skipped` by the stage itself, e.g. a tool call on random weights) blocks nothing.
 CONTINUE_STATUSES: frozenset[str] = GOOD_STATUSES | {"skipped"}
 
 # Statuses that are the engine's fault (shown red); `error` is ours and never counted against it.
@@ -43,6 +65,30 @@ def order_stages(stages: list[str] | tuple[str, ...]) -> list[str]:
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; known: {', '.join(STAGES)}")
     return sorted(dict.fromkeys(stages), key=STAGES.index)
+
+
+def needs_of(stage: str) -> list[str]:
+    """Every stage `stage` needs, directly or through another, in probe order."""
+    seen: set[str] = set()
+    todo = list(NEEDS[stage])
+    while todo:
+        need = todo.pop()
+        if need not in seen:
+            seen.add(need)
+            todo.extend(NEEDS[need])
+    return sorted(seen, key=STAGES.index)
+
+
+def blocker(stage: str, statuses: Mapping[str, str]) -> tuple[str, str] | None:
+    """(stage, status) of the first stage `stage` needs that ended red, or None: it may run.
+
+    `statuses` holds the final status of the stages decided so far; a stage blocked itself is
+    passed over (its own blocker is among `stage`'s needs too)."""
+    for need in needs_of(stage):
+        status = statuses.get(need)
+        if status is not None and not lets_next_run(status):
+            return need, status
+    return None
 
 
 def blocked_message(stage: str, status: str) -> str:

@@ -44,7 +44,7 @@ LEGEND: tuple[tuple[str, str, str], ...] = (
     ("oom", "M", "did not fit the hardware it ran on"),
     ("timeout", "T", "did not finish in its time limit"),
     ("error", "!", "our side failed (infrastructure); not the engine's fault"),
-    ("skipped", "–", "not applicable, or blocked by an earlier stage"),
+    ("skipped", "–", "not applicable, or blocked by a stage it needs"),
 )
 GLYPH = {status: glyph for status, glyph, _ in LEGEND}
 

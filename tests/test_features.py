@@ -277,35 +277,74 @@ def test_vllm_engine_runs_the_feature_stages_as_matrix_stages(feature_fixtures, 
     bad = json_lines(run_dayone("probe", str(feature_fixtures / "broken-chat-template"),
                                 "--engine", "vllm", "--stage", "chat_template", "--stage",
                                 "tool_call", "--json", "--no-store", timeout=1200).stdout)
-    assert (bad[0]["status"], bad[0]["failure_class"]) == ("fail", "tokenizer_or_template")
-    assert bad[1]["status"] == "skipped"
+    # tool_call does not need chat_template: it still runs, and meets the same broken template
+    assert [(r["status"], r["failure_class"]) for r in bad] == [
+        ("fail", "tokenizer_or_template")] * 2
     for r in good + bad:
         validate_record(r)
 
 
 # -- random weights: no verdict where only trained weights could give one ----------------------
 
-def _body(content: str, finish: str) -> dict:
-    return {"choices": [{"message": {"content": content}, "finish_reason": finish}]}
+def _body(content: str | None, finish: str, calls: list | None = None,
+          completion_tokens: int | None = None) -> dict:
+    body: dict = {"choices": [{"message": {"content": content, "tool_calls": calls},
+                               "finish_reason": finish}]}
+    if completion_tokens is not None:
+        body["usage"] = {"completion_tokens": completion_tokens}
+    return body
 
 
-@pytest.mark.parametrize("meta, content, finish, expected", [
-    ({"tier": "arch"}, '<tool_call>\n{"name": "get_weather", "arguments": {   \n\n', "length", True),
-    ({"weights": "random"}, '{"name": "get_weather", "arguments": {\r\n', "length", True),
-    ({"tier": "arch"}, '<tool_call>\n{"name": "get_weather", "arguments": {}}', "stop", False),
-    ({"tier": "arch"}, "Paris is sunny, about twenty degrees", "length", False),  # never forced
-    ({"id": "Qwen/Qwen3-0.6B"}, '{"name": "get_weather", "arguments": {   ', "length", False),
-    (None, '{"name": "get_weather", "arguments": {   ', "length", False),
+def _call(name: str, arguments: str) -> list:
+    return [{"id": "call_0", "type": "function",
+             "function": {"name": name, "arguments": arguments}}]
+
+
+SEEN = '<tool_call>\n{"name": "get_weather", "arguments": { \n\n\n' + " \n" * 120
+
+
+@pytest.mark.parametrize("body, expected", [
+    # unparsed call left in content, cut at max_tokens (vLLM, hermes parser): the one seen
+    (_body(SEEN, "length"), "left in content"),
+    # ... where the engine reports `stop` / `tool_calls` for a named call, or nothing
+    (_body(SEEN, "stop", completion_tokens=256), "at max_tokens"),
+    (_body(SEEN, "tool_calls", calls=[]), "unclosed"),
+    (_body(SEEN, None), "unclosed"),
+    (_body('{"name": "get_weather", "arguments": {\r\n', "length"), "left in content"),
+    # parsed into tool_calls with the arguments cut off or whitespace only
+    (_body(None, "length", _call("get_weather", '{ "city": "Pa')), "call's arguments"),
+    (_body("", "tool_calls", _call("get_weather", "  \n\n  ")), "call's arguments"),
+    (_body(None, "stop", _call("get_weather", "")), "call's arguments"),
+    (_body(None, "length", _call("get_weather", "{\n\n\n\n")), "at max_tokens"),
+    # judged: a whole call (right or wrong), another name, or no call at all
+    (_body(None, "tool_calls", _call("get_weather", '{"city": "Paris"}')), None),
+    (_body(None, "tool_calls", _call("get_weather", '{"town": 3}')), None),
+    (_body(None, "length", _call("get_time", "{  ")), None),
+    (_body('<tool_call>\n{"name": "get_weather", "arguments": {}}', "stop"), None),
+    (_body("Paris is sunny, about twenty degrees", "length"), None),
+    (_body("Paris is sunny, about twenty degrees", "stop", completion_tokens=9), None),
+    ({"error": "bad request"}, None),
+    ({"choices": []}, None),
 ])
-def test_unfinished_forced_call_on_random_weights_is_no_verdict(tmp_path, meta, content, finish,
-                                                                expected):
+def test_unfinished_forced_call_in_every_shape(body, expected):
+    got = features.unfinished_call(body, "get_weather", 256)
+    assert (got is None) if expected is None else (expected in got), got
+
+
+@pytest.mark.parametrize("meta, expected", [
+    ({"tier": "arch"}, True), ({"weights": "random"}, True),
+    ({"tier": "arch", "tokenizer": "release"}, True),
+    ({"id": "Qwen/Qwen3-0.6B"}, False), (None, False),  # a release is judged
+])
+def test_unfinished_forced_call_on_random_weights_is_no_verdict(tmp_path, meta, expected):
     if meta is not None:
         (tmp_path / "dayone.json").write_text(json.dumps(meta))
-    assert features.unfinished_call_of_random_weights(_body(content, finish), tmp_path,
-                                                      "get_weather") is expected
+    got = features.unfinished_call_of_random_weights(_body(SEEN, "length"), tmp_path,
+                                                     "get_weather", 256)
+    assert bool(got) is expected
 
 
-def test_a_stage_without_verdict_blocks_nothing_a_failure_blocks_the_rest(tmp_path):
+def test_a_stage_without_verdict_blocks_nothing_a_failure_blocks_only_dependents(tmp_path):
     from probes.record import stage_verdicts
     from probes.runner import ProbeOutcome
 
@@ -315,15 +354,21 @@ def test_a_stage_without_verdict_blocks_nothing_a_failure_blocks_the_rest(tmp_pa
         return ProbeOutcome(events, 0, False, False, 0.0, tmp_path / "probe.log", "", 1.0, 0.0,
                             [])
 
-    stages = ["tool_call", "json_schema", "long_context"]
-    got = stage_verdicts(stages, outcome(("tool_call", "skipped", None, "no verdict"),
+    stages = ["serve", "tool_call", "json_schema", "long_context"]
+    got = stage_verdicts(stages, outcome(("serve", "pass", None, None),
+                                         ("tool_call", "skipped", None, "no verdict"),
                                          ("json_schema", "pass", None, None),
                                          ("long_context", "pass", None, None)), "vllm")
-    assert [v.status for _s, v, _e in got] == ["skipped", "pass", "pass"]
-    got = stage_verdicts(stages, outcome(("tool_call", "fail", "wrong_output", "no call")),
+    assert [v.status for _s, v, _e in got] == ["pass", "skipped", "pass", "pass"]
+    got = stage_verdicts(stages, outcome(("serve", "pass", None, None),
+                                         ("tool_call", "fail", "wrong_output", "no call"),
+                                         ("json_schema", "pass", None, None),
+                                         ("long_context", "pass", None, None)), "vllm")
+    assert [v.status for _s, v, _e in got] == ["pass", "fail", "pass", "pass"]
+    got = stage_verdicts(stages, outcome(("serve", "fail", "wrong_output", "no answer")),
                          "vllm")
-    assert [v.status for _s, v, _e in got] == ["fail", "skipped", "skipped"]
-    assert got[1][1].message == "blocked by tool_call (fail)"
+    assert [v.status for _s, v, _e in got] == ["fail", "skipped", "skipped", "skipped"]
+    assert got[1][1].message == "blocked by serve (fail)"
 
 
 def test_a_multimodal_copy_without_processor_files_is_ours_to_name(tmp_path):

@@ -1,7 +1,10 @@
 """A fault-injection engine for testing the harness itself (never shown in the matrix).
 
-options["fault"] picks what its `load` stage does: segfault, abort, hang, memory, flood,
-exit, harness_bug, raise (an engine-style exception), ok. Standard library only.
+options["fault"] picks what its `load` stage does: segfault, abort, hang, memory, memory_worker
+(a subprocess blows up), flood, exit, harness_bug, raise (an engine-style exception), ok.
+options["fail_stages"] names later stages that raise an engine error; the others pass: a stage
+layout for the blocking rule.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -39,6 +43,11 @@ class Engine(EngineBase):
                 hog.append(bytearray(50 * 2**20))
                 hog[-1][::4096] = b"x" * len(hog[-1][::4096])  # touch pages: resident
                 time.sleep(0.01)
+        elif fault == "memory_worker":  # a worker process blows up; the engine reports it
+            hog = ("import time\nhog = []\nwhile True:\n"
+                   "    hog.append(b'x' * (50 * 2**20)); time.sleep(0.01)\n")  # resident
+            worker = subprocess.run([sys.executable, "-c", hog], check=False)
+            _engine_error(f"worker process died with exit status {worker.returncode}")
         elif fault == "flood":
             chunk = "flood " * 10000 + "\n"
             for _ in range(int(self.options.get("flood_lines", 20000))):
@@ -55,5 +64,9 @@ class Engine(EngineBase):
             _engine_error(self.options.get("message", "engine exploded"))
         return StageOutcome(metrics={"fault": fault})
 
-    def stage_generate(self) -> StageOutcome:
-        return StageOutcome(metrics={"new_tokens": 0})
+    def run_stage(self, stage: str) -> StageOutcome:
+        if stage != "load" and stage in self.options.get("fail_stages", ()):
+            _engine_error(f"{stage} exploded")
+        if stage == "load":
+            return self.stage_load()
+        return StageOutcome(metrics={"stage": stage})
