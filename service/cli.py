@@ -149,7 +149,8 @@ def _print_records(records: list[dict], as_json: bool) -> None:
         return
     table = Table("model", "engine", "stage", "status", "class", "message", "s")
     colour = {"pass": "green", "degraded": "yellow", "fail": "red", "error": "magenta",
-              "skipped": "dim", "oom": "red", "timeout": "red"}
+              "skipped": "dim", "oom": "red", "timeout": "red", "n/a": "dim",
+              "needs-gpu": "dim"}
     for r in records:
         table.add_row(r["model"]["id"], f"{r['engine']['name']} {r['engine']['version']}",
                       r["stage"], f"[{colour.get(r['status'], '')}]{r['status']}[/]",
