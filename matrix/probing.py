@@ -19,8 +19,8 @@ from typing import Any, Callable
 from matrix import environments
 from probes import parity
 from probes.engines import get_spec
-from probes.modelinfo import escaping_links, read_model_info
-from probes.record import build_records, iso, refused_records
+from probes.modelinfo import escaping_links, not_generative, read_config, read_model_info
+from probes.record import build_records, iso, not_applicable_records, refused_records
 from probes.runner import ProbeRequest, run_probe
 from probes.stages import blocked_message, lets_next_run, order_stages
 
@@ -88,6 +88,12 @@ def probe(model_dir: Path, engine: str, version: str | None = None,
             model=model, failure_class="corrupt_or_missing_weights", tier=settings.tier,
             run_id=run_id, host=socket.gethostname(),
             message=f"model directory links outside itself: {', '.join(escapes[:5])}")
+    why_not = not_generative(read_config(model_dir))
+    if why_not:  # the probe does not apply: no verdict, not red, nothing run
+        return not_applicable_records(
+            stages=stages, engine=engine, engine_version=version or spec.default_version,
+            model=model, why=why_not, tier=settings.tier, run_id=run_id,
+            host=socket.gethostname())
     logs_root = settings.logs_root or dayone_home() / "logs"
     if settings.executor == "docker":
         return _probe_in_docker(model_dir, engine, version, stages, model, run_id, logs_root,
