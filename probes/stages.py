@@ -37,7 +37,8 @@ NO_VERDICT_STATUSES: frozenset[str] = frozenset({"n/a", "needs-gpu"})
 # Why a `degraded` stage is not green: the failure_class it names (the classes of a red are
 # probes/classify.py's). `slow` only from a measured throughput.
 DEGRADED_REASONS: tuple[str, ...] = ("transformers_fallback", "unlisted_architecture",
-                                     "precision_drift", "logprob_drift", "template", "slow")
+                                     "precision_drift", "logprob_drift", "template", "slow",
+                                     "failed_requests")
 
 # A stage ending in one of these is healthy (shown green or amber).
 GOOD_STATUSES: frozenset[str] = frozenset({"pass", "degraded"})

@@ -318,3 +318,9 @@ def test_a_new_reference_format_is_a_new_cache_path(tmp_path, monkeypatch):
     before = parity.reference_path_for(info(), tmp_path)
     monkeypatch.setattr(parity, "REFERENCE_FORMAT", parity.REFERENCE_FORMAT + 1)
     assert parity.reference_path_for(info(), tmp_path) != before
+
+
+def test_the_reasons_parity_names_are_the_listed_degraded_reasons():
+    from probes.stages import DEGRADED_REASONS
+
+    assert {parity.PRECISION_DRIFT, parity.LOGPROB_DRIFT} <= set(DEGRADED_REASONS)
