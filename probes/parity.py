@@ -47,10 +47,11 @@ MAX_LOGPROB_GAP = 2.0
 # The tolerance on agreeing tokens' logprobs: NOISE_MULTIPLE x the reference's own precision noise
 # + LOGPROB_FLOOR. An engine in the released dtype and the reference in the released dtype both
 # sit about one noise away from float32, so up to twice it apart; the third is margin. The floor
-# is what two float32 implementations of the same model differ by, with room: llama.cpp's f32
-# GGUF against transformers float32 on the fixtures, 0.0035-0.0088 nats (gemma3_text aside).
+# is what two float32 implementations of the same model differ by, with room. Measured against
+# transformers float32 on the fixtures: llama.cpp's f32 GGUF 0.0035-0.0088 nats (gemma3_text
+# aside: 0.70), vLLM 0.32 on gemma3_text 5e-6, SGLang 0.5.23's CPU path on llama 0.056.
 NOISE_MULTIPLE = 3.0
-LOGPROB_FLOOR = 0.02
+LOGPROB_FLOOR = 0.1
 
 # Why a parity stage is degraded (the record's failure_class; see probes/stages.py).
 PRECISION_DRIFT = "precision_drift"

@@ -256,7 +256,7 @@ def test_float32_reference_holds_agreeing_tokens_to_the_floor():
     small = [completion("p", [10, 10, 10], shifted(REF_TOPS, parity.LOGPROB_FLOOR / 2))]
     ok = parity.check_logprobs_close(REF, small, noise=0.0)
     assert ok.status == "pass" and "within" in ok.message
-    drift = [completion("p", [10, 10, 10], shifted(REF_TOPS, 0.05))]
+    drift = [completion("p", [10, 10, 10], shifted(REF_TOPS, parity.LOGPROB_FLOOR * 2))]
     assert parity.check_logprobs_close(REF, drift, noise=0.0).failure_class == "logprob_drift"
 
 
