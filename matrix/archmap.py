@@ -3,21 +3,42 @@ models. One row per architecture, one column per engine, like llama.cpp's table 
 backend. Pure: input is contract records or Observations (see matrix.summary).
 
 A cell's *verdict* is a status that says something about the engine (pass, degraded, fail,
-timeout, oom). `error` (ours: a shrink that could not be built, a CPU-path limit) and `skipped`
-are not verdicts; the map keeps them, with why, so nothing is dropped.
+timeout, oom). `error` (ours), `needs-gpu` and `n/a` (no verdict: no path on this hardware, does
+not apply) and `skipped` are not verdicts; the map keeps them, with why, so nothing is dropped.
+A cell shows every stage it has, so a stage without a verdict never hides under a green one.
+Types that are not decoder-only generators (probes/not_generative.json) are listed apart, out
+of the coverage figure.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from matrix.summary import MEANINGFUL, Observation, ResultLike, current, worst_status
+from matrix.summary import FALLBACK, MEANINGFUL, Observation, ResultLike, current
+from probes.modelinfo import not_generative
 from probes.stages import STAGES
 
 ARCH_PREFIX = "arch/"
+
+# A cell's status, worst first: a red or amber verdict, then a stage without one (ours first),
+# and green only when every stage is green. (Not summary.worst_status: there a pass outranks an
+# error; in the map a green load over an `error` generate is not green.)
+CELL_ORDER: tuple[str, ...] = tuple(s for s in MEANINGFUL if s != "pass") + FALLBACK + ("pass",)
+
+
+@dataclass(frozen=True)
+class StageCell:
+    stage: str
+    status: str
+    failure_class: str | None = None
+    message: str | None = None
+
+    def label(self) -> str:
+        return f"{self.stage} {self.status}" + (f" ({self.failure_class})"
+                                                if self.failure_class else "")
 
 
 @dataclass(frozen=True)
@@ -26,16 +47,40 @@ class MapCell:
     stage: str | None = None  # the stage that decided a status other than pass
     failure_class: str | None = None
     message: str | None = None
+    stages: tuple[StageCell, ...] = field(default=())  # every stage, in probe order
 
     @property
     def verdict(self) -> bool:
         return self.status in MEANINGFUL
 
     def label(self) -> str:
+        """`pass`, or `status: stage (class)` then every other stage that is not green."""
         if self.status in (None, "pass"):
             return self.status or "-"
-        detail = self.failure_class or ""
-        return f"{self.status}: {self.stage}" + (f" ({detail})" if detail else "")
+        head = f"{self.status}: {self.stage}" + (f" ({self.failure_class})"
+                                                 if self.failure_class else "")
+        rest = [s.label() for s in self.stages if s.stage != self.stage and s.status != "pass"]
+        return ", ".join([head, *rest])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "stage": self.stage, "failure_class": self.failure_class,
+                "message": self.message, "stages": {s.stage: {
+                    "status": s.status, "failure_class": s.failure_class,
+                    "message": s.message} for s in self.stages}}
+
+
+def cell_of(obs: Iterable[Observation]) -> MapCell:
+    """One (architecture, engine) from its stages' current results."""
+    ordered = sorted(obs, key=lambda o: STAGES.index(o.stage) if o.stage in STAGES else 99)
+    stages = tuple(StageCell(o.stage, o.status, o.failure_class, o.message) for o in ordered)
+    present = {s.status for s in stages}
+    status = next((s for s in CELL_ORDER if s in present), None)
+    decider = next((s for s in stages if s.status == status), None)
+    if status is None or decider is None:
+        return MapCell(None, stages=stages)
+    if status == "pass":
+        return MapCell("pass", stages=stages)
+    return MapCell(status, decider.stage, decider.failure_class, decider.message, stages)
 
 
 def arch_map(results: Iterable[ResultLike]) -> dict[str, dict[str, MapCell]]:
@@ -46,17 +91,33 @@ def arch_map(results: Iterable[ResultLike]) -> dict[str, dict[str, MapCell]]:
             stages.setdefault((model[len(ARCH_PREFIX):], engine), []).append(o)
     out: dict[str, dict[str, MapCell]] = {}
     for (arch, engine), obs in sorted(stages.items()):
-        status = worst_status(o.status for o in obs)
-        ordered = sorted(obs, key=lambda o: STAGES.index(o.stage) if o.stage in STAGES else 99)
-        decider = next((o for o in ordered if o.status == status), None)
-        out.setdefault(arch, {})[engine] = MapCell(
-            status, None if status == "pass" or decider is None else decider.stage,
-            decider.failure_class if decider else None, decider.message if decider else None)
+        out.setdefault(arch, {})[engine] = cell_of(obs)
     return out
 
 
+def why_not_generative(arch: str, row: dict[str, MapCell]) -> str | None:
+    """Why a map row is not a decoder-only generator, or None. A row is `arch/<model_type>`
+    (or `<model_type>+<variant>`): its type decides, or every stage of it said `n/a`."""
+    why = not_generative(None, arch.split("+", 1)[0])
+    if why:
+        return why
+    stages = [s for cell in row.values() for s in cell.stages]
+    if stages and all(s.status == "n/a" for s in stages):
+        return next((s.message for s in stages if s.message), "n/a in every engine")
+    return None
+
+
+def split_generative(amap: dict[str, dict[str, MapCell]]
+                     ) -> tuple[dict[str, dict[str, MapCell]], dict[str, str]]:
+    """(the generative rows, {architecture: why} of the rows listed apart)."""
+    apart = {a: why for a, row in amap.items() for why in [why_not_generative(a, row)] if why}
+    return {a: row for a, row in amap.items() if a not in apart}, apart
+
+
 def coverage(amap: dict[str, dict[str, MapCell]], engines: Sequence[str]) -> dict[str, Any]:
-    """How much of the map has a verdict: in every engine, per engine, and what lacks one."""
+    """How much of the map of generators has a verdict: in every engine, per engine, and what
+    lacks one. Types that are not generators are counted apart, never in the figure."""
+    amap, apart = split_generative(amap)
     everywhere = [a for a, row in amap.items()
                   if all(row.get(e, MapCell(None)).verdict for e in engines)]
     per_engine = {e: dict(Counter(amap[a].get(e, MapCell(None)).status or "missing"
@@ -68,7 +129,8 @@ def coverage(amap: dict[str, dict[str, MapCell]], engines: Sequence[str]) -> dic
     total = len(amap)
     return {"architectures": total, "verdict_in_every_engine": len(everywhere),
             "percent": round(100.0 * len(everywhere) / total, 1) if total else 0.0,
-            "per_engine": per_engine, "without_verdict": lacking}
+            "per_engine": per_engine, "without_verdict": lacking,
+            "not_generative": len(apart)}
 
 
 def _md(text: str) -> str:
@@ -76,10 +138,16 @@ def _md(text: str) -> str:
 
 
 def map_markdown(amap: dict[str, dict[str, MapCell]], engines: Sequence[str]) -> str:
-    """The map as a Markdown table (cells: pass, or status: stage (class))."""
+    """The map as a Markdown table (cells: pass, or status: stage (class), then the other
+    stages that are not green), and the types that are not generators listed apart."""
+    rows, apart = split_generative(amap)
     lines = ["| architecture | " + " | ".join(engines) + " |",
              "|---|" + "---|" * len(engines)]
-    for arch, row in amap.items():
+    for arch, row in rows.items():
         cells = [_md(row.get(e, MapCell(None)).label()) for e in engines]
         lines.append(f"| {_md(arch)} | " + " | ".join(cells) + " |")
+    if apart:
+        lines += ["", "Not decoder-only generators (n/a, out of the coverage figure):", "",
+                  "| architecture | why |", "|---|---|"]
+        lines += [f"| {_md(a)} | {_md(why)} |" for a, why in apart.items()]
     return "\n".join(lines) + "\n"

@@ -19,8 +19,8 @@ from typing import Any, Callable
 from matrix import environments
 from probes import parity
 from probes.engines import get_spec
-from probes.modelinfo import escaping_links, read_model_info
-from probes.record import build_records, iso, refused_records
+from probes.modelinfo import escaping_links, not_generative, read_config, read_model_info
+from probes.record import build_records, iso, not_applicable_records, refused_records
 from probes.runner import ProbeRequest, run_probe
 from probes.stages import blocked_message, blocker, order_stages
 
@@ -88,6 +88,12 @@ def probe(model_dir: Path, engine: str, version: str | None = None,
             model=model, failure_class="corrupt_or_missing_weights", tier=settings.tier,
             run_id=run_id, host=socket.gethostname(),
             message=f"model directory links outside itself: {', '.join(escapes[:5])}")
+    why_not = not_generative(read_config(model_dir))
+    if why_not:  # the probe does not apply: no verdict, not red, nothing run
+        return not_applicable_records(
+            stages=stages, engine=engine, engine_version=version or spec.default_version,
+            model=model, why=why_not, tier=settings.tier, run_id=run_id,
+            host=socket.gethostname())
     logs_root = settings.logs_root or dayone_home() / "logs"
     if settings.executor == "docker":
         return _probe_in_docker(model_dir, engine, version, stages, model, run_id, logs_root,
@@ -154,27 +160,32 @@ def ensure_reference(model_dir: Path, model: dict[str, Any], settings: ProbeSett
             bad = next((r for r in records if r["status"] != "pass"), records[-1])
             return None, (f"no transformers reference: transformers {bad['stage']} "
                           f"{bad['status']} ({bad.get('failure_class') or bad.get('message')})")
-        horizons = _precision_horizons(model_dir, model, records, generate, ref_settings, say)
-        return parity.write_reference(path, generate, horizons), None
+        horizons, noise = _precision(model_dir, model, records, generate, ref_settings, say)
+        return parity.write_reference(path, generate, horizons, noise), None
 
 
-def _precision_horizons(model_dir: Path, model: dict[str, Any], records: list[dict[str, Any]],
-                        released: dict[str, Any], settings: ProbeSettings,
-                        say: Callable[[str], None]) -> dict[str, int | None] | None:
-    """Run the reference again in float32: where its tokens leave the released-dtype ones,
-    the reference cannot rule (see probes.parity). None when the model is float32 already or
-    the twin did not run (parity then stays strict)."""
+def _precision(model_dir: Path, model: dict[str, Any], records: list[dict[str, Any]],
+               released: dict[str, Any], settings: ProbeSettings, say: Callable[[str], None]
+               ) -> tuple[dict[str, int | None] | None, float | None]:
+    """(precision horizons, logprob noise): run the reference again in float32; where its tokens
+    leave the released-dtype ones, and how far its logprobs move where they agree (see
+    probes.parity). A float32 model is its own twin: no horizons (parity stays strict), noise
+    0. Where the twin did not run: (None, None), noise unknown."""
     load = next((r for r in records if r["stage"] == "load"), {})
-    if (load.get("metrics") or {}).get("dtype") in (None, "float32"):
-        return None
+    dtype = (load.get("metrics") or {}).get("dtype")
+    if dtype == "float32":
+        return None, 0.0
+    if dtype is None:
+        return None, None
     twin = probe(model_dir, "transformers", None, ["load", "generate"], model_id=model["id"],
                  settings=replace(settings, options={**settings.options, "dtype": "float32"},
                                   log_suffix="-reference-float32"), say=say)
     generate = next((r for r in twin if r["stage"] == "generate"), None)
     if generate is None or generate["status"] != "pass":
-        return None
-    return parity.precision_horizons(released["output"]["completions"],
-                                     generate["output"]["completions"])
+        return None, None
+    released_out, twin_out = released["output"]["completions"], generate["output"]["completions"]
+    return (parity.precision_horizons(released_out, twin_out),
+            parity.logprob_noise(released_out, twin_out))
 
 
 def _probe_in_docker(model_dir: Path, engine: str, version: str | None, stages: list[str],

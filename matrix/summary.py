@@ -24,10 +24,11 @@ from packaging.version import InvalidVersion, Version
 from probes.record import environment_id as _environment_id
 
 # The one order of statuses, worst first. Only these say something about the engine; a cell or a
-# probe is the worst of them. `error` (ours) and `skipped` (not applicable / blocked) count only
-# when nothing meaningful is there, in this order.
+# probe is the worst of them. `error` (ours), `needs-gpu` and `n/a` (no verdict: no path on this
+# hardware / does not apply) and `skipped` (blocked) count only when nothing meaningful is there,
+# in this order.
 MEANINGFUL: tuple[str, ...] = ("fail", "timeout", "oom", "degraded", "pass")
-FALLBACK: tuple[str, ...] = ("error", "skipped")
+FALLBACK: tuple[str, ...] = ("error", "needs-gpu", "n/a", "skipped")
 WORKING: frozenset[str] = frozenset({"pass", "degraded"})
 BROKEN: frozenset[str] = frozenset({"fail", "timeout", "oom"})
 GREEN = "pass"  # what "supported since" and "days to green" count

@@ -24,7 +24,9 @@ FAILURE_CLASSES: tuple[str, ...] = (
 )
 
 # The status a failure class implies; every other class is the engine's `fail`.
-STATUS_FOR_CLASS: dict[str, str] = {"out_of_memory": "oom", "timeout": "timeout", "infra": "error"}
+# `not_on_cpu`: the engine's path does not exist on this hardware, no verdict (not red).
+STATUS_FOR_CLASS: dict[str, str] = {"out_of_memory": "oom", "timeout": "timeout", "infra": "error",
+                                    "not_on_cpu": "needs-gpu"}
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,11 @@ def local_revision(model_dir: Path) -> str | None:
     return h.hexdigest()[:40]
 
 
+def read_config(model_dir: Path) -> dict:
+    """The model's config.json, read defensively; {} when missing or unreadable."""
+    return _read_json(Path(model_dir) / "config.json") or {}
+
+
 def read_model_info(model_dir: Path, model_id: str | None = None) -> ModelInfo:
     model_dir = Path(model_dir)
     config = _read_json(model_dir / "config.json") or {}
@@ -140,3 +145,26 @@ def incomplete_multimodal_copy(model_dir: Path, config: dict, error: str = "") -
     what += [f"{k} null (the default config leaves the tower out)" for k in missing]
     return (f"our arch-tier copy of a multimodal model has {', '.join(what)}, where a release "
             "ships them and the engine reads them")
+
+
+# --- generative or not: the map covers decoder-only generators ------------------------------
+NOT_GENERATIVE_PATH = Path(__file__).with_name("not_generative.json")
+
+
+def not_generative_types(path: Path = NOT_GENERATIVE_PATH) -> dict[str, str]:
+    """{model_type: why it is not a decoder-only generator}, from the data file."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {t: group["why"] for group in data["groups"] for t in group["types"]}
+
+
+def not_generative(config: dict | None, model_type: str | None = None) -> str | None:
+    """Why a model is not a decoder-only generator (its probe is `n/a`), or None if it is one.
+
+    config: its config.json (untrusted: anything not a dict says nothing); model_type: the type
+    when no config is at hand (a map row)."""
+    config = config if isinstance(config, dict) else {}
+    kind = config.get("model_type") if isinstance(config.get("model_type"), str) else model_type
+    if config.get("is_encoder_decoder") is True:
+        return f"{kind or 'this model'} is an encoder-decoder (is_encoder_decoder in its config)"
+    why = not_generative_types().get(kind or "")
+    return f"{kind}: {why}" if why else None

@@ -237,3 +237,18 @@ def refused_records(*, stages: list[str], engine: str, engine_version: str, mode
             "log_excerpt": None, "log_path": None, "metrics": {}, "started_at": now,
             "duration_s": 0.0, "reproduce": None, "dayone_version": __version__, "host": host})
     return records
+
+
+def not_applicable_records(*, stages: list[str], engine: str, engine_version: str,
+                           model: dict[str, Any], why: str, tier: str = "arch",
+                           run_id: str | None = None, host: str | None = None
+                           ) -> list[dict[str, Any]]:
+    """Records for a probe that does not apply to the model (an encoder in a map of
+    generators): every stage `n/a`, with why; nothing runs."""
+    now = iso(__import__("time").time())
+    return [{"schema_version": SCHEMA_VERSION, "run_id": run_id, "model": model,
+             "engine": {"name": engine, "version": engine_version}, "tier": tier,
+             "stage": stage, "status": "n/a", "failure_class": None, "message": why,
+             "log_excerpt": None, "log_path": None, "metrics": {}, "started_at": now,
+             "duration_s": 0.0, "reproduce": None, "dayone_version": __version__, "host": host}
+            for stage in stages]

@@ -47,13 +47,27 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "finetune": (),
 }
 
-STATUSES: tuple[str, ...] = ("pass", "degraded", "fail", "oom", "timeout", "error", "skipped")
+STATUSES: tuple[str, ...] = ("pass", "degraded", "fail", "oom", "timeout", "error", "skipped",
+                             "n/a", "needs-gpu")
+
+# The two "no verdict" kinds: neither red nor ours, shown grey, each with why. `n/a`: the stage
+# (or the whole probe) does not apply, e.g. an encoder in a map of generators
+# (probes/modelinfo.py:not_generative). `needs-gpu`: the engine's path does not exist on this
+# hardware (a CUDA-only kernel on CPU; the failure class `not_on_cpu`).
+NO_VERDICT_STATUSES: frozenset[str] = frozenset({"n/a", "needs-gpu"})
+
+# Why a `degraded` stage is not green: the failure_class it names (the classes of a red are
+# probes/classify.py's). `slow` only from a measured throughput.
+DEGRADED_REASONS: tuple[str, ...] = ("transformers_fallback", "unlisted_architecture",
+                                     "precision_drift", "logprob_drift", "template", "slow",
+                                     "failed_requests")
 
 # A stage ending in one of these is healthy (shown green or amber).
 GOOD_STATUSES: frozenset[str] = frozenset({"pass", "degraded"})
-# A stage ending in one of these lets the stages that need it run: a stage that ran and gave no
-# verdict (`skipped` by the stage itself, e.g. a tool call on random weights) blocks nothing.
-CONTINUE_STATUSES: frozenset[str] = GOOD_STATUSES | {"skipped"}
+# A stage ending in one of these lets the stages that need it run: a stage that ran and gave
+# no verdict (`skipped` by the stage itself, e.g. a tool call on random weights; `n/a`) blocks
+# nothing.
+CONTINUE_STATUSES: frozenset[str] = GOOD_STATUSES | {"skipped", "n/a"}
 
 # Statuses that are the engine's fault (shown red); `error` is ours and never counted against it.
 ENGINE_FAULT_STATUSES: frozenset[str] = frozenset({"fail"})

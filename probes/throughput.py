@@ -224,7 +224,8 @@ def verdict(figures: dict[int, dict[str, float]], reference: dict[int, dict[str,
     if any(m.get("completed", 0) == 0 for m in figures.values()):
         return "fail", None, "no request completed", ratios
     if failed:
-        return "degraded", None, f"{failed:g} requests failed (median over repeats)", ratios
+        return ("degraded", "failed_requests", f"{failed:g} requests failed (median over repeats)",
+                ratios)
     shared = [c for c in figures if f"c{c}_x_reference" in ratios]
     if not shared:
         return "pass", None, "no reference figure to compare with", ratios

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from service import render
 
 COLOURS = {"pass": "#1a7f37", "degraded": "#9a6700", "fail": "#cf222e", "oom": "#8250df",
-           "timeout": "#bc4c00", "error": "#57606a", "skipped": "#8c959f"}
+           "timeout": "#bc4c00", "error": "#57606a", "skipped": "#8c959f", "n/a": "#8c959f",
+           "needs-gpu": "#6e7781"}
 UNKNOWN = "#8c959f"
 
 # Verdana 11px advance widths (shields.io measures text the same way), by character class.

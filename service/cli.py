@@ -153,7 +153,8 @@ def _print_records(records: list[dict], as_json: bool) -> None:
         return
     table = Table("model", "engine", "stage", "status", "class", "message", "s")
     colour = {"pass": "green", "degraded": "yellow", "fail": "red", "error": "magenta",
-              "skipped": "dim", "oom": "red", "timeout": "red"}
+              "skipped": "dim", "oom": "red", "timeout": "red", "n/a": "dim",
+              "needs-gpu": "dim"}
     for r in records:
         table.add_row(r["model"]["id"], f"{r['engine']['name']} {r['engine']['version']}",
                       r["stage"], f"[{colour.get(r['status'], '')}]{r['status']}[/]",
@@ -250,12 +251,15 @@ def arch_map_command(
     amap = archmap.arch_map(records)
     engines = list(engine or sorted({e for row in amap.values() for e in row}))
     cover = archmap.coverage(amap, engines)
+    rows, apart = archmap.split_generative(amap)
     if as_json:
         # Where each architecture's copy came from (a release, or synthetic), as its records say.
         lineage = {r["model"]["id"][len(archmap.ARCH_PREFIX):]: r["model"].get("lineage")
                    for r in records if r["model"].get("lineage")}
         print(json.dumps({"coverage": cover, "lineage": lineage, "cells": {
-            a: {e: c.__dict__ for e, c in row.items()} for a, row in amap.items()}}))
+            a: {e: c.as_dict() for e, c in row.items()} for a, row in rows.items()},
+            "not_generative": {a: {"why": why, "cells": {
+                e: c.as_dict() for e, c in amap[a].items()}} for a, why in apart.items()}}))
         return
     if markdown:
         sys.stdout.write(archmap.map_markdown(amap, engines))
@@ -263,11 +267,17 @@ def arch_map_command(
         from rich.table import Table
 
         table = Table("architecture", *engines)
-        for arch, row in amap.items():
+        for arch, row in rows.items():
             table.add_row(arch, *[row.get(e, archmap.MapCell(None)).label() for e in engines])
         out.print(table)
-    err.print(f"{cover['verdict_in_every_engine']}/{cover['architectures']} architectures "
-              f"({cover['percent']}%) have a verdict in every engine; per engine: "
+        if apart:
+            listed = Table("architecture", "why (n/a: not a decoder-only generator)")
+            for arch, why in apart.items():
+                listed.add_row(arch, why)
+            out.print(listed)
+    err.print(f"{cover['verdict_in_every_engine']}/{cover['architectures']} generative "
+              f"architectures ({cover['percent']}%) have a verdict in every engine "
+              f"({cover['not_generative']} not generative, listed apart); per engine: "
               + "; ".join(f"{e} {dict(sorted(c.items()))}" for e, c in cover["per_engine"].items()),
               markup=False)
 

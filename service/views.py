@@ -44,7 +44,9 @@ LEGEND: tuple[tuple[str, str, str], ...] = (
     ("oom", "M", "did not fit the hardware it ran on"),
     ("timeout", "T", "did not finish in its time limit"),
     ("error", "!", "our side failed (infrastructure); not the engine's fault"),
-    ("skipped", "–", "not applicable, or blocked by a stage it needs"),
+    ("skipped", "–", "not run: blocked by a stage it needs, or gated"),
+    ("n/a", "∅", "no verdict: does not apply (an encoder or seq2seq model in a map of generators)"),
+    ("needs-gpu", "G", "no verdict: the engine has no path on this hardware (a CUDA-only kernel)"),
 )
 GLYPH = {status: glyph for status, glyph, _ in LEGEND}
 

@@ -35,6 +35,12 @@ VENDORED_COMMIT = {"0.3.36": "0c1e57098"}  # from the release's CHANGELOG
 # The honest verdict of each fixture family with the vendored converter and llama.cpp: every one
 # is supported in 0.3.36 (phi3 once the fixture has Phi's tokenizer layout: probes/fixtures.py).
 FAMILY_EXPECT = {name: "pass" for name in fixtures.FAMILIES}
+# Parity holds agreeing tokens' logprobs to the float32 floor (probes/parity.py). Six families
+# agree with transformers float32 within 0.0035-0.0088 nats; gemma3_text keeps all 48 greedy
+# tokens but its top-5 logprobs move up to 0.70 nats (0.18 on a chosen token, from the first
+# step): logprob drift, measured. It is the only fixture with a GELU MLP (gelu_pytorch_tanh);
+# ggml's GELU, not confirmed, is the suspect.
+PARITY_EXPECT = {"gemma3_text": ("degraded", "logprob_drift")}
 
 # HF-level broken fixtures: the stage that must fail, its class, and words of the real reason.
 BROKEN_EXPECT = {
@@ -106,7 +112,9 @@ def references(tf_env, fixtures_dir, work) -> dict[str, Path]:
         path = parity.reference_path_for(read_model_info(model), work / "cache")
         records, _ = probe(tf_env.python, "transformers", model, ["load", "generate"],
                            work / "ref-logs" / name)
-        parity.write_reference(path, records[1])
+        # Float32 fixtures: the reference is its own float32 twin (noise 0, as
+        # matrix.probing writes it), so agreeing tokens are held to the float32 floor.
+        parity.write_reference(path, records[1], noise=0.0)
         out[name] = path
     return out
 
@@ -138,10 +146,14 @@ def llama_gguf(probed, work) -> Path:
 def test_family_gets_its_verdict_at_every_stage(probed, name, validate_record):
     records, log_dir = probed[name]
     assert [r["stage"] for r in records] == ALL_STAGES
+    by = {r["stage"]: r for r in records}
     for r in records:
         validate_record(r)
+        if r["stage"] == "parity" and name in PARITY_EXPECT:
+            assert (r["status"], r["failure_class"]) == PARITY_EXPECT[name], r["message"]
+            assert r["metrics"]["max_logprob_gap"] > r["metrics"]["logprob_tolerance"]
+            continue
         assert r["status"] == FAMILY_EXPECT[name], (r["stage"], r["message"], r["log_excerpt"])
-    by = {r["stage"]: r for r in records}
     assert by["convert"]["metrics"]["outtype"] == "f32"  # the fixtures' own dtype
     assert by["convert"]["metrics"]["pretokenizer_fallback"] is True  # fixtures only
     gen = by["generate"]
@@ -152,6 +164,8 @@ def test_family_gets_its_verdict_at_every_stage(probed, name, validate_record):
         assert all(len(step) == 5 for step in c["top_logprobs"])
     par = by["parity"]["metrics"]
     assert par["tokens_compared"] == 48 and par["first_divergence"] is None
+    assert par["logprob_tolerance"] == parity.LOGPROB_FLOOR
+    print(f"{name}: llama.cpp f32 vs transformers f32 max logprob gap {par['max_logprob_gap']}")
     assert by["serve"]["metrics"]["chat_template"] == "gguf"
     assert by["serve"]["metrics"]["completion_tokens"] >= 1
     assert not processes_with("llama_cpp.server", str(log_dir))

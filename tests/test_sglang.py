@@ -36,6 +36,21 @@ def test_generate_answer_to_completion():
     assert top_logprobs([[-1.0, 3, None], [-0.5, 4, None]], 1) == [[4, -0.5]]
 
 
+def test_transformers_fallback_is_read_from_sglangs_own_words():
+    from probes.engines.sglang_engine import fallback_line
+
+    log = ("[2026-11-23 10:00:01] GPTNeoXForCausalLM has no SGLang implementation, falling back "
+           "to Transformers implementation. Some features may not be supported and performance "
+           "may not be optimal.\n[2026-11-23 10:00:01] Using Transformers backend.\n")
+    assert fallback_line(log) == ("GPTNeoXForCausalLM has no SGLang implementation, falling "
+                                  "back to Transformers implementation")
+    assert fallback_line("[x] Using Transformers backend.\n") == "Using Transformers backend"
+    # The refusal (no implementation and no compatible fallback) is a load failure, not this.
+    refused = ("ValueError: BloomForCausalLM has no SGlang implementation and the Transformers "
+               "implementation is not compatible with SGLang.")
+    assert fallback_line(refused) is None and fallback_line("") is None
+
+
 def test_cpu_path_limits_are_ours_not_the_engines(tmp_path):
     # Real lines from SGLang 0.5.23 on this CPU path.
     assert cpu_path_limit(

@@ -314,7 +314,7 @@ class Engine(EngineBase):
                    "finish_reason": choice.get("finish_reason"),
                    "chat_template": "gguf" if "Using gguf chat template" in log else "fallback"}
         if metrics["chat_template"] != "gguf" and has_hf_chat_template(self.model_dir):
-            return StageOutcome(status="degraded", metrics=metrics,
+            return StageOutcome(status="degraded", metrics=metrics, failure_class="template",
                                 message="the GGUF lost the model's chat template: the server "
                                         "fell back to its default chat format")
         return StageOutcome(metrics=metrics, message=f"answered {content[:80]!r}")

@@ -36,6 +36,20 @@ CPU_PATH_LIMITS = re.compile(
     r"|Torch not compiled with CUDA|Found no NVIDIA driver")
 MODEL_IMPORT_ERROR = re.compile(r"Ignore import error when loading sglang\.srt\.models\.(\w+): (.*)")
 IGNORED_IMPORT = re.compile(r"Ignore import error when loading")
+# SGLang's own words when it serves a model on its transformers backend (resolve_transformers_arch
+# in sglang/srt/model_loader/utils.py): the fallback, never green.
+TRANSFORMERS_FALLBACK = re.compile(
+    r"\S+ has no SGLang implementation, falling back to Transformers implementation"
+    r"|Using Transformers backend")
+
+
+def fallback_line(log_text: str) -> str | None:
+    """The server log's line saying the model runs on SGLang's transformers fallback, or None."""
+    for line in log_text.splitlines():
+        m = TRANSFORMERS_FALLBACK.search(line)
+        if m:
+            return m.group(0)
+    return None
 
 
 def cpu_path_limit(log_text: str, architecture: str | None, models_dir: Path | None
@@ -216,6 +230,11 @@ class Engine(EngineBase):
         if self.on_cpu:
             message = (message + "; " if message else "") + \
                 "SGLang CPU path with dayone workarounds (not an upstream-supported target)"
+        fallback = fallback_line(_read_text(log_path))
+        metrics["transformers_fallback"] = fallback is not None
+        if fallback:  # degraded for what it is; `slow` only where throughput measured it
+            return StageOutcome("degraded", metrics, f"ran on SGLang's transformers fallback: "
+                                f"{fallback}; {message}", "transformers_fallback")
         return StageOutcome(metrics=metrics, message=message)
 
     def stage_generate(self) -> StageOutcome:

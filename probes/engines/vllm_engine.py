@@ -69,10 +69,11 @@ def registry_verdict(architectures: list[str], native: set[str], via_transformer
     if on_fallback or (resolved or "").startswith(TRANSFORMERS_BACKEND_PREFIX):
         listed = "listed for the transformers backend" if arch in via_transformers else \
             "not in this release's registry"
-        return ("degraded", "slow",
+        # Degraded for what it is, the fallback; `slow` only where throughput measured it.
+        return ("degraded", "transformers_fallback",
                 f"ran on vLLM's transformers fallback ({resolved}): {arch} {listed}")
     if arch not in native:
-        return ("degraded", "slow", f"{arch} is not in this release's model registry "
+        return ("degraded", "unlisted_architecture", f"{arch} is not in this release's model registry "
                 f"(resolved to {resolved})")
     return ("pass", None, None)
 
