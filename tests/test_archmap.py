@@ -82,3 +82,24 @@ def test_map_command_over_a_real_store(tmp_path):
     assert "2/3 architectures (66.7%) have a verdict in every engine" in md.stderr
     data = json.loads(run("map", "--json").stdout)
     assert data["cells"]["gpt_oss"]["sglang"]["failure_class"] == "kernel_or_dtype"
+
+
+def test_the_map_says_why_the_converter_failed():
+    # the converter's cause is its own class: an unknown architecture is not a tokenizer problem
+    from probes.classify import CONVERSION_CAUSES, classify
+
+    logs = {"bert": "INFO:hf-to-gguf:Model architecture: BertLMHeadModel\n"
+                    "ERROR:hf-to-gguf:Model BertLMHeadModel is not supported",
+            "phi": "NotImplementedError: BPE pre-tokenizer was not recognized - update "
+                   "get_vocab_base_pre()",
+            "molmo": "    n_head = self.hparams[\"num_attention_heads\"]\n"
+                     "KeyError: 'num_attention_heads'"}
+    records = []
+    for arch, log in logs.items():
+        klass = classify(log, "llamacpp").failure_class
+        assert klass in CONVERSION_CAUSES
+        records.append(rec(arch, "llamacpp", "convert", "fail", failure_class=klass))
+    amap = archmap.arch_map(records)
+    assert amap["bert"]["llamacpp"].label() == "fail: convert (conversion_unknown_architecture)"
+    assert amap["phi"]["llamacpp"].label() == "fail: convert (conversion_tokenizer)"
+    assert amap["molmo"]["llamacpp"].label() == "fail: convert (conversion_missing_config)"
