@@ -7,6 +7,7 @@ engines. `unknown` is an honest answer.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -60,6 +61,11 @@ def load_rules(path: Path = RULES_PATH) -> tuple[Rule, ...]:
         rules.append(Rule(raw["name"], raw["class"], re.compile(raw["pattern"]),
                           tuple(raw.get("engines", ()))))
     return tuple(rules)
+
+
+def rules_version(path: Path = RULES_PATH) -> str:
+    """Which rules gave a class: a digest of rules.json, so a stored change names its rules."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 def classify(log_text: str, engine: str | None = None,
