@@ -16,6 +16,8 @@ CASES: dict[str, tuple[str, ...]] = {
     "docker_registry_or_daemon": ("Error response from daemon: pull access denied for utils, repository does not exist or may require 'docker login': denied: requested access to the resource is denied", "infra"),
     # yuh-zha/AlignScore#17: no DNS for the hub
     "network_unreachable": ("MaxRetryError: HTTPSConnectionPool(host='huggingface.co', port=443): Max retries exceeded with url: /roberta-base/resolve/main/config.json (Caused by NameResolutionError(\"<urllib3.connection.HTTPSConnection object at 0x7f93ef725670>: Failed to resolve 'huggingface.co' ([Errno -2] Name or service not known)\"))", "infra"),
+    # rendeirolab/LazySlide#52: a gated model our token may not read
+    "hub_access_denied": ("huggingface_hub.errors.GatedRepoError: 401 Client Error. (Request ID: Root=1-6800c1a8-69511c6166fc8c3076cf474d;b91c310c-e96a-4855-88a6-1d10b06d8e80)", "infra"),
     "remote_code": ("ValueError: Loading repo requires you to execute the configuration file in that repo on your local machine.", "remote_code_required"),
     "python_memory_error": ("MemoryError", "out_of_memory"),
     # vllm-project/vllm#2418: the window asked for does not fit this hardware's KV cache
