@@ -149,7 +149,7 @@ def _insert(session: Session, entity: type) -> Any:
 def log_tail(path: str | None, limit: int = LOG_TAIL_BYTES) -> tuple[str, int] | None:
     """(the last `limit` bytes of the log at `path` from a whole line on, the log's size), or
     None when there is no such file. Logs are untrusted: cleaned for the database like records."""
-    if not path:
+    if not path or not path.endswith(".log"):  # a probe's log, not any file a record names
         return None
     try:
         with open(path, "rb") as f:
@@ -218,7 +218,8 @@ def _fill_missing(conn: Connection, table: Table, pk: int, values: dict[str, Any
 class _Writer:
     """Upserts one batch; remembers the rows it has already looked up."""
 
-    def __init__(self, session: Session):
+    def __init__(self, session: Session, keep_logs: bool = True):
+        self.keep_logs = keep_logs
         self.conn = session.connection()
         self.sql = _statements(self.conn.dialect.name)
         self.models: dict[tuple[str, str], int] = {}
@@ -297,15 +298,17 @@ class _Writer:
             "model_id": r["model"]["id"], "engine_name": r["engine"]["name"],
             "engine_version": engine_version, "result_pk": result_pk, "status": r["status"],
             "failure_class": r.get("failure_class"), "started_at": c.started_at})
-        if r["status"] in KEEPS_LOG and (tail := log_tail(r.get("log_path"))) is not None:
+        if (self.keep_logs and r["status"] in KEEPS_LOG
+                and (tail := log_tail(r.get("log_path"))) is not None):
             self.conn.execute(self.sql.log, {"result_pk": result_pk, "log_tail": tail[0],
                                              "log_bytes": tail[1], "stored_at": utc_now()})
         return True
 
 
-def _ingest(session: Session, numbered: Iterable[tuple[int, Any]]) -> IngestReport:
+def _ingest(session: Session, numbered: Iterable[tuple[int, Any]], keep_logs: bool = True
+            ) -> IngestReport:
     report = IngestReport()
-    writer = _Writer(session)
+    writer = _Writer(session, keep_logs)
     for at, record in numbered:
         if isinstance(record, Rejected):
             report.rejected.append((at, str(record)))
@@ -330,10 +333,13 @@ def _ingest(session: Session, numbered: Iterable[tuple[int, Any]]) -> IngestRepo
     return report
 
 
-def ingest_records(session: Session, records: Iterable[Any]) -> IngestReport:
+def ingest_records(session: Session, records: Iterable[Any], *, keep_logs: bool = True
+                   ) -> IngestReport:
     """Store contract records (dicts); duplicates are counted, not stored again. The caller
-    commits (`with store.writing() as session: ...`)."""
-    return _ingest(session, enumerate(records))
+    commits (`with store.writing() as session: ...`). `keep_logs`: keep the end of each failing
+    record's log file (`log_path` on this host); off for records sent from elsewhere, whose
+    paths name another machine's files (or, from a hostile sender, any file of this one)."""
+    return _ingest(session, enumerate(records), keep_logs)
 
 
 def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:

@@ -86,11 +86,13 @@ def read_log(path: str | None, limit: int = FULL_LOG_BYTES) -> str | None:
 
 
 def log_of(session: Session, stored: queries.StoredFailure) -> str:
-    """The most of a result's log still known: its file, else the kept end and the excerpt."""
-    full = read_log(stored.log_path)
+    """The most of a result's log still known: its file, else the kept end and the excerpt.
+    The file is read only where ingest kept its end: a path from a record sent by another host
+    names nothing of ours."""
+    kept = queries.stored_log_tail(session, stored.result_id)
+    full = read_log(stored.log_path) if kept is not None else None
     if full is not None:
         return full
-    kept = queries.stored_log_tail(session, stored.result_id)
     # the excerpt first: it is the older part of the log when the matched line preceded the tail
     return "\n".join(part for part in (stored.log_excerpt, kept) if part)
 

@@ -127,11 +127,20 @@ def home(tmp_path: Path) -> tuple[str, dict[str, Path]]:
         record("org/f", "vllm", "load", "timeout", failure_class="timeout",
                message="no answer within 600 s", log_path=str(logs["kv"])),
     ]
+    # not a probe's log: a record may name any file of this host
+    secret = tmp_path / "secret.txt"
+    secret.write_text(KV_CACHE + "\n")
+    records.append(record("org/h", "vllm", "load", "fail", failure_class="unknown",
+                          message="RuntimeError: x", log_path=str(secret)))
+    # sent by another host (the ingest API): its path names nothing of ours
+    remote = [record("org/g", "vllm", "load", "fail", failure_class="unknown",
+                     message="RuntimeError: x", log_path=str(logs["kv"]))]
     store = open_store(url)
     with store.writing() as session:
         report = ingest_records(session, records)
+        sent = ingest_records(session, remote, keep_logs=False)
     store.close()
-    assert report.inserted == len(records) and not report.rejected
+    assert report.inserted == len(records) and not report.rejected and sent.inserted == 1
     return url, logs
 
 
@@ -171,18 +180,19 @@ def test_reclassify_through_the_cli_the_store_the_site_and_the_api(home):
         assert cell_view["cell"]["stages"]["convert"]["failure_class"] == "conversion_failed"
 
         dry = run_dayone("reclassify", "--dry-run", "--db", url)
-        assert "would change 4 of 4 stored failures" in dry.stdout
+        assert "would change 4 of 6 stored failures" in dry.stdout
         assert rows(url) == before  # a dry run writes nothing
 
         logs["docker"].unlink()  # gone since: the tail kept at ingest still says why
         done = run_dayone("reclassify", "--db", url)
-        assert f"changed 4 of 4 stored failures (rules {rules_version()})" in done.stdout
+        assert f"changed 4 of 6 stored failures (rules {rules_version()})" in done.stdout
         after = rows(url)
         assert after["org/a"] == ("error", "infra", PULL_DENIED)
         assert after["org/b"] == ("oom", "out_of_memory", KV_CACHE)
         assert after["org/c"][:2] == ("fail", "conversion_tokenizer")
         assert after["org/d"][:2] == ("fail", "not_on_cpu")  # from the stored excerpt
-        assert after["org/e"] == before["org/e"] and after["org/f"] == before["org/f"]
+        for untouched in ("org/e", "org/f", "org/g", "org/h"):
+            assert after[untouched] == before[untouched]
 
         # the audit: one row per change, what it was and what it became
         store = open_store(url)
@@ -205,7 +215,7 @@ def test_reclassify_through_the_cli_the_store_the_site_and_the_api(home):
 
         # idempotent: the same rules change nothing the second time
         again = run_dayone("reclassify", "--db", url)
-        assert "changed 0 of 4 stored failures" in again.stdout
+        assert "changed 0 of 6 stored failures" in again.stdout
         assert rows(url) == after
         assert "fail (unknown)" in run_dayone("reclassify", "--history", "--db", url).stdout
 
