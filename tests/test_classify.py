@@ -173,3 +173,23 @@ def test_network_failures_to_our_own_server_are_not_infra():
             "connection.HTTPConnection object at 0x7f>: Failed to establish a new connection: "
             "[Errno 111] Connection refused'))")
     assert classify(line).failure_class != "infra"
+
+
+def test_the_converters_last_word_decides_not_what_it_printed_on_the_way():
+    # the vendored converter's own log (llama-cpp-python 0.3.36) on two broken fixtures
+    unknown_arch = (
+        "INFO:hf-to-gguf:Loading model: broken-unknown-arch\n"
+        "WARNING:hf-to-gguf:Failed to load model config from /m: The checkpoint you are trying "
+        "to load has model type `dayone_zorblax` but Transformers does not recognize this "
+        "architecture. This could be because of an issue with the checkpoint, or because your "
+        "version of Transformers is out of date.\n"
+        "WARNING:hf-to-gguf:Trying to load config.json instead\n"
+        "INFO:hf-to-gguf:Model architecture: ZorblaxForCausalLM\n"
+        "ERROR:hf-to-gguf:Model ZorblaxForCausalLM is not supported\n")
+    assert classify(unknown_arch, "llamacpp").failure_class == "conversion_unknown_architecture"
+    truncated = (
+        "WARNING:hf-to-gguf:** WARNING: The BPE pre-tokenizer was not recognized!\n"
+        "dayone: unknown BPE pre-tokenizer hash; fixture fallback to 'gpt-2'\n"
+        "    mm = mmap.mmap(fid.fileno(), bytes, access=acc, offset=start)\n"
+        "ValueError: mmap length is greater than file size\n")
+    assert classify(truncated, "llamacpp").failure_class == "corrupt_or_missing_weights"
