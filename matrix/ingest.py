@@ -23,10 +23,14 @@ from sqlalchemy import Connection, Table, and_, bindparam, delete, func, or_, se
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
-from matrix.store import CellLatest, Environment, ModelRevision, Result, Run, utc_naive
+from matrix.store import (CellLatest, Environment, ModelRevision, Result, ResultLog, Run,
+                          utc_naive, utc_now)
 from matrix.summary import environment_id, parse_date, parse_time
+from probes.runner import LOG_TAIL_BYTES
 
 MAX_REASON = 300
+# Statuses whose log is worth keeping: a later rule may say more about them than today's.
+KEEPS_LOG = frozenset({"fail", "error", "oom", "timeout", "degraded"})
 
 # Column widths of the store (matrix/store.py): longer values are refused with a reason here
 # rather than by the database (PostgreSQL) or silently kept (SQLite).
@@ -142,8 +146,25 @@ def _insert(session: Session, entity: type) -> Any:
     return _insert_for(session.get_bind().dialect.name)(entity)
 
 
+def log_tail(path: str | None, limit: int = LOG_TAIL_BYTES) -> tuple[str, int] | None:
+    """(the last `limit` bytes of the log at `path` from a whole line on, the log's size), or
+    None when there is no such file. Logs are untrusted: cleaned for the database like records."""
+    if not path or not path.endswith(".log"):  # a probe's log, not any file a record names
+        return None
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - limit))
+            data = f.read(limit)
+    except OSError:
+        return None
+    if size > limit and b"\n" in data:
+        data = data[data.index(b"\n") + 1:]  # a cut first line could match a rule wrongly
+    return _clean(data.decode("utf-8", "replace")), size
+
+
 M, E, R = ModelRevision.__table__, Environment.__table__, Run.__table__
-RES, CELL = Result.__table__, CellLatest.__table__
+RES, CELL, LOGS = Result.__table__, CellLatest.__table__, ResultLog.__table__
 
 
 @dataclass(frozen=True)
@@ -155,6 +176,7 @@ class _Statements:
     run: Any
     result: Any
     cell: Any
+    log: Any
     model_pk = select(M.c.id).where(M.c.model_id == bindparam("model_id"),
                                     M.c.revision == bindparam("revision"))
     environment_pk = select(E.c.id, E.c.engine_version).where(
@@ -181,7 +203,7 @@ def _statements(dialect: str) -> _Statements:
         environment=insert(E).on_conflict_do_nothing(),
         run=insert(R).on_conflict_do_nothing(),
         result=insert(RES).on_conflict_do_nothing().returning(RES.c.id),
-        cell=cell)
+        cell=cell, log=insert(LOGS).on_conflict_do_nothing())
 
 
 def _fill_missing(conn: Connection, table: Table, pk: int, values: dict[str, Any]) -> None:
@@ -196,7 +218,8 @@ def _fill_missing(conn: Connection, table: Table, pk: int, values: dict[str, Any
 class _Writer:
     """Upserts one batch; remembers the rows it has already looked up."""
 
-    def __init__(self, session: Session):
+    def __init__(self, session: Session, keep_logs: bool = True):
+        self.keep_logs = keep_logs
         self.conn = session.connection()
         self.sql = _statements(self.conn.dialect.name)
         self.models: dict[tuple[str, str], int] = {}
@@ -275,12 +298,17 @@ class _Writer:
             "model_id": r["model"]["id"], "engine_name": r["engine"]["name"],
             "engine_version": engine_version, "result_pk": result_pk, "status": r["status"],
             "failure_class": r.get("failure_class"), "started_at": c.started_at})
+        if (self.keep_logs and r["status"] in KEEPS_LOG
+                and (tail := log_tail(r.get("log_path"))) is not None):
+            self.conn.execute(self.sql.log, {"result_pk": result_pk, "log_tail": tail[0],
+                                             "log_bytes": tail[1], "stored_at": utc_now()})
         return True
 
 
-def _ingest(session: Session, numbered: Iterable[tuple[int, Any]]) -> IngestReport:
+def _ingest(session: Session, numbered: Iterable[tuple[int, Any]], keep_logs: bool = True
+            ) -> IngestReport:
     report = IngestReport()
-    writer = _Writer(session)
+    writer = _Writer(session, keep_logs)
     for at, record in numbered:
         if isinstance(record, Rejected):
             report.rejected.append((at, str(record)))
@@ -305,10 +333,13 @@ def _ingest(session: Session, numbered: Iterable[tuple[int, Any]]) -> IngestRepo
     return report
 
 
-def ingest_records(session: Session, records: Iterable[Any]) -> IngestReport:
+def ingest_records(session: Session, records: Iterable[Any], *, keep_logs: bool = True
+                   ) -> IngestReport:
     """Store contract records (dicts); duplicates are counted, not stored again. The caller
-    commits (`with store.writing() as session: ...`)."""
-    return _ingest(session, enumerate(records))
+    commits (`with store.writing() as session: ...`). `keep_logs`: keep the end of each failing
+    record's log file (`log_path` on this host); off for records sent from elsewhere, whose
+    paths name another machine's files (or, from a hostile sender, any file of this one)."""
+    return _ingest(session, enumerate(records), keep_logs)
 
 
 def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:

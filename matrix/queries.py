@@ -6,10 +6,11 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from matrix.store import CellLatest, Environment, ModelRevision, Result, utc_naive
+from matrix.store import (CellLatest, Environment, ModelRevision, Reclassification, Result,
+                          ResultLog, utc_naive)
 from matrix.summary import Observation, current, parse_time, worst_status
 
 
@@ -159,3 +160,64 @@ def probed(session: Session) -> set[tuple[str, str, str, str]]:
 def engines(rows: list[MatrixRow]) -> list[str]:
     """The engine columns of a matrix, by name."""
     return sorted({name for row in rows for name in row.cells})
+
+
+# -- reclassify -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StoredFailure:
+    """What the store holds of one result that today's rules may classify again."""
+
+    result_id: int
+    model: str
+    engine: str
+    stage: str
+    status: str
+    failure_class: str | None
+    message: str | None
+    log_excerpt: str | None
+    log_path: str | None
+
+
+def stored_failures(session: Session, statuses: tuple[str, ...]) -> list[StoredFailure]:
+    """Results with one of these statuses, oldest first (no log text: read it per result)."""
+    query = (select(Result.id, ModelRevision.model_id, Environment.engine_name, Result.stage,
+                    Result.status, Result.failure_class, Result.message, Result.log_excerpt,
+                    Result.log_path)
+             .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
+             .join(Environment, Environment.id == Result.environment_pk)
+             .where(Result.status.in_(statuses))
+             .order_by(Result.id))
+    return [StoredFailure(*row) for row in session.execute(query)]
+
+
+def stored_log_tail(session: Session, result_id: int) -> str | None:
+    """The end of a result's log as ingest kept it, or None."""
+    return session.scalar(select(ResultLog.log_tail).where(ResultLog.result_pk == result_id))
+
+
+def reclassifications(session: Session, result_id: int | None = None,
+                      limit: int | None = None) -> list[dict[str, Any]]:
+    """The recorded class changes (newest first), of one result or of all."""
+    query = (select(Reclassification, ModelRevision.model_id, Environment.engine_name,
+                    Result.stage)
+             .join(Result, Result.id == Reclassification.result_pk)
+             .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
+             .join(Environment, Environment.id == Result.environment_pk)
+             .order_by(Reclassification.id.desc()))
+    if result_id is not None:
+        query = query.where(Reclassification.result_pk == result_id)
+    if limit is not None:
+        query = query.limit(limit)
+    return [{"result_id": c.result_pk, "model": model, "engine": engine, "stage": stage,
+             "at": c.at.replace(tzinfo=dt.timezone.utc).isoformat(),
+             "rules_version": c.rules_version, "rule": c.rule,
+             "old_status": c.old_status, "new_status": c.new_status,
+             "old_class": c.old_class, "new_class": c.new_class,
+             "old_message": c.old_message, "new_message": c.new_message}
+            for c, model, engine, stage in session.execute(query)]
+
+
+def newest_reclassification(session: Session) -> int | None:
+    """The id of the newest class change (a cache of views is stale when it moves)."""
+    return session.scalar(select(func.max(Reclassification.id)))

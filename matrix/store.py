@@ -154,6 +154,37 @@ class CellLatest(Base):
     started_at: Mapped[dt.datetime]
 
 
+class ResultLog(Base):
+    """The end of a failing result's log (bounded), kept so today's rules can be applied again
+    later (`dayone reclassify`) after the probe's own log file is gone."""
+
+    __tablename__ = "result_logs"
+
+    result_pk: Mapped[int] = mapped_column(ForeignKey("results.id"), primary_key=True)
+    log_tail: Mapped[str] = mapped_column(Text)
+    log_bytes: Mapped[int]  # the size of the whole log when its tail was kept
+    stored_at: Mapped[dt.datetime] = mapped_column(default=utc_now)
+
+
+class Reclassification(Base):
+    """One change of a stored result's class by newer rules: what it was, what it became, when,
+    under which rules."""
+
+    __tablename__ = "reclassifications"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    result_pk: Mapped[int] = mapped_column(ForeignKey("results.id"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utc_now)
+    rules_version: Mapped[str] = mapped_column(String(64))
+    rule: Mapped[str | None] = mapped_column(String(128))
+    old_status: Mapped[str] = mapped_column(String(16))
+    new_status: Mapped[str] = mapped_column(String(16))
+    old_class: Mapped[str | None] = mapped_column(String(64))
+    new_class: Mapped[str] = mapped_column(String(64))
+    old_message: Mapped[str | None] = mapped_column(Text)
+    new_message: Mapped[str | None] = mapped_column(Text)
+
+
 # --- opening a store -------------------------------------------------------------------------
 
 # Execution option: on SQLite, start the transaction with BEGIN IMMEDIATE (take the write lock

@@ -7,6 +7,7 @@ engines. `unknown` is an honest answer.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -15,12 +16,19 @@ from pathlib import Path
 
 RULES_PATH = Path(__file__).with_name("rules.json")
 
+# Why the HF -> GGUF converter failed, when its log says (else `conversion_failed`): an
+# architecture it does not know, a tokenizer it cannot read, a config key it needs.
+CONVERSION_CAUSES: tuple[str, ...] = (
+    "conversion_unknown_architecture", "conversion_tokenizer", "conversion_missing_config")
+
 # The classes a result may name (shared/design/failures.md); rules.json may only use these.
+# `not_on_cpu`: a limit of the engine on a CPU-only host (a CUDA-only kernel or path), which the
+# map shows as needing a GPU rather than as a red.
 FAILURE_CLASSES: tuple[str, ...] = (
-    "unsupported_architecture", "config_conflict", "conversion_failed", "unsupported_layer",
-    "missing_inputs", "tokenizer_or_template", "wrong_output", "kernel_or_dtype",
-    "out_of_memory", "remote_code_required", "corrupt_or_missing_weights", "slow", "crash",
-    "infra", "timeout", "unknown",
+    "unsupported_architecture", "config_conflict", "conversion_failed", *CONVERSION_CAUSES,
+    "unsupported_layer", "missing_inputs", "tokenizer_or_template", "wrong_output",
+    "kernel_or_dtype", "not_on_cpu", "out_of_memory", "remote_code_required",
+    "corrupt_or_missing_weights", "slow", "crash", "infra", "timeout", "unknown",
 )
 
 # The status a failure class implies; every other class is the engine's `fail`.
@@ -55,6 +63,11 @@ def load_rules(path: Path = RULES_PATH) -> tuple[Rule, ...]:
         rules.append(Rule(raw["name"], raw["class"], re.compile(raw["pattern"]),
                           tuple(raw.get("engines", ()))))
     return tuple(rules)
+
+
+def rules_version(path: Path = RULES_PATH) -> str:
+    """Which rules gave a class: a digest of rules.json, so a stored change names its rules."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 def classify(log_text: str, engine: str | None = None,

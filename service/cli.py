@@ -232,6 +232,59 @@ def results(
         _print_records(records, as_json)
 
 
+@app.command()
+def reclassify(
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print what would change; change nothing")] = False,
+    history: Annotated[bool, typer.Option(
+        "--history", help="Print the class changes recorded so far instead")] = False,
+    db: DbOption = None,
+) -> None:
+    """Apply today's failure rules to stored results: each result whose class came from its log
+    is classified again (from its log file, else the end of it kept at ingest), and every change
+    is recorded (old class -> new class, when, rules version). The map, pages and API show the
+    new class; an `unknown` fail that is ours becomes `error`, an out-of-memory `oom`."""
+    from rich.progress import Progress
+
+    from matrix import queries
+    from matrix import reclassify as rc
+    from probes.classify import rules_version
+
+    store = _store(db)
+    if history:
+        with store.session() as session:
+            rows = queries.reclassifications(session)
+        table = Table("when", "result", "model", "engine", "stage", "was", "now", "rules")
+        for r in rows:
+            table.add_row(r["at"][:19], str(r["result_id"]), r["model"], r["engine"], r["stage"],
+                          f"{r['old_status']} ({r['old_class']})",
+                          f"{r['new_status']} ({r['new_class']})", r["rules_version"])
+        out.print(table)
+        return
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("reclassifying", total=None)
+
+        def tick(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        if dry_run:
+            with store.session() as session:
+                changes, examined = rc.reclassify(session, dry_run=True, progress=tick)
+        else:
+            with store.writing() as session:
+                changes, examined = rc.reclassify(session, progress=tick)
+    table = Table("result", "model", "engine", "stage", "was", "now", "rule", "line")
+    for stored, c in changes:
+        table.add_row(str(c.result_id), stored.model, stored.engine, stored.stage,
+                      f"{c.old_status} ({c.old_class})", f"{c.new_status} ({c.new_class})",
+                      c.rule, (c.new_message or "")[:120])
+    if changes:
+        out.print(table)
+    verb = "would change" if dry_run else "changed"
+    out.print(f"{verb} {len(changes)} of {examined} stored failures "
+              f"(rules {rules_version()})")
+
+
 @app.command(name="map")
 def arch_map_command(
     engine: Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="Engine columns (default: every engine with results)")] = None,

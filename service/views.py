@@ -322,6 +322,7 @@ class HistoryCache:
     def __init__(self, max_models: int = 20_000) -> None:
         self.lock = threading.Lock()
         self.last_id: int | None = None
+        self.last_change: int | None = None  # the newest reclassification seen
         self.max_models = max_models
         # (hardware, tier) -> model -> night (ISO) -> engine -> status; nights listed in `known`
         self.strips: dict[tuple[Any, Any], dict[str, dict[str, dict[str, str]]]] = {}
@@ -334,7 +335,11 @@ class HistoryCache:
 
     def sync(self, session: Session) -> None:
         newest = session.scalar(select(func.max(Result.id)))
+        changed = queries.newest_reclassification(session)
         with self.lock:
+            if changed != self.last_change:  # stored classes were revised: any view may show one
+                self.clear()
+                self.last_change = changed
             if newest == self.last_id:
                 return
             if self.last_id is None or newest is None or newest < self.last_id:

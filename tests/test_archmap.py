@@ -229,3 +229,24 @@ def test_a_probe_of_an_encoder_is_n_a_without_running_anything(tmp_path, validat
     assert "encoder" in records[0]["message"]
     for r in records:
         validate_record(r)
+
+
+def test_the_map_says_why_the_converter_failed():
+    # the converter's cause is its own class: an unknown architecture is not a tokenizer problem
+    from probes.classify import CONVERSION_CAUSES, classify
+
+    logs = {"bert": "INFO:hf-to-gguf:Model architecture: BertLMHeadModel\n"
+                    "ERROR:hf-to-gguf:Model BertLMHeadModel is not supported",
+            "phi": "NotImplementedError: BPE pre-tokenizer was not recognized - update "
+                   "get_vocab_base_pre()",
+            "molmo": "    n_head = self.hparams[\"num_attention_heads\"]\n"
+                     "KeyError: 'num_attention_heads'"}
+    records = []
+    for arch, log in logs.items():
+        klass = classify(log, "llamacpp").failure_class
+        assert klass in CONVERSION_CAUSES
+        records.append(rec(arch, "llamacpp", "convert", "fail", failure_class=klass))
+    amap = archmap.arch_map(records)
+    assert amap["bert"]["llamacpp"].label() == "fail: convert (conversion_unknown_architecture)"
+    assert amap["phi"]["llamacpp"].label() == "fail: convert (conversion_tokenizer)"
+    assert amap["molmo"]["llamacpp"].label() == "fail: convert (conversion_missing_config)"

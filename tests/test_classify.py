@@ -9,15 +9,27 @@ import pytest
 from conftest import run_dayone
 from probes.classify import FAILURE_CLASSES, classify, load_rules, status_for_class
 
-# rule name -> (a real log line, the class it must give)
-CASES: dict[str, tuple[str, str]] = {
+# rule name -> (a real log line, the class it must give[, the engine a scoped rule needs])
+CASES: dict[str, tuple[str, ...]] = {
     "harness_infra": ("OSError: [Errno 28] No space left on device", "infra"),
+    # docker/for-win#9562
+    "docker_registry_or_daemon": ("Error response from daemon: pull access denied for utils, repository does not exist or may require 'docker login': denied: requested access to the resource is denied", "infra"),
+    # yuh-zha/AlignScore#17: no DNS for the hub
+    "network_unreachable": ("MaxRetryError: HTTPSConnectionPool(host='huggingface.co', port=443): Max retries exceeded with url: /roberta-base/resolve/main/config.json (Caused by NameResolutionError(\"<urllib3.connection.HTTPSConnection object at 0x7f93ef725670>: Failed to resolve 'huggingface.co' ([Errno -2] Name or service not known)\"))", "infra"),
+    # rendeirolab/LazySlide#52: a gated model our token may not read
+    "hub_access_denied": ("huggingface_hub.errors.GatedRepoError: 401 Client Error. (Request ID: Root=1-6800c1a8-69511c6166fc8c3076cf474d;b91c310c-e96a-4855-88a6-1d10b06d8e80)", "infra"),
     "remote_code": ("ValueError: Loading repo requires you to execute the configuration file in that repo on your local machine.", "remote_code_required"),
     "python_memory_error": ("MemoryError", "out_of_memory"),
+    # vllm-project/vllm#2418: the window asked for does not fit this hardware's KV cache
+    "kv_cache_too_small": ("ValueError: The model's max seq len (4096) is larger than the maximum number of tokens that can be stored in KV cache (3664). Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.", "out_of_memory"),
     "transformers_unknown_model_type": ("ValueError: The checkpoint you are trying to load has model type `gemma3` but Transformers does not recognize this architecture.", "unsupported_architecture"),
     "vllm_unsupported_architecture": ("ValueError: Model architectures ['Qwen3_5MoeForConditionalGeneration'] are not supported for now.", "unsupported_architecture"),
+    # sgl-project/sglang#467 (SGLang before its registry took vLLM's wording)
+    "unsupported_architectures_list": ("ValueError: Unsupported architectures: LlavaQwenForCausalLM", "unsupported_architecture"),
     "llamacpp_unknown_architecture": ("llama_model_load: error loading model: error loading model architecture: unknown model architecture: 'qwen3next'", "unsupported_architecture"),
-    "converter_unsupported": ("ERROR:hf-to-gguf:Model ZorblaxForCausalLM is not supported", "conversion_failed"),
+    "converter_unknown_architecture": ("ERROR:hf-to-gguf:Model Gemma4ForCausalLM is not supported", "conversion_unknown_architecture"),  # ggml-org/llama.cpp#23674
+    "converter_tokenizer": ("NotImplementedError: BPE pre-tokenizer was not recognized - update get_vocab_base_pre()", "conversion_tokenizer", "llamacpp"),  # ggml-org/llama.cpp#7219
+    "converter_config_key": ("KeyError: 'num_attention_heads'", "conversion_missing_config", "llamacpp"),  # ggml-org/llama.cpp#9754
     "peft_unsupported_module": ("ValueError: Target module Gemma4ClippableLinear(in_features=64) is not supported.", "unsupported_layer"),
     # issue 10: PEFT's message spans lines (the module's repr); its last line, as logged.
     "peft_unsupported_module_listing": (") is not supported. Currently, only the following modules are supported: `torch.nn.Linear`, `torch.nn.Embedding`, `torch.nn.Conv1d`, `torch.nn.Conv2d`, `torch.nn.Conv3d`, `transformers.pytorch_utils.Conv1D`, `torch.nn.MultiheadAttention.`.", "unsupported_layer"),
@@ -40,7 +52,7 @@ CASES: dict[str, tuple[str, str]] = {
     # issue 8 sweep, SGLang 0.5.23's transformers fallback on an OPT / BERT / Bailing copy
     "sglang_fallback_incompatible": ("ValueError: Unsupported TP style 'colwise_gather_output' for Transformers backend.", "unsupported_architecture"),
     "attention_backend_required": ("AssertionError: One of the attention backends in ['fa3', 'triton', 'trtllm_mha'] is required for Exaone4ForCausalLM", "kernel_or_dtype"),  # SGLang 0.5.23 on CPU
-    "not_on_cpu": ("NotImplementedError: Sparse Attention is not supported on CPU.", "kernel_or_dtype"),  # vLLM 0.32, DeepSeek V3.2
+    "not_on_cpu": ("NotImplementedError: Sparse Attention is not supported on CPU.", "not_on_cpu"),  # vLLM 0.32, DeepSeek V3.2
     "llamacpp_tensor_shape": ("llama_model_load: error loading model: check_tensor_dims: tensor 'token_embd.weight' has wrong shape; expected    512,    448, got    512,    443,      1,      1", "corrupt_or_missing_weights"),
     "config_conflict": ("ValueError: 'qwen3_next' is already used by a Transformers config, pick another name.", "config_conflict"),
     "truncated_safetensors": ("safetensors_rust.SafetensorError: Error while deserializing header: incomplete metadata, file not fully covered", "corrupt_or_missing_weights"),
@@ -64,8 +76,8 @@ def test_rules_use_known_classes():
 
 @pytest.mark.parametrize("rule", sorted(CASES))
 def test_rule_matches_its_real_message(rule):
-    line, klass = CASES[rule]
-    m = classify(f"some noise\n{line}\nmore noise")
+    line, klass, *engine = CASES[rule]
+    m = classify(f"some noise\n{line}\nmore noise", *engine)
     assert (m.rule, m.failure_class) == (rule, klass)
     assert m.line == line and m.line_no == 2
 
@@ -132,3 +144,52 @@ def test_unknown_failure_says_what_the_engine_said_not_a_generic_wrapper():
     assert classified(gguf, "llamacpp", None).message.startswith(
         "llama_model_load: error loading model: done_getting_tensors")
     assert telling_line("nothing to see\n") is None
+
+
+# Engine limits of a CPU-only host, as the engines word them: one class (`not_on_cpu`), so the map
+# can say "needs a GPU" instead of red.
+CPU_LIMITS = [
+    "NotImplementedError: is_act_and_mul=False is supported only for CUDA, XPU and ROCm for now",  # vLLM 0.32 sweep
+    "NotImplementedError: is_act_and_mul=False is supported only for CUDA and ROCm for now",  # vLLM 0.15
+    "AssertionError: Torch not compiled with CUDA enabled",  # vllm-project/vllm-ascend#780
+    "RuntimeError: 0 active drivers ([]). There should only be one.",  # Triton without a GPU driver
+    "NotImplementedError: Could not run 'aten::_flash_attention_forward' with arguments from the 'CPU' backend. This could be because the operator doesn't exist for this backend",  # intel/torch-xpu-ops#2270
+    "FlashAttention2 has been toggled on, but it cannot be used due to the following error: Flash Attention 2 is not available on CPU. Please make sure torch can access a CUDA device.",  # ace-step/ACE-Step-1.5#105
+    "NotImplementedError: Sparse Attention is not supported on CPU.",  # vLLM 0.32, DeepSeek V3.2's DSA kernels
+]
+
+
+@pytest.mark.parametrize("line", CPU_LIMITS)
+def test_cpu_only_engine_limits_are_one_class(line):
+    m = classify(f"INFO loading\n{line}\n")
+    assert (m.rule, m.failure_class) == ("not_on_cpu", "not_on_cpu")
+    assert status_for_class(m.failure_class) == "fail"
+
+
+def test_network_failures_to_our_own_server_are_not_infra():
+    # The probe's client losing the engine's own server is the engine dying, not our network.
+    line = ("requests.exceptions.ConnectionError: HTTPConnectionPool(host='127.0.0.1', port=8000): "
+            "Max retries exceeded with url: /v1/models (Caused by NewConnectionError('<urllib3."
+            "connection.HTTPConnection object at 0x7f>: Failed to establish a new connection: "
+            "[Errno 111] Connection refused'))")
+    assert classify(line).failure_class != "infra"
+
+
+def test_the_converters_last_word_decides_not_what_it_printed_on_the_way():
+    # the vendored converter's own log (llama-cpp-python 0.3.36) on two broken fixtures
+    unknown_arch = (
+        "INFO:hf-to-gguf:Loading model: broken-unknown-arch\n"
+        "WARNING:hf-to-gguf:Failed to load model config from /m: The checkpoint you are trying "
+        "to load has model type `dayone_zorblax` but Transformers does not recognize this "
+        "architecture. This could be because of an issue with the checkpoint, or because your "
+        "version of Transformers is out of date.\n"
+        "WARNING:hf-to-gguf:Trying to load config.json instead\n"
+        "INFO:hf-to-gguf:Model architecture: ZorblaxForCausalLM\n"
+        "ERROR:hf-to-gguf:Model ZorblaxForCausalLM is not supported\n")
+    assert classify(unknown_arch, "llamacpp").failure_class == "conversion_unknown_architecture"
+    truncated = (
+        "WARNING:hf-to-gguf:** WARNING: The BPE pre-tokenizer was not recognized!\n"
+        "dayone: unknown BPE pre-tokenizer hash; fixture fallback to 'gpt-2'\n"
+        "    mm = mmap.mmap(fid.fileno(), bytes, access=acc, offset=start)\n"
+        "ValueError: mmap length is greater than file size\n")
+    assert classify(truncated, "llamacpp").failure_class == "corrupt_or_missing_weights"

@@ -44,7 +44,8 @@ PARITY_EXPECT = {"gemma3_text": ("degraded", "logprob_drift")}
 
 # HF-level broken fixtures: the stage that must fail, its class, and words of the real reason.
 BROKEN_EXPECT = {
-    "broken-unknown-arch": ("convert", "conversion_failed", "ZorblaxForCausalLM is not supported"),
+    "broken-unknown-arch": ("convert", "conversion_unknown_architecture",
+                            "ZorblaxForCausalLM is not supported"),
     "broken-truncated-weights": ("convert", "corrupt_or_missing_weights",
                                  "mmap length is greater than file size"),
     "broken-missing-weights": ("convert", "corrupt_or_missing_weights", "no tensors"),

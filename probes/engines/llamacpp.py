@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from probes import gguf_convert, parity, serving, workload
-from probes.classify import classify, status_for_class
+from probes.classify import CONVERSION_CAUSES, classify, status_for_class
 from probes.engines.base import EngineBase, HarnessError, StageFailure, StageOutcome
 
 GGML_LOG_LEVEL_DEBUG, GGML_LOG_LEVEL_CONT = 1, 5
 # Converter failures that say more than "the converter cannot do it": kept as they are.
 CONVERT_CLASSES_KEPT = frozenset({"corrupt_or_missing_weights", "out_of_memory", "infra",
-                                  "remote_code_required"})
+                                  "remote_code_required", *CONVERSION_CAUSES})
 # What the host-side fixtures write in dayone.json: their tokenizer is trained locally, so no
 # llama.cpp release knows its pre-tokenizer hash (a GPT-2 byte-level BPE).
 FIXTURE_ID_PREFIX = "dayone-fixtures/"

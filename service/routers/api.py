@@ -213,7 +213,7 @@ async def api_ingest(request: Request) -> JSONResponse:
 
     def write() -> dict[str, Any]:
         with store.writing() as session:
-            return ingest_records(session, records).as_dict()
+            return ingest_records(session, records, keep_logs=False).as_dict()
 
     try:
         report = await run_in_threadpool(write)
