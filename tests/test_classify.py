@@ -163,7 +163,8 @@ CPU_LIMITS = [
 def test_cpu_only_engine_limits_are_one_class(line):
     m = classify(f"INFO loading\n{line}\n")
     assert (m.rule, m.failure_class) == ("not_on_cpu", "not_on_cpu")
-    assert status_for_class(m.failure_class) == "fail"
+    # no verdict on this hardware: never the engine's red
+    assert status_for_class(m.failure_class) == "needs-gpu"
 
 
 def test_network_failures_to_our_own_server_are_not_infra():
