@@ -20,11 +20,13 @@ FAILURE_CLASSES: tuple[str, ...] = (
     "unsupported_architecture", "config_conflict", "conversion_failed", "unsupported_layer",
     "missing_inputs", "tokenizer_or_template", "wrong_output", "kernel_or_dtype",
     "out_of_memory", "remote_code_required", "corrupt_or_missing_weights", "slow", "crash",
-    "infra", "timeout", "unknown",
+    "infra", "timeout", "unknown", "harness_disagrees",
 )
 
 # The status a failure class implies; every other class is the engine's `fail`.
-STATUS_FOR_CLASS: dict[str, str] = {"out_of_memory": "oom", "timeout": "timeout", "infra": "error"}
+# harness_disagrees: the bare reproduction passed where the probe said red (probes/confirmation).
+STATUS_FOR_CLASS: dict[str, str] = {"out_of_memory": "oom", "timeout": "timeout", "infra": "error",
+                                    "harness_disagrees": "error"}
 
 
 @dataclass(frozen=True)
