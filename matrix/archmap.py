@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from matrix.summary import MEANINGFUL, Observation, ResultLike, current, worst_status
+from matrix.summary import MEANINGFUL, Observation, ResultLike, current, parse_time, worst_status
 from probes.stages import STAGES
 
 ARCH_PREFIX = "arch/"
@@ -26,6 +26,7 @@ class MapCell:
     stage: str | None = None  # the stage that decided a status other than pass
     failure_class: str | None = None
     message: str | None = None
+    confirmed: bool | None = None  # the deciding red's bare reproduction (matrix/confirm.py)
 
     @property
     def verdict(self) -> bool:
@@ -35,11 +36,15 @@ class MapCell:
         if self.status in (None, "pass"):
             return self.status or "-"
         detail = self.failure_class or ""
-        return f"{self.status}: {self.stage}" + (f" ({detail})" if detail else "")
+        bare = " [confirmed bare]" if self.confirmed else ""
+        return f"{self.status}: {self.stage}" + (f" ({detail})" if detail else "") + bare
 
 
 def arch_map(results: Iterable[ResultLike]) -> dict[str, dict[str, MapCell]]:
     """{architecture: {engine: MapCell}} over the current results of `arch/` models."""
+    results = list(results)
+    confirmed = {(r["model"]["id"], r["engine"]["name"], r["stage"], parse_time(r["started_at"])):
+                 r.get("confirmed") for r in results if isinstance(r, dict)}
     stages: dict[tuple[str, str], list[Observation]] = {}
     for (model, engine, _stage), o in current(results).items():
         if model.startswith(ARCH_PREFIX):
@@ -51,7 +56,9 @@ def arch_map(results: Iterable[ResultLike]) -> dict[str, dict[str, MapCell]]:
         decider = next((o for o in ordered if o.status == status), None)
         out.setdefault(arch, {})[engine] = MapCell(
             status, None if status == "pass" or decider is None else decider.stage,
-            decider.failure_class if decider else None, decider.message if decider else None)
+            decider.failure_class if decider else None, decider.message if decider else None,
+            confirmed.get((decider.model, engine, decider.stage, decider.started_at))
+            if decider else None)
     return out
 
 

@@ -49,8 +49,11 @@ class IngestReport:
     rejected: list[tuple[int, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"inserted": self.inserted, "duplicates": self.duplicates, "updated": self.updated,
-                "rejected": [{"at": at, "reason": why} for at, why in self.rejected]}
+        out: dict[str, Any] = {"inserted": self.inserted, "duplicates": self.duplicates,
+                               "rejected": [{"at": at, "reason": why} for at, why in self.rejected]}
+        if self.updated:  # only when a confirmation arrived: the usual answer keeps its shape
+            out["updated"] = self.updated
+        return out
 
 
 class Rejected(ValueError):

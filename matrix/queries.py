@@ -159,3 +159,22 @@ def probed(session: Session) -> set[tuple[str, str, str, str]]:
 def engines(rows: list[MatrixRow]) -> list[str]:
     """The engine columns of a matrix, by name."""
     return sorted({name for row in rows for name in row.cells})
+
+
+def unconfirmed_reds(session: Session, *, model: str | None = None, engine: str | None = None,
+                     limit: int | None = None) -> list[dict[str, Any]]:
+    """Stored reds (fail / timeout / oom) with a reproduce command and no confirmation yet,
+    newest first, as records (without `output`)."""
+    query = (select(Result.raw)
+             .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
+             .join(Environment, Environment.id == Result.environment_pk)
+             .where(Result.status.in_(("fail", "timeout", "oom")), Result.confirmed.is_(None),
+                    Result.confirmation.is_(None), Result.reproduce.is_not(None))
+             .order_by(Result.started_at.desc(), Result.id.desc()))
+    if model is not None:
+        query = query.where(ModelRevision.model_id == model)
+    if engine is not None:
+        query = query.where(*_engine_filter(engine))
+    if limit is not None:
+        query = query.limit(limit)
+    return [dict(raw) for raw in session.scalars(query)]
