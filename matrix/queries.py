@@ -168,8 +168,10 @@ def unconfirmed_reds(session: Session, *, model: str | None = None, engine: str 
     query = (select(Result.raw)
              .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
              .join(Environment, Environment.id == Result.environment_pk)
+             # confirmed IS NULL: never checked (a JSON column stores None as JSON null, so
+             # the confirmation column itself cannot say it)
              .where(Result.status.in_(("fail", "timeout", "oom")), Result.confirmed.is_(None),
-                    Result.confirmation.is_(None), Result.reproduce.is_not(None))
+                    Result.confirmed_at.is_(None), Result.reproduce.is_not(None))
              .order_by(Result.started_at.desc(), Result.id.desc()))
     if model is not None:
         query = query.where(ModelRevision.model_id == model)

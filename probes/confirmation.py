@@ -95,8 +95,10 @@ def bare_verdict(bare: BareOutcome, engine: str | None) -> tuple[str, str | None
                      if NO_VERDICT_MARK in ln), None)
         return "no_verdict", None, said
     line, klass = line_of(bare.log_text, engine)
-    if bare.returncode is not None and bare.returncode < 0 and klass == "unknown":
-        klass = "crash"  # killed by a signal with nothing the rules know
+    rc = bare.returncode
+    # killed by a signal (a shell reports it as 128 + N) with nothing the rules know
+    if rc is not None and (rc < 0 or 128 < rc < 160) and klass == "unknown":
+        klass = "crash"
     status = status_for_class(klass)
     return ("fail" if status == "error" else status), klass, line
 
@@ -122,7 +124,8 @@ def decide(record: dict[str, Any], probe_log: str, bare: BareOutcome) -> Confirm
         return result(True, CONFIRMED, f"the bare command also ends in {status}")
     keep = klass == "wrong_output"
     same_line = normalise(probe_line, keep) == normalise(b_line, keep)
-    if b_status == status and b_class == klass and (same_line or not (probe_line or b_line)):
+    if b_status == status and b_class == klass and (same_line or klass == "crash"
+                                                    or not (probe_line or b_line)):
         return result(True, CONFIRMED, f"the bare command fails the same way: {b_line}")
     if b_status == status and b_class == klass and klass not in ("unknown", "crash") \
             and not keep and _same_rule_words(probe_line, b_line):
