@@ -107,7 +107,10 @@ def decide(record: dict[str, Any], probe_log: str, bare: BareOutcome) -> Confirm
     """The confirmation of one red record, given its probe's log and the bare run."""
     engine = (record.get("engine") or {}).get("name")
     status, klass = record["status"], record.get("failure_class")
-    probe_line, _ = line_of(probe_log, engine) if probe_log else (None, None)
+    probe_line, log_class = line_of(probe_log, engine) if probe_log else (None, None)
+    # The engine module may name the class itself (llama.cpp's convert: conversion_failed);
+    # the same rules over the bare log give the class of the probe's log.
+    classes = {klass, log_class}
     probe_line = probe_line or record.get("message")
     b_status, b_class, b_line = bare_verdict(bare, engine)
 
@@ -124,10 +127,10 @@ def decide(record: dict[str, Any], probe_log: str, bare: BareOutcome) -> Confirm
         return result(True, CONFIRMED, f"the bare command also ends in {status}")
     keep = klass == "wrong_output"
     same_line = normalise(probe_line, keep) == normalise(b_line, keep)
-    if b_status == status and b_class == klass and (same_line or klass == "crash"
+    if b_status == status and b_class in classes and (same_line or klass == "crash"
                                                     or not (probe_line or b_line)):
         return result(True, CONFIRMED, f"the bare command fails the same way: {b_line}")
-    if b_status == status and b_class == klass and klass not in ("unknown", "crash") \
+    if b_status == status and b_class in classes and klass not in ("unknown", "crash") \
             and not keep and _same_rule_words(probe_line, b_line):
         return result(True, CONFIRMED, f"the bare command fails the same way: {b_line}")
     return result(False, DIFFERS,
