@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from matrix.summary import FALLBACK, MEANINGFUL, Observation, ResultLike, current
+from matrix.summary import (FALLBACK, MEANINGFUL, Observation, ResultLike, current,
+                            parse_time)
 from probes.modelinfo import not_generative
 from probes.stages import STAGES
 
@@ -48,6 +49,7 @@ class MapCell:
     failure_class: str | None = None
     message: str | None = None
     stages: tuple[StageCell, ...] = field(default=())  # every stage, in probe order
+    confirmed: bool | None = None  # the deciding red's bare reproduction (matrix/confirm.py)
 
     @property
     def verdict(self) -> bool:
@@ -57,8 +59,9 @@ class MapCell:
         """`pass`, or `status: stage (class)` then every other stage that is not green."""
         if self.status in (None, "pass"):
             return self.status or "-"
+        bare = " [confirmed bare]" if self.confirmed else ""
         head = f"{self.status}: {self.stage}" + (f" ({self.failure_class})"
-                                                 if self.failure_class else "")
+                                                 if self.failure_class else "") + bare
         rest = [s.label() for s in self.stages if s.stage != self.stage and s.status != "pass"]
         return ", ".join([head, *rest])
 
@@ -66,7 +69,8 @@ class MapCell:
         return {"status": self.status, "stage": self.stage, "failure_class": self.failure_class,
                 "message": self.message, "stages": {s.stage: {
                     "status": s.status, "failure_class": s.failure_class,
-                    "message": s.message} for s in self.stages}}
+                    "message": s.message} for s in self.stages},
+                "confirmed": self.confirmed}
 
 
 def cell_of(obs: Iterable[Observation]) -> MapCell:
@@ -85,13 +89,21 @@ def cell_of(obs: Iterable[Observation]) -> MapCell:
 
 def arch_map(results: Iterable[ResultLike]) -> dict[str, dict[str, MapCell]]:
     """{architecture: {engine: MapCell}} over the current results of `arch/` models."""
+    results = list(results)
+    confirmed = {(r["model"]["id"], r["engine"]["name"], r["stage"], parse_time(r["started_at"])):
+                 r.get("confirmed") for r in results if isinstance(r, dict)}
     stages: dict[tuple[str, str], list[Observation]] = {}
     for (model, engine, _stage), o in current(results).items():
         if model.startswith(ARCH_PREFIX):
             stages.setdefault((model[len(ARCH_PREFIX):], engine), []).append(o)
     out: dict[str, dict[str, MapCell]] = {}
     for (arch, engine), obs in sorted(stages.items()):
-        out.setdefault(arch, {})[engine] = cell_of(obs)
+        cell = cell_of(obs)
+        decider = next((o for o in obs if o.stage == cell.stage), None)
+        if decider is not None:  # the deciding red's bare reproduction, where it ran
+            cell = replace(cell, confirmed=confirmed.get(
+                (decider.model, engine, decider.stage, decider.started_at)))
+        out.setdefault(arch, {})[engine] = cell
     return out
 
 

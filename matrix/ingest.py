@@ -48,12 +48,16 @@ LIMITS: dict[tuple[str, ...], int] = {
 class IngestReport:
     inserted: int = 0
     duplicates: int = 0
+    updated: int = 0  # stored already, now with a (new) confirmation
     # (position, reason): the 0-based index for ingest_records, the 1-based line for ingest_file
     rejected: list[tuple[int, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"inserted": self.inserted, "duplicates": self.duplicates,
-                "rejected": [{"at": at, "reason": why} for at, why in self.rejected]}
+        out: dict[str, Any] = {"inserted": self.inserted, "duplicates": self.duplicates,
+                               "rejected": [{"at": at, "reason": why} for at, why in self.rejected]}
+        if self.updated:  # only when a confirmation arrived: the usual answer keeps its shape
+            out["updated"] = self.updated
+        return out
 
 
 class Rejected(ValueError):
@@ -275,8 +279,9 @@ class _Writer:
             self.runs[run_id] = (pk, c.started_at)
         return pk
 
-    def result(self, c: Checked) -> bool:
-        """Store one checked record; False when it was already there."""
+    def result(self, c: Checked) -> str | bool:
+        """Store one checked record; False when it was already there, "updated" when it was
+        and took a new confirmation."""
         r = c.record
         model_pk = self.model_revision(c)
         env_pk, engine_version = self.environment(c)
@@ -290,9 +295,11 @@ class _Writer:
             "message": r.get("message"), "log_excerpt": r.get("log_excerpt"),
             "log_path": r.get("log_path"), "metrics": r.get("metrics") or {}, "output": output,
             "started_at": c.started_at, "duration_s": float(r["duration_s"]),
-            "reproduce": r.get("reproduce"), "raw": raw}).scalar()
+            "reproduce": r.get("reproduce"), "raw": raw, "confirmed": r.get("confirmed"),
+            "confirmation": r.get("confirmation"),
+            "confirmed_at": utc_now() if r.get("confirmation") else None}).scalar()
         if result_pk is None:
-            return False
+            return self.confirmation_update(r, c, model_pk, env_pk, raw)
         self.conn.execute(self.sql.cell, {
             "model_revision_pk": model_pk, "environment_pk": env_pk, "stage": r["stage"],
             "model_id": r["model"]["id"], "engine_name": r["engine"]["name"],
@@ -303,6 +310,28 @@ class _Writer:
             self.conn.execute(self.sql.log, {"result_pk": result_pk, "log_tail": tail[0],
                                              "log_bytes": tail[1], "stored_at": utc_now()})
         return True
+
+
+    def confirmation_update(self, r: dict[str, Any], c: Checked, model_pk: int, env_pk: int,
+                            raw: dict[str, Any]) -> str | bool:
+        """A record stored before, now confirmed (or confirmed anew): its row takes the
+        confirmation and what it changed (a harness disagreement turns the red `error`), and
+        its cell follows when this row is the cell's latest. Same confirmation: a duplicate."""
+        if r.get("confirmation") is None:
+            return False
+        row = self.conn.execute(select(RES.c.id, RES.c.confirmation).where(
+            RES.c.model_revision_pk == model_pk, RES.c.environment_pk == env_pk,
+            RES.c.stage == r["stage"], RES.c.started_at == c.started_at,
+            RES.c.run_key == (r.get("run_id") or ""))).one_or_none()
+        if row is None or row.confirmation == r["confirmation"]:
+            return False
+        self.conn.execute(update(RES).where(RES.c.id == row.id).values(
+            status=r["status"], failure_class=r.get("failure_class"), message=r.get("message"),
+            confirmed=r.get("confirmed"), confirmation=r["confirmation"], raw=raw,
+            confirmed_at=utc_now()))
+        self.conn.execute(update(CELL).where(CELL.c.result_pk == row.id).values(
+            status=r["status"], failure_class=r.get("failure_class")))
+        return "updated"
 
 
 def _ingest(session: Session, numbered: Iterable[tuple[int, Any]], keep_logs: bool = True
@@ -326,7 +355,9 @@ def _ingest(session: Session, numbered: Iterable[tuple[int, Any]], keep_logs: bo
             writer.forget()  # rows looked up inside the rolled-back savepoint may be gone
             report.rejected.append((at, _short(f"store refused it: {err.orig}")))
             continue
-        if stored:
+        if stored == "updated":
+            report.updated += 1
+        elif stored:
             report.inserted += 1
         else:
             report.duplicates += 1

@@ -154,6 +154,8 @@ class NightlyOptions:
     max_error_attempts: int = 2
     dry_run: bool = False
     run_id: str | None = None
+    # Run each new red's bare reproduce command once, right after its probe (matrix/confirm.py).
+    confirm: bool = True
 
     def home(self) -> Path:
         if self.work_dir:
@@ -390,6 +392,13 @@ def run_task(task: ProbeTask, ctx: _Context) -> list[dict[str, Any]]:
                              logs_root=opts.home() / "logs", options=probe_options(model_dir))
     records = probe(Path(model_dir), task.engine, task.version, list(task.stages),
                     model_id=task.model_id, settings=settings, say=lambda _m: None)
+    if opts.confirm:
+        # Before the shrink prefix: the copy is right here, and shrinking it again while other
+        # probes read it would be a race of ours, not the engine's.
+        from matrix.confirm import ConfirmSettings, confirm_records
+
+        records = confirm_records(records, ConfirmSettings(
+            timeout_s=opts.timeout_s, memory_mb=opts.memory_mb), say=lambda _m: None)
     if shrink_cmd:
         # The verdict must be reproducible from nothing but the release's config: the shrink
         # command first, then the engine's own.
@@ -466,9 +475,13 @@ def execute(tasks: Sequence[ProbeTask], ctx: _Context, report: NightlyReport,
                                                 tier=opts.tier, run_id=ctx.run_id)
                 _finish(task, records, ctx, report)
                 statuses = Counter(r["status"] for r in records)
+                bare = Counter((r.get("confirmation") or {}).get("verdict") for r in records
+                               if r.get("confirmation"))
                 progress.console.print(
                     f"{task.model_id} @ {task.revision[:8]} x {task.engine} {task.version}: "
-                    + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())))
+                    + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+                    + ("; bare: " + ", ".join(f"{n} {v}" for v, n in sorted(bare.items()))
+                       if bare else ""))
                 progress.advance(bar)
 
 
@@ -564,13 +577,15 @@ if __name__ == "__main__":  # a thin runner for tests and cron until the CLI has
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--types")
     ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--no-confirm", action="store_true", help="do not confirm new reds bare")
     a = ap.parse_args()
     from matrix.discover import load_watchlist
 
     opts = NightlyOptions(engines=a.engine or [REFERENCE_ENGINE], tier=a.tier, jobs=a.jobs,
                           store=not a.no_store, out=Path(a.out) if a.out else None,
                           endpoint=a.endpoint, token=False if a.endpoint else None,
-                          work_dir=Path(a.work_dir) if a.work_dir else None, dry_run=a.dry_run)
+                          work_dir=Path(a.work_dir) if a.work_dir else None, dry_run=a.dry_run,
+                          confirm=not a.no_confirm)
     if a.sweep:
         from matrix.sweep import run_sweep
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import shlex
 import socket
 import uuid
 from dataclasses import dataclass, field, replace
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from matrix import environments
-from probes import parity
+from probes import parity, reproduce
 from probes.engines import get_spec
 from probes.modelinfo import escaping_links, not_generative, read_config, read_model_info
 from probes.record import build_records, iso, not_applicable_records, refused_records
@@ -52,23 +51,18 @@ class ProbeSettings:
     log_suffix: str = ""  # "-reference": the reference probe's logs beside, never over, a probe's
 
 
-def reproduce_commands(engine: str, python: str, model_dir: Path, stages: list[str]
+def reproduce_commands(engine: str, python: str, model_dir: Path, stages: list[str],
+                       log_dir: Path | None = None, options: dict[str, Any] | None = None
                        ) -> dict[str, str]:
-    """The bare command that reproduces each stage: the engine's own API where the registry
-    has a template, else the probe child run by hand."""
-    spec = get_spec(engine)
-    quoted = {"python": shlex.quote(python), "model": shlex.quote(str(model_dir)),
-              "model_py": repr(str(model_dir))}  # inside a python -c "..." string
-    out = {}
-    for stage in stages:
-        template = spec.reproduce.get(stage)
-        if template:
-            out[stage] = template.format(**quoted)
-        else:
-            out[stage] = (f"PYTHONPATH={shlex.quote(str(PROBES_ROOT))} {quoted['python']} -m "
-                          f"probes.child --engine {engine} --model {quoted['model']} "
-                          f"--stages {stage} --events /tmp/dayone-events.jsonl")
-    return out
+    """The bare command that reproduces each stage: a small script of the engine's own API
+    written into LOG_DIR (probes/reproduce.py), run with the probe's variables. Engines without
+    a bare template (internal ones) get none."""
+    if log_dir is None:
+        import tempfile
+
+        log_dir = Path(tempfile.mkdtemp(prefix="dayone-reproduce-"))
+    return reproduce.write_scripts(engine, stages, Path(model_dir), Path(log_dir), python,
+                                   options)
 
 
 def probe(model_dir: Path, engine: str, version: str | None = None,
@@ -118,7 +112,7 @@ def probe(model_dir: Path, engine: str, version: str | None = None,
         stages=stages, outcome=outcome, engine=engine, engine_version=env.version, model=model,
         tier=settings.tier, run_id=run_id,
         environment={"environment_id": env.environment_id},
-        reproduce=reproduce_commands(engine, env.python, model_dir, stages),
+        reproduce=reproduce_commands(engine, env.python, model_dir, stages, log_dir, options),
         host=socket.gethostname())
     if no_reference and records:
         order = get_spec(engine).stages

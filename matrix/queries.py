@@ -221,3 +221,29 @@ def reclassifications(session: Session, result_id: int | None = None,
 def newest_reclassification(session: Session) -> int | None:
     """The id of the newest class change (a cache of views is stale when it moves)."""
     return session.scalar(select(func.max(Reclassification.id)))
+
+
+def newest_confirmation(session: Session) -> dt.datetime | None:
+    """When a stored red was last confirmed (confirming updates a row without a new id)."""
+    return session.scalar(select(func.max(Result.confirmed_at)))
+
+
+def unconfirmed_reds(session: Session, *, model: str | None = None, engine: str | None = None,
+                     limit: int | None = None) -> list[dict[str, Any]]:
+    """Stored reds (fail / timeout / oom) with a reproduce command and no confirmation yet,
+    newest first, as records (without `output`)."""
+    query = (select(Result.raw)
+             .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
+             .join(Environment, Environment.id == Result.environment_pk)
+             # confirmed IS NULL: never checked (a JSON column stores None as JSON null, so
+             # the confirmation column itself cannot say it)
+             .where(Result.status.in_(("fail", "timeout", "oom")), Result.confirmed.is_(None),
+                    Result.confirmed_at.is_(None), Result.reproduce.is_not(None))
+             .order_by(Result.started_at.desc(), Result.id.desc()))
+    if model is not None:
+        query = query.where(ModelRevision.model_id == model)
+    if engine is not None:
+        query = query.where(*_engine_filter(engine))
+    if limit is not None:
+        query = query.limit(limit)
+    return [dict(raw) for raw in session.scalars(query)]

@@ -107,6 +107,7 @@ class Result(Base):
         UniqueConstraint("model_revision_pk", "environment_pk", "stage", "started_at", "run_key",
                          name="uq_results_natural_key"),
         Index("ix_results_started_at", "started_at"),
+        Index("ix_results_confirmed_at", "confirmed_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -128,6 +129,11 @@ class Result(Base):
     started_at: Mapped[dt.datetime]
     duration_s: Mapped[float] = mapped_column(Float)
     reproduce: Mapped[str | None] = mapped_column(Text)
+    # A red's bare reproduction (matrix/confirm.py): True the engine alone fails the same way,
+    # False it does not, None not checked; `confirmation` holds both lines and the bare log.
+    confirmed: Mapped[bool | None]
+    confirmation: Mapped[dict[str, Any] | None]
+    confirmed_at: Mapped[dt.datetime | None]  # when a confirmation last changed this row
     # The record as ingested, minus `output`: `queries.results` gives it back unchanged.
     raw: Mapped[dict[str, Any]]
     ingested_at: Mapped[dt.datetime] = mapped_column(default=utc_now)

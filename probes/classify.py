@@ -29,12 +29,14 @@ FAILURE_CLASSES: tuple[str, ...] = (
     "unsupported_layer", "missing_inputs", "tokenizer_or_template", "wrong_output",
     "kernel_or_dtype", "not_on_cpu", "out_of_memory", "remote_code_required",
     "corrupt_or_missing_weights", "slow", "crash", "infra", "timeout", "unknown",
+    "harness_disagrees",
 )
 
 # The status a failure class implies; every other class is the engine's `fail`.
 # `not_on_cpu`: the engine's path does not exist on this hardware, no verdict (not red).
+# `harness_disagrees`: the bare reproduction passed where the probe said red (ours).
 STATUS_FOR_CLASS: dict[str, str] = {"out_of_memory": "oom", "timeout": "timeout", "infra": "error",
-                                    "not_on_cpu": "needs-gpu"}
+                                    "not_on_cpu": "needs-gpu", "harness_disagrees": "error"}
 
 
 @dataclass(frozen=True)

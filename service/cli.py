@@ -66,7 +66,8 @@ def store_records(db: str | None, records: list[dict]) -> str:
     store = _store(db)
     with store.writing() as session:
         report = ingest_records(session, records)
-    return f"stored {report.inserted} new, {report.duplicates} already stored"
+    return (f"stored {report.inserted} new, {report.duplicates} already stored"
+            + (f", {report.updated} confirmed" if report.updated else ""))
 
 
 # -- fixtures ---------------------------------------------------------------------------------
@@ -120,6 +121,7 @@ def probe(
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model's own code to run")] = False,
     store: Annotated[bool, typer.Option(help="Record the results in the store")] = True,
     executor: Annotated[str, typer.Option(help="local (isolated venv) or docker (container)")] = "local",
+    confirm: Annotated[bool, typer.Option("--confirm", help="Run each red's bare reproduce command right after, and record whether the engine alone fails the same way")] = False,
     db: DbOption = None,
 ) -> None:
     """Probe MODEL in one engine; print one result record per stage."""
@@ -140,9 +142,17 @@ def probe(
         raise _fail(str(exc))
     except RuntimeError as exc:  # an environment that could not be built
         raise _fail(str(exc), 1)
+    if confirm:
+        records = _confirm(records, timeout, memory_mb)
     _print_records(records, as_json)
     if store:
         _say(store_records(db, records))
+
+
+def _bare_label(record: dict) -> str:
+    verdict = (record.get("confirmation") or {}).get("verdict")
+    return {"confirmed": "confirmed bare", "harness_disagrees": "harness disagrees",
+            "differs": "not confirmed", "no_verdict": "no bare verdict"}.get(verdict or "", "")
 
 
 def _print_records(records: list[dict], as_json: bool) -> None:
@@ -151,16 +161,66 @@ def _print_records(records: list[dict], as_json: bool) -> None:
             sys.stdout.write(json.dumps(r) + "\n")
         sys.stdout.flush()
         return
-    table = Table("model", "engine", "stage", "status", "class", "message", "s")
+    table = Table("model", "engine", "stage", "status", "class", "bare", "message", "s")
     colour = {"pass": "green", "degraded": "yellow", "fail": "red", "error": "magenta",
               "skipped": "dim", "oom": "red", "timeout": "red", "n/a": "dim",
               "needs-gpu": "dim"}
     for r in records:
         table.add_row(r["model"]["id"], f"{r['engine']['name']} {r['engine']['version']}",
                       r["stage"], f"[{colour.get(r['status'], '')}]{r['status']}[/]",
-                      r["failure_class"] or "", (r.get("message") or "")[:80],
+                      r["failure_class"] or "", _bare_label(r), (r.get("message") or "")[:80],
                       f"{r['duration_s']:.1f}")
     out.print(table)
+
+
+def _confirm(records: list[dict], timeout: float, memory_mb: int,
+             done=None) -> list[dict]:
+    """Each red confirmed bare (matrix/confirm.py), with a rich progress bar."""
+    from rich.progress import Progress
+
+    from matrix.confirm import ConfirmSettings, confirm_records, needs_confirmation
+
+    settings = ConfirmSettings(timeout_s=timeout, memory_mb=memory_mb)
+    with Progress(console=err) as progress:
+        task = progress.add_task("confirming reds bare",
+                                 total=sum(1 for r in records if needs_confirmation(r)))
+
+        def finished(record: dict) -> None:
+            c = record.get("confirmation") or {}
+            progress.console.print(f"{record['model']['id']} x {record['engine']['name']} "
+                                   f"{record['stage']}: {c.get('verdict')}: "
+                                   f"{(c.get('message') or '')[:160]}", markup=False)
+            progress.advance(task)
+            if done:
+                done(record)
+
+        return confirm_records(records, settings, say=lambda _m: None, done=finished)
+
+
+@app.command(name="confirm")
+def confirm_command(
+    model: Annotated[Optional[str], typer.Option(help="Only this model id")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="Only this engine (NAME or NAME==VERSION)")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="At most this many reds")] = None,
+    timeout: Annotated[float, typer.Option(help="Time limit per bare run, seconds")] = 600.0,
+    memory_mb: Annotated[int, typer.Option(help="Memory limit per bare run (resident, whole process group)")] = 8192,
+    as_json: Annotated[bool, typer.Option("--json", help="The confirmed records, one per line")] = False,
+    db: DbOption = None,
+) -> None:
+    """Confirm stored reds bare: run each unconfirmed red's reproduce command (the engine alone,
+    no dayone) and record confirmed / harness disagrees / fails differently."""
+    from matrix import queries
+
+    store = _store(db)
+    with store.session() as session:
+        reds = queries.unconfirmed_reds(session, model=model, engine=engine, limit=limit)
+    if not reds:
+        err.print("no unconfirmed reds in the store")
+        return
+    stored = []
+    confirmed = _confirm(reds, timeout, memory_mb,
+                         done=lambda r: stored.append(store_records(db, [r])))
+    _print_records(confirmed, as_json)
 
 
 # -- classify ---------------------------------------------------------------------------------
@@ -456,7 +516,8 @@ def _watchlist(path: Path | None):
 
 def _nightly_options(engine: list[str] | None, tier: str, jobs: int, store: bool,
                      db: str | None, out_file: Path | None, endpoint: str | None,
-                     dry_run: bool = False, timeout: float = 900.0, max_heavy: int = 1):
+                     dry_run: bool = False, timeout: float = 900.0, max_heavy: int = 1,
+                     confirm: bool = True):
     from matrix.nightly import NightlyOptions
 
     if tier not in ("arch", "full"):
@@ -467,7 +528,7 @@ def _nightly_options(engine: list[str] | None, tier: str, jobs: int, store: bool
         _engine_arg(e)
     return NightlyOptions(engines=list(engine or public_engines()), tier=tier, jobs=jobs,
                           store=store, db=db, out=out_file, endpoint=endpoint, dry_run=dry_run,
-                          timeout_s=timeout, max_heavy=max_heavy)
+                          timeout_s=timeout, max_heavy=max_heavy, confirm=confirm)
 
 
 @app.command()
@@ -592,11 +653,12 @@ def nightly(
     store: Annotated[bool, typer.Option(help="Store the results")] = True,
     timeout: Annotated[float, typer.Option(help="Time limit per probe, seconds")] = 900.0,
     endpoint: EndpointOption = None,
+    confirm: Annotated[bool, typer.Option("--confirm/--no-confirm", help="Run each new red's bare reproduce command once and record whether the engine alone fails the same way")] = True,
     db: DbOption = None,
 ) -> None:
     """Discover, plan, probe and store; resumable (run it again after a crash)."""
     options = _nightly_options(engine, tier, jobs, store, db, out_file, endpoint, timeout=timeout,
-                               max_heavy=max_heavy)
+                               max_heavy=max_heavy, confirm=confirm)
     _run_nightly(options, _watchlist(watchlist))
 
 
@@ -609,11 +671,12 @@ def sweep(
     store: Annotated[bool, typer.Option(help="Store the results")] = True,
     timeout: Annotated[float, typer.Option(help="Time limit per probe, seconds")] = 900.0,
     types: Annotated[Optional[str], typer.Option(help="Only these model types (comma-separated)")] = None,
+    confirm: Annotated[bool, typer.Option("--confirm/--no-confirm", help="Run each new red's bare reproduce command once and record whether the engine alone fails the same way")] = True,
     db: DbOption = None,
 ) -> None:
     """The arch tier over every causal-LM architecture the reference transformers knows."""
     options = _nightly_options(engine, "arch", jobs, store, db, out_file, None, timeout=timeout,
-                               max_heavy=max_heavy)
+                               max_heavy=max_heavy, confirm=confirm)
     _run_nightly(options, None, sweep=True,
                  types=[t.strip() for t in types.split(",") if t.strip()] if types else None)
 

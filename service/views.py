@@ -137,7 +137,8 @@ def _cell_rows(session: Session, model_ids: list[str], f: Filters) -> list[Any]:
                     CellLatest.stage, CellLatest.status, CellLatest.failure_class,
                     CellLatest.started_at, CellLatest.model_revision_pk,
                     CellLatest.environment_pk, Environment.environment_id,
-                    Environment.hardware, Result.tier, Result.message)
+                    Environment.hardware, Result.tier, Result.message, Result.confirmed,
+                    Result.confirmation)
              .join(Environment, Environment.id == CellLatest.environment_pk)
              .join(Result, Result.id == CellLatest.result_pk)
              .where(CellLatest.model_id.in_(model_ids)))
@@ -183,12 +184,27 @@ def _cells(rows: list[Any]) -> dict[str, dict[str, dict[str, Any]]]:
             "last_run": iso(max(r.started_at for r in ordered)),
             "stages": {r.stage: {"status": r.status, "failure_class": r.failure_class,
                                  "message": _short(r.message), "tier": r.tier,
-                                 "started_at": iso(r.started_at)} for r in ordered},
+                                 "started_at": iso(r.started_at),
+                                 **bare_check(r.confirmed, r.confirmation)} for r in ordered},
             "why": None if why is None or status in ("pass", None) else {
                 "stage": why.stage, "failure_class": why.failure_class,
-                "message": _short(why.message)},
+                "message": _short(why.message), **bare_check(why.confirmed, why.confirmation)},
         }
     return out
+
+
+# What a red's bare reproduction said (matrix/confirm.py), in the reader's words.
+BARE_LABELS = {"confirmed": "confirmed bare", "differs": "not confirmed",
+               "harness_disagrees": "harness disagrees", "no_verdict": "no bare verdict"}
+
+
+def bare_check(confirmed: bool | None, confirmation: dict[str, Any] | None) -> dict[str, Any]:
+    """The confirmation fields a page shows next to a result."""
+    c = confirmation or {}
+    return {"confirmed": confirmed, "bare": BARE_LABELS.get(c.get("verdict") or ""),
+            "bare_message": c.get("message"), "bare_log_path": c.get("log_path"),
+            "bare_command": c.get("command"), "bare_line": c.get("bare_line"),
+            "probe_line": c.get("probe_line"), "probe_log_path": c.get("probe_log_path")}
 
 
 _STAGE_INDEX = {stage: i for i, stage in enumerate(STAGES)}
@@ -323,6 +339,7 @@ class HistoryCache:
         self.lock = threading.Lock()
         self.last_id: int | None = None
         self.last_change: int | None = None  # the newest reclassification seen
+        self.last_confirmed: dt.datetime | None = None
         self.max_models = max_models
         # (hardware, tier) -> model -> night (ISO) -> engine -> status; nights listed in `known`
         self.strips: dict[tuple[Any, Any], dict[str, dict[str, dict[str, str]]]] = {}
@@ -336,10 +353,12 @@ class HistoryCache:
     def sync(self, session: Session) -> None:
         newest = session.scalar(select(func.max(Result.id)))
         changed = queries.newest_reclassification(session)
+        # A confirmation updates a stored row (no new id): its time moves the cache too.
+        confirmed = queries.newest_confirmation(session)
         with self.lock:
-            if changed != self.last_change:  # stored classes were revised: any view may show one
-                self.clear()
-                self.last_change = changed
+            if (changed, confirmed) != (self.last_change, self.last_confirmed):
+                self.clear()  # stored classes or confirmations were revised
+                self.last_change, self.last_confirmed = changed, confirmed
             if newest == self.last_id:
                 return
             if self.last_id is None or newest is None or newest < self.last_id:
@@ -645,6 +664,7 @@ def cell_view(session: Session, model_id: str, engine: str, now: dt.datetime | N
         "message": r.get("message"), "log_excerpt": r.get("log_excerpt"),
         "log_path": r.get("log_path"), "reproduce": r.get("reproduce"),
         "duration_s": r.get("duration_s"), "metrics": r.get("metrics") or {},
+        **bare_check(r.get("confirmed"), r.get("confirmation")),
     } for r in records]
     latest_failure = next((h for h in history if h["status"] not in ("pass", "skipped")), None)
     return {"model": model_id, "engine": engine,

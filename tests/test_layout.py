@@ -46,7 +46,6 @@ def test_imports_go_one_way():
             assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
 
 
-# Optional fields the project's copy has ahead of the shared contract (to be added there).
 def _extends(project, shared, where: str = "$") -> list[str]:
     """Where the project's schema is not a compatible extension of the shared one: every shared
     property kept with its meaning, enums only widened, nothing newly required."""

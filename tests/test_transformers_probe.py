@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -66,7 +67,9 @@ def test_record_names_environment_and_reproduces_bare(probed, fixtures_dir):
     assert eng["hardware"].startswith("cpu")
     # The reproduce command is the engine alone (no dayone) and fails the same way.
     cmd = load["reproduce"]
-    assert "-m probes" not in cmd and "service.cli" not in cmd and "from transformers" in cmd
+    assert "-m probes" not in cmd and "service.cli" not in cmd and "PYTHONPATH" not in cmd
+    script = Path(cmd.split()[-1]).read_text()
+    assert "from transformers import" in script and "import probes" not in script
     proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "does not recognize this architecture" in proc.stderr

@@ -55,6 +55,18 @@ def has_hf_chat_template(model_dir: Path) -> bool:
                 or _read_json(model_dir / "tokenizer_config.json").get("chat_template"))
 
 
+def pretokenizer_fallback(options: dict[str, Any], model_dir: Path) -> str | None:
+    """The pre-tokenizer name the converter falls back on for an unknown hash (dayone's
+    fixtures, or when the option asks), else None. Also written into the bare reproduction."""
+    chosen = options.get("pretokenizer_fallback")
+    if chosen is False:
+        return None
+    if isinstance(chosen, str):
+        return chosen
+    meta_id = str(_read_json(model_dir / "dayone.json").get("id") or "")
+    return FIXTURE_PRETOKENIZER if chosen or meta_id.startswith(FIXTURE_ID_PREFIX) else None
+
+
 class Engine(EngineBase):
     name = "llamacpp"
     package = "llama-cpp-python"
@@ -119,13 +131,7 @@ class Engine(EngineBase):
 
     # -- convert ----------------------------------------------------------------------------
     def _pretokenizer_fallback(self) -> str | None:
-        chosen = self.options.get("pretokenizer_fallback")
-        if chosen is False:
-            return None
-        if isinstance(chosen, str):
-            return chosen
-        meta_id = str(_read_json(self.model_dir / "dayone.json").get("id") or "")
-        return FIXTURE_PRETOKENIZER if chosen or meta_id.startswith(FIXTURE_ID_PREFIX) else None
+        return pretokenizer_fallback(self.options, self.model_dir)
 
     def _convert(self) -> StageOutcome:
         script = self.converter / "convert_hf_to_gguf.py"

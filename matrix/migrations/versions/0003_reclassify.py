@@ -1,7 +1,7 @@
 """reclassify: the kept end of each failing result's log, and the audit of class changes
 
-Revision ID: 0002_reclassify
-Revises: 0001
+Revision ID: 0003_reclassify
+Revises: 0002_confirmation
 Create Date: 2026-12-02
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002_reclassify"
-down_revision: str | None = "0001"
+revision: str = "0003_reclassify"
+down_revision: str | None = "0002_confirmation"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

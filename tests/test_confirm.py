@@ -1,0 +1,240 @@
+"""Confirmed reds: every red's bare reproduction re-decides it without dayone.
+
+Pure comparison first (exhaustive, fast), then real engines: a red that is the engine's comes
+out confirmed; a red injected on our side, whose bare command passes, comes out
+error / harness_disagrees with both logs kept.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, build_fixtures, json_lines, run_dayone
+from probes import parity, reproduce
+from probes.confirmation import (BareOutcome, HARNESS_DISAGREES, NO_VERDICT_MARK, decide,
+                                 normalise)
+from probes.engines import ENGINES, public_engines
+
+ARCH_LINE = ("ValueError: The checkpoint you are trying to load has model type `zorb` but "
+             "Transformers does not recognize this architecture.")
+
+
+def red(status="fail", klass="unsupported_architecture", message=ARCH_LINE, engine="transformers"):
+    return {"status": status, "failure_class": klass, "message": message, "stage": "load",
+            "engine": {"name": engine, "version": "1"}, "model": {"id": "m"}}
+
+
+def bare(rc=1, log="", timed_out=False, oom=False):
+    return BareOutcome(rc, timed_out, oom, log)
+
+
+# -- the decision (pure) ----------------------------------------------------------------------
+
+def test_the_same_failure_bare_is_confirmed():
+    c = decide(red(), f"Traceback\n{ARCH_LINE}\n", bare(1, f"noise at 0x7f00ab\n{ARCH_LINE}\n"))
+    assert (c.confirmed, c.verdict, c.bare_status) == (True, "confirmed", "fail")
+    assert c.bare_line == c.probe_line == ARCH_LINE
+
+
+def test_addresses_numbers_and_paths_do_not_make_a_difference():
+    probe = "RuntimeError: mmap of /tmp/run1/model.gguf failed at 0x7f12 after 4096 bytes"
+    again = "RuntimeError: mmap of /var/x/y.gguf failed at 0xdead after 8192 bytes"
+    assert normalise(probe) == normalise(again)
+    c = decide(red(klass="unknown", message=probe), probe, bare(1, again))
+    assert c.confirmed is True
+
+
+@pytest.mark.parametrize("status", ["timeout", "oom"])
+def test_timeout_and_oom_confirm_themselves(status):
+    c = decide(red(status, status if status == "timeout" else "out_of_memory", "killed"), "",
+               bare(None, "", timed_out=status == "timeout", oom=status == "oom"))
+    assert (c.confirmed, c.bare_status) == (True, status)
+
+
+@pytest.mark.parametrize("status", ["fail", "timeout", "oom"])
+def test_a_bare_pass_means_the_harness_disagrees(status):
+    c = decide(red(status), ARCH_LINE, bare(0, "dayone-bare: pass: the stage passes"))
+    assert (c.confirmed, c.verdict) == (False, HARNESS_DISAGREES)
+    assert status in c.message and "passes" in c.message
+
+
+def test_a_different_failure_keeps_the_red_unconfirmed_with_both_lines():
+    other = "ImportError: cannot import name 'Foo' from 'bar'"
+    c = decide(red(), ARCH_LINE, bare(1, other))
+    assert (c.confirmed, c.verdict) == (False, "differs")
+    assert c.probe_line == ARCH_LINE and c.bare_line == other
+    assert ARCH_LINE in c.message and other in c.message
+
+
+@pytest.mark.parametrize("probe,bare_log", [
+    ("fail", "timeout"), ("timeout", "oom"), ("oom", "fail")])
+def test_another_status_is_not_a_confirmation(probe, bare_log):
+    b = bare(None if bare_log != "fail" else 1, ARCH_LINE, timed_out=bare_log == "timeout",
+             oom=bare_log == "oom")
+    c = decide(red(probe), ARCH_LINE, b)
+    assert c.confirmed is False and c.verdict == "differs"
+
+
+def test_wrong_output_needs_the_same_divergent_tokens():
+    line = ("dayone: parity failed: 'The capital of France is' diverges at token 3: token 17 "
+            "vs reference 42, not within each other's top-5")
+    same = line.replace("dayone:", "dayone-bare:")
+    other = line.replace("token 17", "token 18")
+    r = red(klass="wrong_output", message=line[len("dayone: "):])
+    assert decide(r, line, bare(1, same)).confirmed is True
+    assert decide(r, line, bare(1, other)).confirmed is False
+
+
+def test_no_verdict_is_neither_confirmed_nor_refuted():
+    c = decide(red(), ARCH_LINE, bare(3, f"{NO_VERDICT_MARK}: random weights ..."))
+    assert (c.confirmed, c.verdict) == (None, "no_verdict")
+    # exit 3 without our marker is an ordinary failure of the engine
+    assert decide(red(), ARCH_LINE, bare(3, ARCH_LINE)).confirmed is True
+
+
+def test_a_signal_is_a_crash_on_both_sides():
+    r = red(klass="crash", message="engine died (killed by SIGSEGV) without a recognisable message")
+    assert decide(r, "Fatal Python error: Segmentation fault", bare(-11, "")).confirmed is True
+
+
+# -- the scripts ------------------------------------------------------------------------------
+
+def test_every_stage_of_every_public_engine_has_a_bare_script(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"max_position_embeddings": 1024}))
+    for engine in public_engines():
+        stages = list(ENGINES[engine].stages)
+        cmds = reproduce.write_scripts(engine, stages, model, tmp_path / engine, "/env/bin/python")
+        assert set(cmds) == set(stages)
+        for stage, cmd in cmds.items():
+            script = tmp_path / engine / f"reproduce-{stage}.py"
+            assert cmd.endswith(str(script)) and "/env/bin/python" in cmd
+            assert "PYTHONPATH" not in cmd and "probes.child" not in cmd
+            text = script.read_text()
+            compile(text, str(script), "exec")
+            assert "import probes" not in text and "from probes" not in text
+            assert f"STAGE = {stage!r}" in text
+
+
+def test_the_script_judges_parity_by_the_probe_rule(tmp_path):
+    """The rule written into the script gives the verdict probes.parity gives."""
+    text = reproduce.script_text("vllm", "parity", {"MODEL": "m", "TOP_K": 2,
+                                                    "MAX_LOGPROB_GAP": parity.MAX_LOGPROB_GAP})
+    head = text.split("# The helpers every bare reproduction shares")[0]
+    ns: dict = {}
+    exec(compile(head, "bare", "exec"), ns)
+    ref = [{"prompt": "p", "prompt_ids": [1], "token_ids": [5, 6, 7],
+            "top_logprobs": [[[5, -0.1], [9, -2.0]], [[6, -0.2], [8, -3.0]],
+                             [[7, -0.1], [3, -4.0]]]}]
+    for got_ids in ([5, 6, 7], [5, 8, 7], [5, 4, 7]):
+        got = [{**ref[0], "token_ids": got_ids,
+                "top_logprobs": [[[t, -0.1], [s, -2.0]] for t, s in zip(got_ids, [9, 6, 3])]}]
+        ours = parity.check_logprobs_close(ref, got, top_k=2)
+        theirs = ns["check_logprobs_close"](ref, got, top_k=2)
+        assert (theirs.status, theirs.message) == (ours.status, ours.message)
+
+
+# -- real engines ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fixtures(tf_env, tmp_path_factory):
+    return build_fixtures(tf_env, tmp_path_factory.mktemp("confirm-fixtures"),
+                          ["llama", "broken-unknown-arch"])
+
+
+def test_an_engine_red_is_confirmed_bare_and_stored(fixtures, tmp_path, validate_record):
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    proc = run_dayone("probe", str(fixtures / "broken-unknown-arch"), "--engine", "transformers",
+                      "--json", "--confirm", "--db", db)
+    load = json_lines(proc.stdout)[0]
+    validate_record(load)
+    assert (load["status"], load["failure_class"], load["confirmed"]) == (
+        "fail", "unsupported_architecture", True)
+    c = load["confirmation"]
+    assert c["verdict"] == "confirmed" and "does not recognize this architecture" in c["bare_line"]
+    assert Path(c["log_path"]).exists() and Path(c["probe_log_path"]).exists()
+    assert "does not recognize" in Path(c["log_path"]).read_text()
+    stored = json_lines(run_dayone("results", "--json", "--stage", "load", "--db", db).stdout)
+    assert stored[0]["confirmed"] is True
+
+
+def test_a_red_of_ours_is_harness_disagrees_with_both_logs(fixtures, tmp_path, validate_record):
+    """A healthy model's load, misjudged red on our side (as a broken harness would): the bare
+    command passes, so the record becomes error / harness_disagrees, stored over the red."""
+    from matrix import confirm, probing
+
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    records = probing.probe(fixtures / "llama", "transformers", None, ["load"],
+                            say=lambda _m: None)
+    assert records[0]["status"] == "pass"
+    injected = {**records[0], "status": "fail", "failure_class": "unknown",
+                "message": "harness: the probe misread the engine"}
+    run_dayone("ingest", _jsonl(tmp_path / "red.jsonl", [injected]), "--db", db)
+    proc = run_dayone("confirm", "--json", "--db", db)
+    out = json_lines(proc.stdout)[0]
+    validate_record(out)
+    assert (out["status"], out["failure_class"], out["confirmed"]) == (
+        "error", HARNESS_DISAGREES, False)
+    c = out["confirmation"]
+    assert (c["probe_status"], c["verdict"]) == ("fail", "harness_disagrees")
+    assert Path(c["log_path"]).exists() and Path(c["probe_log_path"]).exists()
+    assert "dayone-bare: pass" in Path(c["log_path"]).read_text()
+    # stored over the red (one row), and confirming again finds nothing left to do
+    stored = json_lines(run_dayone("results", "--json", "--db", db).stdout)
+    assert [(r["status"], r["failure_class"]) for r in stored] == [("error", HARNESS_DISAGREES)]
+    assert "no unconfirmed reds" in run_dayone("confirm", "--db", db).stderr
+    assert confirm.needs_confirmation(stored[0]) is False
+
+
+def test_pages_say_confirmed_bare(fixtures, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+    run_dayone("probe", str(fixtures / "broken-unknown-arch"), "--engine", "transformers",
+               "--model-id", "t/broken", "--stage", "load", "--db", db)
+    with TestClient(create_app(db)) as client:
+        before = client.get("/cells/t/broken/transformers.json").json()
+        assert before["history"][0]["confirmed"] is None
+        assert "not checked bare" in client.get("/cells/t/broken/transformers").text
+        run_dayone("confirm", "--db", db)
+        cell = client.get("/cells/t/broken/transformers.json").json()
+        assert cell["history"][0]["bare"] == "confirmed bare"
+        assert cell["latest_failure"]["bare_log_path"]
+        assert "confirmed bare" in client.get("/cells/t/broken/transformers").text
+        model = client.get("/models/t/broken.json").json()
+        assert model["cells"]["transformers"]["stages"]["load"]["confirmed"] is True
+        assert "confirmed bare" in client.get("/models/t/broken").text
+
+
+def _jsonl(path: Path, records: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_llamacpp_converter_red_is_confirmed(fixtures):
+    from matrix import confirm, probing
+
+    records = probing.probe(fixtures / "broken-unknown-arch", "llamacpp", None, ["convert"],
+                            say=lambda _m: None)
+    out = confirm.confirm_records(records, say=lambda _m: None)[0]
+    assert (out["status"], out["failure_class"], out["confirmed"]) == (
+        "fail", "conversion_failed", True), out.get("confirmation")
+
+
+@pytest.mark.slow
+def test_vllm_red_is_confirmed(fixtures):
+    from matrix import confirm, probing
+
+    records = probing.probe(fixtures / "broken-unknown-arch", "vllm", None, ["load"],
+                            say=lambda _m: None)
+    assert records[0]["status"] == "fail", records[0]
+    out = confirm.confirm_records(records, say=lambda _m: None)[0]
+    assert out["confirmed"] is True, out.get("confirmation")
