@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from matrix import probing
 from matrix.discover import DiscoveredModel, Watchlist, discover
 from matrix.plan import DoneIndex, EnvironmentTarget, ProbeTask, plan, summarize
 from probes.runner import read_events
@@ -36,7 +37,6 @@ from probes.stages import ARCH_MAP_STAGES
 
 HEAVY_ENGINES = frozenset({"vllm", "sglang"})
 REFERENCE_ENGINE = "transformers"
-PROBES_ROOT = Path(__file__).resolve().parent.parent
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,7 +281,7 @@ class Shrinker:
         return [self.python, "-m", "probes.shrink", source, str(out), "--meta", json.dumps(meta)]
 
     def bare(self, cmd: list[str]) -> str:
-        return f"PYTHONPATH={shlex.quote(str(PROBES_ROOT))} {shlex.join(cmd)}"
+        return f"PYTHONPATH={shlex.quote(str(probing.probes_root()))} {shlex.join(cmd)}"
 
     def type_command(self, model_type: str) -> str:
         return self.bare([self.python, "-m", "probes.shrink", "--model-type", model_type,
@@ -307,7 +307,7 @@ class Shrinker:
             if (out / "dayone.json").exists() and (out / "config.json").exists():
                 return out, bare
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                                  env={**os.environ, "PYTHONPATH": str(PROBES_ROOT)})
+                                  env=probing.engine_env_vars())
             answer = _last_json(proc.stdout)
             if proc.returncode != 0 or answer.get("status") != "ok":
                 why = answer.get("why") or (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -574,7 +574,7 @@ def run_sweep(options: NightlyOptions, *, types: Sequence[str] | None = None,
     ref_version = _python_package_version(ref, "transformers")
     if not types:
         proc = subprocess.run([ref, "-m", "probes.shrink", "--list-types"], capture_output=True,
-                              text=True, env={**os.environ, "PYTHONPATH": str(PROBES_ROOT)},
+                              text=True, env=probing.engine_env_vars(),
                               timeout=300, check=True)
         types = proc.stdout.split()
     models = [SweepModel(id=f"arch/{t}", revision=sweep_revision(t, ref_version), model_type=t)
@@ -624,7 +624,7 @@ def _build_sweep(python: str, root: Path, types: Sequence[str],
     proc = subprocess.run([python, "-m", "probes.shrink", "--sweep", str(root), "--types",
                            ",".join(types), "--no-generate", "--report", str(report)],
                           capture_output=True, text=True, timeout=3600,
-                          env={**os.environ, "PYTHONPATH": str(PROBES_ROOT)})
+                          env=probing.engine_env_vars())
     if proc.returncode != 0 or not report.exists():
         why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return [{"model_type": t, "status": "error", "why": f"sweep shrink crashed: {why}"}

@@ -1,0 +1,142 @@
+"""dayone as a user installs it (uv venv, `uv pip install .`, not editable): the probe child
+sees the probes package and the engine environment, never the host's site-packages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import build_fixtures, json_lines
+from probes import tools
+from probes.record import host_leak
+from probes.runner import child_environment, isolated_probes, probes_content_hash
+
+KEY = ("huggingface-hub", "pydantic", "packaging")
+
+
+# ----------------------------------------------------------------------------- pure parts ----
+
+def test_the_probes_copy_holds_probes_alone_and_is_reused(tmp_path):
+    root = isolated_probes(tmp_path)
+    assert [p.name for p in root.iterdir()] == ["probes"]
+    assert (root / "probes" / "rules.json").is_file()  # data files travel too
+    assert (root / "probes" / "engines" / "__init__.py").is_file()
+    assert not list(root.rglob("__pycache__"))
+    mtime = (root / "probes" / "child.py").stat().st_mtime_ns
+    assert isolated_probes(tmp_path) == root
+    assert (root / "probes" / "child.py").stat().st_mtime_ns == mtime
+    assert root.name == probes_content_hash()
+
+
+def test_a_changed_probes_package_gets_its_own_copy(tmp_path):
+    pkg = tmp_path / "src" / "probes"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("A = 1\n")
+    first = isolated_probes(tmp_path / "cache", pkg)
+    (pkg / "__init__.py").write_text("A = 2\n")
+    second = isolated_probes(tmp_path / "cache", pkg)
+    assert first != second and (second / "probes" / "__init__.py").read_text() == "A = 2\n"
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".probes-")]
+
+
+def test_parallel_copies_race_to_one(tmp_path):
+    import concurrent.futures as cf
+
+    with cf.ThreadPoolExecutor(8) as pool:
+        roots = set(pool.map(lambda _: isolated_probes(tmp_path), range(16)))
+    assert len(roots) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [next(iter(roots)).name]
+
+
+def test_the_child_environment_drops_host_python_settings(tmp_path):
+    host = {"PATH": "/usr/bin", "PYTHONPATH": "/host/site-packages", "PYTHONHOME": "/host",
+            "PYTHONSTARTUP": "/host/rc.py", "VIRTUAL_ENV": "/host/venv", "HOME": "/root"}
+    env = child_environment(host, {"OMP_NUM_THREADS": "2"}, tmp_path / "p", tmp_path)
+    assert env["PYTHONPATH"] == str(tmp_path / "p") and env["PYTHONNOUSERSITE"] == "1"
+    for gone in ("PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV"):
+        assert gone not in env
+    assert env["PATH"] == "/usr/bin" and env["OMP_NUM_THREADS"] == "2"
+    assert env["TMPDIR"] == str(tmp_path)
+
+
+def test_host_leak_is_ours():
+    assert host_leak(None) is None
+    assert host_leak({"imports": {"torch": {"version": "2", "file": "/e/t", "in_env": True}}}) is None
+    leak = host_leak({"imports": {
+        "torch": {"version": "2", "file": "/e/t", "in_env": True},
+        "huggingface-hub": {"version": "2.4.0", "file": "/host/hf/__init__.py", "in_env": False}}})
+    assert (leak.status, leak.failure_class) == ("error", "infra")
+    assert "host package leaked into the engine environment" in leak.message
+    assert "huggingface-hub 2.4.0 from /host/hf/__init__.py" in leak.message
+
+
+def test_build_steps_need_no_host_pip(tmp_path, monkeypatch):
+    """The pip used for sdists and source wheels comes from a venv uv seeds, not the host."""
+    monkeypatch.setenv("DAYONE_CACHE", str(tmp_path))
+    python = tools.pip_python(tmp_path)
+    assert tmp_path in python.parents
+    out = subprocess.run([str(python), "-m", "pip", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert tools.pip_python(tmp_path) == python  # reused
+    import matrix.environments as envs
+    import probes.gguf_convert as gc
+    for module in (envs, gc):
+        source = Path(module.__file__).read_text()
+        assert "sys.executable, \"-m\", \"pip\"" not in source
+
+
+# ------------------------------------------------------------------ the installed form ----
+
+@pytest.fixture(scope="module")
+def llama(tf_env, tmp_path_factory) -> Path:
+    return build_fixtures(tf_env, tmp_path_factory.mktemp("inst-fix"), ["llama"]) / "llama"
+
+
+def _probe(installed, model: Path, version: str, home: Path) -> list[dict]:
+    proc = installed.run("probe", str(model), "--engine", f"transformers=={version}",
+                         "--stage", "load", "--stage", "generate", "--json",
+                         "--db", f"sqlite:///{home / 'd.db'}", timeout=1200)
+    return [r for r in json_lines(proc.stdout) if "stage" in r]
+
+
+def test_installed_dayone_probes_with_the_engine_envs_packages(installed_dayone, llama, tmp_path):
+    """transformers 4.49.0 pins huggingface-hub<1.0; the host has 2.x. From an installed
+    dayone the child must import the environment's own."""
+    from matrix import environments
+
+    records = _probe(installed_dayone, llama, "4.49.0", tmp_path)
+    assert [(r["stage"], r["status"]) for r in records] == [("load", "pass"), ("generate", "pass")], \
+        [(r["stage"], r["status"], r["message"]) for r in records]
+    env = environments.ensure_env("transformers", "4.49.0")
+    for r in records:
+        imports = r["engine"]["imports"]
+        assert imports["transformers"]["version"] == "4.49.0"
+        for name in KEY:
+            if name in env.packages:
+                assert imports[name] == {**imports[name], "version": env.packages[name],
+                                         "in_env": True}, name
+            else:  # not in the environment: must not be found on the host either
+                assert name not in imports, (name, imports.get(name))
+    assert imports["huggingface-hub"]["version"].startswith("0.")
+
+
+def test_a_leaking_import_path_is_error_infra(installed_dayone, llama, tmp_path):
+    """The old bug on purpose: the installed site-packages on the child's path. The run is
+    ours (error/infra, naming the leak), never the engine's red."""
+    from matrix import environments
+    from probes.record import build_records
+    from probes.runner import ProbeRequest, run_probe
+
+    env = environments.ensure_env("transformers", "4.49.0")
+    site = next((installed_dayone.venv / "lib").glob("python*/site-packages"))
+    outcome = run_probe(ProbeRequest(engine="transformers", model_dir=llama, stages=["load"],
+                                     python=env.python, probes_root=site), tmp_path / "log")
+    records = build_records(stages=["load"], outcome=outcome, engine="transformers",
+                            engine_version="4.49.0", model={"id": "llama"})
+    assert (records[0]["status"], records[0]["failure_class"]) == ("error", "infra")
+    assert "host package leaked into the engine environment" in records[0]["message"]
