@@ -228,7 +228,9 @@ class _Writer:
         self.conn.execute(self.sql.environment, {
             "environment_id": c.environment_id, "engine_name": engine["name"],
             "engine_version": engine["version"], "hardware": engine.get("hardware"),
-            "packages": engine.get("packages") or {}, "image_digest": engine.get("image_digest")})
+            # the environment's full resolved list (uv pip freeze), the child's own over it
+            "packages": {**(engine.get("resolved_packages") or {}), **(engine.get("packages") or {})},
+            "image_digest": engine.get("image_digest")})
         row = self.conn.execute(self.sql.environment_pk,
                                 {"environment_id": c.environment_id}).one()
         _fill_missing(self.conn, E, row.id, {"image_digest": engine.get("image_digest")})

@@ -133,7 +133,7 @@ def probe(model_dir: Path, engine: str, version: str | None = None,
     records = build_records(
         stages=stages, outcome=outcome, engine=engine, engine_version=env.version, model=model,
         tier=settings.tier, run_id=run_id,
-        environment={"environment_id": env.environment_id},
+        environment={"environment_id": env.environment_id, "resolved_packages": env.packages},
         reproduce=reproduce_commands(engine, env.python, model_dir, stages),
         host=socket.gethostname())
     if no_reference and records:

@@ -140,3 +140,129 @@ def test_a_leaking_import_path_is_error_infra(installed_dayone, llama, tmp_path)
                             engine_version="4.49.0", model={"id": "llama"})
     assert (records[0]["status"], records[0]["failure_class"]) == ("error", "infra")
     assert "host package leaked into the engine environment" in records[0]["message"]
+
+
+# ------------------------------------------- verdicts agree with bare transformers scripts ----
+
+RELEASES = ["4.49.0", "4.51.3", "5.1.0", "5.2.0", "5.4.0", "5.5.0", "5.23.0"]
+# What each shrunk copy's architecture needs (measured: the release that added the type).
+SUPPORTED_SINCE = {"llama": "4.49.0", "qwen3": "4.51.3", "qwen3_5_text": "5.2.0",
+                   "gemma4_text": "5.5.0"}
+
+BARE = """
+import sys
+from transformers import AutoModelForCausalLM, AutoTokenizer
+path = sys.argv[1]
+tok = AutoTokenizer.from_pretrained(path)
+model = AutoModelForCausalLM.from_pretrained(path)
+ids = tok("The capital of France is", return_tensors="pt")
+out = model.generate(**ids, max_new_tokens=4, do_sample=False)
+print("tokens", out[0].tolist())
+"""
+
+
+def _bare_verdict(python: str, model: Path) -> tuple[str, str]:
+    """transformers' own API in the same environment, nothing of dayone on the path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")
+           and k != "VIRTUAL_ENV"} | {"PYTHONNOUSERSITE": "1"}
+    proc = subprocess.run([python, "-c", BARE, str(model)], capture_output=True, text=True,
+                          timeout=900, env=env, cwd=model.parent)
+    if proc.returncode == 0 and "tokens" in proc.stdout:
+        return "pass", proc.stdout.strip().splitlines()[-1]
+    return "fail", (proc.stderr.strip().splitlines() or ["no output"])[-1]
+
+
+@pytest.fixture(scope="module")
+def shrunk_copies(tf_env, tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("copies")
+    copies = {}
+    for model_type in SUPPORTED_SINCE:
+        proc = subprocess.run([tf_env.python, "-m", "probes.shrink", "--model-type", model_type,
+                               str(out / model_type)], capture_output=True, text=True,
+                              timeout=900, env={**os.environ, "PYTHONPATH": str(
+                                  Path(__file__).resolve().parent.parent)})
+        assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:]
+        copies[model_type] = out / model_type
+    return copies
+
+
+@pytest.mark.slow
+def test_installed_verdicts_agree_with_bare_scripts(installed_dayone, shrunk_copies, tmp_path):
+    from matrix import environments
+
+    db = f"sqlite:///{tmp_path / 'axis.db'}"
+    table: dict[tuple[str, str], tuple[str, str]] = {}
+    ids: dict[str, str] = {}
+    disagree = []
+    for version in RELEASES:
+        for name, model in shrunk_copies.items():
+            proc = installed_dayone.run("probe", str(model), "--engine",
+                                        f"transformers=={version}", "--stage", "load",
+                                        "--stage", "generate", "--json", "--db", db,
+                                        timeout=1800, check=False)
+            records = [r for r in json_lines(proc.stdout) if "stage" in r]
+            assert records, proc.stderr[-2000:]
+            ids[records[0]["model"]["id"]] = name
+            bad = next((r for r in records if r["status"] != "pass"), None)
+            ours = ("pass", "") if bad is None else (
+                f"{bad['status']}/{bad['failure_class']}", bad["message"] or "")
+            if bad is not None and bad["failure_class"] == "infra":
+                table[(version, name)] = (ours[0], "no bare run: " + ours[1][:120])
+                disagree.append((version, name, ours, "environment is ours"))
+                continue
+            env = environments.ensure_env("transformers", version)
+            bare = _bare_verdict(env.python, model)
+            table[(version, name)] = (ours[0], bare[0])
+            if (ours[0] == "pass") != (bare[0] == "pass") or ours[0].startswith("error"):
+                disagree.append((version, name, ours, bare))
+    print("\nversion  " + "  ".join(f"{n:>22}" for n in shrunk_copies))
+    for version in RELEASES:
+        print(f"{version:8} " + "  ".join(f"{'/'.join(table[(version, n)][:1]) + ' | bare ' + table[(version, n)][1][:4]:>22}"
+                                         for n in shrunk_copies))
+    assert not disagree, disagree
+    rows = json.loads(installed_dayone.run("results", "--summary", "--json", "--db", db).stdout)
+    since = {ids[r["model"]]: r["supported_since"] for r in rows
+             if r["engine"] == "transformers" and r["model"] in ids}
+    assert since == SUPPORTED_SINCE
+
+
+# ------------------------------------------------ an environment that does not hold together ----
+
+def test_an_engine_that_fails_its_own_import_check_breaks_the_environment(tmp_path):
+    from matrix import environments
+    from probes.engines import get_spec
+
+    venv = tmp_path / "venv"
+    subprocess.run([tools.find_uv(), "venv", "--quiet", "--python", sys.executable, str(venv)],
+                   check=True, env={k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"})
+    site = next((venv / "lib").glob("python*/site-packages"))
+    # an engine whose import-time dependency check refuses the environment, as transformers
+    # refuses a huggingface-hub outside its pin
+    (site / "fakeengine").mkdir()
+    (site / "fakeengine" / "__init__.py").write_text(
+        "raise ImportError('huggingface-hub>=1.5.0,<2.0 is required but found 2.4.0')\n")
+    info = site / "fakeengine-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeengine\nVersion: 1.0\n")
+    (info / "top_level.txt").write_text("fakeengine\n")
+    spec = get_spec("transformers")
+    from dataclasses import replace
+    check = environments.check_env(replace(spec, package="fakeengine"), venv / "bin" / "python")
+    assert "pip_check" in check  # recorded beside
+    assert "importing the engine fails" in check["broken"]
+    assert "huggingface-hub>=1.5.0,<2.0 is required" in check["broken"]
+    good = environments.check_env(replace(spec, package="pip-not-here"), venv / "bin" / "python")
+    assert good["broken"] is None
+
+
+def test_an_environment_that_cannot_be_built_is_error_infra(tmp_path, monkeypatch, tf_env):
+    """A pin no index can satisfy: the probe says it is ours, never the engine's red."""
+    from matrix.probing import ProbeSettings, probe
+
+    monkeypatch.setenv("DAYONE_CACHE", str(tmp_path / "cache"))
+    fixture = build_fixtures(tf_env, tmp_path / "fix", ["llama"]) / "llama"
+    records = probe(fixture, "transformers", "0.0.1", ["load", "generate"],
+                    settings=ProbeSettings(logs_root=tmp_path / "logs"), say=lambda m: None)
+    assert [(r["stage"], r["status"], r["failure_class"]) for r in records] == [
+        ("load", "error", "infra"), ("generate", "skipped", None)]
+    assert records[0]["message"].startswith("the engine environment could not be built")
