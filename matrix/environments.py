@@ -60,6 +60,7 @@ class Environment:
     patches: list[str]
     # Whether it holds together, checked once at build time (see check_env): `uv pip check`'s
     # report and the engine's import; `broken` says why the environment cannot be probed.
+    # Kept in dayone-check.json beside dayone-env.json.
     check: dict[str, str | bool | None] = field(default_factory=dict)
 
     @property
@@ -100,11 +101,29 @@ def _meta_path(path: Path) -> Path:
     return path / "dayone-env.json"
 
 
+def _check_path(path: Path) -> Path:
+    # Its own file, beside the metadata: dayone-env.json keeps the fields every dayone reads
+    # (environments are shared by every dayone using this cache).
+    return path / "dayone-check.json"
+
+
 def load_env(path: Path) -> Environment | None:
     try:
-        return Environment(**json.loads(_meta_path(path).read_text()))
+        env = Environment(**json.loads(_meta_path(path).read_text()))
     except (OSError, ValueError, TypeError):
         return None
+    try:
+        env.check = json.loads(_check_path(path).read_text())
+    except (OSError, ValueError):
+        env.check = {}
+    return env
+
+
+def _write_meta(env: Environment) -> None:
+    meta = asdict(env)
+    check = meta.pop("check")
+    _check_path(Path(env.path)).write_text(json.dumps(check, indent=2))
+    _meta_path(Path(env.path)).write_text(json.dumps(meta, indent=2))
 
 
 def list_envs(engine: str | None = None) -> list[Environment]:
@@ -191,7 +210,7 @@ def _ensure_checked(spec: EngineSpec, env: Environment) -> Environment:
         return env
     env.check = check_env(spec, Path(env.python))
     try:
-        _meta_path(Path(env.path)).write_text(json.dumps(asdict(env), indent=2))
+        _check_path(Path(env.path)).write_text(json.dumps(env.check, indent=2))
     except OSError:
         pass
     return env
@@ -233,7 +252,7 @@ def build_env(spec: EngineSpec, version: str, say: Callable[[str], None] = print
         env = Environment(spec.name, version, key, str(path), str(python), _freeze(python),
                           time.time(), round(time.monotonic() - t0, 2), patches,
                           check_env(spec, python))
-        _meta_path(path).write_text(json.dumps(asdict(env), indent=2))
+        _write_meta(env)
         say(f"built {spec.name}=={version} in {env.build_s:.1f} s"
             + (f"; {env.broken}" if env.broken else ""))
         return env
