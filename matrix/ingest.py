@@ -261,6 +261,9 @@ class _Writer:
         env_pk, engine_version = self.environment(c)
         run_pk = self.run(c)
         raw = dict(r)
+        # the environment's full package list is stored once, with the environment
+        raw["engine"] = {k: v for k, v in (r.get("engine") or {}).items()
+                         if k != "resolved_packages"}
         output = raw.pop("output") if raw.get("output") is not None else None
         result_pk = self.conn.execute(self.sql.result, {
             "model_revision_pk": model_pk, "environment_pk": env_pk, "run_pk": run_pk,
