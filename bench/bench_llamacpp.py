@@ -74,7 +74,7 @@ def make_fixture(tf_python: str, out: Path) -> Path:
 def make_reference(tf_python: str, model: Path, work: Path) -> Path:
     path = parity.reference_path_for(read_model_info(model), work / "cache")
     req = ProbeRequest(engine="transformers", model_dir=model, stages=["load", "generate"],
-                       python=tf_python, probes_root=REPO)
+                       python=tf_python)
     out = run_probe(req, work / "ref")
     records = build_records(stages=["load", "generate"], outcome=out, engine="transformers",
                             engine_version=None, model={"id": model.name})
@@ -83,7 +83,7 @@ def make_reference(tf_python: str, model: Path, work: Path) -> Path:
 
 def probe_once(python: str, model: Path, reference: Path, log_dir: Path) -> dict:
     req = ProbeRequest(engine="llamacpp", model_dir=model, stages=STAGES, python=python,
-                       probes_root=REPO, options={"reference_path": str(reference)})
+                       options={"reference_path": str(reference)})
     t0 = time.perf_counter()
     out = run_probe(req, log_dir)
     wall = time.perf_counter() - t0

@@ -15,10 +15,11 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from probes import tools
 from probes.engines import EngineSpec, get_spec
 
 RECIPE_VERSION = "2"  # bump when the way environments are built changes
@@ -57,10 +58,18 @@ class Environment:
     built_at: float
     build_s: float
     patches: list[str]
+    # Whether it holds together, checked once at build time (see check_env): `uv pip check`'s
+    # report and the engine's import; `broken` says why the environment cannot be probed.
+    # Kept in dayone-check.json beside dayone-env.json.
+    check: dict[str, str | bool | None] = field(default_factory=dict)
 
     @property
     def environment_id(self) -> str:
         return f"{self.engine}-{self.version}-{self.key}"
+
+    @property
+    def broken(self) -> str | None:
+        return self.check.get("broken") or None  # type: ignore[return-value]
 
 
 def requirements(spec: EngineSpec, version: str) -> list[str]:
@@ -85,26 +94,36 @@ def _patch_source(patch: str) -> str:
 
 
 def _uv() -> str:
-    try:
-        from uv import find_uv_bin
-
-        return find_uv_bin()
-    except ImportError:
-        found = shutil.which("uv")
-        if not found:
-            raise RuntimeError("uv is not installed: pip install uv") from None
-        return found
+    return tools.find_uv()
 
 
 def _meta_path(path: Path) -> Path:
     return path / "dayone-env.json"
 
 
+def _check_path(path: Path) -> Path:
+    # Its own file, beside the metadata: dayone-env.json keeps the fields every dayone reads
+    # (environments are shared by every dayone using this cache).
+    return path / "dayone-check.json"
+
+
 def load_env(path: Path) -> Environment | None:
     try:
-        return Environment(**json.loads(_meta_path(path).read_text()))
+        env = Environment(**json.loads(_meta_path(path).read_text()))
     except (OSError, ValueError, TypeError):
         return None
+    try:
+        env.check = json.loads(_check_path(path).read_text())
+    except (OSError, ValueError):
+        env.check = {}
+    return env
+
+
+def _write_meta(env: Environment) -> None:
+    meta = asdict(env)
+    check = meta.pop("check")
+    _check_path(Path(env.path)).write_text(json.dumps(check, indent=2))
+    _meta_path(Path(env.path)).write_text(json.dumps(meta, indent=2))
 
 
 def list_envs(engine: str | None = None) -> list[Environment]:
@@ -149,18 +168,66 @@ def _freeze(python: Path) -> dict[str, str]:
     return pkgs
 
 
+# The engine's own import, and transformers' where installed: both run import-time checks of
+# their dependency pins (transformers refuses a huggingface-hub outside its range).
+_IMPORT_CHECK = """
+import importlib, importlib.metadata as m, sys
+wanted = {want!r}
+mods = sorted(k for k, v in m.packages_distributions().items()
+              if any(d.lower() == wanted.lower() for d in v) and not k.startswith("_"))
+names = mods[:1] + (["transformers"] if "transformers" in m.packages_distributions() else [])
+for name in dict.fromkeys(names):
+    importlib.import_module(name)
+print("imported", *names)
+"""
+
+
+def check_env(spec: EngineSpec, python: Path) -> dict[str, str | bool | None]:
+    """Does the environment hold together? `uv pip check` (recorded: some engines' CPU
+    environments leave out CUDA-only requirements on purpose) and the engine's import (its
+    failure makes the environment unusable: every probe in it would be our red)."""
+    pip = subprocess.run([_uv(), "pip", "check", "--python", str(python)],
+                         capture_output=True, text=True)
+    report = (pip.stdout + pip.stderr).strip()
+    out: dict[str, str | bool | None] = {"pip_check_ok": pip.returncode == 0,
+                                         "pip_check": report[-4000:], "broken": None}
+    if spec.package and spec.requirements:
+        proc = subprocess.run([str(python), "-c", _IMPORT_CHECK.format(want=spec.package)],
+                              capture_output=True, text=True, timeout=600,
+                              env={k: v for k, v in os.environ.items()
+                                   if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}
+                              | {"PYTHONNOUSERSITE": "1"})
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        if proc.returncode:
+            out["broken"] = (f"the environment does not hold together: importing the engine "
+                             f"fails: {lines[-1] if lines else f'exit {proc.returncode}'}")
+    return out
+
+
+def _ensure_checked(spec: EngineSpec, env: Environment) -> Environment:
+    """An environment built before the check existed is checked once, and the result kept."""
+    if env.check:
+        return env
+    env.check = check_env(spec, Path(env.python))
+    try:
+        _check_path(Path(env.path)).write_text(json.dumps(env.check, indent=2))
+    except OSError:
+        pass
+    return env
+
+
 def build_env(spec: EngineSpec, version: str, say: Callable[[str], None] = print) -> Environment:
     key = env_key(spec, version)
     path = envs_dir() / f"{spec.name}-{version}-{key}"
     found = load_env(path)
-    if found:
+    if found and found.check:
         return found
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f".{path.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a parallel probe waits for the same build
         found = load_env(path)
         if found:
-            return found
+            return _ensure_checked(spec, found)
         t0 = time.monotonic()
         if path.exists():
             shutil.rmtree(path)  # a half-built environment from an interrupted build
@@ -183,9 +250,11 @@ def build_env(spec: EngineSpec, version: str, say: Callable[[str], None] = print
             getattr(__import__(module, fromlist=[func]), func)(python)
             patches.append(patch)
         env = Environment(spec.name, version, key, str(path), str(python), _freeze(python),
-                          time.time(), round(time.monotonic() - t0, 2), patches)
-        _meta_path(path).write_text(json.dumps(asdict(env), indent=2))
-        say(f"built {spec.name}=={version} in {env.build_s:.1f} s")
+                          time.time(), round(time.monotonic() - t0, 2), patches,
+                          check_env(spec, python))
+        _write_meta(env)
+        say(f"built {spec.name}=={version} in {env.build_s:.1f} s"
+            + (f"; {env.broken}" if env.broken else ""))
         return env
 
 
@@ -199,7 +268,8 @@ def build_wheel(requirement: str, version: str, say: Callable[[str], None]) -> P
     spec_env = {"CMAKE_ARGS": os.environ.get("CMAKE_ARGS", "-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF"),
                 "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
     say(f"building wheel {requirement} (minutes, once per version) into {out}")
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(out),
+    # pip from a venv uv seeds: the host interpreter may have none (dayone installed with uv).
+    _run([str(tools.pip_python(cache_dir())), "-m", "pip", "wheel", "--no-deps", "-w", str(out),
           requirement.format(version=version)], out.parent / f"{name}-{version}.build.log",
          spec_env)
     return out
@@ -212,7 +282,7 @@ def ensure_env(engine: str, version: str | None = None,
     if version is None:
         newest = newest_built(engine)
         if newest:
-            return newest
+            return _ensure_checked(spec, newest)
         version = spec.default_version
     return build_env(spec, version, say)
 

@@ -255,7 +255,9 @@ class _Writer:
         self.conn.execute(self.sql.environment, {
             "environment_id": c.environment_id, "engine_name": engine["name"],
             "engine_version": engine["version"], "hardware": engine.get("hardware"),
-            "packages": engine.get("packages") or {}, "image_digest": engine.get("image_digest")})
+            # the environment's full resolved list (uv pip freeze), the child's own over it
+            "packages": {**(engine.get("resolved_packages") or {}), **(engine.get("packages") or {})},
+            "image_digest": engine.get("image_digest")})
         row = self.conn.execute(self.sql.environment_pk,
                                 {"environment_id": c.environment_id}).one()
         _fill_missing(self.conn, E, row.id, {"image_digest": engine.get("image_digest")})
@@ -287,6 +289,9 @@ class _Writer:
         env_pk, engine_version = self.environment(c)
         run_pk = self.run(c)
         raw = dict(r)
+        # the environment's full package list is stored once, with the environment
+        raw["engine"] = {k: v for k, v in (r.get("engine") or {}).items()
+                         if k != "resolved_packages"}
         output = raw.pop("output") if raw.get("output") is not None else None
         result_pk = self.conn.execute(self.sql.result, {
             "model_revision_pk": model_pk, "environment_pk": env_pk, "run_pk": run_pk,

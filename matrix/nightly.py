@@ -30,13 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from matrix import probing
 from matrix.discover import DiscoveredModel, Watchlist, discover
 from matrix.plan import DoneIndex, EnvironmentTarget, ProbeTask, plan, summarize
 from probes.runner import read_events
 
 HEAVY_ENGINES = frozenset({"vllm", "sglang"})
 REFERENCE_ENGINE = "transformers"
-PROBES_ROOT = Path(__file__).resolve().parent.parent
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,7 +283,7 @@ class Shrinker:
         return [self.python, "-m", "probes.shrink", source, str(out), "--meta", json.dumps(meta)]
 
     def bare(self, cmd: list[str]) -> str:
-        return f"PYTHONPATH={shlex.quote(str(PROBES_ROOT))} {shlex.join(cmd)}"
+        return f"PYTHONPATH={shlex.quote(str(probing.probes_root()))} {shlex.join(cmd)}"
 
     def type_command(self, model_type: str) -> str:
         return self.bare([self.python, "-m", "probes.shrink", "--model-type", model_type,
@@ -309,7 +309,7 @@ class Shrinker:
             if (out / "dayone.json").exists() and (out / "config.json").exists():
                 return out, bare
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                                  env={**os.environ, "PYTHONPATH": str(PROBES_ROOT)})
+                                  env=probing.engine_env_vars())
             answer = _last_json(proc.stdout)
             if proc.returncode != 0 or answer.get("status") != "ok":
                 why = answer.get("why") or (proc.stderr.strip().splitlines() or ["no output"])[-1]

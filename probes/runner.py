@@ -8,12 +8,15 @@ to a log file with a size cap (head kept, tail kept, the middle dropped and coun
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,8 +34,10 @@ class ProbeRequest:
     model_dir: Path
     stages: list[str]
     python: str = sys.executable
-    # Directory put on the child's PYTHONPATH so `import probes` works in the engine env.
-    probes_root: Path = Path(__file__).resolve().parent.parent
+    # Directory put on the child's PYTHONPATH so `import probes` works in the engine env; it
+    # must hold `probes` and nothing else of the host (see isolated_probes). None: a copy of
+    # this probes package under the temporary directory.
+    probes_root: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
     timeout_s: float = 600.0
     memory_mb: int = 8192
@@ -73,6 +78,65 @@ class ProbeOutcome:
     oom_kills_delta: int | None = None
     memory_limit_mb: float | None = None
     memory_limit_source: str | None = None
+
+
+PROBES_PACKAGE = Path(__file__).resolve().parent
+
+# Host interpreter settings that would steer the engine env's Python to host packages.
+_HOST_PYTHON_VARS = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONUSERBASE",
+                     "PYTHONEXECUTABLE", "PYTHONPLATLIBDIR", "PYTHONSAFEPATH", "VIRTUAL_ENV",
+                     "VIRTUAL_ENV_PROMPT", "CONDA_PREFIX", "__PYVENV_LAUNCHER__", "PYTHONINSPECT")
+
+
+def _package_files(package: Path) -> list[Path]:
+    return sorted(f for f in package.rglob("*") if f.is_file() and "__pycache__" not in f.parts
+                  and f.suffix not in (".pyc", ".pyo"))
+
+
+def probes_content_hash(package: Path = PROBES_PACKAGE) -> str:
+    digest = hashlib.sha256()
+    for f in _package_files(package):
+        digest.update(str(f.relative_to(package)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def isolated_probes(root: Path, package: Path = PROBES_PACKAGE) -> Path:
+    """A directory holding a copy of the `probes` package and nothing else, for the child's
+    PYTHONPATH: in an installed dayone the package's parent is site-packages, and every host
+    package there would shadow the engine environment's own. Keyed by the package's content
+    (a changed probe gets a new copy), built in a temporary directory and renamed into place
+    (parallel probes race for it), reused when present."""
+    dest = root / probes_content_hash(package)
+    if (dest / "probes" / "__init__.py").is_file():
+        return dest
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".probes-", dir=root))
+    try:
+        for f in _package_files(package):
+            target = tmp / "probes" / f.relative_to(package)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, target)
+        try:
+            os.rename(tmp, dest)
+        except OSError:  # another probe put its identical copy there first
+            if not (dest / "probes" / "__init__.py").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def child_environment(host: dict[str, str], extra: dict[str, str], probes_root: Path,
+                      workdir: Path | None = None) -> dict[str, str]:
+    """The child's environment: the host's, less every variable that points Python at host
+    packages; the import path is the probes copy alone, user site off."""
+    env = {k: v for k, v in host.items() if k not in _HOST_PYTHON_VARS}
+    env.update(extra)
+    env.update({"PYTHONPATH": str(probes_root), "PYTHONNOUSERSITE": "1",
+                "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"})
+    if workdir is not None:
+        env["TMPDIR"] = str(workdir)
+    return env
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
@@ -333,9 +397,14 @@ def run_probe(req: ProbeRequest, log_dir: Path) -> ProbeOutcome:
         why = f"cannot use the results directory {log_dir}: {exc}"
         return ProbeOutcome([], None, False, False, 0.0, log_path, f"dayone: {why}\n", 0.0,
                             time.time(), argv, infra_error=why)
-    env = {**os.environ, **req.env,
-           "PYTHONPATH": str(req.probes_root), "PYTHONUNBUFFERED": "1",
-           "PYTHONFAULTHANDLER": "1", "TMPDIR": str(workdir)}
+    try:
+        probes_root = req.probes_root or isolated_probes(
+            Path(tempfile.gettempdir()) / f"dayone-probes-{os.getuid()}")
+    except OSError as exc:
+        why = f"cannot copy the probes package for the child: {exc}"
+        return ProbeOutcome([], None, False, False, 0.0, log_path, f"dayone: {why}\n", 0.0,
+                            time.time(), argv, infra_error=why)
+    env = child_environment(dict(os.environ), req.env, probes_root, workdir)
     cgroups = memory_cgroups()  # the child is born in ours
     oom_before = oom_kills(cgroups)
     limits = [(float(req.memory_mb), "the probe's memory_mb"), *memory_limits_mb(cgroups)]

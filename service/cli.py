@@ -89,9 +89,7 @@ def fixtures_build(
 
 
 def _child_env() -> dict[str, str]:
-    import os
-
-    return {**os.environ, "PYTHONPATH": str(probing.PROBES_ROOT)}
+    return probing.engine_env_vars()
 
 
 @fixtures_app.command("list")

@@ -601,13 +601,18 @@ def _probe_dict(p: S.Probe) -> dict[str, Any]:
             "started_at": iso(p.started_at), "status": p.status, "stages": p.stages}
 
 
+# The packages that decide an engine's behaviour, shown beside each environment.
+KEY_PACKAGES = ("transformers", "torch", "tokenizers", "triton", "huggingface-hub")
+
+
 def engine_view(session: Session, name: str) -> dict[str, Any] | None:
     """Every version of one engine and what each fixed or broke against the version before.
 
     Reads cell_latest (the latest verdict of every model in every environment of the engine),
     so it costs O(models x versions), not history."""
     envs = session.execute(select(Environment.environment_id, Environment.engine_version,
-                                  Environment.hardware, Environment.created)
+                                  Environment.hardware, Environment.created,
+                                  Environment.packages)
                            .where(Environment.engine_name == name)).all()
     if not envs:
         return None
@@ -639,7 +644,10 @@ def engine_view(session: Session, name: str) -> dict[str, Any] | None:
         previous = {**previous, **now}
     return {"engine": name, "versions": list(reversed(out)),
             "environments": [{"environment_id": e.environment_id, "version": e.engine_version,
-                              "hardware": e.hardware, "created": iso(e.created)}
+                              "hardware": e.hardware, "created": iso(e.created),
+                              "key_packages": {p: (e.packages or {}).get(p)
+                                               for p in KEY_PACKAGES},
+                              "packages": dict(sorted((e.packages or {}).items()))}
                              for e in envs]}
 
 

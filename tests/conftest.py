@@ -81,3 +81,50 @@ def run_dayone(*args: str, timeout: float = 900, check: bool = True,
 
 def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
+
+
+class InstalledDayone:
+    """dayone installed the way a user installs it: `uv pip install <a copy of the tree>` into
+    a fresh uv venv (no pip there, not editable), so its `probes` lives in site-packages."""
+
+    def __init__(self, venv: Path):
+        self.venv = venv
+        self.python = venv / "bin" / "python"
+        self.dayone = venv / "bin" / "dayone"
+
+    def run(self, *args: str, timeout: float = 900, check: bool = True,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
+        # Only what a user's shell would have: no PYTHONPATH pointing at the checkout.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")
+               and k != "VIRTUAL_ENV"}
+        proc = subprocess.run([str(self.dayone), *args], capture_output=True, text=True,
+                              timeout=timeout, env=env, cwd=cwd or self.venv)
+        if check:
+            assert proc.returncode == 0, (f"dayone {' '.join(args)} -> {proc.returncode}\n"
+                                          f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+        return proc
+
+
+@pytest.fixture(scope="session")
+def installed_dayone(tmp_path_factory) -> InstalledDayone:
+    """A non-editable install of this tree in its own uv venv, once per session."""
+    import shutil
+
+    from probes.tools import find_uv
+
+    base = tmp_path_factory.mktemp("installed")
+    tree = base / "src"
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", "*.egg-info", "build", "node_modules", "bench"))
+    venv = base / "venv"
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    for cmd in ([find_uv(), "venv", "--quiet", "--python", sys.executable, str(venv)],
+                [find_uv(), "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
+                 str(tree)]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    installed = InstalledDayone(venv)
+    where = subprocess.run([str(installed.python), "-c", "import probes; print(probes.__file__)"],
+                           capture_output=True, text=True, cwd=base, env=env).stdout
+    assert "site-packages" in where, where  # really installed, not the checkout
+    return installed

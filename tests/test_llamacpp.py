@@ -73,7 +73,7 @@ def processes_with(*needles: str) -> list[int]:
 def probe(python: str, engine: str, model: Path, stages: list[str], log_dir: Path,
           options: dict | None = None, timeout_s: float = 600) -> tuple[list[dict], object]:
     req = ProbeRequest(engine=engine, model_dir=model, stages=stages, python=python,
-                       probes_root=ROOT, options=options or {}, timeout_s=timeout_s)
+                       options=options or {}, timeout_s=timeout_s)
     outcome = run_probe(req, log_dir)
     records = build_records(stages=stages, outcome=outcome, engine=engine, engine_version=None,
                             model=read_model_info(model).as_record())

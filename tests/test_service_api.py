@@ -223,6 +223,29 @@ def test_engine_page_reports_breakage_between_versions(tmp_path):
     assert versions["1.1"]["broke"] == ["m/x"] and versions["1.0"]["new_green"] == ["m/x"]
 
 
+def test_engine_page_shows_each_environments_resolved_packages(tmp_path):
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    store = open_store(url)
+    resolved = {"transformers": "4.49.0", "torch": "2.13.0+cpu", "tokenizers": "0.21.4",
+                "huggingface-hub": "0.36.2", "safetensors": "0.7.0", "zzz-last": "1"}
+    records = probe("m/x", "transformers", "4.49.0", 0)
+    for r in records:
+        r["engine"] |= {"packages": {"transformers": "4.49.0"}, "resolved_packages": resolved}
+    with store.writing() as s:
+        ingest_records(s, records)
+    store.close()
+    with TestClient(create_app(url)) as c:
+        env = c.get("/engines/transformers.json").json()["environments"][0]
+        page = c.get("/engines/transformers").text
+    assert env["key_packages"] == {"transformers": "4.49.0", "torch": "2.13.0+cpu",
+                                   "tokenizers": "0.21.4", "triton": None,
+                                   "huggingface-hub": "0.36.2"}
+    assert env["packages"] == dict(sorted(resolved.items()))
+    assert "huggingface-hub <code>0.36.2</code>" in page
+    assert "<details><summary>all 6 packages</summary>" in page
+    assert "<code>zzz-last==1</code>" in page
+
+
 def test_cell_page_history_log_and_reproduce(client):
     r = client.get("/cells/org/beta/transformers")
     assert r.status_code == 200

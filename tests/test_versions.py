@@ -17,9 +17,17 @@ MODELS = ["llama", "qwen3", "gemma3_text", "qwen3_moe"]
 FIRST_PASS = {"llama": "4.49.0", "qwen3": "4.51.3", "gemma3_text": "4.51.3", "qwen3_moe": "4.51.3"}
 
 
-@pytest.fixture(scope="module")
-def axis(tmp_path_factory):
-    """One command: build three environments, probe the fixtures in all three, store."""
+@pytest.fixture(scope="module", params=["checkout", "installed"])
+def axis(request, tmp_path_factory):
+    """One command: build three environments, probe the fixtures in all three, store. Run
+    from the checkout and from dayone installed as a user installs it (non-editable)."""
+    if request.param == "installed":
+        installed = request.getfixturevalue("installed_dayone")
+
+        def run_dayone(*args, timeout=900):
+            return installed.run(*args, timeout=timeout)
+    else:
+        from conftest import run_dayone
     home = tmp_path_factory.mktemp("axis")
     db = f"sqlite:///{home / 'dayone.db'}"
     args = ["demo", "--workdir", str(home / "fixtures"), "--no-serve", "--db", db]
@@ -29,11 +37,11 @@ def axis(tmp_path_factory):
         args += ["--only", m]
     run_dayone(*args, timeout=1800)
     records = json_lines(run_dayone("results", "--json", "--db", db).stdout)
-    return records, db
+    return records, db, run_dayone
 
 
 def test_verdicts_differ_exactly_where_releases_do(axis):
-    records, _ = axis
+    records, _, _ = axis
     load = {(r["model"]["id"].split("/")[-1], r["engine"]["version"]): r
             for r in records if r["stage"] == "load"}
     assert len(load) == len(VERSIONS) * len(MODELS)
@@ -48,10 +56,11 @@ def test_verdicts_differ_exactly_where_releases_do(axis):
                     model, version, r["message"])
             assert r["engine"]["packages"]["transformers"] == version
             assert r["engine"]["environment_id"].startswith(f"transformers-{version}-")
+            assert all(i["in_env"] for i in r["engine"]["imports"].values()), r["engine"]["imports"]
 
 
 def test_summary_names_first_passing_version(axis):
-    _, db = axis
+    _, db, run_dayone = axis
     rows = json.loads(run_dayone("results", "--summary", "--json", "--db", db).stdout)
     since = {r["model"].split("/")[-1]: r["supported_since"] for r in rows
              if r["engine"] == "transformers"}
