@@ -21,7 +21,7 @@ from probes.classify import (FAILURE_CLASSES, Rule, classify, excerpt, rules_ver
 from probes.stages import blocked_message
 
 # Statuses a log rule decides; pass, degraded, timeout and skipped come from elsewhere.
-RECLASSIFIED_STATUSES: tuple[str, ...] = ("fail", "error", "oom")
+RECLASSIFIED_STATUSES: tuple[str, ...] = ("fail", "error", "oom", "needs-gpu")
 # Classes decided by a measurement (parity, throughput), the watchdog's clock or the harness
 # itself, not by the log's rules: no rule may overturn them.
 NOT_FROM_THE_LOG: frozenset[str] = frozenset({"wrong_output", "slow", "timeout", "infra"})

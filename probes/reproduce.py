@@ -29,7 +29,9 @@ TEMPLATE_OF = {"transformers": "transformers", "llamacpp": "llamacpp", "vllm": "
                "sglang": "sglang", "peft": "finetune", "trl": "finetune"}
 # The probe's rules, written into every script as source, so the bare verdict is the probe's.
 EMBEDDED = (parity.ParityResult, parity._top, parity.compare_completion,
-            parity.check_logprobs_close, features.schema_errors)
+            parity.logprob_tolerance, parity.check_logprobs_close, features.schema_errors)
+# The module constants those rules read.
+RULE_CONSTANTS = ("NOISE_MULTIPLE", "LOGPROB_FLOOR", "PRECISION_DRIFT", "LOGPROB_DRIFT")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -149,6 +151,7 @@ def script_text(engine: str, stage: str, values: dict[str, Any]) -> str:
              "from dataclasses import dataclass, field",
              "from typing import Any, Mapping", "", "Completion = Mapping[str, Any]"]
     lines += [f"{name} = {value!r}" for name, value in values.items()]
+    lines += [f"{name} = {getattr(parity, name)!r}" for name in RULE_CONSTANTS]
     text = "\n".join(lines) + "\n\n"
     text += "\n\n".join(inspect.getsource(obj) for obj in EMBEDDED) + "\n\n"
     text += (TEMPLATES / "common.py").read_text(encoding="utf-8") + "\n\n"

@@ -226,7 +226,7 @@ def test_llamacpp_converter_red_is_confirmed(fixtures):
                             say=lambda _m: None)
     out = confirm.confirm_records(records, say=lambda _m: None)[0]
     assert (out["status"], out["failure_class"], out["confirmed"]) == (
-        "fail", "conversion_failed", True), out.get("confirmation")
+        "fail", "conversion_unknown_architecture", True), out.get("confirmation")
 
 
 @pytest.mark.slow

@@ -41,7 +41,7 @@ def stored(status="fail", failure_class="unknown", message="RuntimeError: engine
     # a fact about the hardware
     (stored(), f"INFO profiling\n{KV_CACHE}\n", ("oom", "out_of_memory")),
     # a class split since: the CPU-only limit of an engine
-    (stored(failure_class="kernel_or_dtype", message=CPU_LIMIT), CPU_LIMIT, ("fail", "not_on_cpu")),
+    (stored(failure_class="kernel_or_dtype", message=CPU_LIMIT), CPU_LIMIT, ("needs-gpu", "not_on_cpu")),
     (stored(failure_class="conversion_failed", engine="llamacpp", message=BPE), BPE,
      ("fail", "conversion_tokenizer")),
     # a death without a recognisable message then, with one now
@@ -190,7 +190,7 @@ def test_reclassify_through_the_cli_the_store_the_site_and_the_api(home):
         assert after["org/a"] == ("error", "infra", PULL_DENIED)
         assert after["org/b"] == ("oom", "out_of_memory", KV_CACHE)
         assert after["org/c"][:2] == ("fail", "conversion_tokenizer")
-        assert after["org/d"][:2] == ("fail", "not_on_cpu")  # from the stored excerpt
+        assert after["org/d"][:2] == ("needs-gpu", "not_on_cpu")  # from the stored excerpt
         for untouched in ("org/e", "org/f", "org/g", "org/h"):
             assert after[untouched] == before[untouched]
 

@@ -135,7 +135,8 @@ def check_parity(completions):
                       if a != b), None)
         print(f"  first divergent position: {first}", flush=True)
     result = check_logprobs_close(reference, completions, top_k=TOP_K,
-                                  max_logprob_gap=MAX_LOGPROB_GAP, horizons=horizons)
+                                  max_logprob_gap=MAX_LOGPROB_GAP, horizons=horizons,
+                                  noise=data.get("logprob_noise"))
     if result.status == "fail":
         fail(result.message)
     passed(f"{result.status}: {result.message}")
