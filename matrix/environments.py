@@ -267,7 +267,8 @@ def build_wheel(requirement: str, version: str, say: Callable[[str], None]) -> P
     out.mkdir(parents=True, exist_ok=True)
     spec_env = {"CMAKE_ARGS": os.environ.get("CMAKE_ARGS", "-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF"),
                 "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
-    say(f"building wheel {requirement} (minutes, once per version) into {out}")
+    say(f"building wheel {requirement.format(version=version)} (minutes, once per version) "
+        f"into {out}")
     # pip from a venv uv seeds: the host interpreter may have none (dayone installed with uv).
     _run([str(tools.pip_python(cache_dir())), "-m", "pip", "wheel", "--no-deps", "-w", str(out),
           requirement.format(version=version)], out.parent / f"{name}-{version}.build.log",

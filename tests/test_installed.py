@@ -187,7 +187,7 @@ def shrunk_copies(tf_env, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(5400)  # 28 probes and 28 bare scripts, four environments built
+@pytest.mark.timeout(2700)  # 28 probes and 28 bare scripts, seven environments built
 def test_installed_verdicts_agree_with_bare_scripts(installed_dayone, shrunk_copies, tmp_path):
     from matrix import environments
 
