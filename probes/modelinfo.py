@@ -9,6 +9,7 @@ import re
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 MAX_CONFIG_BYTES = 1024 * 1024
 
@@ -89,6 +90,16 @@ def local_revision(model_dir: Path) -> str | None:
         if size <= MAX_CONFIG_BYTES:
             h.update(p.read_bytes())
     return h.hexdigest()[:40]
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file of our own making or a trusted copy (no size cap: released tokenizer
+    configs run to megabytes); {} when missing, unreadable or not an object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def read_config(model_dir: Path) -> dict:

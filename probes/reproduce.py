@@ -14,13 +14,13 @@ place; this module only fills in the constants. Standard library only.
 from __future__ import annotations
 
 import inspect
-import json
 import shlex
 from pathlib import Path
 from typing import Any
 
 from probes import features, parity, throughput, workload
 from probes.engines import base, get_spec
+from probes.modelinfo import read_json
 
 TEMPLATES = Path(__file__).with_name("bare")
 NO_VERDICT = 3  # the exit status of a bare check without a verdict (common.py says the same)
@@ -34,14 +34,6 @@ EMBEDDED = (parity.ParityResult, parity._top, parity.compare_completion,
 RULE_CONSTANTS = ("NOISE_MULTIPLE", "LOGPROB_FLOOR", "PRECISION_DRIFT", "LOGPROB_DRIFT")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _reference(options: dict[str, Any]) -> tuple[str | None, dict[str, list[int]]]:
     path = options.get("reference_path")
     if not path or not Path(path).exists():
@@ -52,7 +44,7 @@ def _reference(options: dict[str, Any]) -> tuple[str | None, dict[str, list[int]
 def constants(engine: str, stage: str, model_dir: Path, log_dir: Path, python: str,
               options: dict[str, Any], stages: list[str]) -> dict[str, Any]:
     """What the script of ENGINE's STAGE needs, from the probe's own constants and options."""
-    config = _read_json(model_dir / "config.json")
+    config = read_json(model_dir / "config.json")
     reference, prompt_ids = _reference(options)
     window, sliding = features.context_windows(config)
     server_window = base.context_window(config)

@@ -8,7 +8,6 @@ callback writes that log to the child's stderr, where the host's classifier read
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -20,6 +19,7 @@ from typing import Any
 from probes import gguf_convert, parity, serving, workload
 from probes.classify import CONVERSION_CAUSES, classify, status_for_class
 from probes.engines.base import EngineBase, HarnessError, StageFailure, StageOutcome
+from probes.modelinfo import read_json
 
 GGML_LOG_LEVEL_DEBUG, GGML_LOG_LEVEL_CONT = 1, 5
 # Converter failures that say more than "the converter cannot do it": kept as they are.
@@ -31,19 +31,11 @@ FIXTURE_ID_PREFIX = "dayone-fixtures/"
 FIXTURE_PRETOKENIZER = "gpt-2"
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def eos_token_ids(model_dir: Path) -> list[int]:
     """The ids transformers' min_new_tokens suppresses: suppress the same ones here."""
     ids: list[int] = []
     for name in ("generation_config.json", "config.json"):
-        value = _read_json(model_dir / name).get("eos_token_id")
+        value = read_json(model_dir / name).get("eos_token_id")
         for v in value if isinstance(value, list) else [value]:
             if isinstance(v, int) and v not in ids:
                 ids.append(v)
@@ -52,7 +44,7 @@ def eos_token_ids(model_dir: Path) -> list[int]:
 
 def has_hf_chat_template(model_dir: Path) -> bool:
     return bool((model_dir / "chat_template.jinja").exists()
-                or _read_json(model_dir / "tokenizer_config.json").get("chat_template"))
+                or read_json(model_dir / "tokenizer_config.json").get("chat_template"))
 
 
 def pretokenizer_fallback(options: dict[str, Any], model_dir: Path) -> str | None:
@@ -63,7 +55,7 @@ def pretokenizer_fallback(options: dict[str, Any], model_dir: Path) -> str | Non
         return None
     if isinstance(chosen, str):
         return chosen
-    meta_id = str(_read_json(model_dir / "dayone.json").get("id") or "")
+    meta_id = str(read_json(model_dir / "dayone.json").get("id") or "")
     return FIXTURE_PRETOKENIZER if chosen or meta_id.startswith(FIXTURE_ID_PREFIX) else None
 
 
@@ -139,7 +131,7 @@ class Engine(EngineBase):
             raise HarnessError(f"no GGUF converter at {self.converter}: the environment lacks "
                                f"the probes.gguf_convert:install_converter patch")
         outtype = str(self.options.get("gguf_outtype")
-                      or gguf_convert.outtype_for(_read_json(self.model_dir / "config.json")))
+                      or gguf_convert.outtype_for(read_json(self.model_dir / "config.json")))
         out = Path(self.options.get("gguf_out") or self.workdir / "model.gguf")
         fallback = self._pretokenizer_fallback()
         cmd = [sys.executable, "-m", "probes.gguf_convert", "--converter", str(self.converter),

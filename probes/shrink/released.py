@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from probes.modelinfo import read_json
 from probes.releases import Release
 from probes.shrink.config import ShrinkPlan
 from probes.shrink.rules import is_int, load_rules
@@ -44,14 +45,6 @@ class Specials:
     ids: dict[int, int] = field(default_factory=dict)  # release id -> copy id
     by_content: dict[str, int] = field(default_factory=dict)
     vocab: dict[str, int] = field(default_factory=dict)  # the copy's whole vocabulary
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def drop_weights_only(source: dict[str, Any]) -> list[str]:
