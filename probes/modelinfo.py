@@ -97,7 +97,7 @@ def read_json(path: Path) -> dict[str, Any]:
     configs run to megabytes); {} when missing, unreadable or not an object."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # deep nesting in a hostile file
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from probes import features, parity, throughput, workload
 from probes.engines import base, get_spec
-from probes.modelinfo import read_json
+from probes.modelinfo import read_config
 
 TEMPLATES = Path(__file__).with_name("bare")
 NO_VERDICT = 3  # the exit status of a bare check without a verdict (common.py says the same)
@@ -44,7 +44,7 @@ def _reference(options: dict[str, Any]) -> tuple[str | None, dict[str, list[int]
 def constants(engine: str, stage: str, model_dir: Path, log_dir: Path, python: str,
               options: dict[str, Any], stages: list[str]) -> dict[str, Any]:
     """What the script of ENGINE's STAGE needs, from the probe's own constants and options."""
-    config = read_json(model_dir / "config.json")
+    config = read_config(model_dir)
     reference, prompt_ids = _reference(options)
     window, sliding = features.context_windows(config)
     server_window = base.context_window(config)
