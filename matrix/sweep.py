@@ -3,14 +3,13 @@
 then probed in every given engine environment on the nightly's execution (bounded, journaled,
 resumable): the full map of which engine runs which architecture.
 
-    python -m matrix.sweep [--types a,b] [--engine E ...] [--jobs N]   (also `dayone sweep`)
+    dayone sweep [--types a,b] [--engine E ...] [--jobs N]   (or python -m matrix.nightly --sweep)
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from matrix import probing
-from matrix.nightly import (REFERENCE_ENGINE, NightlyOptions, NightlyReport,
+from matrix.nightly import (NightlyOptions, NightlyReport,
                             Shrinker, _Context, _prepare, _reference_python, execute)
 from matrix.plan import plan
 from probes.stages import ARCH_MAP_STAGES
@@ -114,27 +113,3 @@ def _python_package_version(python: str, package: str) -> str:
     proc = subprocess.run([python, "-c", f"import importlib.metadata as m; print(m.version({package!r}))"],
                           capture_output=True, text=True, timeout=120, check=True)
     return proc.stdout.strip()
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m matrix.sweep", description=__doc__)
-    ap.add_argument("--engine", action="append", default=[])
-    ap.add_argument("--types", help="comma-separated model types (default: all)")
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--out")
-    ap.add_argument("--no-store", action="store_true")
-    ap.add_argument("--work-dir")
-    ap.add_argument("--dry-run", action="store_true")
-    a = ap.parse_args(argv)
-    opts = NightlyOptions(engines=a.engine or [REFERENCE_ENGINE], tier="arch", jobs=a.jobs,
-                          store=not a.no_store, out=Path(a.out) if a.out else None,
-                          work_dir=Path(a.work_dir) if a.work_dir else None, dry_run=a.dry_run)
-    rep = run_sweep(opts, types=[t for t in (a.types or "").split(",") if t] or None)
-    print(json.dumps(rep.summary()))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
