@@ -687,9 +687,11 @@ def demo(
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Fixture names (default: all)")] = None,
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the page afterwards")] = True,
     port: Annotated[int, typer.Option(help="Port for --serve")] = 8000,
+    confirm: Annotated[bool, typer.Option("--confirm/--no-confirm", help="Run each red's bare reproduce command once and record whether the engine alone fails the same way")] = True,
     db: DbOption = None,
 ) -> None:
-    """Build the bundled tiny models, probe them in every engine, store, serve the page."""
+    """Build the bundled tiny models, probe them in every engine, store, confirm each red bare,
+    serve the page."""
     from rich.progress import Progress
 
     from probes import fixtures
@@ -701,6 +703,7 @@ def demo(
                     if p.is_dir() and p.name in (only or fixtures.all_names()))
     run_id = probing.new_run_id()
     settings = probing.ProbeSettings(run_id=run_id)
+    probed: list[dict] = []
     with Progress(console=err) as progress:
         task = progress.add_task("probing", total=len(models) * len(engines))
         for name, version in engines:
@@ -709,12 +712,30 @@ def demo(
                 records = probing.probe(model, name, version, settings=settings,
                                         say=lambda m: progress.console.print(f"[dim]{m}[/dim]"))
                 store_records(db, records)
+                probed.extend(records)
                 worst = ", ".join(f"{r['stage']}={r['status']}" for r in records)
                 progress.console.print(f"{name:12} {model.name:28} {worst}")
                 progress.advance(task)
     out.print(f"run {run_id} stored")
+    if confirm:
+        _confirm_demo(probed, db)
     if serve_after:
         serve(port=port, db=db)
+
+
+def _confirm_demo(records: list[dict], db: str | None) -> None:
+    """Every red of the main job re-run bare once; each confirmation stored over its red."""
+    from collections import Counter
+
+    from matrix.confirm import needs_confirmation
+
+    reds = [r for r in records if needs_confirmation(r)]
+    if not reds:
+        out.print("no reds to confirm")
+        return
+    confirmed = _confirm(reds, 600.0, 8192, done=lambda r: store_records(db, [r]))
+    verdicts = Counter((r.get("confirmation") or {}).get("verdict") or "none" for r in confirmed)
+    out.print("reds confirmed bare: " + ", ".join(f"{v} {n}" for v, n in sorted(verdicts.items())))
 
 
 def main() -> None:
