@@ -17,12 +17,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from matrix.engine_registry import Registry, load_registry
+from matrix.native import NativeHistory, architecture_of, is_fallback, native_history
 from matrix.summary import (FALLBACK, MEANINGFUL, Observation, ResultLike, current,
                             parse_time)
 from probes.modelinfo import not_generative
 from probes.stages import STAGES
 
 ARCH_PREFIX = "arch/"
+FALLBACK_CLASS = "transformers_fallback"  # the engine ran it on its transformers backend
 
 # A cell's status, worst first: a red or amber verdict, then a stage without one (ours first),
 # and green only when every stage is green. (Not summary.worst_status: there a pass outranks an
@@ -50,6 +53,8 @@ class MapCell:
     message: str | None = None
     stages: tuple[StageCell, ...] = field(default=())  # every stage, in probe order
     confirmed: bool | None = None  # the deciding red's bare reproduction (matrix/confirm.py)
+    # A transformers-fallback cell: when the architecture was last native (matrix/native.py).
+    native: NativeHistory | None = None
 
     @property
     def verdict(self) -> bool:
@@ -62,6 +67,8 @@ class MapCell:
         bare = " [confirmed bare]" if self.confirmed else ""
         head = f"{self.status}: {self.stage}" + (f" ({self.failure_class})"
                                                  if self.failure_class else "") + bare
+        if self.native is not None:
+            head += f"; {self.native.text()}"
         rest = [s.label() for s in self.stages if s.stage != self.stage and s.status != "pass"]
         return ", ".join([head, *rest])
 
@@ -70,7 +77,8 @@ class MapCell:
                 "message": self.message, "stages": {s.stage: {
                     "status": s.status, "failure_class": s.failure_class,
                     "message": s.message} for s in self.stages},
-                "confirmed": self.confirmed}
+                "confirmed": self.confirmed,
+                "native": self.native.as_dict() if self.native else None}
 
 
 def cell_of(obs: Iterable[Observation]) -> MapCell:
@@ -87,9 +95,14 @@ def cell_of(obs: Iterable[Observation]) -> MapCell:
     return MapCell(status, decider.stage, decider.failure_class, decider.message, stages)
 
 
-def arch_map(results: Iterable[ResultLike]) -> dict[str, dict[str, MapCell]]:
-    """{architecture: {engine: MapCell}} over the current results of `arch/` models."""
+def arch_map(results: Iterable[ResultLike], registries: dict[str, Registry | None] | None = None
+             ) -> dict[str, dict[str, MapCell]]:
+    """{architecture: {engine: MapCell}} over the current results of `arch/` models. A cell on
+    the transformers fallback says when its architecture was last native, from the records of
+    other releases and `registries` ({engine: its recorded registries}; None: the packaged
+    matrix/registries/ files)."""
     results = list(results)
+    records = [r for r in results if isinstance(r, dict)]
     confirmed = {(r["model"]["id"], r["engine"]["name"], r["stage"], parse_time(r["started_at"])):
                  r.get("confirmed") for r in results if isinstance(r, dict)}
     stages: dict[tuple[str, str], list[Observation]] = {}
@@ -97,14 +110,33 @@ def arch_map(results: Iterable[ResultLike]) -> dict[str, dict[str, MapCell]]:
         if model.startswith(ARCH_PREFIX):
             stages.setdefault((model[len(ARCH_PREFIX):], engine), []).append(o)
     out: dict[str, dict[str, MapCell]] = {}
+    known: dict[str, Registry | None] = {}
     for (arch, engine), obs in sorted(stages.items()):
         cell = cell_of(obs)
         decider = next((o for o in obs if o.stage == cell.stage), None)
         if decider is not None:  # the deciding red's bare reproduction, where it ran
             cell = replace(cell, confirmed=confirmed.get(
                 (decider.model, engine, decider.stage, decider.started_at)))
+        if cell.failure_class == FALLBACK_CLASS and decider is not None:
+            if engine not in known:
+                known[engine] = (load_registry(engine) if registries is None
+                                 else registries.get(engine))
+            cell = replace(cell, native=fallback_history(records, decider, known[engine]))
         out.setdefault(arch, {})[engine] = cell
     return out
+
+
+def fallback_history(records: Sequence[dict[str, Any]], decider: Observation,
+                     registry: Registry | None) -> NativeHistory:
+    """When the architecture of a fallback cell was last native, as of the cell's release."""
+    load = next((r for r in records if r["model"]["id"] == decider.model
+                 and r["engine"]["name"] == decider.engine and r["stage"] == "load"
+                 and str(r["engine"].get("version")) == decider.engine_version
+                 and is_fallback(r)), None)
+    architecture = architecture_of(load) if load is not None else None
+    return native_history(records, model=decider.model, engine=decider.engine,
+                          current=decider.engine_version, architecture=architecture,
+                          registry=registry)
 
 
 def why_not_generative(arch: str, row: dict[str, MapCell]) -> str | None:

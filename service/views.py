@@ -678,7 +678,28 @@ def cell_view(session: Session, model_id: str, engine: str, now: dt.datetime | N
     return {"model": model_id, "engine": engine,
             "facts": facts.as_dict() if facts else None, "cell": cell, "summary": summary,
             "latest_failure": latest_failure, "history": history,
+            "native": native_view(records, model_id, engine),
             "truncated": len(records) == limit}
+
+
+def native_view(records: list[dict[str, Any]], model_id: str, engine: str
+                ) -> dict[str, Any] | None:
+    """When a cell whose current load runs on the transformers fallback was last native
+    (matrix/native.py: the other releases' records and the engine's recorded registries)."""
+    from matrix.engine_registry import load_registry
+    from matrix.native import architecture_of, is_fallback, native_history
+
+    loads = [r for r in records if r["stage"] == "load"]
+    if not loads:
+        return None
+    newest = max(loads, key=lambda r: (S.version_key(str(r["engine"]["version"])),
+                                       S.parse_time(r["started_at"])))
+    if not is_fallback(newest) or newest["status"] != "degraded":
+        return None
+    return native_history(records, model=model_id, engine=engine,
+                          current=str(newest["engine"]["version"]),
+                          architecture=architecture_of(newest),
+                          registry=load_registry(engine)).as_dict()
 
 
 # --- lists for the API -----------------------------------------------------------------------
