@@ -4,6 +4,9 @@ then probed in every given engine environment on the nightly's execution (bounde
 resumable): the full map of which engine runs which architecture.
 
     dayone sweep [--types a,b] [--engine E ...] [--jobs N]   (or python -m matrix.nightly --sweep)
+
+The main job (`dayone demo`) runs the same sweep over the newest families only
+(matrix/newest_families.json, read by `newest_families`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,15 @@ from matrix.nightly import (NightlyOptions, NightlyReport,
                             Shrinker, _Context, _prepare, _reference_python, execute)
 from matrix.plan import plan
 from probes.stages import ARCH_MAP_STAGES
+
+NEWEST_FAMILIES_PATH = Path(__file__).resolve().parent / "newest_families.json"
+
+
+def newest_families(path: Path | None = None) -> dict[str, str]:
+    """{model_type: family} of the newest families the main job probes besides the fixtures,
+    in the file's order (matrix/newest_families.json)."""
+    data = json.loads(Path(path or NEWEST_FAMILIES_PATH).read_text(encoding="utf-8"))
+    return {f["model_type"]: f["family"] for f in data["families"]}
 
 
 @dataclass(frozen=True)

@@ -688,39 +688,101 @@ def demo(
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the page afterwards")] = True,
     port: Annotated[int, typer.Option(help="Port for --serve")] = 8000,
     confirm: Annotated[bool, typer.Option("--confirm/--no-confirm", help="Run each red's bare reproduce command once and record whether the engine alone fails the same way")] = True,
+    newest: Annotated[bool, typer.Option("--newest/--no-newest", help="Also probe arch-tier copies of the newest families (matrix/newest_families.json)")] = True,
     db: DbOption = None,
 ) -> None:
-    """Build the bundled tiny models, probe them in every engine, store, confirm each red bare,
-    serve the page."""
+    """Build the bundled tiny models, probe them in every engine, store, confirm each red bare;
+    then the same for arch-tier copies of the newest families (the sweep's machinery); serve
+    the page. `--only` takes fixture names and newest-family model types."""
     from rich.progress import Progress
 
+    from matrix.sweep import newest_families
     from probes import fixtures
 
+    families = newest_families()
+    fixture_only, newest_types = _demo_selection(only, fixtures.all_names(), list(families))
+    if not newest:
+        newest_types = []
     fixtures_dir = workdir or probing.dayone_home() / "fixtures"
-    fixtures_build(fixtures_dir, only)
     engines = [_engine_arg(e) for e in engine] if engine else [(n, None) for n in public_engines()]
-    models = sorted(p for p in fixtures_dir.iterdir()
-                    if p.is_dir() and p.name in (only or fixtures.all_names()))
+    models: list[Path] = []
+    if fixture_only is None or fixture_only:
+        fixtures_build(fixtures_dir, fixture_only)
+        models = sorted(p for p in fixtures_dir.iterdir()
+                        if p.is_dir() and p.name in (fixture_only or fixtures.all_names()))
     run_id = probing.new_run_id()
     settings = probing.ProbeSettings(run_id=run_id)
     probed: list[dict] = []
-    with Progress(console=err) as progress:
-        task = progress.add_task("probing", total=len(models) * len(engines))
-        for name, version in engines:
-            for model in models:
-                progress.update(task, description=f"{name}: {model.name}")
-                records = probing.probe(model, name, version, settings=settings,
-                                        say=lambda m: progress.console.print(f"[dim]{m}[/dim]"))
-                store_records(db, records)
-                probed.extend(records)
-                worst = ", ".join(f"{r['stage']}={r['status']}" for r in records)
-                progress.console.print(f"{name:12} {model.name:28} {worst}")
-                progress.advance(task)
-    out.print(f"run {run_id} stored")
-    if confirm:
-        _confirm_demo(probed, db)
+    if models:
+        with Progress(console=err) as progress:
+            task = progress.add_task("probing", total=len(models) * len(engines))
+            for name, version in engines:
+                for model in models:
+                    progress.update(task, description=f"{name}: {model.name}")
+                    records = probing.probe(model, name, version, settings=settings,
+                                            say=lambda m: progress.console.print(f"[dim]{m}[/dim]"))
+                    store_records(db, records)
+                    probed.extend(records)
+                    worst = ", ".join(f"{r['stage']}={r['status']}" for r in records)
+                    progress.console.print(f"{name:12} {model.name:28} {worst}")
+                    progress.advance(task)
+        out.print(f"run {run_id} stored")
+        if confirm:
+            _confirm_demo(probed, db)
+    if newest_types:
+        _demo_newest(engine, newest_types, families, confirm, db)
     if serve_after:
         serve(port=port, db=db)
+
+
+def _demo_selection(only: list[str] | None, fixture_names: list[str], newest_types: list[str]
+                    ) -> tuple[list[str] | None, list[str]]:
+    """(fixtures to build, None for all; newest-family types to probe) for `demo --only`."""
+    if not only:
+        return None, list(newest_types)
+    unknown = [n for n in only if n not in fixture_names and n not in newest_types]
+    if unknown:
+        raise _fail(f"--only: unknown {', '.join(unknown)}; fixtures: {', '.join(fixture_names)}"
+                    f"; newest families: {', '.join(newest_types)}")
+    return [n for n in only if n in fixture_names], [t for t in newest_types if t in only]
+
+
+def _demo_newest(engine: list[str] | None, types: list[str], families: dict[str, str],
+                 confirm: bool, db: str | None) -> None:
+    """The newest families as the sweep probes them (matrix/sweep.py: shrunk in the reference
+    transformers from their releases where catalogued, probed in every engine, each new red
+    confirmed bare), in the demo's own work folder; then their rows of the map."""
+    from dataclasses import replace
+
+    from matrix import archmap, queries
+    from matrix.sweep import run_sweep
+
+    out.print("newest families: " + ", ".join(f"{families[t]} (arch/{t})" for t in types))
+    options = replace(_nightly_options(engine, "arch", 2, True, db, None, None, confirm=confirm),
+                      work_dir=probing.dayone_home() / "demo")
+    try:
+        report = run_sweep(options, types=types, say=_say, console=err)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        # an engine environment that cannot be built stops the sweep (the fixtures above record
+        # it per probe); the main job still serves what it stored
+        err.print(f"[red]newest families not probed[/red]: {str(exc).strip()[:500]}",
+                  markup=True)
+        return
+    out.print(f"newest families: {report.finished} probes, {report.records} records "
+              f"({', '.join(f'{n} {s}' for s, n in sorted(report.statuses.items())) or 'none new'})"
+              f" in {report.seconds:.0f} s")
+    store = _store(db)
+    with store.session() as session:
+        records = queries.results(session, model_prefix=archmap.ARCH_PREFIX, with_output=False)
+    amap = archmap.arch_map(records)
+    rows = {t: amap[t] for t in types if t in amap}
+    if rows:
+        columns = sorted({e for row in rows.values() for e in row})
+        table = Table("family", "architecture", *columns, title="newest families")
+        for t, row in rows.items():
+            table.add_row(families[t], t, *[row.get(e, archmap.MapCell(None)).label()
+                                            for e in columns])
+        out.print(table)
 
 
 def _confirm_demo(records: list[dict], db: str | None) -> None:
