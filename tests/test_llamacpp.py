@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import json_lines, run_dayone
-from probes import fixtures, gguf_convert, parity
+from probes import fixtures, gguf_convert, parity, workload
 from probes.classify import classify
 from probes.modelinfo import read_model_info
 from probes.record import build_records
@@ -36,7 +36,7 @@ VENDORED_COMMIT = {"0.3.36": "0c1e57098"}  # from the release's CHANGELOG
 # is supported in 0.3.36 (phi3 once the fixture has Phi's tokenizer layout: probes/fixtures.py).
 FAMILY_EXPECT = {name: "pass" for name in fixtures.FAMILIES}
 # Parity holds agreeing tokens' logprobs to the float32 floor (probes/parity.py). Six families
-# agree with transformers float32 within 0.0035-0.0088 nats; gemma3_text keeps all 48 greedy
+# agree with transformers float32 within 0.0035-0.0088 nats; gemma3_text keeps all its greedy
 # tokens but its top-5 logprobs move up to 0.70 nats (0.18 on a chosen token, from the first
 # step): logprob drift, measured. It is the only fixture with a GELU MLP (gelu_pytorch_tanh);
 # ggml's GELU, not confirmed, is the suspect.
@@ -158,13 +158,14 @@ def test_family_gets_its_verdict_at_every_stage(probed, name, validate_record):
     assert by["convert"]["metrics"]["outtype"] == "f32"  # the fixtures' own dtype
     assert by["convert"]["metrics"]["pretokenizer_fallback"] is True  # fixtures only
     gen = by["generate"]
-    assert gen["metrics"]["new_tokens"] == 16 * 3  # forced length, EOS suppressed
+    n = len(workload.PROMPTS) * workload.MAX_NEW_TOKENS
+    assert gen["metrics"]["new_tokens"] == n  # forced length, EOS suppressed
     assert gen["metrics"]["reference_prompt_ids"] is True
     for c in gen["output"]["completions"]:
         assert len(c["token_ids"]) == 16 and len(c["top_logprobs"]) == 16
         assert all(len(step) == 5 for step in c["top_logprobs"])
     par = by["parity"]["metrics"]
-    assert par["tokens_compared"] == 48 and par["first_divergence"] is None
+    assert par["tokens_compared"] == n and par["first_divergence"] is None
     assert par["logprob_tolerance"] == parity.LOGPROB_FLOOR
     print(f"{name}: llama.cpp f32 vs transformers f32 max logprob gap {par['max_logprob_gap']}")
     assert by["serve"]["metrics"]["chat_template"] == "gguf"

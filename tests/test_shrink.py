@@ -58,13 +58,51 @@ def gemma4_like() -> dict:
             "dtype": "bfloat16"}
 
 
+def test_windows_and_chunks_shrink_only_where_they_are_on():
+    """Sliding windows and chunks become smaller than the workload's long prompt; a window that
+    is off (null, use_sliding_window false, or not below the position limit) stays as it was."""
+    rules = load_rules()
+    window, chunk = rules.targets["window"], rules.targets["chunk"]
+    base = {"hidden_size": 1024, "num_hidden_layers": 2, "num_attention_heads": 8,
+            "num_key_value_heads": 2, "max_position_embeddings": 32768}
+
+    def shrunk(**kw):
+        return shrink_config_dict({**base, **kw}).config
+
+    assert shrunk(model_type="gemma2", sliding_window=4096)["sliding_window"] == window
+    assert shrunk(model_type="gpt_oss", sliding_window=128)["sliding_window"] == window
+    assert shrunk(model_type="mistral", sliding_window=None)["sliding_window"] is None
+    assert "sliding_window" not in shrunk(model_type="llama")
+    assert shrunk(model_type="qwen2", sliding_window=32768,
+                  use_sliding_window=False)["sliding_window"] == 32768
+    assert shrunk(model_type="phi3", sliding_window=262144,
+                  max_position_embeddings=131072)["sliding_window"] == 262144
+    assert shrunk(model_type="gemma3_text", sliding_window=8)["sliding_window"] == 8
+    assert shrunk(model_type="recurrent_gemma", attention_window_size=2048,
+                  block_types=["recurrent", "recurrent", "attention"],
+                  num_hidden_layers=3)["attention_window_size"] == window
+    assert shrunk(model_type="falcon_h1", mamba_chunk_size=256, mamba_expand=2,
+                  mamba_d_head=64)["mamba_chunk_size"] == chunk
+    assert shrunk(model_type="mamba2", chunk_size=256, num_heads=128, head_dim=64, expand=2,
+                  n_groups=8)["chunk_size"] == chunk
+    # chunk_size is a family's own key: xlstm's means something else and stays
+    assert shrunk(model_type="xlstm", chunk_size=64)["chunk_size"] == 64
+    # Llama 4's chunk stays as released: llama.cpp hard-codes 8192 (see the rules file)
+    l4 = shrink_config_dict({"model_type": "llama4", "text_config": {
+        **base, "model_type": "llama4_text", "attention_chunk_size": 8192}}).config
+    assert l4["text_config"]["attention_chunk_size"] == 8192
+    assert chunk & (chunk - 1) == 0 and chunk >= 16  # SSD kernels: a power of two, >= 16
+    assert window < 64 and chunk < 64
+
+
 def test_gemma4_switches_survive():
     cfg = shrink_config_dict(gemma4_like()).config
     assert cfg["layer_types"] == ["sliding_attention"] * 5 + ["full_attention"]
     assert cfg["num_hidden_layers"] == 6
     # the per-layer override follows its full-attention layer into the new numbering
     assert cfg["per_layer_config"] == {"05": {"head_dim": 512}}
-    assert cfg["head_dim"] == 256 and cfg["sliding_window"] == 512
+    assert cfg["head_dim"] == 256
+    assert cfg["sliding_window"] == load_rules().targets["window"]  # small: the workload crosses it
     assert cfg["dtype"] == "bfloat16"
     # width differs from heads x head_dim in the release (2304 vs 2048): kept different
     assert cfg["hidden_size"] != cfg["num_attention_heads"] * cfg["head_dim"]
@@ -168,7 +206,7 @@ def test_rules_file_is_consistent():
                             "per_layer_strings", "layer_index_lists", "unshrinkable", "dtype",
                             "default_kwargs", "max_prefix_layers", "layers", "layer_kinds",
                             "not_per_layer", "model_class", "engine_options",
-                            "tokenizer_style", "aliases"}, name
+                            "tokenizer_style", "aliases", "window_keys", "chunk_keys"}, name
         assert fam.get("tokenizer_style", "byte_level") in TOKENIZER_STYLES, name
 
 
@@ -230,10 +268,15 @@ def test_shrunk_switches_match_the_default_config(shrunk_families, tf_env):
     for t in [f for f in FAMILIES if releases.lookup(f) is None]:
         src = defaults[t]
         got = json.loads((shrunk_families["out"] / t / "config.json").read_text())
-        for key in ("head_dim", "sliding_window", "num_experts_per_tok", "top_k_experts",
+        for key in ("head_dim", "num_experts_per_tok", "top_k_experts",
                     "qk_rope_head_dim", "v_head_dim", "linear_key_head_dim", "mamba_head_dim"):
             if src.get(key) is not None:
                 assert got.get(key) == src[key], (t, key)
+        for key in ("sliding_window", "attention_chunk_size", "chunk_size"):
+            # a window or chunk stays set (or unset) and never grows; small where it shrank
+            assert (got.get(key) is None) == (src.get(key) is None), (t, key)
+            if src.get(key) is not None:
+                assert got[key] <= src[key], (t, key)
         for key in ("layer_types", "layers_block_type"):
             if src.get(key):
                 assert set(got[key]) == set(src[key]), (t, key)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import json_lines, run_dayone
-from probes import fixtures
+from probes import fixtures, workload
 
 # The verdicts the tracker must give each broken fixture at `load` (then generate is skipped).
 BROKEN_EXPECT = {
@@ -41,7 +41,7 @@ def test_healthy_fixture_passes_load_and_generate(probed, name, validate_record)
         assert r["status"] == "pass", (r["stage"], r["message"], r["log_excerpt"])
         assert r["failure_class"] is None
     gen = records[1]
-    assert gen["metrics"]["new_tokens"] == 16 * 3
+    assert gen["metrics"]["new_tokens"] == workload.MAX_NEW_TOKENS * len(workload.PROMPTS)
     completions = gen["output"]["completions"]
     assert all(len(c["token_ids"]) == 16 and len(c["top_logprobs"]) == 16 for c in completions)
     assert all(len(step) == 5 for c in completions for step in c["top_logprobs"])

@@ -22,7 +22,7 @@ from conftest import ROOT
 from matrix import env_patches
 from matrix.environments import ensure_env
 from matrix.probing import ProbeSettings, probe
-from probes import fixtures
+from probes import fixtures, workload
 from probes.engines.base import context_window
 from probes.engines.vllm_engine import model_dtype, registry_verdict, top_logprobs
 from probes.parity import write_reference
@@ -214,7 +214,8 @@ def test_healthy_family_passes_every_stage(probed, family, validate_record):
     completions = stages["generate"]["output"]["completions"]
     assert all(len(c["token_ids"]) == 16 and len(c["top_logprobs"]) == 16 for c in completions)
     assert stages["parity"]["status"] == "pass", stages["parity"]["message"]
-    assert stages["parity"]["metrics"]["tokens_compared"] == 48
+    assert (stages["parity"]["metrics"]["tokens_compared"]
+            == len(workload.PROMPTS) * workload.MAX_NEW_TOKENS)
     assert records[0]["engine"]["name"] == "vllm" and records[0]["engine"]["version"] == NEW
     assert records[0]["engine"]["packages"]["dayone-env-patches"]
     if "serve" in stages:

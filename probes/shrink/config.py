@@ -176,6 +176,7 @@ def _shrink_one(d: dict[str, Any], st: _State, path: str) -> None:
     _shrink_heads_and_width(d, st, path, keep)
     _shrink_intermediate(d, st, keep)
     _shrink_experts(d, st, path, keep)
+    _shrink_windows(d, st, path, fam, keep)
     if not st.keep_vocab:
         vocab_re = re.compile(keys["vocab_pattern"])
         for key, value in list(d.items()):
@@ -399,6 +400,32 @@ def _shrink_experts(d: dict[str, Any], st: _State, path: str, keep: set[str]) ->
         want = math.ceil(want / groups) * groups
         if want < value:
             d[key] = want
+
+
+def _shrink_windows(d: dict[str, Any], st: _State, path: str, fam: dict[str, Any],
+                    keep: set[str]) -> None:
+    """Sliding windows and attention chunks to `targets.window`, SSM / linear-attention chunks
+    to `targets.chunk` (why: the rules file), so the workload's long prompt crosses them. Only a
+    window that is on: an integer above the target, below the config's own position limit (Phi-3
+    128k states 262144: no window in effect), not switched off by use_sliding_window."""
+    keys, t = st.rules.keys, st.rules.targets
+    limits = [d[k] for k in keys["positions"] if _is_int(d.get(k)) and d[k] > 0]
+    limit = min(limits) if limits else None
+    off = d.get("use_sliding_window") is False
+    groups = ((keys.get("windows", []) + fam.get("window_keys", []), t.get("window"), True),
+              (keys.get("chunks", []) + fam.get("chunk_keys", []), t.get("chunk"), False))
+    for names, target, is_window in groups:
+        if not _is_int(target):
+            continue
+        for key in names:
+            value = d.get(key)
+            if key in keep or not _is_int(value) or value <= target:
+                continue
+            if is_window and (off or (limit is not None and value >= limit)):
+                continue
+            d[key] = target
+            st.plan.notes.append(f"{path}{key}: {value} -> {target} (the workload's long "
+                                 f"prompt crosses it)")
 
 
 def _remap_token_ids(config: dict[str, Any], st: _State) -> None:
