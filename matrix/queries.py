@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from matrix.store import (CellLatest, Environment, ModelRevision, Reclassification, Result,
@@ -229,16 +229,19 @@ def newest_confirmation(session: Session) -> dt.datetime | None:
 
 
 def unconfirmed_reds(session: Session, *, model: str | None = None, engine: str | None = None,
-                     limit: int | None = None) -> list[dict[str, Any]]:
+                     limit: int | None = None, again: bool = False) -> list[dict[str, Any]]:
     """Stored reds (fail / timeout / oom) with a reproduce command and no confirmation yet,
-    newest first, as records (without `output`)."""
+    newest first, as records (without `output`). AGAIN: also the reds whose bare run did not
+    confirm them (it failed otherwise, or gave no verdict), as if never checked."""
+    # confirmed IS NULL: never checked (a JSON column stores None as JSON null, so the
+    # confirmation column itself cannot say it)
+    unchecked = and_(Result.confirmed.is_(None), Result.confirmed_at.is_(None))
     query = (select(Result.raw)
              .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
              .join(Environment, Environment.id == Result.environment_pk)
-             # confirmed IS NULL: never checked (a JSON column stores None as JSON null, so
-             # the confirmation column itself cannot say it)
-             .where(Result.status.in_(("fail", "timeout", "oom")), Result.confirmed.is_(None),
-                    Result.confirmed_at.is_(None), Result.reproduce.is_not(None))
+             .where(Result.status.in_(("fail", "timeout", "oom")),
+                    or_(unchecked, Result.confirmed.is_(False)) if again else unchecked,
+                    Result.reproduce.is_not(None))
              .order_by(Result.started_at.desc(), Result.id.desc()))
     if model is not None:
         query = query.where(ModelRevision.model_id == model)
@@ -246,4 +249,6 @@ def unconfirmed_reds(session: Session, *, model: str | None = None, engine: str 
         query = query.where(*_engine_filter(engine))
     if limit is not None:
         query = query.limit(limit)
-    return [dict(raw) for raw in session.scalars(query)]
+    unset = ("confirmed", "confirmation", "confirmed_at")
+    return [{k: v for k, v in dict(raw).items() if k not in unset}
+            for raw in session.scalars(query)]

@@ -18,7 +18,8 @@ from probes.classify import classify, status_for_class, telling_line
 RED_STATUSES: frozenset[str] = frozenset({"fail", "timeout", "oom"})
 HARNESS_DISAGREES = "harness_disagrees"
 NO_VERDICT_EXIT = 3
-NO_VERDICT_MARK = "dayone-bare: no verdict"
+BARE_MARK = "dayone-bare:"  # how a bare script says its own verdict (probes/bare/)
+NO_VERDICT_MARK = f"{BARE_MARK} no verdict"
 
 # What a confirmation may conclude (the record's `confirmation.verdict`).
 CONFIRMED, DISAGREES, DIFFERS, NO_VERDICT = ("confirmed", "harness_disagrees", "differs",
@@ -95,6 +96,9 @@ def bare_verdict(bare: BareOutcome, engine: str | None) -> tuple[str, str | None
                      if NO_VERDICT_MARK in ln), None)
         return "no_verdict", None, said
     line, klass = line_of(bare.log_text, engine)
+    if line is None:  # the engine said nothing telling: the bare check's own reason is the line
+        line = next((ln.strip() for ln in reversed(bare.log_text.splitlines())
+                     if ln.startswith(BARE_MARK)), None)
     rc = bare.returncode
     # killed by a signal (a shell reports it as 128 + N) with nothing the rules know
     if rc is not None and (rc < 0 or 128 < rc < 160) and klass == "unknown":

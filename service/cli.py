@@ -203,6 +203,7 @@ def confirm_command(
     timeout: Annotated[float, typer.Option(help="Time limit per bare run, seconds")] = 600.0,
     memory_mb: Annotated[int, typer.Option(help="Memory limit per bare run (resident, whole process group)")] = 8192,
     as_json: Annotated[bool, typer.Option("--json", help="The confirmed records, one per line")] = False,
+    again: Annotated[bool, typer.Option("--again", help="Also re-run the reds whose bare run failed otherwise or gave no verdict (after a rule or bare-script change)")] = False,
     db: DbOption = None,
 ) -> None:
     """Confirm stored reds bare: run each unconfirmed red's reproduce command (the engine alone,
@@ -211,7 +212,8 @@ def confirm_command(
 
     store = _store(db)
     with store.session() as session:
-        reds = queries.unconfirmed_reds(session, model=model, engine=engine, limit=limit)
+        reds = queries.unconfirmed_reds(session, model=model, engine=engine, limit=limit,
+                                        again=again)
     if not reds:
         err.print("no unconfirmed reds in the store")
         return

@@ -40,6 +40,8 @@ CASES: dict[str, tuple[str, ...]] = {
     "kernel_or_dtype": ("RuntimeError: Unsupported CPU attention configuration: head_dim=16", "kernel_or_dtype"),
     # SGLang 0.5.23 on CPU, gpt-oss (attention sinks) in the torch-native backend: issue 8 sweep
     "attention_backend_feature": ("TypeError: TorchNativeAttnBackend.forward_extend() got an unexpected keyword argument 'sinks'", "kernel_or_dtype"),
+    # the probe's (and its bare script's) check after a converter that exports nothing
+    "gguf_no_tensors": ("dayone-bare: the converter wrote a GGUF with no tensors", "corrupt_or_missing_weights", "llamacpp"),
     "mmap_past_end": ("ValueError: mmap length is greater than file size", "corrupt_or_missing_weights"),
     "llamacpp_missing_tensor": ("llama_model_load: error loading model: check_tensor_dims: tensor 'token_embd.weight' not found", "corrupt_or_missing_weights"),
     "config_shape_mismatch": ("size mismatch for weight: copying a param with shape torch.Size([4, 64]) from checkpoint, the shape in current model is torch.Size([128, 64]).", "config_conflict"),

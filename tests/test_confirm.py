@@ -70,6 +70,21 @@ def test_a_different_failure_keeps_the_red_unconfirmed_with_both_lines():
     assert ARCH_LINE in c.message and other in c.message
 
 
+def test_the_bare_scripts_own_reason_is_its_line_where_the_engine_says_nothing():
+    # A converter that "succeeds" with an empty GGUF: only the probe's check (and the bare
+    # script's copy of it) says why, in the engine's stage words.
+    said = "the converter wrote a GGUF with no tensors: the model directory has no weights"
+    exported = "INFO:hf-to-gguf:Model successfully exported to /x/bare-model.gguf"
+    c = decide(red(klass="corrupt_or_missing_weights", message=said, engine="llamacpp"),
+               f"{exported}\ndayone: stage convert failed: {said}\n",
+               bare(1, f"{exported}\ndayone-bare: the converter wrote a GGUF with no tensors\n"))
+    assert (c.confirmed, c.verdict, c.bare_failure_class) == (
+        True, "confirmed", "corrupt_or_missing_weights")
+    silent = decide(red(klass="unknown", message="no output", engine="llamacpp"), "no output",
+                    bare(1, "dayone-bare: the served answer was empty"))
+    assert silent.bare_line == "dayone-bare: the served answer was empty"
+
+
 @pytest.mark.parametrize("probe,bare_log", [
     ("fail", "timeout"), ("timeout", "oom"), ("oom", "fail")])
 def test_another_status_is_not_a_confirmation(probe, bare_log):
@@ -238,3 +253,26 @@ def test_vllm_red_is_confirmed(fixtures):
     assert records[0]["status"] == "fail", records[0]
     out = confirm.confirm_records(records, say=lambda _m: None)[0]
     assert out["confirmed"] is True, out.get("confirmation")
+
+
+def test_confirm_again_takes_back_the_reds_bare_runs_did_not_confirm(tmp_path):
+    from matrix import queries
+    from matrix.ingest import ingest_records
+    from matrix.store import open_store
+    from test_reclassify import record
+
+    unchecked = record("org/a", "vllm", "load", "fail", failure_class="unknown", message="x")
+    same = {**record("org/b", "vllm", "load", "fail", failure_class="unknown", message="x"),
+            "confirmed": True, "confirmation": {"confirmed": True, "verdict": "confirmed", "message": "same"}}
+    other = {**record("org/c", "vllm", "load", "fail", failure_class="unknown", message="x"),
+             "confirmed": False, "confirmation": {"confirmed": False, "verdict": "differs", "message": "other"}}
+    store = open_store(f"sqlite:///{tmp_path / 'd.db'}")
+    with store.writing() as session:
+        assert ingest_records(session, [unchecked, same, other]).inserted == 3
+    with store.session() as session:
+        once = queries.unconfirmed_reds(session)
+        again = queries.unconfirmed_reds(session, again=True)
+    store.close()
+    assert [r["model"]["id"] for r in once] == ["org/a"]
+    assert sorted(r["model"]["id"] for r in again) == ["org/a", "org/c"]
+    assert all("confirmation" not in r and "confirmed" not in r for r in again)
