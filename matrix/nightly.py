@@ -576,6 +576,7 @@ if __name__ == "__main__":  # a thin runner for tests and cron until the CLI has
     ap.add_argument("--work-dir")
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--types")
+    ap.add_argument("--shard", help="with --sweep: i/n, one n-th of the architectures")
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--no-confirm", action="store_true", help="do not confirm new reds bare")
     a = ap.parse_args()
@@ -586,10 +587,17 @@ if __name__ == "__main__":  # a thin runner for tests and cron until the CLI has
                           endpoint=a.endpoint, token=False if a.endpoint else None,
                           work_dir=Path(a.work_dir) if a.work_dir else None, dry_run=a.dry_run,
                           confirm=not a.no_confirm)
+    if a.shard and not a.sweep:
+        ap.error("--shard splits the sweep: give --sweep too")
     if a.sweep:
-        from matrix.sweep import run_sweep
+        from matrix.sweep import parse_shard, run_sweep
 
-        rep = run_sweep(opts, types=[t for t in (a.types or "").split(",") if t] or None)
+        try:
+            shard = parse_shard(a.shard) if a.shard else None
+        except ValueError as exc:
+            ap.error(str(exc))
+        rep = run_sweep(opts, types=[t for t in (a.types or "").split(",") if t] or None,
+                        shard=shard)
     else:
         rep = run_nightly(load_watchlist(a.watchlist) if a.watchlist else None, opts)
     print(json.dumps(rep.summary()))

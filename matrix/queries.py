@@ -252,3 +252,21 @@ def unconfirmed_reds(session: Session, *, model: str | None = None, engine: str 
     unset = ("confirmed", "confirmation", "confirmed_at")
     return [{k: v for k, v in dict(raw).items() if k not in unset}
             for raw in session.scalars(query)]
+
+
+# -- engine releases ----------------------------------------------------------------------------
+
+def probed_engine_versions(session: Session) -> set[tuple[str, str]]:
+    """(engine name, engine version) of every engine release with a record (discovery: a
+    release with one is not new work)."""
+    query = select(CellLatest.engine_name, CellLatest.engine_version).distinct()
+    return {(name, version) for name, version in session.execute(query)}
+
+
+def tracked_models(session: Session) -> list[str]:
+    """The model ids with a record, not the sweep's architectures (`arch/...`): what a new
+    engine release is probed on besides the architecture map."""
+    query = (select(CellLatest.model_id).distinct()
+             .where(~CellLatest.model_id.startswith("arch/", autoescape=True))
+             .order_by(CellLatest.model_id))
+    return list(session.scalars(query))

