@@ -20,9 +20,10 @@ from matrix import environments
 from probes import parity, reproduce
 from probes.engines import get_spec
 from probes.modelinfo import escaping_links, not_generative, read_config, read_model_info
-from probes.record import build_records, iso, not_applicable_records, refused_records
+from probes.record import (Record, build_records, iso, not_applicable_records, refused_records,
+                           with_skipped_stage)
 from probes.runner import ProbeRequest, child_environment, isolated_probes, run_probe
-from probes.stages import blocked_message, blocker, order_stages
+from probes.stages import order_stages, skip_message
 
 def probes_root() -> Path:
     """The folder put on a probe child's PYTHONPATH: a copy of `probes` alone, in the cache
@@ -77,7 +78,7 @@ def reproduce_commands(engine: str, python: str, model_dir: Path, stages: list[s
 def probe(model_dir: Path, engine: str, version: str | None = None,
           stages: list[str] | None = None, *, model_id: str | None = None,
           settings: ProbeSettings | None = None,
-          say: Callable[[str], None] = print) -> list[dict[str, Any]]:
+          say: Callable[[str], None] = print) -> list[Record]:
     settings = settings or ProbeSettings()
     spec = get_spec(engine)
     stages = order_stages(stages or list(spec.stages))
@@ -137,16 +138,8 @@ def probe(model_dir: Path, engine: str, version: str | None = None,
         reproduce=reproduce_commands(engine, env.python, model_dir, stages, log_dir, options),
         host=socket.gethostname())
     if no_reference and records:
-        order = get_spec(engine).stages
-        blocked = blocker("parity", {r["stage"]: r["status"] for r in records})
-        if blocked:  # what parity needs went red on its own: say that, as for any stage
-            no_reference = blocked_message(*blocked)
-        records.append({**records[0], "stage": "parity", "status": "skipped",
-                        "failure_class": None, "message": no_reference, "log_excerpt": None,
-                        "metrics": {}, "duration_s": 0.0, "reproduce": None,
-                        "started_at": iso(outcome.started_at)})
-        records[-1].pop("output", None)
-        records.sort(key=lambda r: order.index(r["stage"]) if r["stage"] in order else 99)
+        why = skip_message("parity", {r["stage"]: r["status"] for r in records}, no_reference)
+        records = with_skipped_stage(records, "parity", why, iso(outcome.started_at))
     return records
 
 
@@ -180,7 +173,7 @@ def ensure_reference(model_dir: Path, model: dict[str, Any], settings: ProbeSett
         return parity.write_reference(path, generate, horizons, noise), None
 
 
-def _precision(model_dir: Path, model: dict[str, Any], records: list[dict[str, Any]],
+def _precision(model_dir: Path, model: dict[str, Any], records: list[Record],
                released: dict[str, Any], settings: ProbeSettings, say: Callable[[str], None]
                ) -> tuple[dict[str, int | None] | None, float | None]:
     """(precision horizons, logprob noise): run the reference again in float32; where its tokens
@@ -206,7 +199,7 @@ def _precision(model_dir: Path, model: dict[str, Any], records: list[dict[str, A
 
 def _probe_in_docker(model_dir: Path, engine: str, version: str | None, stages: list[str],
                      model: dict[str, Any], run_id: str, logs_root: Path,
-                     settings: ProbeSettings, say: Callable[[str], None]) -> list[dict[str, Any]]:
+                     settings: ProbeSettings, say: Callable[[str], None]) -> list[Record]:
     from matrix import docker_executor as dx
 
     spec = get_spec(engine)

@@ -109,6 +109,13 @@ def blocked_message(stage: str, status: str) -> str:
     return f"blocked by {stage} ({status})"
 
 
+def skip_message(stage: str, statuses: Mapping[str, str], why: str) -> str:
+    """Why `stage`, taken out before the run for `why` (parity without a reference), is
+    skipped: if what it needs went red on its own, that, as for any stage; else `why`."""
+    blocked = blocker(stage, statuses)
+    return blocked_message(*blocked) if blocked else why
+
+
 def is_good(status: str) -> bool:
     return status in GOOD_STATUSES
 
