@@ -158,7 +158,7 @@ class NightlyOptions:
     def home(self) -> Path:
         if self.work_dir:
             return Path(self.work_dir)
-        from matrix.store import dayone_home
+        from matrix.paths import dayone_home
 
         return dayone_home() / "nightly"
 
@@ -517,7 +517,7 @@ def _prepare(options: NightlyOptions, say: Callable[[str], None]
 
 
 def _store_file_exists() -> bool:
-    from matrix.store import dayone_home
+    from matrix.paths import dayone_home
 
     return (dayone_home() / "dayone.db").exists()
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from matrix import environments
+from matrix.paths import dayone_home
 from probes import parity, reproduce
 from probes.engines import get_spec
 from probes.modelinfo import escaping_links, not_generative, read_config, read_model_info
@@ -34,10 +35,6 @@ def probes_root() -> Path:
 def engine_env_vars() -> dict[str, str]:
     """Environment variables for any `python -m probes.X` run in an engine's environment."""
     return child_environment(dict(os.environ), {}, probes_root())
-
-
-def dayone_home() -> Path:
-    return Path(os.environ.get("DAYONE_HOME", "~/.dayone")).expanduser()
 
 
 def new_run_id() -> str:

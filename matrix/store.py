@@ -23,6 +23,8 @@ from sqlalchemy import (JSON, Date, DateTime, Engine, Float, ForeignKey, Index, 
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from matrix.paths import dayone_home
+
 # JSONB on PostgreSQL (indexable, compact), plain JSON text elsewhere.
 JSONValue = JSON().with_variant(JSONB(), "postgresql")
 
@@ -197,10 +199,6 @@ class Reclassification(Base):
 # first). A deferred transaction that reads and then writes fails at once when another writer
 # committed in between; an immediate one waits its turn instead.
 WRITE_LOCK = "dayone_write_lock"
-
-
-def dayone_home() -> Path:
-    return Path(os.environ.get("DAYONE_HOME") or Path.home() / ".dayone").expanduser()
 
 
 def default_url() -> str:
