@@ -25,8 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
-from probes.engines import base, load_engine_class
-from probes.outcome import one_line
+from probes.engines import load_engine_class
+from probes.outcome import HarnessError, StageFailure, one_line
 from probes.runner import memory_cgroups, oom_kills
 from probes.stages import blocker, order_stages
 
@@ -96,11 +96,11 @@ def outcome_event(stage: str, run) -> dict[str, Any]:
         event = {"status": outcome.status, "metrics": outcome.metrics,
                  "message": outcome.message, "failure_class": outcome.failure_class,
                  "output": outcome.output}
-    except base.StageFailure as exc:
+    except StageFailure as exc:
         print(f"dayone: stage {stage} failed: {exc}", file=sys.stderr, flush=True)
         event = {"status": exc.status, "failure_class": exc.failure_class,
                  "message": str(exc), "metrics": exc.metrics}
-    except base.HarnessError as exc:
+    except HarnessError as exc:
         traceback.print_exc()
         event = {"status": "error", "failure_class": "infra", "message": str(exc)}
     except MemoryError as exc:

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from probes.engines.base import HarnessError, StageFailure, StageOutcome
+from probes.outcome import HarnessError, StageFailure, StageOutcome
 from probes.modelinfo import random_weights
 from probes.serving import Server, free_port, http_json, start_server
 

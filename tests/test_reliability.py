@@ -217,7 +217,7 @@ def _alive(pids: list[int]) -> list[int]:
 
 
 def test_server_that_never_becomes_healthy_is_a_timeout(tmp_path):
-    from probes.engines.base import StageFailure
+    from probes.outcome import StageFailure
     from probes.serving import descendants, free_port, start_server
 
     script = tmp_path / "never.py"

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from probes import workload
-from probes.engines.base import EngineBase, StageFailure, StageOutcome, torch_hardware
+from probes.engines.base import EngineBase, torch_hardware
+from probes.outcome import StageFailure, StageOutcome
 from probes.outcome import one_line
 
 # Attention projection names as fine-tuning recipes write them (last component of the module

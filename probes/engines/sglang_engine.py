@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from probes import parity, serving, throughput
-from probes.engines.base import (EngineBase, HarnessError, StageFailure, StageOutcome,
-                                 context_window)
+from probes.engines.base import EngineBase, context_window
 from probes.engines.vllm_engine import env_patches_fingerprint, model_dtype
 from probes.modelinfo import incomplete_multimodal_copy
+from probes.outcome import HarnessError, StageFailure, StageOutcome
 
 SERVED_NAME = "dayone-model"
 CPU_LABEL = "cpu-unsupported-path"

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from probes import features, parity, serving, throughput
-from probes.engines.base import (EngineBase, HarnessError, StageFailure, StageOutcome,
-                                 context_window, cpu_name)
+from probes.engines.base import EngineBase, context_window, cpu_name
 from probes.modelinfo import incomplete_multimodal_copy
+from probes.outcome import HarnessError, StageFailure, StageOutcome
 
 # Tool calls need a parser flag on vLLM (recorded in the tool_call stage's metrics); random
 # weights inside a JSON grammar write whitespace until max_tokens unless it is disallowed.
