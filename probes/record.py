@@ -295,8 +295,9 @@ def build_records(*, stages: list[str], outcome: ProbeOutcome, engine: str,
         else:
             duration = 0.0
         records.append(make_record(
-            model=model, engine=engine_fields, stage=stage, status=verdict.status, started_at=iso(started), tier=tier,
-            run_id=run_id, failure_class=verdict.failure_class, message=verdict.message,
+            model=model, engine=engine_fields, stage=stage, status=verdict.status,
+            started_at=iso(started), tier=tier, run_id=run_id,
+            failure_class=verdict.failure_class, message=verdict.message,
             log_excerpt=verdict.log_excerpt, log_path=str(outcome.log_path),
             metrics=(end or {}).get("metrics"), duration_s=round(duration, 4),
             reproduce=(reproduce or {}).get(stage), host=host,

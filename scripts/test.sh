@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
+# Lint first (config in pyproject.toml): seconds, and a finding fails the run like a test.
+.venv/bin/ruff check .
 bash .ci/docker-up.sh || echo "test: Docker could not start; the container tests will say why" >&2
 set +e
 .venv/bin/python -m pytest -p no:cacheprovider -ra "$@"

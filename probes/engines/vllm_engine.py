@@ -217,7 +217,8 @@ class Engine(EngineBase):
                                                           on_fallback)
         self.load_metrics = {
             "import_s": round(import_s, 3), "load_s": round(load_s, 3),
-            "engine_start_s": round(import_s + load_s, 3), "dtype": str(model_config.dtype).replace("torch.", ""),
+            "engine_start_s": round(import_s + load_s, 3),
+            "dtype": str(model_config.dtype).replace("torch.", ""),
             "architecture": archs[0] if archs else None, "resolved_architecture": resolved,
             "transformers_fallback": on_fallback, "max_model_len": self.max_model_len,
             "kv_cache_gib": float(os.environ["VLLM_CPU_KVCACHE_SPACE"]),
