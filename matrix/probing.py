@@ -171,14 +171,14 @@ def ensure_reference(model_dir: Path, model: dict[str, Any], settings: ProbeSett
 
 
 def _precision(model_dir: Path, model: dict[str, Any], records: list[Record],
-               released: dict[str, Any], settings: ProbeSettings, say: Callable[[str], None]
+               released: Record, settings: ProbeSettings, say: Callable[[str], None]
                ) -> tuple[dict[str, int | None] | None, float | None]:
     """(precision horizons, logprob noise): run the reference again in float32; where its tokens
     leave the released-dtype ones, and how far its logprobs move where they agree (see
     probes.parity). A float32 model is its own twin: no horizons (parity stays strict), noise
     0. Where the twin did not run: (None, None), noise unknown."""
-    load = next((r for r in records if r["stage"] == "load"), {})
-    dtype = (load.get("metrics") or {}).get("dtype")
+    load = next((r for r in records if r["stage"] == "load"), None)
+    dtype = (load["metrics"] if load else {}).get("dtype")
     if dtype == "float32":
         return None, 0.0
     if dtype is None:

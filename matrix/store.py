@@ -246,7 +246,7 @@ def open_store(url: str | None = None, *, migrate: bool = True) -> Store:
     parsed = make_url(url or default_url())
     if parsed.get_backend_name() == "sqlite":
         file_db = parsed.database not in (None, "", ":memory:") and "mode=memory" not in str(parsed)
-        if file_db:
+        if file_db and parsed.database:  # file_db says it is set; this says it to mypy
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed)
         _sqlite_setup(engine, file_db)
