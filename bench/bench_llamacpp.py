@@ -42,7 +42,8 @@ t_start = time.perf_counter()
 import numpy as np
 import llama_cpp
 t_import = time.perf_counter()
-gguf, prompts, n_new, top_k, eos = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
+gguf, prompts, n_new = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+top_k, eos = int(sys.argv[4]), json.loads(sys.argv[5])
 llm = llama_cpp.Llama(model_path=gguf, n_ctx=512, n_batch=512, logits_all=True, n_threads=1,
                       n_threads_batch=1, seed=0, verbose=False)
 t_load = time.perf_counter()

@@ -63,12 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeat):
         t, index = timed(lambda: DoneIndex.from_rows(rows))
         index_s.append(t)
-        t, tasks = timed(lambda: plan(models, envs, index))
+        t, tasks = timed(lambda index=index: plan(models, envs, index))
         plan_none_s.append(t)
         assert tasks == [], "a full history must plan nothing"
         changed = [Model(m.id, m.revision + "x") if i % 100 == 0 else m
                    for i, m in enumerate(models)]
-        t, tasks_new = timed(lambda: plan(changed, envs, index))
+        t, tasks_new = timed(lambda changed=changed, index=index: plan(changed, envs, index))
         plan_new_s.append(t)
     tracemalloc.start()
     index = DoneIndex.from_rows(rows)

@@ -49,7 +49,7 @@ def _confirm_dir(record: dict[str, Any], settings: ConfirmSettings) -> Path:
     stage = re.sub(r"[^A-Za-z0-9_.-]+", "_", record["stage"])
     if record.get("log_path"):
         return Path(record["log_path"]).parent / f"confirm-{stage}"
-    from matrix.probing import dayone_home
+    from matrix.paths import dayone_home
 
     root = settings.logs_root or dayone_home() / "logs"
     model = re.sub(r"[^A-Za-z0-9_.-]+", "_", record["model"]["id"])[:80]

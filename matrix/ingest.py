@@ -121,15 +121,15 @@ def check(record: Any) -> Checked:
             raise Rejected(f"{'.'.join(path)}: longer than {limit} characters")
     try:
         started_at = utc_naive(parse_time(record["started_at"]))
-    except (ValueError, OverflowError):  # OverflowError: year 1 with a positive offset
-        raise Rejected(_short(f"started_at: not an ISO 8601 time: {record['started_at']!r}"))
+    except (ValueError, OverflowError) as exc:  # OverflowError: year 1 with a positive offset
+        raise Rejected(_short(f"started_at: not an ISO 8601 time: {record['started_at']!r}")) from exc
     release = record["model"].get("release_date")
     if release is not None and not isinstance(release, str):
         raise Rejected("model.release_date: not an ISO date string")
     try:
         release_date = parse_date(release)
-    except ValueError:
-        raise Rejected(_short(f"model.release_date: not an ISO date: {release!r}"))
+    except ValueError as exc:
+        raise Rejected(_short(f"model.release_date: not an ISO date: {release!r}")) from exc
     return Checked(record, started_at, release_date, environment_id(record["engine"]))
 
 

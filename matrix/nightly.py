@@ -33,6 +33,7 @@ from typing import Any
 from matrix import probing
 from matrix.discover import DiscoveredModel, Watchlist, discover
 from matrix.plan import DoneIndex, EnvironmentTarget, ProbeTask, plan, summarize
+from probes.record import Record, unrun_records
 from probes.runner import read_events
 
 HEAVY_ENGINES = frozenset({"vllm", "sglang"})
@@ -46,19 +47,16 @@ REFERENCE_ENGINE = "transformers"
 def synthetic_records(task: ProbeTask, *, status: str, message: str, tier: str,
                       run_id: str, failure_class: str | None = None,
                       model: dict[str, Any] | None = None, reproduce: str | None = None,
-                      now: dt.datetime | None = None) -> list[dict[str, Any]]:
+                      now: dt.datetime | None = None) -> list[Record]:
     """Records for stages that never ran: `skipped` (gated, no config) or `error` (our shrink
     failed), one per stage, in the result contract."""
     started = (now or dt.datetime.now(dt.timezone.utc)).isoformat()
-    return [{
-        "schema_version": 1, "run_id": run_id,
-        "model": model or {"id": task.model_id, "revision": task.revision or None},
-        "engine": {"name": task.engine, "version": task.version,
-                   "environment_id": task.environment_id},
-        "tier": tier, "stage": stage, "status": status, "failure_class": failure_class,
-        "message": message, "log_excerpt": None, "log_path": None, "metrics": {},
-        "started_at": started, "duration_s": 0.0, "reproduce": reproduce,
-    } for stage in task.stages]
+    return unrun_records(
+        stages=task.stages, model=model or {"id": task.model_id, "revision": task.revision or None},
+        engine={"name": task.engine, "version": task.version,
+                "environment_id": task.environment_id},
+        status=status, message=message, started_at=started, tier=tier, run_id=run_id,
+        failure_class=failure_class, reproduce=reproduce)
 
 
 FINAL_ERROR_CLASSES = frozenset({"shrink"})  # deterministic for a revision: retrying is waste
@@ -160,7 +158,7 @@ class NightlyOptions:
     def home(self) -> Path:
         if self.work_dir:
             return Path(self.work_dir)
-        from matrix.store import dayone_home
+        from matrix.paths import dayone_home
 
         return dayone_home() / "nightly"
 
@@ -519,7 +517,7 @@ def _prepare(options: NightlyOptions, say: Callable[[str], None]
 
 
 def _store_file_exists() -> bool:
-    from matrix.store import dayone_home
+    from matrix.paths import dayone_home
 
     return (dayone_home() / "dayone.db").exists()
 

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from matrix import environments
+from matrix.paths import dayone_home
 from probes import parity, reproduce
 from probes.engines import get_spec
 from probes.modelinfo import escaping_links, not_generative, read_config, read_model_info
-from probes.record import build_records, iso, not_applicable_records, refused_records
+from probes.record import (Record, build_records, iso, not_applicable_records, refused_records,
+                           with_skipped_stage)
 from probes.runner import ProbeRequest, child_environment, isolated_probes, run_probe
-from probes.stages import blocked_message, blocker, order_stages
+from probes.stages import order_stages, skip_message
 
 def probes_root() -> Path:
     """The folder put on a probe child's PYTHONPATH: a copy of `probes` alone, in the cache
@@ -33,10 +35,6 @@ def probes_root() -> Path:
 def engine_env_vars() -> dict[str, str]:
     """Environment variables for any `python -m probes.X` run in an engine's environment."""
     return child_environment(dict(os.environ), {}, probes_root())
-
-
-def dayone_home() -> Path:
-    return Path(os.environ.get("DAYONE_HOME", "~/.dayone")).expanduser()
 
 
 def new_run_id() -> str:
@@ -77,7 +75,7 @@ def reproduce_commands(engine: str, python: str, model_dir: Path, stages: list[s
 def probe(model_dir: Path, engine: str, version: str | None = None,
           stages: list[str] | None = None, *, model_id: str | None = None,
           settings: ProbeSettings | None = None,
-          say: Callable[[str], None] = print) -> list[dict[str, Any]]:
+          say: Callable[[str], None] = print) -> list[Record]:
     settings = settings or ProbeSettings()
     spec = get_spec(engine)
     stages = order_stages(stages or list(spec.stages))
@@ -137,16 +135,8 @@ def probe(model_dir: Path, engine: str, version: str | None = None,
         reproduce=reproduce_commands(engine, env.python, model_dir, stages, log_dir, options),
         host=socket.gethostname())
     if no_reference and records:
-        order = get_spec(engine).stages
-        blocked = blocker("parity", {r["stage"]: r["status"] for r in records})
-        if blocked:  # what parity needs went red on its own: say that, as for any stage
-            no_reference = blocked_message(*blocked)
-        records.append({**records[0], "stage": "parity", "status": "skipped",
-                        "failure_class": None, "message": no_reference, "log_excerpt": None,
-                        "metrics": {}, "duration_s": 0.0, "reproduce": None,
-                        "started_at": iso(outcome.started_at)})
-        records[-1].pop("output", None)
-        records.sort(key=lambda r: order.index(r["stage"]) if r["stage"] in order else 99)
+        why = skip_message("parity", {r["stage"]: r["status"] for r in records}, no_reference)
+        records = with_skipped_stage(records, "parity", why, iso(outcome.started_at))
     return records
 
 
@@ -180,15 +170,15 @@ def ensure_reference(model_dir: Path, model: dict[str, Any], settings: ProbeSett
         return parity.write_reference(path, generate, horizons, noise), None
 
 
-def _precision(model_dir: Path, model: dict[str, Any], records: list[dict[str, Any]],
-               released: dict[str, Any], settings: ProbeSettings, say: Callable[[str], None]
+def _precision(model_dir: Path, model: dict[str, Any], records: list[Record],
+               released: Record, settings: ProbeSettings, say: Callable[[str], None]
                ) -> tuple[dict[str, int | None] | None, float | None]:
     """(precision horizons, logprob noise): run the reference again in float32; where its tokens
     leave the released-dtype ones, and how far its logprobs move where they agree (see
     probes.parity). A float32 model is its own twin: no horizons (parity stays strict), noise
     0. Where the twin did not run: (None, None), noise unknown."""
-    load = next((r for r in records if r["stage"] == "load"), {})
-    dtype = (load.get("metrics") or {}).get("dtype")
+    load = next((r for r in records if r["stage"] == "load"), None)
+    dtype = (load["metrics"] if load else {}).get("dtype")
     if dtype == "float32":
         return None, 0.0
     if dtype is None:
@@ -206,7 +196,7 @@ def _precision(model_dir: Path, model: dict[str, Any], records: list[dict[str, A
 
 def _probe_in_docker(model_dir: Path, engine: str, version: str | None, stages: list[str],
                      model: dict[str, Any], run_id: str, logs_root: Path,
-                     settings: ProbeSettings, say: Callable[[str], None]) -> list[dict[str, Any]]:
+                     settings: ProbeSettings, say: Callable[[str], None]) -> list[Record]:
     from matrix import docker_executor as dx
 
     spec = get_spec(engine)

@@ -1,17 +1,17 @@
-"""Reads for the CLI and the site: stored records in the contract shape, and the matrix."""
+"""Reads for the CLI and the site: stored records in the contract shape, the failures newer rules
+may classify again, the reds to confirm."""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from matrix.store import (CellLatest, Environment, ModelRevision, Reclassification, Result,
-                          ResultLog, utc_naive)
-from matrix.summary import Observation, current, parse_time, worst_status
+from matrix.store import Environment, ModelRevision, Reclassification, Result, ResultLog, utc_naive
+from matrix.summary import parse_time
 
 
 def _engine_filter(engine: str) -> list[Any]:
@@ -60,106 +60,6 @@ def results(session: Session, model: str | None = None, engine: str | None = Non
             record["output"] = output
         out.append(record)
     return out
-
-
-@dataclass(frozen=True)
-class StageState:
-    status: str
-    failure_class: str | None
-    started_at: dt.datetime  # aware UTC
-    result_id: int
-
-
-@dataclass(frozen=True)
-class MatrixCell:
-    engine: str
-    engine_version: str  # the newest version of the engine that probed this model
-    status: str | None  # the worst meaningful of the stages' statuses (matrix.summary)
-    stages: dict[str, StageState]
-
-
-@dataclass(frozen=True)
-class MatrixRow:
-    model: str
-    family: str | None
-    model_type: str | None
-    architecture: str | None
-    release_date: dt.date | None
-    cells: dict[str, MatrixCell]  # engine name -> cell
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def matrix(session: Session, *, engine: str | None = None, family: str | None = None
-           ) -> list[MatrixRow]:
-    """Models (newest release first, then newest seen) x engines, each cell's current state,
-    from cell_latest only (no history scan). Engine columns: `engines(rows)`."""
-    query = (select(CellLatest.model_id, CellLatest.engine_name, CellLatest.engine_version,
-                    CellLatest.stage, CellLatest.status, CellLatest.failure_class,
-                    CellLatest.started_at, CellLatest.result_pk, Environment.environment_id)
-             .join(Environment, Environment.id == CellLatest.environment_pk))
-    if engine is not None:
-        query = query.where(*_engine_filter(engine))
-    observed: list[Observation] = []
-    result_ids: dict[Observation, int] = {}
-    for r in session.execute(query):
-        o = Observation(model=r.model_id, engine=r.engine_name, engine_version=r.engine_version,
-                        stage=r.stage, status=r.status, failure_class=r.failure_class,
-                        started_at=parse_time(r.started_at), environment_id=r.environment_id)
-        observed.append(o)
-        result_ids[o] = r.result_pk
-    cells: dict[str, dict[str, MatrixCell]] = {}
-    by_cell: dict[tuple[str, str], dict[str, Observation]] = {}
-    for (model_id, engine_name, stage), o in current(observed).items():
-        by_cell.setdefault((model_id, engine_name), {})[stage] = o
-    for (model_id, engine_name), stages in by_cell.items():
-        states = {stage: StageState(o.status, o.failure_class, o.started_at, result_ids[o])
-                  for stage, o in stages.items()}
-        version = next(iter(stages.values())).engine_version
-        cells.setdefault(model_id, {})[engine_name] = MatrixCell(
-            engine_name, version, worst_status(s.status for s in states.values()), states)
-    return [row for row in _model_rows(session, cells) if family is None or row.family == family]
-
-
-def _model_rows(session: Session, cells: dict[str, dict[str, MatrixCell]]) -> list[MatrixRow]:
-    """One row per model id; its facts from its most recently seen revision that has them."""
-    if not cells:
-        return []
-    facts: dict[str, dict[str, Any]] = {}
-    first_seen: dict[str, dt.datetime] = {}
-    query = (select(ModelRevision).where(ModelRevision.model_id.in_(list(cells)))
-             .order_by(ModelRevision.created))
-    for rev in session.scalars(query):
-        f = facts.setdefault(rev.model_id, {})
-        for key in ("family", "model_type", "architecture", "release_date"):
-            if getattr(rev, key) is not None:
-                f[key] = getattr(rev, key)
-        first_seen.setdefault(rev.model_id, rev.created)
-    rows = [MatrixRow(model=m, family=facts.get(m, {}).get("family"),
-                      model_type=facts.get(m, {}).get("model_type"),
-                      architecture=facts.get(m, {}).get("architecture"),
-                      release_date=facts.get(m, {}).get("release_date"),
-                      cells=cells[m]) for m in cells]
-    # Newest first: by release date where known, else by when dayone first saw the model.
-    rows.sort(key=lambda r: (r.release_date or first_seen[r.model].date(), first_seen[r.model],
-                             r.model), reverse=True)
-    return rows
-
-
-def probed(session: Session) -> set[tuple[str, str, str, str]]:
-    """(model id, revision, environment id, stage) of everything with a result (for planning:
-    a model revision already probed in an environment is not new work)."""
-    query = (select(ModelRevision.model_id, ModelRevision.revision, Environment.environment_id,
-                    CellLatest.stage)
-             .join(ModelRevision, ModelRevision.id == CellLatest.model_revision_pk)
-             .join(Environment, Environment.id == CellLatest.environment_pk))
-    return {tuple(row) for row in session.execute(query)}
-
-
-def engines(rows: list[MatrixRow]) -> list[str]:
-    """The engine columns of a matrix, by name."""
-    return sorted({name for row in rows for name in row.cells})
 
 
 # -- reclassify -------------------------------------------------------------------------------

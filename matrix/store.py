@@ -23,6 +23,8 @@ from sqlalchemy import (JSON, Date, DateTime, Engine, Float, ForeignKey, Index, 
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from matrix.paths import dayone_home
+
 # JSONB on PostgreSQL (indexable, compact), plain JSON text elsewhere.
 JSONValue = JSON().with_variant(JSONB(), "postgresql")
 
@@ -199,10 +201,6 @@ class Reclassification(Base):
 WRITE_LOCK = "dayone_write_lock"
 
 
-def dayone_home() -> Path:
-    return Path(os.environ.get("DAYONE_HOME") or Path.home() / ".dayone").expanduser()
-
-
 def default_url() -> str:
     """`$DAYONE_DB` if set, else the SQLite file `$DAYONE_HOME/dayone.db` (`~/.dayone`)."""
     return os.environ.get("DAYONE_DB") or f"sqlite:///{dayone_home() / 'dayone.db'}"
@@ -248,7 +246,7 @@ def open_store(url: str | None = None, *, migrate: bool = True) -> Store:
     parsed = make_url(url or default_url())
     if parsed.get_backend_name() == "sqlite":
         file_db = parsed.database not in (None, "", ":memory:") and "mode=memory" not in str(parsed)
-        if file_db:
+        if file_db and parsed.database:  # file_db says it is set; this says it to mypy
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed)
         _sqlite_setup(engine, file_db)

@@ -25,7 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
-from probes.engines import base, load_engine_class
+from probes.engines import load_engine_class
+from probes.outcome import HarnessError, StageFailure, one_line
 from probes.runner import memory_cgroups, oom_kills
 from probes.stages import blocker, order_stages
 
@@ -73,14 +74,6 @@ def _emit(stream: TextIO, event: dict[str, Any]) -> None:
     os.fsync(stream.fileno())
 
 
-def _last_line(exc: BaseException, limit: int = 500) -> str:
-    """The exception as one line: multi-line messages (PEFT's) keep their first part too."""
-    text = " ".join(line.strip() for line in
-                    "".join(traceback.format_exception_only(type(exc), exc)).splitlines()
-                    if line.strip())
-    return (text[:limit] + " ...") if len(text) > limit else (text or type(exc).__name__)
-
-
 def raised_by_harness(exc: BaseException) -> bool:
     """True when every frame of the traceback is our own probe code: our bug, not the engine's.
 
@@ -103,23 +96,23 @@ def outcome_event(stage: str, run) -> dict[str, Any]:
         event = {"status": outcome.status, "metrics": outcome.metrics,
                  "message": outcome.message, "failure_class": outcome.failure_class,
                  "output": outcome.output}
-    except base.StageFailure as exc:
+    except StageFailure as exc:
         print(f"dayone: stage {stage} failed: {exc}", file=sys.stderr, flush=True)
         event = {"status": exc.status, "failure_class": exc.failure_class,
                  "message": str(exc), "metrics": exc.metrics}
-    except base.HarnessError as exc:
+    except HarnessError as exc:
         traceback.print_exc()
         event = {"status": "error", "failure_class": "infra", "message": str(exc)}
     except MemoryError as exc:
         traceback.print_exc()
-        event = {"status": "oom", "failure_class": "out_of_memory", "message": _last_line(exc)}
+        event = {"status": "oom", "failure_class": "out_of_memory", "message": one_line(exc)}
     except Exception as exc:  # the engine raised: classified by the host from the log
         traceback.print_exc()
         if raised_by_harness(exc):
             event = {"status": "error", "failure_class": "infra",
-                     "message": f"harness bug: {_last_line(exc)}"}
+                     "message": f"harness bug: {one_line(exc)}"}
         else:
-            event = {"status": "fail", "failure_class": None, "message": _last_line(exc)}
+            event = {"status": "fail", "failure_class": None, "message": one_line(exc)}
     sys.stderr.flush()
     sys.stdout.flush()
     event.update(event="end", stage=stage, duration_s=round(time.monotonic() - t0, 4))
@@ -149,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                            "prefix": sys.prefix, "imports": package_origins(names)})
         except Exception as exc:  # the engine could not even be imported: its env is broken
             traceback.print_exc()
-            _emit(events, {"event": "setup_failed", "message": _last_line(exc)})
+            _emit(events, {"event": "setup_failed", "message": one_line(exc)})
             return 3
         try:
             statuses: dict[str, str] = {}

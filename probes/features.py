@@ -36,8 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from probes.engines.base import HarnessError, StageFailure, StageOutcome
-from probes.modelinfo import random_weights
+from probes.outcome import HarnessError, StageFailure, StageOutcome
+from probes.modelinfo import random_weights, read_json
 from probes.serving import Server, free_port, http_json, start_server
 
 # -- the fixed workload ------------------------------------------------------------------------
@@ -519,10 +519,10 @@ def stage_long_context(server: Server, model_dir: Path, *, window: int | None = 
     """WINDOW: the engine's configured context length if it chose one; else what the server
     says (max_model_len), else the model's config. LOGPROBS: ask for them (servers that do
     not support them ignore or refuse the field; pass False for those that refuse)."""
-    try:
-        config = json.loads((Path(model_dir) / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise HarnessError(f"cannot read the model's config.json: {exc}") from exc
+    config = read_json(Path(model_dir) / "config.json")
+    if not config:  # the engine served it, so this is ours
+        raise HarnessError("cannot read the model's config.json (missing, unreadable or not a "
+                           "JSON object)")
     model_window, sliding = context_windows(config)
     window = window or served_window(server) or model_window
     if not window:

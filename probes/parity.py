@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from probes import workload
+from probes.outcome import HarnessError, StageOutcome
 
 # Nats. A gap on agreeing tokens no precision explains (scaled logits, a wrong softmax): the
 # argmax alone can survive such bugs. Above the tolerance too, this is `wrong_output`.
@@ -356,13 +357,12 @@ def reference_prompt_ids(options: Mapping[str, Any]) -> dict[str, list[int]]:
             if c.get("prompt_ids") is not None}
 
 
-def parity_stage(options: Mapping[str, Any], completions: list[Completion], top_k: int):
+def parity_stage(options: Mapping[str, Any], completions: list[Completion], top_k: int
+                 ) -> StageOutcome:
     """The `parity` stage of any engine: its generate completions against the reference.
 
     Returns a StageOutcome; a missing reference is ours (HarnessError -> error/infra)."""
     import sys
-
-    from probes.engines.base import HarnessError, StageOutcome
 
     path = options.get("reference_path")
     if not path:

@@ -1,7 +1,9 @@
 """Turn what a probe child left behind into result records (the shared contract).
 
 Pure: no I/O. The one place that decides a stage's final status from the child's events, its
-exit, the watchdog's verdict and the log's classification.
+exit, the watchdog's verdict and the log's classification, and the one place a record is built
+(`make_record`): the probe's, a refusal's, a stage that never ran (the nightly's gated or
+unshrinkable models), a skipped stage added after the run.
 """
 
 from __future__ import annotations
@@ -10,15 +12,94 @@ import datetime as _dt
 import hashlib
 import json
 import signal
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 from probes import __version__
 from probes.classify import classify, excerpt, status_for_class, telling_line
 from probes.runner import ProbeOutcome
-from probes.stages import blocked_message, blocker, lets_next_run
+from probes.stages import STAGES, blocked_message, blocker, lets_next_run
 
 SCHEMA_VERSION = 1
+
+
+class EngineFields(TypedDict, total=False):
+    """What a record says of its engine environment: the child's `describe()`, the host's
+    environment (a venv's id and resolved packages, or a container image), where the key
+    packages were imported from. Only name and version are always there."""
+    name: str
+    version: str
+    environment_id: str | None
+    hardware: str | None
+    packages: dict[str, str]
+    python: str
+    resolved_packages: dict[str, str]
+    imports: dict[str, dict[str, Any]]
+    image: str
+    image_digest: str | None
+    executor: str
+    environment_key: str
+
+
+class Record(TypedDict):
+    """One (model revision, engine environment, stage) outcome, as probes/result.schema.json
+    describes it. A dict, since records travel as JSON lines (journal, `--json`, ingest);
+    `model` is probes.modelinfo.ModelInfo.as_record()."""
+    schema_version: int
+    run_id: str | None
+    model: dict[str, Any]
+    engine: EngineFields
+    tier: str
+    stage: str
+    status: str
+    failure_class: str | None
+    message: str | None
+    log_excerpt: str | None
+    log_path: str | None
+    metrics: dict[str, Any]
+    started_at: str
+    duration_s: float
+    reproduce: str | None
+    dayone_version: str
+    host: str | None
+    output: NotRequired[dict[str, Any]]  # the completions parity compares (generate)
+    # A red checked bare (probes/confirmation.py:confirmed_record), added after the probe.
+    confirmed: NotRequired[bool | None]
+    confirmation: NotRequired[dict[str, Any] | None]
+
+
+def make_record(*, model: dict[str, Any], engine: EngineFields, stage: str, status: str,
+                started_at: str, tier: str = "arch", run_id: str | None = None,
+                failure_class: str | None = None, message: str | None = None,
+                log_excerpt: str | None = None, log_path: str | None = None,
+                metrics: dict[str, Any] | None = None, duration_s: float = 0.0,
+                reproduce: str | None = None, host: str | None = None,
+                output: dict[str, Any] | None = None) -> Record:
+    """The one constructor of a result record: every field, in the contract's order."""
+    record: Record = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "model": model,
+        "engine": engine,
+        "tier": tier,
+        "stage": stage,
+        "status": status,
+        "failure_class": failure_class,
+        "message": message,
+        "log_excerpt": log_excerpt,
+        "log_path": log_path,
+        "metrics": metrics or {},
+        "started_at": started_at,
+        "duration_s": duration_s,
+        "reproduce": reproduce,
+        "dayone_version": __version__,
+        "host": host,
+    }
+    if output:
+        record["output"] = output
+    return record
 
 
 @dataclass(frozen=True)
@@ -189,15 +270,17 @@ def build_records(*, stages: list[str], outcome: ProbeOutcome, engine: str,
                   engine_version: str | None, model: dict[str, Any], tier: str = "arch",
                   run_id: str | None = None, environment: dict[str, Any] | None = None,
                   reproduce: dict[str, str] | None = None, host: str | None = None
-                  ) -> list[dict[str, Any]]:
+                  ) -> list[Record]:
     env_event = next((e for e in outcome.events if e.get("event") == "env"), None)
-    eng = dict((env_event or {}).get("engine") or {})
+    eng: dict[str, Any] = dict((env_event or {}).get("engine") or {})
     eng.setdefault("name", engine)
     eng["version"] = eng.get("version") or engine_version or "unknown"
     eng.update({k: v for k, v in (environment or {}).items() if v is not None})
     eng.setdefault("environment_id", environment_id(eng))
-    if (env_event or {}).get("imports"):  # where the key packages came from (host leak check)
+    if env_event and env_event.get("imports"):  # where the key packages came from (host leak)
         eng["imports"] = env_event["imports"]
+    # The child's describe() is whatever its engine reports: trusted to be the fields above.
+    engine_fields = cast(EngineFields, eng)
     starts = {e["stage"]: e.get("t") for e in outcome.events if e.get("event") == "start"}
     leak = host_leak(env_event)
     records = []
@@ -211,61 +294,67 @@ def build_records(*, stages: list[str], outcome: ProbeOutcome, engine: str,
             duration = max(0.0, outcome.started_at + outcome.duration_s - started)
         else:
             duration = 0.0
-        record: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
-            "run_id": run_id,
-            "model": model,
-            "engine": eng,
-            "tier": tier,
-            "stage": stage,
-            "status": verdict.status,
-            "failure_class": verdict.failure_class,
-            "message": verdict.message,
-            "log_excerpt": verdict.log_excerpt,
-            "log_path": str(outcome.log_path),
-            "metrics": (end or {}).get("metrics") or {},
-            "started_at": iso(started),
-            "duration_s": round(duration, 4),
-            "reproduce": (reproduce or {}).get(stage),
-            "dayone_version": __version__,
-            "host": host,
-        }
-        if end and end.get("output"):
-            record["output"] = end["output"]
-        records.append(record)
+        records.append(make_record(
+            model=model, engine=engine_fields, stage=stage, status=verdict.status,
+            started_at=iso(started), tier=tier, run_id=run_id,
+            failure_class=verdict.failure_class, message=verdict.message,
+            log_excerpt=verdict.log_excerpt, log_path=str(outcome.log_path),
+            metrics=(end or {}).get("metrics"), duration_s=round(duration, 4),
+            reproduce=(reproduce or {}).get(stage), host=host,
+            output=(end or {}).get("output")))
     return records
 
 
 def refused_records(*, stages: list[str], engine: str, engine_version: str, model: dict[str, Any],
                     message: str, failure_class: str, tier: str = "arch",
-                    run_id: str | None = None, host: str | None = None) -> list[dict[str, Any]]:
+                    run_id: str | None = None, host: str | None = None) -> list[Record]:
     """Records for a model the host refuses to hand to any engine (e.g. files that link outside
     its directory): the first stage fails with the reason, the rest are blocked by it."""
-    now = iso(__import__("time").time())
-    records = []
-    for i, stage in enumerate(stages):
-        status = status_for_class(failure_class) if i == 0 else "skipped"
-        records.append({
-            "schema_version": SCHEMA_VERSION, "run_id": run_id, "model": model,
-            "engine": {"name": engine, "version": engine_version}, "tier": tier,
-            "stage": stage, "status": status,
-            "failure_class": failure_class if i == 0 else None,
-            "message": message if i == 0 else blocked_message(stages[0], records[0]["status"]),
-            "log_excerpt": None, "log_path": None, "metrics": {}, "started_at": now,
-            "duration_s": 0.0, "reproduce": None, "dayone_version": __version__, "host": host})
-    return records
+    now = iso(time.time())
+    first = status_for_class(failure_class)
+    return [make_record(model=model, engine={"name": engine, "version": engine_version},
+                        stage=stage, started_at=now, tier=tier, run_id=run_id, host=host,
+                        status=first if i == 0 else "skipped",
+                        failure_class=failure_class if i == 0 else None,
+                        message=message if i == 0 else blocked_message(stages[0], first))
+            for i, stage in enumerate(stages)]
 
 
 def not_applicable_records(*, stages: list[str], engine: str, engine_version: str,
                            model: dict[str, Any], why: str, tier: str = "arch",
                            run_id: str | None = None, host: str | None = None
-                           ) -> list[dict[str, Any]]:
+                           ) -> list[Record]:
     """Records for a probe that does not apply to the model (an encoder in a map of
     generators): every stage `n/a`, with why; nothing runs."""
-    now = iso(__import__("time").time())
-    return [{"schema_version": SCHEMA_VERSION, "run_id": run_id, "model": model,
-             "engine": {"name": engine, "version": engine_version}, "tier": tier,
-             "stage": stage, "status": "n/a", "failure_class": None, "message": why,
-             "log_excerpt": None, "log_path": None, "metrics": {}, "started_at": now,
-             "duration_s": 0.0, "reproduce": None, "dayone_version": __version__, "host": host}
+    now = iso(time.time())
+    return [make_record(model=model, engine={"name": engine, "version": engine_version},
+                        stage=stage, status="n/a", message=why, started_at=now, tier=tier,
+                        run_id=run_id, host=host)
             for stage in stages]
+
+
+def unrun_records(*, stages: Iterable[str], model: dict[str, Any], engine: EngineFields,
+                  status: str, message: str, started_at: str, tier: str, run_id: str | None,
+                  failure_class: str | None = None, reproduce: str | None = None
+                  ) -> list[Record]:
+    """Records for stages that never ran because of something before any engine (the nightly:
+    `skipped` for a gated model or one without a config, `error` when our shrink or download
+    failed), one per stage, all the same."""
+    return [make_record(model=model, engine=engine, stage=stage, status=status,
+                        started_at=started_at, tier=tier, run_id=run_id,
+                        failure_class=failure_class, message=message, reproduce=reproduce)
+            for stage in stages]
+
+
+def with_skipped_stage(records: list[Record], stage: str, message: str, started_at: str
+                       ) -> list[Record]:
+    """`records` with `stage` added as `skipped` for `message` (decided by
+    probes.stages.skip_message), in probe order: a stage the host took out before the run
+    (parity without a reference) still has its record, in the same run, engine and log."""
+    first = records[0]
+    skipped = make_record(model=first["model"], engine=first["engine"], stage=stage,
+                          status="skipped", message=message, started_at=started_at,
+                          tier=first["tier"], run_id=first["run_id"], log_path=first["log_path"],
+                          host=first["host"])
+    return sorted([*records, skipped],
+                  key=lambda r: STAGES.index(r["stage"]) if r["stage"] in STAGES else 99)

@@ -184,7 +184,8 @@ class LogCapture(threading.Thread):
         except OSError as exc:
             out, self.write_error = None, str(exc)
         try:
-            while chunk := self.stream.read1(65536) if hasattr(self.stream, "read1") else self.stream.read(65536):
+            read = self.stream.read1 if hasattr(self.stream, "read1") else self.stream.read
+            while chunk := read(65536):
                 self.recent += chunk
                 del self.recent[:-LOG_TAIL_BYTES]
                 room = self.cap - written

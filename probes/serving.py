@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from probes.engines.base import StageFailure
+from probes.outcome import StageFailure
 
 
 def free_port() -> int:

@@ -69,9 +69,6 @@ GOOD_STATUSES: frozenset[str] = frozenset({"pass", "degraded"})
 # nothing.
 CONTINUE_STATUSES: frozenset[str] = GOOD_STATUSES | {"skipped", "n/a"}
 
-# Statuses that are the engine's fault (shown red); `error` is ours and never counted against it.
-ENGINE_FAULT_STATUSES: frozenset[str] = frozenset({"fail"})
-
 
 def order_stages(stages: list[str] | tuple[str, ...]) -> list[str]:
     """Sort stages into probe order; unknown names raise ValueError with the known list."""
@@ -109,8 +106,11 @@ def blocked_message(stage: str, status: str) -> str:
     return f"blocked by {stage} ({status})"
 
 
-def is_good(status: str) -> bool:
-    return status in GOOD_STATUSES
+def skip_message(stage: str, statuses: Mapping[str, str], why: str) -> str:
+    """Why `stage`, taken out before the run for `why` (parity without a reference), is
+    skipped: if what it needs went red on its own, that, as for any stage; else `why`."""
+    blocked = blocker(stage, statuses)
+    return blocked_message(*blocked) if blocked else why
 
 
 def lets_next_run(status: str) -> bool:

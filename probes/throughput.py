@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from probes import workload
-from probes.engines.base import HarnessError, StageFailure, StageOutcome
+from probes.outcome import HarnessError, StageFailure, StageOutcome
 
 # The fixed workload. Small, so a probe on 2 CPU cores takes seconds; options override.
 INPUT_WORDS = 32  # words of the user turn (the record says how many tokens that made)

@@ -40,7 +40,8 @@ def note(area: str, case: str, *, tried: int, outcomes: Iterable[str] | Counter,
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", f"{area}-{case}".lower()).strip("-")[:100]
     (ARTIFACTS / f"{slug}.json").write_text(json.dumps({
-        "area": area, "case": case, "tried": tried, "outcomes": {k: v for k, v in sorted(counts.items()) if v},
+        "area": area, "case": case, "tried": tried,
+        "outcomes": {k: v for k, v in sorted(counts.items()) if v},
         "expected": expected, "held": bool(held), "detail": detail,
         "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }, indent=1))

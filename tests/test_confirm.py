@@ -8,12 +8,11 @@ error / harness_disagrees with both logs kept.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, build_fixtures, json_lines, run_dayone
+from conftest import build_fixtures, json_lines, run_dayone
 from probes import parity, reproduce
 from probes.confirmation import (BareOutcome, HARNESS_DISAGREES, NO_VERDICT_MARK, decide,
                                  normalise)

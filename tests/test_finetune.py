@@ -14,6 +14,7 @@ import pytest
 from conftest import build_fixtures, json_lines, run_dayone
 
 from probes.engines import peft_engine
+from probes.outcome import one_line
 
 FIXTURES = ("llama", "gemma4-multimodal", "molmo2-multimodal", "broken-chat-template")
 
@@ -130,6 +131,6 @@ def test_loss_problem(losses, problem):
 
 def test_one_line_flattens_and_caps():
     exc = ValueError("Target module Foo(\n  (linear): Linear()\n) is not supported." + "x" * 900)
-    line = peft_engine.one_line(exc)
+    line = one_line(exc, peft_engine.LINE_LIMIT)
     assert "\n" not in line and line.startswith("ValueError: Target module Foo( (linear)")
     assert len(line) == 600 and line.endswith("...")

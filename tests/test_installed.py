@@ -218,8 +218,9 @@ def test_installed_verdicts_agree_with_bare_scripts(installed_dayone, shrunk_cop
                 disagree.append((version, name, ours, bare))
     print("\nversion  " + "  ".join(f"{n:>22}" for n in shrunk_copies))
     for version in RELEASES:
-        print(f"{version:8} " + "  ".join(f"{'/'.join(table[(version, n)][:1]) + ' | bare ' + table[(version, n)][1][:4]:>22}"
-                                         for n in shrunk_copies))
+        cells = ("/".join(table[(version, n)][:1]) + " | bare " + table[(version, n)][1][:4]
+                 for n in shrunk_copies)
+        print(f"{version:8} " + "  ".join(f"{c:>22}" for c in cells))
     assert not disagree, disagree
     rows = json.loads(installed_dayone.run("results", "--summary", "--json", "--db", db).stdout)
     since = {ids[r["model"]]: r["supported_since"] for r in rows

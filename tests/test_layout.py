@@ -76,3 +76,48 @@ def test_contract_copy_extends_the_shared_contract():
         pytest.skip(f"no shared contract beside the project ({SHARED_SCHEMA})")
     project = json.loads(PROJECT_SCHEMA.read_text())
     assert not _extends(project, json.loads(SHARED_SCHEMA.read_text()))
+
+
+def test_every_field_a_record_may_carry_is_in_the_contract(result_schema):
+    """The schema allows extra fields (other tools may add their own), so it cannot reject a
+    field we forgot to list: hold the typed record, its engine and model parts against it."""
+    from dataclasses import fields
+
+    from probes.modelinfo import ModelInfo
+    from probes.record import EngineFields, Record
+
+    props = result_schema["properties"]
+    typed = {"$": (set(Record.__required_keys__ | Record.__optional_keys__), props),
+             "$.engine": (set(EngineFields.__optional_keys__), props["engine"]["properties"]),
+             "$.model": ({f.name for f in fields(ModelInfo)}, props["model"]["properties"])}
+    missing = [f"{where}.{key}" for where, (keys, listed) in typed.items()
+               for key in sorted(keys - set(listed))]
+    assert not missing, f"written but not in probes/result.schema.json: {missing}"
+    assert set(Record.__required_keys__) >= set(result_schema["required"])
+
+
+def test_every_record_constructor_follows_the_contract(validate_record):
+    """Each way a record is made, built through probes.record.make_record, validates; and
+    none writes a field the typed record does not know."""
+    from probes.record import (Record, not_applicable_records, refused_records, unrun_records,
+                               with_skipped_stage)
+
+    model = {"id": "org/m", "revision": "abc", "model_type": "llama", "architecture": None,
+             "lineage": {"source": "synthetic"}}
+    made = [
+        *refused_records(stages=["load", "generate"], engine="vllm", engine_version="1",
+                         model=model, message="links outside", failure_class="infra",
+                         run_id="r", host="box"),
+        *not_applicable_records(stages=["load"], engine="vllm", engine_version="1",
+                                model=model, why="an encoder"),
+        *unrun_records(stages=["load"], model=model, engine={"name": "vllm", "version": "1",
+                                                             "environment_id": "env-1"},
+                       status="error", message="shrink failed", failure_class="shrink",
+                       started_at="2025-01-01T00:00:00+00:00", tier="arch", run_id="r"),
+    ]
+    with_parity = with_skipped_stage(made[:2], "parity", "no reference", made[0]["started_at"])
+    assert [r["stage"] for r in with_parity] == ["load", "generate", "parity"]
+    known = Record.__required_keys__ | Record.__optional_keys__
+    for record in [*made, with_parity[-1]]:
+        validate_record(record)
+        assert set(record) <= known

@@ -359,7 +359,8 @@ def test_outtype_keeps_the_models_dtype():
 def test_converter_error_line_is_its_own_reason():
     out = "INFO:hf-to-gguf:Loading model\nERROR:hf-to-gguf:Model X is not supported\n"
     assert gguf_convert.error_line(out) == "ERROR:hf-to-gguf:Model X is not supported"
-    tb = "Traceback (most recent call last):\n  File \"x\"\nValueError: Missing tokenizer.model\n\nWriting: 5%\n"
+    tb = ("Traceback (most recent call last):\n  File \"x\"\nValueError: Missing tokenizer.model\n"
+          "\nWriting: 5%\n")
     assert gguf_convert.error_line(tb) == "ValueError: Missing tokenizer.model"
 
 

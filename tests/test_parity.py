@@ -10,7 +10,7 @@ import json
 import pytest
 
 from probes import parity
-from probes.engines.base import HarnessError
+from probes.outcome import HarnessError
 from probes.modelinfo import ModelInfo
 
 

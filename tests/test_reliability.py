@@ -13,7 +13,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from collections import Counter
 from pathlib import Path
@@ -217,7 +216,7 @@ def _alive(pids: list[int]) -> list[int]:
 
 
 def test_server_that_never_becomes_healthy_is_a_timeout(tmp_path):
-    from probes.engines.base import StageFailure
+    from probes.outcome import StageFailure
     from probes.serving import descendants, free_port, start_server
 
     script = tmp_path / "never.py"

@@ -85,7 +85,8 @@ def test_our_own_bug_is_error_infra_not_the_engines_fail(tmp_path):
 
 def test_engine_exception_is_classified_from_the_log(tmp_path):
     records, _ = probe_fault(tmp_path, "raise",
-                             options={"message": "Model architectures ['FooForCausalLM'] are not supported for now."})
+                             options={"message": "Model architectures ['FooForCausalLM'] are not "
+                                                 "supported for now."})
     assert (records[0]["status"], records[0]["failure_class"]) == ("fail", "unsupported_architecture")
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from probes.record import oom_evidence, stage_verdicts
 from probes.runner import ProbeOutcome
-from probes.stages import NEEDS, STAGES, blocker, needs_of
+from probes.stages import NEEDS, STAGES, blocker, needs_of, skip_message
 
 
 def test_needs_name_only_known_earlier_stages():
@@ -116,3 +116,14 @@ def test_a_stage_whose_worker_the_oom_killer_took(status, fc, kills, expected):
     assert got.status == expected
     if expected == "oom":
         assert got.failure_class == "out_of_memory" and "EngineCore died" in got.message
+
+
+def test_a_stage_taken_out_before_the_run_says_its_own_blocker_first():
+    """Parity without a reference is skipped for that reason, unless what it needs went red
+    on its own: then it says so, as any blocked stage does."""
+    why = "no transformers reference"
+    assert skip_message("parity", {"load": "pass", "generate": "pass"}, why) == why
+    assert skip_message("parity", {"load": "pass", "generate": "fail"}, why) == \
+        "blocked by generate (fail)"
+    assert skip_message("parity", {"load": "oom", "generate": "skipped"}, why) == \
+        "blocked by load (oom)"

@@ -85,7 +85,7 @@ def test_verdicts_of_the_motivating_families(swept):
 
 def test_parallel_probes_share_one_reference(swept):
     home, got = swept
-    for (model, engine, stage), (status, _cls, message) in got.items():
+    for (model, engine, stage), (_status, _cls, message) in got.items():
         if stage == "parity" and got[(model, "transformers", "generate")][0] == "pass":
             assert "no transformers reference" not in (message or ""), (model, engine, message)
     for model_type in ("gemma4_text", "gemma4_text+moe", "gpt_oss"):

@@ -3,37 +3,12 @@
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from probes import workload
-
-
-@dataclass
-class StageOutcome:
-    status: str = "pass"
-    metrics: dict[str, Any] = field(default_factory=dict)
-    message: str | None = None
-    failure_class: str | None = None
-    # Bulky, non-scalar output (token ids, logprobs): kept in the record's `output` field.
-    output: dict[str, Any] | None = None
-
-
-class StageFailure(Exception):
-    """The engine did run but its result is wrong in a way we detected (not a crash)."""
-
-    def __init__(self, message: str, failure_class: str | None = None, *,
-                 status: str = "fail", metrics: dict[str, Any] | None = None):
-        super().__init__(message)
-        self.failure_class = failure_class
-        self.status = status
-        self.metrics = metrics or {}
-
-
-class HarnessError(Exception):
-    """Our side failed (bad option, missing reference, tool missing): `error` / `infra`."""
+from probes.outcome import HarnessError, StageFailure, StageOutcome
 
 
 def package_versions(names: tuple[str, ...]) -> dict[str, str]:

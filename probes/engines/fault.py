@@ -16,7 +16,8 @@ import subprocess
 import sys
 import time
 
-from probes.engines.base import EngineBase, StageOutcome
+from probes.engines.base import EngineBase
+from probes.outcome import StageOutcome
 
 
 def _engine_error(message: str) -> None:

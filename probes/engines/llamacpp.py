@@ -18,7 +18,8 @@ from typing import Any
 
 from probes import gguf_convert, parity, serving, workload
 from probes.classify import CONVERSION_CAUSES, classify, status_for_class
-from probes.engines.base import EngineBase, HarnessError, StageFailure, StageOutcome
+from probes.engines.base import EngineBase
+from probes.outcome import HarnessError, StageFailure, StageOutcome
 from probes.modelinfo import read_json
 
 GGML_LOG_LEVEL_DEBUG, GGML_LOG_LEVEL_CONT = 1, 5

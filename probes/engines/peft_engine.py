@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from probes import workload
-from probes.engines.base import EngineBase, StageFailure, StageOutcome, torch_hardware
+from probes.engines.base import EngineBase, torch_hardware
+from probes.outcome import StageFailure, StageOutcome
+from probes.outcome import one_line
 
 # Attention projection names as fine-tuning recipes write them (last component of the module
 # path). Only the names the model has are passed, like a user who read the model's code.
@@ -39,6 +41,9 @@ TRAIN_TEXTS: tuple[str, ...] = (
 )
 
 STEPS = 4
+# A failed LoRA run's message is capped at 600 characters, the cut mark ` ...` included: PEFT's
+# messages list every module of the model.
+LINE_LIMIT = 596
 LEARNING_RATE = 1e-2
 LORA_RANK = 8
 
@@ -67,13 +72,6 @@ def loss_problem(losses: list[float]) -> str | None:
 def logits_tolerance(dtype_name: str) -> float:
     """Allowed max |diff| relative to the logits' scale: merging reorders float sums."""
     return 2e-2 if dtype_name in ("bfloat16", "float16") else 1e-4
-
-
-def one_line(exc: BaseException, limit: int = 600) -> str:
-    """An exception as one log line: PEFT's messages span lines (the module's repr), and the
-    classifier and the record's message read lines."""
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def raised_inside_library(exc: BaseException) -> bool:
@@ -178,7 +176,7 @@ class Engine(EngineBase):
                 # The traceback stays in the log; the child also logs the message below on
                 # one line (PEFT's span lines), which is what the classifier and reader see.
                 traceback.print_exc()
-                raise StageFailure(f"LoRA {run}: {one_line(exc)}", None,
+                raise StageFailure(f"LoRA {run}: {one_line(exc, LINE_LIMIT)}", None,
                                    metrics={**metrics, **peak_memory_mb()}) from exc
             finally:
                 del model

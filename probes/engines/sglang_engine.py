@@ -9,7 +9,6 @@ workarounds (matrix/env_patches.py:sglang_cpu): the record says hardware=cpu-uns
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import os
 import re
@@ -21,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from probes import parity, serving, throughput
-from probes.engines.base import (EngineBase, HarnessError, StageFailure, StageOutcome,
-                                 context_window)
+from probes.engines.base import EngineBase, context_window
 from probes.engines.vllm_engine import env_patches_fingerprint, model_dtype
-from probes.modelinfo import incomplete_multimodal_copy
+from probes.modelinfo import incomplete_multimodal_copy, read_json
+from probes.outcome import HarnessError, StageFailure, StageOutcome
 
 SERVED_NAME = "dayone-model"
 CPU_LABEL = "cpu-unsupported-path"
@@ -118,11 +117,7 @@ class Engine(EngineBase):
 
     def __init__(self, model_dir: Path, options: dict[str, Any], workdir: Path):
         super().__init__(model_dir, options, workdir)
-        try:
-            config = json.loads((self.model_dir / "config.json").read_text())
-        except (OSError, ValueError):
-            config = {}
-        self.config = config if isinstance(config, dict) else {}
+        self.config = read_json(self.model_dir / "config.json")  # as vLLM's: {} when unreadable
         self.dtype = str(options.get("dtype") or model_dtype(self.config))
         self.context_length = (int(options["max_model_len"]) if options.get("max_model_len")
                                else context_window(self.config))

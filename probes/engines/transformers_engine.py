@@ -6,7 +6,8 @@ import math
 import time
 from typing import Any
 
-from probes.engines.base import EngineBase, StageFailure, StageOutcome, torch_hardware
+from probes.engines.base import EngineBase, torch_hardware
+from probes.outcome import StageFailure, StageOutcome
 
 
 class Engine(EngineBase):

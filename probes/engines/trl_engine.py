@@ -13,7 +13,8 @@ import math
 import time
 from typing import Any
 
-from probes.engines.base import EngineBase, StageFailure, StageOutcome, torch_hardware
+from probes.engines.base import EngineBase, torch_hardware
+from probes.outcome import StageFailure, StageOutcome
 from probes.engines.peft_engine import (
     LORA_RANK,
     device_name,

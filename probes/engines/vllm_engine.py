@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from probes import features, parity, serving, throughput
-from probes.engines.base import (EngineBase, HarnessError, StageFailure, StageOutcome,
-                                 context_window, cpu_name)
-from probes.modelinfo import incomplete_multimodal_copy
+from probes.engines.base import EngineBase, context_window, cpu_name
+from probes.modelinfo import incomplete_multimodal_copy, read_json
+from probes.outcome import HarnessError, StageFailure, StageOutcome
 
 # Tool calls need a parser flag on vLLM (recorded in the tool_call stage's metrics); random
 # weights inside a JSON grammar write whitespace until max_tokens unless it is disallowed.
@@ -110,11 +110,10 @@ class Engine(EngineBase):
 
     # -- environment ------------------------------------------------------------------------
     def _read_config(self) -> dict[str, Any]:
-        try:
-            data = json.loads((self.model_dir / "config.json").read_text())
-        except (OSError, ValueError):
-            return {}  # vLLM itself reports an unreadable config at load
-        return data if isinstance(data, dict) else {}
+        # {} when unreadable: vLLM itself reports an unreadable config at load. Not the host's
+        # guarded read_config: the host already refused links out of the model directory, and
+        # an HF cache snapshot's config.json is a link into its blobs.
+        return read_json(self.model_dir / "config.json")
 
     def child_env(self) -> dict[str, str]:
         """Per-run caches, KV cache budget, no hub.
@@ -218,7 +217,8 @@ class Engine(EngineBase):
                                                           on_fallback)
         self.load_metrics = {
             "import_s": round(import_s, 3), "load_s": round(load_s, 3),
-            "engine_start_s": round(import_s + load_s, 3), "dtype": str(model_config.dtype).replace("torch.", ""),
+            "engine_start_s": round(import_s + load_s, 3),
+            "dtype": str(model_config.dtype).replace("torch.", ""),
             "architecture": archs[0] if archs else None, "resolved_architecture": resolved,
             "transformers_fallback": on_fallback, "max_model_len": self.max_model_len,
             "kv_cache_gib": float(os.environ["VLLM_CPU_KVCACHE_SPACE"]),
