@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from matrix.store import Environment, ModelRevision, Reclassification, Result, ResultLog, utc_naive
+from matrix.store import (CellLatest, Environment, ModelRevision, Reclassification, Result,
+                          ResultLog, utc_naive)
 from matrix.summary import parse_time
 
 

@@ -262,9 +262,11 @@ def test_confirm_again_takes_back_the_reds_bare_runs_did_not_confirm(tmp_path):
 
     unchecked = record("org/a", "vllm", "load", "fail", failure_class="unknown", message="x")
     same = {**record("org/b", "vllm", "load", "fail", failure_class="unknown", message="x"),
-            "confirmed": True, "confirmation": {"confirmed": True, "verdict": "confirmed", "message": "same"}}
+            "confirmed": True,
+            "confirmation": {"confirmed": True, "verdict": "confirmed", "message": "same"}}
     other = {**record("org/c", "vllm", "load", "fail", failure_class="unknown", message="x"),
-             "confirmed": False, "confirmation": {"confirmed": False, "verdict": "differs", "message": "other"}}
+             "confirmed": False,
+             "confirmation": {"confirmed": False, "verdict": "differs", "message": "other"}}
     store = open_store(f"sqlite:///{tmp_path / 'd.db'}")
     with store.writing() as session:
         assert ingest_records(session, [unchecked, same, other]).inserted == 3
