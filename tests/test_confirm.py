@@ -8,6 +8,8 @@ error / harness_disagrees with both logs kept.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -277,3 +279,22 @@ def test_confirm_again_takes_back_the_reds_bare_runs_did_not_confirm(tmp_path):
     assert [r["model"]["id"] for r in once] == ["org/a"]
     assert sorted(r["model"]["id"] for r in again) == ["org/a", "org/c"]
     assert all("confirmation" not in r and "confirmed" not in r for r in again)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["transformers", "peft", "trl"])
+def test_a_green_is_green_bare_too(fixtures, engine):
+    # The bare scripts run only for reds in production, so drift between a script and its probe
+    # (an argument the probe sets and the script forgets) would show only as a false
+    # "differs": every passing stage's reproduce command must pass alone as well.
+    proc = run_dayone("probe", str(fixtures / "llama"), "--engine", engine, "--json",
+                      "--no-store")
+    records = [r for r in json_lines(proc.stdout) if r["status"] == "pass"]
+    assert records, proc.stderr[-2000:]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    for r in records:
+        bare = subprocess.run(["bash", "-c", r["reproduce"]], capture_output=True, text=True,
+                              timeout=900, env=env)
+        said = [ln for ln in bare.stdout.splitlines() if ln.startswith("dayone-bare:")]
+        assert bare.returncode == 0 and said and said[-1].startswith("dayone-bare: pass"), (
+            r["stage"], bare.returncode, bare.stdout[-1500:], bare.stderr[-1500:])

@@ -76,6 +76,7 @@ def run(stage):
         if attention:
             lora(attention, tok)
         passed()
+    import torch
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
@@ -86,7 +87,9 @@ def run(stage):
             [{"messages": [dict(m) for m in CHAT_SAMPLE]}] * 2), processing_class=tok,
         args=SFTConfig(output_dir=out, max_steps=STEPS, per_device_train_batch_size=2,
                        learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to="none",
-                       disable_tqdm=True, max_length=256, dataloader_num_workers=0, seed=0),
+                       disable_tqdm=True, max_length=256, dataloader_num_workers=0, seed=0,
+                       # as the probe: a bf16 copy on a machine without a GPU trains on the CPU
+                       use_cpu=not torch.cuda.is_available()),
         peft_config=LoraConfig(r=LORA_RANK, lora_alpha=2 * LORA_RANK, lora_dropout=0.0,
                                target_modules="all-linear", task_type="CAUSAL_LM"))
     result = trainer.train()
