@@ -90,11 +90,14 @@ def classify(log_text: str, engine: str | None = None,
 # ready" tells a reader nothing).
 TELLING_LINES = (re.compile(r"error loading model: .+"),
                  re.compile(r"^\s*(?:[\w.]+\.)?[A-Z]\w*(?:Error|Exception)(?::\s.*)?$"))
+# What an engine's worker puts before the lines it relays (`[rank0]: `, `(EngineCore pid=7) `):
+# the same exception reads the same with or without it.
+_RELAY_PREFIX = re.compile(r"^\s*(?:\[rank\d+\]:\s*|\([\w-]+ pid=\d+\)\s*)+")
 
 
 def telling_line(log_text: str) -> tuple[str, int] | None:
     """(line, 1-based number) of the most telling line of a log, or None."""
-    lines = log_text.splitlines()
+    lines = [_RELAY_PREFIX.sub("", line) for line in log_text.splitlines()]
     for pattern in TELLING_LINES:
         for no in range(len(lines) - 1, -1, -1):
             if pattern.search(lines[no]):

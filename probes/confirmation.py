@@ -26,6 +26,7 @@ CONFIRMED, DISAGREES, DIFFERS, NO_VERDICT = ("confirmed", "harness_disagrees", "
                                              "no_verdict")
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
+_SET = re.compile(r"\{('[^']*'(?:, '[^']*')*)\}")
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[^\s'\",:()\[\]]+)+")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _PREFIX = re.compile(r"^(?:dayone(?:-bare)?:\s*(?:stage \w+ failed:\s*)?)+")
@@ -67,6 +68,8 @@ def normalise(line: str | None, keep_numbers: bool = False) -> str:
     if not line:
         return ""
     text = _WRAPPERS.sub("", _PREFIX.sub("", line.strip()))
+    # a set's repr lists its items in hash order, which differs between two runs
+    text = _SET.sub(lambda m: "{" + ", ".join(sorted(m.group(1).split(", "))) + "}", text)
     text = _ADDRESS.sub("<addr>", text)
     text = _PATH.sub("<path>", text)
     if not keep_numbers:

@@ -86,6 +86,18 @@ def test_the_bare_scripts_own_reason_is_its_line_where_the_engine_says_nothing()
     assert silent.bare_line == "dayone-bare: the served answer was empty"
 
 
+def test_a_sets_order_and_a_workers_prefix_make_no_difference():
+    # Python prints a set in hash order, another order on another run (SGLang, nemotron_h);
+    # vLLM's worker relays the same exception as `[rank0]: ...` (phimoe on the fallback).
+    probe = "ValueError: bad types: {'full_attention', 'linear_attention'}. One of: {'mlp', 'moe'}"
+    again = "ValueError: bad types: {'linear_attention', 'full_attention'}. One of: {'moe', 'mlp'}"
+    assert decide(red(klass="unknown", message=probe), probe, bare(1, again)).confirmed is True
+    unpack = "ValueError: too many values to unpack (expected 3)"
+    relayed = f"dayone-bare: loaded: X\n[rank0]: Traceback (most recent call last):\n[rank0]: {unpack}\n"
+    c = decide(red(klass="unknown", message=unpack, engine="vllm"), unpack, bare(1, relayed))
+    assert (c.confirmed, c.bare_line) == (True, unpack)
+
+
 @pytest.mark.parametrize("probe,bare_log", [
     ("fail", "timeout"), ("timeout", "oom"), ("oom", "fail")])
 def test_another_status_is_not_a_confirmation(probe, bare_log):
