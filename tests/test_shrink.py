@@ -205,7 +205,7 @@ def test_rules_file_is_consistent():
         assert set(fam) <= {"notes", "set", "before", "drop", "keep", "min_layers",
                             "per_layer_strings", "layer_index_lists", "unshrinkable", "dtype",
                             "default_kwargs", "max_prefix_layers", "layers", "layer_kinds",
-                            "not_per_layer", "model_class", "engine_options",
+                            "not_per_layer", "model_class", "engine_options", "released_architectures",
                             "tokenizer_style", "aliases", "window_keys", "chunk_keys"}, name
         assert fam.get("tokenizer_style", "byte_level") in TOKENIZER_STYLES, name
 
@@ -411,3 +411,14 @@ def test_nested_sub_configs_lose_save_bookkeeping_only(tmp_path):
     assert got["attn_config"] == {"clip_qkv": 8.0, "model_type": "",
                                   "problem_type": "regression"}  # a set value stays
     assert got["output_attentions"] is False and got["text_config"]["output_attentions"] is False
+
+
+def test_a_copy_names_the_class_releases_name(tf_env, tmp_path):
+    # Engines choose their implementation by config.json's architectures: a copy must carry
+    # the released name where it differs from transformers' class (Phi-3.5-MoE).
+    out = tmp_path / "phimoe"
+    proc = subprocess.run([tf_env.python, "-m", "probes.shrink", "--model-type", "phimoe",
+                           str(out)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["PhiMoEForCausalLM"]

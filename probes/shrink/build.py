@@ -204,6 +204,14 @@ def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path 
     _randomize_zero_inits(model, seed)
     model.save_pretrained(out_dir, safe_serialization=True)
     _strip_nested_bookkeeping(out_dir / "config.json")
+    released_names = load_rules().family(source.get("model_type")).get("released_architectures")
+    if release is None and released_names:
+        # save_pretrained writes transformers' class name; engines pick their implementation
+        # by the name releases carry (vLLM registers PhiMoEForCausalLM, not PhimoeForCausalLM)
+        config.architectures = list(released_names)
+        saved = json.loads((out_dir / "config.json").read_text())
+        saved["architectures"] = list(released_names)
+        (out_dir / "config.json").write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
     vocab = _vocab_size(config)
     if keep_vocab:
         for p in tok_files:
