@@ -251,3 +251,27 @@ def test_the_map_reads_on_a_phone(browser, map_server):
     assert wrap.evaluate("w => w.scrollWidth > w.clientWidth")
     pg.screenshot(path=str(ARTIFACTS / "map-phone.png"), full_page=True)
     context.close()
+
+
+def test_the_exported_map_filters_in_the_page(page, tmp_path):
+    from service.export import export
+    from test_map_page import map_records
+
+    url = f"sqlite:///{tmp_path / 'dayone.db'}"
+    store = open_store(url)
+    with store.writing() as s:
+        assert ingest_records(s, map_records()).rejected == []
+    store.close()
+    export(tmp_path / "site", url)
+    page.goto((tmp_path / "site" / "map.html").as_uri())
+    assert map_rows(page) == ["gpt_oss", "llama", "qwen3"]
+    page.select_option('select[name="lineage"]', "synthetic")
+    assert map_rows(page) == ["gpt_oss"]
+    page.select_option('select[name="lineage"]', "")
+    page.locator('input[name="q"]').fill("meta-llama")
+    page.locator('input[name="q"]').press("Enter")
+    assert map_rows(page) == ["llama"]
+    page.screenshot(path=str(ARTIFACTS / "export-map-filtered.png"), full_page=True)
+    page.locator('tr[data-arch="llama"] td[data-engine="vllm"] a.cell-link').click()
+    page.wait_for_url("**/cells/arch/llama/vllm.html")
+    assert page.alerts == []
