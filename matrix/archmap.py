@@ -20,7 +20,7 @@ from typing import Any
 from matrix.engine_registry import Registry, load_registry
 from matrix.native import NativeHistory, architecture_of, is_fallback, native_history
 from matrix.summary import (FALLBACK, MEANINGFUL, Observation, ResultLike, current,
-                            parse_time)
+                            parse_time, version_key)
 from probes.modelinfo import not_generative
 from probes.stages import STAGES
 
@@ -195,3 +195,145 @@ def map_markdown(amap: dict[str, dict[str, MapCell]], engines: Sequence[str]) ->
                   "| architecture | why |", "|---|---|"]
         lines += [f"| {_md(a)} | {_md(why)} |" for a, why in apart.items()]
     return "\n".join(lines) + "\n"
+
+
+# -- the map as one document (the CLI's --json, the site's /map and /map.json) ---------------
+
+def lineages(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{architecture: where its copy came from (a release, or synthetic)}, as its records say."""
+    return {r["model"]["id"][len(ARCH_PREFIX):]: r["model"]["lineage"] for r in records
+            if r["model"]["id"].startswith(ARCH_PREFIX) and r["model"].get("lineage")}
+
+
+def map_document(records: Sequence[ResultLike], engines: Sequence[str] | None = None,
+                 registries: dict[str, Registry | None] | None = None) -> dict[str, Any]:
+    """The map, its coverage over `engines` (None: every engine with results) and where each
+    copy came from, as JSON-able data: `dayone map --json` prints it and the site serves it,
+    so the two never drift."""
+    amap = arch_map(records, registries)
+    engines = list(engines or sorted({e for row in amap.values() for e in row}))
+    rows, apart = split_generative(amap)
+    return {"engines": engines, "coverage": coverage(amap, engines),
+            "lineage": lineages(r for r in records if isinstance(r, dict)),
+            "cells": {a: {e: c.as_dict() for e, c in row.items()} for a, row in rows.items()},
+            "not_generative": {a: {"why": why, "cells": {
+                e: c.as_dict() for e, c in amap[a].items()}} for a, why in apart.items()}}
+
+
+LINEAGE_KINDS = ("release", "synthetic")
+
+
+def lineage_kind(lineage: dict[str, Any] | None) -> str | None:
+    """`release` (shrunk from a published release's files) or `synthetic`, or None: unknown."""
+    source = (lineage or {}).get("source")
+    return source if source in LINEAGE_KINDS else None
+
+
+@dataclass(frozen=True)
+class MapFilters:
+    """What a reader narrows the map to. `q`: a substring of the architecture or of the
+    release its copy came from (a family is spelled in both: `qwen3`, `Qwen/Qwen3-4B`)."""
+
+    q: str | None = None
+    engine: str | None = None
+    status: str | None = None
+    lineage: str | None = None  # one of LINEAGE_KINDS
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"q": self.q, "engine": self.engine, "status": self.status,
+                "lineage": self.lineage}
+
+
+def _row_matches(arch: str, cells: dict[str, dict[str, Any]], lineage: dict[str, Any] | None,
+                 engines: Sequence[str], f: MapFilters) -> bool:
+    if f.q:
+        needle = f.q.casefold()
+        repo = str((lineage or {}).get("repo") or "")
+        if needle not in arch.casefold() and needle not in repo.casefold():
+            return False
+    if f.lineage and lineage_kind(lineage) != f.lineage:
+        return False
+    # A status matches a cell shown, so `fail` with engine `vllm` means red in vLLM.
+    return not f.status or any((cells.get(e) or {}).get("status") == f.status for e in engines)
+
+
+def filter_document(doc: dict[str, Any], f: MapFilters) -> dict[str, Any]:
+    """The document with only the rows and engine columns the filters keep. The coverage
+    figure stays the whole map's over every engine: a filter narrows what is read, not what is
+    counted."""
+    engines = [f.engine] if f.engine else doc["engines"]
+    lineage = doc["lineage"]
+
+    def shown(cells: dict[str, Any]) -> dict[str, Any]:
+        return {e: c for e, c in cells.items() if e in engines}
+
+    return {**doc, "engines": engines, "filters": f.as_dict(),
+            "cells": {a: shown(row) for a, row in doc["cells"].items()
+                      if _row_matches(a, row, lineage.get(a), engines, f)},
+            "not_generative": {a: {**apart, "cells": shown(apart["cells"])}
+                               for a, apart in doc["not_generative"].items()
+                               if _row_matches(a, apart["cells"], lineage.get(a), engines, f)}}
+
+
+# -- the release timeline (caniuse's versions) and the share green per release ---------------
+
+@dataclass(frozen=True)
+class ReleaseStatus:
+    version: str
+    status: str | None
+
+
+def release_timeline(obs: Iterable[Observation]
+                     ) -> dict[str, dict[str, list[ReleaseStatus]]]:
+    """{architecture: {engine: its releases with results, oldest first, each with the status
+    the map would give a cell of that release alone}}: the same rule as a current cell (every
+    stage counts, an `error` under a green load is not green), from each stage's latest result
+    within that release."""
+    latest: dict[tuple[str, str, str, str], Observation] = {}
+    for o in obs:
+        if not o.model.startswith(ARCH_PREFIX):
+            continue
+        key = (o.model[len(ARCH_PREFIX):], o.engine, o.engine_version, o.stage)
+        if key not in latest or o.started_at > latest[key].started_at:
+            latest[key] = o
+    by_release: dict[tuple[str, str, str], list[Observation]] = {}
+    for (arch, engine, version, _stage), o in latest.items():
+        by_release.setdefault((arch, engine, version), []).append(o)
+    out: dict[str, dict[str, list[ReleaseStatus]]] = {}
+    for (arch, engine, version), stages in sorted(
+            by_release.items(), key=lambda kv: (kv[0][0], kv[0][1], version_key(kv[0][2]))):
+        out.setdefault(arch, {}).setdefault(engine, []).append(
+            ReleaseStatus(version, cell_of(stages).status))
+    return out
+
+
+@dataclass(frozen=True)
+class GreenShare:
+    version: str
+    green: int
+    total: int  # generative architectures with a result in this release
+
+    @property
+    def percent(self) -> float:
+        return round(100.0 * self.green / self.total, 1) if self.total else 0.0
+
+
+def green_share(timeline: dict[str, dict[str, list[ReleaseStatus]]], apart: Iterable[str]
+                ) -> dict[str, list[GreenShare]]:
+    """{engine: per release, oldest first, how many of the generative architectures probed in
+    it are green}. Types that are not generators stay out, as in the coverage figure."""
+    skip = set(apart)
+    counts: dict[tuple[str, str], list[int]] = {}
+    for arch, engines in timeline.items():
+        if arch in skip:
+            continue
+        for engine, releases in engines.items():
+            for r in releases:
+                c = counts.setdefault((engine, r.version), [0, 0])
+                c[0] += r.status == "pass"
+                c[1] += 1
+    out: dict[str, list[GreenShare]] = {}
+    for (engine, version), (green, total) in sorted(
+            counts.items(), key=lambda kv: (kv[0][0], version_key(kv[0][1]))):
+        out.setdefault(engine, []).append(GreenShare(version, green, total))
+    return out

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from matrix.store import (CellLatest, Environment, ModelRevision, Reclassification, Result,
                           ResultLog, utc_naive)
-from matrix.summary import parse_time
+from matrix.summary import Observation, parse_time
 
 
 def _engine_filter(engine: str) -> list[Any]:
@@ -171,3 +171,20 @@ def tracked_models(session: Session) -> list[str]:
              .where(~CellLatest.model_id.startswith("arch/", autoescape=True))
              .order_by(CellLatest.model_id))
     return list(session.scalars(query))
+
+
+# -- the architecture map -----------------------------------------------------------------------
+
+def arch_release_stages(session: Session, prefix: str = "arch/") -> list[Observation]:
+    """The latest result of every stage of every sweep architecture in every engine release it
+    ran in (one row per model revision x environment x stage, from cell_latest: the release
+    timeline costs O(architectures x releases), never history)."""
+    query = (select(CellLatest.model_id, CellLatest.engine_name, CellLatest.engine_version,
+                    CellLatest.stage, CellLatest.status, CellLatest.started_at,
+                    CellLatest.failure_class)
+             .where(CellLatest.model_id.startswith(prefix, autoescape=True))
+             .order_by(CellLatest.model_id, CellLatest.engine_name))
+    return [Observation(model=r.model_id, engine=r.engine_name, engine_version=r.engine_version,
+                        stage=r.stage, status=r.status, started_at=parse_time(r.started_at),
+                        failure_class=r.failure_class)
+            for r in session.execute(query)]

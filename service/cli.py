@@ -361,19 +361,13 @@ def arch_map_command(
         records = queries.results(session, model_prefix=archmap.ARCH_PREFIX, with_output=False)
     if not records:
         raise _fail("no architecture results in the store: run `dayone sweep` first")
+    if as_json:  # the document the site's /map.json serves (one builder for both)
+        print(json.dumps(archmap.map_document(records, engine)))
+        return
     amap = archmap.arch_map(records)
     engines = list(engine or sorted({e for row in amap.values() for e in row}))
     cover = archmap.coverage(amap, engines)
     rows, apart = archmap.split_generative(amap)
-    if as_json:
-        # Where each architecture's copy came from (a release, or synthetic), as its records say.
-        lineage = {r["model"]["id"][len(archmap.ARCH_PREFIX):]: r["model"].get("lineage")
-                   for r in records if r["model"].get("lineage")}
-        print(json.dumps({"coverage": cover, "lineage": lineage, "cells": {
-            a: {e: c.as_dict() for e, c in row.items()} for a, row in rows.items()},
-            "not_generative": {a: {"why": why, "cells": {
-                e: c.as_dict() for e, c in amap[a].items()}} for a, why in apart.items()}}))
-        return
     if markdown:
         sys.stdout.write(archmap.map_markdown(amap, engines))
     else:

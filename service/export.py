@@ -66,6 +66,9 @@ def export_site(session: Session, out_dir: Path,
         views.models_list(session, limit=max(1, total))))
     w.write("api/v1/engines.json", render.json_text(views.engines_list(session)))
     say(f"matrix: {total} models")
+    amap = views.map_view(session)
+    w.page("map", "map.html", amap)
+    w.write("api/v1/map.json", render.json_text(amap))
 
     for model_id in views.catalog(session):
         data = views.model_view(session, model_id)

@@ -79,6 +79,9 @@ class Links:
     def home(self) -> str:
         return self.root + ("index.html" if self.suffix else "")
 
+    def map(self) -> str:
+        return self._page("map")
+
     def model(self, model_id: str) -> str:
         return self._page(model_path(model_id))
 

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
-from matrix import queries
+from matrix import archmap, queries
 from matrix import summary as S
 from matrix.store import CellLatest, Environment, ModelRevision, Result
 from probes.stages import STAGES, STATUSES
@@ -371,8 +371,11 @@ class HistoryCache:
                 touched = set(session.scalars(
                     select(ModelRevision.model_id).where(ModelRevision.id.in_(
                         select(Result.model_revision_pk).where(Result.id > self.last_id)))))
-                self.views = OrderedDict((k, v) for k, v in self.views.items()
-                                         if k[1] not in touched)
+                # A key naming a prefix (`arch/`: the map) covers every model under it.
+                self.views = OrderedDict(
+                    (k, v) for k, v in self.views.items()
+                    if k[1] not in touched and not (k[1].endswith("/") and any(
+                        m.startswith(k[1]) for m in touched)))
             self.last_id = newest
 
     def view(self, session: Session, key: tuple[str, ...], compute: Any) -> Any:
@@ -765,4 +768,54 @@ def fresh(data: dict[str, Any] | None, now: dt.datetime | None = None
         out["summaries"] = [update(x) for x in out["summaries"]]
     if out.get("summary") is not None:
         out["summary"] = update(out["summary"])
+    return out
+
+
+# --- the architecture map ----------------------------------------------------------------------
+
+PLOT_W, PLOT_H, PLOT_PAD = 360, 140, 24  # the share-green plot's box, in SVG user units
+
+
+def share_plot(shares: list[archmap.GreenShare]) -> dict[str, Any]:
+    """Where one engine's share-green line goes in its SVG box (releases evenly spaced, oldest
+    left; 0% at the bottom), so the template only draws."""
+    inner_w, inner_h = PLOT_W - 2 * PLOT_PAD, PLOT_H - 2 * PLOT_PAD
+    step = inner_w / (len(shares) - 1) if len(shares) > 1 else 0.0
+    dots = [{"x": round(PLOT_PAD + (i * step if len(shares) > 1 else inner_w / 2), 1),
+             "y": round(PLOT_PAD + (100.0 - s.percent) / 100.0 * inner_h, 1),
+             "version": s.version, "green": s.green, "total": s.total, "percent": s.percent}
+            for i, s in enumerate(shares)]
+    return {"width": PLOT_W, "height": PLOT_H, "pad": PLOT_PAD,
+            "top": PLOT_PAD, "bottom": PLOT_H - PLOT_PAD, "right": PLOT_W - PLOT_PAD,
+            "points": " ".join(f"{d['x']},{d['y']}" for d in dots), "dots": dots}
+
+
+def _map_base(session: Session) -> dict[str, Any]:
+    """The whole map (every engine, no filter) with its timelines and plots."""
+    records = queries.results(session, model_prefix=archmap.ARCH_PREFIX, with_output=False)
+    doc = archmap.map_document(records)
+    timeline = archmap.release_timeline(queries.arch_release_stages(session))
+    shares = archmap.green_share(timeline, doc["not_generative"])
+    return {**doc, "all_engines": doc["engines"],
+            "timeline": {a: {e: [{"version": r.version, "status": r.status} for r in rs]
+                             for e, rs in engines.items()} for a, engines in timeline.items()},
+            "green_share": {e: [{"version": s.version, "green": s.green, "total": s.total,
+                                 "percent": s.percent} for s in ss] for e, ss in shares.items()},
+            "plots": {e: share_plot(ss) for e, ss in shares.items()}}
+
+
+def map_view(session: Session, filters: archmap.MapFilters | None = None, *,
+             cache: HistoryCache | None = None) -> dict[str, Any]:
+    """/map: architecture x engine (the CLI's `dayone map --json` document, narrowed by the
+    filters), each cell's release timeline, the share green per release per engine."""
+    base = (cache.view(session, ("map", archmap.ARCH_PREFIX), lambda: _map_base(session))
+            if cache is not None else _map_base(session))
+    out = archmap.filter_document(base, filters or archmap.MapFilters())
+    kept = set(out["cells"]) | set(out["not_generative"])
+    out["timeline"] = {a: {e: rs for e, rs in engines.items() if e in out["engines"]}
+                       for a, engines in base["timeline"].items() if a in kept}
+    out["lineage_kind"] = {a: archmap.lineage_kind(out["lineage"].get(a)) for a in kept}
+    out["options"] = {"engine": base["all_engines"], "status": list(STATUSES),
+                      "lineage": list(archmap.LINEAGE_KINDS)}
+    out["legend"] = [{"status": s, "glyph": g, "meaning": m} for s, g, m in LEGEND]
     return out

@@ -178,3 +178,100 @@ def test_the_static_export_filters_in_the_page(page, db_url, tmp_path):
     page.locator("header a.brand").click()
     page.wait_for_url("**/index.html")
     assert page.alerts == []
+
+
+# -- the architecture map -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def map_server(tmp_path_factory):
+    import uvicorn
+
+    from service.app import create_app
+    from test_map_page import map_records
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('browser-map') / 'dayone.db'}"
+    store = open_store(url)
+    with store.writing() as s:
+        assert ingest_records(s, map_records()).rejected == []
+    store.close()
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(url), host="127.0.0.1", port=port,
+                                        log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+
+def map_rows(pg) -> list[str]:
+    return pg.locator("table#map tr[data-arch]:visible").evaluate_all(
+        "rs => rs.map(r => r.getAttribute('data-arch'))")
+
+
+def test_the_map_filters_from_the_keyboard_and_leads_to_a_cell(page, map_server):
+    page.goto(map_server + "/")
+    page.locator("header nav").get_by_text("architecture map").click()
+    page.wait_for_url("**/map")
+    assert page.title().startswith("Architecture map")
+    assert map_rows(page) == ["gpt_oss", "llama", "qwen3"]
+    assert page.locator('figure.plot[data-engine="vllm"] svg polyline').count() == 1
+    page.screenshot(path=str(ARTIFACTS / "map.png"), full_page=True)
+    # Type a name and press Enter: the GET form, no script needed.
+    page.locator('input[name="q"]').fill("qwen")
+    with page.expect_navigation():
+        page.locator('input[name="q"]').press("Enter")
+    assert "q=qwen" in page.url and map_rows(page) == ["qwen3"]
+    qwen_vllm = page.locator('tr[data-arch="qwen3"] td[data-engine="vllm"]')
+    assert "generate error" in qwen_vllm.inner_text()
+    assert qwen_vllm.locator("ol.timeline li").evaluate_all(
+        "ls => ls.map(l => l.title)") == ["0.8.0: pass", "0.9.0: error"]
+    page.screenshot(path=str(ARTIFACTS / "map-filtered.png"), full_page=True)
+    # Tab to the cell's link and follow it with the keyboard.
+    link = qwen_vllm.locator("a.cell-link")
+    link.focus()
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    page.wait_for_url("**/cells/arch/qwen3/vllm")
+    assert "harness bug" in page.inner_text("body")
+    assert page.alerts == [] and page.console_errors == []
+
+
+def test_the_map_reads_on_a_phone(browser, map_server):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    pg = context.new_page()
+    pg.goto(map_server + "/map")
+    # The page itself does not scroll sideways; the table does, inside its frame.
+    assert pg.evaluate("document.documentElement.scrollWidth") <= 390 + 1
+    wrap = pg.locator(".map-wrap").first
+    assert wrap.evaluate("w => w.scrollWidth > w.clientWidth")
+    pg.screenshot(path=str(ARTIFACTS / "map-phone.png"), full_page=True)
+    context.close()
+
+
+def test_the_exported_map_filters_in_the_page(page, tmp_path):
+    from service.export import export
+    from test_map_page import map_records
+
+    url = f"sqlite:///{tmp_path / 'dayone.db'}"
+    store = open_store(url)
+    with store.writing() as s:
+        assert ingest_records(s, map_records()).rejected == []
+    store.close()
+    export(tmp_path / "site", url)
+    page.goto((tmp_path / "site" / "map.html").as_uri())
+    assert map_rows(page) == ["gpt_oss", "llama", "qwen3"]
+    page.select_option('select[name="lineage"]', "synthetic")
+    assert map_rows(page) == ["gpt_oss"]
+    page.select_option('select[name="lineage"]', "")
+    page.locator('input[name="q"]').fill("meta-llama")
+    page.locator('input[name="q"]').press("Enter")
+    assert map_rows(page) == ["llama"]
+    page.screenshot(path=str(ARTIFACTS / "export-map-filtered.png"), full_page=True)
+    page.locator('tr[data-arch="llama"] td[data-engine="vllm"] a.cell-link').click()
+    page.wait_for_url("**/cells/arch/llama/vllm.html")
+    assert page.alerts == []

@@ -15,7 +15,7 @@ from matrix import summary as S
 from matrix.ingest import ingest_records, validator
 from service import views
 from service.deps import SessionDep
-from service.routers.pages import MatrixParams, _matrix, cached
+from service.routers.pages import MapParams, MatrixParams, _matrix, cached, map_data
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
 
@@ -31,6 +31,11 @@ def _json(data: Any, status_code: int = 200) -> JSONResponse:
 @router.get("/matrix", summary="The matrix: models x engines, current state per cell")
 def api_matrix(request: Request, session: SessionDep, params: MatrixParams) -> JSONResponse:
     return _json(_matrix(request, session, params))
+
+
+@router.get("/map", summary="The architecture map (as `dayone map --json`, with timelines)")
+def api_map(request: Request, session: SessionDep, filters: MapParams) -> JSONResponse:
+    return _json(map_data(request, session, filters))
 
 
 @router.get("/models", summary="Models, newest first (grouped by family)")

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Optional
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from matrix import archmap
 from service import render, views
 from service.deps import SessionDep
 from service.links import Links, cell_path, engine_path, model_path, split_twin, unslug
@@ -40,6 +41,21 @@ def matrix_params(
 
 
 MatrixParams = Annotated[dict[str, Any], Depends(matrix_params)]
+
+
+def map_params(
+    q: Annotated[Optional[str], Query(max_length=200,
+                                      description="Architecture or release substring")] = None,
+    engine: Annotated[Optional[str], Query(max_length=200, description="Engine name")] = None,
+    status: Annotated[Optional[str], Query(max_length=20, description="Cell status")] = None,
+    lineage: Annotated[Optional[str], Query(max_length=20,
+                                            description="release or synthetic")] = None,
+) -> archmap.MapFilters:
+    return archmap.MapFilters(_blank(q and q.strip()), _blank(engine), _blank(status),
+                              _blank(lineage))
+
+
+MapParams = Annotated[archmap.MapFilters, Depends(map_params)]
 
 
 def page(template: str, data: dict[str, Any] | None, here: str, as_json: bool,
@@ -77,6 +93,21 @@ def matrix_page(request: Request, session: SessionDep, params: MatrixParams) -> 
 @router.get("/index.json", summary="The compatibility matrix (JSON twin of /)")
 def matrix_json(request: Request, session: SessionDep, params: MatrixParams) -> Response:
     return page("matrix.html", _matrix(request, session, params), "", True)
+
+
+def map_data(request: Request, session: Any, filters: archmap.MapFilters) -> dict[str, Any]:
+    return views.map_view(session, filters, cache=request.app.state.history_cache)
+
+
+@router.get("/map", response_class=HTMLResponse,
+            summary="The architecture map: architecture x engine, stages, release timelines")
+def map_page(request: Request, session: SessionDep, filters: MapParams) -> Response:
+    return page("map.html", map_data(request, session, filters), "map", False)
+
+
+@router.get("/map.json", summary="The architecture map (JSON twin of /map, as `dayone map --json`)")
+def map_json(request: Request, session: SessionDep, filters: MapParams) -> Response:
+    return page("map.html", map_data(request, session, filters), "map", True)
 
 
 @router.get("/models/{path:path}", response_class=HTMLResponse,

@@ -1,6 +1,7 @@
 // dayone: progressive enhancement only; every page works without this file.
 // 1. Filters apply as you choose them (the form still works by submitting).
-// 2. Opening a matrix cell shows its latest failure and log excerpt in a dialog, fetched from
+// 2. The architecture map's filters work in a static export too (no server to ask).
+// 3. Opening a matrix cell shows its latest failure and log excerpt in a dialog, fetched from
 //    the cell's JSON twin; text is inserted with textContent (logs are untrusted).
 (function () {
   "use strict";
@@ -43,6 +44,31 @@
     form.addEventListener("submit", function (ev) {
       if (isStatic) { ev.preventDefault(); filterHere(); }
     });
+  }
+  // The architecture map in a static export: the same filters, applied to the rows here.
+  var mapForm = document.getElementById("map-filters");
+  function filterMap() {
+    var want = {};
+    mapForm.querySelectorAll("[data-filter]").forEach(function (s) { want[s.name] = s.value.trim(); });
+    var needle = (want.q || "").toLowerCase();
+    document.querySelectorAll("table.map").forEach(function (table) {
+      table.querySelectorAll("[data-engine]").forEach(function (node) {
+        node.classList.toggle("hidden", !!want.engine && node.getAttribute("data-engine") !== want.engine);
+      });
+      table.querySelectorAll("tr[data-arch]").forEach(function (row) {
+        var name = (row.getAttribute("data-arch") + " " + row.getAttribute("data-repo")).toLowerCase();
+        var ok = (!needle || name.indexOf(needle) >= 0) &&
+          (!want.lineage || row.getAttribute("data-lineage") === want.lineage) &&
+          (!want.status || Array.prototype.some.call(row.querySelectorAll("td.cell"), function (td) {
+            return !td.classList.contains("hidden") && td.getAttribute("data-status") === want.status;
+          }));
+        row.classList.toggle("hidden", !ok);
+      });
+    });
+  }
+  if (mapForm && isStatic) {
+    mapForm.addEventListener("submit", function (ev) { ev.preventDefault(); filterMap(); });
+    mapForm.addEventListener("change", filterMap);
   }
   var dialog = document.getElementById("cell-dialog");
   if (!dialog || typeof dialog.showModal !== "function") return;
