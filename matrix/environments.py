@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from probes import tools
+from matrix import env_patches
+from probes import gguf_convert, tools
 from probes.engines import EngineSpec, get_spec
 
 RECIPE_VERSION = "2"  # bump when the way environments are built changes
@@ -72,16 +73,40 @@ class Environment:
         return self.check.get("broken") or None  # type: ignore[return-value]
 
 
+# What each patch key an EngineSpec names runs (taking the env's python path). Kept here, not
+# in env_patches.py: the key hashes each patch's module source, so a new entry must not change
+# the source of the patches already there (and rebuild their environments).
+PATCHES: dict[str, Callable[[Path], object]] = {
+    "vllm_cpu": env_patches.vllm_cpu,
+    "sglang_cpu": env_patches.sglang_cpu,
+    "gguf_converter": gguf_convert.install_converter,
+}
+
+
+def patch_of(key: str) -> Callable[[Path], object]:
+    try:
+        return PATCHES[key]
+    except KeyError:
+        raise KeyError(f"unknown env patch {key!r}; known: {', '.join(sorted(PATCHES))}") from None
+
+
+def patch_name(key: str) -> str:
+    """The patch as module:function: the name environment keys and dayone-env.json carry."""
+    patch = patch_of(key)
+    return f"{patch.__module__}:{patch.__name__}"
+
+
 def requirements(spec: EngineSpec, version: str) -> list[str]:
     return [r.format(version=version) for r in spec.requirements]
 
 
 def env_key(spec: EngineSpec, version: str) -> str:
+    names = [patch_name(key) for key in spec.patches]
     recipe = {"recipe": RECIPE_VERSION, "engine": spec.name, "version": version,
               "requirements": requirements(spec, version), "sources": wheel_sources(),
-              "python": ".".join(map(str, sys.version_info[:2])), "patches": spec.patches,
+              "python": ".".join(map(str, sys.version_info[:2])), "patches": names,
               # the patch code itself: editing a patch rebuilds the environments it touches
-              "patch_source": [_patch_source(p) for p in spec.patches]}
+              "patch_source": [_patch_source(p) for p in names]}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -245,10 +270,9 @@ def build_env(spec: EngineSpec, version: str, say: Callable[[str], None] = print
                   "--index-strategy", "unsafe-best-match", *find_links,
                   *requirements(spec, version)], log)
         patches = []
-        for patch in spec.patches:
-            module, _, func = patch.partition(":")
-            getattr(__import__(module, fromlist=[func]), func)(python)
-            patches.append(patch)
+        for key in spec.patches:
+            patch_of(key)(python)
+            patches.append(patch_name(key))
         env = Environment(spec.name, version, key, str(path), str(python), _freeze(python),
                           time.time(), round(time.monotonic() - t0, 2), patches,
                           check_env(spec, python))

@@ -33,11 +33,9 @@ from typing import Any
 from matrix import probing
 from matrix.discover import DiscoveredModel, Watchlist, discover
 from matrix.plan import DoneIndex, EnvironmentTarget, ProbeTask, plan, summarize
+from probes.engines import REFERENCE_ENGINE
 from probes.record import Record, unrun_records
 from probes.runner import read_events
-
-HEAVY_ENGINES = frozenset({"vllm", "sglang"})
-REFERENCE_ENGINE = "transformers"
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,7 +199,7 @@ def resolve_environments(engines: Sequence[str], say: Callable[[str], None] = pr
         spec = get_spec(name)
         out.append((EnvironmentTarget(environment_id=env.environment_id, engine=name,
                                       version=env.version, stages=tuple(spec.stages),
-                                      heavy=name in HEAVY_ENGINES), env))
+                                      heavy=spec.heavy), env))
     return out
 
 

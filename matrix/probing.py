@@ -19,7 +19,7 @@ from typing import Any, Callable
 from matrix import environments
 from matrix.paths import dayone_home
 from probes import parity, reproduce
-from probes.engines import get_spec
+from probes.engines import REFERENCE_ENGINE, get_spec
 from probes.modelinfo import escaping_links, not_generative, read_config, read_model_info
 from probes.record import (Record, build_records, iso, not_applicable_records, refused_records,
                            with_skipped_stage)
@@ -115,7 +115,7 @@ def probe(model_dir: Path, engine: str, version: str | None = None,
             host=socket.gethostname(), message=env.broken)
     options = dict(settings.options)
     no_reference = None
-    if "parity" in stages and engine != "transformers":
+    if "parity" in stages and engine != REFERENCE_ENGINE:
         ref, no_reference = ensure_reference(model_dir, model, settings, say)
         if ref:
             options["reference_path"] = str(ref)
@@ -159,7 +159,7 @@ def ensure_reference(model_dir: Path, model: dict[str, Any], settings: ProbeSett
                                      options={"trust_remote_code":
                                               settings.options.get("trust_remote_code", False)},
                                      logs_root=settings.logs_root, log_suffix="-reference")
-        records = probe(model_dir, "transformers", None, ["load", "generate"],
+        records = probe(model_dir, REFERENCE_ENGINE, None, ["load", "generate"],
                         model_id=model["id"], settings=ref_settings, say=say)
         generate = next((r for r in records if r["stage"] == "generate"), None)
         if generate is None or generate["status"] != "pass":
@@ -183,7 +183,7 @@ def _precision(model_dir: Path, model: dict[str, Any], records: list[Record],
         return None, 0.0
     if dtype is None:
         return None, None
-    twin = probe(model_dir, "transformers", None, ["load", "generate"], model_id=model["id"],
+    twin = probe(model_dir, REFERENCE_ENGINE, None, ["load", "generate"], model_id=model["id"],
                  settings=replace(settings, options={**settings.options, "dtype": "float32"},
                                   log_suffix="-reference-float32"), say=say)
     generate = next((r for r in twin if r["stage"] == "generate"), None)

@@ -25,8 +25,6 @@ from probes.modelinfo import read_config
 TEMPLATES = Path(__file__).with_name("bare")
 NO_VERDICT = 3  # the exit status of a bare check without a verdict (common.py says the same)
 MARKER = "dayone-bare:"  # every line the bare script says itself starts with this
-TEMPLATE_OF = {"transformers": "transformers", "llamacpp": "llamacpp", "vllm": "vllm",
-               "sglang": "sglang", "peft": "finetune", "trl": "finetune"}
 # The probe's rules, written into every script as source, so the bare verdict is the probe's.
 EMBEDDED = (parity.ParityResult, parity._top, parity.compare_completion,
             parity.logprob_tolerance, parity.check_logprobs_close, features.schema_errors)
@@ -133,7 +131,8 @@ def _server_args(engine: str, model_dir: Path, dtype: str, window: int | None,
 
 def script_text(engine: str, stage: str, values: dict[str, Any]) -> str:
     """The whole script: constants, the embedded rules, common.py, the engine's template."""
-    if engine not in TEMPLATE_OF:
+    template = get_spec(engine).bare_template
+    if template is None:
         raise KeyError(f"no bare reproduction for engine {engine!r}")
     lines = ['"""dayone bare reproduction: {} {} of {}.'.format(engine, stage, values["MODEL"]),
              "",
@@ -147,7 +146,7 @@ def script_text(engine: str, stage: str, values: dict[str, Any]) -> str:
     text = "\n".join(lines) + "\n\n"
     text += "\n\n".join(inspect.getsource(obj) for obj in EMBEDDED) + "\n\n"
     text += (TEMPLATES / "common.py").read_text(encoding="utf-8") + "\n\n"
-    text += (TEMPLATES / f"{TEMPLATE_OF[engine]}.py").read_text(encoding="utf-8")
+    text += (TEMPLATES / f"{template}.py").read_text(encoding="utf-8")
     return text + '\n\nif __name__ == "__main__":\n    run(STAGE)\n'
 
 
@@ -173,7 +172,7 @@ def write_scripts(engine: str, stages: list[str], model_dir: Path, log_dir: Path
     """Write `<log_dir>/reproduce-<stage>.py` for each stage; {stage: the shell line that runs
     it}. Engines without templates (internal ones) get none."""
     options = dict(options or {})
-    if engine not in TEMPLATE_OF:
+    if get_spec(engine).bare_template is None:
         return {}
     log_dir.mkdir(parents=True, exist_ok=True)
     env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(bare_env(engine, log_dir,

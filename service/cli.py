@@ -32,6 +32,8 @@ app.add_typer(releases_app, name="releases")
 # Piped output (files, tests, CI logs) gets wide lines instead of 80-column wrapping.
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 out = Console(width=None if sys.stdout.isatty() else 200)
+# The registry's heavy engines, for the --max-heavy help.
+HEAVY = ", ".join(name for name in public_engines() if ENGINES[name].heavy)
 
 DbOption = Annotated[Optional[str], typer.Option(
     "--db", envvar="DAYONE_DB",
@@ -108,7 +110,7 @@ def fixtures_list() -> None:
 def probe(
     model: Annotated[Path, typer.Argument(help="A local HF-format model directory")],
     engine: Annotated[str, typer.Option("--engine", "-e",
-                                        help=f"ENGINE or ENGINE==VERSION ({', '.join(ENGINES)})")],
+                                        help=f"ENGINE or ENGINE==VERSION ({', '.join(public_engines())})")],
     stage: Annotated[Optional[list[str]], typer.Option(
         "--stage", "-s", help=f"Stages to run (default: all the engine has): {', '.join(STAGES)}")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One result record per line")] = False,
@@ -722,7 +724,7 @@ def nightly(
     engine: Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="ENGINE[==VERSION]")] = None,
     tier: Annotated[str, typer.Option(help="arch (shrunk copies) or full (real weights)")] = "arch",
     jobs: Annotated[int, typer.Option(help="Probes at once")] = 2,
-    max_heavy: Annotated[int, typer.Option(help="Heavy engines (vLLM, SGLang) at once; 1 suits a small machine")] = 1,
+    max_heavy: Annotated[int, typer.Option(help=f"Heavy engines ({HEAVY}) at once; 1 suits a small machine")] = 1,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write records here (JSON lines)")] = None,
     store: Annotated[bool, typer.Option(help="Store the results")] = True,
     timeout: Annotated[float, typer.Option(help="Time limit per probe, seconds")] = 900.0,
@@ -740,7 +742,7 @@ def nightly(
 def sweep(
     engine: Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="ENGINE[==VERSION]")] = None,
     jobs: Annotated[int, typer.Option(help="Probes at once")] = 2,
-    max_heavy: Annotated[int, typer.Option(help="Heavy engines (vLLM, SGLang) at once; 1 suits a small machine")] = 1,
+    max_heavy: Annotated[int, typer.Option(help=f"Heavy engines ({HEAVY}) at once; 1 suits a small machine")] = 1,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write records here (JSON lines)")] = None,
     store: Annotated[bool, typer.Option(help="Store the results")] = True,
     timeout: Annotated[float, typer.Option(help="Time limit per probe, seconds")] = 900.0,
@@ -766,7 +768,7 @@ def sweep(
 @app.command()
 def demo(
     workdir: Annotated[Optional[Path], typer.Option(help="Where fixtures go (default $DAYONE_HOME/fixtures)")] = None,
-    engine: Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="Engines (default: all)")] = None,
+    engine: Annotated[Optional[list[str]], typer.Option("--engine", "-e", help=f"Engines (default: {', '.join(public_engines())})")] = None,
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Fixture names (default: all)")] = None,
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the page afterwards")] = True,
     port: Annotated[int, typer.Option(help="Port for --serve")] = 8000,

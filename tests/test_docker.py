@@ -21,6 +21,7 @@ docker = pytest.importorskip("docker")
 
 from matrix import docker_executor as dx  # noqa: E402
 from matrix.environments import ensure_env  # noqa: E402
+from probes.engines import ENGINES  # noqa: E402
 from probes.record import build_records  # noqa: E402
 from probes.runner import ProbeRequest, run_probe  # noqa: E402
 
@@ -299,7 +300,7 @@ def test_exit_codes_read_like_the_local_runner():
     assert dx.exit_to_returncode(0) == 0
 
 
-@pytest.mark.parametrize("engine", sorted(dx.PRODUCTION_BASES))
+@pytest.mark.parametrize("engine", sorted(n for n, s in ENGINES.items() if s.production_base))
 def test_every_engine_has_both_bases_and_the_same_probe_entry(engine):
     text = dx.dockerfile(engine).read_text()
     for needed in ("ARG BASE_IMAGE=", "FROM ${BASE_IMAGE}", "ARG FLAVOR=", "cpu)",
@@ -308,6 +309,11 @@ def test_every_engine_has_both_bases_and_the_same_probe_entry(engine):
         assert needed in text, f"{engine}.Dockerfile lacks {needed!r}"
     assert "USER root" not in text and "USER 0" not in text
     assert dx.base_image(engine, "1.2.3", "cpu") == dx.CPU_BASE_IMAGE
+
+
+def test_an_engine_without_a_production_image_says_so():
+    with pytest.raises(ValueError, match="no production image"):
+        dx.base_image("peft", "1.2.3", "production")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,25 @@ def test_imports_go_one_way():
         for path in (ROOT / package).rglob("*.py"):
             bad = _imports(path) & banned
             assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_probes_names_no_host_module_even_in_strings():
+    """A "matrix.x:f" string is an import the test above cannot see (engine patches are keys
+    the host side resolves)."""
+    host = re.compile(r"\b(matrix|service)\.[a-z_]\w*")
+    for path in (ROOT / "probes").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found = host.search(node.value)
+                assert not found, f"{path.relative_to(ROOT)}:{node.lineno} names {found[0]}"
+
+
+def test_every_patch_an_engine_names_exists():
+    from matrix.environments import PATCHES
+    from probes.engines import ENGINES
+
+    named = {key for spec in ENGINES.values() for key in spec.patches}
+    assert named and named <= set(PATCHES), sorted(named - set(PATCHES))
 
 
 def _extends(project, shared, where: str = "$") -> list[str]:

