@@ -95,10 +95,17 @@ def _byte_level_bpe(vocab_size: int, specials: list[str]) -> Any:
     return tok
 
 
-def _sentencepiece_bpe(vocab_size: int, specials: list[str]) -> Any:
+def _sentencepiece_bpe(vocab_size: int, specials: list[str], *, with_model: bool = False,
+                      dummy_prefix: bool = False) -> Any:
     """BPE with byte fallback: specials, then the 256 byte tokens, then what the corpus trains
-    (the ids a SentencePiece model converted to tokenizer.json has)."""
+    (the ids a SentencePiece model converted to tokenizer.json has).
+
+    `with_model`: the copy also gets a tokenizer.model (probes.spm), so the merges are the ones
+    a SentencePiece model implies (every split of a piece, best-scored first) and, with
+    `dummy_prefix`, a space is prepended as SentencePiece's default does (Llama 2, Phi-3)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+
+    from probes.spm import complete_merges
 
     byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
     trained = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -112,25 +119,37 @@ def _sentencepiece_bpe(vocab_size: int, specials: list[str]) -> Any:
                                         if t not in specials and t not in byte_tokens]
     vocab = {t: i for i, t in enumerate(ordered)}
     merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    if with_model:
+        first = len(specials) + len(byte_tokens)
+        merges = complete_merges(vocab, {t: -float(i) for t, i in vocab.items() if i >= first})
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True))
-    tok.normalizer = normalizers.Replace(" ", SPACE)
-    tok.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.ByteFallback(),
-                                     decoders.Fuse()])
+    replace = normalizers.Replace(" ", SPACE)
+    tok.normalizer = (normalizers.Sequence([normalizers.Prepend(SPACE), replace])
+                      if with_model and dummy_prefix else replace)
+    steps = [decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
+    if with_model and dummy_prefix:
+        steps.append(decoders.Strip(" ", 1, 0))
+    tok.decoder = decoders.Sequence(steps)
     tok.add_special_tokens(specials)
     return tok
 
 
 def build_tokenizer(out_dir: Path, vocab_size: int = 384, extra_special: tuple[str, ...] = (),
-                    tokenizer_class: str = "PreTrainedTokenizerFast", style: str = "byte_level"):
+                    tokenizer_class: str = "PreTrainedTokenizerFast", style: str = "byte_level",
+                    sentencepiece_model: bool = False, dummy_prefix: bool = False):
     """Train a BPE tokenizer locally (STYLE: one of TOKENIZER_STYLES) and save it with a chat
-    template."""
+    template. `sentencepiece_model`: shaped so that a tokenizer.model can be written from it
+    (probes.shrink.released.write_tokenizer_model), with SentencePiece's dummy prefix or not."""
     from transformers import PreTrainedTokenizerFast
 
     specials = [*SPECIAL_TOKENS, *extra_special]
     if style not in TOKENIZER_STYLES:
         raise ValueError(f"unknown tokenizer style {style!r}; known: {', '.join(TOKENIZER_STYLES)}")
-    tok = (_sentencepiece_bpe if style == "sentencepiece" else _byte_level_bpe)(vocab_size,
-                                                                                 specials)
+    if style == "sentencepiece":
+        tok = _sentencepiece_bpe(vocab_size, specials, with_model=sentencepiece_model,
+                                 dummy_prefix=dummy_prefix)
+    else:
+        tok = _byte_level_bpe(vocab_size, specials)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
         unk_token="<unk>", chat_template=CHAT_TEMPLATE)

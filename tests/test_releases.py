@@ -203,3 +203,68 @@ def test_tokenizers_are_of_the_release_kind(from_releases, tf_env):
     # a release with its own vocabulary keeps it, byte for byte
     qwen3 = releases.lookup("qwen3")
     assert (out / "qwen3" / "vocab.json").read_bytes() == qwen3.file("vocab.json").read_bytes()
+
+
+# Families whose llama.cpp converter reads only a SentencePiece tokenizer.model (the releases'
+# LFS-sized one is not catalogued, so the copy's is written from its tokenizer.json).
+SENTENCEPIECE_ONLY = ("gemma", "gemma2", "phi3")
+
+SPM_CHECK = textwrap.dedent("""
+    import json, os, subprocess, sys
+    import sentencepiece, llama_cpp
+    from tokenizers import Tokenizer
+    from probes.fixtures import CORPUS
+    from probes.workload import PROMPTS
+    out, types, convert = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(",")
+    converter = os.path.join(os.path.dirname(os.path.dirname(sys.executable)), "llama.cpp-convert")
+    texts = (*CORPUS, *PROMPTS)
+    rows = {}
+    for t in types:
+        d = os.path.join(out, t)
+        sp = sentencepiece.SentencePieceProcessor()
+        sp.LoadFromFile(os.path.join(d, "tokenizer.model"))
+        hf = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+        want = [hf.encode(x, add_special_tokens=False).ids for x in texts]
+        row = {"spm": sum(sp.EncodeAsIds(x) != w for x, w in zip(texts, want))}
+        if t in convert:
+            gguf = os.path.join(out, t + ".gguf")
+            proc = subprocess.run([sys.executable, "-m", "probes.gguf_convert", "--converter",
+                                   converter, "--", d, "--outfile", gguf, "--outtype", "f32"],
+                                  capture_output=True, text=True)
+            row["convert"] = proc.returncode
+            if proc.returncode == 0:
+                llm = llama_cpp.Llama(gguf, vocab_only=True, verbose=False)
+                row["llamacpp"] = sum(llm.tokenize(x.encode(), add_bos=False, special=True) != w
+                                      for x, w in zip(texts, want))
+        rows[t] = row
+    print(json.dumps(rows))
+""")
+
+
+@pytest.mark.slow
+def test_sentencepiece_copies_carry_a_tokenizer_model_read_as_their_tokenizer_json(
+        from_releases):
+    """Where the release ships a tokenizer.model, the copy carries one: the real sentencepiece
+    library and llama.cpp (whose converter for Gemma, Gemma 2 and Phi-3 reads nothing else)
+    tokenize the fixtures' corpus and the workload as the copy's tokenizer.json does."""
+    from matrix.environments import ensure_env
+
+    out = from_releases["out"]
+    with_model = sorted(t for t in set(releases.model_types()) - REMOTE_CODE
+                        if (out / t / "tokenizer.model").exists())
+    assert set(SENTENCEPIECE_ONLY) <= set(with_model), with_model
+    for t in with_model:  # each one's release ships a tokenizer.model
+        release = releases.lookup(t)
+        assert "tokenizer.model" in (*release.files, *release.missing), t
+    gemma2 = json.loads((out / "gemma2" / "tokenizer.json").read_text())
+    assert "\n" not in {v["content"] for v in gemma2["added_tokens"]}  # an ordinary piece
+    env = ensure_env("llamacpp", say=lambda m: print(m, file=sys.stderr))
+    proc = subprocess.run([env.python, "-c", SPM_CHECK, str(out), ",".join(with_model),
+                           ",".join(SENTENCEPIECE_ONLY)], capture_output=True, text=True,
+                          timeout=900, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    for t, row in rows.items():
+        assert row["spm"] == 0, (t, row)
+    for t in SENTENCEPIECE_ONLY:
+        assert rows[t]["convert"] == 0 and rows[t]["llamacpp"] == 0, (t, rows[t])

@@ -34,8 +34,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 # Gemma 3 1B's release shrunk (5 sliding : 1 full, as released): llama.cpp reads its window
-# from the GGUF. (Cohere 2's default-config copy does not convert: no rotary_pct; Gemma 2's
-# wants a SentencePiece tokenizer.model the copy lacks.)
+# from the GGUF. (Cohere 2's default-config copy does not convert: no rotary_pct.)
 FAMILY = "gemma3_text"
 WINDOW = load_rules().targets["window"]
 WRONG_WINDOWS = (4, 4096)  # smaller; longer than the whole prompt (no window in effect)

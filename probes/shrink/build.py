@@ -220,6 +220,12 @@ def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path 
         _align_tokenizer(out_dir, vocab, tok)
     if release is not None:
         released.write_as_released(out_dir, release, plan, tok, specials)
+    if released.wants_tokenizer_model(release, source.get("model_type")) and not (
+            out_dir / "tokenizer.model").exists():
+        from probes.fixtures import CORPUS
+        from probes.workload import PROMPTS
+
+        plan.notes.append(released.write_tokenizer_model(out_dir, (*CORPUS, *PROMPTS)))
     info = {"tier": "arch", "shrink_version": SHRINK_VERSION, "params": params,
             # "fixture": a tokenizer we trained (no release knows its pre-tokenizer hash)
             "tokenizer": "release" if keep_vocab else "fixture",
@@ -285,9 +291,8 @@ def _fixture_tokenizer(out_dir: Path, model_type: str | None) -> Any:
     releases ship (rule `tokenizer_style`; byte-level unless said)."""
     from probes.fixtures import build_tokenizer
 
-    rules = load_rules()
-    return build_tokenizer(out_dir, vocab_size=rules.targets["vocab_size"],
-                           style=rules.family(model_type).get("tokenizer_style", "byte_level"))
+    return build_tokenizer(out_dir, vocab_size=load_rules().targets["vocab_size"],
+                           **released.tokenizer_options(None, model_type))
 
 
 def _align_tokenizer(out_dir: Path, vocab_size: int, tok: Any) -> None:

@@ -61,6 +61,57 @@ def tokenizer_style(release: Release, model_type: str | None) -> str:
     return str(load_rules().family(model_type).get("tokenizer_style", "byte_level"))
 
 
+def wants_tokenizer_model(release: Release | None, model_type: str | None) -> bool:
+    """The copy carries a tokenizer.model: its release ships (or lists) one, or the family rule
+    says its releases do (`tokenizer_model`, for families with no catalogued release)."""
+    if release is not None and ("tokenizer.model" in release.files
+                                or "tokenizer.model" in release.missing):
+        return True
+    return bool(load_rules().family(model_type).get("tokenizer_model"))
+
+
+def tokenizer_options(release: Release | None, model_type: str | None) -> dict[str, Any]:
+    """build_tokenizer's options for a fixture tokenizer in the release's kind: the style, and
+    for a copy with a tokenizer.model SentencePiece's dummy prefix as the family's converters
+    read it (rule `add_dummy_prefix`, SentencePiece's default on; Gemma's releases have it off)."""
+    family = load_rules().family(model_type)
+    style = (tokenizer_style(release, model_type) if release is not None
+             else str(family.get("tokenizer_style", "byte_level")))
+    with_model = style == "sentencepiece" and wants_tokenizer_model(release, model_type)
+    return {"style": style, "sentencepiece_model": with_model,
+            "dummy_prefix": with_model and bool(family.get("add_dummy_prefix", True))}
+
+
+def write_tokenizer_model(out_dir: Path, check_texts: tuple[str, ...]) -> str:
+    """Write out_dir/tokenizer.model from its tokenizer.json (probes.spm) when SentencePiece's
+    algorithm gives the same ids on every check text; a note saying what was done."""
+    from tokenizers import Tokenizer
+
+    from probes import spm
+
+    path = out_dir / "tokenizer.json"
+    if not path.exists():
+        return "tokenizer.model: not written (no tokenizer.json)"
+    found = spm.pieces_from_tokenizer_json(read_json(path))
+    if isinstance(found, str):
+        return f"tokenizer.model: not written ({found})"
+    pieces, prefix = found
+    tok = Tokenizer.from_file(str(path))
+    for text in check_texts:
+        ours, theirs = spm.encode(text, pieces, dummy_prefix=prefix), tok.encode(
+            text, add_special_tokens=False).ids
+        if ours != theirs:
+            return (f"tokenizer.model: not written (SentencePiece reads {text[:30]!r} as "
+                    f"{ours[:8]}, tokenizer.json as {theirs[:8]})")
+    tok_config = read_json(out_dir / "tokenizer_config.json") if (
+        out_dir / "tokenizer_config.json").exists() else {}
+    roles = {role: _content(tok_config.get(f"{role}_token")) for role in ("unk", "bos", "eos", "pad")}
+    (out_dir / "tokenizer.model").write_bytes(spm.model_bytes(
+        pieces, dummy_prefix=prefix, roles={k: v for k, v in roles.items() if v}))
+    return ("tokenizer.model: written from tokenizer.json (the release ships one, LFS-sized; "
+            f"SentencePiece reads the {len(check_texts)} check texts as tokenizer.json does)")
+
+
 def _content(value: Any) -> str | None:
     if isinstance(value, dict):
         value = value.get("content")
@@ -91,7 +142,12 @@ def special_tokens(release: Release, source: dict[str, Any]) -> tuple[dict[str, 
     # Other named tokens (Gemma 3's boi_token, image_token): the class reads them by name.
     wanted += [c for k, v in tok_config.items() if k.endswith("_token") and (c := _content(v))]
     wanted += [decoder[i] for i in named_ids if i in decoder]
-    wanted += [c for c in decoder.values() if c in template]
+    # A release token the template happens to contain is one of its specials only if the
+    # release says so: Gemma 2 lists "\n" (an ordinary piece, special false), which as a
+    # special of ours would split every newline out in one engine and not in another.
+    specials = {int(k) for k, v in (tok_config.get("added_tokens_decoder") or {}).items()
+                if str(k).isdigit() and isinstance(v, dict) and v.get("special", True)}
+    wanted += [c for i, c in decoder.items() if c in template and i in specials and c.strip()]
     wanted += [c for c in smap.get("additional_special_tokens") or [] if isinstance(c, str)
                and c in template]
     ordered = list(dict.fromkeys(wanted))[:MAX_SPECIALS]
@@ -106,7 +162,7 @@ def fixture_tokenizer(out_dir: Path, release: Release, source: dict[str, Any],
     roles, decoder, ordered = special_tokens(release, source)
     extra = tuple(c for c in ordered if c not in SPECIAL_TOKENS)
     tok = build_tokenizer(out_dir, vocab_size=vocab_size, extra_special=extra,
-                          style=tokenizer_style(release, source.get("model_type")))
+                          **tokenizer_options(release, source.get("model_type")))
     vocab = tok.get_vocab()
     specials = Specials(roles=roles, by_content={c: vocab[c] for c in ordered if c in vocab},
                         vocab=vocab)
