@@ -96,6 +96,10 @@ def compare_completion(ref: Completion, got: Completion, top_k: int) -> dict[str
             detail["reference_token"], detail["engine_token"] = ref_ids[i], got_ids[i]
             # vLLM's rule: each side's choice must be among the other's top-k.
             detail["within_top_k"] = got_ids[i] in ref_k and ref_ids[i] in got_k
+            # How far the reference's top-k spans there: on a near-flat distribution (random
+            # weights) a few hundredths of a nat reorder it, which the verdict's reader should see.
+            if len(ref_k) > 1:
+                detail["reference_top_k_span"] = round(max(ref_k.values()) - min(ref_k.values()), 6)
             break
         # Logprobs compare where the greedy tokens agree: at a swap of two near-tied tokens
         # the gap on the swapped pair is the swap itself, which the top-k rule judges.
@@ -177,6 +181,10 @@ def check_logprobs_close(reference: list[Completion], candidate: list[Completion
         else:
             what = (f"token {d['engine_token']} vs reference {d['reference_token']}, "
                     f"not within each other's top-{k}")
+        span = d.get("reference_top_k_span")
+        if span is not None and span < LOGPROB_FLOOR:
+            what += (f"; the reference's top-{k} spans only {span:.3f} nats there (a near-flat "
+                     f"distribution)")
         if d.get("within_precision_noise"):
             what += (f" (past the reference's precision horizon, token "
                      f"{d['precision_horizon']}, but no precision puts a token outside the "

@@ -324,3 +324,18 @@ def test_the_reasons_parity_names_are_the_listed_degraded_reasons():
     from probes.stages import DEGRADED_REASONS
 
     assert {parity.PRECISION_DRIFT, parity.LOGPROB_DRIFT} <= set(DEGRADED_REASONS)
+
+
+def test_a_divergence_on_a_flat_distribution_says_how_flat():
+    """The verdict stays vLLM's rule; the message shows the reference's top-k span there."""
+    from probes.parity import check_logprobs_close
+
+    flat = [[7, -5.60], [8, -5.61], [9, -5.62], [10, -5.63], [11, -5.64]]
+    ref = {"prompt": "p", "token_ids": [7], "top_logprobs": [flat]}
+    got = {"prompt": "p", "token_ids": [99], "top_logprobs": [[[99, -5.5], [98, -5.51],
+                                                               [97, -5.52], [96, -5.53],
+                                                               [95, -5.54]]]}
+    result = check_logprobs_close([ref], [got], top_k=5, noise=0.0)
+    assert (result.status, result.failure_class) == ("fail", "wrong_output")
+    assert result.details[0]["reference_top_k_span"] == 0.04
+    assert "spans only 0.040 nats" in result.message
