@@ -87,8 +87,6 @@ def run_sweep(options: NightlyOptions, *, types: Sequence[str] | None = None,
     """The arch tier over every causal-LM architecture the reference transformers knows, in
     every given engine environment: the full map of which engine runs which architecture.
     A type that cannot be shrunk gets `error` records with why, never silence."""
-    from probes.shrink.catalogue import sweep_revision, type_lineage
-
     started = time.monotonic()
     run_id, journal, envs, done = _prepare(replace(options, tier="arch"), say)
     report = NightlyReport(run_id=run_id)
@@ -100,8 +98,11 @@ def run_sweep(options: NightlyOptions, *, types: Sequence[str] | None = None,
                               timeout=300, check=True)
         types = proc.stdout.split()
     types = select_shard(types, shard)
-    models = [SweepModel(id=f"arch/{t}", revision=sweep_revision(t, ref_version), model_type=t,
-                         lineage=type_lineage(t)) for t in types]
+    # Every copy is built first (one reference process, about a second a type): its revision is
+    # a hash of the copy itself, so only copies that changed are probed again.
+    root = options.home() / "sweep" / ref_version
+    rows = {row["model_type"]: row for row in _build_sweep(ref, root, types, say)}
+    models = [_sweep_model(t, rows.get(t), ref_version) for t in types]
     report.discovered = len(models)
     targets = [replace(t, stages=tuple(s for s in t.stages if s in ARCH_MAP_STAGES))
                for t, _e in envs]
@@ -111,32 +112,36 @@ def run_sweep(options: NightlyOptions, *, types: Sequence[str] | None = None,
         + (f", shard {shard[0]}/{shard[1]}" if shard else "") + "), "
         f"{len(envs)} environments -> {len(tasks)} probes")
     if tasks and not options.dry_run:
-        root = options.home() / "sweep" / ref_version
-        needed = sorted({t.model_id.split("/", 1)[1] for t in tasks})
-        rows = _build_sweep(ref, root, needed, say)
         shrinker = Shrinker(root, ref, prebuilt=True)
-        by_type = {m.model_type: m for m in models}
-        built: dict[tuple[str, str], SweepModel] = {}
-        for row in rows:
-            m = by_type.get(row["model_type"])
-            if m is None:
-                continue
-            if row["status"] == "ok":
-                built[(m.id, m.revision)] = replace(m, model_dir=row["out_dir"],
-                                                    architecture=row.get("architecture"))
-            else:
-                shrinker.remember_failure(m.id, m.revision, f"shrink failed: {row['why']}",
+        for m in models:
+            if m.model_dir is None:
+                why = (rows.get(m.model_type) or {}).get("why", "not built")
+                shrinker.remember_failure(m.id, m.revision, f"shrink failed: {why}",
                                           shrinker.type_command(m.model_type))
-        tasks = [replace(t, model_dir=built[(t.model_id, t.revision)].model_dir
-                         if (t.model_id, t.revision) in built else None) for t in tasks]
+        tasks = [replace(t, model_dir=next((m.model_dir for m in models
+                                            if (m.id, m.revision) == (t.model_id, t.revision)),
+                                           None)) for t in tasks]
         ctx = _Context(options=replace(options, tier="arch"), run_id=run_id, journal=journal,
-                       shrinker=shrinker,
-                       models={**{(m.id, m.revision): m for m in models}, **built})
+                       shrinker=shrinker, models={(m.id, m.revision): m for m in models})
         execute(tasks, ctx, report, console)
         if options.store:
             journal.clear()
     report.seconds = time.monotonic() - started
     return report
+
+
+def _sweep_model(model_type: str, row: dict[str, Any] | None, ref_version: str) -> SweepModel:
+    """The sweep's model of one type: revised by its built copy's content (a type that could
+    not be shrunk keeps the revision of its recipe, so a rule change tries it again)."""
+    from probes.shrink.catalogue import copy_revision, sweep_revision, type_lineage
+
+    lineage = type_lineage(model_type)
+    if row is None or row.get("status") != "ok":
+        return SweepModel(id=f"arch/{model_type}", revision=sweep_revision(model_type, ref_version),
+                          model_type=model_type, lineage=lineage)
+    return SweepModel(id=f"arch/{model_type}", model_type=model_type, lineage=lineage,
+                      revision=copy_revision(row["out_dir"], ref_version),
+                      model_dir=row["out_dir"], architecture=row.get("architecture"))
 
 
 def _build_sweep(python: str, root: Path, types: Sequence[str],

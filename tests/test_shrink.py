@@ -385,6 +385,32 @@ def test_variant_revision_is_its_own_and_base_revisions_ignore_the_variants(tmp_
     assert sweep_revision("gemma4_text+moe", "5.23.0") != sweep_revision("gemma4_text", "5.23.0")
 
 
+def test_a_copy_is_revised_by_what_engines_read(tmp_path):
+    """The sweep's revision of a built copy: its files, and dayone.json only where a probe
+    reads it; so a rule change that leaves a copy as it was is not new work."""
+    from probes.shrink.catalogue import copy_revision
+
+    copy = tmp_path / "llama"
+    copy.mkdir()
+    (copy / "config.json").write_text('{"model_type": "llama"}')
+    (copy / "model.safetensors").write_bytes(b"weights")
+    (copy / "dayone.json").write_text(json.dumps({"notes": ["a"], "engine_options": {}}))
+    first = copy_revision(copy, "5.23.0")
+    assert copy_revision(copy, "5.23.0") == first
+    assert copy_revision(copy, "5.24.0") != first  # another reference
+    (copy / "dayone.json").write_text(json.dumps({"notes": ["b"], "engine_options": {}}))
+    assert copy_revision(copy, "5.23.0") == first  # notes are for people
+    (copy / "dayone.json").write_text(json.dumps({"notes": ["b"],
+                                                  "engine_options": {"vllm": {"x": 1}}}))
+    second = copy_revision(copy, "5.23.0")
+    assert second != first  # a probe reads these
+    (copy / "tokenizer.model").write_bytes(b"spm")
+    assert copy_revision(copy, "5.23.0") != second  # a new file engines read
+    (copy / "tokenizer.model").unlink()
+    (copy / "model.safetensors").write_bytes(b"weightz")
+    assert copy_revision(copy, "5.23.0") != second
+
+
 def test_variant_shrinks_with_its_switches_on(tf_env, tmp_path):
     out = tmp_path / "moe"
     proc = subprocess.run([tf_env.python, "-m", "probes.shrink", "--model-type",

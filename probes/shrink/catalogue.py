@@ -59,6 +59,28 @@ def sweep_revision(token: str, transformers_version: str) -> str:
     return recipe_revision(token, transformers_version, rules_text() + extra)
 
 
+# What a copy's dayone.json holds that changes a probe of it (the rest is notes for people).
+PROBED_META = ("engine_options", "lineage", "token_map")
+
+
+def copy_revision(model_dir: Path | str, transformers_version: str) -> str:
+    """The revision of a built copy: a hash of what the engines read (every file but
+    dayone.json, by name and content) and of the dayone.json fields a probe uses. A rule,
+    catalogue or builder change that leaves a copy byte for byte as it was is not new work; one
+    that changes it is, whatever file it lives in."""
+    model_dir = Path(model_dir)
+    digest = hashlib.sha256(f"{transformers_version}\0".encode("utf-8"))
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        name = path.relative_to(model_dir).as_posix()
+        if name == "dayone.json":
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            data = json.dumps({k: meta.get(k) for k in PROBED_META}, sort_keys=True).encode()
+        else:
+            data = path.read_bytes()
+        digest.update(f"{name}\0{hashlib.sha256(data).hexdigest()}\0".encode("utf-8"))
+    return digest.hexdigest()[:40]
+
+
 def type_lineage(token: str) -> dict[str, Any]:
     """Where the copy of a sweep entry starts: a catalogued release, or transformers' default
     config (`synthetic`)."""
@@ -92,18 +114,32 @@ def shrink_model_type(model_type: str, out_dir: Path, *, seed: int = 0) -> Shrin
             raise ShrinkError(f"catalogued release {release.repo} is model_type "
                               f"{source.get('model_type')!r}, not {model_type!r}")
         source.update(switches)
-        return shrink_config(source, out_dir, seed=seed, release=release,
-                             meta={"id": f"arch/{token}", "revision": revision,
-                                   "source": f"release {release.repo}: {token}"})
+        return _stamped(shrink_config(source, out_dir, seed=seed, release=release,
+                                      meta={"id": f"arch/{token}", "revision": revision,
+                                            "source": f"release {release.repo}: {token}"}),
+                        transformers.__version__)
     kwargs = {**fam.get("default_kwargs", {}), **switches}
     try:
         source = AutoConfig.for_model(model_type, **kwargs).to_dict()
     except Exception as exc:  # noqa: BLE001
         raise ShrinkError(f"no default config for {token}: {first_line(exc)}") from exc
     source["model_type"] = model_type
-    return shrink_config(source, out_dir, seed=seed,
-                         meta={"id": f"arch/{token}", "revision": revision,
-                               "source": f"transformers {transformers.__version__}: {token}"})
+    return _stamped(shrink_config(source, out_dir, seed=seed,
+                                  meta={"id": f"arch/{token}", "revision": revision,
+                                        "source": f"transformers {transformers.__version__}: "
+                                                  f"{token}"}),
+                    transformers.__version__)
+
+
+def _stamped(result: ShrinkResult, transformers_version: str) -> ShrinkResult:
+    """The copy's dayone.json names its revision: the hash of the copy as built (records of
+    its probes are filed under it)."""
+    path = Path(result.out_dir) / "dayone.json"
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta["recipe_revision"] = meta.get("revision")
+    meta["revision"] = copy_revision(result.out_dir, transformers_version)
+    path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return result
 
 
 def sweep(out_root: Path, types: list[str] | None = None, *, generate: bool = True,
