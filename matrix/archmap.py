@@ -238,10 +238,14 @@ class MapFilters:
     engine: str | None = None
     status: str | None = None
     lineage: str | None = None  # one of LINEAGE_KINDS
+    # Which results make the map at all (not a filter of its rows): the cells are computed
+    # over the results on that hardware / of that tier alone (the reader's queries do it).
+    hardware: str | None = None
+    tier: str | None = None
 
     def as_dict(self) -> dict[str, str | None]:
         return {"q": self.q, "engine": self.engine, "status": self.status,
-                "lineage": self.lineage}
+                "lineage": self.lineage, "hardware": self.hardware, "tier": self.tier}
 
 
 def _row_matches(arch: str, cells: dict[str, dict[str, Any]], lineage: dict[str, Any] | None,
@@ -337,3 +341,70 @@ def green_share(timeline: dict[str, dict[str, list[ReleaseStatus]]], apart: Iter
             counts.items(), key=lambda kv: (kv[0][0], version_key(kv[0][1]))):
         out.setdefault(engine, []).append(GreenShare(version, green, total))
     return out
+
+
+# -- since when (caniuse's "supported since", MDN's version_added / version_removed) ---------
+
+WORKS, PARTIAL, BROKE = "supported", "partial", "broken"
+_KIND = {"pass": WORKS, "degraded": PARTIAL, "fail": BROKE, "timeout": BROKE, "oom": BROKE}
+
+
+@dataclass(frozen=True)
+class ReleaseSpan:
+    """What one engine's releases say of one architecture, oldest to newest. Releases without
+    a verdict (error: ours, skipped, n/a, needs-gpu) say nothing and are passed over.
+
+    `now`: the newest verdict's kind (supported: pass, partial: degraded, broken: red), or
+    None when no release has a verdict; `since`: the first release of the trailing run of
+    that kind; `first_green` / `last_green`: the oldest and newest green release."""
+
+    engine: str
+    now: str | None
+    since: str | None
+    first_green: str | None
+    last_green: str | None
+    first: str | None  # the oldest and newest release with a verdict
+    newest: str | None
+    worked_before: bool  # a release before the trailing red run passed or was degraded
+
+    @property
+    def supported_since(self) -> str | None:
+        return self.since if self.now == WORKS else None
+
+    @property
+    def broken_since(self) -> str | None:
+        """The first red release after a working one (a regression that still stands)."""
+        return self.since if self.now == BROKE and self.worked_before else None
+
+    def text(self) -> str:
+        if self.now == WORKS:
+            return f"supported since {self.engine} {self.since}"
+        if self.now == PARTIAL:
+            return f"partial (degraded) since {self.engine} {self.since}"
+        if self.now == BROKE and self.worked_before:
+            last = f"; last green {self.last_green}" if self.last_green else ""
+            return f"broken since {self.engine} {self.since}{last}"
+        if self.now == BROKE:
+            span = self.first if self.first == self.newest else f"{self.first}–{self.newest}"
+            return f"never worked in the releases probed ({span})"
+        return "no verdict in any release probed"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"now": self.now, "since": self.since, "supported_since": self.supported_since,
+                "broken_since": self.broken_since, "first_green": self.first_green,
+                "last_green": self.last_green, "text": self.text()}
+
+
+def release_span(engine: str, releases: Sequence[ReleaseStatus]) -> ReleaseSpan:
+    """The span of one engine's releases (oldest first, as `release_timeline` gives them)."""
+    judged = [(r.version, _KIND[r.status]) for r in releases if r.status in _KIND]
+    greens = [v for v, k in judged if k == WORKS]
+    if not judged:
+        return ReleaseSpan(engine, None, None, None, None, None, None, False)
+    now = judged[-1][1]
+    start = len(judged) - 1
+    while start > 0 and judged[start - 1][1] == now:
+        start -= 1
+    worked = any(k in (WORKS, PARTIAL) for _v, k in judged[:start])
+    return ReleaseSpan(engine, now, judged[start][0], greens[0] if greens else None,
+                       greens[-1] if greens else None, judged[0][0], judged[-1][0], worked)

@@ -27,11 +27,13 @@ def _engine_filter(engine: str) -> list[Any]:
 def results(session: Session, model: str | None = None, engine: str | None = None,
             stage: str | None = None, since: dt.datetime | dt.date | str | None = None,
             limit: int | None = None, *, status: str | None = None, offset: int = 0,
-            model_prefix: str | None = None, with_output: bool = True) -> list[dict[str, Any]]:
+            model_prefix: str | None = None, with_output: bool = True,
+            hardware: str | None = None, tier: str | None = None) -> list[dict[str, Any]]:
     """Stored records, exactly as ingested (the contract), newest first. `since`: results
     started at or after it (a naive time means UTC; a date means its midnight UTC).
     `model_prefix`: models whose id starts with it ("arch/": the sweep's architectures).
-    `with_output=False` leaves out the bulky `output` (token ids, logprobs)."""
+    `with_output=False` leaves out the bulky `output` (token ids, logprobs). `hardware`,
+    `tier`: results on that hardware (the environment's), of that tier."""
     query = (select(Result.raw, Result.output)
              .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
              .join(Environment, Environment.id == Result.environment_pk)
@@ -46,6 +48,10 @@ def results(session: Session, model: str | None = None, engine: str | None = Non
         query = query.where(Result.stage == stage)
     if status is not None:
         query = query.where(Result.status == status)
+    if hardware is not None:
+        query = query.where(Environment.hardware == hardware)
+    if tier is not None:
+        query = query.where(Result.tier == tier)
     if since is not None:
         if isinstance(since, dt.date) and not isinstance(since, dt.datetime):
             since = dt.datetime.combine(since, dt.time())
@@ -175,16 +181,185 @@ def tracked_models(session: Session) -> list[str]:
 
 # -- the architecture map -----------------------------------------------------------------------
 
-def arch_release_stages(session: Session, prefix: str = "arch/") -> list[Observation]:
+def arch_release_stages(session: Session, prefix: str = "arch/", *,
+                        hardware: str | None = None, tier: str | None = None
+                        ) -> list[Observation]:
     """The latest result of every stage of every sweep architecture in every engine release it
     ran in (one row per model revision x environment x stage, from cell_latest: the release
-    timeline costs O(architectures x releases), never history)."""
+    timeline costs O(architectures x releases), never history), on one hardware and/or tier
+    where given."""
     query = (select(CellLatest.model_id, CellLatest.engine_name, CellLatest.engine_version,
                     CellLatest.stage, CellLatest.status, CellLatest.started_at,
                     CellLatest.failure_class)
              .where(CellLatest.model_id.startswith(prefix, autoescape=True))
              .order_by(CellLatest.model_id, CellLatest.engine_name))
+    query = _arch_filters(query, hardware, tier)
     return [Observation(model=r.model_id, engine=r.engine_name, engine_version=r.engine_version,
                         stage=r.stage, status=r.status, started_at=parse_time(r.started_at),
                         failure_class=r.failure_class)
             for r in session.execute(query)]
+
+
+def _arch_filters(query: Any, hardware: str | None, tier: str | None) -> Any:
+    """The map's hardware and tier filters on a query over cell_latest."""
+    if hardware is not None:
+        query = (query.join(Environment, Environment.id == CellLatest.environment_pk)
+                 .where(Environment.hardware == hardware))
+    if tier is not None:
+        query = (query.join(Result, Result.id == CellLatest.result_pk)
+                 .where(Result.tier == tier))
+    return query
+
+
+@dataclass(frozen=True)
+class MapOptions:
+    """The values the map's hardware and tier filters can take (those of the sweep's copies)."""
+
+    hardware: tuple[str, ...]
+    tiers: tuple[str, ...]
+
+
+def map_options(session: Session, prefix: str = "arch/") -> MapOptions:
+    hardware = (select(Environment.hardware).distinct()
+                .join(CellLatest, CellLatest.environment_pk == Environment.id)
+                .where(CellLatest.model_id.startswith(prefix, autoescape=True),
+                       Environment.hardware.is_not(None)))
+    tiers = (select(Result.tier).distinct()
+             .join(CellLatest, CellLatest.result_pk == Result.id)
+             .where(CellLatest.model_id.startswith(prefix, autoescape=True),
+                    Result.tier.is_not(None)))
+    return MapOptions(tuple(sorted(h for h in session.scalars(hardware) if h)),
+                      tuple(sorted(t for t in session.scalars(tiers) if t)))
+
+
+@dataclass(frozen=True)
+class ArchResult:
+    """The latest result of one stage of an architecture's copy in one engine release (a
+    cell_latest row with what its page shows: the red's reproduce line and confirmation)."""
+
+    result_id: int
+    model: str  # `arch/<type>`
+    engine: str
+    engine_version: str
+    stage: str
+    status: str
+    failure_class: str | None
+    message: str | None
+    started_at: dt.datetime  # aware, UTC
+    tier: str | None
+    hardware: str | None
+    reproduce: str | None
+    log_path: str | None
+    confirmed: bool | None
+    confirmation: dict[str, Any] | None
+    lineage: dict[str, Any] | None  # where the copy came from, as the record says
+
+    def observation(self) -> Observation:
+        return Observation(model=self.model, engine=self.engine,
+                           engine_version=self.engine_version, stage=self.stage,
+                           status=self.status, started_at=self.started_at,
+                           failure_class=self.failure_class, message=self.message)
+
+
+def arch_results(session: Session, model_ids: list[str]) -> list[ArchResult]:
+    """Every release's latest result per stage of these architecture copies (`arch/<type>`),
+    oldest first: O(engines x releases x stages) per copy, from cell_latest, never history."""
+    if not model_ids:
+        return []
+    query = (select(Result.id, CellLatest.model_id, CellLatest.engine_name,
+                    CellLatest.engine_version, CellLatest.stage, CellLatest.status,
+                    CellLatest.failure_class, Result.message, CellLatest.started_at,
+                    Result.tier, Environment.hardware, Result.reproduce, Result.log_path,
+                    Result.confirmed, Result.confirmation, Result.raw)
+             .join(Result, Result.id == CellLatest.result_pk)
+             .join(Environment, Environment.id == CellLatest.environment_pk)
+             .where(CellLatest.model_id.in_(model_ids))
+             .order_by(CellLatest.started_at, Result.id))
+    out = []
+    for r in session.execute(query):
+        lineage = ((r.raw or {}).get("model") or {}).get("lineage")
+        out.append(ArchResult(
+            result_id=r.id, model=r.model_id, engine=r.engine_name,
+            engine_version=r.engine_version, stage=r.stage, status=r.status,
+            failure_class=r.failure_class, message=r.message,
+            started_at=parse_time(r.started_at), tier=r.tier, hardware=r.hardware,
+            reproduce=r.reproduce, log_path=r.log_path, confirmed=r.confirmed,
+            confirmation=r.confirmation if isinstance(r.confirmation, dict) else None,
+            lineage=lineage if isinstance(lineage, dict) else None))
+    return out
+
+
+def arch_copies(session: Session, model_type: str, prefix: str = "arch/") -> list[str]:
+    """The architecture copies (`arch/<type>` and its variants `arch/<type>+<variant>`) of a
+    model type, by id: what a model page links to on the map."""
+    if not model_type:
+        return []
+    exact = prefix + model_type
+    query = (select(ModelRevision.model_id).distinct()
+             .where(or_(ModelRevision.model_id == exact,
+                        ModelRevision.model_id.startswith(exact + "+", autoescape=True)))
+             .order_by(ModelRevision.model_id))
+    return list(session.scalars(query))
+
+
+# -- search (the header's box) ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SearchHit:
+    kind: str  # "model" or "architecture"
+    name: str  # the model id, or the architecture (without `arch/`)
+    detail: str | None  # the model's type and family; nothing for an architecture
+
+
+def search(session: Session, q: str, limit: int | None = 20, prefix: str = "arch/"
+           ) -> list[SearchHit]:
+    """Models and architectures whose name (a model's id, type or family) contains `q`, any
+    case; exact names first, then names starting with it, then the rest, each by name. An
+    empty `q` matches everything (the static export's index)."""
+    needle = q.strip()
+    is_arch = ModelRevision.model_id.startswith(prefix, autoescape=True)
+    name = func.substr(ModelRevision.model_id, len(prefix) + 1)  # an architecture's own name
+    length = func.length(ModelRevision.model_id).label("length")
+    query = select(ModelRevision.model_id, ModelRevision.model_type,
+                   ModelRevision.family, length).distinct()
+    if needle:
+        query = query.where(or_(
+            and_(is_arch, name.icontains(needle, autoescape=True)),
+            and_(~is_arch, or_(ModelRevision.model_id.icontains(needle, autoescape=True),
+                               ModelRevision.model_type.icontains(needle, autoescape=True),
+                               ModelRevision.family.icontains(needle, autoescape=True)))))
+    if limit is not None:
+        # Bounded however large the catalogue: of more matches than 50 x limit, the shortest
+        # names (an exact name is among them), ranked below.
+        query = query.order_by(length, ModelRevision.model_id).limit(50 * limit)
+    facts: dict[str, tuple[set[str], set[str]]] = {}
+    for model_id, model_type, family, _length in session.execute(query):
+        types, families = facts.setdefault(model_id, (set(), set()))
+        if model_type:
+            types.add(model_type)
+        if family:
+            families.add(family)
+    hits = []
+    for model_id, (types, families) in facts.items():
+        if model_id.startswith(prefix):
+            hits.append(SearchHit("architecture", model_id[len(prefix):], None))
+        else:
+            detail = " · ".join(sorted(types) + sorted(families - types)) or None
+            hits.append(SearchHit("model", model_id, detail))
+    folded = needle.casefold()
+
+    def rank(h: SearchHit) -> tuple[int, str, str]:
+        name = h.name.casefold()
+        tail = name.rsplit("/", 1)[-1]
+        place = (0 if folded in (name, tail) else 1 if name.startswith(folded)
+                 or tail.startswith(folded) else 2)
+        return (place if folded else 0, name, h.kind)
+
+    hits.sort(key=rank)
+    return hits if limit is None else hits[:limit]
+
+
+def result_record(session: Session, result_id: int) -> dict[str, Any] | None:
+    """One stored record (the contract, without `output`) by its id, or None."""
+    raw = session.scalar(select(Result.raw).where(Result.id == result_id))
+    return None if raw is None else {k: v for k, v in dict(raw).items() if k != "output"}

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from matrix.store import CellLatest, Environment, open_store
 from service import badges, feed, render, views
-from service.links import Links, badge_path, cell_path, engine_path, model_path
+from service.links import Links, arch_path, badge_path, cell_path, engine_path, model_path
 from service.render import STATIC
 
 
@@ -69,9 +69,23 @@ def export_site(session: Session, out_dir: Path,
     amap = views.map_view(session)
     w.page("map", "map.html", amap)
     w.write("api/v1/map.json", render.json_text(amap))
+    archs = [*amap["cells"], *amap["not_generative"]]
+    for arch in archs:
+        data = views.arch_view(session, arch)
+        if data is None:
+            continue
+        w.page(arch_path(arch), "arch.html", data)
+        w.write(f"api/v1/{arch_path(arch)}.json", render.json_text(data))
+        for red in (r for e in data["engines"] for r in e["reds"]):  # each red's record
+            record = views.result_record(session, red["result_id"])
+            if record is not None:
+                w.write(f"api/v1/results/{red['result_id']}.json", render.json_text(record))
+    say(f"map: {len(archs)} architectures")
+    # No server to ask: the search page lists every name and filters in the page.
+    w.page("search", "search.html", views.search_view(session, None, limit=None))
 
     for model_id in views.catalog(session):
-        data = views.model_view(session, model_id)
+        data = views.model_page_view(session, model_id)
         if data is not None:
             w.page(model_path(model_id), "model.html", data)
     engines = sorted(session.scalars(select(Environment.engine_name).distinct()))

@@ -82,6 +82,13 @@ class Links:
     def map(self) -> str:
         return self._page("map")
 
+    def arch(self, arch: str) -> str:
+        """One architecture's page on the map (`arch` without the `arch/` of its copy)."""
+        return self._page(arch_path(arch))
+
+    def search(self) -> str:
+        return self._page("search")
+
     def model(self, model_id: str) -> str:
         return self._page(model_path(model_id))
 
@@ -116,6 +123,10 @@ class Links:
 
 def model_path(model_id: str) -> str:
     return "models/" + slug(model_id)
+
+
+def arch_path(arch: str) -> str:
+    return "map/" + slug(arch, keep_slashes=False)
 
 
 def engine_path(name: str) -> str:

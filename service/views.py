@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from matrix import archmap, queries
 from matrix import summary as S
 from matrix.store import CellLatest, Environment, ModelRevision, Result
-from probes.stages import STAGES, STATUSES
+from probes.stages import ARCH_MAP_STAGES, STAGES, STATUSES
 
 STRIP_NIGHTS = 14
 DTG_HORIZON_DAYS = 60  # the matrix looks for a cell's first green this long after release
@@ -790,13 +790,28 @@ def share_plot(shares: list[archmap.GreenShare]) -> dict[str, Any]:
             "points": " ".join(f"{d['x']},{d['y']}" for d in dots), "dots": dots}
 
 
-def _map_base(session: Session) -> dict[str, Any]:
-    """The whole map (every engine, no filter) with its timelines and plots."""
-    records = queries.results(session, model_prefix=archmap.ARCH_PREFIX, with_output=False)
+def _map_base(session: Session, hardware: str | None = None, tier: str | None = None
+              ) -> dict[str, Any]:
+    """The whole map (every engine, no filter of rows) with its timelines and plots, over the
+    results on `hardware` and of `tier` only where given."""
+    records = queries.results(session, model_prefix=archmap.ARCH_PREFIX, with_output=False,
+                              hardware=hardware, tier=tier)
     doc = archmap.map_document(records)
-    timeline = archmap.release_timeline(queries.arch_release_stages(session))
+    timeline = archmap.release_timeline(queries.arch_release_stages(
+        session, hardware=hardware, tier=tier))
     shares = archmap.green_share(timeline, doc["not_generative"])
+    facts: dict[str, dict[str, dict[str, set[str]]]] = {}
+    for r in records:  # which hardware and tiers each cell ran on (a static page filters so)
+        arch = r["model"]["id"][len(archmap.ARCH_PREFIX):]
+        f = facts.setdefault(arch, {}).setdefault(r["engine"]["name"],
+                                                  {"hardware": set(), "tier": set()})
+        if r["engine"].get("hardware"):
+            f["hardware"].add(r["engine"]["hardware"])
+        if r.get("tier"):
+            f["tier"].add(r["tier"])
     return {**doc, "all_engines": doc["engines"],
+            "facts": {a: {e: {k: sorted(v) for k, v in f.items()} for e, f in engines.items()}
+                      for a, engines in facts.items()},
             "timeline": {a: {e: [{"version": r.version, "status": r.status} for r in rs]
                              for e, rs in engines.items()} for a, engines in timeline.items()},
             "green_share": {e: [{"version": s.version, "green": s.green, "total": s.total,
@@ -808,14 +823,153 @@ def map_view(session: Session, filters: archmap.MapFilters | None = None, *,
              cache: HistoryCache | None = None) -> dict[str, Any]:
     """/map: architecture x engine (the CLI's `dayone map --json` document, narrowed by the
     filters), each cell's release timeline, the share green per release per engine."""
-    base = (cache.view(session, ("map", archmap.ARCH_PREFIX), lambda: _map_base(session))
-            if cache is not None else _map_base(session))
-    out = archmap.filter_document(base, filters or archmap.MapFilters())
+    filters = filters or archmap.MapFilters()
+    hardware, tier = filters.hardware, filters.tier
+
+    def compute() -> dict[str, Any]:
+        return _map_base(session, hardware, tier)
+
+    # One cached map per (hardware, tier); key[1], the `arch/` prefix, drops them all when
+    # a sweep result arrives.
+    base = (cache.view(session, ("map", archmap.ARCH_PREFIX, hardware or "", tier or ""),
+                       compute) if cache is not None else compute())
+    out = archmap.filter_document(base, filters)
     kept = set(out["cells"]) | set(out["not_generative"])
     out["timeline"] = {a: {e: rs for e, rs in engines.items() if e in out["engines"]}
                        for a, engines in base["timeline"].items() if a in kept}
     out["lineage_kind"] = {a: archmap.lineage_kind(out["lineage"].get(a)) for a in kept}
+    out["facts"] = {a: {e: f for e, f in engines.items() if e in out["engines"]}
+                    for a, engines in base["facts"].items() if a in kept}
+    choices = queries.map_options(session)
     out["options"] = {"engine": base["all_engines"], "status": list(STATUSES),
-                      "lineage": list(archmap.LINEAGE_KINDS)}
+                      "lineage": list(archmap.LINEAGE_KINDS),
+                      "hardware": list(choices.hardware), "tier": list(choices.tiers)}
     out["legend"] = [{"status": s, "glyph": g, "meaning": m} for s, g, m in LEGEND]
     return out
+
+
+# --- one architecture (/map/{arch}) ------------------------------------------------------------
+
+RED = ("fail", "timeout", "oom")
+
+
+def _red(r: queries.ArchResult) -> dict[str, Any]:
+    """One red of an architecture's page: where it ran, its bare command, its confirmation."""
+    return {"result_id": r.result_id, "engine": r.engine, "engine_version": r.engine_version,
+            "stage": r.stage, "status": r.status, "failure_class": r.failure_class,
+            "message": _short(r.message), "started_at": iso(r.started_at), "tier": r.tier,
+            "hardware": r.hardware, "reproduce": r.reproduce, "log_path": r.log_path,
+            "verdict": (r.confirmation or {}).get("verdict"),
+            **bare_check(r.confirmed, r.confirmation)}
+
+
+def _lineage(rows: list[queries.ArchResult]) -> dict[str, Any] | None:
+    """The copy's lineage as its newest record says."""
+    return next((r.lineage for r in reversed(rows) if r.lineage), None)
+
+
+def arch_spans(rows: list[queries.ArchResult]) -> dict[str, dict[str, Any]]:
+    """{architecture: {engine: its release timeline and span}} over `arch_results` rows."""
+    timeline = archmap.release_timeline(r.observation() for r in rows)
+    return {arch: {e: {"releases": [{"version": x.version, "status": x.status} for x in rs],
+                       "span": archmap.release_span(e, rs).as_dict()}
+                   for e, rs in engines.items()} for arch, engines in timeline.items()}
+
+
+def arch_view(session: Session, arch: str) -> dict[str, Any] | None:
+    """One architecture of the map: every engine's cell with its arch stages and classes (the
+    map's cell, as /map computes it), its release timeline with since when it works or broke,
+    the copy's lineage, the last-native note of a fallback cell, and every red (each release's
+    latest per stage) with its bare reproduce command and confirmation. None: no such copy.
+
+    Reads one model's history (the copy `arch/<arch>`), as a model page does."""
+    model_id = archmap.ARCH_PREFIX + arch
+    rows = queries.arch_results(session, [model_id])
+    if not rows:
+        return None
+    doc = archmap.map_document(queries.results(session, model=model_id, with_output=False))
+    apart = doc["not_generative"].get(arch)
+    cells = doc["cells"].get(arch) or (apart or {}).get("cells") or {}
+    spans = arch_spans(rows).get(arch, {})
+    lineage = _lineage(rows)
+    engines = []
+    for engine in sorted({r.engine for r in rows}):
+        mine = [r for r in rows if r.engine == engine]
+        newest = max(mine, key=lambda r: (S.version_key(r.engine_version), r.started_at))
+        cell = cells.get(engine)
+        reds = sorted((r for r in mine if r.status in RED or r.confirmation),
+                      key=lambda r: (S.version_key(r.engine_version), r.started_at),
+                      reverse=True)
+        span = spans.get(engine, {})
+        engines.append({
+            "engine": engine, "engine_version": newest.engine_version,
+            "cell": cell, "glyph": GLYPH.get((cell or {}).get("status") or "", "?"),
+            "stages": {st: (cell or {}).get("stages", {}).get(st)
+                       for st in ARCH_MAP_STAGES},
+            "other_stages": {st: v for st, v in (cell or {}).get("stages", {}).items()
+                             if st not in ARCH_MAP_STAGES},
+            "releases": span.get("releases", []), "span": span.get("span"),
+            "hardware": sorted({r.hardware for r in mine if r.hardware}),
+            "tiers": sorted({r.tier for r in mine if r.tier}),
+            "last_run": iso(max(r.started_at for r in mine)),
+            "reds": [_red(r) for r in reds]})
+    return {"architecture": arch, "model": model_id, "lineage": lineage,
+            "lineage_kind": archmap.lineage_kind(lineage), "generative": apart is None,
+            "why_apart": (apart or {}).get("why"), "stages": list(ARCH_MAP_STAGES),
+            "engines": engines}
+
+
+def arch_tier(session: Session, model_id: str, model_type: str | None) -> list[dict[str, Any]]:
+    """A model page's arch tier: the copies of its architecture on the map (its own row when
+    the model is one), each with its lineage and, per engine, since when it works."""
+    if model_id.startswith(archmap.ARCH_PREFIX):
+        ids = [model_id]
+    else:
+        ids = queries.arch_copies(session, model_type or "")
+    rows = queries.arch_results(session, ids)
+    spans = arch_spans(rows)
+    out = []
+    for mid in ids:
+        mine = [r for r in rows if r.model == mid]
+        arch = mid[len(archmap.ARCH_PREFIX):]
+        lineage = _lineage(mine)
+        out.append({"architecture": arch, "lineage": lineage,
+                    "lineage_kind": archmap.lineage_kind(lineage),
+                    "from_this_model": bool(lineage and lineage.get("repo") == model_id),
+                    "engines": [{"engine": e, **v} for e, v in sorted(spans.get(arch, {}).items())]})
+    return out
+
+
+def model_page_view(session: Session, model_id: str, cache: HistoryCache | None = None
+                    ) -> dict[str, Any] | None:
+    """/models/{id}: `model_view` (cached per model) with its arch tier read fresh (sweep
+    results of the copies do not drop the model's cache; the read is O(engines x releases))."""
+    def compute() -> dict[str, Any] | None:
+        return model_view(session, model_id)
+
+    data = fresh(cache.view(session, ("model", model_id), compute) if cache is not None
+                 else compute())
+    if data is None:
+        return None
+    return {**data, "arch_tier": arch_tier(session, model_id, data.get("model_type"))}
+
+
+# --- search (the header's box) -----------------------------------------------------------------
+
+SEARCH_LIMIT = 20
+
+
+def search_view(session: Session, q: str | None, limit: int | None = SEARCH_LIMIT
+                ) -> dict[str, Any]:
+    """Models and architectures matching `q` (see queries.search). No `q`: nothing, unless
+    `limit` is None (the static export's whole index)."""
+    q = (q or "").strip()
+    hits = queries.search(session, q, limit) if q or limit is None else []
+    return {"q": q, "search_q": q, "results": [
+        {"kind": h.kind, "name": h.name, "detail": h.detail} for h in hits],
+        "limit": limit}
+
+
+def result_record(session: Session, result_id: int) -> dict[str, Any] | None:
+    """One stored record by its id (a red's link on an architecture's page)."""
+    return queries.result_record(session, result_id)

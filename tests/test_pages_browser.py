@@ -222,9 +222,9 @@ def test_the_map_filters_from_the_keyboard_and_leads_to_a_cell(page, map_server)
     assert page.locator('figure.plot[data-engine="vllm"] svg polyline').count() == 1
     page.screenshot(path=str(ARTIFACTS / "map.png"), full_page=True)
     # Type a name and press Enter: the GET form, no script needed.
-    page.locator('input[name="q"]').fill("qwen")
+    page.locator('#map-filters input[name="q"]').fill("qwen")
     with page.expect_navigation():
-        page.locator('input[name="q"]').press("Enter")
+        page.locator('#map-filters input[name="q"]').press("Enter")
     assert "q=qwen" in page.url and map_rows(page) == ["qwen3"]
     qwen_vllm = page.locator('tr[data-arch="qwen3"] td[data-engine="vllm"]')
     assert "generate error" in qwen_vllm.inner_text()
@@ -268,10 +268,165 @@ def test_the_exported_map_filters_in_the_page(page, tmp_path):
     page.select_option('select[name="lineage"]', "synthetic")
     assert map_rows(page) == ["gpt_oss"]
     page.select_option('select[name="lineage"]', "")
-    page.locator('input[name="q"]').fill("meta-llama")
-    page.locator('input[name="q"]').press("Enter")
+    page.locator('#map-filters input[name="q"]').fill("meta-llama")
+    page.locator('#map-filters input[name="q"]').press("Enter")
     assert map_rows(page) == ["llama"]
     page.screenshot(path=str(ARTIFACTS / "export-map-filtered.png"), full_page=True)
     page.locator('tr[data-arch="llama"] td[data-engine="vllm"] a.cell-link').click()
     page.wait_for_url("**/cells/arch/llama/vllm.html")
     assert page.alerts == []
+
+
+# -- one architecture's page, the map's hardware filter, the header's search box ---------------
+
+@pytest.fixture(scope="module")
+def arch_server(tmp_path_factory):
+    import uvicorn
+
+    from service.app import create_app
+    from test_arch_page import arch_records
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('browser-arch') / 'dayone.db'}"
+    store = open_store(url)
+    with store.writing() as s:
+        assert ingest_records(s, arch_records()).rejected == []
+    store.close()
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(url), host="127.0.0.1", port=port,
+                                        log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", url
+    srv.should_exit = True
+    thread.join(10)
+
+
+def test_the_arch_page_shows_stages_releases_and_reds(page, arch_server):
+    base, _ = arch_server
+    page.goto(base + "/map")
+    page.locator('tr[data-arch="llama"] a.arch-link').click()
+    page.wait_for_url("**/map/llama")
+    assert page.title().startswith("llama on the map")
+    assert "shrunk from meta-llama/Llama-3.2-1B" in page.inner_text("dl.kv")
+    sglang = page.locator('table#arch tr[data-engine="sglang"]')
+    assert sglang.locator('td[data-stage="load"]').inner_text().split() == [
+        "✗", "fail", "unsupported_architecture"]
+    assert "broken since sglang 0.5.0; last green 0.4.0" in sglang.inner_text()
+    assert sglang.locator("ol.timeline li").evaluate_all("ls => ls.map(l => l.title)") == [
+        "0.4.0: pass", "0.5.0: fail"]
+    assert page.locator('table#arch tr[data-engine="vllm"] td[data-stage="convert"]'
+                        ).inner_text() == "not run"
+    red = page.locator('li.red[data-engine="sglang"]')
+    assert "confirmed bare" in red.inner_text() and XSS in red.inner_text()  # text, not markup
+    assert "bare_load.py" in red.locator("pre.reproduce").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "arch.png"), full_page=True)
+    assert page.alerts == [] and page.console_errors == []
+    # The red's record, as JSON (where the browser asks for a /favicon.ico: a 404 it logs)
+    with page.expect_navigation():
+        red.locator("a.record").click()
+    assert '"reproduce"' in page.inner_text("body") and "bare_load.py" in page.inner_text("body")
+    page.go_back()
+    # An architecture the store does not know: a 404 page that leads back to the map (the
+    # browser logs the 404 itself as a console error).
+    response = page.goto(base + "/map/no_such_arch")
+    assert response.status == 404 and "No such architecture" in page.inner_text("h1")
+    page.screenshot(path=str(ARTIFACTS / "arch-404.png"))
+    page.get_by_text("See the architecture map").click()
+    page.wait_for_url("**/map")
+    assert page.alerts == [] and all("404" in e for e in page.console_errors)
+
+
+def test_the_map_filters_by_hardware_with_and_without_script(browser, page, arch_server):
+    base, _ = arch_server
+    page.goto(base + "/map")
+    with page.expect_navigation():  # JS on: choosing asks the server at once
+        page.select_option('select[name="hardware"]', "NVIDIA H200")
+    assert "hardware=NVIDIA+H200" in page.url and map_rows(page) == ["llama"]
+    cell = page.locator('tr[data-arch="llama"] td[data-engine="sglang"]')
+    assert cell.get_attribute("data-status") == "pass"
+    page.screenshot(path=str(ARTIFACTS / "map-hardware.png"), full_page=True)
+    context = browser.new_context(java_script_enabled=False)
+    pg = context.new_page()
+    pg.goto(base + "/map")
+    pg.select_option('select[name="tier"]', "full")
+    with pg.expect_navigation():  # JS off: the form's button
+        pg.locator("#map-filters button[type=submit]").click()
+    assert "tier=full" in pg.url and map_rows(pg) == ["llama"]
+    context.close()
+
+
+def test_the_search_box_from_the_keyboard(page, arch_server):
+    base, _ = arch_server
+    page.goto(base + "/")
+    # The box is labelled and comes early in the focus order (after the header's links).
+    box = page.get_by_label("Search models and architectures")
+    order = page.evaluate("""() => Array.from(document.querySelectorAll('a, input, button, select'))
+        .filter(e => e.offsetParent !== null).map(e => e.id || e.tagName)""")
+    assert order.index("site-search-q") < order.index("SELECT")
+    box.focus()
+    page.keyboard.type("qwen3")
+    results = page.locator("#site-search-results a")
+    results.first.wait_for(state="visible")
+    assert results.evaluate_all("as => as.map(a => a.textContent)") == ["qwen3", "Qwen/Qwen3-4B"]
+    assert "2 matches" in page.locator("#site-search-results .search-status").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "search-box.png"))
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("document.activeElement.textContent") == "qwen3"
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("document.activeElement.textContent") == "Qwen/Qwen3-4B"
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("Escape")
+    assert page.locator("#site-search-results").is_hidden()
+    assert page.evaluate("document.activeElement.id") == "site-search-q"
+    page.keyboard.press("ArrowDown")  # the list comes back with a new query only
+    box.fill("qwen3")
+    results.first.wait_for(state="visible")
+    page.keyboard.press("ArrowDown")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    page.wait_for_url("**/map/qwen3")
+    # Enter in the box itself: the search page, whose results are links.
+    box = page.get_by_label("Search models and architectures")
+    box.fill("Qwen3-4B")
+    with page.expect_navigation():
+        box.press("Enter")
+    assert "/search?q=Qwen3-4B" in page.url
+    page.locator("#search-list a").first.click()
+    page.wait_for_url("**/models/Qwen/Qwen3-4B")
+    assert "supported since vllm 0.8.0" in page.locator("section.arch-tier").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "model-arch-tier.png"), full_page=True)
+    assert page.alerts == [] and page.console_errors == []
+
+
+def test_the_search_box_without_script_and_in_the_export(browser, arch_server, tmp_path):
+    from service.export import export
+
+    base, url = arch_server
+    context = browser.new_context(java_script_enabled=False)
+    pg = context.new_page()
+    pg.goto(base + "/map/llama")
+    pg.get_by_label("Search models and architectures").fill("mamba")
+    with pg.expect_navigation():
+        pg.get_by_label("Search models and architectures").press("Enter")
+    assert pg.locator("#search-list a").evaluate_all("as => as.map(a => a.textContent)") == [
+        "mamba"]
+    pg.screenshot(path=str(ARTIFACTS / "search-page.png"), full_page=True)
+    context.close()
+    export(tmp_path / "site", url)
+    pg = browser.new_page()
+    pg.goto((tmp_path / "site" / "map" / "llama.html").as_uri())
+    pg.get_by_label("Search models and architectures").fill("qwen")
+    with pg.expect_navigation():
+        pg.get_by_label("Search models and architectures").press("Enter")
+    shown = pg.locator("#search-list li:visible a").evaluate_all(
+        "as => as.map(a => a.textContent)")
+    assert shown == ["Qwen/Qwen3-4B", "qwen3"]
+    pg.screenshot(path=str(ARTIFACTS / "export-search.png"), full_page=True)
+    pg.locator("#search-list li:visible a").last.click()
+    pg.wait_for_url("**/map/qwen3.html")
+    assert "qwen3" in pg.inner_text("h1")
+    pg.close()

@@ -382,6 +382,8 @@ def test_openapi_documents_every_api_path(client):
     spec = client.get("/openapi.json").json()
     for path in ("/api/v1/matrix", "/api/v1/models", "/api/v1/models/{model_id}",
                  "/api/v1/engines", "/api/v1/cells", "/api/v1/results", "/api/v1/summaries",
+                 "/api/v1/map", "/api/v1/map/{arch}", "/api/v1/search",
+                 "/api/v1/results/{result_id}", "/map/{name}", "/search",
                  "/healthz", "/feed.atom", "/badge/{path}"):
         assert path in spec["paths"], path
     assert "post" in spec["paths"]["/api/v1/results"]

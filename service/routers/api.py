@@ -7,7 +7,7 @@ import hmac
 import json
 from typing import Annotated, Any, Optional
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
@@ -15,7 +15,9 @@ from matrix import summary as S
 from matrix.ingest import ingest_records, validator
 from service import views
 from service.deps import SessionDep
-from service.routers.pages import MapParams, MatrixParams, _matrix, cached, map_data
+from service.links import Links
+from service.routers.pages import (MapParams, MatrixParams, SearchParam, _matrix, arch_data,
+                                   cached, map_data)
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
 
@@ -38,6 +40,28 @@ def api_map(request: Request, session: SessionDep, filters: MapParams) -> JSONRe
     return _json(map_data(request, session, filters))
 
 
+@router.get("/map/{arch}", summary="One architecture (the JSON of /map/{arch})",
+            responses={404: {"description": "no such architecture"}})
+def api_arch(request: Request, session: SessionDep, arch: str) -> JSONResponse:
+    data = arch_data(request, session, arch)
+    if data is None:
+        raise HTTPException(404, "no such architecture")
+    return _json(data)
+
+
+@router.get("/search", summary="Models and architectures by name",
+            description="Any part of a model's id, type or family, or of an architecture, any "
+                        "case; exact names first. Each result's `href` is its page.")
+def api_search(session: SessionDep, q: SearchParam = None,
+               limit: Annotated[int, Query(ge=1, le=100)] = views.SEARCH_LIMIT) -> JSONResponse:
+    data = views.search_view(session, q, limit)
+    links = Links()
+    for hit in data["results"]:
+        hit["href"] = (links.arch(hit["name"]) if hit["kind"] == "architecture"
+                       else links.model(hit["name"])).removeprefix(".")
+    return _json(data)
+
+
 @router.get("/models", summary="Models, newest first (grouped by family)")
 def api_models(session: SessionDep, family: Text = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -48,8 +72,7 @@ def api_models(session: SessionDep, family: Text = None,
 @router.get("/models/{model_id:path}", summary="One model (id with its slashes)",
             responses={404: {"description": "no such model"}})
 def api_model(request: Request, session: SessionDep, model_id: str) -> JSONResponse:
-    data = cached(request, session, ("model", model_id),
-                  lambda: views.model_view(session, model_id))
+    data = views.model_page_view(session, model_id, request.app.state.history_cache)
     if data is None:
         raise HTTPException(404, "no such model")
     return _json(data)
@@ -107,6 +130,16 @@ def api_results(request: Request, session: SessionDep, model: Text = None, engin
     if len(records) == limit:
         following = str(request.url.include_query_params(offset=offset + limit))
     return _json({"results": records, "offset": offset, "limit": limit, "next": following})
+
+
+@router.get("/results/{result_id}", summary="One stored record by its id (without `output`)",
+            responses={404: {"description": "no such result"}})
+def api_result(session: SessionDep, result_id: Annotated[int, Path(ge=1, le=2**62)]
+               ) -> JSONResponse:
+    data = views.result_record(session, result_id)
+    if data is None:
+        raise HTTPException(404, "no such result")
+    return _json(data)
 
 
 @router.get("/summaries", summary="Derived summaries per cell of one model",

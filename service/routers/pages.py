@@ -15,7 +15,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from matrix import archmap
 from service import render, views
 from service.deps import SessionDep
-from service.links import Links, cell_path, engine_path, model_path, split_twin, unslug
+from service.links import (Links, arch_path, cell_path, engine_path, model_path, split_twin,
+                           unslug)
 
 router = APIRouter(tags=["pages"])
 
@@ -50,9 +51,11 @@ def map_params(
     status: Annotated[Optional[str], Query(max_length=20, description="Cell status")] = None,
     lineage: Annotated[Optional[str], Query(max_length=20,
                                             description="release or synthetic")] = None,
+    hardware: Annotated[Optional[str], Query(max_length=200, description="Hardware")] = None,
+    tier: Annotated[Optional[str], Query(max_length=20, description="arch or full")] = None,
 ) -> archmap.MapFilters:
     return archmap.MapFilters(_blank(q and q.strip()), _blank(engine), _blank(status),
-                              _blank(lineage))
+                              _blank(lineage), _blank(hardware), _blank(tier))
 
 
 MapParams = Annotated[archmap.MapFilters, Depends(map_params)]
@@ -67,11 +70,19 @@ def page(template: str, data: dict[str, Any] | None, here: str, as_json: bool,
     return HTMLResponse(render.html(template, data, Links(here)), status_code=status_code)
 
 
-def not_found(here: str, as_json: bool) -> Response:
+def not_found(here: str, as_json: bool, *, title: str = "Not found",
+              detail: str = "dayone has no results for this.",
+              back: tuple[str, str] | None = None) -> Response:
+    """A 404: JSON for a twin, else a page saying what is missing and where to look instead
+    (`back`: (link name, label), a method of Links; the matrix when None)."""
     if as_json:
-        return JSONResponse({"detail": "not found"}, status_code=404)
-    body = render.html("error.html", {"title": "Not found",
-                                      "detail": "dayone has no results for this."}, Links(here))
+        return JSONResponse({"detail": detail if title != "Not found" else "not found"},
+                            status_code=404)
+    links = Links(here)
+    where, label = back or ("home", "Back to the matrix")
+    body = render.html("error.html", {"title": title, "detail": detail,
+                                      "back": {"href": getattr(links, where)(),
+                                               "label": label}}, links)
     return HTMLResponse(body, status_code=404)
 
 
@@ -110,14 +121,58 @@ def map_json(request: Request, session: SessionDep, filters: MapParams) -> Respo
     return page("map.html", map_data(request, session, filters), "map", True)
 
 
+def arch_data(request: Request, session: Any, arch: str) -> dict[str, Any] | None:
+    return request.app.state.history_cache.view(
+        session, ("arch", archmap.ARCH_PREFIX + arch), lambda: views.arch_view(session, arch))
+
+
+def no_such_arch(arch: str, as_json: bool) -> Response:
+    return not_found(arch_path(arch), as_json, title="No such architecture",
+                     detail=f"dayone has no results for the architecture {arch!r}: the "
+                            "architecture map lists every one the sweep has probed.",
+                     back=("map", "See the architecture map"))
+
+
+@router.get("/map/{name}", response_class=HTMLResponse,
+            summary="One architecture: every engine's stages, release timeline, lineage, reds "
+                    "with their bare reproduce command (append .json)",
+            responses={404: {"description": "no such architecture"}})
+def arch_page(request: Request, session: SessionDep, name: str) -> Response:
+    name, as_json = split_twin(name)
+    arch = unslug(name)
+    data = arch_data(request, session, arch)
+    if data is None:
+        return no_such_arch(arch, as_json)
+    return page("arch.html", data, arch_path(arch), as_json)
+
+
+def search_params(q: Annotated[Optional[str], Query(
+        max_length=200, description="A model id, type or family, or an architecture "
+                                    "(any part, any case)")] = None) -> Optional[str]:
+    return q
+
+
+SearchParam = Annotated[Optional[str], Depends(search_params)]
+
+
+@router.get("/search", response_class=HTMLResponse,
+            summary="Models and architectures by name (the header's search box)")
+def search_page(session: SessionDep, q: SearchParam) -> Response:
+    return page("search.html", views.search_view(session, q), "search", False)
+
+
+@router.get("/search.json", summary="Search (JSON twin of /search)")
+def search_json(session: SessionDep, q: SearchParam) -> Response:
+    return page("search.html", views.search_view(session, q), "search", True)
+
+
 @router.get("/models/{path:path}", response_class=HTMLResponse,
             summary="One model: every engine x stage, history (append .json for JSON)",
             responses={404: {"description": "no such model"}})
 def model_page(request: Request, session: SessionDep, path: str) -> Response:
     path, as_json = split_twin(path)
     model_id = unslug(path)
-    data = cached(request, session, ("model", model_id),
-                  lambda: views.model_view(session, model_id))
+    data = views.model_page_view(session, model_id, request.app.state.history_cache)
     return page("model.html", data, model_path(model_id), as_json)
 
 
