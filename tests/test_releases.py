@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_packaged_catalogue_reads_every_entry_with_its_source():
     found = releases.entries()
-    assert len(releases.model_types()) == 29 and len(found) == 31
+    assert len(releases.model_types()) == 32 and len(found) == 34
     for r in found:
         assert r.repo.count("/") == 1 and "config.json" in r.files, r
         assert r.source.startswith("github:") and r.commit and r.revision is None
