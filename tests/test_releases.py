@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_packaged_catalogue_reads_every_entry_with_its_source():
     found = releases.entries()
-    assert len(releases.model_types()) == 24 and len(found) == 26
+    assert len(releases.model_types()) == 33 and len(found) == 35
     for r in found:
         assert r.repo.count("/") == 1 and "config.json" in r.files, r
         assert r.source.startswith("github:") and r.commit and r.revision is None
@@ -98,7 +98,7 @@ def test_cli_lists_and_refreshes(tmp_path):
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
-    assert sum(r["used"] for r in rows) == 24
+    assert sum(r["used"] for r in rows) == 33
     with FakeHub(faults=False) as hub:
         _hub_repo(hub, "acme/qwen3-tiny", "qwen3", 5, "qwen3")
         proc = subprocess.run([sys.executable, "-m", "service.cli", "releases", "refresh",
