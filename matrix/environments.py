@@ -300,12 +300,13 @@ def build_wheel(requirement: str, version: str, say: Callable[[str], None]) -> P
     return out
 
 
-def ensure_env(engine: str, version: str | None = None,
+def ensure_env(engine: str | EngineSpec, version: str | None = None,
                say: Callable[[str], None] = print) -> Environment:
-    """The environment for ENGINE==VERSION; no version: the newest built, else the default."""
-    spec = get_spec(engine)
+    """The environment for ENGINE==VERSION; no version: the newest built, else the default.
+    ENGINE: its spec (a probe resolves it once) or its name."""
+    spec = engine if isinstance(engine, EngineSpec) else get_spec(engine)
     if version is None:
-        newest = newest_built(engine)
+        newest = newest_built(spec.name)
         if newest:
             return _ensure_checked(spec, newest)
         version = spec.default_version

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from matrix import environments
 from matrix.paths import dayone_home
 from probes import parity, reproduce
-from probes.engines import REFERENCE_ENGINE, get_spec
+from probes.engines import REFERENCE_ENGINE, EngineSpec, get_spec
 from probes.modelinfo import escaping_links, not_generative, read_config, read_model_info
 from probes.record import (Record, build_records, iso, not_applicable_records, refused_records,
                            with_skipped_stage)
@@ -58,7 +58,8 @@ class ProbeSettings:
     log_suffix: str = ""  # "-reference": the reference probe's logs beside, never over, a probe's
 
 
-def reproduce_commands(engine: str, python: str, model_dir: Path, stages: list[str],
+def reproduce_commands(engine: str | EngineSpec, python: str, model_dir: Path,
+                       stages: list[str],
                        log_dir: Path | None = None, options: dict[str, Any] | None = None
                        ) -> dict[str, str]:
     """The bare command that reproduces each stage: a small script of the engine's own API
@@ -97,10 +98,10 @@ def probe(model_dir: Path, engine: str, version: str | None = None,
             host=socket.gethostname())
     logs_root = settings.logs_root or dayone_home() / "logs"
     if settings.executor == "docker":
-        return _probe_in_docker(model_dir, engine, version, stages, model, run_id, logs_root,
+        return _probe_in_docker(model_dir, spec, version, stages, model, run_id, logs_root,
                                 settings, say)
     try:
-        env = environments.ensure_env(engine, version, say=say)
+        env = environments.ensure_env(spec, version, say=say)
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:  # ours, not the engine's
         why = str(exc).strip()
         return refused_records(
@@ -132,7 +133,7 @@ def probe(model_dir: Path, engine: str, version: str | None = None,
         stages=stages, outcome=outcome, engine=engine, engine_version=env.version, model=model,
         tier=settings.tier, run_id=run_id,
         environment={"environment_id": env.environment_id, "resolved_packages": env.packages},
-        reproduce=reproduce_commands(engine, env.python, model_dir, stages, log_dir, options),
+        reproduce=reproduce_commands(spec, env.python, model_dir, stages, log_dir, options),
         host=socket.gethostname())
     if no_reference and records:
         why = skip_message("parity", {r["stage"]: r["status"] for r in records}, no_reference)
@@ -194,12 +195,12 @@ def _precision(model_dir: Path, model: dict[str, Any], records: list[Record],
             parity.logprob_noise(released_out, twin_out))
 
 
-def _probe_in_docker(model_dir: Path, engine: str, version: str | None, stages: list[str],
-                     model: dict[str, Any], run_id: str, logs_root: Path,
+def _probe_in_docker(model_dir: Path, spec: EngineSpec, version: str | None,
+                     stages: list[str], model: dict[str, Any], run_id: str, logs_root: Path,
                      settings: ProbeSettings, say: Callable[[str], None]) -> list[Record]:
     from matrix import docker_executor as dx
 
-    spec = get_spec(engine)
+    engine = spec.name
     version = version or spec.default_version
     log_dir = logs_root / run_id / _safe(model["id"]) / f"{engine}-{version}-docker"
     req = ProbeRequest(engine=engine, model_dir=model_dir, stages=stages,

@@ -1,13 +1,16 @@
-"""Serving-feature stages, once, against any OpenAI-compatible server (probes.serving.Server).
+"""Serving stages, once, against any OpenAI-compatible server (probes.serving.Server).
 
-An engine module with a running server calls, e.g.:
+An engine module with a running server calls, e.g. (probes/engines/base.py:ServerEngine does):
 
+    features.stage_serve(server, model_dir, max_tokens=16, params={"ignore_eos": True})
     features.stage_chat_template(server, model_dir)
     features.stage_tool_call(server, model_dir, parser="--tool-call-parser hermes")
     features.stage_json_schema(server, model_dir)
     features.stage_long_context(server, model_dir, window=512)
 
 Each returns a StageOutcome or raises StageFailure. What they check:
+- serve: the engine's default chat request answered by the assistant with tokens, the server
+  using the model's template (how that is told: probes/chat_template.py).
 - chat_template: the model's own template renders system/user/assistant turns (a template that
   does not render is `tokenizer_or_template`), and the server's prompt for the same messages
   has the length that template gives (so the server used it, not a default).
@@ -20,7 +23,7 @@ Each returns a StageOutcome or raises StageFailure. What they check:
 - long_context: a prompt near the model's window (and past its sliding window, where it has
   one) is accepted whole and answered with real tokens.
 
-Standard library only, plus jinja2 (and `tokenizers` where present) inside the engine's env.
+Standard library only, plus what probes/chat_template.py imports inside the engine's env.
 Schemas use enums and booleans only: random weights inside a grammar can otherwise write
 digits or whitespace until max_tokens runs out.
 """
@@ -32,13 +35,15 @@ import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+from probes import chat_template, workload
+from probes.chat_template import render_template, template_from_files  # noqa: F401 (API)
+from probes.modelinfo import model_config, random_weights
 from probes.outcome import HarnessError, StageFailure, StageOutcome
-from probes.modelinfo import random_weights, read_json
-from probes.serving import Server, free_port, http_json, start_server
+from probes.serving import (ChatAnswer, Server, answer_logprobs,  # noqa: F401 (API)
+                            free_port, refused, served_model, served_window, start_server)
 
 # -- the fixed workload ------------------------------------------------------------------------
 
@@ -125,42 +130,6 @@ def parse_json_answer(text: str | None, schema: dict[str, Any]) -> tuple[Any, li
     return value, schema_errors(value, schema)
 
 
-def template_from_files(files: dict[str, str]) -> str | None:
-    """The chat template a model ships, from its file texts (name -> text), as transformers
-    reads it: chat_template.jinja first, then chat_template.json, then tokenizer_config.json
-    (a string, or a list of named templates: "default")."""
-    if files.get("chat_template.jinja"):
-        return files["chat_template.jinja"]
-    for name in ("chat_template.json", "tokenizer_config.json"):
-        try:
-            value = json.loads(files.get(name) or "{}").get("chat_template")
-        except (ValueError, AttributeError):
-            continue
-        if isinstance(value, list):
-            named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
-            value = named.get("default") or next(iter(named.values()), None)
-        if isinstance(value, str) and value:
-            return value
-    return None
-
-
-def special_tokens(files: dict[str, str]) -> dict[str, str]:
-    """bos/eos/pad/unk as strings, for templates that print them."""
-    out: dict[str, str] = {}
-    for name in ("special_tokens_map.json", "tokenizer_config.json"):
-        try:
-            data = json.loads(files.get(name) or "{}")
-        except ValueError:
-            continue
-        for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
-            value = data.get(key)
-            if isinstance(value, dict):
-                value = value.get("content")
-            if isinstance(value, str) and key not in out:
-                out[key] = value
-    return out
-
-
 def context_windows(config: dict[str, Any]) -> tuple[int | None, int | None]:
     """(window, sliding window) a config declares, looking into text_config for multimodal
     models. A sliding window counts only where some layer uses it (layer_types) or no layer
@@ -198,176 +167,71 @@ def repeats_for(target: int, overhead: int, per_repeat: float) -> int:
     return max(1, int((target - overhead) / per_repeat)) if per_repeat > 0 else 1
 
 
-# -- model files -------------------------------------------------------------------------------
-
-MODEL_TEXT_FILES = ("chat_template.jinja", "chat_template.json", "tokenizer_config.json",
-                    "special_tokens_map.json", "config.json")
-
-
-def read_model_files(model_dir: Path) -> dict[str, str]:
-    out = {}
-    for name in MODEL_TEXT_FILES:
-        try:
-            out[name] = (Path(model_dir) / name).read_text(encoding="utf-8")
-        except OSError:
-            continue
-    return out
-
-
-def render_template(template: str, messages: list[dict[str, str]], specials: dict[str, str],
-                    tools: list[dict[str, Any]] | None = None) -> str:
-    """Render a chat template the way transformers does (sandboxed Jinja, trim_blocks,
-    lstrip_blocks, raise_exception, tojson, strftime_now)."""
-    try:
-        from jinja2 import TemplateError
-        from jinja2.ext import loopcontrols
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-    except ImportError as exc:
-        raise HarnessError(f"jinja2 is missing from the engine environment: {exc}") from exc
-
-    def raise_exception(message: str):
-        raise TemplateError(message)
-
-    def tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent,
-                          separators=separators, sort_keys=sort_keys)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[loopcontrols])
-    env.filters["tojson"] = tojson
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: time.strftime(fmt)
-    return env.from_string(template).render(messages=messages, tools=tools,
-                                            add_generation_prompt=True, **specials)
-
-
-def count_tokens(model_dir: Path, text: str) -> int | None:
-    """Tokens in TEXT by the model's tokenizer.json, special tokens parsed, none added; None
-    where the `tokenizers` package or the file is missing (the check is then skipped)."""
-    try:
-        from tokenizers import Tokenizer
-    except ImportError:
-        return None
-    path = Path(model_dir) / "tokenizer.json"
-    if not path.exists():
-        return None
-    return len(Tokenizer.from_file(str(path)).encode(text, add_special_tokens=False).ids)
-
-
-# -- server I/O --------------------------------------------------------------------------------
-
-def _first_served(server: Server) -> dict[str, Any]:
-    """The first entry of the server's /v1/models ({} when it answers nothing usable)."""
-    try:
-        status, body = http_json(f"{server.base_url}/v1/models", timeout=30)
-    except OSError:
-        return {}
-    if status == 200 and isinstance(body, dict) and body.get("data"):
-        first = body["data"][0]
-        return first if isinstance(first, dict) else {}
-    return {}
-
-
-def served_model(server: Server) -> str | None:
-    """The model id the server serves (first of /v1/models), for the requests' `model`."""
-    return _first_served(server).get("id")
-
-
-def served_window(server: Server) -> int | None:
-    """The context length the server says it serves (vLLM's max_model_len), if it says."""
-    value = _first_served(server).get("max_model_len")
-    return value if isinstance(value, int) else None
-
-
-def chat(server: Server, model: str | None, messages: list[dict[str, Any]], *,
-         timeout: float = 300.0, **params: Any) -> tuple[int, Any, float]:
-    """POST a chat completion; (HTTP status, body, seconds)."""
-    payload: dict[str, Any] = {"messages": messages, "temperature": 0, **params}
-    if model:
-        payload["model"] = model
-    t0 = time.perf_counter()
-    status, body = http_json(f"{server.base_url}/v1/chat/completions", payload, timeout=timeout)
-    return status, body, time.perf_counter() - t0
-
-
-def refused(server: Server, what: str, status: int, body: Any) -> StageFailure:
-    """The server answered with an error: put its words and its log's tail into the probe log
-    (where the classifier reads them) and fail, to be classified from the log."""
-    detail = body.get("error", body) if isinstance(body, dict) else body
-    if isinstance(detail, dict):
-        detail = detail.get("message") or json.dumps(detail)
-    detail = " ".join(str(detail).split())[:1000]
-    print(f"dayone: server answered {what} with HTTP {status}: {detail}", flush=True)
-    time.sleep(0.5)  # servers log the traceback after they answer
-    tail = server.log_tail(60)
-    if tail:
-        print("dayone: server log tail:\n" + tail, flush=True)
-    return StageFailure(f"server answered {what} with HTTP {status}: {detail[:300]}")
-
-
-def _message(body: Any) -> dict[str, Any]:
-    try:
-        return body["choices"][0]["message"] or {}
-    except (KeyError, IndexError, TypeError):
-        return {}
-
-
-def _usage(body: Any, key: str) -> int | None:
-    try:
-        value = body["usage"][key]
-    except (KeyError, TypeError):
-        return None
-    return value if isinstance(value, int) else None
-
-
-def answer_logprobs(body: Any) -> list[Any] | None:
-    """The chosen tokens' logprobs of a chat answer, None where the server gave none. JSON has
-    no NaN: servers write NaN (Python's json reads it), null, or a string."""
-    try:
-        content = body["choices"][0]["logprobs"]["content"]
-    except (KeyError, IndexError, TypeError):
-        return None
-    if not isinstance(content, list):
-        return None
-    out: list[Any] = []
-    for item in content:
-        value = item.get("logprob") if isinstance(item, dict) else None
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        out.append(value)
-    return out
-
-
-def _finish(body: Any) -> str | None:
-    try:
-        return body["choices"][0].get("finish_reason")
-    except (KeyError, IndexError, TypeError, AttributeError):
-        return None
-
-
 # -- stages ------------------------------------------------------------------------------------
+
+SERVE_TEMPLATE_CHECKS = ("applied", "gguf")
+
+
+def stage_serve(server: Server, model_dir: Path, *, max_tokens: int, model: str | None = None,
+                params: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
+                template: str = "applied", log_lines: int = 40) -> StageOutcome:
+    """The `serve` stage: the engine's default chat request (workload.CHAT_MESSAGES), answered
+    by the assistant with tokens, through the model's own template. TEMPLATE says how the
+    server's use of it is checked (probes/chat_template.py): "applied", the server's prompt
+    has exactly the tokens transformers' apply_chat_template gives (a server that silently
+    used another template fails); "gguf", llama.cpp's server says it took the template the
+    GGUF carries (else `degraded`, template, where the model ships one). PARAMS: the engine's
+    request fields (forced length, logit bias); METRICS: the engine's own, recorded."""
+    if template not in SERVE_TEMPLATE_CHECKS:
+        raise HarnessError(f"unknown serve template check {template!r}")
+    messages = [dict(m) for m in workload.CHAT_MESSAGES]
+    answer = server.chat(messages, model=model, max_tokens=max_tokens, **(params or {}))
+    if not answer.ok:
+        print(f"dayone: chat completion answered {answer.status}: {answer.excerpt(2000)}",
+              flush=True)
+        print(server.log_tail(log_lines), flush=True)  # the server's reason, for the classifier
+        raise StageFailure(f"chat completion answered HTTP {answer.status}: "
+                           f"{answer.excerpt(500)}")
+    content = answer.content
+    out = {**(metrics or {}), "chat_s": round(answer.seconds, 4),
+           "prompt_tokens": answer.prompt_tokens,
+           "completion_tokens": answer.completion_tokens,
+           "finish_reason": answer.finish_reason}
+    if answer.message.get("role") not in (None, "assistant") or not isinstance(content, str) \
+            or not content or not answer.completion_tokens:
+        raise StageFailure(f"dayone-wrong-output: empty or malformed answer: "
+                           f"{answer.excerpt(500)}", "wrong_output", metrics=out)
+    result = StageOutcome(metrics=out, message=f"answered {content[:80]!r}",
+                          output={"chat": {"messages": messages, "text": content}})
+    if template == "gguf":
+        out["chat_template"] = "gguf" if chat_template.gguf_template_used(
+            server.log_tail(400)) else "fallback"
+        if out["chat_template"] != "gguf" and chat_template.find(model_dir) is not None:
+            return StageOutcome(status="degraded", metrics=out, failure_class="template",
+                                message="the GGUF lost the model's chat template: the server "
+                                        "fell back to its default chat format",
+                                output=result.output)
+        return result
+    expected = chat_template.applied_tokens(model_dir, messages)
+    out["template_prompt_tokens"] = expected
+    problem = chat_template.prompt_mismatch(answer.prompt_tokens, expected, unsaid_ok=False)
+    if problem:
+        raise StageFailure(problem, "tokenizer_or_template", metrics=out)
+    return result
+
 
 def stage_chat_template(server: Server, model_dir: Path, *, model: str | None = None
                         ) -> StageOutcome:
-    files = read_model_files(model_dir)
-    template = template_from_files(files)
+    """Every role through the model's own template, rendered here; the server's prompt must
+    have its length, with one token of slack (some servers add a BOS the template printed)."""
+    files = chat_template.read_model_files(model_dir)
+    template = chat_template.template_from_files(files)
     if template is None:
         raise StageFailure("chat_template is not set: the model ships no chat template",
                            "tokenizer_or_template")
-    specials = special_tokens(files)
-    messages = [dict(m) for m in TEMPLATE_TURNS]
-    system_role = True
     try:
-        try:
-            rendered = render_template(template, messages, specials)
-        except Exception as exc:  # a template may refuse a system turn (Gemma): not broken
-            if "system" not in str(exc).lower():
-                raise
-            messages, system_role = messages[1:], False
-            rendered = render_template(template, messages, specials)
+        rendered, messages, system_role = chat_template.render_turns(
+            template, files, [dict(m) for m in TEMPLATE_TURNS])
     except Exception as exc:
         import traceback
 
@@ -380,23 +244,17 @@ def stage_chat_template(server: Server, model_dir: Path, *, model: str | None = 
     if missing:
         raise StageFailure(f"the chat template dropped the {', '.join(missing)} turn(s)",
                            "tokenizer_or_template")
-    model = model or served_model(server)
-    status, body, seconds = chat(server, model, messages, max_tokens=4)
-    if status != 200:
-        raise refused(server, "a chat request", status, body)
-    server_tokens = _usage(body, "prompt_tokens")
-    local_tokens = count_tokens(model_dir, rendered)
+    answer = server.chat(messages, model=model or served_model(server), max_tokens=4)
+    if answer.status != 200:
+        raise refused(server, "a chat request", answer)
+    local_tokens = chat_template.count_tokens(model_dir, rendered)
     metrics: dict[str, Any] = {"turns": len(messages), "system_role": system_role,
                                "rendered_chars": len(rendered), "template_tokens": local_tokens,
-                               "server_prompt_tokens": server_tokens,
-                               "latency_s": round(seconds, 4)}
-    # One token of slack: some servers add a BOS the template already printed.
-    if server_tokens is not None and local_tokens is not None and \
-            abs(server_tokens - local_tokens) > 1:
-        raise StageFailure(
-            f"the server's prompt has {server_tokens} tokens, the model's chat template gives "
-            f"{local_tokens}: the server did not use the model's template",
-            "tokenizer_or_template", metrics=metrics)
+                               "server_prompt_tokens": answer.prompt_tokens,
+                               "latency_s": round(answer.seconds, 4)}
+    problem = chat_template.prompt_mismatch(answer.prompt_tokens, local_tokens, slack=1)
+    if problem:
+        raise StageFailure(problem, "tokenizer_or_template", metrics=metrics)
     return StageOutcome(metrics=metrics)
 
 
@@ -407,26 +265,26 @@ def stage_tool_call(server: Server, model_dir: Path, *, parser: str | None = Non
                     model: str | None = None, extra: dict[str, Any] | None = None
                     ) -> StageOutcome:
     """PARSER: the flag(s) the engine started its server with to parse tool calls, recorded."""
-    model = model or served_model(server)
     messages = [{"role": "user", "content": "What is the weather in Paris, in celsius?"}]
-    status, body, seconds = chat(
-        server, model, messages, max_tokens=TOOL_CALL_MAX_TOKENS, tools=[WEATHER_TOOL],
-        tool_choice={"type": "function", "function": {"name": "get_weather"}}, **(extra or {}))
-    if status != 200:
-        raise refused(server, "a tool-call request", status, body)
+    answer = server.chat(
+        messages, model=model or served_model(server), max_tokens=TOOL_CALL_MAX_TOKENS,
+        tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        **(extra or {}))
+    if answer.status != 200:
+        raise refused(server, "a tool-call request", answer)
     metrics: dict[str, Any] = {"tool_parser": parser, "tool_choice": "named",
-                               "finish_reason": _finish(body),
-                               "completion_tokens": _usage(body, "completion_tokens"),
-                               "latency_s": round(seconds, 4)}
-    calls = _message(body).get("tool_calls") or []
-    unfinished = unfinished_call_of_random_weights(body, model_dir, "get_weather",
+                               "finish_reason": answer.finish_reason,
+                               "completion_tokens": answer.completion_tokens,
+                               "latency_s": round(answer.seconds, 4)}
+    calls = answer.message.get("tool_calls") or []
+    unfinished = unfinished_call_of_random_weights(answer.body, model_dir, "get_weather",
                                                    TOOL_CALL_MAX_TOKENS)
     if unfinished:
         return StageOutcome(status="skipped", metrics=metrics, message=(
             f"no verdict on random weights: {unfinished} (the argument grammar allows "
             "whitespace); the full tier decides"))
     if not calls:
-        content = str(_message(body).get("content"))[:120]
+        content = str(answer.content)[:120]
         raise StageFailure(f"dayone-wrong-output: no tool call in the answer (content "
                            f"{content!r})", "wrong_output", metrics=metrics)
     function = calls[0].get("function") or {}
@@ -461,11 +319,11 @@ def unfinished_call(body: Any, name: str, max_tokens: int | None = None) -> str 
     `content` (a `<tool_call>` the parser could not read), with a finish_reason of `length`,
     a completion that used every token, or neither (engines that report `stop` or
     `tool_calls` for a named call)."""
-    message = _message(body)
-    content = str(message.get("content") or "")
-    calls = [c for c in (message.get("tool_calls") or []) if isinstance(c, dict)]
-    out_of_tokens = _finish(body) == "length" or (
-        max_tokens is not None and (_usage(body, "completion_tokens") or 0) >= max_tokens)
+    answer = ChatAnswer(200, body, 0.0)
+    content = str(answer.content or "")
+    calls = [c for c in (answer.message.get("tool_calls") or []) if isinstance(c, dict)]
+    out_of_tokens = answer.finish_reason == "length" or (
+        max_tokens is not None and (answer.completion_tokens or 0) >= max_tokens)
     ran_out = "at max_tokens" if out_of_tokens else "unclosed"
     for call in calls:
         function = call.get("function") or {}
@@ -493,19 +351,18 @@ def unfinished_call_of_random_weights(body: Any, model_dir: Path, name: str,
 
 def stage_json_schema(server: Server, model_dir: Path, *, model: str | None = None,
                       extra: dict[str, Any] | None = None) -> StageOutcome:
-    model = model or served_model(server)
     messages = [{"role": "user", "content": "What is the capital of France? Answer in JSON."}]
-    status, body, seconds = chat(
-        server, model, messages, max_tokens=96,
+    answer = server.chat(
+        messages, model=model or served_model(server), max_tokens=96,
         response_format={"type": "json_schema",
                          "json_schema": {"name": "answer", "schema": ANSWER_SCHEMA,
                                          "strict": True}}, **(extra or {}))
-    if status != 200:
-        raise refused(server, "a json_schema request", status, body)
-    content = _message(body).get("content")
-    metrics: dict[str, Any] = {"finish_reason": _finish(body),
-                               "completion_tokens": _usage(body, "completion_tokens"),
-                               "latency_s": round(seconds, 4)}
+    if answer.status != 200:
+        raise refused(server, "a json_schema request", answer)
+    content = answer.content
+    metrics: dict[str, Any] = {"finish_reason": answer.finish_reason,
+                               "completion_tokens": answer.completion_tokens,
+                               "latency_s": round(answer.seconds, 4)}
     _, problems = parse_json_answer(content, ANSWER_SCHEMA)
     if problems:
         raise StageFailure(f"dayone-wrong-output: guided JSON answer: {'; '.join(problems)}",
@@ -515,11 +372,13 @@ def stage_json_schema(server: Server, model_dir: Path, *, model: str | None = No
 
 def stage_long_context(server: Server, model_dir: Path, *, window: int | None = None,
                        model: str | None = None, limit: int = LONG_LIMIT,
-                       logprobs: bool = True) -> StageOutcome:
+                       logprobs: bool = True, config: dict[str, Any] | None = None
+                       ) -> StageOutcome:
     """WINDOW: the engine's configured context length if it chose one; else what the server
     says (max_model_len), else the model's config. LOGPROBS: ask for them (servers that do
-    not support them ignore or refuse the field; pass False for those that refuse)."""
-    config = read_json(Path(model_dir) / "config.json")
+    not support them ignore or refuse the field; pass False for those that refuse). CONFIG:
+    the model's config.json where the engine read it already."""
+    config = model_config(model_dir) if config is None else config
     if not config:  # the engine served it, so this is ours
         raise HarnessError("cannot read the model's config.json (missing, unreadable or not a "
                            "JSON object)")
@@ -530,28 +389,27 @@ def stage_long_context(server: Server, model_dir: Path, *, window: int | None = 
                            "config.json names one")
     model = model or served_model(server)
     target, capped = long_prompt_target(window, sliding, limit)
-    logprobs_ok = logprobs
 
-    def ask(repeats: int, max_tokens: int = 1) -> tuple[int, Any, float]:
+    def ask(repeats: int, max_tokens: int = 1) -> ChatAnswer:
         text = "Read this and answer in one word." + LONG_FILLER * repeats
-        extra = {"logprobs": True, "top_logprobs": 1} if max_tokens > 1 and logprobs_ok else {}
-        return chat(server, model, [{"role": "user", "content": text}], max_tokens=max_tokens,
-                    **extra)
+        extra = {"logprobs": True, "top_logprobs": 1} if max_tokens > 1 and logprobs else {}
+        return server.chat([{"role": "user", "content": text}], model=model,
+                           max_tokens=max_tokens, **extra)
 
     # Calibrate tokens per filler repeat from the server's own count (any tokenizer).
     counts = []
     for repeats in (1, 9):
-        status, body, _ = ask(repeats)
-        if status != 200 or _usage(body, "prompt_tokens") is None:
-            raise refused(server, "a short calibration prompt", status, body)
-        counts.append(_usage(body, "prompt_tokens"))
+        answer = ask(repeats)
+        if answer.status != 200 or answer.prompt_tokens is None:
+            raise refused(server, "a short calibration prompt", answer)
+        counts.append(answer.prompt_tokens)
     per_repeat = (counts[1] - counts[0]) / 8
     overhead = counts[0] - per_repeat
     repeats = repeats_for(target, int(overhead), per_repeat)
     for attempt in range(2):
         expected = int(overhead + per_repeat * repeats)
-        status, body, seconds = ask(repeats, LONG_MAX_TOKENS)
-        got = _usage(body, "prompt_tokens") if status == 200 else None
+        answer = ask(repeats, LONG_MAX_TOKENS)
+        got = answer.prompt_tokens if answer.status == 200 else None
         if attempt or got is None or got >= LONG_NEAR * target:
             break
         # Token merges across repeats make the count a little non-linear: correct once.
@@ -559,16 +417,16 @@ def stage_long_context(server: Server, model_dir: Path, *, window: int | None = 
         repeats = repeats_for(target, int(overhead), per_repeat)
     metrics: dict[str, Any] = {"window": window, "model_window": model_window,
                                "sliding_window": sliding, "window_capped": capped,
-                               "target_prompt_tokens": target, "latency_s": round(seconds, 4)}
-    if status != 200:
-        raise refused(server, f"a {expected}-token prompt (window {window})", status, body)
-    prompt_tokens = _usage(body, "prompt_tokens")
-    completion = _usage(body, "completion_tokens")
-    content = _message(body).get("content")
-    logprobs = answer_logprobs(body)
-    metrics["logprobs"] = logprobs is not None
+                               "target_prompt_tokens": target,
+                               "latency_s": round(answer.seconds, 4)}
+    if answer.status != 200:
+        raise refused(server, f"a {expected}-token prompt (window {window})", answer)
+    prompt_tokens, completion = answer.prompt_tokens, answer.completion_tokens
+    content, seconds = answer.content, answer.seconds
+    answered_logprobs = answer.logprobs
+    metrics["logprobs"] = answered_logprobs is not None
     metrics.update(prompt_tokens=prompt_tokens, completion_tokens=completion,
-                   finish_reason=_finish(body),
+                   finish_reason=answer.finish_reason,
                    past_sliding_window=bool(sliding and prompt_tokens and
                                             prompt_tokens > sliding),
                    prompt_tok_s=round(prompt_tokens / seconds, 1) if prompt_tokens and seconds
@@ -582,7 +440,7 @@ def stage_long_context(server: Server, model_dir: Path, *, window: int | None = 
     # Non-finite logits past some position: where the server returns logprobs they show it;
     # where it does not (transformers serve), greedy argmax over NaN picks token 0 each step,
     # a special token, and the answer decodes to nothing at all.
-    bad = [v for v in (logprobs or []) if not isinstance(v, (int, float)) or not
+    bad = [v for v in (answered_logprobs or []) if not isinstance(v, (int, float)) or not
            math.isfinite(v)]
     if bad:
         raise StageFailure(f"dayone-wrong-output: non-finite logprobs answering a "
@@ -619,7 +477,7 @@ def start_transformers_serve(model_dir: Path, workdir: Path, *, python: str = sy
 
 # -- by hand -----------------------------------------------------------------------------------
 
-STAGE_FUNCTIONS = {"chat_template": stage_chat_template, "tool_call": stage_tool_call,
+STAGE_FUNCTIONS = {"serve": stage_serve, "chat_template": stage_chat_template, "tool_call": stage_tool_call,
                    "json_schema": stage_json_schema, "long_context": stage_long_context}
 
 
@@ -650,7 +508,10 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     try:
         for stage in stages:
-            kwargs = {"parser": args.parser} if stage == "tool_call" else {}
+            kwargs: dict[str, Any] = {"parser": args.parser} if stage == "tool_call" else {}
+            if stage == "serve":  # as vLLM's and SGLang's probes ask: a forced length
+                kwargs = {"model": served_model(server), "max_tokens": workload.MAX_NEW_TOKENS,
+                          "params": {"min_tokens": workload.MAX_NEW_TOKENS, "ignore_eos": True}}
             event = outcome_event(
                 stage, lambda f=STAGE_FUNCTIONS[stage], kw=kwargs: f(server, args.model, **kw))
             print(json.dumps(event, default=str), flush=True)

@@ -102,6 +102,14 @@ def read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def model_config(model_dir: Path) -> dict[str, Any]:
+    """The model's config.json as the engine reads it, in the probe child: {} when missing,
+    unreadable or not an object (the engine itself reports that at load). Not read_config's
+    guarded read: the host already refused links out of the model directory, and an HF cache
+    snapshot's config.json is a link into its blobs."""
+    return read_json(Path(model_dir) / "config.json")
+
+
 def read_config(model_dir: Path) -> dict:
     """The model's config.json, read defensively; {} when missing or unreadable."""
     return _read_json(Path(model_dir) / "config.json") or {}

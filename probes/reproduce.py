@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from probes import features, parity, throughput, workload
-from probes.engines import base, get_spec
+from probes.engines import EngineSpec, base, get_spec
 from probes.modelinfo import read_config
 
 TEMPLATES = Path(__file__).with_name("bare")
@@ -57,7 +57,7 @@ def constants(engine: str, stage: str, model_dir: Path, log_dir: Path, python: s
         "TRUST_REMOTE_CODE": bool(options.get("trust_remote_code", False)),
         "REFERENCE_PATH": reference, "PROMPT_IDS": prompt_ids,
         "MAX_LOGPROB_GAP": float(options.get("max_logprob_gap", parity.MAX_LOGPROB_GAP)),
-        "SERVED_NAME": "dayone-model",
+        "SERVED_NAME": base.SERVED_NAME,
         "TEMPLATE_TURNS": [dict(m) for m in features.TEMPLATE_TURNS],
         "WEATHER_TOOL": features.WEATHER_TOOL, "ANSWER_SCHEMA": features.ANSWER_SCHEMA,
         "LONG_FILLER": features.LONG_FILLER, "LONG_MAX_TOKENS": features.LONG_MAX_TOKENS,
@@ -70,9 +70,7 @@ def constants(engine: str, stage: str, model_dir: Path, log_dir: Path, python: s
         "DTYPE": options.get("dtype"),
     }
     if engine in ("vllm", "sglang"):
-        from probes.engines.vllm_engine import model_dtype
-
-        out["DTYPE"] = str(options.get("dtype") or model_dtype(config))
+        out["DTYPE"] = str(options.get("dtype") or base.model_dtype(config))
         out["WINDOW"] = (int(options["max_model_len"]) if options.get("max_model_len")
                          else server_window)
         out["SERVER_ARGS"] = _server_args(engine, model_dir, out["DTYPE"], out["WINDOW"],
@@ -113,7 +111,7 @@ def _random_weights(model_dir: Path) -> bool:
 def _server_args(engine: str, model_dir: Path, dtype: str, window: int | None,
                  options: dict[str, Any], stages: list[str]) -> list[str]:
     """The server flags the probe starts the engine with ({port} is filled in by the script)."""
-    common = ["--host", "127.0.0.1", "--port", "{port}", "--served-model-name", "dayone-model",
+    common = ["--host", "127.0.0.1", "--port", "{port}", "--served-model-name", base.SERVED_NAME,
               "--dtype", dtype]
     if engine == "vllm":
         from probes.engines.vllm_engine import STRUCTURED_OUTPUTS, TOOL_PARSER
@@ -129,12 +127,16 @@ def _server_args(engine: str, model_dir: Path, dtype: str, window: int | None,
             *(["--trust-remote-code"] if options.get("trust_remote_code") else [])]
 
 
-def script_text(engine: str, stage: str, values: dict[str, Any]) -> str:
+def _spec(engine: str | EngineSpec) -> EngineSpec:
+    return engine if isinstance(engine, EngineSpec) else get_spec(engine)
+
+
+def script_text(engine: str | EngineSpec, stage: str, values: dict[str, Any]) -> str:
     """The whole script: constants, the embedded rules, common.py, the engine's template."""
-    template = get_spec(engine).bare_template
-    if template is None:
-        raise KeyError(f"no bare reproduction for engine {engine!r}")
-    lines = ['"""dayone bare reproduction: {} {} of {}.'.format(engine, stage, values["MODEL"]),
+    spec = _spec(engine)
+    if spec.bare_template is None:
+        raise KeyError(f"no bare reproduction for engine {spec.name!r}")
+    lines = ['"""dayone bare reproduction: {} {} of {}.'.format(spec.name, stage, values["MODEL"]),
              "",
              "Standard library + the engine only. Exit 0: the stage passes; 1: it fails (the",
              f"engine's own error above); {NO_VERDICT}: no verdict here. Written by dayone.",
@@ -146,13 +148,15 @@ def script_text(engine: str, stage: str, values: dict[str, Any]) -> str:
     text = "\n".join(lines) + "\n\n"
     text += "\n\n".join(inspect.getsource(obj) for obj in EMBEDDED) + "\n\n"
     text += (TEMPLATES / "common.py").read_text(encoding="utf-8") + "\n\n"
-    text += (TEMPLATES / f"{template}.py").read_text(encoding="utf-8")
+    text += (TEMPLATES / f"{spec.bare_template}.py").read_text(encoding="utf-8")
     return text + '\n\nif __name__ == "__main__":\n    run(STAGE)\n'
 
 
-def bare_env(engine: str, log_dir: Path, options: dict[str, Any]) -> dict[str, str]:
+def bare_env(engine: str | EngineSpec, log_dir: Path, options: dict[str, Any]
+             ) -> dict[str, str]:
     """The variables the probe's child gives the engine, for the reproduce line."""
-    env = dict(get_spec(engine).env)
+    spec = _spec(engine)
+    env, engine = dict(spec.env), spec.name
     if engine == "vllm":
         env.update({"VLLM_CPU_KVCACHE_SPACE": str(options.get("kv_cache_gib", 1)),
                     "VLLM_CACHE_ROOT": str(log_dir / "vllm-cache"),
@@ -167,20 +171,22 @@ def bare_env(engine: str, log_dir: Path, options: dict[str, Any]) -> dict[str, s
     return env
 
 
-def write_scripts(engine: str, stages: list[str], model_dir: Path, log_dir: Path, python: str,
-                  options: dict[str, Any] | None = None) -> dict[str, str]:
+def write_scripts(engine: str | EngineSpec, stages: list[str], model_dir: Path, log_dir: Path,
+                  python: str, options: dict[str, Any] | None = None) -> dict[str, str]:
     """Write `<log_dir>/reproduce-<stage>.py` for each stage; {stage: the shell line that runs
-    it}. Engines without templates (internal ones) get none."""
+    it}. Engines without templates (internal ones) get none. ENGINE: its spec (resolved once
+    by the caller), or its name."""
     options = dict(options or {})
-    if get_spec(engine).bare_template is None:
+    spec = _spec(engine)
+    if spec.bare_template is None:
         return {}
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(bare_env(engine, log_dir,
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(bare_env(spec, log_dir,
                                                                          options).items()))
     out = {}
     for stage in stages:
         path = log_dir / f"reproduce-{stage}.py"
-        values = constants(engine, stage, Path(model_dir), log_dir, python, options, stages)
-        path.write_text(script_text(engine, stage, values), encoding="utf-8")
+        values = constants(spec.name, stage, Path(model_dir), log_dir, python, options, stages)
+        path.write_text(script_text(spec, stage, values), encoding="utf-8")
         out[stage] = f"{env} {shlex.quote(python)} {shlex.quote(str(path))}".strip()
     return out

@@ -1,4 +1,4 @@
-"""The shared `serve` check and `throughput` stage for every OpenAI-compatible server.
+"""The shared `throughput` stage for every OpenAI-compatible server.
 
 Streaming chat completions at concurrency 1 and N, fixed prompt and output lengths, medians over
 repeats, in the vocabulary of `vllm bench serve` (TTFT, TPOT, ITL, E2EL: mean / median / p99 in
@@ -6,8 +6,8 @@ ms; request, output and total token throughput). The same definitions as vLLM's 
 TTFT is the first streamed chunk with choices, ITL every gap between later chunks, TPOT
 (latency - TTFT) / (output tokens - 1) per request, output tokens from the usage chunk.
 
-Standard library only, except `reference_figures` and `chat_prompt_tokens`, which import
-transformers inside the probe child (every serving engine's env has it).
+Standard library only, except `reference_figures`, which imports transformers inside the
+probe child (every serving engine's env has it). The `serve` check is probes/features.py's.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from probes import workload
 from probes.outcome import HarnessError, StageFailure, StageOutcome
 
 # The fixed workload. Small, so a probe on 2 CPU cores takes seconds; options override.
@@ -237,21 +236,7 @@ def verdict(figures: dict[int, dict[str, float]], reference: dict[int, dict[str,
     return "pass", None, message, ratios
 
 
-# -- child side: transformers for the reference and the template check -----------------------
-def chat_prompt_tokens(model_dir: Path, messages: list[dict[str, str]]) -> int | None:
-    """Token count of the model's own chat template rendered for `messages` (None if the model
-    has no template): what a server that uses the model's template must see."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    if not getattr(tok, "chat_template", None):
-        return None
-    ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    if isinstance(ids, dict) or hasattr(ids, "keys"):
-        ids = ids["input_ids"]
-    return len(ids)
-
-
+# -- child side: transformers for the reference -----------------------------------------------
 def reference_figures(model_dir: Path, *, input_words: int = INPUT_WORDS,
                       output_len: int = OUTPUT_LEN, concurrency: tuple[int, ...] = CONCURRENCY,
                       prompts_per_slot: int = PROMPTS_PER_SLOT, repeats: int = REPEATS,
@@ -308,43 +293,7 @@ def reference_figures(model_dir: Path, *, input_words: int = INPUT_WORDS,
     return figures, about
 
 
-# -- the stages ------------------------------------------------------------------------------
-def chat_check(server, model: str, max_tokens: int, metrics: dict[str, Any] | None = None,
-               model_dir: Path | None = None) -> StageOutcome:
-    """The `serve` stage: one chat completion through the server, with the model's template.
-
-    Where the model ships a chat template, the server's prompt token count must equal the
-    template's: a server that silently used another template is caught here.
-    """
-    messages = [dict(m) for m in workload.CHAT_MESSAGES]
-    t0 = time.perf_counter()
-    status, body = server.chat(messages, model=model, max_tokens=max_tokens,
-                               min_tokens=max_tokens, ignore_eos=True, temperature=0.0)
-    chat_s = time.perf_counter() - t0
-    if status != 200 or not isinstance(body, dict):
-        print(f"dayone: chat completion answered {status}: {str(body)[:2000]}", flush=True)
-        print(server.log_tail(), flush=True)  # the server's own reason, for the classifier
-        raise StageFailure(f"chat completion answered HTTP {status}: {str(body)[:300]}")
-    choice = (body.get("choices") or [{}])[0]
-    usage = body.get("usage") or {}
-    text = (choice.get("message") or {}).get("content")
-    out = {**(metrics or {}), "chat_s": round(chat_s, 4),
-           "prompt_tokens": usage.get("prompt_tokens"),
-           "completion_tokens": usage.get("completion_tokens")}
-    if text is None or not usage.get("completion_tokens"):
-        raise StageFailure("dayone-wrong-output: chat completion returned no tokens",
-                           "wrong_output", metrics=out)
-    if model_dir is not None:
-        expected = chat_prompt_tokens(model_dir, messages)
-        out["template_prompt_tokens"] = expected
-        if expected is not None and usage.get("prompt_tokens") != expected:
-            raise StageFailure(
-                f"server prompt has {usage.get('prompt_tokens')} tokens; the model's chat "
-                f"template renders {expected}: the server did not use the model's template",
-                "tokenizer_or_template", metrics=out)
-    return StageOutcome(metrics=out, output={"chat": {"messages": messages, "text": text}})
-
-
+# -- the stage -------------------------------------------------------------------------------
 def options_workload(options: dict[str, Any]) -> dict[str, Any]:
     o = options.get("throughput") or {}
     return {"input_words": int(o.get("input_words", INPUT_WORDS)),

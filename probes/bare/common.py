@@ -156,6 +156,17 @@ def chat_template_tokens(messages):
     return len(ids)
 
 
+def answered(body):
+    """The serve stage's answer rule (probes/features.py:stage_serve): the assistant answered
+    with text and at least one token."""
+    if not isinstance(body, dict):
+        return False
+    message = ((body.get("choices") or [{}])[0].get("message") or {})
+    say(f"answer {message}, usage {body.get('usage')}")
+    return message.get("role") in (None, "assistant") and isinstance(message.get("content"), str) \
+        and bool(message.get("content")) and bool((body.get("usage") or {}).get("completion_tokens"))
+
+
 def served_check(server, stage):
     """The serving stages, the same requests and checks as the probe's (probes/features.py,
     probes/throughput.py), against SERVER. Exits with the verdict."""
@@ -167,10 +178,8 @@ def served_check(server, stage):
             refused(server, "a chat request", status, body)
         server.stop()
         usage = body.get("usage") or {}
-        text = ((body.get("choices") or [{}])[0].get("message") or {}).get("content")
-        say(f"answer {text!r}, usage {usage}")
-        if text is None or not usage.get("completion_tokens"):
-            fail("dayone-wrong-output: chat completion returned no tokens")
+        if not answered(body):
+            fail(f"dayone-wrong-output: empty or malformed answer: {str(body)[:500]}")
         expected = chat_template_tokens(messages)
         if expected is not None and usage.get("prompt_tokens") != expected:
             fail(f"server prompt has {usage.get('prompt_tokens')} tokens; the model's chat "

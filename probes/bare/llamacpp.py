@@ -83,9 +83,7 @@ def run(stage):
         if status != 200:
             server.show_log()
             fail(f"chat completion answered HTTP {status}: {str(body)[:500]}")
-        message = ((body.get("choices") or [{}])[0].get("message") or {})
-        say(f"answer {message}")
-        if message.get("role") != "assistant" or not message.get("content"):
+        if not answered(body):
             fail(f"dayone-wrong-output: empty or malformed answer: {str(body)[:500]}")
         passed()
     llm = load()

@@ -1,13 +1,22 @@
-"""What every engine module builds on. Standard library only."""
+"""What every engine module builds on: EngineBase, and ServerEngine for the engines with an
+OpenAI-compatible server. Standard library only."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import platform
+import shutil
+import sys
+import tempfile
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from probes import workload
+from probes import features, serving, throughput, workload
+from probes.modelinfo import model_config
 from probes.outcome import HarnessError, StageFailure, StageOutcome
 
 
@@ -38,6 +47,29 @@ def torch_hardware(fallback: str) -> str:
     if torch.cuda.is_available():
         return f"cuda:{torch.cuda.get_device_name(0)}"
     return fallback
+
+
+def model_dtype(config: dict[str, Any]) -> str:
+    """The dtype a checkpoint ships in; vLLM's "auto" downcasts float32 to bf16 on CPU, which
+    is not the model as released."""
+    for key in ("dtype", "torch_dtype"):
+        value = config.get(key) or (config.get("text_config") or {}).get(key)
+        if isinstance(value, str) and value:
+            return value.replace("torch.", "")
+    return "auto"
+
+
+def env_patches_fingerprint(prefix: str = sys.prefix) -> dict[str, str]:
+    """{"dayone-env-patches": "<count>:<hash>"} when dayone patched this environment
+    (matrix/env_patches.py writes the list): the environment id then differs from a pristine
+    one, and the record says the env is not as the index ships it."""
+    path = Path(prefix) / "dayone-patches.json"
+    try:
+        text = path.read_text()
+        count = len(json.loads(text))
+    except (OSError, ValueError, TypeError):
+        return {}
+    return {"dayone-env-patches": f"{count}:{hashlib.sha256(text.encode()).hexdigest()[:8]}"}
 
 
 # The config keys a position limit goes by, as vLLM and SGLang read them (the smallest wins).
@@ -127,3 +159,130 @@ class EngineBase:
 
     def close(self) -> None:
         """Free the engine (models, servers). Must be safe to call twice."""
+
+
+SERVED_NAME = "dayone-model"  # the name a server engine serves the model under
+
+
+class ServerEngine(EngineBase):
+    """An engine with an OpenAI-compatible server. The base owns the model's config (read once,
+    probes/modelinfo.py), the dtype and window asked of the server, a short per-run temp dir,
+    the server's lifecycle, and the serving stages (serve, the features, throughput: one
+    implementation each, in probes/features.py and probes/throughput.py). A subclass says its
+    argv (`server_argv`), its env (`server_env`), and gives its load verdict."""
+
+    served_name: str | None = SERVED_NAME  # each request's `model` (None: none sent)
+    server_log: str = "server.log"
+    ready_path: str = "/health"
+    timeout_option: str = "server_timeout_s"  # the option that overrides timeout_default
+    timeout_default: float = 300.0
+    tool_parser: tuple[str, ...] = ()  # the server's tool-call parser flags, recorded
+    tmp_prefix: str | None = None  # a short per-run temp dir (IPC sockets), where set
+    records_env_patches: bool = True  # describe() fingerprints dayone's env patches
+
+    server: serving.Server | None = None
+    server_start_s: float | None = None
+
+    def __init__(self, model_dir: Path, options: dict[str, Any], workdir: Path):
+        super().__init__(model_dir, options, workdir)
+        self.config = model_config(self.model_dir)  # {} when unreadable: the engine says so
+        self.dtype = str(options.get("dtype") or model_dtype(self.config))
+        self.window = (int(options["max_model_len"]) if options.get("max_model_len")
+                       else context_window(self.config))
+        # A socket path over 107 bytes fails to bind, and per-run work dirs can be deep.
+        self.tmp_dir = (tempfile.mkdtemp(prefix=self.tmp_prefix,
+                                         dir="/tmp" if os.path.isdir("/tmp") else None)
+                        if self.tmp_prefix else None)
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        if self.records_env_patches:
+            info["packages"].update(env_patches_fingerprint())
+        return info
+
+    # -- what each engine says ------------------------------------------------------------
+    def server_argv(self, port: int) -> list[str]:
+        raise NotImplementedError
+
+    def server_env(self) -> dict[str, str]:
+        return {}
+
+    def before_server(self) -> None:
+        """Free what the server would hold twice (an in-process model)."""
+
+    def server_ready(self, server: serving.Server) -> None:
+        """More waiting once ready_path answers, where the engine needs it."""
+
+    def server_metrics(self) -> dict[str, Any]:
+        """The engine's own facts about its server, recorded by serve and throughput."""
+        return {}
+
+    def serve_request(self) -> dict[str, Any]:
+        """features.stage_serve's arguments: the default request is the workload's length,
+        forced (random weights like EOS), checked against transformers' template tokens."""
+        return {"max_tokens": self.max_new_tokens,
+                "params": {"min_tokens": self.max_new_tokens, "ignore_eos": True}}
+
+    # -- the server ---------------------------------------------------------------------------
+    def start_server(self) -> serving.Server:
+        """The running server, started (once) where there is none."""
+        if self.server is not None and self.server.proc.poll() is None:
+            return self.server
+        self.before_server()
+        port = serving.free_port()
+        t0 = time.perf_counter()
+        self.server = serving.start_server(
+            self.server_argv(port), port, self.workdir / self.server_log,
+            ready_path=self.ready_path,
+            timeout_s=float(self.options.get(self.timeout_option, self.timeout_default)),
+            env=self.server_env())
+        self.server_ready(self.server)
+        self.server_start_s = round(time.perf_counter() - t0, 3)
+        return self.server
+
+    def stage_server(self) -> serving.Server:
+        """The server a serving stage talks to: started on first need."""
+        return self.start_server()
+
+    def stop_server(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    # -- the serving stages (one implementation for every server) -------------------------------
+    def stage_serve(self) -> StageOutcome:
+        server = self.stage_server()
+        return features.stage_serve(
+            server, self.model_dir, model=self.served_name,
+            metrics={"server_start_s": self.server_start_s, **self.server_metrics()},
+            **self.serve_request())
+
+    def stage_chat_template(self) -> StageOutcome:
+        return features.stage_chat_template(self.stage_server(), self.model_dir)
+
+    def stage_tool_call(self) -> StageOutcome:
+        return features.stage_tool_call(self.stage_server(), self.model_dir,
+                                        parser=" ".join(self.tool_parser) or None)
+
+    def stage_json_schema(self) -> StageOutcome:
+        return features.stage_json_schema(self.stage_server(), self.model_dir)
+
+    def stage_long_context(self) -> StageOutcome:
+        return features.stage_long_context(self.stage_server(), self.model_dir,
+                                           window=self.window, config=self.config)
+
+    def stage_throughput(self) -> StageOutcome:
+        """Stops the server (the reference gets the machine to itself): the last stage."""
+        server = self.stage_server()
+        try:
+            outcome = throughput.stage(server.base_url, self.served_name or "", self.model_dir,
+                                       self.options, before_reference=self.stop_server)
+        finally:
+            self.stop_server()
+        outcome.metrics.update(self.server_metrics())
+        return outcome
+
+    def close(self) -> None:
+        self.stop_server()
+        if self.tmp_dir:
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)

@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from probes import gguf_convert, parity, serving, workload
+from probes import gguf_convert, parity
 from probes.classify import CONVERSION_CAUSES, classify, status_for_class
-from probes.engines.base import EngineBase
+from probes.engines.base import ServerEngine
+from probes.modelinfo import model_config, read_json
 from probes.outcome import HarnessError, StageFailure, StageOutcome
-from probes.modelinfo import read_json
 
 GGML_LOG_LEVEL_DEBUG, GGML_LOG_LEVEL_CONT = 1, 5
 # Converter failures that say more than "the converter cannot do it": kept as they are.
@@ -32,20 +32,17 @@ FIXTURE_ID_PREFIX = "dayone-fixtures/"
 FIXTURE_PRETOKENIZER = "gpt-2"
 
 
-def eos_token_ids(model_dir: Path) -> list[int]:
-    """The ids transformers' min_new_tokens suppresses: suppress the same ones here."""
+def eos_token_ids(model_dir: Path, config: dict[str, Any] | None = None) -> list[int]:
+    """The ids transformers' min_new_tokens suppresses: suppress the same ones here. CONFIG:
+    the model's config.json where it was read already."""
     ids: list[int] = []
-    for name in ("generation_config.json", "config.json"):
-        value = read_json(model_dir / name).get("eos_token_id")
+    config = model_config(model_dir) if config is None else config
+    for found in (read_json(model_dir / "generation_config.json"), config):
+        value = found.get("eos_token_id")
         for v in value if isinstance(value, list) else [value]:
             if isinstance(v, int) and v not in ids:
                 ids.append(v)
     return ids
-
-
-def has_hf_chat_template(model_dir: Path) -> bool:
-    return bool((model_dir / "chat_template.jinja").exists()
-                or read_json(model_dir / "tokenizer_config.json").get("chat_template"))
 
 
 def pretokenizer_fallback(options: dict[str, Any], model_dir: Path) -> str | None:
@@ -60,15 +57,19 @@ def pretokenizer_fallback(options: dict[str, Any], model_dir: Path) -> str | Non
     return FIXTURE_PRETOKENIZER if chosen or meta_id.startswith(FIXTURE_ID_PREFIX) else None
 
 
-class Engine(EngineBase):
+class Engine(ServerEngine):
     name = "llamacpp"
     package = "llama-cpp-python"
     packages = ("gguf", "transformers", "torch", "numpy", "sentencepiece")
+    served_name = None  # llama-cpp-python serves one model, whatever a request names
+    server_log = "llamacpp-server.log"
+    ready_path = "/v1/models"
+    timeout_option, timeout_default = "serve_timeout_s", 120.0
+    records_env_patches = False
 
     llm: Any = None
     gguf: Path | None = None
     completions: list[dict[str, Any]] | None = None
-    server: serving.Server | None = None
     _log_callback: Any = None
 
     def __init__(self, model_dir: Path, options: dict[str, Any], workdir: Path):
@@ -132,7 +133,7 @@ class Engine(EngineBase):
             raise HarnessError(f"no GGUF converter at {self.converter}: the environment lacks "
                                f"the probes.gguf_convert:install_converter patch")
         outtype = str(self.options.get("gguf_outtype")
-                      or gguf_convert.outtype_for(read_json(self.model_dir / "config.json")))
+                      or gguf_convert.outtype_for(self.config))
         out = Path(self.options.get("gguf_out") or self.workdir / "model.gguf")
         fallback = self._pretokenizer_fallback()
         cmd = [sys.executable, "-m", "probes.gguf_convert", "--converter", str(self.converter),
@@ -229,7 +230,7 @@ class Engine(EngineBase):
         if self.llm is None:
             self.stage_load()
         reference_ids = parity.reference_prompt_ids(self.options)
-        eos = eos_token_ids(self.model_dir) or [self.llm.token_eos()]
+        eos = eos_token_ids(self.model_dir, self.config) or [self.llm.token_eos()]
         completions = []
         own_match = True
         t0 = time.perf_counter()
@@ -264,59 +265,30 @@ class Engine(EngineBase):
         return parity.parity_stage(self.options, self.completions or [], self.top_k)
 
     # -- serve ------------------------------------------------------------------------------
-    def stage_serve(self) -> StageOutcome:
-        gguf = self._ensure_gguf()
-        self._free_model()  # one copy of the weights at a time
-        port = serving.free_port()
+    def server_argv(self, port: int) -> list[str]:
         # No --chat_format: the server takes the chat template the converter wrote into the
         # GGUF (the model's own), as a user's server would.
-        argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
+        return [sys.executable, "-m", "llama_cpp.server", "--model", str(self._ensure_gguf()),
                 "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(self.n_ctx),
                 "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
                 "--n_gpu_layers", str(self.n_gpu_layers)]
-        log_path = self.workdir / "llamacpp-server.log"
-        t0 = time.perf_counter()
-        self.server = serving.start_server(
-            argv, port, log_path, ready_path="/v1/models",
-            timeout_s=float(self.options.get("serve_timeout_s", 120)))
-        ready_s = time.perf_counter() - t0
+
+    def before_server(self) -> None:
+        self._ensure_gguf()
+        self._free_model()  # one copy of the weights at a time
+
+    def serve_request(self) -> dict[str, Any]:
+        # Random weights like EOS at once: bias it away so the answer has tokens to check.
+        eos = eos_token_ids(self.model_dir, self.config)
+        return {"max_tokens": int(self.options.get("serve_max_tokens", 8)),
+                "params": {"logit_bias": {str(e): -100 for e in eos}},
+                "template": "gguf", "log_lines": 400}
+
+    def stage_serve(self) -> StageOutcome:
         try:
-            max_tokens = int(self.options.get("serve_max_tokens", 8))
-            eos = eos_token_ids(self.model_dir)
-            t1 = time.perf_counter()
-            # Random weights like EOS at once: bias it away so the answer has tokens to check.
-            status, body = self.server.chat(
-                list(workload.CHAT_MESSAGES), max_tokens=max_tokens, temperature=0.0,
-                logit_bias={str(e): -100 for e in eos})
-            chat_s = time.perf_counter() - t1
-            log = self.server.log_tail(400)
+            return super().stage_serve()
         finally:
-            self.server.stop()
-            self.server = None
-        if status != 200:
-            print(log, file=sys.stderr, flush=True)  # the server's reason, for the classifier
-            raise StageFailure(f"chat completion answered HTTP {status}: {str(body)[:500]}")
-        try:
-            choice = body["choices"][0]
-            content, role = choice["message"].get("content"), choice["message"].get("role")
-            completion_tokens = int(body["usage"]["completion_tokens"])
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise StageFailure(f"dayone-wrong-output: malformed chat completion ({exc!r}): "
-                               f"{str(body)[:500]}", "wrong_output") from exc
-        if role != "assistant" or not isinstance(content, str) or not content \
-                or completion_tokens < 1:
-            raise StageFailure(f"dayone-wrong-output: empty or malformed answer: "
-                               f"{str(body)[:500]}", "wrong_output")
-        metrics = {"ready_s": round(ready_s, 3), "chat_s": round(chat_s, 3),
-                   "completion_tokens": completion_tokens,
-                   "prompt_tokens": body["usage"].get("prompt_tokens"),
-                   "finish_reason": choice.get("finish_reason"),
-                   "chat_template": "gguf" if "Using gguf chat template" in log else "fallback"}
-        if metrics["chat_template"] != "gguf" and has_hf_chat_template(self.model_dir):
-            return StageOutcome(status="degraded", metrics=metrics, failure_class="template",
-                                message="the GGUF lost the model's chat template: the server "
-                                        "fell back to its default chat format")
-        return StageOutcome(metrics=metrics, message=f"answered {content[:80]!r}")
+            self.stop_server()
 
     # -- cleanup ----------------------------------------------------------------------------
     def _free_model(self) -> None:
@@ -327,7 +299,5 @@ class Engine(EngineBase):
                 self.llm = None
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
+        super().close()
         self._free_model()

@@ -10,22 +10,17 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from probes import parity, serving, throughput
-from probes.engines.base import EngineBase, context_window
-from probes.engines.vllm_engine import env_patches_fingerprint, model_dtype
-from probes.modelinfo import incomplete_multimodal_copy, read_json
+from probes import parity, serving
+from probes.engines.base import SERVED_NAME, ServerEngine
+from probes.modelinfo import incomplete_multimodal_copy
 from probes.outcome import HarnessError, StageFailure, StageOutcome
 
-SERVED_NAME = "dayone-model"
 CPU_LABEL = "cpu-unsupported-path"
 # Lines that say SGLang's CPU path (not the model, not SGLang on its real target) stopped it:
 # a platform feature the CPU lacks, dayone's sgl_kernel stub, a CUDA-only dependency.
@@ -108,24 +103,18 @@ def completion_from_generate(prompt: str, prompt_ids: list[int], body: dict[str,
             "top_logprobs": [top_logprobs(step, k) for step in meta.get("output_top_logprobs") or []]}
 
 
-class Engine(EngineBase):
+class Engine(ServerEngine):
     name = "sglang"
     package = "sglang"
     packages = ("torch", "transformers", "torchvision", "tokenizers", "xgrammar")
-
-    server: serving.Server | None = None
+    server_log = "sglang-server.log"
+    timeout_default = 420.0
+    # SGLang's processes talk over IPC sockets in TMPDIR.
+    tmp_prefix = "dayone-sglang-"
 
     def __init__(self, model_dir: Path, options: dict[str, Any], workdir: Path):
         super().__init__(model_dir, options, workdir)
-        self.config = read_json(self.model_dir / "config.json")  # as vLLM's: {} when unreadable
-        self.dtype = str(options.get("dtype") or model_dtype(self.config))
-        self.context_length = (int(options["max_model_len"]) if options.get("max_model_len")
-                               else context_window(self.config))
         self.on_cpu = not self._has_gpu()
-        # SGLang's processes talk over IPC sockets in TMPDIR; a socket path over 107 bytes
-        # fails to bind, and per-run work dirs can be deep: a short per-run dir instead.
-        self.tmp_dir = tempfile.mkdtemp(prefix="dayone-sglang-",
-                                        dir="/tmp" if os.path.isdir("/tmp") else None)
 
     @staticmethod
     def _has_gpu() -> bool:
@@ -143,17 +132,12 @@ class Engine(EngineBase):
             return f"cuda:{torch.cuda.get_device_name(0)}"
         return CPU_LABEL  # SGLang's CPU path with dayone's workarounds, not a supported target
 
-    def describe(self) -> dict[str, Any]:
-        info = super().describe()
-        info["packages"].update(env_patches_fingerprint())
-        return info
-
     # -- the server ---------------------------------------------------------------------------
     def server_argv(self, port: int) -> list[str]:
         argv = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(self.model_dir),
                 "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
                 "--dtype", self.dtype,
-                *(["--context-length", str(self.context_length)] if self.context_length else []),
+                *(["--context-length", str(self.window)] if self.window else []),
                 "--random-seed", "0",
                 # Without a cap SGLang reserves most of the machine's memory for KV cache.
                 "--max-total-tokens", str(int(self.options.get("max_total_tokens", 8192))),
@@ -164,7 +148,7 @@ class Engine(EngineBase):
 
     def server_env(self) -> dict[str, str]:
         env = {"HF_HOME": str(self.workdir / "hf-home"), "HF_HUB_OFFLINE": "1",
-               "TMPDIR": self.tmp_dir,
+               "TMPDIR": str(self.tmp_dir),
                "TRANSFORMERS_OFFLINE": "1", "SGLANG_DISABLE_REQUEST_LOGGING": "1",
                # A crashing server otherwise sleeps 5 s and tries py-spy and CUDA core dumps
                # before it exits; the probe keeps the log, which is the evidence we use.
@@ -183,21 +167,17 @@ class Engine(EngineBase):
         if reason:
             raise HarnessError(f"SGLang's CPU path cannot run this here ({CPU_LABEL}): {reason}")
 
-    def _require_server(self) -> serving.Server:
+    def stage_server(self) -> serving.Server:
+        """The server `load` started: every stage talks to it."""
         if self.server is None or self.server.proc.poll() is not None:
             raise HarnessError("stage needs `load` first in the same probe (the server)")
         return self.server
 
     # -- stages -------------------------------------------------------------------------------
     def stage_load(self) -> StageOutcome:
-        port = serving.free_port()
-        t0 = time.perf_counter()
-        log_path = self.workdir / "sglang-server.log"
+        log_path = self.workdir / self.server_log
         try:
-            self.server = serving.start_server(
-                self.server_argv(port), port, log_path, ready_path="/health",
-                timeout_s=float(self.options.get("server_timeout_s", 420)),
-                env=self.server_env())
+            server = self.start_server()
         except StageFailure as exc:
             log_text = _read_text(log_path)
             self._raise_if_cpu_path(log_text)
@@ -205,13 +185,12 @@ class Engine(EngineBase):
             if incomplete:  # the load failed on a copy we could not make whole: no verdict
                 raise HarnessError(f"no verdict: {incomplete}; load said: {exc}") from None
             raise
-        start_s = time.perf_counter() - t0
-        status, info = serving.http_json(f"{self.server.base_url}/get_model_info", timeout=30)
+        status, info = serving.http_json(f"{server.base_url}/get_model_info", timeout=30)
         if status != 200 or not isinstance(info, dict):
             raise StageFailure(f"/get_model_info answered HTTP {status}: {str(info)[:300]}")
         archs = self.config.get("architectures") or []
         served = info.get("architectures") or []
-        metrics = {"server_start_s": round(start_s, 3), "dtype": self.dtype,
+        metrics = {"server_start_s": self.server_start_s, "dtype": self.dtype,
                    "model_type": info.get("model_type"),
                    "architecture": served[0] if served else None,
                    "is_generation": info.get("is_generation"),
@@ -233,7 +212,7 @@ class Engine(EngineBase):
         return StageOutcome(metrics=metrics, message=message)
 
     def stage_generate(self) -> StageOutcome:
-        server = self._require_server()
+        server = self.stage_server()
         ref_ids = parity.reference_prompt_ids(self.options)
         completions, new_tokens = [], 0
         t0 = time.perf_counter()
@@ -259,22 +238,3 @@ class Engine(EngineBase):
             completions.append(c)
         elapsed = time.perf_counter() - t0
         return self.generated(completions, new_tokens, elapsed)
-
-    def stage_serve(self) -> StageOutcome:
-        server = self._require_server()
-        return throughput.chat_check(server, SERVED_NAME, self.max_new_tokens,
-                                     model_dir=self.model_dir)
-
-    def stage_throughput(self) -> StageOutcome:
-        server = self._require_server()
-        try:
-            return throughput.stage(server.base_url, SERVED_NAME, self.model_dir, self.options,
-                                    before_reference=self.close)
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)

