@@ -110,6 +110,21 @@ def test_cli_lists_and_refreshes(tmp_path):
     assert (tmp_path / "releases" / "qwen3" / "acme__qwen3-tiny" / "SOURCE").is_file()
 
 
+def test_a_text_type_starts_from_its_multimodal_release_text_config():
+    """Gemma 4 and Qwen 3.5 ship only multimodal configs: their text types are copies of the
+    release's text_config, said so in the lineage."""
+    for text_type, release_type in (("gemma4_text", "gemma4"), ("qwen3_5_text", "qwen3_5")):
+        release = releases.lookup(text_type)
+        assert release is not None and release.text_part, text_type
+        assert release.model_type == release_type
+        whole = json.loads(release.file("config.json").read_text())
+        assert release.config()["model_type"] == text_type
+        assert release.config()["hidden_size"] == whole["text_config"]["hidden_size"]
+        assert release.lineage()["part"] == "text_config"
+        assert not releases.lookup(release_type).text_part
+    assert releases.lookup("dayone_zorblax") is None
+
+
 # ------------------------------------------------------------------ real: shrink from releases
 
 @pytest.fixture(scope="module")

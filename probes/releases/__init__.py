@@ -13,10 +13,12 @@ Pure lookup, standard library only: no hub access here (that is matrix/releases.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 PACKAGED = Path(__file__).resolve().parent
 ENV = "DAYONE_RELEASES"
@@ -48,6 +50,9 @@ class Release:
     revision: str | None  # the hub commit sha, when the bytes came from the hub
     notes: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()  # files the repo has that the catalogue left out (size, LFS)
+    # The copy is of the release's text model (a multimodal release's `text_config`, of the
+    # type asked for): Gemma 4 and Qwen 3.5 ship only their multimodal config.
+    text_part: bool = False
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -65,10 +70,24 @@ class Release:
             h.update(name.encode() + b"\0" + self.file(name).read_bytes() + b"\0")
         return h.hexdigest()
 
+    def config(self) -> dict[str, Any]:
+        """The config the copy is shrunk from: config.json, or its text_config for a text part
+        (the release's dtype where the text part names none)."""
+        data = json.loads(self.file("config.json").read_text(encoding="utf-8"))
+        if not self.text_part:
+            return data
+        text = dict(data.get("text_config") or {})
+        for key in ("dtype", "torch_dtype"):
+            if key in data and "dtype" not in text and "torch_dtype" not in text:
+                text[key] = data[key]
+        return text
+
     def lineage(self) -> dict[str, object]:
         """The model record's `lineage`: the release this copy was shrunk from."""
         out: dict[str, object] = {"source": "release", "repo": self.repo,
                                   "revision": self.revision, "pristine": self.pristine}
+        if self.text_part:
+            out["part"] = "text_config"
         if self.source != "hub":
             out["copied_from"] = f"{self.source}@{self.commit}" if self.commit else self.source
         return out
@@ -130,9 +149,21 @@ def entries(model_type: str | None = None, *, where: list[Path] | None = None
 
 
 def lookup(model_type: str, *, where: list[Path] | None = None) -> Release | None:
-    """The release a shrunk copy of `model_type` starts from; None: no release known."""
+    """The release a shrunk copy of `model_type` starts from; None: no release known. A type
+    with no release of its own may be the text model of a multimodal one (gemma4_text in
+    Gemma 4's config.json): that release, as its text part."""
     found = entries(model_type, where=where)
-    return found[0] if found else None
+    if found:
+        return found[0]
+    for release in entries(where=where):
+        try:
+            text = json.loads(release.file("config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        part = text.get("text_config") if isinstance(text, dict) else None
+        if isinstance(part, dict) and part.get("model_type") == model_type:
+            return replace(release, text_part=True)
+    return None
 
 
 def model_types(*, where: list[Path] | None = None) -> list[str]:

@@ -220,6 +220,11 @@ def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path 
         _align_tokenizer(out_dir, vocab, tok)
     if release is not None:
         released.write_as_released(out_dir, release, plan, tok, specials)
+        if release.text_part and getattr(config, "architectures", None):
+            # the release names its multimodal class; its text model is transformers' causal LM
+            saved = json.loads((out_dir / "config.json").read_text())
+            saved.setdefault("architectures", list(config.architectures))
+            (out_dir / "config.json").write_text(json.dumps(saved, indent=2) + "\n")
     if released.wants_tokenizer_model(release, source.get("model_type")) and not (
             out_dir / "tokenizer.model").exists():
         from probes.fixtures import CORPUS

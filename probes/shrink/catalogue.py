@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from probes import releases
-from probes.shrink import released
 from probes.shrink.build import ShrinkResult, check_generates, first_line, shrink_config
 from probes.shrink.rules import SHRINK_VERSION, VARIANTS_PATH, ShrinkError, load_rules, rules_text
 
@@ -109,7 +108,7 @@ def shrink_model_type(model_type: str, out_dir: Path, *, seed: int = 0) -> Shrin
     revision = sweep_revision(token, transformers.__version__)
     release = releases.lookup(model_type)
     if release is not None:
-        source = released.read_json(release.file("config.json"))
+        source = release.config()
         if source.get("model_type") != model_type:
             raise ShrinkError(f"catalogued release {release.repo} is model_type "
                               f"{source.get('model_type')!r}, not {model_type!r}")

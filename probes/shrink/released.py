@@ -200,7 +200,7 @@ def write_as_released(out_dir: Path, release: Release, plan: ShrinkPlan, tok: An
                       specials: Specials | None) -> None:
     """After save_pretrained: the copy's files in the release's own layout."""
     out_dir = Path(out_dir)
-    released_keys = set(read_json(release.file("config.json")))
+    released_keys = set(release.config())
     added = sorted(set(plan.config) - released_keys)
     if added:
         plan.notes.append(f"config keys the release lacks, set by the rules: {added}")
@@ -217,7 +217,7 @@ def write_as_released(out_dir: Path, release: Release, plan: ShrinkPlan, tok: An
     else:
         generation.unlink(missing_ok=True)
     for name in PROCESSOR_FILES:
-        if name in release.files:
+        if name in release.files and not release.text_part:  # a text copy has no processor
             shutil.copy2(release.file(name), out_dir / name)
     if specials is not None:
         _tokenizer_as_released(out_dir, release, specials, plan)
