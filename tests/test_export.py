@@ -52,7 +52,8 @@ def site(tmp_path_factory) -> tuple[Path, str]:
     url = fill(f"sqlite:///{root / 'dayone.db'}", history())
     out = root / "site"
     report = export(out, url)
-    assert report.pages == 11  # matrix + the architecture map + 3 models + 2 engines + 4 cells
+    # matrix + the architecture map + 3 models + 2 engines + 3 engine releases + 4 cells
+    assert report.pages == 14
     return out, url
 
 
@@ -62,7 +63,9 @@ def test_the_export_has_every_page_twin_badge_and_feed(site):
                 "engines/vllm.html", "engines/vllm.json", "cells/org/beta/transformers.html",
                 "cells/org/beta/transformers.json", "badge/org/alpha/vllm.svg", "feed.atom",
                 "api/v1/matrix.json", "api/v1/models.json", "api/v1/engines.json",
-                "map.html", "map.json", "api/v1/map.json",
+                "map.html", "map.json", "api/v1/map.json", "engines/vllm/0.8.1.html",
+                "engines/vllm/0.8.1.json", "api/v1/engines/vllm/0.8.1/diff.json",
+                "api/v1/compat.json",
                 "static/dayone.css", "static/dayone.js", ".nojekyll"):
         assert (out / rel).is_file(), rel
 
@@ -70,7 +73,7 @@ def test_the_export_has_every_page_twin_badge_and_feed(site):
 def test_every_relative_link_resolves_to_a_file(site):
     out, _ = site
     pages = sorted(out.rglob("*.html"))
-    assert len(pages) == 11
+    assert len(pages) == 14
     checked = 0
     for page in pages:
         for ref in local_refs(page):
@@ -86,7 +89,8 @@ def test_the_json_is_what_the_server_answers(site):
     with TestClient(create_app(url)) as c:
         assert json.loads((out / "index.json").read_text()) == c.get(
             "/api/v1/matrix?per_page=3").json()
-        for rel in ("models/org/alpha", "engines/vllm", "cells/org/beta/transformers"):
+        for rel in ("models/org/alpha", "engines/vllm", "engines/vllm/0.8.1",
+                    "cells/org/beta/transformers"):
             assert json.loads((out / f"{rel}.json").read_text()) == c.get(f"/{rel}.json").json()
         live = c.get("/models/org/alpha").text
     exported = (out / "models/org/alpha.html").read_text()
@@ -129,5 +133,5 @@ def test_the_cli_command(site, tmp_path):
     _, url = site
     result = CliRunner().invoke(app, ["export", str(tmp_path / "cli-site"), "--db", url])
     assert result.exit_code == 0, result.output
-    assert "11 pages" in result.output
+    assert "14 pages" in result.output
     assert (tmp_path / "cli-site" / "index.html").is_file()
