@@ -170,6 +170,7 @@ class Bisect:
                 "first_bad_bound": self.order[hi], "remaining": self.remaining(),
                 "next_probe": self.next_probe(), "steps_left": self.steps_left(),
                 "first_bad": self.first_bad(), "suspects": self.suspects(),
+                "bad_seen": self.known.get(self.bad) == "bad",
                 "contradiction": self.contradiction}
 
 

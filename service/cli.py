@@ -859,7 +859,9 @@ def bisect_command(
         err.print(f"[red]error:[/red] {state.contradiction}")
         raise typer.Exit(1)
     if state.first_bad():
-        _say(f"first bad release: {engine} {state.first_bad()} (last good {result['last_good']})")
+        unseen = state.first_bad() == bad and not result["bad_seen"]
+        _say(f"first bad release: {engine} {state.first_bad()} (last good {result['last_good']})"
+             + (f"; {bad} itself has no result here: it is bad as given" if unseen else ""))
     elif not state.remaining():
         _say(f"first bad release is one of {', '.join(state.suspects())} (the others could not "
              "be judged)")

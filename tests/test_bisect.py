@@ -124,7 +124,7 @@ def test_cli_plans_from_the_index_and_runs_with_a_prober(tmp_path, monkeypatch):
         plan = json.loads(res.stdout.strip().splitlines()[-1])
         assert [c["version"] for c in plan["between"]] == ["0.31.0.post1", "0.32.0.dev1",
                                                            "0.32.0rc1"]
-        assert plan["known"] == {"0.31.0": "good", "0.32.0": "bad"}
+        assert plan["known"] == {"0.31.0": "good", "0.32.0": "bad"} and plan["bad_seen"]
         assert plan["next_probe"] == "0.32.0.dev1" and plan["steps_left"] == 2
         # --run: the dev release is green, the candidate red -> the candidate is the first bad
         truth = {"0.31.0.post1": "pass", "0.32.0.dev1": "pass", "0.32.0rc1": "fail"}
