@@ -363,3 +363,50 @@ def result_record(session: Session, result_id: int) -> dict[str, Any] | None:
     """One stored record (the contract, without `output`) by its id, or None."""
     raw = session.scalar(select(Result.raw).where(Result.id == result_id))
     return None if raw is None else {k: v for k, v in dict(raw).items() if k != "output"}
+# -- engine releases: what each fixed and broke, support data, bisect -------------------------
+
+def engine_release_stages(session: Session, engine: str | None = None,
+                          model: str | None = None) -> list[Observation]:
+    """The latest result of every stage of every model in every release of one engine (or of
+    every engine), with its failure class and message, from cell_latest: what
+    matrix/release_diff.py, matrix/compat_data.py and matrix/bisect.py read. One row per model
+    revision x environment x stage, so O(models x releases), never history."""
+    query = (select(CellLatest.model_id, CellLatest.engine_name, CellLatest.engine_version,
+                    CellLatest.stage, CellLatest.status, CellLatest.started_at,
+                    CellLatest.failure_class, Result.message, Environment.environment_id)
+             .join(Result, Result.id == CellLatest.result_pk)
+             .join(Environment, Environment.id == CellLatest.environment_pk)
+             .order_by(CellLatest.engine_name, CellLatest.model_id))
+    if engine is not None:
+        query = query.where(CellLatest.engine_name == engine)
+    if model is not None:
+        query = query.where(CellLatest.model_id == model)
+    return [Observation(model=r.model_id, engine=r.engine_name, engine_version=r.engine_version,
+                        stage=r.stage, status=r.status, started_at=parse_time(r.started_at),
+                        environment_id=r.environment_id, failure_class=r.failure_class,
+                        message=r.message)
+            for r in session.execute(query)]
+
+
+def engine_names(session: Session) -> list[str]:
+    """Every engine with an environment in the store, by name."""
+    return sorted(session.scalars(select(Environment.engine_name).distinct()))
+
+
+@dataclass(frozen=True)
+class EngineEnvironment:
+    environment_id: str
+    engine_version: str
+    hardware: str | None
+    created: dt.datetime
+    packages: dict[str, Any]
+
+
+def engine_environments(session: Session, engine: str) -> list[EngineEnvironment]:
+    """The environments of one engine (every version, every hardware), oldest first."""
+    query = (select(Environment.environment_id, Environment.engine_version,
+                    Environment.hardware, Environment.created, Environment.packages)
+             .where(Environment.engine_name == engine).order_by(Environment.id))
+    return [EngineEnvironment(r.environment_id, r.engine_version, r.hardware, r.created,
+                              dict(r.packages or {}))
+            for r in session.execute(query)]

@@ -480,14 +480,26 @@ def serve(
 # -- export (added by the service helper, issue 9) ---------------------------------------------
 @app.command()
 def export(
-    out_dir: Annotated[Path, typer.Argument(help="Folder to write the static site into")],
+    out_dir: Annotated[Optional[Path], typer.Argument(help="Folder to write the static site into")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Also (or only) write the support data as a versioned JSON data package here: data.json in MDN browser-compat-data's shape, its JSON Schema, package.json")] = None,
     db: DbOption = None,
 ) -> None:
-    """Write the dashboard as a static site (pages, JSON twins, badges, feed) for GitHub Pages."""
+    """Write the dashboard as a static site (pages, JSON twins, badges, feed) for GitHub Pages,
+    and with --data the support data package."""
     from service.export import export as export_site
+    from service.export import export_data
 
-    report = export_site(out_dir, db, progress=_say)
-    out.print(f"exported {report} to {out_dir}")
+    if out_dir is None and data is None:
+        raise _fail("give a folder for the site, or --data DIR for the data package")
+    if out_dir is not None:
+        report = export_site(out_dir, db, progress=_say)
+        out.print(f"exported {report} to {out_dir}")
+    if data is not None:
+        files = export_data(data, db)
+        doc = json.loads(files[0].read_text(encoding="utf-8"))
+        print(json.dumps({"data": str(data), "version": doc["__meta"]["version"],
+                          "architectures": len(doc["architectures"]),
+                          "models": len(doc["models"]), "engines": sorted(doc["engines"])}))
 
 
 # -- discovery and the nightly ------------------------------------------------------------
@@ -762,6 +774,99 @@ def sweep(
                                max_heavy=max_heavy, confirm=confirm)
     _run_nightly(options, None, sweep=True, shard=split,
                  types=[t.strip() for t in types.split(",") if t.strip()] if types else None)
+
+
+# -- bisect: the first bad release between a good and a bad one ---------------------------------
+def _bisect_target(target: str, model_id: str | None) -> tuple[str, Path | None, str | None]:
+    """(model id in the store, model dir or None, architecture type or None)."""
+    path = Path(target)
+    if path.is_dir():
+        from probes.modelinfo import read_model_info
+
+        return read_model_info(path, model_id).id, path, None
+    arch = target.removeprefix("arch/")
+    if not arch or "/" in arch:
+        raise _fail(f"{target}: neither a model directory nor an architecture (arch/TYPE)")
+    return f"arch/{arch}", None, arch
+
+
+def _bisect_observations(db: str | None, engine: str, model: str) -> list:
+    from matrix import queries
+
+    store = _store(db)
+    try:
+        with store.session() as session:
+            return queries.engine_release_stages(session, engine, model=model)
+    finally:
+        store.close()
+
+
+@app.command(name="bisect")
+def bisect_command(
+    target: Annotated[str, typer.Argument(metavar="MODEL_OR_ARCH", help="A local model directory, or an architecture of the map (arch/TYPE or TYPE)")],
+    engine: Annotated[str, typer.Option("--engine", "-e", help="Engine name")],
+    good: Annotated[str, typer.Option("--good", help="A release where the cell works")],
+    bad: Annotated[str, typer.Option("--bad", help="A later release where it is red")],
+    run: Annotated[bool, typer.Option("--run", help="Probe the planned releases (each stored) until the first bad one is named")] = False,
+    stage: Annotated[Optional[list[str]], typer.Option("--stage", "-s", help="Only these stages decide good or bad (default: every stage the cell has)")] = None,
+    model_id: Annotated[Optional[str], typer.Option(help="Model id of a directory (default: as `dayone probe` names it)")] = None,
+    timeout: Annotated[float, typer.Option(help="Time limit per probe, seconds")] = 900.0,
+    index_url: IndexOption = None,
+    db: DbOption = None,
+) -> None:
+    """Which release between GOOD and BAD was the first bad one: the index's releases in
+    between (post releases, release candidates, dev releases too), what the store already
+    says of them, and the next probe; with --run, probe until it is named."""
+    from matrix import bisection
+    from matrix import engine_watch as ew
+
+    if engine not in public_engines():
+        raise _fail(f"{engine}: not an engine ({', '.join(public_engines())})")
+    model, model_dir, arch = _bisect_target(target, model_id)
+    stages = list(stage or [])
+    import httpx
+
+    try:
+        between = bisection.index_candidates(engine, good, bad,
+                                             index_url=index_url or ew.DEFAULT_INDEX)
+    except (ValueError, httpx.HTTPError) as exc:
+        raise _fail(f"{type(exc).__name__}: {exc}" if isinstance(exc, httpx.HTTPError)
+                    else str(exc))
+    state = bisection.start(engine, model, good, bad, between,
+                            _bisect_observations(db, engine, model), stages)
+    skipped = [c for c in between if c.why_not]
+    _say(f"bisect {model} in {engine}: {len(between)} releases between {good} and {bad}"
+         + (f" ({len(skipped)} not installable here)" if skipped else "")
+         + f", {len(state.known)} with results already; at most {state.steps_left()} probes")
+    if run and state.contradiction is None:
+        def probe_release(version: str) -> list:
+            if model_dir is not None:
+                settings = probing.ProbeSettings(timeout_s=timeout)
+                records = probing.probe(model_dir, engine, version, stages or None,
+                                        model_id=model, settings=settings, say=_say)
+                _say(store_records(db, records))
+                return records
+            options = _nightly_options([f"{engine}=={version}"], "arch", 1, True, db, None,
+                                       None, timeout=timeout, confirm=False)
+            _run_nightly(options, None, sweep=True, types=[arch])
+            return [o for o in _bisect_observations(db, engine, model)
+                    if o.engine_version == version]
+
+        state = bisection.run_bisect(state, probe_release, stages=stages, say=_say)
+    result = state.as_dict()
+    print(json.dumps(result))
+    if state.contradiction:
+        err.print(f"[red]error:[/red] {state.contradiction}")
+        raise typer.Exit(1)
+    if state.first_bad():
+        unseen = state.first_bad() == bad and not result["bad_seen"]
+        _say(f"first bad release: {engine} {state.first_bad()} (last good {result['last_good']})"
+             + (f"; {bad} itself has no result here: it is bad as given" if unseen else ""))
+    elif not state.remaining():
+        _say(f"first bad release is one of {', '.join(state.suspects())} (the others could not "
+             "be judged)")
+    else:
+        _say(f"next probe: {engine}=={state.next_probe()} (dayone bisect ... --run probes it)")
 
 
 # -- the main job on the embedded default -------------------------------------------------------

@@ -7,6 +7,7 @@ checked to land inside DIR before it is written.
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,8 @@ from sqlalchemy.orm import Session
 
 from matrix.store import CellLatest, Environment, open_store
 from service import badges, feed, render, views
-from service.links import Links, arch_path, badge_path, cell_path, engine_path, model_path
+from service.links import (Links, arch_path, badge_path, cell_path, engine_path, model_path,
+                           release_path)
 from service.render import STATIC
 
 
@@ -65,6 +67,7 @@ def export_site(session: Session, out_dir: Path,
     w.write("api/v1/models.json", render.json_text(
         views.models_list(session, limit=max(1, total))))
     w.write("api/v1/engines.json", render.json_text(views.engines_list(session)))
+    w.write("api/v1/compat.json", render.json_text(views.compat_view(session)))
     say(f"matrix: {total} models")
     amap = views.map_view(session)
     w.page("map", "map.html", amap)
@@ -91,8 +94,16 @@ def export_site(session: Session, out_dir: Path,
     engines = sorted(session.scalars(select(Environment.engine_name).distinct()))
     for engine in engines:
         data = views.engine_view(session, engine)
-        if data is not None:
-            w.page(engine_path(engine), "engine.html", data)
+        if data is None:
+            continue
+        w.page(engine_path(engine), "engine.html", data)
+        diffs = views.engine_diffs(session, engine)
+        for v in data["versions"]:
+            release = views.engine_release_view(session, engine, v["version"], diffs)
+            if release is not None:
+                w.page(release_path(engine, v["version"]), "release.html", release)
+                w.write(f"api/v1/{release_path(engine, v['version'])}/diff.json",
+                        render.json_text(release))
     cells = session.execute(select(CellLatest.model_id, CellLatest.engine_name).distinct()).all()
     for model_id, engine in cells:
         data = views.cell_view(session, model_id, engine)
@@ -106,6 +117,20 @@ def export_site(session: Session, out_dir: Path,
     say(f"{len(engines)} engines, {len(cells)} cells")
     w.write("feed.atom", feed.atom(feed.feed_view(session), Links("", ".html")))
     return w.report
+
+
+def export_data(out_dir: str | Path, db_url: str | None = None,
+                now: dt.datetime | None = None) -> list[Path]:
+    """`dayone export --data DIR`: the support data as a versioned JSON data package."""
+    from matrix.compat_data import write_package
+
+    store = open_store(db_url)
+    try:
+        with store.session() as session:
+            doc = views.compat_view(session, now)
+    finally:
+        store.close()
+    return write_package(doc, Path(out_dir))
 
 
 def export(out_dir: str | Path, db_url: str | None = None,

@@ -1,4 +1,7 @@
-"""The Atom feed: regressions (working -> broken) and new greens (a cell's first green probe).
+"""The Atom feed: regressions (working -> broken), new greens (a cell's first green probe), and
+each engine release's diff against the release before it (matrix/release_diff.py: "vllm 0.32.0:
+3 architectures fixed, 1 broken: qwen3_5_moe_text parity wrong_output"), dated by the release's
+first result.
 
 Reads the results of a recent window (by the started_at index), grouped into probes in SQL,
 plus a few nights before it so a transition at the window's start has its "before". Transitions
@@ -14,6 +17,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from matrix import queries, release_diff
 from matrix import summary as S
 from matrix.store import Environment, ModelRevision, Result
 from service import render, views
@@ -26,7 +30,7 @@ MAX_ENTRIES = 200
 
 @dataclass(frozen=True)
 class Entry:
-    kind: str  # "regression" or "new_green"
+    kind: str  # "regression", "new_green" or "release" (one engine release's diff)
     model: str
     engine: str
     at: dt.datetime
@@ -34,9 +38,12 @@ class Entry:
     engine_version: str
     before_status: str | None = None
     before_version: str | None = None
+    headline: str | None = None  # a release entry's title
 
     @property
     def title(self) -> str:
+        if self.kind == "release" and self.headline:
+            return self.headline
         if self.kind == "regression":
             return (f"Regression: {self.model} in {self.engine} {self.engine_version}: "
                     f"{self.before_status} ({self.before_version}) → {self.status}")
@@ -68,6 +75,15 @@ def entries(probes: list[S.Probe], since: dt.datetime, green_before: set[tuple[s
                              first.engine_version))
     out.sort(key=lambda e: (e.at, e.kind, e.model, e.engine), reverse=True)
     return out[:MAX_ENTRIES]
+
+
+def release_entries(diffs: list[release_diff.ReleaseDiff], since: dt.datetime) -> list[Entry]:
+    """Pure: one entry per engine release first probed since `since` that changed something
+    against the release before it (a first release probed has nothing to compare with)."""
+    return [Entry("release", "", d.engine, d.first_result, None, d.version,
+                  before_version=d.previous, headline=d.headline())
+            for d in diffs if d.first_result is not None and d.first_result >= since
+            and d.previous is not None and d.changed]
 
 
 def _window_probes(session: Session, start: dt.datetime) -> list[S.Probe]:
@@ -114,6 +130,11 @@ def feed_view(session: Session, now: dt.datetime | None = None, days: int = WIND
     probes = _window_probes(session, start.replace(tzinfo=None))
     greens = {(p.model, p.engine) for p in probes if p.status == S.GREEN and p.started_at >= since}
     items = entries(probes, since, _green_before(session, start.replace(tzinfo=None), greens))
+    stages = queries.engine_release_stages(session)
+    for engine in sorted({o.engine for o in stages}):
+        items += release_entries(release_diff.release_diffs(engine, stages), since)
+    items.sort(key=lambda e: (e.at, e.kind, e.model, e.engine), reverse=True)
+    items = items[:MAX_ENTRIES]
     return {"updated": views.iso(items[0].at if items else now), "since": views.iso(since),
             "entries": [e.as_dict() for e in items]}
 

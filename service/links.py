@@ -98,6 +98,9 @@ class Links:
     def cell(self, model_id: str, engine: str) -> str:
         return self._page(cell_path(model_id, engine))
 
+    def release(self, name: str, version: str) -> str:
+        return self._page(release_path(name, version))
+
     def cell_json(self, model_id: str, engine: str) -> str:
         return self.root + cell_path(model_id, engine) + ".json"
 
@@ -131,6 +134,11 @@ def arch_path(arch: str) -> str:
 
 def engine_path(name: str) -> str:
     return "engines/" + slug(name, keep_slashes=False)
+
+
+def release_path(name: str, version: str) -> str:
+    """One engine release: `engines/vllm/0.32.0` (beside `engines/vllm`)."""
+    return f"engines/{slug(name, keep_slashes=False)}/{slug(version, keep_slashes=False)}"
 
 
 def cell_path(model_id: str, engine: str) -> str:

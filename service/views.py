@@ -22,7 +22,7 @@ from typing import Any, Iterable
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
-from matrix import archmap, queries
+from matrix import archmap, compat_data, queries, release_diff
 from matrix import summary as S
 from matrix.store import CellLatest, Environment, ModelRevision, Result
 from probes.stages import ARCH_MAP_STAGES, STAGES, STATUSES
@@ -608,50 +608,69 @@ def _probe_dict(p: S.Probe) -> dict[str, Any]:
 KEY_PACKAGES = ("transformers", "torch", "tokenizers", "triton", "huggingface-hub")
 
 
-def engine_view(session: Session, name: str) -> dict[str, Any] | None:
-    """Every version of one engine and what each fixed or broke against the version before.
+def _release_row(d: release_diff.ReleaseDiff, envs: list[queries.EngineEnvironment]) -> dict[str, Any]:
+    """One release as the engine page lists it (model ids under fixed / broke / new_green,
+    each change in full under `changes`)."""
+    counts = d.counts
+    return {"version": d.version, "previous": d.previous, "models": len(d.verdicts),
+            "counts": {s: counts.get(s, 0) for s in RANKED},
+            "fixed": [c.model for c in d.fixed], "broke": [c.model for c in d.broke],
+            "new_green": [c.model for c in d.new_green], "regressions": len(d.regressions),
+            "headline": d.headline(),
+            "changes": {"fixed": [c.as_dict() for c in d.fixed],
+                        "broke": [c.as_dict() for c in d.broke],
+                        "new_green": [c.as_dict() for c in d.new_green]},
+            "hardware": sorted({e.hardware for e in envs
+                                if e.engine_version == d.version and e.hardware})}
 
-    Reads cell_latest (the latest verdict of every model in every environment of the engine),
-    so it costs O(models x versions), not history."""
-    envs = session.execute(select(Environment.environment_id, Environment.engine_version,
-                                  Environment.hardware, Environment.created,
-                                  Environment.packages)
-                           .where(Environment.engine_name == name)).all()
+
+def engine_diffs(session: Session, name: str) -> list[release_diff.ReleaseDiff]:
+    return release_diff.release_diffs(name, queries.engine_release_stages(session, name))
+
+
+def engine_view(session: Session, name: str) -> dict[str, Any] | None:
+    """Every version of one engine and what each fixed or broke against the version before
+    (matrix/release_diff.py over cell_latest: O(models x versions), not history)."""
+    envs = queries.engine_environments(session, name)
     if not envs:
         return None
-    rows = session.execute(
-        select(CellLatest.model_id, CellLatest.engine_version, CellLatest.stage,
-               CellLatest.status, CellLatest.started_at)
-        .where(CellLatest.engine_name == name)).all()
-    verdicts = S.version_status([S.Observation(
-        model=r.model_id, engine=name, engine_version=r.engine_version, stage=r.stage,
-        status=r.status, started_at=S.parse_time(r.started_at)) for r in rows])
-    by_version: dict[str, dict[str, str | None]] = defaultdict(dict)
-    for (model, _engine, version), status in verdicts.items():
-        by_version[version][model] = status
-    versions = sorted(by_version, key=S.version_key)
-    out: list[dict[str, Any]] = []
-    previous: dict[str, str | None] = {}
-    for version in versions:
-        now = by_version[version]
-        fixed = sorted(m for m, s in now.items()
-                       if s in S.WORKING and previous.get(m) in S.BROKEN)
-        broke = sorted(m for m, s in now.items()
-                       if s in S.BROKEN and previous.get(m) in S.WORKING)
-        new_green = sorted(m for m, s in now.items() if s == S.GREEN and m not in previous)
-        counts = {s: sum(1 for v in now.values() if v == s) for s in RANKED}
-        out.append({"version": version, "models": len(now), "counts": counts,
-                    "fixed": fixed, "broke": broke, "new_green": new_green,
-                    "hardware": sorted({e.hardware for e in envs
-                                        if e.engine_version == version and e.hardware})})
-        previous = {**previous, **now}
-    return {"engine": name, "versions": list(reversed(out)),
+    diffs = engine_diffs(session, name)
+    return {"engine": name, "versions": [_release_row(d, envs) for d in reversed(diffs)],
             "environments": [{"environment_id": e.environment_id, "version": e.engine_version,
                               "hardware": e.hardware, "created": iso(e.created),
                               "key_packages": {p: (e.packages or {}).get(p)
                                                for p in KEY_PACKAGES},
                               "packages": dict(sorted((e.packages or {}).items()))}
                              for e in envs]}
+
+
+def engine_release_view(session: Session, name: str, version: str,
+                        diffs: list[release_diff.ReleaseDiff] | None = None
+                        ) -> dict[str, Any] | None:
+    """/engines/{name}/{version}: one release against the release before it: what it fixed,
+    broke (each regression flagged) and newly greened, and every model's verdict in it.
+    `diffs`: the engine's diffs already computed (the export renders every release)."""
+    if diffs is None:
+        diffs = engine_diffs(session, name)
+    wanted = S.version_key(version)
+    at = next((i for i, d in enumerate(diffs)
+               if d.version == version or S.version_key(d.version) == wanted), None)
+    if at is None:
+        return None
+    d = diffs[at]
+    envs = [e for e in queries.engine_environments(session, name) if e.engine_version == d.version]
+    return {**d.as_dict(), "counts": {s: d.counts.get(s, 0) for s in RANKED},
+            "next": diffs[at + 1].version if at + 1 < len(diffs) else None,
+            "environments": [{"environment_id": e.environment_id, "hardware": e.hardware,
+                              "created": iso(e.created),
+                              "key_packages": {p: (e.packages or {}).get(p)
+                                               for p in KEY_PACKAGES}} for e in envs]}
+
+
+def compat_view(session: Session, now: dt.datetime | None = None) -> dict[str, Any]:
+    """The support data in MDN browser-compat-data's shape (matrix/compat_data.py)."""
+    return compat_data.compat_document(queries.engine_release_stages(session),
+                                       now or dt.datetime.now(dt.timezone.utc))
 
 
 def cell_view(session: Session, model_id: str, engine: str, now: dt.datetime | None = None,

@@ -52,8 +52,8 @@ def site(tmp_path_factory) -> tuple[Path, str]:
     url = fill(f"sqlite:///{root / 'dayone.db'}", history())
     out = root / "site"
     report = export(out, url)
-    # matrix + the architecture map + search + 3 models + 2 engines + 4 cells
-    assert report.pages == 12
+    # matrix + the architecture map + search + 3 models + 2 engines + 3 engine releases + 4 cells
+    assert report.pages == 15
     return out, url
 
 
@@ -64,6 +64,8 @@ def test_the_export_has_every_page_twin_badge_and_feed(site):
                 "cells/org/beta/transformers.json", "badge/org/alpha/vllm.svg", "feed.atom",
                 "api/v1/matrix.json", "api/v1/models.json", "api/v1/engines.json",
                 "map.html", "map.json", "api/v1/map.json", "search.html", "search.json",
+                "engines/vllm/0.8.1.html", "engines/vllm/0.8.1.json",
+                "api/v1/engines/vllm/0.8.1/diff.json", "api/v1/compat.json",
                 "static/dayone.css", "static/dayone.js", ".nojekyll"):
         assert (out / rel).is_file(), rel
 
@@ -71,7 +73,7 @@ def test_the_export_has_every_page_twin_badge_and_feed(site):
 def test_every_relative_link_resolves_to_a_file(site):
     out, _ = site
     pages = sorted(out.rglob("*.html"))
-    assert len(pages) == 12
+    assert len(pages) == 15
     checked = 0
     for page in pages:
         for ref in local_refs(page):
@@ -87,7 +89,8 @@ def test_the_json_is_what_the_server_answers(site):
     with TestClient(create_app(url)) as c:
         assert json.loads((out / "index.json").read_text()) == c.get(
             "/api/v1/matrix?per_page=3").json()
-        for rel in ("models/org/alpha", "engines/vllm", "cells/org/beta/transformers"):
+        for rel in ("models/org/alpha", "engines/vllm", "engines/vllm/0.8.1",
+                    "cells/org/beta/transformers"):
             assert json.loads((out / f"{rel}.json").read_text()) == c.get(f"/{rel}.json").json()
         live = c.get("/models/org/alpha").text
     exported = (out / "models/org/alpha.html").read_text()
@@ -130,5 +133,5 @@ def test_the_cli_command(site, tmp_path):
     _, url = site
     result = CliRunner().invoke(app, ["export", str(tmp_path / "cli-site"), "--db", url])
     assert result.exit_code == 0, result.output
-    assert "12 pages" in result.output
+    assert "15 pages" in result.output
     assert (tmp_path / "cli-site" / "index.html").is_file()

@@ -92,6 +92,33 @@ def api_engine(session: SessionDep, name: str) -> JSONResponse:
     return _json(data)
 
 
+@router.get("/engines/{name}/{version}/diff",
+            summary="One engine release against the one before: what it fixed, broke "
+                    "(regressions flagged) and newly greened",
+            responses={404: {"description": "no such engine release"}})
+def api_release_diff(session: SessionDep, name: str, version: str) -> JSONResponse:
+    data = views.engine_release_view(session, name, version)
+    if data is None:
+        raise HTTPException(404, "no such engine release")
+    return _json(data)
+
+
+@router.get("/compat", summary="Support data in MDN browser-compat-data's shape",
+            description="Per architecture and model, per engine: `version_added`, "
+                        "`version_removed`, `partial_implementation` with `notes` over the "
+                        "engine releases probed; the same document `dayone export --data` "
+                        "writes as data.json (schema: /api/v1/compat/schema).")
+def api_compat(session: SessionDep) -> JSONResponse:
+    return _json(views.compat_view(session))
+
+
+@router.get("/compat/schema", summary="The JSON Schema of /api/v1/compat")
+def api_compat_schema() -> JSONResponse:
+    from matrix.compat_data import schema
+
+    return _json(schema())
+
+
 @router.get("/cells", summary="One model in one engine: state, summary, history",
             responses={404: {"description": "no such cell"}})
 def api_cell(request: Request, session: SessionDep,

@@ -15,8 +15,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from matrix import archmap
 from service import render, views
 from service.deps import SessionDep
-from service.links import (Links, arch_path, cell_path, engine_path, model_path, split_twin,
-                           unslug)
+from service.links import (Links, arch_path, cell_path, engine_path, model_path, release_path,
+                           split_twin, unslug)
 
 router = APIRouter(tags=["pages"])
 
@@ -183,6 +183,17 @@ def engine_page(session: SessionDep, name: str) -> Response:
     name, as_json = split_twin(name)
     engine = unslug(name)
     return page("engine.html", views.engine_view(session, engine), engine_path(engine), as_json)
+
+
+@router.get("/engines/{name}/{version}", response_class=HTMLResponse,
+            summary="One engine release against the one before: fixed, broke, newly green "
+                    "(append .json)",
+            responses={404: {"description": "no such engine release"}})
+def release_page(session: SessionDep, name: str, version: str) -> Response:
+    version, as_json = split_twin(version)
+    engine, release = unslug(name), unslug(version)
+    return page("release.html", views.engine_release_view(session, engine, release),
+                release_path(engine, release), as_json)
 
 
 @router.get("/cells/{path:path}", response_class=HTMLResponse,
