@@ -22,7 +22,7 @@ from matrix.native import NativeHistory, architecture_of, is_fallback, native_hi
 from matrix.summary import (FALLBACK, MEANINGFUL, Observation, ResultLike, current,
                             parse_time, version_key)
 from probes.modelinfo import not_generative
-from probes.stages import STAGES
+from probes.stages import QUANT_STAGES, STAGES
 
 ARCH_PREFIX = "arch/"
 FALLBACK_CLASS = "transformers_fallback"  # the engine ran it on its transformers backend
@@ -55,6 +55,9 @@ class MapCell:
     confirmed: bool | None = None  # the deciding red's bare reproduction (matrix/confirm.py)
     # A transformers-fallback cell: when the architecture was last native (matrix/native.py).
     native: NativeHistory | None = None
+    # The quantized copies' own cell (probes/stages.py:QUANT_STAGES), apart from the engine's
+    # verdict on the model as released: None where no quantize stage ran.
+    quant: MapCell | None = None
 
     @property
     def verdict(self) -> bool:
@@ -63,14 +66,21 @@ class MapCell:
     def label(self) -> str:
         """`pass`, or `status: stage (class)` then every other stage that is not green."""
         if self.status in (None, "pass"):
-            return self.status or "-"
+            return (self.status or "-") + self.quant_label()
         bare = " [confirmed bare]" if self.confirmed else ""
         head = f"{self.status}: {self.stage}" + (f" ({self.failure_class})"
                                                  if self.failure_class else "") + bare
         if self.native is not None:
             head += f"; {self.native.text()}"
         rest = [s.label() for s in self.stages if s.stage != self.stage and s.status != "pass"]
-        return ", ".join([head, *rest])
+        return ", ".join([head, *rest]) + self.quant_label()
+
+    def quant_label(self) -> str:
+        """`; quant STATUS (class)` where a quantize stage ran, else ''."""
+        q = self.quant
+        if q is None or q.status is None:
+            return ""
+        return f"; quant {q.status}" + (f" ({q.failure_class})" if q.failure_class else "")
 
     def as_dict(self) -> dict[str, Any]:
         return {"status": self.status, "stage": self.stage, "failure_class": self.failure_class,
@@ -78,11 +88,20 @@ class MapCell:
                     "status": s.status, "failure_class": s.failure_class,
                     "message": s.message} for s in self.stages},
                 "confirmed": self.confirmed,
-                "native": self.native.as_dict() if self.native else None}
+                "native": self.native.as_dict() if self.native else None,
+                "quant": self.quant.as_dict() if self.quant else None}
 
 
 def cell_of(obs: Iterable[Observation]) -> MapCell:
-    """One (architecture, engine) from its stages' current results."""
+    """One (architecture, engine) from its stages' current results; the quantize stages decide
+    only its `quant` sub-cell, never the engine's own status."""
+    obs = list(obs)
+    quant = [o for o in obs if o.stage in QUANT_STAGES]
+    cell = _cell_of([o for o in obs if o.stage not in QUANT_STAGES])
+    return replace(cell, quant=_cell_of(quant)) if quant else cell
+
+
+def _cell_of(obs: Iterable[Observation]) -> MapCell:
     ordered = sorted(obs, key=lambda o: STAGES.index(o.stage) if o.stage in STAGES else 99)
     stages = tuple(StageCell(o.stage, o.status, o.failure_class, o.message) for o in ordered)
     present = {s.status for s in stages}

@@ -152,6 +152,8 @@ class NightlyOptions:
     run_id: str | None = None
     # Run each new red's bare reproduce command once, right after its probe (matrix/confirm.py).
     confirm: bool = True
+    # The sweep's quantize stage (probes/stages.py:QUANT_STAGES) where the engine runs one.
+    quantize: bool = True
 
     def home(self) -> Path:
         if self.work_dir:

@@ -28,7 +28,7 @@ from matrix import probing
 from matrix.nightly import (NightlyOptions, NightlyReport,
                             Shrinker, _Context, _prepare, _reference_python, execute)
 from matrix.plan import plan
-from probes.stages import ARCH_MAP_STAGES
+from probes.stages import ARCH_MAP_STAGES, QUANT_STAGES
 
 NEWEST_FAMILIES_PATH = Path(__file__).resolve().parent / "newest_families.json"
 
@@ -81,6 +81,11 @@ def select_shard(types: Iterable[str], shard: tuple[int, int] | None) -> list[st
     return [t for t in types if sweep_shard_of(t, n) == i]
 
 
+def sweep_stages(options: NightlyOptions) -> tuple[str, ...]:
+    """The stages the sweep runs: the map's, less the quantize stages under --no-quantize."""
+    return tuple(s for s in ARCH_MAP_STAGES if options.quantize or s not in QUANT_STAGES)
+
+
 def run_sweep(options: NightlyOptions, *, types: Sequence[str] | None = None,
               shard: tuple[int, int] | None = None,
               say: Callable[[str], None] = print, console: Any = None) -> NightlyReport:
@@ -104,7 +109,7 @@ def run_sweep(options: NightlyOptions, *, types: Sequence[str] | None = None,
     rows = {row["model_type"]: row for row in _build_sweep(ref, root, types, say)}
     models = [_sweep_model(t, rows.get(t), ref_version) for t in types]
     report.discovered = len(models)
-    targets = [replace(t, stages=tuple(s for s in t.stages if s in ARCH_MAP_STAGES))
+    targets = [replace(t, stages=tuple(s for s in t.stages if s in sweep_stages(options)))
                for t, _e in envs]
     tasks = plan(models, targets, done, max_error_attempts=options.max_error_attempts)
     report.tasks = tasks

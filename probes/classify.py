@@ -29,7 +29,7 @@ FAILURE_CLASSES: tuple[str, ...] = (
     "unsupported_layer", "missing_inputs", "tokenizer_or_template", "wrong_output",
     "kernel_or_dtype", "not_on_cpu", "out_of_memory", "remote_code_required",
     "corrupt_or_missing_weights", "slow", "crash", "infra", "timeout", "unknown",
-    "harness_disagrees",
+    "harness_disagrees", "quantization_failed",
 )
 
 # The status a failure class implies; every other class is the engine's `fail`.

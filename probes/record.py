@@ -64,7 +64,8 @@ class Record(TypedDict):
     reproduce: str | None
     dayone_version: str
     host: str | None
-    output: NotRequired[dict[str, Any]]  # the completions parity compares (generate)
+    output: NotRequired[dict[str, Any]]  # the completions parity compares (generate);
+    # quantize: each type's facts
     # A red checked bare (probes/confirmation.py:confirmed_record), added after the probe.
     confirmed: NotRequired[bool | None]
     confirmation: NotRequired[dict[str, Any] | None]

@@ -87,6 +87,12 @@ def constants(engine: str, stage: str, model_dir: Path, log_dir: Path, python: s
             CONVERT_ARGS=[str(a) for a in options.get("convert_args", ())],
             PRETOKENIZER_FALLBACK=pretokenizer_fallback(options, model_dir),
             N_CTX=int(options.get("n_ctx", 512)), EOS_IDS=eos_token_ids(model_dir))
+        if stage == "quantize":
+            from probes import quantize
+
+            out.update(QUANT_TYPES=[dict(vars(t), mix=list(t.mix))
+                                    for t in quantize.selected_types(options)],
+                       QUANT_DIR=str(log_dir), QUANTIZE_INPUT=options.get("quantize_input"))
     if engine in ("peft", "trl"):
         from probes.engines import peft_engine, trl_engine
 

@@ -12,6 +12,7 @@ STAGES: tuple[str, ...] = (
     "load",
     "generate",
     "parity",
+    "quantize",
     "serve",
     "chat_template",
     "tool_call",
@@ -26,18 +27,28 @@ STAGES: tuple[str, ...] = (
 # weights (random weights inside a tool-call grammar write whitespace until max_tokens), so on
 # our shrunk copies with our tokenizer they would measure us, not the engine; throughput on a
 # random toy is noise. The nightly's arch tier on a real release still runs every stage.
-ARCH_MAP_STAGES: tuple[str, ...] = ("convert", "load", "generate", "parity")
+# `quantize` (llama.cpp's own quantizer on the converted GGUF, judged against it) costs well
+# under a second a type on a shrunk copy, so the sweep runs it unless asked not to
+# (`dayone sweep --no-quantize`); the map shows it apart from the engine's own verdict
+# (QUANT_STAGES).
+ARCH_MAP_STAGES: tuple[str, ...] = ("convert", "load", "generate", "parity", "quantize")
+# Stages about a quantized copy, not the engine on the model as released: a cell's status leaves
+# them out, the map shows them as the cell's `quant` sub-cell (matrix/archmap.py).
+QUANT_STAGES: tuple[str, ...] = ("quantize",)
 
 # What each stage needs to have gone well before it can tell anything. From the engines: load
 # reads llama.cpp's converted GGUF; generate and parity use the loaded model and its
 # completions; serve starts the server (vLLM's own process, SGLang's from load, llama.cpp's from
 # the GGUF) and every feature stage and throughput talk to that server; finetune is a training
-# run of its own. A need the engine does not run (no convert outside llama.cpp) is passed over.
+# run of its own; quantize compares each quantized copy with the unquantized GGUF's own greedy
+# output, so it needs that to generate (not to agree with transformers). A need the engine does
+# not run (no convert outside llama.cpp) is passed over.
 NEEDS: dict[str, tuple[str, ...]] = {
     "convert": (),
     "load": ("convert",),
     "generate": ("load",),
     "parity": ("generate",),
+    "quantize": ("generate",),
     "serve": ("load",),
     "chat_template": ("serve",),
     "tool_call": ("serve",),
@@ -57,10 +68,11 @@ STATUSES: tuple[str, ...] = ("pass", "degraded", "fail", "oom", "timeout", "erro
 NO_VERDICT_STATUSES: frozenset[str] = frozenset({"n/a", "needs-gpu"})
 
 # Why a `degraded` stage is not green: the failure_class it names (the classes of a red are
-# probes/classify.py's). `slow` only from a measured throughput.
+# probes/classify.py's). `slow` only from a measured throughput; `quantization_drift`: a
+# quantized copy within its type's tolerance of the unquantized GGUF (probes/quantize.py).
 DEGRADED_REASONS: tuple[str, ...] = ("transformers_fallback", "unlisted_architecture",
                                      "precision_drift", "logprob_drift", "template", "slow",
-                                     "failed_requests")
+                                     "failed_requests", "quantization_drift")
 
 # A stage ending in one of these is healthy (shown green or amber).
 GOOD_STATUSES: frozenset[str] = frozenset({"pass", "degraded"})

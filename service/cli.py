@@ -761,6 +761,7 @@ def sweep(
     types: Annotated[Optional[str], typer.Option(help="Only these model types (comma-separated)")] = None,
     shard: Annotated[Optional[str], typer.Option(help="i/n: only the i-th of n shards of the architectures (1-based; a type's shard depends on the type alone)")] = None,
     confirm: Annotated[bool, typer.Option("--confirm/--no-confirm", help="Run each new red's bare reproduce command once and record whether the engine alone fails the same way")] = True,
+    quantize: Annotated[bool, typer.Option("--quantize/--no-quantize", help="Also run llama.cpp's own quantizer (Q8_0, Q4_K_M) on each converted GGUF, judged against it (the map's `quant` sub-cell)")] = True,
     db: DbOption = None,
 ) -> None:
     """The arch tier over every causal-LM architecture the reference transformers knows."""
@@ -772,6 +773,7 @@ def sweep(
         raise _fail(str(exc))
     options = _nightly_options(engine, "arch", jobs, store, db, out_file, None, timeout=timeout,
                                max_heavy=max_heavy, confirm=confirm)
+    options.quantize = quantize
     _run_nightly(options, None, sweep=True, shard=split,
                  types=[t.strip() for t in types.split(",") if t.strip()] if types else None)
 

@@ -1,6 +1,7 @@
 # Bare llama.cpp stages (template; see common.py): the release's own converter, then
 # llama-cpp-python. Needs: MODEL, CONVERTER, GGUF_OUT, OUTTYPE, CONVERT_ARGS,
-# PRETOKENIZER_FALLBACK, N_CTX, PROMPT_IDS, EOS_IDS, PROMPTS, MAX_NEW_TOKENS, TOP_K.
+# PRETOKENIZER_FALLBACK, N_CTX, PROMPT_IDS, EOS_IDS, PROMPTS, MAX_NEW_TOKENS, TOP_K; quantize
+# also QUANT_TYPES (probes/quantization.json's types, as dicts), QUANT_DIR, QUANTIZE_INPUT.
 
 
 def convert():
@@ -36,14 +37,14 @@ def convert():
         fail("the converter wrote a GGUF with no tensors")
 
 
-def load():
+def load(path=None):
     import llama_cpp
 
-    return llama_cpp.Llama(model_path=GGUF_OUT, n_ctx=N_CTX, n_batch=N_CTX, logits_all=True,
+    return llama_cpp.Llama(model_path=path or GGUF_OUT, n_ctx=N_CTX, n_batch=N_CTX, logits_all=True,
                            n_threads=1, n_threads_batch=1, seed=0, n_gpu_layers=0, verbose=True)
 
 
-def generate(llm):
+def generate(llm, top_k=None):
     import numpy as np
 
     eos = EOS_IDS or [llm.token_eos()]
@@ -59,7 +60,7 @@ def generate(llm):
             logprobs = logits - (peak + np.log(np.exp(logits - peak).sum()))
             if not np.isfinite(logprobs).all():
                 fail("dayone-wrong-output: non-finite logits")
-            best = np.argsort(-logprobs, kind="stable")[:TOP_K]
+            best = np.argsort(-logprobs, kind="stable")[:top_k or TOP_K]
             top.append([[int(i), float(logprobs[i])] for i in best])
             logits[[e for e in eos if 0 <= e < logits.shape[0]]] = -np.inf
             token_ids.append(int(np.argmax(logits)))
@@ -67,6 +68,45 @@ def generate(llm):
         completions.append({"prompt": prompt, "prompt_ids": list(ids), "token_ids": token_ids,
                             "top_logprobs": top})
     return completions
+
+
+def quantize():
+    """llama.cpp's own quantizer to each type, each judged against the unquantized GGUF by the
+    probe's rule with the type's tolerance: within it, drift (exit 0); beyond it, exit 1."""
+    import ctypes
+
+    import llama_cpp
+
+    top_k = max([TOP_K, *(t["top_k"] for t in QUANT_TYPES)])
+    llm = load()
+    baseline = generate(llm, top_k)
+    llm.close()
+    worst = None
+    for qtype in QUANT_TYPES:
+        out = os.path.join(QUANT_DIR, f"bare-model-{qtype['name']}.gguf")
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = getattr(llama_cpp, "LLAMA_FTYPE_" + qtype["ftype"])
+        params.nthread = 1
+        rc = llama_cpp.llama_model_quantize((QUANTIZE_INPUT or GGUF_OUT).encode(),
+                                            out.encode(), ctypes.byref(params))
+        if rc != 0 or not os.path.exists(out):
+            fail(f"llama_model_quantize to {qtype['name']} returned {rc}")
+        quantized = load(out)
+        completions = generate(quantized, top_k)
+        quantized.close()
+        for ref, got in zip(baseline, completions):
+            print(f"{qtype['name']} prompt {ref['prompt']!r}", flush=True)
+            tokens_line("  quantized  ", got["token_ids"])
+            tokens_line("  unquantized", ref["token_ids"])
+        result = check_logprobs_close(baseline, completions, top_k=qtype["top_k"],
+                                      max_logprob_gap=qtype["max_logprob_gap"], noise=0.0)
+        say(f"{qtype['name']}: {result.status}: {result.message}")
+        if result.status == "fail":
+            worst = worst or (f"beyond the {qtype['name']} tolerance (top-{qtype['top_k']}, "
+                              f"{qtype['max_logprob_gap']:g} nats): {result.message}")
+    if worst:
+        fail(worst)
+    passed("every type within its tolerance")
 
 
 def run(stage):
@@ -86,6 +126,8 @@ def run(stage):
         if not answered(body):
             fail(f"dayone-wrong-output: empty or malformed answer: {str(body)[:500]}")
         passed()
+    if stage == "quantize":
+        quantize()
     llm = load()
     if stage == "load":
         passed()

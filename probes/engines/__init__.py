@@ -150,7 +150,7 @@ ENGINES: dict[str, EngineSpec] = {
         module="probes.engines.llamacpp",
         package="llama-cpp-python",
         default_version="0.3.36",
-        stages=("convert", "load", "generate", "parity", "serve"),
+        stages=("convert", "load", "generate", "parity", "quantize", "serve"),
         requirements=("llama-cpp-python[server]=={version}", TORCH_CPU, "transformers",
                       "sentencepiece", "protobuf", "safetensors", "numpy", "tqdm", "pyyaml",
                       "requests", "jinja2"),
@@ -171,7 +171,8 @@ ENGINES: dict[str, EngineSpec] = {
         production_base="ghcr.io/ggml-org/llama.cpp:full-cuda",
         bare_template="llamacpp",
         description="llama.cpp via llama-cpp-python: HF -> GGUF with the release's own "
-                    "converter, load, generate, parity, serve",
+                    "converter, load, generate, parity, its own quantizer (Q8_0, Q4_K_M) "
+                    "judged against the GGUF, serve",
     ),
     # peft and trl: fine-tunability
     "peft": EngineSpec(

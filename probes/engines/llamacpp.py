@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from probes import gguf_convert, parity
+from probes import gguf_convert, parity, quantize
 from probes.classify import CONVERSION_CAUSES, classify, status_for_class
 from probes.engines.base import ServerEngine
 from probes.modelinfo import model_config, read_json
@@ -203,7 +203,8 @@ class Engine(ServerEngine):
             "file_type": meta.get("general.file_type"), "n_vocab": self.llm.n_vocab(),
             "gguf_bytes": gguf.stat().st_size})
 
-    def _greedy(self, prompt_ids: list[int], eos: list[int]) -> tuple[list[int], list]:
+    def _greedy(self, prompt_ids: list[int], eos: list[int], top_k: int
+                ) -> tuple[list[int], list]:
         """Greedy decoding on llama.cpp's raw logits, EOS suppressed like min_new_tokens."""
         import numpy as np
 
@@ -218,7 +219,7 @@ class Engine(ServerEngine):
             logprobs = logits - (peak + np.log(np.exp(logits - peak).sum()))
             if not np.isfinite(logprobs).all():
                 raise StageFailure("dayone-wrong-output: non-finite logits", "wrong_output")
-            best = np.argsort(-logprobs, kind="stable")[: self.top_k]
+            best = np.argsort(-logprobs, kind="stable")[:top_k]
             top.append([[int(i), float(logprobs[i])] for i in best])
             logits[[e for e in eos if 0 <= e < logits.shape[0]]] = -np.inf
             token = int(np.argmax(logits))
@@ -226,14 +227,13 @@ class Engine(ServerEngine):
             llm.eval([token])
         return token_ids, top
 
-    def stage_generate(self) -> StageOutcome:
-        if self.llm is None:
-            self.stage_load()
+    def _completions(self, top_k: int) -> tuple[list[dict[str, Any]], bool]:
+        """The workload's greedy completions on the loaded model (top_k logprobs a step), and
+        whether llama.cpp's own tokenizer agrees with the reference's prompt ids."""
         reference_ids = parity.reference_prompt_ids(self.options)
         eos = eos_token_ids(self.model_dir, self.config) or [self.llm.token_eos()]
         completions = []
         own_match = True
-        t0 = time.perf_counter()
         for prompt in self.prompts:
             own = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
             # Feed the reference's token ids, so both engines see the same tokens; whether
@@ -242,11 +242,19 @@ class Engine(ServerEngine):
             own_match &= (own == ids)
             if len(ids) + self.max_new_tokens > self.n_ctx:
                 raise HarnessError(f"prompt of {len(ids)} tokens does not fit n_ctx {self.n_ctx}")
-            token_ids, top = self._greedy(list(ids), eos)
+            token_ids, top = self._greedy(list(ids), eos, top_k)
             completions.append({
                 "prompt": prompt, "prompt_ids": list(ids), "token_ids": token_ids,
                 "text": self.llm.detokenize(token_ids).decode("utf-8", "replace"),
                 "top_logprobs": top})
+        return completions, own_match
+
+    def stage_generate(self) -> StageOutcome:
+        if self.llm is None:
+            self.stage_load()
+        reference_ids = parity.reference_prompt_ids(self.options)
+        t0 = time.perf_counter()
+        completions, own_match = self._completions(self.top_k)
         elapsed = time.perf_counter() - t0
         self.completions = completions
         new_tokens = sum(len(c["token_ids"]) for c in completions)
@@ -263,6 +271,93 @@ class Engine(ServerEngine):
         if self.completions is None:
             self.stage_generate()
         return parity.parity_stage(self.options, self.completions or [], self.top_k)
+
+    # -- quantize -----------------------------------------------------------------------------
+    def _quantize_file(self, source: Path, out: Path, qtype: quantize.QuantType) -> int:
+        """llama.cpp's own quantizer (llama_model_quantize, the quantize tool's code path)."""
+        import ctypes
+
+        import llama_cpp
+
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_{qtype.ftype}")
+        params.nthread = self.threads
+        return int(llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(),
+                                                  ctypes.byref(params)))
+
+    def _quantized_type(self, source: Path, qtype: quantize.QuantType, top_k: int,
+                        baseline: list[dict[str, Any]]) -> tuple[quantize.TypeVerdict, dict]:
+        out = self.workdir / quantize.FILE_PATTERN.format(qtype.name)
+        t0 = time.perf_counter()
+        rc = self._quantize_file(source, out, qtype)
+        facts: dict[str, Any] = {"quantize_s": round(time.perf_counter() - t0, 4)}
+        if rc != 0 or not out.exists():
+            return quantize.TypeVerdict(
+                "fail", quantize.QUANTIZATION_FAILED,
+                f"llama_model_quantize to {qtype.name} returned {rc}", facts), facts
+        facts.update(gguf_bytes=out.stat().st_size, **quantize.tensor_summary(out, qtype))
+        t1 = time.perf_counter()
+        self._load_path(out)
+        facts["load_s"] = round(time.perf_counter() - t1, 4)
+        try:
+            completions, _ = self._completions(top_k)
+        finally:
+            self._free_model()
+        verdict = quantize.judge(qtype, baseline, completions)
+        return verdict, facts
+
+    def _load_path(self, gguf: Path) -> None:
+        import llama_cpp
+
+        self._install_log()
+        self.llm = llama_cpp.Llama(
+            model_path=str(gguf), n_ctx=self.n_ctx, n_batch=self.n_ctx, logits_all=True,
+            n_threads=self.threads, n_threads_batch=self.threads, seed=0,
+            n_gpu_layers=self.n_gpu_layers, verbose=False)
+
+    def stage_quantize(self) -> StageOutcome:
+        """Each type (probes/quantization.json) by llama.cpp's own quantizer from the converted
+        GGUF, loaded, its greedy completions judged against the unquantized GGUF's own with
+        the type's tolerance (probes/quantize.py:judge). Per-tensor fallbacks (a K-quant on a
+        row not divisible by 256) are counted, not failed."""
+        try:
+            types = quantize.selected_types(self.options)
+        except ValueError as exc:
+            raise HarnessError(str(exc)) from exc
+        gguf = self._ensure_gguf()
+        # `quantize_input`: a GGUF quantized in place of the converted one (tests: another
+        # model's weights must be caught).
+        source = Path(self.options.get("quantize_input") or gguf)
+        top_k = quantize.widest_top_k(types, self.top_k)
+        self._free_model()
+        self._load_path(gguf)
+        try:
+            baseline, _ = self._completions(top_k)
+            source_type = self.llm.metadata.get("general.file_type")
+        finally:
+            self._free_model()
+        verdicts: dict[str, quantize.TypeVerdict] = {}
+        per_type: dict[str, dict[str, Any]] = {}
+        for qtype in types:
+            verdict, facts = self._quantized_type(source, qtype, top_k, baseline)
+            verdicts[qtype.name] = verdict
+            per_type[qtype.name] = {"status": verdict.status,
+                                    "failure_class": verdict.failure_class,
+                                    **facts, **verdict.metrics}
+            print(f"dayone: quantize {qtype.name}: {verdict.status}: {verdict.message}",
+                  file=sys.stderr, flush=True)
+        failed = next((v for v in verdicts.values() if v.status == "fail"), None)
+        if failed is not None:
+            # The log's last telling line, the same words as the bare script's (the failure
+            # rules read "parity failed" as wrong_output; confirmation compares the two).
+            print(f"dayone: stage quantize failed: {failed.message}", file=sys.stderr,
+                  flush=True)
+        status, failure_class, message = quantize.combine(verdicts, per_type)
+        metrics = {**quantize.flat_metrics(per_type), "source_file_type": source_type,
+                   "top_k": top_k,
+                   "quantize_s": round(sum(t["quantize_s"] for t in per_type.values()), 4)}
+        return StageOutcome(status=status, metrics=metrics, message=message,
+                            failure_class=failure_class, output={"types": per_type})
 
     # -- serve ------------------------------------------------------------------------------
     def server_argv(self, port: int) -> list[str]:
