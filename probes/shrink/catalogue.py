@@ -46,13 +46,23 @@ def split_variant(token: str) -> tuple[str, dict[str, Any]]:
     return token.split("+", 1)[0], dict(variants[token].get("set", {}))
 
 
+def release_of(token: str) -> releases.Release | None:
+    """The catalogued release a sweep entry starts from. A variant's switches go onto its type's
+    own release only: on a multimodal release's text part they would make a model no one
+    released (Gemma 4 E2B's dense text config with MoE on), so such a variant starts from the
+    default config, as before the text parts were catalogued."""
+    base, _sep, variant = token.partition("+")
+    release = releases.lookup(base)
+    return None if release is not None and release.text_part and variant else release
+
+
 def sweep_revision(token: str, transformers_version: str) -> str:
     """The revision of `arch/<token>`: the rules, plus the variant's own entry for a variant,
     plus the catalogued release it starts from (a refreshed release is a new revision)."""
     extra = ""
     if "+" in token:
         extra = json.dumps(load_variants().get(token), sort_keys=True)
-    release = releases.lookup(token.split("+", 1)[0])
+    release = release_of(token)
     if release is not None:
         extra += f"\0release {release.repo} {release.digest()}"
     return recipe_revision(token, transformers_version, rules_text() + extra)
@@ -83,7 +93,7 @@ def copy_revision(model_dir: Path | str, transformers_version: str) -> str:
 def type_lineage(token: str) -> dict[str, Any]:
     """Where the copy of a sweep entry starts: a catalogued release, or transformers' default
     config (`synthetic`)."""
-    release = releases.lookup(token.split("+", 1)[0])
+    release = release_of(token)
     return release.lineage() if release is not None else {"source": "synthetic"}
 
 
@@ -106,7 +116,7 @@ def shrink_model_type(model_type: str, out_dir: Path, *, seed: int = 0) -> Shrin
     if fam.get("unshrinkable"):
         raise ShrinkError(f"{model_type}: {fam['unshrinkable']}")
     revision = sweep_revision(token, transformers.__version__)
-    release = releases.lookup(model_type)
+    release = release_of(token)
     if release is not None:
         source = release.config()
         if source.get("model_type") != model_type:
