@@ -380,7 +380,11 @@ def test_variants_file_is_consistent():
 def test_variant_revision_is_its_own_and_base_revisions_ignore_the_variants(tmp_path):
     from probes.shrink import recipe_revision, rules_text, sweep_revision
 
-    assert sweep_revision("gemma4_text", "5.23.0") == recipe_revision(
+    # a type with no catalogued release: the rules alone (the variants file does not enter)
+    assert sweep_revision("olmo2", "5.23.0") == recipe_revision("olmo2", "5.23.0", rules_text())
+    # gemma4_text starts from Gemma 4's release (its text part): the release enters, and its
+    # MoE variant, built from the default config, is a revision of its own
+    assert sweep_revision("gemma4_text", "5.23.0") != recipe_revision(
         "gemma4_text", "5.23.0", rules_text())
     assert sweep_revision("gemma4_text+moe", "5.23.0") != sweep_revision("gemma4_text", "5.23.0")
 
