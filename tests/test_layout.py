@@ -141,3 +141,24 @@ def test_every_record_constructor_follows_the_contract(validate_record):
     for record in [*made, with_parity[-1]]:
         validate_record(record)
         assert set(record) <= known
+
+
+def test_the_wheel_ships_every_file_of_the_packages(tmp_path):
+    """What users `pip install` holds every tracked file of probes/, matrix/ and service/: the
+    release catalogue, rules, templates (an installed dayone without its catalogue would shrink
+    every architecture from a default config)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    tracked = subprocess.run(["git", "ls-files", "probes", "matrix", "service"], cwd=ROOT,
+                             capture_output=True, text=True)
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q",
+                           "-w", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    wheel = next(tmp_path.glob("dayone-*.whl"))
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    missing = [f for f in tracked.stdout.split() if f not in shipped]
+    assert not missing, missing[:20]
