@@ -207,7 +207,7 @@ def test_rules_file_is_consistent():
                             "default_kwargs", "max_prefix_layers", "layers", "layer_kinds",
                             "not_per_layer", "model_class", "engine_options", "released_architectures",
                             "tokenizer_style", "aliases", "window_keys", "chunk_keys",
-                            "tokenizer_model", "add_dummy_prefix"}, name
+                            "tokenizer_model", "add_dummy_prefix", "unused_weights_from"}, name
         assert fam.get("tokenizer_style", "byte_level") in TOKENIZER_STYLES, name
         # a tokenizer.model is written only from a SentencePiece-style tokenizer
         assert not fam.get("tokenizer_model") or fam.get("tokenizer_style") == "sentencepiece"

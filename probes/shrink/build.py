@@ -203,6 +203,7 @@ def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path 
         raise ShrinkError(f"model build failed after shrink: {first_line(exc)}") from exc
     _randomize_zero_inits(model, seed)
     model.save_pretrained(out_dir, safe_serialization=True)
+    plan.notes.extend(_add_unused_released_weights(model, config, out_dir, seed, dtype))
     _strip_nested_bookkeeping(out_dir / "config.json")
     released_names = load_rules().family(source.get("model_type")).get("released_architectures")
     if release is None and released_names:
@@ -246,6 +247,53 @@ def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path 
     return ShrinkResult(out_dir=out_dir, model_type=str(source.get("model_type")),
                         architecture=archs[0], params=params, dtype=dtype_name, notes=plan.notes,
                         seconds=time.monotonic() - started)
+
+
+def _add_unused_released_weights(model: Any, config: Any, out_dir: Path, seed: int,
+                                 dtype: Any) -> list[str]:
+    """Tensors the family's releases ship that the reference transformers no longer builds
+    (it lists them in `_keys_to_ignore_on_load_unexpected`: Gemma 4's KV-shared layers carry
+    k/v projections that recent transformers skips, while the launch release reads them).
+    A copy without them is not what releases ship: an older engine fills them at random. They
+    come from the same model built with the rule `unused_weights_from` (config overrides under
+    which the reference builds them), the same seed."""
+    import re
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    overrides = load_rules().family(getattr(config, "model_type", None)).get(
+        "unused_weights_from")
+    if not overrides:
+        return []
+    patterns = [(f"{prefix}." if prefix else "", pattern)
+                for prefix, module in model.named_modules()
+                for pattern in getattr(module, "_keys_to_ignore_on_load_unexpected", None) or []]
+    if not patterns:
+        return []
+    sibling_config = copy.deepcopy(config)
+    for dotted, value in overrides.items():
+        target = sibling_config
+        *parents, leaf = dotted.split(".")
+        for name in parents:
+            target = getattr(target, name)
+        setattr(target, leaf, value)
+    torch.manual_seed(seed)
+    sibling = _build(sibling_config, dtype=dtype)
+    _randomize_zero_inits(sibling, seed)
+    files = sorted(out_dir.glob("*.safetensors"))
+    if len(files) != 1:
+        raise ShrinkError(f"expected one safetensors file to add the release's unused weights, "
+                          f"found {len(files)}")
+    saved = load_file(str(files[0]))
+    extra = {name: tensor.detach().contiguous() for name, tensor in sibling.state_dict().items()
+             if name not in saved and any(name.startswith(prefix) and re.search(
+                 pattern, name[len(prefix):]) for prefix, pattern in patterns)}
+    if not extra:
+        return []
+    save_file({**saved, **extra}, str(files[0]), metadata={"format": "pt"})
+    return [f"{len(extra)} tensors the releases ship and recent transformers ignores, added "
+            f"(e.g. {min(extra)})"]
 
 
 def _randomize_zero_inits(model: Any, seed: int) -> None:
