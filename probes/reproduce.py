@@ -13,8 +13,10 @@ place; this module only fills in the constants. Standard library only.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import shlex
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,15 @@ EMBEDDED = (parity.ParityResult, parity._top, parity.compare_completion,
             parity.logprob_tolerance, parity.check_logprobs_close, features.schema_errors)
 # The module constants those rules read.
 RULE_CONSTANTS = ("NOISE_MULTIPLE", "LOGPROB_FLOOR", "PRECISION_DRIFT", "LOGPROB_DRIFT")
+# inspect.getsource parses with `ast`, whose recursion guard is not thread-safe on CPython 3.11
+# (probes written from two threads raised "AST constructor recursion depth mismatch").
+_SOURCE_LOCK = threading.Lock()
+
+
+@functools.cache
+def _embedded_source() -> str:
+    with _SOURCE_LOCK:
+        return "\n\n".join(inspect.getsource(obj) for obj in EMBEDDED)
 
 
 def _reference(options: dict[str, Any]) -> tuple[str | None, dict[str, list[int]]]:
@@ -152,7 +163,7 @@ def script_text(engine: str | EngineSpec, stage: str, values: dict[str, Any]) ->
     lines += [f"{name} = {value!r}" for name, value in values.items()]
     lines += [f"{name} = {getattr(parity, name)!r}" for name in RULE_CONSTANTS]
     text = "\n".join(lines) + "\n\n"
-    text += "\n\n".join(inspect.getsource(obj) for obj in EMBEDDED) + "\n\n"
+    text += _embedded_source() + "\n\n"
     text += (TEMPLATES / "common.py").read_text(encoding="utf-8") + "\n\n"
     text += (TEMPLATES / f"{spec.bare_template}.py").read_text(encoding="utf-8")
     return text + '\n\nif __name__ == "__main__":\n    run(STAGE)\n'

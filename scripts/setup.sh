@@ -14,6 +14,8 @@ apt_missing=()
 need() { command -v "$1" >/dev/null 2>&1 || apt_missing+=("$2"); }
 need cmake cmake           # llama-cpp-python builds from source
 need g++ g++
+# vLLM's CPU kernels (vllm._C) link libnuma; without it every vLLM load fails.
+ldconfig -p 2>/dev/null | grep -q 'libnuma\.so\.1' || apt_missing+=(libnuma1)
 if [ "$want_test" = 1 ]; then
     need chromium chromium
     need dockerd docker.io

@@ -149,6 +149,19 @@ def test_every_stage_of_every_public_engine_has_a_bare_script(tmp_path):
             assert f"STAGE = {stage!r}" in text
 
 
+def test_scripts_written_from_many_threads_are_whole(tmp_path):
+    """Probes run side by side write their scripts at once; the embedded rules are parsed
+    from source, which CPython 3.11 does not do safely from two threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    reproduce._embedded_source.cache_clear()
+    values = {"MODEL": "m", "STAGE": "load"}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        texts = list(pool.map(lambda _i: reproduce.script_text("transformers", "load", values),
+                              range(32)))
+    assert len(set(texts)) == 1 and "def check_logprobs_close" in texts[0]
+
+
 def test_the_script_judges_parity_by_the_probe_rule(tmp_path):
     """The rule written into the script gives the verdict probes.parity gives."""
     text = reproduce.script_text("vllm", "parity", {"MODEL": "m", "TOP_K": 2,

@@ -190,8 +190,9 @@ class ServerEngine(EngineBase):
         self.window = (int(options["max_model_len"]) if options.get("max_model_len")
                        else context_window(self.config))
         # A socket path over 107 bytes fails to bind, and per-run work dirs can be deep.
-        self.tmp_dir = (tempfile.mkdtemp(prefix=self.tmp_prefix,
-                                         dir="/tmp" if os.path.isdir("/tmp") else None)
+        # /tmp where writable (a container's read-only root is not: TMPDIR is used there).
+        short = "/tmp" if os.access("/tmp", os.W_OK | os.X_OK) else None
+        self.tmp_dir = (tempfile.mkdtemp(prefix=self.tmp_prefix, dir=short)
                         if self.tmp_prefix else None)
 
     def describe(self) -> dict[str, Any]:
