@@ -14,9 +14,11 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 from probes.confirmation import BareOutcome, confirmed_record, decide, is_red
+from probes.record import Record
 from probes.runner import ProbeRequest, run_probe
 
 
@@ -38,14 +40,14 @@ class _BareRequest(ProbeRequest):
         return ["bash", "-c", self.command]
 
 
-def needs_confirmation(record: dict[str, Any]) -> bool:
+def needs_confirmation(record: Mapping[str, Any]) -> bool:
     """A red with a bare command that nobody checked yet."""
     return (is_red(record.get("status", "")) and bool(record.get("reproduce"))
             and record.get("confirmed") is None
             and not str(record["reproduce"]).startswith("docker "))
 
 
-def _confirm_dir(record: dict[str, Any], settings: ConfirmSettings) -> Path:
+def _confirm_dir(record: Mapping[str, Any], settings: ConfirmSettings) -> Path:
     stage = re.sub(r"[^A-Za-z0-9_.-]+", "_", record["stage"])
     if record.get("log_path"):
         return Path(record["log_path"]).parent / f"confirm-{stage}"
@@ -86,29 +88,27 @@ def run_bare(command: str, log_dir: Path, settings: ConfirmSettings) -> BareOutc
                        str(log_path), outcome.duration_s)
 
 
-def confirm_record(record: dict[str, Any], settings: ConfirmSettings | None = None
-                   ) -> dict[str, Any]:
+def confirm_record(record: Record, settings: ConfirmSettings | None = None) -> Record:
     """The record with its confirmation (unchanged when it needs none)."""
-    if not needs_confirmation(record):
+    command = record.get("reproduce")
+    if not command or not needs_confirmation(record):
         return record
     settings = settings or ConfirmSettings()
     log_dir = _confirm_dir(record, settings)
     log_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    bare = run_bare(record["reproduce"], log_dir, settings)
+    bare = run_bare(command, log_dir, settings)
     probe_log = _read(record.get("log_path")) or "\n".join(
         x for x in (record.get("log_excerpt"), record.get("message")) if x)
     decision = decide(record, probe_log, bare)
     return confirmed_record(record, decision, log_path=bare.log_path,
-                            command=record["reproduce"],
-                            at=dt.datetime.now(dt.timezone.utc).isoformat(),
+                            command=command, at=dt.datetime.now(dt.timezone.utc).isoformat(),
                             duration_s=time.monotonic() - t0)
 
 
-def confirm_records(records: list[dict[str, Any]], settings: ConfirmSettings | None = None,
+def confirm_records(records: Sequence[Record], settings: ConfirmSettings | None = None,
                     say: Callable[[str], None] = print,
-                    done: Callable[[dict[str, Any]], None] | None = None
-                    ) -> list[dict[str, Any]]:
+                    done: Callable[[Record], None] | None = None) -> list[Record]:
     """Every record, each red confirmed once (in order; DONE is called after each red)."""
     out = []
     for record in records:

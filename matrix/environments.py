@@ -26,8 +26,7 @@ from probes.engines import EngineSpec, get_spec
 RECIPE_VERSION = "2"  # bump when the way environments are built changes
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("DAYONE_CACHE", "~/.cache/dayone")).expanduser()
+cache_dir = tools.cache_dir  # one home for the cache's whereabouts, shared with the probes
 
 
 def envs_dir() -> Path:

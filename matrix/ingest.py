@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Table, and_, bindparam, delete, func, or_, se
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
-from matrix.store import (CellLatest, Environment, ModelRevision, Result, ResultLog, Run,
+from matrix.store import (Base, CellLatest, Environment, ModelRevision, Result, ResultLog, Run,
                           utc_naive, utc_now)
 from matrix.summary import environment_id, parse_date, parse_time
 from probes.runner import LOG_TAIL_BYTES
@@ -138,12 +138,14 @@ def check(record: Any) -> Checked:
 def _insert_for(dialect: str) -> Any:
     """INSERT with ON CONFLICT for a backend (SQLite and PostgreSQL share it)."""
     if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        raise NotImplementedError(f"dayone stores results in SQLite or PostgreSQL, not {dialect}")
-    return insert
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert
+    raise NotImplementedError(f"dayone stores results in SQLite or PostgreSQL, not {dialect}")
 
 
 def _insert(session: Session, entity: type) -> Any:
@@ -167,8 +169,12 @@ def log_tail(path: str | None, limit: int = LOG_TAIL_BYTES) -> tuple[str, int] |
     return _clean(data.decode("utf-8", "replace")), size
 
 
-M, E, R = ModelRevision.__table__, Environment.__table__, Run.__table__
-RES, CELL, LOGS = Result.__table__, CellLatest.__table__, ResultLog.__table__
+def _table(entity: type[Base]) -> Table:
+    return cast(Table, entity.__table__)  # typed as any FromClause; a mapped class has a Table
+
+
+M, E, R = _table(ModelRevision), _table(Environment), _table(Run)
+RES, CELL, LOGS = _table(Result), _table(CellLatest), _table(ResultLog)
 
 
 @dataclass(frozen=True)

@@ -233,7 +233,8 @@ def store_rows(db: str | None) -> list[tuple[str, str, str, str, str]]:
                           Result.failure_class)).all()
     finally:
         store.close()
-    rows = [tuple(r) for r in latest]
+    rows: list[tuple[str, str, str, str, str]] = [
+        (m, rev, env, stage, status) for m, rev, env, stage, status in latest]
     for model_id, revision, env_id, stage, failure_class, count in errors:
         rows += [(model_id, revision, env_id, stage,
                   plan_status("error", failure_class))] * int(count)
@@ -292,10 +293,10 @@ class Shrinker:
         if self.prebuilt:
             if key in self._failed:
                 raise self._failed[key]
-            cmd = self.type_command(task.model_id.split("/", 1)[-1])
+            typed = self.type_command(task.model_id.split("/", 1)[-1])
             if not task.model_dir:
-                raise ShrinkFailed("shrink failed: no shrunk copy was built", cmd)
-            return Path(task.model_dir), cmd
+                raise ShrinkFailed("shrink failed: no shrunk copy was built", typed)
+            return Path(task.model_dir), typed
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
@@ -354,7 +355,7 @@ def _model_meta(model: Any) -> dict[str, Any]:
     return meta
 
 
-def run_task(task: ProbeTask, ctx: _Context) -> list[dict[str, Any]]:
+def run_task(task: ProbeTask, ctx: _Context) -> list[Record]:
     """One (model revision, environment): the records of its stages, whatever happens."""
     from matrix.probing import ProbeSettings, probe
 
@@ -365,8 +366,8 @@ def run_task(task: ProbeTask, ctx: _Context) -> list[dict[str, Any]]:
     record_model = {"id": task.model_id, "revision": task.revision or None,
                     "model_type": getattr(model, "model_type", None),
                     "architecture": getattr(model, "architecture", None)}
-    if getattr(model, "lineage", None):  # a sweep copy's origin, also when it was never built
-        record_model["lineage"] = model.lineage
+    if lineage := getattr(model, "lineage", None):  # a sweep copy's origin, also when never built
+        record_model["lineage"] = lineage
     if task.skip_reason:
         return synthetic_records(task, status="skipped", message=task.skip_reason,
                                  tier=opts.tier, run_id=ctx.run_id, model=record_model)

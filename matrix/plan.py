@@ -19,8 +19,12 @@ RETRIED_STATUS = "error"
 
 
 class ModelLike(Protocol):
-    id: str
-    revision: str | None
+    # Read-only, so frozen dataclasses (a sweep copy, a discovered model) are models too.
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def revision(self) -> str | None: ...
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,12 @@ divergent tokens). A bare pass means the red was ours: the record becomes `error
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from probes.classify import classify, status_for_class, telling_line
+from probes.record import Record
 
 RED_STATUSES: frozenset[str] = frozenset({"fail", "timeout", "oom"})
 HARNESS_DISAGREES = "harness_disagrees"
@@ -110,7 +112,7 @@ def bare_verdict(bare: BareOutcome, engine: str | None) -> tuple[str, str | None
     return ("fail" if status == "error" else status), klass, line
 
 
-def decide(record: dict[str, Any], probe_log: str, bare: BareOutcome) -> Confirmation:
+def decide(record: Mapping[str, Any], probe_log: str, bare: BareOutcome) -> Confirmation:
     """The confirmation of one red record, given its probe's log and the bare run."""
     engine = (record.get("engine") or {}).get("name")
     status, klass = record["status"], record.get("failure_class")
@@ -152,11 +154,11 @@ def _same_rule_words(a: str | None, b: str | None) -> bool:
     return bool(na and nb) and (na in nb or nb in na)
 
 
-def confirmed_record(record: dict[str, Any], c: Confirmation, *, log_path: str | None,
-                     command: str | None, at: str, duration_s: float) -> dict[str, Any]:
+def confirmed_record(record: Record, c: Confirmation, *, log_path: str | None,
+                     command: str | None, at: str, duration_s: float) -> Record:
     """The record with its confirmation: a harness disagreement turns it `error`, the probe's
     own verdict kept in `confirmation`."""
-    out = dict(record)
+    out = record.copy()
     out["confirmed"] = c.confirmed
     out["confirmation"] = {**c.as_dict(), "log_path": log_path, "command": command, "at": at,
                            "duration_s": round(duration_s, 3),

@@ -28,6 +28,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+from probes.tools import cache_dir
+
 DIST = "llama-cpp-python"
 CONVERTER_DIRNAME = "llama.cpp-convert"
 INFO_FILE = "dayone-converter.json"
@@ -37,10 +39,6 @@ VENDORED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/gguf/", "LICENSE")
 
 
 # -- host side --------------------------------------------------------------------------------
-def cache_dir() -> Path:
-    return Path(os.environ.get("DAYONE_CACHE", "~/.cache/dayone")).expanduser()
-
-
 def installed_version(python: Path | str, dist: str = DIST) -> str:
     out = subprocess.run([str(python), "-c", "import importlib.metadata as m, sys; "
                           f"print(m.version({dist!r}))"],

@@ -15,6 +15,13 @@ import sys
 from pathlib import Path
 
 
+def cache_dir() -> Path:
+    """`$DAYONE_CACHE`, else `~/.cache/dayone`: engine environments, wheels, sources, the probe
+    package copies. Set but empty means the default (an unset variable in a shell script or a
+    compose file arrives empty, and "" would be the working folder)."""
+    return Path(os.environ.get("DAYONE_CACHE") or "~/.cache/dayone").expanduser()
+
+
 def find_uv() -> str:
     try:
         from uv import find_uv_bin

@@ -214,3 +214,15 @@ def test_an_empty_store_has_no_results(store):
         assert results(s) == []
 
 
+
+
+def test_cache_follows_the_same_rule(tmp_path, monkeypatch):
+    from matrix import environments
+    from probes import gguf_convert, tools
+
+    monkeypatch.setenv("DAYONE_CACHE", "")  # set but empty: the default, not the working folder
+    default = Path.home() / ".cache" / "dayone"
+    assert tools.cache_dir() == environments.cache_dir() == gguf_convert.cache_dir() == default
+    assert environments.envs_dir() == default / "envs"
+    monkeypatch.setenv("DAYONE_CACHE", str(tmp_path / "c"))
+    assert environments.envs_dir() == tmp_path / "c" / "envs"

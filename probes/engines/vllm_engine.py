@@ -19,6 +19,7 @@ from probes.engines.base import (SERVED_NAME, ServerEngine, cpu_name,  # noqa: F
                                  env_patches_fingerprint, model_dtype, package_versions)
 from probes.modelinfo import incomplete_multimodal_copy
 from probes.outcome import HarnessError, StageFailure, StageOutcome
+from probes.tools import cache_dir
 
 # Tool calls need a parser flag on vLLM (recorded in the tool_call stage's metrics); random
 # weights inside a JSON grammar write whitespace until max_tokens unless it is disallowed.
@@ -87,7 +88,7 @@ class Engine(ServerEngine):
         option `torch_compile: true`). Option `shared_caches: false` turns both off.
         """
         cache = self.workdir / "vllm-cache"
-        root = Path(os.environ.get("DAYONE_CACHE", "~/.cache/dayone")).expanduser()
+        root = cache_dir()
         shared = root / "vllm-modelinfos" / self.version()
         env: dict[str, str] = {}
         if not self.options.get("shared_caches", True):
