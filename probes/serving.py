@@ -26,6 +26,8 @@ from typing import Any
 
 from probes.outcome import StageFailure
 
+TRACEBACK = "Traceback (most recent call last)"
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -176,11 +178,21 @@ class Server:
         except subprocess.TimeoutExpired:
             pass
 
-    def log_tail(self, lines: int = 40) -> str:
+    def log_tail(self, lines: int = 40, reach: int = 400) -> str:
+        """The server log's last LINES lines, from the start of its last Python traceback
+        where that is within REACH lines of the end: an exception's own line can sit above a
+        long listing (torch names every dispatch backend after `Could not run ... 'CPU'
+        backend`), and the classifier must see it, as it does in the bare run's whole log."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            log = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return ""
+        start = max(0, len(log) - lines)
+        for no in range(len(log) - 1, max(-1, len(log) - reach - 1), -1):
+            if TRACEBACK in log[no]:
+                start = min(start, no)
+                break
+        return "\n".join(log[start:])
 
     def chat(self, messages: list[dict[str, Any]], *, model: str | None = None,
              timeout: float = 300.0, **params: Any) -> ChatAnswer:

@@ -196,3 +196,25 @@ def test_the_converters_last_word_decides_not_what_it_printed_on_the_way():
         "    mm = mmap.mmap(fid.fileno(), bytes, access=acc, offset=start)\n"
         "ValueError: mmap length is greater than file size\n")
     assert classify(truncated, "llamacpp").failure_class == "corrupt_or_missing_weights"
+
+
+def test_a_dead_servers_tail_reaches_back_to_its_exception(tmp_path):
+    # SGLang on CPU: the exception's line, then torch's listing of every dispatch backend, then
+    # the shutdown; the last 40 lines alone hold no telling line (a false `unknown` red, while
+    # the bare run's whole log says not_on_cpu).
+    from probes.serving import Server
+
+    op = ("NotImplementedError: Could not run 'sglang::inplace_fused_experts' with arguments "
+          "from the 'CPU' backend.")
+    lines = (["starting"] * 50 + ["Scheduler hit an exception: Traceback (most recent call last):",
+              '  File "x.py", line 1, in f', op]
+             + [f"Backend{i}: registered at x.cpp:{i} [backend fallback]" for i in range(80)]
+             + ["SIGQUIT received.", "kill_process_tree called"])
+    log = tmp_path / "server.log"
+    log.write_text("\n".join(lines))
+    tail = Server(proc=None, base_url="", log_path=log).log_tail()  # type: ignore[arg-type]
+    assert op in tail and "starting" not in tail
+    assert classify(tail, "sglang").failure_class == "not_on_cpu"
+    assert classify("\n".join(lines[-40:]), "sglang").failure_class == "unknown"
+    log.write_text("\n".join(["a"] * 500 + lines[50:53] + ["b"] * 450))  # too far back: the tail
+    assert Server(proc=None, base_url="", log_path=log).log_tail().splitlines() == ["b"] * 40

@@ -117,6 +117,19 @@ def test_wrong_output_needs_the_same_divergent_tokens():
     assert decide(r, line, bare(1, other)).confirmed is False
 
 
+def test_a_parity_red_is_judged_by_its_own_divergence_not_a_later_stages():
+    # One probe log holds every stage: llama.cpp's quantize stage compares its quantized copies
+    # after parity, and its divergence (another prompt, other tokens) is the log's last.
+    own = ("parity failed: 'The capital of France is' diverges at token 1: token 17 vs "
+           "reference 70, not within each other's top-5")
+    later = ("dayone: stage quantize failed: beyond the Q4_K_M tolerance (top-20, 2 nats): "
+             "parity failed: 'Once upon a time,' diverges at token 2: token 416 vs reference 361")
+    log = f"dayone: {own}\n...\n{later}\n"
+    r = {**red(klass="wrong_output", message=own, engine="llamacpp"), "stage": "parity"}
+    c = decide(r, log, bare(1, f"dayone-bare: {own}\n"))
+    assert (c.confirmed, c.verdict, c.probe_line) == (True, "confirmed", own)
+
+
 def test_no_verdict_is_neither_confirmed_nor_refuted():
     c = decide(red(), ARCH_LINE, bare(3, f"{NO_VERDICT_MARK}: random weights ..."))
     assert (c.confirmed, c.verdict) == (None, "no_verdict")
