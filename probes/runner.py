@@ -351,6 +351,14 @@ def _parent_death_signal():
 _PDEATHSIG = _parent_death_signal()
 
 
+def die_with_parent() -> None:
+    """For a Popen's preexec_fn: the process is killed when the one that started it dies.
+    An engine's server may leave its starter's process group (SGLang's launch_server does),
+    so killing the probe's group alone would orphan it."""
+    if _PDEATHSIG is not None:
+        _PDEATHSIG()
+
+
 def _child_setup() -> None:
     import resource
 

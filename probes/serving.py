@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from probes.outcome import StageFailure
+from probes.runner import die_with_parent
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -222,7 +223,8 @@ def start_server(argv: list[str], port: int, log_path: Path, ready_path: str = "
     """Start argv, wait until GET ready_path answers 200; on failure stop it and raise."""
     log = open(log_path, "ab")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+                            stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
+                            preexec_fn=die_with_parent)  # started from the main thread
     log.close()
     server = Server(proc, f"http://127.0.0.1:{port}", log_path)
     deadline = time.monotonic() + timeout_s

@@ -281,6 +281,57 @@ def test_server_that_dies_mid_request_fails_fast_and_leaves_nothing(tmp_path):
     assert not left, left
 
 
+LEAVES_ITS_GROUP = """\
+import http.server, json, os, sys
+os.setpgrp()  # as SGLang's launch_server does: out of the probe's process group
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"data": [{"id": "m"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+PROBE_HOLDING_A_SERVER = """\
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from probes.serving import free_port, start_server
+port = free_port()
+server = start_server([sys.executable, sys.argv[2], str(port)], port, Path(sys.argv[3]),
+                      timeout_s=30)
+Path(sys.argv[4]).write_text(str(server.proc.pid))
+time.sleep(300)
+"""
+
+
+def test_a_server_that_leaves_the_probes_group_dies_with_the_probe(tmp_path):
+    """A probe killed outright (its runner killed, a nightly stopped) takes its engine's server
+    with it, even one that left the probe's process group, where the group kill cannot reach."""
+    server, child, pid_file = tmp_path / "server.py", tmp_path / "child.py", tmp_path / "pid"
+    server.write_text(LEAVES_ITS_GROUP)
+    child.write_text(PROBE_HOLDING_A_SERVER)
+    proc = subprocess.Popen([sys.executable, str(child), str(ROOT), str(server),
+                             str(tmp_path / "srv.log"), str(pid_file)])
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pid = int(pid_file.read_text())
+        assert os.getpgid(pid) == pid  # it did leave the probe's group
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while _alive([pid]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive([pid])
+
+
 # --- the nightly killed -9 at random points ------------------------------------------------------
 
 NIGHTLY_MODELS = 10
