@@ -121,9 +121,10 @@ def decide(record: Mapping[str, Any], probe_log: str, bare: BareOutcome) -> Conf
     # the same rules over the bare log give the class of the probe's log.
     classes = {klass, log_class}
     probe_line = probe_line or record.get("message")
-    if klass == "wrong_output" and record.get("message"):
-        # The stage's own comparison decided it; the log holds every stage's, and a later one
-        # (llama.cpp's quantize compares its quantized copies) would be taken for this one's.
+    if klass == "wrong_output" and record.get("stage") == "parity" and record.get("message"):
+        # Parity's own divergence decided it; the log holds every stage's, and a later one
+        # (llama.cpp's quantize compares its quantized copies) would be taken for parity's.
+        # (quantize's message is a summary of its types; its line is the log's last, its own.)
         probe_line = record["message"]
     b_status, b_class, b_line = bare_verdict(bare, engine)
 

@@ -128,6 +128,12 @@ def test_a_parity_red_is_judged_by_its_own_divergence_not_a_later_stages():
     r = {**red(klass="wrong_output", message=own, engine="llamacpp"), "stage": "parity"}
     c = decide(r, log, bare(1, f"dayone-bare: {own}\n"))
     assert (c.confirmed, c.verdict, c.probe_line) == (True, "confirmed", own)
+    # quantize, the log's last stage: its summary message is not a line, its log line is
+    why = later.removeprefix("dayone: stage quantize failed: ")
+    summary = f"Q8_0 pass; Q4_K_M fail (wrong_output), 4 of 43 tensors outside its mix; Q4_K_M: {why}"
+    q = {**red(klass="wrong_output", message=summary, engine="llamacpp"), "stage": "quantize"}
+    c = decide(q, log, bare(1, f"dayone-bare: {why}\n"))
+    assert (c.confirmed, c.verdict) == (True, "confirmed")
 
 
 def test_no_verdict_is_neither_confirmed_nor_refuted():
