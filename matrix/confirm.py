@@ -12,9 +12,9 @@ import datetime as dt
 import os
 import re
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 from probes.confirmation import BareOutcome, confirmed_record, decide, is_red

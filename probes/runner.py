@@ -364,8 +364,7 @@ def _child_setup() -> None:
 
     os.setsid()  # own session and process group: killed whole
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if _PDEATHSIG is not None:
-        _PDEATHSIG()
+    die_with_parent()
 
 
 def _network_prefix(no_network: bool) -> list[str]:
