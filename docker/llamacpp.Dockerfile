@@ -21,12 +21,17 @@ ARG CUDA_CMAKE_ARGS="-DGGML_CUDA=on -DLLAVA_BUILD=OFF"
 ARG PROBE_UID=10001
 
 COPY wheels/ /tmp/wheels/
+COPY lock/ /tmp/lock/
 RUN set -eu; \
     case "$FLAVOR" in \
+      # CPU: exactly the lock the local environment installs (matrix/locks.py).
       cpu) python3 -m venv /opt/venv; \
-           /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+           /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
              --find-links /tmp/wheels ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"} \
-             $REQUIREMENTS ;; \
+             -r /tmp/lock/locked.txt; \
+           if [ -s /tmp/lock/built.txt ]; then /opt/venv/bin/pip install --no-cache-dir \
+             --disable-pip-version-check --no-deps --no-index --find-links /tmp/wheels \
+             -r /tmp/lock/built.txt; fi ;; \
       production) CMAKE_ARGS="$CUDA_CMAKE_ARGS" PIP_BREAK_SYSTEM_PACKAGES=1 \
            python3 -m pip install --no-cache-dir $REQUIREMENTS ;; \
       *) echo "unknown FLAVOR $FLAVOR (cpu or production)" >&2; exit 2 ;; \

@@ -18,12 +18,17 @@ ARG EXTRA_INDEX_URL=""
 ARG PROBE_UID=10001
 
 COPY wheels/ /tmp/wheels/
+COPY lock/ /tmp/lock/
 RUN set -eu; \
     case "$FLAVOR" in \
+      # CPU: exactly the lock the local environment installs (matrix/locks.py).
       cpu) python3 -m venv /opt/venv; \
-           /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+           /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
              --find-links /tmp/wheels ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"} \
-             $REQUIREMENTS ;; \
+             -r /tmp/lock/locked.txt; \
+           if [ -s /tmp/lock/built.txt ]; then /opt/venv/bin/pip install --no-cache-dir \
+             --disable-pip-version-check --no-deps --no-index --find-links /tmp/wheels \
+             -r /tmp/lock/built.txt; fi ;; \
       production) python3 -c "import sglang" ;; \
       *) echo "unknown FLAVOR $FLAVOR (cpu or production)" >&2; exit 2 ;; \
     esac; \

@@ -22,16 +22,23 @@ ARG EXTRA_INDEX_URL=""
 ARG PROBE_UID=10001
 
 COPY wheels/ /tmp/wheels/
+COPY lock/ /tmp/lock/
 RUN set -eu; \
     case "$FLAVOR" in \
-      cpu) python3 -m venv /opt/venv; pip=/opt/venv/bin/pip; reqs="$REQUIREMENTS" ;; \
+      # CPU: exactly the lock the local environment installs (matrix/locks.py).
+      cpu) python3 -m venv /opt/venv; \
+           /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
+             --find-links /tmp/wheels ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"} \
+             -r /tmp/lock/locked.txt; \
+           if [ -s /tmp/lock/built.txt ]; then /opt/venv/bin/pip install --no-cache-dir \
+             --disable-pip-version-check --no-deps --no-index --find-links /tmp/wheels \
+             -r /tmp/lock/built.txt; fi ;; \
       # The production base ships CUDA torch: install the engine only, keep its torch.
-      production) pip="python3 -m pip"; reqs=$(echo "$REQUIREMENTS" | tr ' ' '\n' | grep -v '^torch' | tr '\n' ' ') ;; \
+      production) python3 -m pip install --no-cache-dir --disable-pip-version-check \
+             $(echo "$REQUIREMENTS" | tr ' ' '\n' | grep -v '^torch' | tr '\n' ' ') ;; \
       *) echo "unknown FLAVOR $FLAVOR (cpu or production)" >&2; exit 2 ;; \
     esac; \
-    $pip install --no-cache-dir --disable-pip-version-check --find-links /tmp/wheels \
-        ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"} $reqs; \
-    rm -rf /tmp/wheels
+    rm -rf /tmp/wheels /tmp/lock
 ENV PATH=/opt/venv/bin:$PATH
 
 # The same probe code the local executor runs, as a non-root user.

@@ -23,12 +23,17 @@ RUN if [ "$FLAVOR" = cpu ] && ! ldconfig -p | grep -q 'libnuma\.so\.1'; then \
         apt-get update -qq && apt-get install -y -qq --no-install-recommends libnuma1 \
         && rm -rf /var/lib/apt/lists/*; fi
 COPY wheels/ /tmp/wheels/
+COPY lock/ /tmp/lock/
 RUN set -eu; \
     case "$FLAVOR" in \
+      # CPU: exactly the lock the local environment installs (matrix/locks.py).
       cpu) python3 -m venv /opt/venv; \
-           /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+           /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
              --find-links /tmp/wheels ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"} \
-             $REQUIREMENTS ;; \
+             -r /tmp/lock/locked.txt; \
+           if [ -s /tmp/lock/built.txt ]; then /opt/venv/bin/pip install --no-cache-dir \
+             --disable-pip-version-check --no-deps --no-index --find-links /tmp/wheels \
+             -r /tmp/lock/built.txt; fi ;; \
       production) python3 -c "import vllm" ;; \
       *) echo "unknown FLAVOR $FLAVOR (cpu or production)" >&2; exit 2 ;; \
     esac; \

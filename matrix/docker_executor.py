@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from docker.models.containers import Container
 from docker.types import Mount
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from matrix import environments
+from matrix import environments, locks
 from probes.engines import get_spec
 from probes.runner import KILL_GRACE_S, ProbeOutcome, ProbeRequest, LogCapture, read_events
 
@@ -100,11 +100,13 @@ class ProbeImage:
     built: bool  # False when an existing image was reused
     build_s: float
     log_path: str | None
+    lock: dict[str, Any] = field(default_factory=dict)  # the lock it installs (locks.Lock)
 
     def as_environment(self) -> dict[str, Any]:
         """Fields for probes.record.build_records(environment=...)."""
         return {"image": self.tag, "image_digest": self.repo_digest or self.image_id,
-                "executor": "docker", "environment_key": self.environment_key}
+                "executor": "docker", "environment_key": self.environment_key,
+                "lock": self.lock or None}
 
 
 # -- the daemon ------------------------------------------------------------------------------
@@ -193,19 +195,30 @@ def extra_index_url() -> str:
     return os.environ.get("DAYONE_EXTRA_INDEX_URL", "")
 
 
-def image_key(engine: str, version: str, flavor: str, base_id: str) -> str:
+def image_key(engine: str, version: str, flavor: str, base_id: str, lock: locks.Lock) -> str:
     """Everything that decides what the image installs; the probe code is labelled apart."""
     spec = get_spec(engine)
-    recipe = {"recipe": RECIPE_VERSION, "env_key": environments.env_key(spec, version),
+    recipe = {"recipe": RECIPE_VERSION, "env_key": environments.env_key(spec, version, lock),
               "flavor": flavor, "base": base_id, "extra_index": extra_index_url(),
               "dockerfile": hashlib.sha256(dockerfile(engine).read_bytes()).hexdigest()}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def make_context(engine: str, requirements: list[str], wheels: list[Path], dest: Path) -> None:
-    """Build context: the Dockerfile, probes/ and the local wheels (hard links when possible:
-    torch's wheel is ~190 MB)."""
+def lock_files(content: str) -> dict[str, str]:
+    """The lock as the image's pip takes it: `locked.txt` (every pin with its hashes: pip checks
+    them all) and `built.txt` (wheels built from source here, which keep no hash)."""
+    lines = content.splitlines()
+    return {"locked.txt": "".join(f"{x}\n" for x in lines if "--hash=" in x),
+            "built.txt": "".join(f"{x}\n" for x in lines if "--hash=" not in x)}
+
+
+def make_context(engine: str, lock: locks.Lock, wheels: list[Path], dest: Path) -> None:
+    """Build context: the Dockerfile, probes/, the lock (the image installs what the venv
+    installs) and the local wheels (hard links when possible: torch's wheel is ~190 MB)."""
     shutil.copy2(dockerfile(engine), dest / "Dockerfile")
+    (dest / "lock").mkdir()
+    for name, text in lock_files(lock.content).items():
+        (dest / "lock" / name).write_text(text)
     shutil.copytree(REPO_ROOT / "probes", dest / "probes",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (dest / "wheels").mkdir()
@@ -243,7 +256,8 @@ def find_image(client: docker.DockerClient, tag: str, key: str, probes: str):
 
 def ensure_image(engine: str, version: str | None = None, flavor: str = "cpu", *,
                  client: docker.DockerClient | None = None, rebuild: bool = False,
-                 say: Callable[[str], None] = print) -> ProbeImage:
+                 say: Callable[[str], None] = print,
+                 resolution: str = locks.DEFAULT_RESOLUTION) -> ProbeImage:
     """The probe image for ENGINE==VERSION, built when missing or out of date.
 
     Raises ImageBuildError (-> `error` / `infra`) when it cannot be built.
@@ -255,14 +269,19 @@ def ensure_image(engine: str, version: str | None = None, flavor: str = "cpu", *
         raise ImageBuildError(f"no Dockerfile for engine {engine}: {dockerfile(engine)}")
     base = base_image(engine, version, flavor)
     base_id = ensure_base_image(client, say) if flavor == "cpu" else base
-    key = image_key(engine, version, flavor, base_id)
+    try:
+        lock = locks.ensure_lock(spec, version, resolution,
+                                 environments.sources(spec, version, say), say=say)
+    except (RuntimeError, OSError) as exc:
+        raise ImageBuildError(f"the image's lock could not be made: {exc}") from exc
+    key = image_key(engine, version, flavor, base_id, lock)
     probes = probes_hash()
     tag = image_tag(engine, version, flavor)
     if not rebuild and (image := find_image(client, tag, key, probes)):
-        return _probe_image(image, tag, key, engine, version, flavor, False, 0.0, None)
+        return _probe_image(image, tag, key, engine, version, flavor, False, 0.0, None, lock)
 
     requirements = environments.requirements(spec, version)
-    wheels = local_wheels(requirements, wheel_dirs(engine, version, say))
+    wheels = local_wheels(list(lock.packages), wheel_dirs(engine, version, say))
     log_dir = environments.cache_dir() / "docker" / "builds"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{engine}-{version}-{flavor}.log"
@@ -274,7 +293,7 @@ def ensure_image(engine: str, version: str | None = None, flavor: str = "cpu", *
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dayone-build-",
                                      dir=environments.cache_dir() / "docker") as ctx:
-        make_context(engine, requirements, wheels, Path(ctx))
+        make_context(engine, lock, wheels, Path(ctx))
         _build(client, Path(ctx), tag, log_path, network="host",
                buildargs={"BASE_IMAGE": base, "FLAVOR": flavor, "ENGINE_VERSION": version,
                           "REQUIREMENTS": " ".join(requirements),
@@ -286,7 +305,8 @@ def ensure_image(engine: str, version: str | None = None, flavor: str = "cpu", *
     image = client.images.get(tag)
     if previous and previous != image.id:
         _drop_dangling(client, previous)
-    return _probe_image(image, tag, key, engine, version, flavor, True, build_s, str(log_path))
+    return _probe_image(image, tag, key, engine, version, flavor, True, build_s, str(log_path),
+                        lock)
 
 
 def _drop_dangling(client: docker.DockerClient, image_id: str) -> None:
@@ -297,10 +317,11 @@ def _drop_dangling(client: docker.DockerClient, image_id: str) -> None:
         pass
 
 
-def _probe_image(image, tag, key, engine, version, flavor, built, build_s, log_path) -> ProbeImage:
+def _probe_image(image, tag, key, engine, version, flavor, built, build_s, log_path,
+                 lock: locks.Lock) -> ProbeImage:
     digests = image.attrs.get("RepoDigests") or []
     return ProbeImage(tag, image.id, digests[0] if digests else None, key, engine, version,
-                      flavor, built, build_s, log_path)
+                      flavor, built, build_s, log_path, lock.as_record())
 
 
 def _build(client: docker.DockerClient, ctx: Path, tag: str, log_path: Path, *, network: str,

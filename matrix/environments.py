@@ -1,8 +1,11 @@
-"""Engine environments: one isolated venv per engine version, built with uv, cached by key.
+"""Engine environments: one isolated venv per lock, built with uv, cached by key.
 
-The key hashes everything that decides what gets installed (requirements, wheel sources, the
-Python, this recipe's version), so an environment is rebuilt exactly when one of them changes
-and found again in well under a second otherwise. dayone itself never imports an engine.
+An environment is installed from a lock (matrix/locks.py: `release` as on the release day,
+`today` as installed today), never from the request. The key hashes what decides what is
+installed and how: the lock's content, the Python, the patches' code, this recipe's version.
+So two machines with one lock build one environment under one id, and a dependency's new
+release (a new lock) builds a new one. Found again in well under a second otherwise. dayone
+itself never imports an engine.
 """
 
 from __future__ import annotations
@@ -15,15 +18,15 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from matrix import env_patches
+from matrix import env_patches, locks
 from probes import gguf_convert, tools
 from probes.engines import EngineSpec, get_spec
 
-RECIPE_VERSION = "2"  # bump when the way environments are built changes
+RECIPE_VERSION = "3"  # bump when the way environments are built changes
 
 
 cache_dir = tools.cache_dir  # one home for the cache's whereabouts, shared with the probes
@@ -62,6 +65,10 @@ class Environment:
     # report and the engine's import; `broken` says why the environment cannot be probed.
     # Kept in dayone-check.json beside dayone-env.json.
     check: dict[str, str | bool | None] = field(default_factory=dict)
+    # The lock it was installed from (locks.Lock.as_record(); its text is lock.txt beside),
+    # for a request the lock of that request's resolution: two resolutions that lock alike
+    # share one environment.
+    lock: dict[str, object] = field(default_factory=dict)
 
     @property
     def environment_id(self) -> str:
@@ -99,11 +106,12 @@ def requirements(spec: EngineSpec, version: str) -> list[str]:
     return [r.format(version=version) for r in spec.requirements]
 
 
-def env_key(spec: EngineSpec, version: str) -> str:
+def env_key(spec: EngineSpec, version: str, lock: locks.Lock) -> str:
+    """The environment's key: a hash of its lock (not of the request) and of how it is made."""
     names = [patch_name(key) for key in spec.patches]
     recipe = {"recipe": RECIPE_VERSION, "engine": spec.name, "version": version,
-              "requirements": requirements(spec, version), "sources": wheel_sources(),
-              "python": ".".join(map(str, sys.version_info[:2])), "patches": names,
+              "lock": lock.content, "python": ".".join(map(str, sys.version_info[:2])),
+              "patches": names,
               # the patch code itself: editing a patch rebuilds the environments it touches
               "patch_source": [_patch_source(p) for p in names]}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
@@ -240,41 +248,65 @@ def _ensure_checked(spec: EngineSpec, env: Environment) -> Environment:
     return env
 
 
-def build_env(spec: EngineSpec, version: str, say: Callable[[str], None] = print) -> Environment:
-    key = env_key(spec, version)
+def sources(spec: EngineSpec, version: str, say: Callable[[str], None] = print) -> list[str]:
+    """Where the packages come from: the wheel sources, and the wheels built here (built
+    first: the lock resolves against them)."""
+    found = wheel_sources()
+    for build in spec.wheel_builds:
+        found += ["--find-links", str(build_wheel(build, version, say))]
+    return found
+
+
+def build_env(spec: EngineSpec, version: str, say: Callable[[str], None] = print, *,
+              resolution: str = locks.DEFAULT_RESOLUTION, refresh: bool = False) -> Environment:
+    """The environment of SPEC==VERSION as RESOLUTION resolves it (locked first, then found or
+    installed from the lock)."""
+    find_links = sources(spec, version, say)
+    lock = locks.ensure_lock(spec, version, resolution, find_links, refresh=refresh, say=say)
+    return build_from_lock(spec, lock, find_links, say)
+
+
+def _lock_record(spec: EngineSpec, lock: locks.Lock) -> dict[str, object]:
+    return {**lock.as_record(), "resolutions": locks.alike(spec, lock.version, lock)}
+
+
+def build_from_lock(spec: EngineSpec, lock: locks.Lock, find_links: list[str],
+                    say: Callable[[str], None] = print) -> Environment:
+    """Install LOCK (exactly: `uv pip sync`) into the environment its key names."""
+    version = lock.version
+    key = env_key(spec, version, lock)
     path = envs_dir() / f"{spec.name}-{version}-{key}"
     found = load_env(path)
     if found and found.check:
-        return found
+        return replace(found, lock=_lock_record(spec, lock))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a parallel probe waits for the same build
+    with open(path.parent / f".{path.name}.lock", "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)  # a parallel probe waits for the same build
         found = load_env(path)
         if found:
-            return _ensure_checked(spec, found)
+            return replace(_ensure_checked(spec, found), lock=_lock_record(spec, lock))
         t0 = time.monotonic()
         if path.exists():
             shutil.rmtree(path)  # a half-built environment from an interrupted build
         path.mkdir(parents=True)
         log = path / "build.log"
-        say(f"building environment {spec.name}=={version} (key {key}) in {path}")
+        say(f"building environment {spec.name}=={version} (lock {lock.id}, key {key}) in {path}")
         _run([_uv(), "venv", "--quiet", "--python", sys.executable, str(path / "venv")], log)
         python = path / "venv" / "bin" / "python"
-        find_links = wheel_sources()
-        for build in spec.wheel_builds:
-            find_links += ["--find-links", str(build_wheel(build, version, say))]
+        (path / "lock.txt").write_text(lock.text)
+        (path / "lock.content.txt").write_text(lock.content)
         # --compile-bytecode: without .pyc files every probe recompiles torch (import 2x slower).
-        if spec.requirements:  # an engine with none (fault injection) needs only the venv
-            _run([_uv(), "pip", "install", "--compile-bytecode", "--python", str(python),
+        if lock.content:  # an engine with no requirements (fault injection) needs only the venv
+            _run([_uv(), "pip", "sync", "--compile-bytecode", "--python", str(python),
                   "--index-strategy", "unsafe-best-match", *find_links,
-                  *requirements(spec, version)], log)
+                  str(path / "lock.content.txt")], log)
         patches = []
-        for key in spec.patches:
-            patch_of(key)(python)
-            patches.append(patch_name(key))
+        for patch in spec.patches:
+            patch_of(patch)(python)
+            patches.append(patch_name(patch))
         env = Environment(spec.name, version, key, str(path), str(python), _freeze(python),
                           time.time(), round(time.monotonic() - t0, 2), patches,
-                          check_env(spec, python))
+                          check_env(spec, python), _lock_record(spec, lock))
         _write_meta(env)
         say(f"built {spec.name}=={version} in {env.build_s:.1f} s"
             + (f"; {env.broken}" if env.broken else ""))
@@ -300,16 +332,15 @@ def build_wheel(requirement: str, version: str, say: Callable[[str], None]) -> P
 
 
 def ensure_env(engine: str | EngineSpec, version: str | None = None,
-               say: Callable[[str], None] = print) -> Environment:
-    """The environment for ENGINE==VERSION; no version: the newest built, else the default.
-    ENGINE: its spec (a probe resolves it once) or its name."""
+               say: Callable[[str], None] = print,
+               resolution: str = locks.DEFAULT_RESOLUTION) -> Environment:
+    """The environment for ENGINE==VERSION as RESOLUTION resolves it; no version: the newest
+    built version. ENGINE: its spec (a probe resolves it once) or its name."""
     spec = engine if isinstance(engine, EngineSpec) else get_spec(engine)
     if version is None:
         newest = newest_built(spec.name)
-        if newest:
-            return _ensure_checked(spec, newest)
-        version = spec.default_version
-    return build_env(spec, version, say)
+        version = newest.version if newest else spec.default_version
+    return build_env(spec, version, say, resolution=resolution)
 
 
 def prune(keep: set[str] | None = None, engine: str | None = None) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -39,6 +39,7 @@ LIMITS: dict[tuple[str, ...], int] = {
     ("model", "architecture"): 256, ("model", "family"): 128,
     ("engine", "name"): 128, ("engine", "version"): 128, ("engine", "environment_id"): 128,
     ("engine", "hardware"): 256, ("engine", "image_digest"): 256,
+    ("engine", "lock", "id"): 64, ("engine", "lock", "exclude_newer"): 32,
     ("run_id",): 128, ("stage",): 64, ("tier",): 16, ("failure_class",): 64,
     ("dayone_version",): 64, ("host",): 256,
 }
@@ -234,11 +235,13 @@ class _Writer:
         self.sql = _statements(self.conn.dialect.name)
         self.models: dict[tuple[str, str], int] = {}
         self.environments: dict[str, tuple[int, str]] = {}
+        self.resolutions: dict[int, set[str]] = {}
         self.runs: dict[str, tuple[int, dt.datetime]] = {}
 
     def forget(self) -> None:
         self.models.clear()
         self.environments.clear()
+        self.resolutions.clear()
         self.runs.clear()
 
     def model_revision(self, c: Checked) -> int:
@@ -266,9 +269,26 @@ class _Writer:
             "image_digest": engine.get("image_digest")})
         row = self.conn.execute(self.sql.environment_pk,
                                 {"environment_id": c.environment_id}).one()
-        _fill_missing(self.conn, E, row.id, {"image_digest": engine.get("image_digest")})
+        lock = engine.get("lock") or {}
+        _fill_missing(self.conn, E, row.id, {"image_digest": engine.get("image_digest"),
+                                             "lock_id": lock.get("id"),
+                                             "exclude_newer": lock.get("exclude_newer")})
         self.environments[c.environment_id] = (row.id, row.engine_version)
         return row.id, row.engine_version
+
+    def resolution(self, env_pk: int, record: Mapping[str, Any]) -> None:
+        """Add the record's resolution to those its environment is known to lock to."""
+        lock = (record.get("engine") or {}).get("lock") or {}
+        asked = {lock.get("resolution"), *(lock.get("resolutions") or ())} - {None}
+        if asked <= self.resolutions.get(env_pk, set()):
+            return
+        known = self.conn.execute(select(E.c.resolutions).where(E.c.id == env_pk)).scalar()
+        before = set(filter(None, (known or "").split(",")))
+        labels = before | asked
+        self.resolutions[env_pk] = labels
+        if labels != before:
+            self.conn.execute(update(E).where(E.c.id == env_pk)
+                              .values(resolutions=",".join(sorted(labels))))
 
     def run(self, c: Checked) -> int | None:
         run_id = c.record.get("run_id")
@@ -293,6 +313,7 @@ class _Writer:
         r = c.record
         model_pk = self.model_revision(c)
         env_pk, engine_version = self.environment(c)
+        self.resolution(env_pk, r)
         run_pk = self.run(c)
         raw = dict(r)
         # the environment's full package list is stored once, with the environment

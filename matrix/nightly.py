@@ -154,6 +154,9 @@ class NightlyOptions:
     confirm: bool = True
     # The sweep's quantize stage (probes/stages.py:QUANT_STAGES) where the engine runs one.
     quantize: bool = True
+    # Which locks of each release to probe (matrix/locks.py): "today", "release" or both;
+    # two that lock alike are one environment, probed once.
+    resolutions: tuple[str, ...] = ("today",)
 
     def home(self) -> Path:
         if self.work_dir:
@@ -185,23 +188,27 @@ class NightlyReport:
 # Environments and history
 # --------------------------------------------------------------------------------------------
 
-def resolve_environments(engines: Sequence[str], say: Callable[[str], None] = print
+def resolve_environments(engines: Sequence[str], say: Callable[[str], None] = print,
+                         resolutions: Sequence[str] = ("today",)
                          ) -> list[tuple[EnvironmentTarget, Any]]:
+    """Each engine's environment per resolution asked; the release-day one first (so a night's
+    series reads "as released, then as installed today"), and one target per environment."""
     from matrix.environments import ensure_env
+    from matrix.locks import RESOLUTIONS
     from probes.engines import get_spec, parse_engine_arg
 
-    out = []
+    ordered = [r for r in reversed(RESOLUTIONS) if r in resolutions]
+    out: list[tuple[EnvironmentTarget, Any]] = []
     for arg in engines:
         name, version = parse_engine_arg(arg)
-        env = ensure_env(name, version, say=say)
-        if version is None:
-            # The probe asks for the environment by version: resolve it the same way, or a
-            # newest-built environment of an older recipe would plan under another id.
-            env = ensure_env(name, env.version, say=say)
         spec = get_spec(name)
-        out.append((EnvironmentTarget(environment_id=env.environment_id, engine=name,
-                                      version=env.version, stages=tuple(spec.stages),
-                                      heavy=spec.heavy), env))
+        for resolution in ordered:
+            env = ensure_env(name, version, say=say, resolution=resolution)
+            if any(t.environment_id == env.environment_id for t, _ in out):
+                continue  # both resolutions locked alike: one environment
+            out.append((EnvironmentTarget(environment_id=env.environment_id, engine=name,
+                                          version=env.version, stages=tuple(spec.stages),
+                                          heavy=spec.heavy, resolution=resolution), env))
     return out
 
 
@@ -388,7 +395,8 @@ def run_task(task: ProbeTask, ctx: _Context) -> list[Record]:
                                  run_id=ctx.run_id, model=record_model)
     settings = ProbeSettings(timeout_s=opts.timeout_s, memory_mb=opts.memory_mb,
                              tier=opts.tier, run_id=ctx.run_id,
-                             logs_root=opts.home() / "logs", options=probe_options(model_dir))
+                             logs_root=opts.home() / "logs", options=probe_options(model_dir),
+                             resolution=task.resolution)
     records = probe(Path(model_dir), task.engine, task.version, list(task.stages),
                     model_id=task.model_id, settings=settings, say=lambda _m: None)
     if opts.confirm:
@@ -510,7 +518,7 @@ def _prepare(options: NightlyOptions, say: Callable[[str], None]
     previous = journal.read()
     if options.store and previous:
         ingest(options.db, previous)  # a killed run's finished tasks: stored once, idempotent
-    envs = resolve_environments(options.engines, say=say)
+    envs = resolve_environments(options.engines, say=say, resolutions=options.resolutions)
     rows = done_rows(previous)
     if options.store or (options.db or os.environ.get("DAYONE_DB")) or _store_file_exists():
         rows += store_rows(options.db)

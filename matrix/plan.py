@@ -36,6 +36,7 @@ class EnvironmentTarget:
     version: str
     stages: tuple[str, ...]
     heavy: bool = False  # a heavy engine (vLLM, SGLang) runs alone on a small machine
+    resolution: str = "today"  # which lock of the release (matrix/locks.py)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class ProbeTask:
     model_dir: str | None = None
     skip_reason: str | None = None  # recorded as `skipped` without running anything
     heavy: bool = False
+    resolution: str = "today"
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -106,7 +108,8 @@ def plan(models: Iterable[ModelLike], environments: Sequence[EnvironmentTarget],
                 tasks.append(ProbeTask(model_id=model.id, revision=revision,
                                        environment_id=env.environment_id, engine=env.engine,
                                        version=env.version, stages=stages, model_dir=model_dir,
-                                       skip_reason=skip_reason, heavy=env.heavy))
+                                       skip_reason=skip_reason, heavy=env.heavy,
+                                       resolution=env.resolution))
     return tasks
 
 

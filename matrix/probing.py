@@ -56,6 +56,9 @@ class ProbeSettings:
     no_network: bool = False
     executor: str = "local"  # "local" (venv + process group) or "docker" (a container)
     log_suffix: str = ""  # "-reference": the reference probe's logs beside, never over, a probe's
+    # Which lock of the engine release (matrix/locks.py): "today" (as pip installs it today)
+    # or "release" (as on its release day).
+    resolution: str = "today"
 
 
 def reproduce_commands(engine: str | EngineSpec, python: str, model_dir: Path,
@@ -101,7 +104,7 @@ def probe(model_dir: Path, engine: str, version: str | None = None,
         return _probe_in_docker(model_dir, spec, version, stages, model, run_id, logs_root,
                                 settings, say)
     try:
-        env = environments.ensure_env(spec, version, say=say)
+        env = environments.ensure_env(spec, version, say=say, resolution=settings.resolution)
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:  # ours, not the engine's
         why = str(exc).strip()
         return refused_records(
@@ -122,8 +125,9 @@ def probe(model_dir: Path, engine: str, version: str | None = None,
             options["reference_path"] = str(ref)
         else:  # not the engine's fault: parity is skipped, the later stages still run
             stages = [s for s in stages if s != "parity"]
+    resolution = "" if settings.resolution == "today" else f"-{settings.resolution}"
     log_dir = (logs_root / run_id / _safe(model["id"])
-               / f"{engine}-{env.version}{settings.log_suffix}")
+               / f"{engine}-{env.version}{resolution}{settings.log_suffix}")
     req = ProbeRequest(engine=engine, model_dir=model_dir, stages=stages, python=env.python,
                        probes_root=probes_root(), options=options,
                        timeout_s=settings.timeout_s, memory_mb=settings.memory_mb,
@@ -132,7 +136,8 @@ def probe(model_dir: Path, engine: str, version: str | None = None,
     records = build_records(
         stages=stages, outcome=outcome, engine=engine, engine_version=env.version, model=model,
         tier=settings.tier, run_id=run_id,
-        environment={"environment_id": env.environment_id, "resolved_packages": env.packages},
+        environment={"environment_id": env.environment_id, "resolved_packages": env.packages,
+                     "lock": env.lock or None},
         reproduce=reproduce_commands(spec, env.python, model_dir, stages, log_dir, options),
         host=socket.gethostname())
     if no_reference and records:
@@ -208,7 +213,7 @@ def _probe_in_docker(model_dir: Path, spec: EngineSpec, version: str | None,
                        memory_mb=settings.memory_mb, env=dict(spec.env))
     environment: dict[str, Any] = {}
     try:
-        image = dx.ensure_image(engine, version, say=say)
+        image = dx.ensure_image(engine, version, say=say, resolution=settings.resolution)
         outcome = dx.run_probe(req, log_dir, image)  # memory limit: req.memory_mb
         environment = image.as_environment()
     except dx.ImageBuildError as exc:  # our infrastructure, never the engine's fail

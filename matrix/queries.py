@@ -4,6 +4,7 @@ may classify again, the reds to confirm."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -400,13 +401,30 @@ class EngineEnvironment:
     hardware: str | None
     created: dt.datetime
     packages: dict[str, Any]
+    lock_id: str | None = None
+    resolutions: frozenset[str] = frozenset()  # "release" and / or "today" (matrix/locks.py)
+    exclude_newer: str | None = None
+
+
+def environment_packages(session: Session, environment_ids: Iterable[str]
+                         ) -> dict[str, dict[str, str]]:
+    """environment id -> its resolved packages, for the ids given."""
+    ids = sorted(set(environment_ids))
+    if not ids:
+        return {}
+    query = select(Environment.environment_id, Environment.packages).where(
+        Environment.environment_id.in_(ids))
+    return {r.environment_id: dict(r.packages or {}) for r in session.execute(query)}
 
 
 def engine_environments(session: Session, engine: str) -> list[EngineEnvironment]:
     """The environments of one engine (every version, every hardware), oldest first."""
     query = (select(Environment.environment_id, Environment.engine_version,
-                    Environment.hardware, Environment.created, Environment.packages)
+                    Environment.hardware, Environment.created, Environment.packages,
+                    Environment.lock_id, Environment.resolutions, Environment.exclude_newer)
              .where(Environment.engine_name == engine).order_by(Environment.id))
     return [EngineEnvironment(r.environment_id, r.engine_version, r.hardware, r.created,
-                              dict(r.packages or {}))
+                              dict(r.packages or {}), r.lock_id,
+                              frozenset(filter(None, (r.resolutions or "").split(","))),
+                              r.exclude_newer)
             for r in session.execute(query)]

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from matrix import locks
 from matrix import summary as S
 from probes.stages import STAGES
 
@@ -243,3 +244,79 @@ def release_diff(engine: str, version: str, observations: Iterable[S.Observation
     wanted = S.version_key(version)
     return next((d for d in release_diffs(engine, observations)
                  if d.version == version or S.version_key(d.version) == wanted), None)
+
+
+# --------------------------------------------------------------------------------------------
+# Dependency drift: one release, two resolutions (matrix/locks.py)
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LockedEnvironment:
+    """What the drift comparison needs of an environment: which resolutions locked to it,
+    its packages, when it was made."""
+
+    environment_id: str
+    resolutions: frozenset[str]
+    packages: dict[str, str]
+    created: dt.datetime
+
+
+@dataclass(frozen=True)
+class DependencyDrift:
+    """One model in one release whose verdict as released differs from its verdict as installed
+    today: the engine did not change, its dependencies did."""
+
+    model: str
+    engine: str
+    version: str
+    released: Verdict
+    today: Verdict
+    changes: tuple[locks.Change, ...]
+    at: dt.datetime | None  # the newer side's result
+
+    @property
+    def regression(self) -> bool:
+        return self.released.working and self.today.broken
+
+    def headline(self) -> str:
+        moved = locks.describe_drift(self.changes)
+        return (f"{label(self.model)} in {self.engine} {self.version}: {self.released.why} as "
+                f"released; {self.today.why} as installed today ({moved})")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "engine": self.engine, "version": self.version,
+                "released": self.released.as_dict(), "today": self.today.as_dict(),
+                "changes": [str(c) for c in self.changes], "regression": self.regression,
+                "headline": self.headline(), "at": _iso(self.at)}
+
+
+def _newest_with(envs: Iterable[LockedEnvironment], resolution: str) -> LockedEnvironment | None:
+    found = [e for e in envs if resolution in e.resolutions]
+    return max(found, key=lambda e: e.created) if found else None
+
+
+def dependency_drift(engine: str, observations: Iterable[S.Observation],
+                     environments: Sequence[LockedEnvironment]) -> list[DependencyDrift]:
+    """Every (release, model) whose verdict in its release-day environment differs from its
+    verdict in the newest environment installed today. A release whose two resolutions
+    locked alike has one environment: nothing to compare."""
+    by_id = {e.environment_id: e for e in environments}
+    grouped: dict[tuple[str, str], dict[str, list[S.Observation]]] = defaultdict(
+        lambda: defaultdict(list))
+    for o in observations:
+        if o.engine == engine and o.environment_id in by_id:
+            grouped[(o.engine_version, o.model)][o.environment_id].append(o)
+    out = []
+    for (version, model), per_env in sorted(grouped.items()):
+        envs = [by_id[e] for e in per_env]
+        released, today = _newest_with(envs, "release"), _newest_with(envs, "today")
+        if released is None or today is None or released is today:
+            continue
+        before, after = verdict_of(per_env[released.environment_id]), verdict_of(
+            per_env[today.environment_id])
+        if before is None or after is None or before.status == after.status:
+            continue
+        at = max(o.started_at for o in per_env[today.environment_id])
+        out.append(DependencyDrift(model, engine, version, before, after,
+                                   tuple(locks.drift(released.packages, today.packages)), at))
+    return out

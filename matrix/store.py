@@ -82,6 +82,12 @@ class Environment(Base):
     hardware: Mapped[str | None] = mapped_column(String(256))
     packages: Mapped[dict[str, Any]] = mapped_column(default=dict)
     image_digest: Mapped[str | None] = mapped_column(String(256))
+    # The lock it was installed from (matrix/locks.py) and the resolutions that locked to it:
+    # "release" (as on the release day, cut off at exclude_newer), "today", or both
+    # ("release,today": nothing had moved).
+    lock_id: Mapped[str | None] = mapped_column(String(64))
+    resolutions: Mapped[str | None] = mapped_column(String(64))
+    exclude_newer: Mapped[str | None] = mapped_column(String(32))
     created: Mapped[dt.datetime] = mapped_column(default=utc_now)
 
 

@@ -41,6 +41,10 @@ class EngineFields(TypedDict, total=False):
     image_digest: str | None
     executor: str
     environment_key: str
+    # The lock the environment was installed from: id, resolution (`release`: as on the
+    # release day; `today`: as installed today), exclude_newer (the release-day cutoff),
+    # resolved_at (matrix/locks.py)
+    lock: dict[str, Any]
 
 
 class Record(TypedDict):

@@ -122,11 +122,13 @@ def probe(
     store: Annotated[bool, typer.Option(help="Record the results in the store")] = True,
     executor: Annotated[str, typer.Option(help="local (isolated venv) or docker (container)")] = "local",
     confirm: Annotated[bool, typer.Option("--confirm", help="Run each red's bare reproduce command right after, and record whether the engine alone fails the same way")] = False,
+    resolution: ResolutionOption = "today",
     db: DbOption = None,
 ) -> None:
     """Probe MODEL in one engine; print one result record per stage."""
     if executor not in ("local", "docker"):
         raise _fail("--executor must be local or docker")
+    (resolution,) = _resolution(resolution)
     name, version = _engine_arg(engine)
     if not model.is_dir():
         raise _fail(f"{model} is not a directory (a local HF-format model folder is expected)")
@@ -135,7 +137,7 @@ def probe(
     try:
         settings = probing.ProbeSettings(timeout_s=timeout, memory_mb=memory_mb, tier=tier,
                                          options={"trust_remote_code": trust_remote_code},
-                                         executor=executor)
+                                         executor=executor, resolution=resolution)
         records = probing.probe(model, name, version, stage, model_id=model_id,
                                 settings=settings, say=_say)
     except ValueError as exc:
@@ -409,27 +411,93 @@ def _print_summary(records: list[dict], as_json: bool = False) -> None:
 # -- environments -----------------------------------------------------------------------------
 @env_app.command("build")
 def env_build(
-    engines: Annotated[list[str], typer.Argument(help="ENGINE==VERSION (or ENGINE: its default)")],
+    engines: Annotated[Optional[list[str]], typer.Argument(help="ENGINE==VERSION (or ENGINE: its default)")] = None,
     executor: Annotated[str, typer.Option(help="local (a uv venv) or docker (an image)")] = "local",
+    resolution: ResolutionOption = "today",
+    lock: Annotated[Optional[list[Path]], typer.Option(
+        "--lock", help="Build from this kept lock (a locks/*.json file another machine or a "
+                       "nightly's artifacts carry): the same packages, the same environment id")] = None,
 ) -> None:
-    """Build (or find) the isolated environment of each engine version."""
-    for value in engines:
+    """Build (or find) the isolated environment of each engine version, from its lock."""
+    from matrix import locks
+
+    (resolution,) = _resolution(resolution)
+    for path in lock or []:
+        kept = locks.read_lock(path)
+        if kept is None:
+            raise _fail(f"{path}: not a dayone lock (a locks/*.json file of this format)")
+        if kept.engine not in ENGINES:
+            raise _fail(f"{path}: unknown engine {kept.engine!r}")
+        spec = ENGINES[kept.engine]
+        try:
+            env = environments.build_from_lock(
+                spec, kept, environments.sources(spec, kept.version, _say), _say)
+        except RuntimeError as exc:
+            raise _fail(str(exc), 1)
+        out.print(f"{env.environment_id}\t{env.python}")
+    if not engines and not lock:
+        raise _fail("name an ENGINE==VERSION or give --lock FILE")
+    for value in engines or []:
         name, version = _engine_arg(value)
         if executor == "docker":
             from matrix import docker_executor as dx
 
             try:
-                image = dx.ensure_image(name, version, say=_say)
+                image = dx.ensure_image(name, version, say=_say, resolution=resolution)
             except dx.ImageBuildError as exc:
                 raise _fail(str(exc), 1)
             out.print(f"{image.tag}\t{image.as_environment().get('image_digest')}")
             continue
         try:
             env = environments.build_env(ENGINES[name], version or ENGINES[name].default_version,
-                                         say=_say)
+                                         say=_say, resolution=resolution)
         except RuntimeError as exc:
             raise _fail(str(exc), 1)
         out.print(f"{env.environment_id}\t{env.python}")
+
+
+@env_app.command("lock")
+def env_lock(
+    engines: Annotated[list[str], typer.Argument(help="ENGINE==VERSION (or ENGINE: its default)")],
+    resolution: ResolutionsOption = "both",
+    refresh: Annotated[bool, typer.Option(help="Resolve today's lock again now, however fresh")] = False,
+    show: Annotated[bool, typer.Option(help="Print each lock's text")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Resolve each engine release as on its release day and as installed today; print each
+    lock's id and what moved between them."""
+    from matrix import locks
+
+    wanted = _resolution(resolution, both=True)
+    report = []
+    for value in engines:
+        name, version = _engine_arg(value)
+        spec = ENGINES[name]
+        version = version or spec.default_version
+        try:
+            found = environments.sources(spec, version, _say)
+            got = {r: locks.ensure_lock(spec, version, r, found, refresh=refresh, say=_say)
+                   for r in wanted}
+        except RuntimeError as exc:
+            raise _fail(str(exc), 1)
+        moved = (locks.drift(got["release"].packages, got["today"].packages)
+                 if len(got) == 2 else [])
+        report.append({"engine": name, "version": version,
+                       "locks": {r: {**lk.as_record(), "packages": len(lk.packages)}
+                                 for r, lk in got.items()},
+                       "moved": [str(c) for c in moved]})
+        if as_json:
+            continue
+        for r, lk in got.items():
+            out.print(f"{name}=={version}\t{r}\t{lk.id}\t{len(lk.packages)} packages"
+                      + (f"\tindex as of {lk.exclude_newer}" if lk.exclude_newer else ""))
+            if show:
+                out.print(lk.text, markup=False, highlight=False)
+        if len(got) == 2:
+            shown = locks.describe_drift(moved, limit=len(moved) if show else 8)
+            out.print(f"  release -> today: {shown}")
+    if as_json:
+        print(json.dumps(report))
 
 
 @env_app.command("list")
@@ -537,6 +605,24 @@ def _nightly_options(engine: list[str] | None, tier: str, jobs: int, store: bool
     return NightlyOptions(engines=list(engine or public_engines()), tier=tier, jobs=jobs,
                           store=store, db=db, out=out_file, endpoint=endpoint, dry_run=dry_run,
                           timeout_s=timeout, max_heavy=max_heavy, confirm=confirm)
+
+
+ResolutionOption = Annotated[str, typer.Option(
+    "--resolution", help="Which lock of the engine release: today (what pip installs today) or "
+                         "release (dependencies as on its release day)")]
+ResolutionsOption = Annotated[str, typer.Option(
+    "--resolution", help="Which locks of each release to probe: today, release or both (two "
+                         "that lock alike are one environment, probed once)")]
+
+
+def _resolution(value: str, both: bool = False) -> tuple[str, ...]:
+    from matrix.locks import RESOLUTIONS
+
+    if both and value == "both":
+        return tuple(RESOLUTIONS)
+    if value not in RESOLUTIONS:
+        raise _fail(f"--resolution must be {', '.join(RESOLUTIONS)}" + (" or both" if both else ""))
+    return (value,)
 
 
 IndexOption = Annotated[Optional[str], typer.Option(
@@ -742,11 +828,13 @@ def nightly(
     timeout: Annotated[float, typer.Option(help="Time limit per probe, seconds")] = 900.0,
     endpoint: EndpointOption = None,
     confirm: Annotated[bool, typer.Option("--confirm/--no-confirm", help="Run each new red's bare reproduce command once and record whether the engine alone fails the same way")] = True,
+    resolution: ResolutionsOption = "today",
     db: DbOption = None,
 ) -> None:
     """Discover, plan, probe and store; resumable (run it again after a crash)."""
     options = _nightly_options(engine, tier, jobs, store, db, out_file, endpoint, timeout=timeout,
                                max_heavy=max_heavy, confirm=confirm)
+    options.resolutions = _resolution(resolution, both=True)
     _run_nightly(options, _watchlist(watchlist))
 
 
@@ -762,6 +850,7 @@ def sweep(
     shard: Annotated[Optional[str], typer.Option(help="i/n: only the i-th of n shards of the architectures (1-based; a type's shard depends on the type alone)")] = None,
     confirm: Annotated[bool, typer.Option("--confirm/--no-confirm", help="Run each new red's bare reproduce command once and record whether the engine alone fails the same way")] = True,
     quantize: Annotated[bool, typer.Option("--quantize/--no-quantize", help="Also run llama.cpp's own quantizer (Q8_0, Q4_K_M) on each converted GGUF, judged against it (the map's `quant` sub-cell)")] = True,
+    resolution: ResolutionsOption = "today",
     db: DbOption = None,
 ) -> None:
     """The arch tier over every causal-LM architecture the reference transformers knows."""
@@ -774,6 +863,7 @@ def sweep(
     options = _nightly_options(engine, "arch", jobs, store, db, out_file, None, timeout=timeout,
                                max_heavy=max_heavy, confirm=confirm)
     options.quantize = quantize
+    options.resolutions = _resolution(resolution, both=True)
     _run_nightly(options, None, sweep=True, shard=split,
                  types=[t.strip() for t in types.split(",") if t.strip()] if types else None)
 

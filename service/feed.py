@@ -11,13 +11,14 @@ across a gap longer than that lookback are not reported (the cell page has the f
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from matrix import queries, release_diff
+from matrix import locks, queries, release_diff
 from matrix import summary as S
 from matrix.store import Environment, ModelRevision, Result
 from service import render, views
@@ -30,7 +31,9 @@ MAX_ENTRIES = 200
 
 @dataclass(frozen=True)
 class Entry:
-    kind: str  # "regression", "new_green" or "release" (one engine release's diff)
+    # "regression", "new_green", "release" (one engine release's diff) or "dependency_drift"
+    # (working -> broken in one release whose environment changed: its dependencies moved)
+    kind: str
     model: str
     engine: str
     at: dt.datetime
@@ -44,6 +47,10 @@ class Entry:
     def title(self) -> str:
         if self.kind == "release" and self.headline:
             return self.headline
+        if self.kind == "dependency_drift":
+            return (f"Dependency drift: {self.model} in {self.engine} {self.engine_version}: "
+                    f"{self.before_status} → {self.status}, the engine unchanged"
+                    + (f" ({self.headline})" if self.headline else ""))
         if self.kind == "regression":
             return (f"Regression: {self.model} in {self.engine} {self.engine_version}: "
                     f"{self.before_status} ({self.before_version}) → {self.status}")
@@ -56,25 +63,37 @@ class Entry:
                 "before_version": self.before_version, "title": self.title}
 
 
-def entries(probes: list[S.Probe], since: dt.datetime, green_before: set[tuple[str, str]]
-            ) -> list[Entry]:
+def entries(probes: list[S.Probe], since: dt.datetime, green_before: set[tuple[str, str]],
+            packages: Mapping[str, Mapping[str, str]] | None = None) -> list[Entry]:
     """Pure: the feed's entries from probes (oldest may precede `since`), newest first.
-    `green_before`: cells known to have been green before the probes begin."""
+    `green_before`: cells known to have been green before the probes begin. `packages`: each
+    environment's packages, to say what moved in a dependency drift."""
+    packages = packages or {}
     obs = [S.Observation(model=p.model, engine=p.engine, engine_version=p.engine_version,
                          stage="probe", status=p.status or "skipped", started_at=p.started_at,
                          environment_id=p.environment_id, run_id=p.run_id) for p in probes]
     out: list[Entry] = []
     for r in S.regressions(obs):
         if r.after.started_at >= since:
-            out.append(Entry("regression", r.model, r.engine, r.after.started_at,
-                             r.after.status, r.after.engine_version, r.before.status,
-                             r.before.engine_version))
+            drifted = _drifted(r)
+            moved = (locks.describe_drift(locks.drift(packages.get(r.before.environment_id, {}),
+                                                      packages.get(r.after.environment_id, {})))
+                     if drifted and packages else None)
+            out.append(Entry("dependency_drift" if drifted else "regression", r.model, r.engine,
+                             r.after.started_at, r.after.status, r.after.engine_version,
+                             r.before.status, r.before.engine_version, headline=moved))
     for (model, engine), first in S.first_green(obs).items():
         if first is not None and first.started_at >= since and (model, engine) not in green_before:
             out.append(Entry("new_green", model, engine, first.started_at, first.status,
                              first.engine_version))
     out.sort(key=lambda e: (e.at, e.kind, e.model, e.engine), reverse=True)
     return out[:MAX_ENTRIES]
+
+
+def _drifted(r: S.Regression) -> bool:
+    """The same release broke in another environment: a new lock, not a new engine."""
+    return (not r.across_versions
+            and r.before.environment_id != r.after.environment_id)
 
 
 def release_entries(diffs: list[release_diff.ReleaseDiff], since: dt.datetime) -> list[Entry]:
@@ -129,7 +148,9 @@ def feed_view(session: Session, now: dt.datetime | None = None, days: int = WIND
     start = since - dt.timedelta(days=LOOKBACK_DAYS)
     probes = _window_probes(session, start.replace(tzinfo=None))
     greens = {(p.model, p.engine) for p in probes if p.status == S.GREEN and p.started_at >= since}
-    items = entries(probes, since, _green_before(session, start.replace(tzinfo=None), greens))
+    envs = {p.environment_id for p in probes}
+    items = entries(probes, since, _green_before(session, start.replace(tzinfo=None), greens),
+                    queries.environment_packages(session, envs))
     stages = queries.engine_release_stages(session)
     for engine in sorted({o.engine for o in stages}):
         items += release_entries(release_diff.release_diffs(engine, stages), since)

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
-from matrix import archmap, compat_data, queries, release_diff
+from matrix import archmap, compat_data, locks, queries, release_diff
 from matrix import summary as S
 from matrix.store import CellLatest, Environment, ModelRevision, Result
 from probes.stages import ARCH_MAP_STAGES, STAGES, STATUSES
@@ -605,7 +605,26 @@ def _probe_dict(p: S.Probe) -> dict[str, Any]:
 
 
 # The packages that decide an engine's behaviour, shown beside each environment.
-KEY_PACKAGES = ("transformers", "torch", "tokenizers", "triton", "huggingface-hub")
+KEY_PACKAGES = locks.DECISIVE[:5]
+
+
+def _environment_row(e: queries.EngineEnvironment) -> dict[str, Any]:
+    return {"environment_id": e.environment_id, "version": e.engine_version,
+            "hardware": e.hardware, "created": iso(e.created), "lock_id": e.lock_id,
+            "resolutions": sorted(e.resolutions), "exclude_newer": e.exclude_newer,
+            "key_packages": {p: (e.packages or {}).get(p) for p in KEY_PACKAGES}}
+
+
+def engine_drift(session: Session, name: str, version: str | None = None
+                 ) -> list[release_diff.DependencyDrift]:
+    """The models whose verdict in a release differs between its release-day lock and the
+    lock installed today (matrix/locks.py)."""
+    locked = [release_diff.LockedEnvironment(e.environment_id, e.resolutions,
+                                             dict(e.packages or {}), e.created)
+              for e in queries.engine_environments(session, name)]
+    drifts = release_diff.dependency_drift(name, queries.engine_release_stages(session, name),
+                                           locked)
+    return [d for d in drifts if version is None or d.version == version]
 
 
 def _release_row(d: release_diff.ReleaseDiff, envs: list[queries.EngineEnvironment]) -> dict[str, Any]:
@@ -636,10 +655,8 @@ def engine_view(session: Session, name: str) -> dict[str, Any] | None:
         return None
     diffs = engine_diffs(session, name)
     return {"engine": name, "versions": [_release_row(d, envs) for d in reversed(diffs)],
-            "environments": [{"environment_id": e.environment_id, "version": e.engine_version,
-                              "hardware": e.hardware, "created": iso(e.created),
-                              "key_packages": {p: (e.packages or {}).get(p)
-                                               for p in KEY_PACKAGES},
+            "drift": [d.as_dict() for d in engine_drift(session, name)],
+            "environments": [{**_environment_row(e),
                               "packages": dict(sorted((e.packages or {}).items()))}
                              for e in envs]}
 
@@ -661,10 +678,8 @@ def engine_release_view(session: Session, name: str, version: str,
     envs = [e for e in queries.engine_environments(session, name) if e.engine_version == d.version]
     return {**d.as_dict(), "counts": {s: d.counts.get(s, 0) for s in RANKED},
             "next": diffs[at + 1].version if at + 1 < len(diffs) else None,
-            "environments": [{"environment_id": e.environment_id, "hardware": e.hardware,
-                              "created": iso(e.created),
-                              "key_packages": {p: (e.packages or {}).get(p)
-                                               for p in KEY_PACKAGES}} for e in envs]}
+            "drift": [x.as_dict() for x in engine_drift(session, name, d.version)],
+            "environments": [_environment_row(e) for e in envs]}
 
 
 def compat_view(session: Session, now: dt.datetime | None = None) -> dict[str, Any]:
@@ -701,6 +716,7 @@ def cell_view(session: Session, model_id: str, engine: str, now: dt.datetime | N
             "facts": facts.as_dict() if facts else None, "cell": cell, "summary": summary,
             "latest_failure": latest_failure, "history": history,
             "native": native_view(records, model_id, engine),
+            "drift": [d.as_dict() for d in engine_drift(session, engine) if d.model == model_id],
             "truncated": len(records) == limit}
 
 

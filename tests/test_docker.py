@@ -27,6 +27,7 @@ from probes.runner import ProbeRequest, run_probe  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 ENGINE = "transformers"
+VERSION = "5.23.0"
 STAGES = ["load", "generate"]
 FIXTURES = ["llama", "broken-unknown-arch", "broken-truncated-weights"]
 
@@ -271,15 +272,31 @@ def test_container_that_cannot_start_is_infra(client, image, local_env, models, 
         ("skipped", None)]
 
 
-def test_image_that_cannot_build_is_infra(client, local_env, models, tmp_path):
-    dangling = {i.id for i in client.images.list(filters={"dangling": True})}
+def test_a_release_that_cannot_be_locked_is_infra(client, local_env, models, tmp_path):
     with pytest.raises(dx.ImageBuildError) as info:
         dx.ensure_image(ENGINE, "0.0.0.dev0", client=client, say=lambda _m: None)
-    assert "failed to build" in str(info.value)
+    assert "lock could not be made" in str(info.value)
+    assert "transformers==0.0.0.dev0" in str(info.value)
     records = _records(dx.build_failure_outcome(info.value, tmp_path), models / "llama")
     assert records[0]["status"] == "error" and records[0]["failure_class"] == "infra"
     with pytest.raises(docker.errors.ImageNotFound):
         client.images.get(dx.image_tag(ENGINE, "0.0.0.dev0"))
+
+
+def test_image_that_cannot_build_is_infra(client, local_env, models, tmp_path, monkeypatch):
+    # A lock whose hash no download matches: pip inside the build refuses it, as it would a
+    # tampered package.
+    monkeypatch.setattr(dx, "lock_files", lambda _content: {
+        "locked.txt": f"transformers=={VERSION} --hash=sha256:{'0' * 64}\n", "built.txt": ""})
+    monkeypatch.setattr(dx, "image_tag", lambda *_a: "dayone-probe-transformers:cannot-build")
+    dangling = {i.id for i in client.images.list(filters={"dangling": True})}
+    with pytest.raises(dx.ImageBuildError) as info:
+        dx.ensure_image(ENGINE, VERSION, client=client, rebuild=True, say=lambda _m: None)
+    assert "failed to build" in str(info.value)
+    records = _records(dx.build_failure_outcome(info.value, tmp_path), models / "llama")
+    assert records[0]["status"] == "error" and records[0]["failure_class"] == "infra"
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.images.get("dayone-probe-transformers:cannot-build")
     assert {i.id for i in client.images.list(filters={"dangling": True})} <= dangling
 
 
@@ -318,3 +335,19 @@ def test_an_engine_without_a_production_image_says_so():
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+def test_the_image_installs_the_lock_the_local_environment_installs(client, image, local_env):
+    import json
+    import re
+
+    assert image.lock["id"] == local_env.lock["id"]
+    listing = client.containers.run(
+        image.tag, network_mode="none", remove=True, entrypoint=[
+            "/opt/venv/bin/python", "-c", "import importlib.metadata as m, json; print(json.dumps("
+            "{d.metadata['Name']: d.version for d in m.distributions()}))"])
+
+    def norm(pkgs):
+        return {re.sub(r"[-_.]+", "-", k).lower(): v for k, v in pkgs.items()
+                if k.lower() not in ("pip", "setuptools")}
+    assert norm(json.loads(listing)) == norm(local_env.packages)

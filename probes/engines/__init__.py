@@ -21,6 +21,9 @@ class EngineSpec:
     requirements: tuple[str, ...] = ()
     # Extra environment variables the child needs (per engine, not per run).
     env: dict[str, str] = field(default_factory=dict)
+    # Installed without their dependencies (locked with `--no-deps`): releases whose pinned
+    # dependencies cannot install on this hardware (sglang pins CUDA kernels).
+    no_deps: tuple[str, ...] = ()
     # Source-only releases built into a cached wheel once per version (llama-cpp-python).
     wheel_builds: tuple[str, ...] = ()
     # Host-side fixes applied after install (e.g. vLLM's CUDA torchvision), by key: the host
@@ -124,9 +127,10 @@ ENGINES: dict[str, EngineSpec] = {
         default_version="0.5.23",
         stages=("load", "generate", "parity", "serve", "throughput"),
         # CPU is not SGLang's target: its dependencies minus the CUDA ones, torch 2.13.0+cpu;
-        # sglang itself (it pins torch 2.14.1) is installed without deps by the patch, with a
+        # sglang itself (it pins torch 2.14.1) without its dependencies, and the patch adds a
         # stub sgl_kernel. Results are labelled hardware=cpu-unsupported-path.
         requirements=SGLANG_CPU_DEPS,
+        no_deps=("sglang=={version}",),
         env={"SGLANG_USE_CPU_ENGINE": "1", "HF_HUB_OFFLINE": "1"},
         patches=("sglang_cpu",),
         reproduce={
