@@ -20,8 +20,18 @@ ARG EXTRA_INDEX_URL=""
 ARG CUDA_CMAKE_ARGS="-DGGML_CUDA=on -DLLAVA_BUILD=OFF"
 ARG PROBE_UID=10001
 
+# llama.cpp's libraries link libgomp (OpenMP), which the debootstrap base lacks; without it
+# llama_cpp fails to import ("libgomp.so.1: cannot open shared object file").
+# hadolint ignore=DL3008
+RUN if [ "$FLAVOR" = cpu ] && [ ! -e /usr/lib/x86_64-linux-gnu/libgomp.so.1 ] \
+        && [ ! -e /usr/lib/aarch64-linux-gnu/libgomp.so.1 ]; then \
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends libgomp1 \
+        && rm -rf /var/lib/apt/lists/*; fi
 COPY wheels/ /tmp/wheels/
 COPY lock/ /tmp/lock/
+# The production flavor installs the registry's requirements, pinned by ENGINE_VERSION (DL3013
+# cannot see inside the variable).
+# hadolint ignore=DL3013
 RUN set -eu; \
     case "$FLAVOR" in \
       # CPU: exactly the lock the local environment installs (matrix/locks.py).
@@ -37,6 +47,13 @@ RUN set -eu; \
       *) echo "unknown FLAVOR $FLAVOR (cpu or production)" >&2; exit 2 ;; \
     esac; \
     rm -rf /tmp/wheels
+# The environment patches the local venv gets, by the same code (matrix/env_patches.py).
+ARG PATCHES=""
+COPY patches/ /tmp/patches/
+RUN if [ "$FLAVOR" = cpu ] && [ -n "$PATCHES" ]; then \
+        DAYONE_CACHE=/tmp/patches/cache PYTHONPATH=/tmp/patches \
+        python3 -m matrix.env_patches /opt/venv/bin/python $PATCHES; fi; \
+    rm -rf /tmp/patches
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/dayone PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/home/probe
 

@@ -33,6 +33,13 @@ RUN set -eu; \
       *) echo "unknown FLAVOR $FLAVOR (cpu or production)" >&2; exit 2 ;; \
     esac; \
     rm -rf /tmp/wheels
+# The environment patches the local venv gets, by the same code (matrix/env_patches.py).
+ARG PATCHES=""
+COPY patches/ /tmp/patches/
+RUN if [ "$FLAVOR" = cpu ] && [ -n "$PATCHES" ]; then \
+        DAYONE_CACHE=/tmp/patches/cache PYTHONPATH=/tmp/patches \
+        python3 -m matrix.env_patches /opt/venv/bin/python $PATCHES; fi; \
+    rm -rf /tmp/patches
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/dayone PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/home/probe \
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 SGLANG_DISABLE_TELEMETRY=1

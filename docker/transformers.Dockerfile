@@ -23,6 +23,10 @@ ARG PROBE_UID=10001
 
 COPY wheels/ /tmp/wheels/
 COPY lock/ /tmp/lock/
+# The production flavor installs the registry's requirements, pinned by ENGINE_VERSION (DL3013
+# cannot see inside the variable); their word splitting is meant (SC2046).
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# hadolint ignore=DL3013,SC2046
 RUN set -eu; \
     case "$FLAVOR" in \
       # CPU: exactly the lock the local environment installs (matrix/locks.py).
@@ -39,6 +43,13 @@ RUN set -eu; \
       *) echo "unknown FLAVOR $FLAVOR (cpu or production)" >&2; exit 2 ;; \
     esac; \
     rm -rf /tmp/wheels /tmp/lock
+# The environment patches the local venv gets, by the same code (matrix/env_patches.py).
+ARG PATCHES=""
+COPY patches/ /tmp/patches/
+RUN if [ "$FLAVOR" = cpu ] && [ -n "$PATCHES" ]; then \
+        DAYONE_CACHE=/tmp/patches/cache PYTHONPATH=/tmp/patches \
+        python3 -m matrix.env_patches /opt/venv/bin/python $PATCHES; fi; \
+    rm -rf /tmp/patches
 ENV PATH=/opt/venv/bin:$PATH
 
 # The same probe code the local executor runs, as a non-root user.

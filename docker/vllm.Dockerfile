@@ -18,6 +18,7 @@ ARG PROBE_UID=10001
 
 # vLLM's CPU kernels (vllm._C) link libnuma, which the debootstrap base lacks; without it every
 # load fails with "no attribute 'init_cpu_memory_env'". The release image has it.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # hadolint ignore=DL3008
 RUN if [ "$FLAVOR" = cpu ] && ! ldconfig -p | grep -q 'libnuma\.so\.1'; then \
         apt-get update -qq && apt-get install -y -qq --no-install-recommends libnuma1 \
@@ -38,6 +39,13 @@ RUN set -eu; \
       *) echo "unknown FLAVOR $FLAVOR (cpu or production)" >&2; exit 2 ;; \
     esac; \
     rm -rf /tmp/wheels
+# The environment patches the local venv gets, by the same code (matrix/env_patches.py).
+ARG PATCHES=""
+COPY patches/ /tmp/patches/
+RUN if [ "$FLAVOR" = cpu ] && [ -n "$PATCHES" ]; then \
+        DAYONE_CACHE=/tmp/patches/cache PYTHONPATH=/tmp/patches \
+        python3 -m matrix.env_patches /opt/venv/bin/python $PATCHES; fi; \
+    rm -rf /tmp/patches
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/dayone PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/home/probe \
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 \

@@ -21,6 +21,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -44,7 +45,8 @@ from probes.engines import get_spec
 from probes.runner import KILL_GRACE_S, ProbeOutcome, ProbeRequest, LogCapture, read_events
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DOCKER_DIR = REPO_ROOT / "docker"
+# docker/, reached through matrix/images (a link in the checkout, package data when installed)
+DOCKER_DIR = Path(__file__).resolve().parent / "images"
 BASE_IMAGE_SCRIPT = DOCKER_DIR / "base-image.sh"
 CPU_BASE_IMAGE = os.environ.get("DAYONE_BASE_TAG", "dayone-base:bookworm")
 PROBE_UID = 10001
@@ -101,12 +103,15 @@ class ProbeImage:
     build_s: float
     log_path: str | None
     lock: dict[str, Any] = field(default_factory=dict)  # the lock it installs (locks.Lock)
+    # A CPU image installs the venv's lock and runs its patches: the venv's environment id.
+    # None for a production image (the engine's own release image underneath).
+    environment_id: str | None = None
 
     def as_environment(self) -> dict[str, Any]:
         """Fields for probes.record.build_records(environment=...)."""
         return {"image": self.tag, "image_digest": self.repo_digest or self.image_id,
                 "executor": "docker", "environment_key": self.environment_key,
-                "lock": self.lock or None}
+                "lock": self.lock or None, "environment_id": self.environment_id}
 
 
 # -- the daemon ------------------------------------------------------------------------------
@@ -212,13 +217,31 @@ def lock_files(content: str) -> dict[str, str]:
             "built.txt": "".join(f"{x}\n" for x in lines if "--hash=" not in x)}
 
 
+# What the image's build needs to run the environment patches (matrix/env_patches.py): those
+# modules alone, standard library only.
+PATCH_MODULES = ("matrix/__init__.py", "matrix/env_patches.py", "probes/__init__.py",
+                 "probes/tools.py", "probes/gguf_convert.py")
+
+
 def make_context(engine: str, lock: locks.Lock, wheels: list[Path], dest: Path) -> None:
     """Build context: the Dockerfile, probes/, the lock (the image installs what the venv
-    installs) and the local wheels (hard links when possible: torch's wheel is ~190 MB)."""
+    installs), the patches the venv gets (patches/: their modules, and the llama.cpp sdist
+    the converter comes from) and the local wheels (hard links when possible: torch's wheel
+    is ~190 MB)."""
     shutil.copy2(dockerfile(engine), dest / "Dockerfile")
     (dest / "lock").mkdir()
     for name, text in lock_files(lock.content).items():
         (dest / "lock" / name).write_text(text)
+    for module in PATCH_MODULES:
+        (dest / "patches" / module).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / module, dest / "patches" / module)
+    if "gguf_converter" in get_spec(engine).patches:
+        from probes import gguf_convert
+
+        sdist = gguf_convert.ensure_sdist(lock.version)
+        where = dest / "patches" / "cache" / "sources" / sdist.parent.name
+        where.mkdir(parents=True)
+        shutil.copy2(sdist, where / sdist.name)
     shutil.copytree(REPO_ROOT / "probes", dest / "probes",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (dest / "wheels").mkdir()
@@ -236,7 +259,8 @@ def ensure_base_image(client: docker.DockerClient, say: Callable[[str], None]) -
     except docker.errors.ImageNotFound:
         pass
     say(f"making base image {CPU_BASE_IMAGE} with {BASE_IMAGE_SCRIPT.name}")
-    proc = subprocess.run([str(BASE_IMAGE_SCRIPT)], capture_output=True, text=True, check=False)
+    proc = subprocess.run(["bash", str(BASE_IMAGE_SCRIPT)], capture_output=True, text=True,
+                          check=False)
     if proc.returncode:
         raise ImageBuildError(f"base image {CPU_BASE_IMAGE} could not be made:\n"
                               + "\n".join(proc.stderr.splitlines()[-10:]))
@@ -297,6 +321,7 @@ def ensure_image(engine: str, version: str | None = None, flavor: str = "cpu", *
         _build(client, Path(ctx), tag, log_path, network="host",
                buildargs={"BASE_IMAGE": base, "FLAVOR": flavor, "ENGINE_VERSION": version,
                           "REQUIREMENTS": " ".join(requirements),
+                          "PATCHES": " ".join(environments.patch_name(p) for p in spec.patches),
                           "EXTRA_INDEX_URL": extra_index_url(), "PROBE_UID": str(PROBE_UID)},
                labels={LABEL_ENGINE: engine, LABEL_ENV_KEY: key, LABEL_PROBES: probes,
                        "dayone.recipe": RECIPE_VERSION})
@@ -320,8 +345,10 @@ def _drop_dangling(client: docker.DockerClient, image_id: str) -> None:
 def _probe_image(image, tag, key, engine, version, flavor, built, build_s, log_path,
                  lock: locks.Lock) -> ProbeImage:
     digests = image.attrs.get("RepoDigests") or []
+    env_id = (f"{engine}-{version}-{environments.env_key(get_spec(engine), version, lock)}"
+              if flavor == "cpu" else None)
     return ProbeImage(tag, image.id, digests[0] if digests else None, key, engine, version,
-                      flavor, built, build_s, log_path, lock.as_record())
+                      flavor, built, build_s, log_path, lock.as_record(), env_id)
 
 
 def _build(client: docker.DockerClient, ctx: Path, tag: str, log_path: Path, *, network: str,
@@ -497,6 +524,37 @@ class ContainerRun:
     error: str | None = None
 
 
+# Containers started and not yet removed: a SIGTERM to dayone (a cancelled CI job, a stopped
+# nightly) removes them before dayone goes, where a default SIGTERM would leave them running.
+_LIVE: set[Container] = set()
+_LIVE_LOCK = threading.Lock()
+_PREVIOUS_HANDLER: dict[int, Any] = {}
+
+
+def _remove_live_and_go_on(signum: int, frame: Any) -> None:
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for container in live:
+        try:
+            container.remove(force=True, v=True)
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            pass
+    previous = _PREVIOUS_HANDLER.get(signum, signal.SIG_DFL)
+    if callable(previous):
+        previous(signum, frame)
+        return
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _remove_on_terminate() -> None:
+    """Install the SIGTERM cleanup once (only the main thread may set a handler; a probe from
+    a worker thread relies on the main thread having run one before)."""
+    if signal.SIGTERM in _PREVIOUS_HANDLER or threading.current_thread() is not threading.main_thread():
+        return
+    _PREVIOUS_HANDLER[signal.SIGTERM] = signal.signal(signal.SIGTERM, _remove_live_and_go_on)
+
+
 def run_container(client: docker.DockerClient, cfg: dict[str, Any], log_path: Path,
                   timeout_s: float, log_cap_bytes: int = 4 * 1024 * 1024,
                   on_start: Callable[[Container], None] | None = None) -> ContainerRun:
@@ -506,9 +564,12 @@ def run_container(client: docker.DockerClient, cfg: dict[str, Any], log_path: Pa
     container: Container | None = None
     timed_out = False
     peak = None
+    _remove_on_terminate()
     try:
         try:
             container = client.containers.create(**cfg)
+            with _LIVE_LOCK:
+                _LIVE.add(container)
             container.start()
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             log_path.write_text(f"dayone: could not start probe container: {exc}\n")
@@ -536,6 +597,8 @@ def run_container(client: docker.DockerClient, cfg: dict[str, Any], log_path: Pa
                             error=None if not state.get("Error") else state["Error"])
     finally:
         if container is not None:
+            with _LIVE_LOCK:
+                _LIVE.discard(container)
             try:
                 container.remove(force=True, v=True)  # v: anonymous volumes go too
             except docker.errors.NotFound:

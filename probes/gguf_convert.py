@@ -98,8 +98,13 @@ def extract_converter(sdist: Path, target: Path, version: str) -> dict[str, str 
             inner = rel[len(prefix):]
             if not any(inner == v or (v.endswith("/") and inner.startswith(v)) for v in VENDORED):
                 continue
+            if inner.startswith("/") or ".." in Path(inner).parts:
+                continue  # a path out of the converter's folder: never written
             member.name = inner
-            tar.extract(member, tmp, filter="data")  # refuses links/paths out of tmp
+            if hasattr(tarfile, "data_filter"):
+                tar.extract(member, tmp, filter="data")  # refuses links/paths out of tmp
+            else:  # Python < 3.11.4 (an image's Debian python3): a regular file, checked above
+                tar.extract(member, tmp)
     if not (tmp / "convert_hf_to_gguf.py").exists():
         shutil.rmtree(tmp, ignore_errors=True)
         raise RuntimeError(f"{sdist.name} has no vendor/llama.cpp/convert_hf_to_gguf.py")

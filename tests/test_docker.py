@@ -30,6 +30,13 @@ ENGINE = "transformers"
 VERSION = "5.23.0"
 STAGES = ["load", "generate"]
 FIXTURES = ["llama", "broken-unknown-arch", "broken-truncated-weights"]
+# The engines' images against their venvs: one healthy fixture in CI; the nightly workflow's
+# container job sets DAYONE_IDENTITY_FIXTURES=all (every fixture family and broken fixture).
+ALL_FIXTURES = ["llama", "qwen3", "mistral", "phi3", "gemma3_text", "qwen3_moe", "mixtral",
+                "broken-unknown-arch", "broken-truncated-weights", "broken-missing-weights",
+                "broken-unreadable-config"]
+_asked = os.environ.get("DAYONE_IDENTITY_FIXTURES", "llama")
+IDENTITY_FIXTURES = ALL_FIXTURES if _asked == "all" else [f for f in _asked.split(",") if f]
 
 
 def _daemon_or_reason() -> tuple[object | None, str]:
@@ -74,7 +81,8 @@ def models(tmp_path_factory, local_env) -> Path:
     """The lead's tiny fixtures, built in the transformers environment, readable by the probe
     user (the container runs as a non-root uid that does not own them)."""
     out = tmp_path_factory.mktemp("fixtures")
-    subprocess.run([local_env.python, "-m", "probes.fixtures", str(out), "--only", *FIXTURES],
+    wanted = dict.fromkeys([*FIXTURES, *IDENTITY_FIXTURES])
+    subprocess.run([local_env.python, "-m", "probes.fixtures", str(out), "--only", *wanted],
                    check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     for path in [out, *out.rglob("*")]:
         path.chmod(path.stat().st_mode | (0o555 if path.is_dir() else 0o444))
@@ -351,3 +359,118 @@ def test_the_image_installs_the_lock_the_local_environment_installs(client, imag
         return {re.sub(r"[-_.]+", "-", k).lower(): v for k, v in pkgs.items()
                 if k.lower() not in ("pip", "setuptools")}
     assert norm(json.loads(listing)) == norm(local_env.packages)
+
+
+# -- every engine's image runs what its venv runs ----------------------------------------------
+
+ENGINE_STAGES = {"llamacpp": ["convert", "load", "generate"], "vllm": ["load", "generate"],
+                 "sglang": ["load", "generate"]}
+
+
+def _in_image(client, image, code: str) -> str:
+    return client.containers.run(image.tag, network_mode="none", remove=True,
+                                 entrypoint=["/opt/venv/bin/python", "-c", code]).decode()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3000)
+@pytest.mark.parametrize("fixture", IDENTITY_FIXTURES)
+@pytest.mark.parametrize("engine", sorted(ENGINE_STAGES))
+def test_each_engines_image_is_its_venv_and_gives_its_verdicts(client, models, tmp_path, engine,
+                                                               fixture):
+    """A probe per engine, in its CPU image and in its venv, side by side: the same image
+    contents, the same patches, the same verdicts."""
+    import json
+    import re
+
+    from matrix import env_patches, probing
+
+    version = ENGINES[engine].default_version
+    env = ensure_env(engine, version, say=lambda _m: None)
+    image = dx.ensure_image(engine, version, client=client, say=lambda _m: None)
+    assert image.lock["id"] == env.lock["id"]
+    assert image.environment_id == env.environment_id
+
+    def norm(pkgs):
+        return {re.sub(r"[-_.]+", "-", k).lower(): v for k, v in pkgs.items()
+                if k.lower() not in ("pip", "setuptools")}
+    listing = _in_image(client, image, "import importlib.metadata as m, json; print(json.dumps("
+                        "{d.metadata['Name']: d.version for d in m.distributions()}))")
+    assert norm(json.loads(listing)) == norm(env.packages)
+    patched = _in_image(client, image, "import pathlib, sys; print(pathlib.Path(sys.prefix, "
+                        "'dayone-patches.json').read_text() if pathlib.Path(sys.prefix, "
+                        "'dayone-patches.json').exists() else '[]')")
+    assert json.loads(patched) == env_patches.recorded_patches(Path(env.python))
+
+    stages = ENGINE_STAGES[engine]
+    got = {}
+    for executor in ("local", "docker"):
+        settings = probing.ProbeSettings(timeout_s=900, memory_mb=8192, executor=executor,
+                                         logs_root=tmp_path / executor)
+        got[executor] = probing.probe(models / fixture, engine, version, stages,
+                                      settings=settings, say=lambda _m: None)
+    verdicts = {k: [(r["stage"], r["status"], r["failure_class"]) for r in v]
+                for k, v in got.items()}
+    assert verdicts["docker"] == verdicts["local"], [r.get("message") for r in got["docker"]]
+    if not fixture.startswith("broken-"):
+        assert all(status == "pass" for _, status, _ in verdicts["docker"]), verdicts
+    assert {r["engine"]["environment_id"] for r in got["docker"]} == {env.environment_id}
+    assert got["docker"][0]["engine"]["image_digest"].startswith("sha256:")
+
+
+def test_a_terminated_dayone_leaves_no_container_running(client, image, models, tmp_path):
+    """SIGTERM (a cancelled CI job, a stopped nightly) while a probe container runs: dayone
+    removes it before it goes, instead of leaving it running."""
+    import signal
+
+    out = tmp_path / "out"
+    code = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from pathlib import Path\n"
+        "from matrix import docker_executor as dx\n"
+        "from probes.runner import ProbeRequest\n"
+        "req = ProbeRequest(engine='transformers', model_dir=Path(%r), stages=['load'])\n"
+        "out = Path(%r); dx._prepare_out_dir(out)\n"
+        "cfg = dx.container_config(req, %r, out, dx.DEFAULT_LIMITS,"
+        " ['-c', 'import time; time.sleep(600)'])\n"
+        "cfg['entrypoint'] = ['python3']\n"
+        "dx.run_container(dx.connect(), cfg, out / 'log', timeout_s=600)\n"
+    ) % (str(REPO), str(models / "llama"), str(out), image.image_id)
+    before = {c.id for c in client.containers.list(all=True, filters={"label": dx.LABEL_CONTAINER})}
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        started = set()
+        deadline = time.monotonic() + 60
+        while not started and time.monotonic() < deadline:
+            time.sleep(0.5)
+            started = {c.id for c in client.containers.list(
+                filters={"label": dx.LABEL_CONTAINER})} - before
+        assert started, "the probe container never started"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == -signal.SIGTERM  # it still dies of the signal
+        for cid in started:
+            with pytest.raises(docker.errors.NotFound):
+                client.containers.get(cid)
+    finally:
+        proc.kill()
+        for c in client.containers.list(all=True, filters={"label": dx.LABEL_CONTAINER}):
+            if c.id not in before:
+                c.remove(force=True)
+
+
+def test_an_installed_dayone_probes_in_a_container(installed_dayone, client, image, models,
+                                                   tmp_path):
+    """A user's `pip install dayone`: its Dockerfiles and base-image script travel as package
+    data, and its probe in a container gives the checkout's verdicts in the checkout's image."""
+    import json
+
+    where = installed_dayone.run("env", "list", "--json")  # the installed CLI answers
+    assert where.returncode == 0
+    proc = installed_dayone.run("probe", str(models / "llama"), "-e", f"{ENGINE}=={VERSION}",
+                                "--executor", "docker", "--no-store", "--json",
+                                "--stage", "load", "--stage", "generate", timeout=900)
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [(r["stage"], r["status"]) for r in records] == [("load", "pass"),
+                                                            ("generate", "pass")], proc.stderr
+    assert records[0]["engine"]["image"] == image.tag
+    assert records[0]["engine"]["lock"]["id"] == image.lock["id"]
