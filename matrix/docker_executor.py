@@ -63,6 +63,7 @@ LABEL_CONTAINER = "dayone.probe"
 # Inside the container.
 MODEL_MOUNT = "/model"
 OUT_MOUNT = "/out"
+CACHE_MOUNT = "/cache"
 STEP_ID = re.compile(r"^ ---> ([0-9a-f]{12})$", re.MULTILINE)
 
 
@@ -82,7 +83,9 @@ class ImageBuildError(RuntimeError):
 class Limits:
     """The sandbox a probe container gets (memory comes from ProbeRequest.memory_mb)."""
 
-    cpus: float = 1.0
+    # Every core, as a local probe has: a container held to fewer would be slower than the
+    # local probe of the same environment, and time out where the local one passes.
+    cpus: float = float(os.cpu_count() or 1)
     pids: int = 1024
     network: bool = False  # True only for engines that must download (never for probes)
 
@@ -458,9 +461,22 @@ def unreadable_files(model_dir: Path, uid: int, gid: int, limit: int = 5) -> lis
     return bad
 
 
+def engine_cache(engine: str) -> Path:
+    """The engine's caches, shared by its containers as the local probes share the host's:
+    dayone's (vLLM's model-info cache: a ~10-30 s subprocess per start without it) at
+    $DAYONE_CACHE, and the home folder the engines' own caches go under (a local probe runs
+    with the user's home). Mounted at CACHE_MOUNT; made here, owned by the probe user."""
+    path = environments.cache_dir() / "containers" / engine
+    for folder in (path, path / "home"):
+        folder.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            os.chown(folder, PROBE_UID, PROBE_UID)
+    return path
+
+
 def container_config(req: ProbeRequest, image: str, log_dir: Path, limits: Limits,
                      command: list[str]) -> dict[str, Any]:
-    """The sandbox, as docker SDK keyword arguments (pure: no daemon call)."""
+    """The sandbox, as docker SDK keyword arguments (no daemon call)."""
     memory = f"{int(req.memory_mb)}m"
     return {
         "image": image,
@@ -473,12 +489,15 @@ def container_config(req: ProbeRequest, image: str, log_dir: Path, limits: Limit
         "pids_limit": limits.pids,
         "mounts": [Mount(MODEL_MOUNT, str(Path(req.model_dir).resolve()), type="bind",
                          read_only=True),
-                   Mount(OUT_MOUNT, str(log_dir.resolve()), type="bind", read_only=False)],
+                   Mount(OUT_MOUNT, str(log_dir.resolve()), type="bind", read_only=False),
+                   Mount(CACHE_MOUNT, str(engine_cache(req.engine).resolve()), type="bind",
+                         read_only=False)],
         "read_only": True,  # the image itself is not writable either
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
         "init": True,  # tini as pid 1: signals reach the engine, zombies are reaped
-        "environment": {**req.env, "TMPDIR": f"{OUT_MOUNT}/tmp", "HOME": f"{OUT_MOUNT}/home",
+        "environment": {**req.env, "TMPDIR": f"{OUT_MOUNT}/tmp", "HOME": f"{CACHE_MOUNT}/home",
+                        "DAYONE_CACHE": CACHE_MOUNT,
                         "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"},
         "working_dir": f"{OUT_MOUNT}/work",
         "labels": {LABEL_CONTAINER: "1", LABEL_ENGINE: req.engine},

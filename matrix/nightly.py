@@ -157,6 +157,9 @@ class NightlyOptions:
     # Which locks of each release to probe (matrix/locks.py): "today", "release" or both;
     # two that lock alike are one environment, probed once.
     resolutions: tuple[str, ...] = ("today",)
+    # Where each probe runs: "local" (a venv) or "docker" (the engine's image, of image_flavor).
+    executor: str = "local"
+    image_flavor: str = "cpu"
 
     def home(self) -> Path:
         if self.work_dir:
@@ -396,7 +399,8 @@ def run_task(task: ProbeTask, ctx: _Context) -> list[Record]:
     settings = ProbeSettings(timeout_s=opts.timeout_s, memory_mb=opts.memory_mb,
                              tier=opts.tier, run_id=ctx.run_id,
                              logs_root=opts.home() / "logs", options=probe_options(model_dir),
-                             resolution=task.resolution)
+                             resolution=task.resolution, executor=opts.executor,
+                             image_flavor=opts.image_flavor)
     records = probe(Path(model_dir), task.engine, task.version, list(task.stages),
                     model_id=task.model_id, settings=settings, say=lambda _m: None)
     if opts.confirm:

@@ -55,6 +55,9 @@ class ProbeSettings:
     logs_root: Path | None = None
     no_network: bool = False
     executor: str = "local"  # "local" (venv + process group) or "docker" (a container)
+    # The docker executor's image: "cpu" (the venv's lock on dayone's base) or "production"
+    # (the engine's own release image underneath: GPU runners).
+    image_flavor: str = "cpu"
     log_suffix: str = ""  # "-reference": the reference probe's logs beside, never over, a probe's
     # Which lock of the engine release (matrix/locks.py): "today" (as pip installs it today)
     # or "release" (as on its release day).
@@ -213,7 +216,8 @@ def _probe_in_docker(model_dir: Path, spec: EngineSpec, version: str | None,
                        memory_mb=settings.memory_mb, env=dict(spec.env))
     environment: dict[str, Any] = {}
     try:
-        image = dx.ensure_image(engine, version, say=say, resolution=settings.resolution)
+        image = dx.ensure_image(engine, version, settings.image_flavor, say=say,
+                                resolution=settings.resolution)
         outcome = dx.run_probe(req, log_dir, image)  # memory limit: req.memory_mb
         environment = image.as_environment()
     except dx.ImageBuildError as exc:  # our infrastructure, never the engine's fail

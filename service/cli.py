@@ -123,11 +123,14 @@ def probe(
     executor: Annotated[str, typer.Option(help="local (isolated venv) or docker (container)")] = "local",
     confirm: Annotated[bool, typer.Option("--confirm", help="Run each red's bare reproduce command right after, and record whether the engine alone fails the same way")] = False,
     resolution: ResolutionOption = "today",
+    image_flavor: FlavorOption = "cpu",
     db: DbOption = None,
 ) -> None:
     """Probe MODEL in one engine; print one result record per stage."""
     if executor not in ("local", "docker"):
         raise _fail("--executor must be local or docker")
+    if image_flavor not in ("cpu", "production"):
+        raise _fail("--image-flavor must be cpu or production")
     (resolution,) = _resolution(resolution)
     name, version = _engine_arg(engine)
     if not model.is_dir():
@@ -137,7 +140,8 @@ def probe(
     try:
         settings = probing.ProbeSettings(timeout_s=timeout, memory_mb=memory_mb, tier=tier,
                                          options={"trust_remote_code": trust_remote_code},
-                                         executor=executor, resolution=resolution)
+                                         executor=executor, resolution=resolution,
+                                         image_flavor=image_flavor)
         records = probing.probe(model, name, version, stage, model_id=model_id,
                                 settings=settings, say=_say)
     except ValueError as exc:
@@ -615,6 +619,21 @@ ResolutionsOption = Annotated[str, typer.Option(
                          "that lock alike are one environment, probed once)")]
 
 
+ExecutorOption = Annotated[str, typer.Option(
+    "--executor", help="local (each engine's venv) or docker (each engine's image)")]
+FlavorOption = Annotated[str, typer.Option(
+    "--image-flavor", help="With --executor docker: cpu (the venv's lock on dayone's base) or "
+                           "production (on the engine's own release image: GPU runners)")]
+
+
+def _executor(options, executor: str, flavor: str) -> None:
+    if executor not in ("local", "docker"):
+        raise _fail("--executor must be local or docker")
+    if flavor not in ("cpu", "production"):
+        raise _fail("--image-flavor must be cpu or production")
+    options.executor, options.image_flavor = executor, flavor
+
+
 def _resolution(value: str, both: bool = False) -> tuple[str, ...]:
     from matrix.locks import RESOLUTIONS
 
@@ -829,12 +848,15 @@ def nightly(
     endpoint: EndpointOption = None,
     confirm: Annotated[bool, typer.Option("--confirm/--no-confirm", help="Run each new red's bare reproduce command once and record whether the engine alone fails the same way")] = True,
     resolution: ResolutionsOption = "today",
+    executor: ExecutorOption = "local",
+    image_flavor: FlavorOption = "cpu",
     db: DbOption = None,
 ) -> None:
     """Discover, plan, probe and store; resumable (run it again after a crash)."""
     options = _nightly_options(engine, tier, jobs, store, db, out_file, endpoint, timeout=timeout,
                                max_heavy=max_heavy, confirm=confirm)
     options.resolutions = _resolution(resolution, both=True)
+    _executor(options, executor, image_flavor)
     _run_nightly(options, _watchlist(watchlist))
 
 
@@ -851,6 +873,8 @@ def sweep(
     confirm: Annotated[bool, typer.Option("--confirm/--no-confirm", help="Run each new red's bare reproduce command once and record whether the engine alone fails the same way")] = True,
     quantize: Annotated[bool, typer.Option("--quantize/--no-quantize", help="Also run llama.cpp's own quantizer (Q8_0, Q4_K_M) on each converted GGUF, judged against it (the map's `quant` sub-cell)")] = True,
     resolution: ResolutionsOption = "today",
+    executor: ExecutorOption = "local",
+    image_flavor: FlavorOption = "cpu",
     db: DbOption = None,
 ) -> None:
     """The arch tier over every causal-LM architecture the reference transformers knows."""
@@ -864,6 +888,7 @@ def sweep(
                                max_heavy=max_heavy, confirm=confirm)
     options.quantize = quantize
     options.resolutions = _resolution(resolution, both=True)
+    _executor(options, executor, image_flavor)
     _run_nightly(options, None, sweep=True, shard=split,
                  types=[t.strip() for t in types.split(",") if t.strip()] if types else None)
 

@@ -474,3 +474,21 @@ def test_an_installed_dayone_probes_in_a_container(installed_dayone, client, ima
                                                             ("generate", "pass")], proc.stderr
     assert records[0]["engine"]["image"] == image.tag
     assert records[0]["engine"]["lock"]["id"] == image.lock["id"]
+
+
+def test_the_engines_cache_outlives_its_container(client, image, models, tmp_path):
+    """The engine's content-keyed caches persist between its probes, as the local ones do
+    (vLLM's model-info cache saves a start-up subprocess); the container finds it at
+    $DAYONE_CACHE, and it is the engine's own folder on the host."""
+    name = f"dayone-test-{os.getpid()}-{time.time_ns()}"
+    code = ("import os, pathlib; p = pathlib.Path(os.environ['DAYONE_CACHE'], %r); "
+            "print('found' if p.exists() else 'new'); p.write_text('1')") % name
+    first = _run_in_sandbox(client, image, models / "llama", tmp_path / "a", code)
+    second = _run_in_sandbox(client, image, models / "llama", tmp_path / "b", code)
+    try:
+        assert first[0] == 0 and "new" in first[1]
+        assert second[0] == 0 and "found" in second[1]
+        assert (dx.engine_cache(ENGINE) / name).read_text() == "1"
+        assert dx.engine_cache("vllm") != dx.engine_cache(ENGINE)
+    finally:
+        (dx.engine_cache(ENGINE) / name).unlink(missing_ok=True)
