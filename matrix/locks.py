@@ -329,7 +329,17 @@ def ensure_lock(spec: EngineSpec, version: str, resolution: str, sources: Sequen
             kept.resolved_at, time.time(), max_age_h()))
         if kept is not None and fresh and not refresh:
             return kept
-        lock = compile_lock(spec, version, resolution, sources, say)
+        try:
+            lock = compile_lock(spec, version, resolution, sources, say)
+        except RuntimeError as exc:
+            if kept is None or refresh:
+                raise
+            # Offline, or the index is away: today's lock stays what it was, said so; the
+            # environment it names is still the one that lock built.
+            first = str(exc).splitlines()[0]
+            say(f"{spec.name}=={version}: could not resolve again ({first}); keeping the lock "
+                f"of {_iso(dt.datetime.fromtimestamp(kept.resolved_at, dt.timezone.utc))}")
+            return kept
         if kept is not None and kept.id == lock.id:
             # nothing moved: keep the text it was first resolved to, fresh from now
             lock = Lock(**{**asdict(kept), "resolved_at": time.time()})

@@ -294,3 +294,15 @@ def test_the_cli_prints_both_locks_and_what_moved(index, tmp_path):
                            "--resolution", "yesterday"], capture_output=True, text=True,
                           cwd=ROOT, env=dict(os.environ))
     assert proc.returncode == 2 and "--resolution must be" in proc.stderr + proc.stdout
+
+
+def test_a_stale_lock_is_kept_when_the_index_is_away(index, monkeypatch):
+    today = locks.ensure_lock(TOY, "1.0", "today", [], say=_say)
+    monkeypatch.setenv("DAYONE_LOCK_MAX_AGE_H", "0")
+    monkeypatch.setenv("UV_DEFAULT_INDEX", "http://127.0.0.1:9/simple")  # nothing answers
+    monkeypatch.setenv("UV_OFFLINE", "1")
+    said = []
+    assert locks.ensure_lock(TOY, "1.0", "today", [], say=said.append) == today
+    assert any("keeping the lock of" in s for s in said)
+    with pytest.raises(RuntimeError, match="resolving toyengine"):
+        locks.ensure_lock(TOY, "1.0", "today", [], refresh=True, say=_say)
