@@ -147,11 +147,46 @@ PROCESSOR_ERROR = re.compile(r"Can't load (image processor|feature extractor|pro
                              r"|preprocessor_config\.json|processor_config\.json")
 
 
+# An engine looking a token up by its text (vLLM's Gemma 3 processor: vocab["\n\n"]; Fuyu's:
+# "|SPEAKER|") and not finding it.
+TOKEN_LOOKUP_ERROR = re.compile(r"KeyError: ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
+
+
+def token_the_copy_lacks(model_dir: Path, error: str) -> str | None:
+    """Why a load that failed looking up a token says nothing about the engine: the copy
+    carries the fixtures' tokenizer (the release's vocabulary is not catalogued: an LFS
+    file), which lacks a token the release's vocabulary has and the engine reads. None when
+    the copy has the token, carries the release's own vocabulary, or the error is another."""
+    import ast
+
+    meta = _read_json(Path(model_dir) / "dayone.json") or {}
+    found = TOKEN_LOOKUP_ERROR.findall(error or "")
+    if meta.get("tokenizer") != "fixture" or not found:
+        return None
+    try:
+        token = ast.literal_eval(found[-1])
+    except (ValueError, SyntaxError):
+        return None
+    tokenizer = _read_json(Path(model_dir) / "tokenizer.json") or {}
+    vocab = (tokenizer.get("model") or {}).get("vocab") or {}
+    added = {t.get("content") for t in tokenizer.get("added_tokens") or [] if isinstance(t, dict)}
+    if not isinstance(token, str) or token in vocab or token in added:
+        return None
+    return (f"our arch-tier copy's tokenizer (the fixtures', in the release's kind) has no "
+            f"token {token!r}, which the engine looks up and the release's own vocabulary "
+            "(not catalogued) carries")
+
+
 def incomplete_multimodal_copy(model_dir: Path, config: dict, error: str = "") -> str | None:
     """Why a copy we built cannot be judged as a multimodal model: a shrunk default config has
-    no processor files, which every multimodal release ships and engines read at load. None
-    for a release, a text model, or a copy that has them. ERROR: what the load said (a model
-    without a tower sub-config, such as Fuyu, shows itself multimodal there)."""
+    no processor files, which every multimodal release ships and engines read at load; or its
+    fixture tokenizer lacks a token the engine's processor reads. None for a release, a text
+    model, or a copy that has them. ERROR: what the load said (a model without a tower
+    sub-config, such as Fuyu, shows itself multimodal there)."""
+    if random_weights(model_dir):
+        lacking = token_the_copy_lacks(model_dir, error)
+        if lacking:
+            return lacking
     towers = [k for k in TOWER_KEYS if k in config]  # a key set to null: a tower left out
     multimodal = bool(towers) or bool(PROCESSOR_ERROR.search(error))
     if not random_weights(model_dir) or not multimodal:

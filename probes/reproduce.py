@@ -138,9 +138,11 @@ def _server_args(engine: str, model_dir: Path, dtype: str, window: int | None,
                 *(TOOL_PARSER if "tool_call" in stages else ()),
                 *(STRUCTURED_OUTPUTS if "json_schema" in stages else ()),
                 *(["--trust-remote-code"] if options.get("trust_remote_code") else [])]
+    from probes.engines.sglang_engine import memory_caps
+
     return ["--model-path", str(model_dir), *common,
             *(["--context-length", str(window)] if window else []), "--random-seed", "0",
-            "--max-total-tokens", str(int(options.get("max_total_tokens", 8192))),
+            *memory_caps(options),
             *(["--trust-remote-code"] if options.get("trust_remote_code") else [])]
 
 

@@ -98,6 +98,19 @@ def test_a_sets_order_and_a_workers_prefix_make_no_difference():
     assert (c.confirmed, c.bare_line) == (True, unpack)
 
 
+def test_a_set_cut_short_with_its_line_makes_no_difference():
+    # vLLM lists a checkpoint's parameters as a set of hundreds of names; the telling line is
+    # cut at 2000 characters, so two runs keep different items of it (qwen3_5 on vLLM).
+    head = "ValueError: There is no module or parameter named 'model' in X. The available are: "
+    names = [f"'layers.{i}.weight'" for i in range(300)]
+    probe = (head + "{" + ", ".join(names))[:2000]
+    again = (head + "{" + ", ".join(reversed(names)))[:2000]
+    assert decide(red(klass="unknown", message=probe), probe, bare(1, again)).confirmed is True
+    other = "ValueError: There is no module or parameter named 'lm_head' in X. The available are: {"
+    assert decide(red(klass="unknown", message=probe), probe,
+                  bare(1, other + ", ".join(names))).confirmed is False
+
+
 @pytest.mark.parametrize("probe,bare_log", [
     ("fail", "timeout"), ("timeout", "oom"), ("oom", "fail")])
 def test_another_status_is_not_a_confirmation(probe, bare_log):

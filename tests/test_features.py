@@ -392,3 +392,26 @@ def test_a_multimodal_copy_without_processor_files_is_ours_to_name(tmp_path):
     towerless = {"model_type": "gemma4", "vision_config": None, "audio_config": None}
     (tmp_path / "preprocessor_config.json").unlink()
     assert "vision_config null" in incomplete_multimodal_copy(tmp_path, towerless)
+
+
+def test_a_token_the_fixture_tokenizer_lacks_is_ours_to_name(tmp_path):
+    """vLLM's Gemma 3 processor reads vocab["\\n\\n"], Fuyu's "|SPEAKER|": a copy carrying the
+    fixtures' tokenizer (the release's vocabulary is an uncatalogued LFS file) lacks them."""
+    from probes.modelinfo import incomplete_multimodal_copy
+
+    (tmp_path / "dayone.json").write_text('{"tier": "arch", "tokenizer": "fixture"}')
+    (tmp_path / "tokenizer.json").write_text(json.dumps({
+        "model": {"vocab": {"a": 0, "\n": 1}},
+        "added_tokens": [{"id": 2, "content": "<|image|>", "special": True}]}))
+    config = {"model_type": "gemma3", "vision_config": {"hidden_size": 64}}
+    (tmp_path / "preprocessor_config.json").write_text("{}")
+    why = incomplete_multimodal_copy(tmp_path, config, "KeyError: '\\n\\n'")
+    assert why and "no token '\\n\\n'" in why
+    fuyu = incomplete_multimodal_copy(tmp_path, {"model_type": "fuyu"}, 'KeyError: "|SPEAKER|"')
+    assert fuyu and "'|SPEAKER|'" in fuyu
+    # a token it has, another error, or the release's own vocabulary: the engine's verdict
+    assert incomplete_multimodal_copy(tmp_path, config, "KeyError: '<|image|>'") is None
+    assert incomplete_multimodal_copy(tmp_path, config, "KeyError: 'a'") is None
+    assert incomplete_multimodal_copy(tmp_path, config, "ValueError: '\\n\\n'") is None
+    (tmp_path / "dayone.json").write_text('{"tier": "arch", "tokenizer": "release"}')
+    assert incomplete_multimodal_copy(tmp_path, config, "KeyError: '\\n\\n'") is None

@@ -123,6 +123,9 @@ def test_a_text_type_starts_from_its_multimodal_release_text_config():
         assert release.lineage()["part"] == "text_config"
         assert not releases.lookup(release_type).text_part
     assert releases.lookup("dayone_zorblax") is None
+    # Fuyu's text_config is only {"model_type": "persimmon"}: nothing of a release to copy
+    assert "persimmon" in json.dumps(releases.lookup("fuyu").config()["text_config"])
+    assert releases.lookup("persimmon") is None
 
 
 # ------------------------------------------------------------------ real: shrink from releases
@@ -190,7 +193,11 @@ def test_copies_keep_what_the_release_states(from_releases):
         for key in ("torch_dtype", "dtype"):
             assert ours.get(key) == theirs.get(key), (model_type, key)
         text_theirs, text_ours = theirs.get("text_config", theirs), ours.get("text_config", ours)
-        if (text_theirs.get("num_attention_heads") or text_theirs.get("n_head")) and \
+        if "kv_lora_rank" in text_theirs:  # latent attention: its head sizes are stated apart
+            for key in ("kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim"):
+                assert text_ours.get(key) == text_theirs.get(key), (model_type, key)
+            assert text_ours["hidden_size"] % 32 == 0, model_type  # as every release's width
+        elif (text_theirs.get("num_attention_heads") or text_theirs.get("n_head")) and \
                 (text_theirs.get("hidden_size") or text_theirs.get("n_embd")
                  or text_theirs.get("n_embed")):
             assert _head_dim(text_ours) == _head_dim(text_theirs), model_type
@@ -201,6 +208,73 @@ def test_copies_keep_what_the_release_states(from_releases):
         releases.lookup("gpt2").file("config.json").read_text()))
     bloom = json.loads((from_releases["out"] / "bloom" / "config.json").read_text())
     assert bloom["n_embed"] // bloom["num_attention_heads"] == 128  # not the default's 8
+
+
+LAYOUT_CHECK = textwrap.dedent("""
+    import json, struct, sys
+    from pathlib import Path
+    import torch, transformers
+    out, types = Path(sys.argv[1]), sys.argv[2].split(",")
+    rows = {}
+    for t in types:
+        d = out / t
+        arch = json.loads((d / "config.json").read_text())["architectures"][0]
+        cls = getattr(transformers, arch, None)
+        if cls is None:
+            continue
+        with (d / "model.safetensors").open("rb") as f:
+            saved = set(json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))) - {"__metadata__"}
+        with torch.device("meta"):
+            model = cls._from_config(transformers.AutoConfig.from_pretrained(d))
+        # where each part sits; a tied lm_head is not saved, so the head is left out
+        top = lambda names: sorted({".".join(n.split(".")[:2]) for n in names} - {"lm_head.weight"})
+        rows[t] = [top(saved), top(model.state_dict())]
+    print(json.dumps(rows))
+""")
+
+
+def test_copies_save_the_layout_of_the_release_class(from_releases, tf_env):
+    """A copy's weights sit where its release's class keeps them: Qwen 3.5 releases name
+    Qwen3_5ForConditionalGeneration, whose text model is under model.language_model; a copy
+    saved by the text model alone (model.layers) is one no engine ever sees."""
+    types = sorted(set(releases.model_types()) - REMOTE_CODE)
+    proc = subprocess.run([tf_env.python, "-c", LAYOUT_CHECK, str(from_releases["out"]),
+                           ",".join(types)], capture_output=True, text=True, timeout=600,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "qwen3_5" in rows and "model.language_model" in rows["qwen3_5"][0]
+    # Gemma 3 releases keep the tower under vision_tower.vision_model. (SGLang's loader reads it)
+    assert "vision_tower.vision_model" in rows["gemma3"][0]
+    wrong = {t: r for t, r in rows.items() if r[0] != r[1] and t not in LEGACY_LAYOUTS}
+    assert not wrong, wrong
+
+
+def test_named_token_ids_point_at_special_tokens(from_releases):
+    """A media or other named token id (image_token_id, boi_token_id ...) of a copy with the
+    fixtures' tokenizer is a special token of it, never an ordinary piece a prompt produces
+    (Gemma 4's image id once fell on a piece of "The capital of France is")."""
+    checked = 0
+    for model_type in sorted(set(releases.model_types()) - REMOTE_CODE):
+        out = from_releases["out"] / model_type
+        if json.loads((out / "dayone.json").read_text())["tokenizer"] != "fixture":
+            continue
+        tokenizer = json.loads((out / "tokenizer.json").read_text())
+        special = {t["id"] for t in tokenizer["added_tokens"] if t.get("special")}
+        config = json.loads((out / "config.json").read_text())
+        for scope in (config, config.get("text_config") or {}):
+            for key, value in scope.items():
+                if key.endswith(("_token_id", "_token_index")) and key != "pad_token_id":
+                    for v in value if isinstance(value, list) else [value]:
+                        if isinstance(v, int):
+                            assert v in special, (model_type, key, v)
+                            checked += 1
+    assert checked > 10
+
+
+# Releases of these families were saved before transformers moved their submodules under
+# `model.` (language_model.model.*, vision_tower.*): transformers still saves them so.
+LEGACY_LAYOUTS = frozenset({"fuyu", "gemma3", "mllama"})
 
 
 def test_tokenizers_are_of_the_release_kind(from_releases, tf_env):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import textwrap
 from pathlib import Path
@@ -134,6 +135,37 @@ def test_deepseek_groups_dense_prefix_and_rope_dims():
     assert cfg["first_k_dense_replace"] == 1 and cfg["num_hidden_layers"] == 2  # dense, then MoE
     assert (cfg["qk_rope_head_dim"], cfg["qk_nope_head_dim"], cfg["v_head_dim"]) == (64, 128, 128)
     assert cfg["kv_lora_rank"] == 512
+    # latent attention's heads are sized apart from the width: 7168 / 128 = 56 is no head size,
+    # and a width of 2 x 56 = 112 is one no release has (vLLM's CPU MoE needs multiples of 32)
+    assert cfg["hidden_size"] % 32 == 0
+
+
+@pytest.mark.parametrize("src,relation", [
+    ({"model_type": "phi", "hidden_size": 2560, "intermediate_size": 10240,
+      "num_attention_heads": 32, "num_hidden_layers": 32, "vocab_size": 51200},
+     lambda c: c["intermediate_size"] == 4 * c["hidden_size"]),
+    ({"model_type": "gpt_bigcode", "n_embd": 6144, "n_inner": 24576, "n_head": 48,
+      "n_layer": 40, "vocab_size": 49152, "multi_query": True},
+     lambda c: c["n_inner"] == 4 * c["n_embd"]),
+    ({"model_type": "mamba", "hidden_size": 768, "intermediate_size": 1536, "expand": 2,
+      "num_hidden_layers": 24, "vocab_size": 50280, "state_size": 16},
+     lambda c: c["intermediate_size"] == 2 * c["hidden_size"] and c["vocab_size"] % 16 == 0),
+    ({"model_type": "ernie4_5_moe", "hidden_size": 2560, "intermediate_size": 12288,
+      "moe_intermediate_size": 1536, "moe_num_shared_experts": 2, "num_attention_heads": 20,
+      "num_key_value_heads": 4, "num_hidden_layers": 28, "moe_num_experts": 64, "moe_k": 6,
+      "vocab_size": 103424},
+     lambda c: c["intermediate_size"] == c["moe_intermediate_size"] * 2
+     * c["num_key_value_heads"]),
+])
+def test_shrink_keeps_the_relations_releases_state(src, relation):
+    """Converters assume what every release states (llama.cpp writes 4 x n_embd for Phi and
+    StarCoder, asserts Mamba's d_inner = 2 x d_model, sizes ERNIE's shared expert by
+    intermediate_size // kv heads, pads Mamba vocabularies): a copy keeps it."""
+    # GPTBigCodeConfig's attribute_map names n_embd hidden_size (the build reads it from there)
+    aliases = {"hidden_size": "n_embd", "num_attention_heads": "n_head",
+               "num_hidden_layers": "n_layer"} if src["model_type"] == "gpt_bigcode" else {}
+    cfg = shrink_config_dict(src, vocab_size=443, aliases=lambda _t: aliases).config
+    assert relation(cfg), cfg
 
 
 def test_llama4_routes_top1_still():
@@ -207,7 +239,12 @@ def test_rules_file_is_consistent():
                             "default_kwargs", "max_prefix_layers", "layers", "layer_kinds",
                             "not_per_layer", "model_class", "engine_options", "released_architectures",
                             "tokenizer_style", "aliases", "window_keys", "chunk_keys",
-                            "tokenizer_model", "add_dummy_prefix", "unused_weights_from"}, name
+                            "tokenizer_model", "add_dummy_prefix", "unused_weights_from",
+                            "saved_key_renames", "saved_config_values",
+                            "saved_config_pattern", "vocab_multiple", "saved_config_keys",
+                            "special_tokens"}, name
+        for pattern, _replacement in fam.get("saved_key_renames", []):
+            re.compile(pattern)
         assert fam.get("tokenizer_style", "byte_level") in TOKENIZER_STYLES, name
         # a tokenizer.model is written only from a SentencePiece-style tokenizer
         assert not fam.get("tokenizer_model") or fam.get("tokenizer_style") == "sentencepiece"
@@ -280,9 +317,16 @@ def test_shrunk_switches_match_the_default_config(shrunk_families, tf_env):
             assert (got.get(key) is None) == (src.get(key) is None), (t, key)
             if src.get(key) is not None:
                 assert got[key] <= src[key], (t, key)
+        pattern = load_rules().family(t).get("saved_config_pattern")
+        if pattern and pattern["to"] in got:  # written in the releases' words (Nemotron-H)
+            words = {letter: kind for kind, letter in pattern["letters"].items()}
+            got[pattern["from"]] = [words[c] for c in got.pop(pattern["to"])]
+        before = load_rules().family(t).get("before", {})
         for key in ("layer_types", "layers_block_type"):
             if src.get(key):
-                assert set(got[key]) == set(src[key]), (t, key)
+                # a family rule may start from a release's layer list instead of the default's
+                kinds = evaluate(before[key], src, src) if key in before else src[key]
+                assert set(got[key]) == set(kinds), (t, key)
         assert got["dtype"] == "bfloat16"
 
 
@@ -455,3 +499,32 @@ def test_a_copy_names_the_class_releases_name(tf_env, tmp_path):
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((out / "config.json").read_text())["architectures"] == ["PhiMoEForCausalLM"]
+
+
+def test_a_saved_config_speaks_the_releases_words(tmp_path):
+    """transformers 5.23 writes hybrid layer kinds in its own words (linear_attention /
+    full_attention) and Nemotron-H's pattern as a list; releases, and the converters and
+    engines that read them, use mamba / attention and hybrid_override_pattern."""
+    from probes.shrink.build import _config_in_release_words
+
+    saved = {"granitemoehybrid": {"layer_types": ["linear_attention", "full_attention"]},
+             "nemotron_h": {"layers_block_type": ["linear_attention", "moe", "full_attention",
+                                                  "mlp"]},
+             "llama": {"layer_types": ["full_attention"]},
+             "gpt_neox": {"rope_parameters": {"partial_rotary_factor": 0.25}},
+             "gpt-sw3": {"n_positions": 1024, "n_ctx": 512}}
+    got = {}
+    for model_type, config in saved.items():
+        path = tmp_path / f"{model_type}.json"
+        path.write_text(json.dumps(config))
+        _config_in_release_words(path, model_type)
+        got[model_type] = json.loads(path.read_text())
+    assert got["granitemoehybrid"]["layer_types"] == ["mamba", "attention"]
+    assert got["nemotron_h"] == {"hybrid_override_pattern": "ME*-"}
+    assert got["llama"] == saved["llama"]  # a family without the rule is left as saved
+    assert got["gpt_neox"]["rotary_pct"] == 0.25  # the key Pythia's releases state
+    assert got["gpt-sw3"]["n_ctx"] == 512  # a key the copy has is left as it is
+    path = tmp_path / "odd.json"
+    path.write_text(json.dumps({"layers_block_type": ["linear_attention", "zorblax"]}))
+    with pytest.raises(ShrinkError, match="zorblax"):
+        _config_in_release_words(path, "nemotron_h")

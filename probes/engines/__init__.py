@@ -135,9 +135,9 @@ ENGINES: dict[str, EngineSpec] = {
         patches=("sglang_cpu",),
         reproduce={
             "load": "SGLANG_USE_CPU_ENGINE=1 {python} -m sglang.launch_server --model-path "
-                    "{model} --device cpu --max-total-tokens 4096",
+                    "{model} --device cpu --max-total-tokens 4096 --max-mamba-cache-size 64",
             "serve": "SGLANG_USE_CPU_ENGINE=1 {python} -m sglang.launch_server --model-path "
-                     "{model} --device cpu --max-total-tokens 4096",
+                     "{model} --device cpu --max-total-tokens 4096 --max-mamba-cache-size 64",
         },
         heavy=True,
         production_base="lmsysorg/sglang:v{version}",

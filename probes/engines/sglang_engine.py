@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from probes import parity, serving
+from probes.classify import status_for_class
 from probes.engines.base import SERVED_NAME, ServerEngine
 from probes.modelinfo import incomplete_multimodal_copy
 from probes.outcome import HarnessError, StageFailure, StageOutcome
@@ -35,6 +36,14 @@ IGNORED_IMPORT = re.compile(r"Ignore import error when loading")
 TRANSFORMERS_FALLBACK = re.compile(
     r"\S+ has no SGLang implementation, falling back to Transformers implementation"
     r"|Using Transformers backend")
+
+
+def memory_caps(options: dict[str, Any]) -> list[str]:
+    """Without caps SGLang sizes its pools from the machine's free memory: most of it for KV
+    cache, and for hybrid (conv / Mamba) models millions of state slots (lfm2: 4.4 GB), which
+    a probe's memory limit kills before the model ever runs."""
+    return ["--max-total-tokens", str(int(options.get("max_total_tokens", 8192))),
+            "--max-mamba-cache-size", str(int(options.get("max_mamba_cache_size", 64)))]
 
 
 def fallback_line(log_text: str) -> str | None:
@@ -138,9 +147,7 @@ class Engine(ServerEngine):
                 "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
                 "--dtype", self.dtype,
                 *(["--context-length", str(self.window)] if self.window else []),
-                "--random-seed", "0",
-                # Without a cap SGLang reserves most of the machine's memory for KV cache.
-                "--max-total-tokens", str(int(self.options.get("max_total_tokens", 8192))),
+                "--random-seed", "0", *memory_caps(self.options),
                 *(["--trust-remote-code"] if self.trust_remote_code else [])]
         if self.on_cpu:
             argv += ["--device", "cpu"]
@@ -158,14 +165,16 @@ class Engine(ServerEngine):
         return env
 
     def _raise_if_cpu_path(self, text: str) -> None:
-        """On the CPU path, a failure of the path itself is `error` with the exact reason:
-        it says nothing about SGLang on its real target. TEXT: the server's log."""
+        """On the CPU path, a failure of the path itself (a CUDA-only kernel, a platform
+        feature, an sgl_kernel op with no CPU build) is `needs-gpu` naming it: no verdict, it
+        says nothing about SGLang on its real target. TEXT: the server's log."""
         if not self.on_cpu:
             return
         archs = self.config.get("architectures") or [None]
         reason = cpu_path_limit(text, archs[0], sglang_models_dir())
         if reason:
-            raise HarnessError(f"SGLang's CPU path cannot run this here ({CPU_LABEL}): {reason}")
+            raise StageFailure(f"SGLang's CPU path cannot run this here ({CPU_LABEL}): {reason}",
+                               "not_on_cpu", status=status_for_class("not_on_cpu"))
 
     def stage_server(self) -> serving.Server:
         """The server `load` started: every stage talks to it."""

@@ -154,7 +154,8 @@ class Engine(ServerEngine):
                 raise HarnessError(f"dayone's KV cache budget is too small for this model: "
                                    f"{str(exc)[:400]} (raise options.kv_cache_gib)") from None
             said = str(exc)
-            incomplete = incomplete_multimodal_copy(self.model_dir, self.config, said)
+            incomplete = incomplete_multimodal_copy(self.model_dir, self.config,
+                                                    f"{type(exc).__name__}: {said}")
             if incomplete:  # the load failed on a copy we could not make whole: no verdict
                 last = said.splitlines()[-1][:300] if said else repr(exc)
                 raise HarnessError(f"no verdict: {incomplete}; load said: {last}") from None

@@ -161,9 +161,20 @@ def lookup(model_type: str, *, where: list[Path] | None = None) -> Release | Non
         except (OSError, ValueError):
             continue
         part = text.get("text_config") if isinstance(text, dict) else None
-        if isinstance(part, dict) and part.get("model_type") == model_type:
+        if isinstance(part, dict) and part.get("model_type") == model_type \
+                and states_geometry(part):
             return replace(release, text_part=True)
     return None
+
+
+GEOMETRY_KEYS = ("hidden_size", "n_embd", "d_model")
+
+
+def states_geometry(config: dict[str, Any]) -> bool:
+    """The text_config says what its model is. Fuyu's says only `{"model_type": "persimmon"}`
+    (its geometry is at the top level, under Fuyu's names): a copy from it would start from
+    transformers' defaults, not from the release, so it is no release of that type."""
+    return any(key in config for key in GEOMETRY_KEYS)
 
 
 def model_types(*, where: list[Path] | None = None) -> list[str]:

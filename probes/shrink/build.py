@@ -14,7 +14,7 @@ from typing import Any
 from probes.releases import Release
 from probes.shrink import released
 from probes.shrink.config import ShrinkPlan, shrink_config_dict
-from probes.shrink.rules import SHRINK_VERSION, ShrinkError, load_rules
+from probes.shrink.rules import SHRINK_VERSION, ShrinkError, evaluate, load_rules
 from probes.shrink.rules import is_int as _is_int
 
 # Files of a tokenizer that travel with the shrunk copy unchanged.
@@ -82,11 +82,21 @@ def _dtype_name(d: dict[str, Any], default: str | None = None) -> str:
 
 def model_class(config: Any) -> Any:
     """The class to build: the family's release class where AutoModelForCausalLM would build
-    only part of it (Mllama's text model), else AutoModelForCausalLM."""
+    only part of it (Mllama's text model); else the class the config's `architectures` names
+    where transformers has it for this config (a release's own: Qwen 3.5 ships
+    Qwen3_5ForConditionalGeneration, whose weights sit under model.language_model, while
+    AutoModelForCausalLM builds the text model alone, a layout no release has); else
+    AutoModelForCausalLM."""
     import transformers
 
     name = load_rules().family(getattr(config, "model_type", None)).get("model_class")
-    return getattr(transformers, name) if name else transformers.AutoModelForCausalLM
+    if name:
+        return getattr(transformers, name)
+    named = (getattr(config, "architectures", None) or [None])[0]
+    cls = getattr(transformers, named, None) if isinstance(named, str) else None
+    if cls is not None and getattr(cls, "config_class", None) is type(config):
+        return cls
+    return transformers.AutoModelForCausalLM
 
 
 def _build(config: Any, **kwargs: Any) -> Any:
@@ -204,7 +214,10 @@ def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path 
     _randomize_zero_inits(model, seed)
     model.save_pretrained(out_dir, safe_serialization=True)
     plan.notes.extend(_add_unused_released_weights(model, config, out_dir, seed, dtype))
+    _rename_saved_keys(out_dir, config)
     _strip_nested_bookkeeping(out_dir / "config.json")
+    if release is None:
+        _config_in_release_words(out_dir / "config.json", source.get("model_type"))
     released_names = load_rules().family(source.get("model_type")).get("released_architectures")
     if release is None and released_names:
         # save_pretrained writes transformers' class name; engines pick their implementation
@@ -296,6 +309,55 @@ def _add_unused_released_weights(model: Any, config: Any, out_dir: Path, seed: i
             f"(e.g. {min(extra)})"]
 
 
+def _rename_saved_keys(out_dir: Path, config: Any) -> None:
+    """Weight names as the family's releases carry them (rule `saved_key_renames`), where
+    transformers' save format differs: Gemma 3 releases keep the vision tower under
+    vision_tower.vision_model., which SGLang's loader expects and transformers reads back."""
+    import re
+
+    from safetensors.torch import load_file, save_file
+
+    renames = load_rules().family(getattr(config, "model_type", None)).get("saved_key_renames")
+    if not renames:
+        return
+    for path in sorted(out_dir.glob("*.safetensors")):
+        tensors = load_file(str(path))
+        renamed = {}
+        for name, tensor in tensors.items():
+            for pattern, replacement in renames:
+                name = re.sub(pattern, replacement, name)
+            renamed[name] = tensor
+        save_file(renamed, str(path), metadata={"format": "pt"})
+
+
+def _config_in_release_words(config_path: Path, model_type: str | None) -> None:
+    """A saved default config in the words the family's releases use where transformers 5.23
+    writes its own (Granite 4.0-H's layer_types mamba / attention, Nemotron-H's
+    hybrid_override_pattern) or no longer writes a key they state (GPT-NeoX's rotary_pct):
+    converters and other engines read the releases' words only, and transformers reads both."""
+    fam = load_rules().family(model_type)
+    values, pattern = fam.get("saved_config_values"), fam.get("saved_config_pattern")
+    keys = fam.get("saved_config_keys")
+    if not values and not pattern and not keys:
+        return
+    data = json.loads(config_path.read_text())
+    for key, expr in (keys or {}).items():
+        data.setdefault(key, evaluate(expr, data, data))
+    for scope in (data, data.get("text_config")):
+        if not isinstance(scope, dict):
+            continue
+        for key, words in (values or {}).items():
+            if isinstance(scope.get(key), list):
+                scope[key] = [words.get(v, v) if isinstance(v, str) else v for v in scope[key]]
+        if pattern and isinstance(scope.get(pattern["from"]), list):
+            kinds = scope.pop(pattern["from"])
+            unknown = sorted({k for k in kinds if k not in pattern["letters"]})
+            if unknown:
+                raise ShrinkError(f"{pattern['from']}: no pattern letter for {unknown}")
+            scope[pattern["to"]] = "".join(pattern["letters"][k] for k in kinds)
+    config_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
 def _randomize_zero_inits(model: Any, seed: int) -> None:
     """Some layers start at zero (gates, biases, norms stored as offsets): a zero gate makes
     every engine agree trivially. Give zero-initialised tensors small random values."""
@@ -344,8 +406,10 @@ def _fixture_tokenizer(out_dir: Path, model_type: str | None) -> Any:
     releases ship (rule `tokenizer_style`; byte-level unless said)."""
     from probes.fixtures import build_tokenizer
 
+    # The family's releases' special tokens (GLM's [gMASK], <|user|>): converters look them up.
+    extra = tuple(load_rules().family(model_type).get("special_tokens", ()))
     return build_tokenizer(out_dir, vocab_size=load_rules().targets["vocab_size"],
-                           **released.tokenizer_options(None, model_type))
+                           extra_special=extra, **released.tokenizer_options(None, model_type))
 
 
 def _align_tokenizer(out_dir: Path, vocab_size: int, tok: Any) -> None:

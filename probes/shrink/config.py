@@ -185,6 +185,11 @@ def _shrink_one(d: dict[str, Any], st: _State, path: str) -> None:
             if value > t["vocab_size"]:
                 d[key] = t["vocab_size"]
                 st.vocab = t["vocab_size"]
+    multiple = fam.get("vocab_multiple")
+    if _is_int(multiple) and _is_int(d.get("vocab_size")) and "vocab_size" not in keep:
+        # Mamba-family releases pad the vocabulary (llama.cpp's converter pads the GGUF's to
+        # the multiple and then expects as many embedding rows)
+        d["vocab_size"] = -(-d["vocab_size"] // multiple) * multiple
     if st.compact:
         for key in keys.get("compact_sizes", []):
             if _is_int(d.get(key)) and d[key] > 16 and key not in keep:
@@ -343,7 +348,11 @@ def _shrink_heads_and_width(d: dict[str, Any], st: _State, path: str, keep: set[
     # Keep the released relation of width and heads: where hidden == heads * head_dim (derived
     # or stated), shrink both together so head_dim stays; where it differs (Gemma 4: 2304 vs
     # 8 x 256), keep it different, so an engine assuming equality is caught.
-    tied = primary_q is not None and (
+    # Latent attention (MLA: kv_lora_rank) sizes its heads apart from the width: DeepSeek-V3's
+    # 7168 / 128 heads = 56 is no head size, and tying them gave a width of 112, which no
+    # release has and vLLM's CPU MoE kernels reject (they need multiples of 32).
+    latent = any(_is_int(d.get(k)) for k in keys.get("latent_attention", []))
+    tied = primary_q is not None and not latent and (
         (head_dim_key is None and hidden % primary_q[0] == 0)
         or (head_dim_key is not None and hidden == primary_q[0] * d[head_dim_key]))
     if tied and primary_q is not None:

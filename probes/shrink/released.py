@@ -27,6 +27,8 @@ from probes.shrink.config import ShrinkPlan
 from probes.shrink.rules import is_int, load_rules
 
 ROLES = ("bos_token", "eos_token", "pad_token", "unk_token")
+# The fixture tokenizer's own tokens for the roles a config names by id (probes.fixtures).
+FIXTURE_ROLES = {"bos_token": "<s>", "eos_token": "</s>"}
 MAX_SPECIALS = 64  # of a release's special tokens, the ones a small vocabulary carries
 # Files of the release copied beside the weights as they are (a multimodal release's processor).
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
@@ -133,6 +135,29 @@ def special_tokens(release: Release, source: dict[str, Any]) -> tuple[dict[str, 
     roles = {r: _content(tok_config.get(r)) or _content(smap.get(r)) for r in ROLES}
     decoder = {int(k): c for k, v in (tok_config.get("added_tokens_decoder") or {}).items()
                if str(k).isdigit() and (c := _content(v))}
+    # Media and other named tokens (image_token_id -> tokenizer_config's image_token) map by
+    # name; one the release names by id alone gets a placeholder special of ours. Otherwise its
+    # id would land on an ordinary token of the fixture tokenizer, which a prompt produces
+    # (Gemma 4's image id fell on a piece of "The capital of France is": every engine and
+    # transformers then read that piece as an image slot, each its own way).
+    for scope in (source, source.get("text_config") or {}):
+        for key, value in scope.items():
+            role = _named_role(key)
+            if role is None or role in ROLES or roles.get(role):
+                continue
+            values = value if isinstance(value, list) else [value]
+            if not values or not all(is_int(v) for v in values):
+                continue
+            roles[role] = _content(tok_config.get(role)) or (
+                None if all(v in decoder for v in values) else f"<|dayone_{role}|>")
+    # A release catalogued without its tokenizer files names bos/eos by id alone: those ids
+    # are the fixture tokenizer's own bos/eos, not whatever piece lands there.
+    for role, fixture_token in FIXTURE_ROLES.items():
+        value = source.get(f"{role}_id")
+        values = value if isinstance(value, list) else [value]
+        if roles.get(role) is None and values and all(is_int(v) and v not in decoder
+                                                      for v in values):
+            roles[role] = fixture_token
     template = chat_template(release) or ""
     named_ids = [v for scope in (source, source.get("text_config") or {},
                                  read_json(release.file("generation_config.json")))
@@ -154,6 +179,14 @@ def special_tokens(release: Release, source: dict[str, Any]) -> tuple[dict[str, 
     return roles, decoder, ordered
 
 
+def _named_role(key: str) -> str | None:
+    """image_token_id / eoa_token_index -> image_token / eoa_token; None for other keys."""
+    for suffix in ("_token_id", "_token_index"):
+        if key.endswith(suffix):
+            return key[: -len(suffix)] + "_token"
+    return None
+
+
 def fixture_tokenizer(out_dir: Path, release: Release, source: dict[str, Any],
                       vocab_size: int) -> tuple[Any, Specials]:
     """The fixtures' tokenizer in the release's kind, with the release's special tokens."""
@@ -172,7 +205,7 @@ def fixture_tokenizer(out_dir: Path, release: Release, source: dict[str, Any],
 
 
 def _map_value(key: str, value: Any, specials: Specials) -> Any:
-    role = key[: -len("_id")] if key.endswith("_token_id") else None
+    role = _named_role(key)
     role_id = specials.by_content.get(specials.roles.get(role) or "") if role else None
 
     def one(v: Any) -> Any:

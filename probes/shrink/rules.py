@@ -17,7 +17,7 @@ from typing import Any
 DATA = Path(__file__).resolve().parent.parent  # probes/: the data files live beside the package
 RULES_PATH = DATA / "shrink_rules.json"
 VARIANTS_PATH = DATA / "sweep_variants.json"
-SHRINK_VERSION = 6  # bump when a rule change alters what a shrink builds (6: unused released weights)
+SHRINK_VERSION = 7  # bump when a rule change alters what a shrink builds (7: the release's own class)
 
 
 class ShrinkError(Exception):
