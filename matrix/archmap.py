@@ -219,9 +219,18 @@ def map_markdown(amap: dict[str, dict[str, MapCell]], engines: Sequence[str]) ->
 # -- the map as one document (the CLI's --json, the site's /map and /map.json) ---------------
 
 def lineages(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """{architecture: where its copy came from (a release, or synthetic)}, as its records say."""
-    return {r["model"]["id"][len(ARCH_PREFIX):]: r["model"]["lineage"] for r in records
-            if r["model"]["id"].startswith(ARCH_PREFIX) and r["model"].get("lineage")}
+    """{architecture: where its copy came from (a release, or synthetic)}, as its newest
+    record says (a rule change can move a type from a release to synthetic, or back)."""
+    newest: dict[str, tuple[str, dict[str, Any]]] = {}
+    for r in records:
+        arch, lineage = r["model"]["id"], r["model"].get("lineage")
+        if not arch.startswith(ARCH_PREFIX) or not lineage:
+            continue
+        at = str(r.get("started_at") or "")
+        key = arch[len(ARCH_PREFIX):]
+        if key not in newest or at >= newest[key][0]:
+            newest[key] = (at, lineage)
+    return {arch: lineage for arch, (_at, lineage) in newest.items()}
 
 
 def map_document(records: Sequence[ResultLike], engines: Sequence[str] | None = None,

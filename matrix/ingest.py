@@ -8,6 +8,7 @@ reported with its position and why, and never stops the others. Works on SQLite 
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
@@ -409,7 +410,9 @@ def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
     def no_constant(name: str) -> Any:
         raise ValueError(f"{name} is not valid JSON")
 
-    with open(path, "rb") as f:  # bytes: one line of bad UTF-8 must not end the file
+    # A .gz file is read as its gzip stream (docs/sweep keeps whole sweeps gzipped).
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:  # bytes: one line of bad UTF-8 must not end the file
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue

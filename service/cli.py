@@ -256,7 +256,8 @@ def classify(
 # -- store ------------------------------------------------------------------------------------
 @app.command()
 def ingest(
-    files: Annotated[list[Path], typer.Argument(help="JSON-lines files of result records")],
+    files: Annotated[list[Path], typer.Argument(
+        help="JSON-lines files of result records (.jsonl, or gzipped .jsonl.gz)")],
     db: DbOption = None,
 ) -> None:
     """Store result records (idempotent: a record already stored is not stored again)."""

@@ -54,6 +54,17 @@ def test_newest_result_of_the_newest_version_decides():
     assert archmap.arch_map(later)["gpt_oss"]["sglang"].label() == "pass"
 
 
+def test_a_rows_lineage_is_its_newest_copys():
+    """A rule change moved persimmon from Fuyu's text part (a release) to a synthetic copy:
+    the row says what its newest records were probed on, in whatever order they come."""
+    old = rec("persimmon", "vllm", "load", "error", minute=1)
+    new = rec("persimmon", "vllm", "load", "pass", minute=9)
+    old["model"]["lineage"] = {"source": "release", "repo": "adept/fuyu-8b"}
+    new["model"]["lineage"] = {"source": "synthetic"}
+    for order in ([old, new], [new, old]):
+        assert archmap.lineages(order) == {"persimmon": {"source": "synthetic"}}
+
+
 def test_coverage_counts_verdicts_in_every_engine_and_lists_the_rest_with_why():
     amap = archmap.arch_map(RECORDS)
     cover = archmap.coverage(amap, ["vllm", "sglang", "llamacpp"])

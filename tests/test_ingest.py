@@ -64,6 +64,23 @@ def test_the_same_file_twice_is_stored_once(store, tmp_path):
         3, 1, 1, 2, 2]
 
 
+def test_a_gzipped_file_is_read_as_its_records(store, tmp_path):
+    """docs/sweep keeps whole sweeps gzipped: `dayone ingest FILE.jsonl.gz` takes them as is,
+    and the same records in plain JSON lines are the same records."""
+    import gzip
+
+    records = [rec(), rec(run_id="night-2", started_at="2025-03-02T02:00:00Z")]
+    plain = write_lines(tmp_path / "r.jsonl", records)
+    packed = tmp_path / "r.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    with store.writing() as s:
+        first = ingest_file(s, packed)
+    with store.writing() as s:
+        second = ingest_file(s, plain)
+    assert (first.inserted, first.rejected) == (2, [])
+    assert (second.inserted, second.duplicates) == (0, 2)
+
+
 def test_duplicates_within_one_batch_and_in_other_time_zones(store):
     same_moment = rec(started_at="2025-03-01T04:00:00+02:00")  # = 02:00Z: the same record
     with store.writing() as s:

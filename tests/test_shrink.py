@@ -481,13 +481,17 @@ def test_nested_sub_configs_lose_save_bookkeeping_only(tmp_path):
     path.write_text(json.dumps({
         "model_type": "dbrx", "output_attentions": False,  # top level: left alone
         "attn_config": {"_name_or_path": "", "output_attentions": False, "clip_qkv": 8.0,
-                        "return_dict": True, "model_type": "", "problem_type": "regression"},
+                        "return_dict": True, "model_type": "", "problem_type": "regression",
+                        "dtype": "bfloat16", "is_encoder_decoder": False},
+        "vision_config": {"_name_or_path": "", "model_type": "siglip", "dtype": "bfloat16"},
         "text_config": {"hidden_size": 64, "output_attentions": False}}))  # not saved whole
     _strip_nested_bookkeeping(path)
     got = json.loads(path.read_text())
     assert got["attn_config"] == {"clip_qkv": 8.0, "model_type": "",
                                   "problem_type": "regression"}  # a set value stays
     assert got["output_attentions"] is False and got["text_config"]["output_attentions"] is False
+    # a model's own sub-config keeps its dtype; a part's config (model_type "") has none
+    assert got["vision_config"] == {"model_type": "siglip", "dtype": "bfloat16"}
 
 
 def test_a_copy_names_the_class_releases_name(tf_env, tmp_path):
@@ -528,3 +532,18 @@ def test_a_saved_config_speaks_the_releases_words(tmp_path):
     path.write_text(json.dumps({"layers_block_type": ["linear_attention", "zorblax"]}))
     with pytest.raises(ShrinkError, match="zorblax"):
         _config_in_release_words(path, "nemotron_h")
+
+
+def test_a_dense_prefix_stated_twice_stays_one():
+    """GLM-5 states its dense prefix as first_k_dense_replace and as mlp_layer_types: after the
+    layers are chosen both name the same dense layers (engines read the one, transformers the
+    other; llama.cpp once looked for a router in a dense layer)."""
+    src = {"model_type": "glm_moe_dsa", "hidden_size": 6144, "num_hidden_layers": 78,
+           "num_attention_heads": 64, "num_key_value_heads": 64, "first_k_dense_replace": 3,
+           "mlp_layer_types": ["dense"] * 3 + ["sparse"] * 75, "n_routed_experts": 256,
+           "num_experts_per_tok": 8, "kv_lora_rank": 512, "qk_rope_head_dim": 64,
+           "vocab_size": 154880}
+    cfg = shrink_config_dict(src, vocab_size=443).config
+    kinds = cfg["mlp_layer_types"]
+    assert "sparse" in kinds and len(kinds) == cfg["num_hidden_layers"]
+    assert cfg["first_k_dense_replace"] == kinds.index("sparse")

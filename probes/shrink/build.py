@@ -355,6 +355,10 @@ def _config_in_release_words(config_path: Path, model_type: str | None) -> None:
             if unknown:
                 raise ShrinkError(f"{pattern['from']}: no pattern letter for {unknown}")
             scope[pattern["to"]] = "".join(pattern["letters"][k] for k in kinds)
+    kinds, dense = data.get("mlp_layer_types"), data.get("first_k_dense_replace")
+    if isinstance(kinds, list) and _is_int(dense) and dense != next(
+            (i for i, kind in enumerate(kinds) if kind != "dense"), len(kinds)):
+        raise ShrinkError(f"first_k_dense_replace {dense} disagrees with mlp_layer_types {kinds}")
     config_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
@@ -393,10 +397,22 @@ def _strip_nested_bookkeeping(config_path: Path) -> None:
     changed = False
     for value in config.values():
         if isinstance(value, dict) and "_name_or_path" in value:  # a sub-config saved whole
-            for key, default in NESTED_BOOKKEEPING.items():
+            # A part's config that is no model of its own (DBRX's attn_config, ffn_config:
+            # model_type "") carries no dtype or encoder flag in a release (SGLang 0.5.23:
+            # "Found unknown kwargs={'dtype': 'bfloat16', 'is_encoder_decoder': False}").
+            part = value.get("model_type") == ""
+            extra = {"is_encoder_decoder": False} if part else {}
+            for key, default in {**NESTED_BOOKKEEPING, **extra}.items():
                 if key in value and value[key] == default:
                     del value[key]
                     changed = True
+            for key in ("dtype", "torch_dtype") if part else ():
+                if value.pop(key, None) is not None:
+                    changed = True
+            width = config.get("hidden_size", config.get("d_model"))
+            if part and "hidden_size" in value and value["hidden_size"] == width:
+                del value["hidden_size"]  # the model's width, copied in (DBRX's ffn_config)
+                changed = True
     if changed:
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 

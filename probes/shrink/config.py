@@ -309,6 +309,13 @@ def _shrink_layers(d: dict[str, Any], st: _State, path: str, fam: dict[str, Any]
                 if int(x) in new_index}
     for k in index_lists:
         d[k] = [new_index[i] for i in d[k] if i in new_index]
+    # A dense prefix stated twice (GLM-5's first_k_dense_replace beside its mlp_layer_types):
+    # the count is the kept list's, so engines reading either see the same layers dense.
+    kinds = d.get("mlp_layer_types")
+    if isinstance(kinds, list) and kinds and "dense" in kinds:
+        leading = next((i for i, kind in enumerate(kinds) if kind != "dense"), len(kinds))
+        for k in dense_keys:
+            d[k] = leading
     for key in keys["layer_count"]:
         if _is_int(d.get(key)) and d[key] == n:
             d[key] = len(chosen)
