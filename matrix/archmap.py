@@ -216,7 +216,7 @@ def map_markdown(amap: dict[str, dict[str, MapCell]], engines: Sequence[str]) ->
     return "\n".join(lines) + "\n"
 
 
-# -- the map as one document (the CLI's --json, the site's /map and /map.json) ---------------
+# The map as one document (the CLI's --json, the site's /map and /map.json)
 
 def lineages(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """{architecture: where its copy came from (a release, or synthetic)}, as its newest
@@ -307,7 +307,7 @@ def filter_document(doc: dict[str, Any], f: MapFilters) -> dict[str, Any]:
                                if _row_matches(a, apart["cells"], lineage.get(a), engines, f)}}
 
 
-# -- the release timeline (caniuse's versions) and the share green per release ---------------
+# The release timeline (caniuse's versions) and the share green per release
 
 @dataclass(frozen=True)
 class ReleaseStatus:
@@ -371,7 +371,7 @@ def green_share(timeline: dict[str, dict[str, list[ReleaseStatus]]], apart: Iter
     return out
 
 
-# -- since when (caniuse's "supported since", MDN's version_added / version_removed) ---------
+# Since when (caniuse's "supported since", MDN's version_added / version_removed)
 
 WORKS, PARTIAL, BROKE = "supported", "partial", "broken"
 _KIND = {"pass": WORKS, "degraded": PARTIAL, "fail": BROKE, "timeout": BROKE, "oom": BROKE}

@@ -186,9 +186,7 @@ def start(engine: str, target: str, good: str, bad: str, between: Sequence[Candi
     return Bisect(engine, target, good, bad, tuple(between), known)
 
 
-# --------------------------------------------------------------------------------------------
 # Shells: the index, the probes
-# --------------------------------------------------------------------------------------------
 
 def index_candidates(engine: str, good: str, bad: str, *, index_url: str,
                      platform: Platform | None = None, hardware: str = "cpu",

@@ -78,9 +78,7 @@ class Discovery:
     errors: list[str] = field(default_factory=list)  # an org or model we could not read at all
 
 
-# --------------------------------------------------------------------------------------------
 # Pure decisions
-# --------------------------------------------------------------------------------------------
 
 def new_work(discovered: Iterable[DiscoveredModel],
              known_revisions: Mapping[str, Collection[str]] | Iterable[tuple[str, str]]
@@ -130,9 +128,7 @@ def _iso(value: Any) -> str | None:
     return str(value)
 
 
-# --------------------------------------------------------------------------------------------
 # Watchlist file (TOML, or YAML when PyYAML is installed)
-# --------------------------------------------------------------------------------------------
 
 def load_watchlist(path: str | Path) -> Watchlist:
     """Read a watchlist:
@@ -163,9 +159,7 @@ def load_watchlist(path: str | Path) -> Watchlist:
                      since=parse_day(data.get("since")), endpoint=data.get("endpoint"))
 
 
-# --------------------------------------------------------------------------------------------
 # The hub (thin I/O shell over huggingface_hub)
-# --------------------------------------------------------------------------------------------
 
 def is_transient(exc: BaseException) -> bool:
     """Worth retrying: rate limits, server errors, dropped connections."""
@@ -308,9 +302,7 @@ def discover_hub(orgs: Iterable[str], models: Iterable[str], client: HubClient, 
     return out
 
 
-# --------------------------------------------------------------------------------------------
 # Local directories
-# --------------------------------------------------------------------------------------------
 
 def discover_local(paths: Iterable[str | Path]) -> Discovery:
     from probes.modelinfo import read_model_info

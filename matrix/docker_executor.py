@@ -117,7 +117,7 @@ class ProbeImage:
                 "lock": self.lock or None, "environment_id": self.environment_id}
 
 
-# -- the daemon ------------------------------------------------------------------------------
+# The daemon
 
 def connect(timeout_s: float = 120.0) -> docker.DockerClient:
     """A client for a daemon that answers; DockerUnavailable says why not."""
@@ -130,7 +130,7 @@ def connect(timeout_s: float = 120.0) -> docker.DockerClient:
     return client
 
 
-# -- images ----------------------------------------------------------------------------------
+# Images
 
 def image_tag(engine: str, version: str, flavor: str = "cpu") -> str:
     return f"dayone-probe-{engine}:{version}" + ("" if flavor == "cpu" else f"-{flavor}")
@@ -386,7 +386,7 @@ def _build(client: docker.DockerClient, ctx: Path, tag: str, log_path: Path, *, 
             raise
 
 
-# -- probe containers ------------------------------------------------------------------------
+# Probe containers
 
 class _ChunkStream:
     """Lets probes.runner's log capture (head + tail under a cap) read docker's log chunks."""

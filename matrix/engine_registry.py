@@ -40,7 +40,7 @@ VLLM_FALLBACK_DICTS = ("_TRANSFORMERS_SUPPORTED_MODELS", "_TRANSFORMERS_BACKEND_
 VLLM_PACKAGE = get_spec("vllm").package
 
 
-# --- reading a registry.py (no import) -------------------------------------------------------
+# Reading a registry.py (no import)
 
 def _dicts(source: str) -> dict[str, dict[str, Any]]:
     """The module-level dict literals of a Python file, `**other` unpacked in order."""
@@ -136,7 +136,7 @@ def _find_wheel(version: str, wheels: Path | None) -> Path:
     return found[0]
 
 
-# --- the data file ---------------------------------------------------------------------------
+# The data file
 
 @dataclass(frozen=True)
 class Registry:

@@ -42,9 +42,7 @@ WATCH_FILE = Path(__file__).with_name("engine_watch.toml")
 MAX_MATRIX_JOBS = 256
 
 
-# --------------------------------------------------------------------------------------------
 # The watch file (pydantic at the edge)
-# --------------------------------------------------------------------------------------------
 
 class WatchEntry(BaseModel):
     """One engine's watch settings, as matrix/engine_watch.toml writes them."""
@@ -99,9 +97,7 @@ def load_watch(path: str | Path = WATCH_FILE) -> list[WatchedEngine]:
     return out
 
 
-# --------------------------------------------------------------------------------------------
 # Releases on the index (pure)
-# --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class IndexFile:
@@ -251,9 +247,7 @@ def watched_releases(watched: WatchedEngine, releases: Sequence[IndexRelease]
     return kept
 
 
-# --------------------------------------------------------------------------------------------
 # The decision (pure)
-# --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class EngineRelease:
@@ -262,7 +256,7 @@ class EngineRelease:
     engine: str
     package: str
     version: str
-    uploaded_at: str | None  # ISO 8601 UTC (issue 18's --exclude-newer reads it)
+    uploaded_at: str | None  # ISO 8601 UTC (the locks' --exclude-newer reads it)
     prerelease: bool
     state: Literal["new", "probed", "uninstallable"]
     why: str | None = None  # for uninstallable: what stops it here
@@ -344,9 +338,7 @@ def new_engine_work(releases: Iterable[EngineRelease], tracked_models: Sequence[
             for r in releases if r.state == "new"]
 
 
-# --------------------------------------------------------------------------------------------
 # The nightly's job matrix (pure)
-# --------------------------------------------------------------------------------------------
 
 def arch_matrix(defaults: Sequence[str], work: Sequence[EngineWork], *, shards: int = 1,
                 sweep_all: bool = False) -> dict[str, list[dict[str, Any]]]:
@@ -383,9 +375,7 @@ def full_matrix(watched: Sequence[WatchedEngine], versions: Mapping[str, str]
     return {"include": include}
 
 
-# --------------------------------------------------------------------------------------------
 # The index (thin I/O shell over httpx)
-# --------------------------------------------------------------------------------------------
 
 def _is_transient(exc: BaseException) -> bool:
     import httpx

@@ -135,7 +135,7 @@ def check(record: Any) -> Checked:
     return Checked(record, started_at, release_date, environment_id(record["engine"]))
 
 
-# --- writing ---------------------------------------------------------------------------------
+# Writing
 
 def _insert_for(dialect: str) -> Any:
     """INSERT with ON CONFLICT for a backend (SQLite and PostgreSQL share it)."""

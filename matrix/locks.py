@@ -44,9 +44,7 @@ LOCK_FORMAT = "1"
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)")
 
 
-# --------------------------------------------------------------------------------------------
 # Pure
-# --------------------------------------------------------------------------------------------
 
 def _blocks(text: str) -> list[list[str]]:
     """A requirements file's entries: one block per pin with its `--hash` continuation lines,
@@ -158,9 +156,7 @@ def is_stale(resolved_at: float, now: float, max_age_h: float) -> bool:
     return now - resolved_at > max_age_h * 3600
 
 
-# --------------------------------------------------------------------------------------------
 # A lock, and where it is kept
-# --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Lock:
@@ -211,9 +207,7 @@ def write_lock(lock: Lock, path: Path) -> None:
     os.replace(tmp, path)
 
 
-# --------------------------------------------------------------------------------------------
 # Shells: the index and uv
-# --------------------------------------------------------------------------------------------
 
 def index_url() -> str:
     """The package index's JSON API (PyPI's shape); a fake one in tests."""

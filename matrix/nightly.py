@@ -38,9 +38,7 @@ from probes.record import Record, unrun_records
 from probes.runner import read_events
 
 
-# --------------------------------------------------------------------------------------------
 # Pure helpers
-# --------------------------------------------------------------------------------------------
 
 def synthetic_records(task: ProbeTask, *, status: str, message: str, tier: str,
                       run_id: str, failure_class: str | None = None,
@@ -95,9 +93,7 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80] or "model"
 
 
-# --------------------------------------------------------------------------------------------
 # The journal: what this and earlier interrupted runs finished
-# --------------------------------------------------------------------------------------------
 
 class Journal:
     """Append-only JSON lines of records; one task's records go in one write."""
@@ -129,9 +125,7 @@ class Journal:
         return read_events(self.path)
 
 
-# --------------------------------------------------------------------------------------------
 # Settings and report
-# --------------------------------------------------------------------------------------------
 
 @dataclass
 class NightlyOptions:
@@ -187,9 +181,7 @@ class NightlyReport:
                 "seconds": round(self.seconds, 2)}
 
 
-# --------------------------------------------------------------------------------------------
 # Environments and history
-# --------------------------------------------------------------------------------------------
 
 def resolve_environments(engines: Sequence[str], say: Callable[[str], None] = print,
                          resolutions: Sequence[str] = ("today",)
@@ -263,9 +255,7 @@ def ingest(db: str | None, records: Sequence[dict[str, Any]]) -> Any:
         store.close()
 
 
-# --------------------------------------------------------------------------------------------
 # Arch tier: one shrunk copy per model revision, built in the reference environment
-# --------------------------------------------------------------------------------------------
 
 class ShrinkFailed(Exception):
     def __init__(self, why: str, command: str):
@@ -341,9 +331,7 @@ def _last_json(text: str) -> dict[str, Any]:
     return {}
 
 
-# --------------------------------------------------------------------------------------------
 # Execution
-# --------------------------------------------------------------------------------------------
 
 @dataclass
 class _Context:
@@ -509,9 +497,7 @@ def _finish(task: ProbeTask, records: list[dict[str, Any]], ctx: _Context,
     report.statuses.update(r["status"] for r in records)
 
 
-# --------------------------------------------------------------------------------------------
 # Entry points
-# --------------------------------------------------------------------------------------------
 
 def _prepare(options: NightlyOptions, say: Callable[[str], None]
              ) -> tuple[str, Journal, list[tuple[EnvironmentTarget, Any]], DoneIndex]:

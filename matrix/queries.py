@@ -70,7 +70,7 @@ def results(session: Session, model: str | None = None, engine: str | None = Non
     return out
 
 
-# -- reclassify -------------------------------------------------------------------------------
+# Reclassify
 
 @dataclass(frozen=True)
 class StoredFailure:
@@ -162,7 +162,7 @@ def unconfirmed_reds(session: Session, *, model: str | None = None, engine: str 
             for raw in session.scalars(query)]
 
 
-# -- engine releases ----------------------------------------------------------------------------
+# Engine releases
 
 def probed_engine_versions(session: Session) -> set[tuple[str, str]]:
     """(engine name, engine version) of every engine release with a record (discovery: a
@@ -180,7 +180,7 @@ def tracked_models(session: Session) -> list[str]:
     return list(session.scalars(query))
 
 
-# -- the architecture map -----------------------------------------------------------------------
+# The architecture map
 
 def arch_release_stages(session: Session, prefix: str = "arch/", *,
                         hardware: str | None = None, tier: str | None = None
@@ -303,7 +303,7 @@ def arch_copies(session: Session, model_type: str, prefix: str = "arch/") -> lis
     return list(session.scalars(query))
 
 
-# -- search (the header's box) ----------------------------------------------------------------
+# Search (the header's box)
 
 @dataclass(frozen=True)
 class SearchHit:
@@ -364,7 +364,7 @@ def result_record(session: Session, result_id: int) -> dict[str, Any] | None:
     """One stored record (the contract, without `output`) by its id, or None."""
     raw = session.scalar(select(Result.raw).where(Result.id == result_id))
     return None if raw is None else {k: v for k, v in dict(raw).items() if k != "output"}
-# -- engine releases: what each fixed and broke, support data, bisect -------------------------
+# Engine releases: what each fixed and broke, support data, bisect
 
 def engine_release_stages(session: Session, engine: str | None = None,
                           model: str | None = None) -> list[Observation]:

@@ -246,9 +246,7 @@ def release_diff(engine: str, version: str, observations: Iterable[S.Observation
                  if d.version == version or S.version_key(d.version) == wanted), None)
 
 
-# --------------------------------------------------------------------------------------------
 # Dependency drift: one release, two resolutions (matrix/locks.py)
-# --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class LockedEnvironment:

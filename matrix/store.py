@@ -199,7 +199,7 @@ class Reclassification(Base):
     new_message: Mapped[str | None] = mapped_column(Text)
 
 
-# --- opening a store -------------------------------------------------------------------------
+# Opening a store
 
 # Execution option: on SQLite, start the transaction with BEGIN IMMEDIATE (take the write lock
 # first). A deferred transaction that reads and then writes fails at once when another writer

@@ -122,7 +122,7 @@ def _newer(a: Observation, b: Observation) -> bool:
                                                             b.started_at)
 
 
-# --- current state ---------------------------------------------------------------------------
+# Current state
 
 def current(results: Iterable[ResultLike]) -> dict[tuple[str, str, str], Observation]:
     """(model, engine, stage) -> its latest result within the cell's newest engine version."""
@@ -155,7 +155,7 @@ def cell_status(results: Iterable[ResultLike]) -> dict[Cell, str | None]:
     return {cell: worst_status(statuses) for cell, statuses in by_cell.items()}
 
 
-# --- probes and series -----------------------------------------------------------------------
+# Probes and series
 
 @dataclass(frozen=True)
 class Probe:
@@ -217,7 +217,7 @@ def _meaningful(ps: list[Probe]) -> list[Probe]:
     return [p for p in ps if p.status in MEANINGFUL]
 
 
-# --- the version axis ------------------------------------------------------------------------
+# The version axis
 
 def version_status(results: Iterable[ResultLike]) -> dict[tuple[str, str, str], str | None]:
     """(model, engine, engine version) -> worst meaningful of that version's latest per stage."""
@@ -271,7 +271,7 @@ def days_to_green(results: Iterable[ResultLike]) -> dict[Cell, int | None]:
     return out
 
 
-# --- time series: failing since, last pass, regressions, flakiness, staleness -----------------
+# Time series: failing since, last pass, regressions, flakiness, staleness
 
 @dataclass(frozen=True)
 class Streak:
@@ -364,7 +364,7 @@ def staleness(results: Iterable[ResultLike], now: dt.datetime,
     return {cell: Staleness(t, now - t, now - t > max_age) for cell, t in last.items()}
 
 
-# --- one row per cell ------------------------------------------------------------------------
+# One row per cell
 
 @dataclass(frozen=True)
 class CellSummary:

@@ -25,7 +25,7 @@ MODEL_TEXT_FILES = ("chat_template.jinja", "chat_template.json", "tokenizer_conf
 GGUF_TEMPLATE_LINE = "Using gguf chat template"
 
 
-# -- find ----------------------------------------------------------------------------------------
+# Find
 
 def read_model_files(model_dir: Path) -> dict[str, str]:
     out = {}
@@ -78,7 +78,7 @@ def special_tokens(files: dict[str, str]) -> dict[str, str]:
     return out
 
 
-# -- render --------------------------------------------------------------------------------------
+# Render
 
 def render_template(template: str, messages: list[dict[str, str]], specials: dict[str, str],
                     tools: list[dict[str, Any]] | None = None) -> str:
@@ -121,7 +121,7 @@ def render_turns(template: str, files: dict[str, str], turns: list[dict[str, str
         return render_template(template, turns[1:], specials), turns[1:], False
 
 
-# -- count ---------------------------------------------------------------------------------------
+# Count
 
 def count_tokens(model_dir: Path, text: str) -> int | None:
     """Tokens in TEXT by the model's tokenizer.json, special tokens parsed, none added; None
@@ -151,7 +151,7 @@ def applied_tokens(model_dir: Path, messages: list[dict[str, str]]) -> int | Non
     return len(ids)
 
 
-# -- check (pure) --------------------------------------------------------------------------------
+# Check (pure)
 
 def prompt_mismatch(server_tokens: int | None, template_tokens: int | None, slack: int = 0,
                     unsaid_ok: bool = True) -> str | None:

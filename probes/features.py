@@ -45,7 +45,7 @@ from probes.outcome import HarnessError, StageFailure, StageOutcome
 from probes.serving import (ChatAnswer, Server, answer_logprobs,  # noqa: F401 (API)
                             free_port, refused, served_model, served_window, start_server)
 
-# -- the fixed workload ------------------------------------------------------------------------
+# The fixed workload
 
 TEMPLATE_TURNS: tuple[dict[str, str], ...] = (
     {"role": "system", "content": "You are a helpful assistant."},
@@ -86,7 +86,7 @@ LONG_NEAR = 0.9  # "near the window": at least this share of it
 LONG_LIMIT = 8192  # tokens; a probe on CPU does not send 128k-token prompts
 
 
-# -- decisions (pure) ----------------------------------------------------------------------------
+# Decisions (pure)
 
 def schema_errors(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
     """Where VALUE breaks SCHEMA (the JSON-Schema subset our schemas use), [] when valid."""
@@ -167,7 +167,7 @@ def repeats_for(target: int, overhead: int, per_repeat: float) -> int:
     return max(1, int((target - overhead) / per_repeat)) if per_repeat > 0 else 1
 
 
-# -- stages ------------------------------------------------------------------------------------
+# Stages
 
 SERVE_TEMPLATE_CHECKS = ("applied", "gguf")
 
@@ -453,7 +453,7 @@ def stage_long_context(server: Server, model_dir: Path, *, window: int | None = 
     return StageOutcome(metrics=metrics)
 
 
-# -- transformers serve ------------------------------------------------------------------------
+# transformers serve
 
 def start_transformers_serve(model_dir: Path, workdir: Path, *, python: str = sys.executable,
                              device: str = "cpu", timeout_s: float = 120.0) -> Server:
@@ -475,7 +475,7 @@ def start_transformers_serve(model_dir: Path, workdir: Path, *, python: str = sy
                         ready_path="/health", timeout_s=timeout_s, env=env)
 
 
-# -- by hand -----------------------------------------------------------------------------------
+# By hand
 
 STAGE_FUNCTIONS = {"serve": stage_serve, "chat_template": stage_chat_template, "tool_call": stage_tool_call,
                    "json_schema": stage_json_schema, "long_context": stage_long_context}

@@ -64,7 +64,7 @@ BROKEN: dict[str, str] = {
 }
 
 
-# --- llamacpp (issue 4): per-family tokenizer details real releases have and converters check.
+# llama.cpp: per-family tokenizer details real releases have and converters check.
 # llama.cpp's convert_hf_to_gguf reads a Phi-3-family vocab as byte-level BPE only when
 # tokenizer_class says GPT2Tokenizer (as Phi-4 ships it; else it wants a SentencePiece
 # tokenizer.model), and llama.cpp's vocab loader requires Phi's <|endoftext|> token in any model
@@ -72,7 +72,6 @@ BROKEN: dict[str, str] = {
 TOKENIZER_STYLE: dict[str, dict[str, Any]] = {
     "phi3": {"extra_special": ("<|endoftext|>",), "tokenizer_class": "GPT2Tokenizer"},
 }
-# --- end llamacpp
 
 
 # Tokenizer styles as releases ship them in tokenizer.json. "byte_level": GPT-2/Llama 3/Qwen
@@ -224,7 +223,7 @@ def build_broken(name: str, llama_dir: Path, out_dir: Path) -> None:
     _write_meta(out_dir, "broken", BROKEN[name])
 
 
-# --- fine-tune and serving-feature fixtures (issue 10) -------------------------------------
+# Fine-tune and serving-feature fixtures
 # Not in all_names() (the default build, which every engine's tests probe): the multimodal
 # ones are not plain causal LMs and the broken template only breaks chat. Build them by name:
 #   python -m probes.fixtures OUT --only broken-chat-template broken-long-rope \
@@ -359,7 +358,6 @@ def build_feature_fixture(name: str, out_root: Path, target: Path) -> None:
         build_broken_long_rope(target)
     else:
         raise ValueError(f"unknown feature fixture {name!r}")
-# --- end fine-tune and serving-feature fixtures ----------------------------------------------
 
 
 def _world_readable(folder: Path) -> None:
@@ -374,7 +372,7 @@ def all_names() -> list[str]:
 
 def build(out_root: Path, only: list[str] | None = None) -> list[Path]:
     names = only or all_names()
-    known = [*all_names(), *FEATURE_FIXTURES]  # issue 10: feature fixtures build by name
+    known = [*all_names(), *FEATURE_FIXTURES]  # feature fixtures build by name too
     unknown = sorted(set(names) - set(known))
     if unknown:
         raise SystemExit(f"unknown fixture(s) {unknown}; known: {', '.join(known)}")
@@ -384,7 +382,7 @@ def build(out_root: Path, only: list[str] | None = None) -> list[Path]:
         target = out_root / name
         if name in FAMILIES:
             build_family(name, target)
-        elif name in FEATURE_FIXTURES:  # issue 10
+        elif name in FEATURE_FIXTURES:
             build_feature_fixture(name, out_root, target)
         else:
             if not (out_root / "llama" / "model.safetensors").exists():

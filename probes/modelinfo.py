@@ -30,7 +30,7 @@ class ModelInfo:
 
 
 def _read_json(path: Path) -> dict | None:
-    # reliability (issue 11): no symlink (O_NOFOLLOW), only a regular file (a FIFO named
+    # No symlink (O_NOFOLLOW), only a regular file (a FIFO named
     # config.json used to block forever), and deep nesting is a RecursionError, not a crash.
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -54,7 +54,7 @@ def _text(value: object) -> str | None:
 
 
 def escaping_links(model_dir: Path) -> list[str]:
-    """reliability (issue 11): entries of a model directory that are symlinks resolving outside
+    """Entries of a model directory that are symlinks resolving outside
     it (config.json -> /etc/passwd), which the engine would follow. A Hugging Face cache
     snapshot (`.../snapshots/<rev>/x -> ../../blobs/<hash>`) may point into its repo's blobs."""
     root = Path(os.path.realpath(model_dir))
@@ -204,7 +204,7 @@ def incomplete_multimodal_copy(model_dir: Path, config: dict, error: str = "") -
             "ships them and the engine reads them")
 
 
-# --- generative or not: the map covers decoder-only generators ------------------------------
+# Generative or not: the map covers decoder-only generators
 NOT_GENERATIVE_PATH = Path(__file__).with_name("not_generative.json")
 
 

@@ -226,7 +226,7 @@ def check_logprobs_close(reference: list[Completion], candidate: list[Completion
                                       f"reference{within}", metrics, details)
 
 
-# -- the reference: computed once per model revision and workload, reused --------------------
+# The reference: computed once per model revision and workload, reused
 def workload_key(prompts: tuple[str, ...] | list[str] = workload.PROMPTS,
                  max_new_tokens: int = workload.MAX_NEW_TOKENS,
                  top_k: int = workload.TOP_K) -> str:

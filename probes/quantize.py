@@ -83,7 +83,7 @@ def widest_top_k(types: Sequence[QuantType], floor: int) -> int:
     return max([floor, *(t.top_k for t in types)])
 
 
-# -- the GGUF's tensor types (stdlib reader of the header and tensor infos) -----------------
+# The GGUF's tensor types (stdlib reader of the header and tensor infos)
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q",
             12: "d"}
 
@@ -147,7 +147,7 @@ def tensor_summary(path: Path | str, qtype: QuantType) -> dict[str, Any]:
             "fallback_tensors": len(fallback), "fallback_examples": fallback[:3]}
 
 
-# -- the verdict --------------------------------------------------------------------------------
+# The verdict
 @dataclass(frozen=True)
 class TypeVerdict:
     status: str  # pass / degraded / fail

@@ -45,7 +45,7 @@ class ProbeRequest:
     workdir: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
     no_network: bool = False
-    # reliability (issue 11): most live processes the child's group may have (fork bombs).
+    # Most live processes the child's group may have (fork bombs).
     pids_max: int = 1024
 
     def child_argv(self, events: Path, workdir: Path) -> list[str]:
@@ -71,7 +71,7 @@ class ProbeOutcome:
     argv: list[str]
     infra_error: str | None = None  # we could not start the child at all
     pid: int | None = None  # the child's pid, also its process group id
-    pids_exceeded: bool = False  # reliability (issue 11): killed for too many processes
+    pids_exceeded: bool = False  # killed for too many processes
     # Facts for telling the host's OOM killer from an engine crash (probes.record.oom_evidence):
     # OOM kills counted by the child's memory cgroup and its parents during the run (None where
     # unreadable), and the tightest memory limit the child ran under, with where it came from.
@@ -156,7 +156,7 @@ def read_events(path: Path) -> list[dict[str, Any]]:
 class LogCapture(threading.Thread):
     """Drain the child's output into a file: head up to the cap, last bytes as tail."""
 
-    # reliability (issue 11): a write error (results directory full) must not stop the
+    # A write error (results directory full) must not stop the
     # draining, or the child blocks on a full pipe and reads as a false timeout. The error is
     # kept, the output still drained, and its last bytes stay in memory (`recent`).
 
@@ -336,7 +336,7 @@ def kill_group(pgid: int, grace_s: float = KILL_GRACE_S) -> None:
 
 
 def _parent_death_signal():
-    """reliability (issue 11): prctl(PR_SET_PDEATHSIG, SIGKILL) for the child, so a runner
+    """prctl(PR_SET_PDEATHSIG, SIGKILL) for the child, so a runner
     killed -9 (a nightly killed mid-run) leaves no orphan probe behind. Looked up in the
     parent: nothing is imported between fork and exec. None where libc has no prctl."""
     try:
@@ -401,7 +401,7 @@ def run_probe(req: ProbeRequest, log_dir: Path) -> ProbeOutcome:
         log_dir.mkdir(parents=True, exist_ok=True)
         workdir.mkdir(parents=True, exist_ok=True)
         events_path.unlink(missing_ok=True)
-    except OSError as exc:  # reliability (issue 11): results directory full or unwritable
+    except OSError as exc:  # the results directory full or unwritable
         why = f"cannot use the results directory {log_dir}: {exc}"
         return ProbeOutcome([], None, False, False, 0.0, log_path, f"dayone: {why}\n", 0.0,
                             time.time(), argv, infra_error=why)
@@ -428,7 +428,7 @@ def run_probe(req: ProbeRequest, log_dir: Path) -> ProbeOutcome:
         try:
             log_path.write_text(text)
         except OSError:
-            pass  # reliability (issue 11): the results directory may be what failed
+            pass  # the results directory may be what failed
         return ProbeOutcome([], None, False, False, 0.0, log_path, text,
                             0.0, started_at, argv, infra_error=f"could not start probe: {exc}")
     capture = LogCapture(proc.stdout, log_path, req.log_cap_bytes)
@@ -439,7 +439,7 @@ def run_probe(req: ProbeRequest, log_dir: Path) -> ProbeOutcome:
     while proc.poll() is None:
         rss = group_rss_mb(proc.pid)
         peak = max(peak, rss)
-        if len(group_members(proc.pid)) > req.pids_max:  # reliability (issue 11): fork bomb
+        if len(group_members(proc.pid)) > req.pids_max:  # a fork bomb
             pids_exceeded = True
             kill_group(proc.pid, grace_s=0)
             break
@@ -461,7 +461,7 @@ def run_probe(req: ProbeRequest, log_dir: Path) -> ProbeOutcome:
     if pids_exceeded:
         log_text += (f"\n[dayone: killed: more than {req.pids_max} processes in the probe's "
                      f"process group (fork bomb?)]\n")
-    if capture.write_error:  # reliability (issue 11): disk full is ours, not the engine's
+    if capture.write_error:  # disk full is ours, not the engine's
         infra_error = f"cannot write the probe log in {log_dir}: {capture.write_error}"
         log_text += (f"\n[dayone: {infra_error}; last {len(capture.recent)} bytes of output "
                      f"follow]\n" + bytes(capture.recent).decode("utf-8", "replace"))

@@ -236,7 +236,7 @@ def verdict(figures: dict[int, dict[str, float]], reference: dict[int, dict[str,
     return "pass", None, message, ratios
 
 
-# -- child side: transformers for the reference -----------------------------------------------
+# Child side: transformers for the reference
 def reference_figures(model_dir: Path, *, input_words: int = INPUT_WORDS,
                       output_len: int = OUTPUT_LEN, concurrency: tuple[int, ...] = CONCURRENCY,
                       prompts_per_slot: int = PROMPTS_PER_SLOT, repeats: int = REPEATS,
@@ -293,7 +293,7 @@ def reference_figures(model_dir: Path, *, input_words: int = INPUT_WORDS,
     return figures, about
 
 
-# -- the stage -------------------------------------------------------------------------------
+# The stage
 def options_workload(options: dict[str, Any]) -> dict[str, Any]:
     o = options.get("throughput") or {}
     return {"input_words": int(o.get("input_words", INPUT_WORDS)),

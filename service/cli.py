@@ -72,7 +72,7 @@ def store_records(db: str | None, records: list[dict]) -> str:
             + (f", {report.updated} confirmed" if report.updated else ""))
 
 
-# -- fixtures ---------------------------------------------------------------------------------
+# Fixtures
 @fixtures_app.command("build")
 def fixtures_build(
     out_dir: Annotated[Path, typer.Argument(help="Where to write the fixture model folders")],
@@ -105,7 +105,7 @@ def fixtures_list() -> None:
         out.print(f"{name}\t{about}")
 
 
-# -- probe ------------------------------------------------------------------------------------
+# Probe
 @app.command()
 def probe(
     model: Annotated[Path, typer.Argument(help="A local HF-format model directory")],
@@ -231,7 +231,7 @@ def confirm_command(
     _print_records(confirmed, as_json)
 
 
-# -- classify ---------------------------------------------------------------------------------
+# Classify
 @app.command()
 def classify(
     logfile: Annotated[Path, typer.Argument(help="A log file ('-' for standard input)")],
@@ -253,7 +253,7 @@ def classify(
             print(f"rule: {m.rule}\nline {m.line_no}: {m.line}")
 
 
-# -- store ------------------------------------------------------------------------------------
+# Store
 @app.command()
 def ingest(
     files: Annotated[list[Path], typer.Argument(
@@ -413,7 +413,7 @@ def _print_summary(records: list[dict], as_json: bool = False) -> None:
     out.print(table)
 
 
-# -- environments -----------------------------------------------------------------------------
+# Environments
 @env_app.command("build")
 def env_build(
     engines: Annotated[Optional[list[str]], typer.Argument(help="ENGINE==VERSION (or ENGINE: its default)")] = None,
@@ -535,7 +535,7 @@ def env_prune(
         out.print(f"removed {removed}")
 
 
-# -- serve --------------------------------------------------------------------------------
+# Serve
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
@@ -550,7 +550,7 @@ def serve(
     uvicorn.run(create_app(db), host=host, port=port, log_level="info")
 
 
-# -- export (added by the service helper, issue 9) ---------------------------------------------
+# Export
 @app.command()
 def export(
     out_dir: Annotated[Optional[Path], typer.Argument(help="Folder to write the static site into")] = None,
@@ -575,7 +575,7 @@ def export(
                           "models": len(doc["models"]), "engines": sorted(doc["engines"])}))
 
 
-# -- discovery and the nightly ------------------------------------------------------------
+# Discovery and the nightly
 WatchlistOption = Annotated[Optional[Path], typer.Option(
     "--watchlist", help="TOML file: hub orgs, hub repos, local model dirs")]
 EndpointOption = Annotated[Optional[str], typer.Option(
@@ -709,7 +709,7 @@ def discover(
         err.print(f"[yellow]warning:[/yellow] {e}")
 
 
-# -- reference releases ---------------------------------------------------------------------
+# Reference releases
 @releases_app.command("list")
 def releases_list(
     model_type: Annotated[Optional[str], typer.Argument(help="Only this model_type")] = None,
@@ -894,7 +894,7 @@ def sweep(
                  types=[t.strip() for t in types.split(",") if t.strip()] if types else None)
 
 
-# -- bisect: the first bad release between a good and a bad one ---------------------------------
+# Bisect: the first bad release between a good and a bad one
 def _bisect_target(target: str, model_id: str | None) -> tuple[str, Path | None, str | None]:
     """(model id in the store, model dir or None, architecture type or None)."""
     path = Path(target)
@@ -987,7 +987,7 @@ def bisect_command(
         _say(f"next probe: {engine}=={state.next_probe()} (dayone bisect ... --run probes it)")
 
 
-# -- the main job on the embedded default -------------------------------------------------------
+# The main job on the embedded default
 @app.command()
 def demo(
     workdir: Annotated[Optional[Path], typer.Option(help="Where fixtures go (default $DAYONE_HOME/fixtures)")] = None,

@@ -65,7 +65,7 @@ def _short(text: str | None, n: int = MESSAGE_CHARS) -> str | None:
     return text[: n - 1] + "…"
 
 
-# --- the model catalogue (one row per model id; O(model revisions), never history) ----------
+# The model catalogue (one row per model id; O(model revisions), never history)
 
 @dataclass(frozen=True)
 class ModelFacts:
@@ -114,7 +114,7 @@ def newest_first(models: Iterable[ModelFacts]) -> list[ModelFacts]:
     return sorted(models, key=lambda m: family_rank[m.family])  # stable: keeps newest first
 
 
-# --- the matrix -----------------------------------------------------------------------------
+# The matrix
 
 @dataclass(frozen=True)
 class Filters:
@@ -534,7 +534,7 @@ def _cached_greens(session: Session, models: list[ModelFacts], cache: HistoryCac
                 for e, t in cache.greens[m.model][1].items()}
 
 
-# --- one model, one engine, one cell ---------------------------------------------------------
+# One model, one engine, one cell
 
 def _history(session: Session, *, model: str | None = None, engine: str | None = None,
              limit: int | None = None) -> list[dict[str, Any]]:
@@ -740,7 +740,7 @@ def native_view(records: list[dict[str, Any]], model_id: str, engine: str
                           registry=load_registry(engine)).as_dict()
 
 
-# --- lists for the API -----------------------------------------------------------------------
+# Lists for the API
 
 def models_list(session: Session, *, family: str | None = None, limit: int = 100,
                 offset: int = 0) -> dict[str, Any]:
@@ -806,7 +806,7 @@ def fresh(data: dict[str, Any] | None, now: dt.datetime | None = None
     return out
 
 
-# --- the architecture map ----------------------------------------------------------------------
+# The architecture map
 
 PLOT_W, PLOT_H, PLOT_PAD = 360, 140, 24  # the share-green plot's box, in SVG user units
 
@@ -883,7 +883,7 @@ def map_view(session: Session, filters: archmap.MapFilters | None = None, *,
     return out
 
 
-# --- one architecture (/map/{arch}) ------------------------------------------------------------
+# One architecture (/map/{arch})
 
 RED = ("fail", "timeout", "oom")
 
@@ -989,7 +989,7 @@ def model_page_view(session: Session, model_id: str, cache: HistoryCache | None 
     return {**data, "arch_tier": arch_tier(session, model_id, data.get("model_type"))}
 
 
-# --- search (the header's box) -----------------------------------------------------------------
+# Search (the header's box)
 
 SEARCH_LIMIT = 20
 

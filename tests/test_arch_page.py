@@ -103,7 +103,7 @@ def client(db_url):
         yield c
 
 
-# -- the pure span and the query functions ------------------------------------------------------
+# The pure span and the query functions
 
 def span(*pairs: tuple[str, str | None]) -> archmap.ReleaseSpan:
     return archmap.release_span("vllm", [archmap.ReleaseStatus(v, s) for v, s in pairs])
@@ -168,7 +168,7 @@ def test_search_ranks_exact_names_first_and_takes_wildcards_literally(session):
     assert hit.detail == "qwen3" and hit.kind == "model"
 
 
-# -- /map/{arch} -----------------------------------------------------------------------------
+# /map/{arch}
 
 def test_the_arch_page_shows_every_engine_stage_timeline_and_lineage(client):
     data = client.get("/map/llama.json").json()
@@ -260,7 +260,7 @@ def test_the_map_links_each_architecture_to_its_page(client):
     assert '<a class="arch-link" href="./map/bert">bert</a>' in page  # the rows apart too
 
 
-# -- the map's hardware and tier filters ---------------------------------------------------------
+# The map's hardware and tier filters
 
 def test_hardware_and_tier_filters_compute_the_map_over_those_results(client):
     def cells(**params) -> dict:
@@ -287,7 +287,7 @@ def test_hardware_and_tier_filters_compute_the_map_over_those_results(client):
     assert cells(hardware="", tier="") == cells()
 
 
-# -- search --------------------------------------------------------------------------------------
+# Search
 
 def test_the_search_endpoint_answers_links(client):
     data = client.get("/api/v1/search", params={"q": "qwen3"}).json()
@@ -348,7 +348,7 @@ def test_hostile_text_is_escaped_on_the_arch_page_and_in_search(hostile_client):
         assert XSS not in page and "<svg onload" not in page
 
 
-# -- model pages: the arch tier ------------------------------------------------------------------
+# Model pages: the arch tier
 
 def test_a_model_page_shows_its_architecture_lineage_and_since_when(client):
     data = client.get("/models/Qwen/Qwen3-4B.json").json()

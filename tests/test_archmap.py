@@ -99,7 +99,7 @@ def test_map_command_over_a_real_store(tmp_path):
     assert data["cells"]["gpt_oss"]["sglang"]["failure_class"] == "kernel_or_dtype"
 
 
-# -- no verdict kinds, every stage shown, generators apart: records built by probes.record ----
+# No verdict kinds, every stage shown, generators apart: records built by probes.record
 from probes.record import build_records, not_applicable_records  # noqa: E402
 from probes.runner import ProbeOutcome  # noqa: E402
 

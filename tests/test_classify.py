@@ -31,27 +31,27 @@ CASES: dict[str, tuple[str, ...]] = {
     "converter_tokenizer": ("NotImplementedError: BPE pre-tokenizer was not recognized - update get_vocab_base_pre()", "conversion_tokenizer", "llamacpp"),  # ggml-org/llama.cpp#7219
     "converter_config_key": ("KeyError: 'num_attention_heads'", "conversion_missing_config", "llamacpp"),  # ggml-org/llama.cpp#9754
     "peft_unsupported_module": ("ValueError: Target module Gemma4ClippableLinear(in_features=64) is not supported.", "unsupported_layer"),
-    # issue 10: PEFT's message spans lines (the module's repr); its last line, as logged.
+    # PEFT's message spans lines (the module's repr); its last line, as logged.
     "peft_unsupported_module_listing": (") is not supported. Currently, only the following modules are supported: `torch.nn.Linear`, `torch.nn.Embedding`, `torch.nn.Conv1d`, `torch.nn.Conv2d`, `torch.nn.Conv3d`, `transformers.pytorch_utils.Conv1D`, `torch.nn.MultiheadAttention.`.", "unsupported_layer"),
     "missing_model_inputs": ("ValueError: token_type_ids is required as a model input when training", "missing_inputs"),
     "chat_template": ("jinja2.exceptions.TemplateSyntaxError: unexpected '}'", "tokenizer_or_template"),
-    "tool_call_parser_missing": ('{"error":{"message":"tool_choice=function \\"get_weather\\" requires --tool-call-parser to be set","type":"BadRequestError","param":null,"code":400}}', "tokenizer_or_template"),  # vLLM 0.32, issue 10
-    "jinja_message": ("dayone: server answered a tool-call request with HTTP 400: Unexpected end of template. Jinja was looking for the following tags: 'endfor' or 'else'. The innermost block that needs to be closed is 'for'.", "tokenizer_or_template"),  # vLLM 0.32 relays jinja's words only, issue 10
+    "tool_call_parser_missing": ('{"error":{"message":"tool_choice=function \\"get_weather\\" requires --tool-call-parser to be set","type":"BadRequestError","param":null,"code":400}}', "tokenizer_or_template"),  # vLLM 0.32
+    "jinja_message": ("dayone: server answered a tool-call request with HTTP 400: Unexpected end of template. Jinja was looking for the following tags: 'endfor' or 'else'. The innermost block that needs to be closed is 'for'.", "tokenizer_or_template"),  # vLLM 0.32 relays jinja's words only
     "kernel_or_dtype": ("RuntimeError: Unsupported CPU attention configuration: head_dim=16", "kernel_or_dtype"),
-    # SGLang 0.5.23 on CPU, gpt-oss (attention sinks) in the torch-native backend: issue 8 sweep
+    # SGLang 0.5.23 on CPU, gpt-oss (attention sinks) in the torch-native backend (the full sweep)
     "attention_backend_feature": ("TypeError: TorchNativeAttnBackend.forward_extend() got an unexpected keyword argument 'sinks'", "kernel_or_dtype"),
     # the probe's (and its bare script's) check after a converter that exports nothing
     "gguf_no_tensors": ("dayone-bare: the converter wrote a GGUF with no tensors", "corrupt_or_missing_weights", "llamacpp"),
     "mmap_past_end": ("ValueError: mmap length is greater than file size", "corrupt_or_missing_weights"),
     "llamacpp_missing_tensor": ("llama_model_load: error loading model: check_tensor_dims: tensor 'token_embd.weight' not found", "corrupt_or_missing_weights"),
     "config_shape_mismatch": ("size mismatch for weight: copying a param with shape torch.Size([4, 64]) from checkpoint, the shape in current model is torch.Size([128, 64]).", "config_conflict"),
-    # SGLang 0.5.23 reads config.head_dim of Gemma 4, which transformers 5.x keeps per layer: issue 8 sweep
+    # SGLang 0.5.23 reads config.head_dim of Gemma 4, which transformers 5.x keeps per layer (the full sweep)
     "per_layer_attribute": ("transformers.integrations.heterogeneity.configuration_utils.AmbiguousGlobalPerLayerAttributeError: 'head_dim' is a per-layer attribute and may vary across layers. Access it via the individual layer configs instead (e.g. config.per_layer_config[i].head_dim).", "config_conflict"),
-    # issue 8 sweep, SGLang 0.5.23 on BART: its transformers fallback cannot take the model
+    # The full sweep, SGLang 0.5.23 on BART: its transformers fallback cannot take the model
     "sglang_no_implementation": ("ValueError: BartForCausalLM has no SGlang implementation and the Transformers implementation is not compatible with SGLang.", "unsupported_architecture"),
-    # issue 8 sweep, vLLM 0.32's transformers fallback on Bamba / BART / BERT
+    # The full sweep, vLLM 0.32's transformers fallback on Bamba / BART / BERT
     "vllm_fallback_incompatible": ("ValueError: Layer 0 (linear_attention) does not dispatch through the Transformers attention interface and vLLM has no other way to handle it.", "unsupported_architecture"),
-    # issue 8 sweep, SGLang 0.5.23's transformers fallback on an OPT / BERT / Bailing copy
+    # The full sweep, SGLang 0.5.23's transformers fallback on an OPT / BERT / Bailing copy
     "sglang_fallback_incompatible": ("ValueError: Unsupported TP style 'colwise_gather_output' for Transformers backend.", "unsupported_architecture"),
     "attention_backend_required": ("AssertionError: One of the attention backends in ['fa3', 'triton', 'trtllm_mha'] is required for Exaone4ForCausalLM", "kernel_or_dtype"),  # SGLang 0.5.23 on CPU
     "not_on_cpu": ("NotImplementedError: Sparse Attention is not supported on CPU.", "not_on_cpu"),  # vLLM 0.32, DeepSeek V3.2

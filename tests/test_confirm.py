@@ -33,7 +33,7 @@ def bare(rc=1, log="", timed_out=False, oom=False):
     return BareOutcome(rc, timed_out, oom, log)
 
 
-# -- the decision (pure) ----------------------------------------------------------------------
+# The decision (pure)
 
 def test_the_same_failure_bare_is_confirmed():
     c = decide(red(), f"Traceback\n{ARCH_LINE}\n", bare(1, f"noise at 0x7f00ab\n{ARCH_LINE}\n"))
@@ -161,7 +161,7 @@ def test_a_signal_is_a_crash_on_both_sides():
     assert decide(r, "Fatal Python error: Segmentation fault", bare(-11, "")).confirmed is True
 
 
-# -- the scripts ------------------------------------------------------------------------------
+# The scripts
 
 def test_every_stage_of_every_public_engine_has_a_bare_script(tmp_path):
     model = tmp_path / "model"
@@ -212,7 +212,7 @@ def test_the_script_judges_parity_by_the_probe_rule(tmp_path):
         assert (theirs.status, theirs.message) == (ours.status, ours.message)
 
 
-# -- real engines ----------------------------------------------------------------------------
+# Real engines
 
 @pytest.fixture(scope="module")
 def fixtures(tf_env, tmp_path_factory):

@@ -138,7 +138,7 @@ def _run_in_sandbox(client, image, model: Path, out: Path, code: str,
     return run.exit_code, (out / "sandbox.log").read_text()
 
 
-# -- same verdicts --------------------------------------------------------------------------
+# Same verdicts
 
 @pytest.mark.parametrize("fixture", FIXTURES)
 def test_same_verdicts_local_and_docker(client, image, local_env, models, tmp_path, fixture):
@@ -158,7 +158,7 @@ def test_same_verdicts_local_and_docker(client, image, local_env, models, tmp_pa
         assert boxed[0]["status"] == "fail"
 
 
-# -- the sandbox ----------------------------------------------------------------------------
+# The sandbox
 
 NETWORK_PROBE = r"""
 import errno, os, socket
@@ -231,7 +231,7 @@ def test_probe_runs_as_non_root(client, image, models, tmp_path):
     assert code == 0 and "uid 0" not in log and "uid " in log, log
 
 
-# -- limits and deaths ----------------------------------------------------------------------
+# Limits and deaths
 
 def test_memory_limit_gives_oom(client, image, local_env, models, tmp_path):
     model = models / "llama"
@@ -269,7 +269,7 @@ def test_timeout_gives_timeout(client, image, local_env, models, tmp_path):
     assert _records(outcome, model)[0]["status"] == "timeout"
 
 
-# -- our failures are `error` / `infra`, never the engine's `fail` -------------------------------
+# Our failures are `error` / `infra`, never the engine's `fail`
 
 def test_container_that_cannot_start_is_infra(client, image, local_env, models, tmp_path):
     missing = dx.ProbeImage(**{**dx.describe(image), "image_id": "sha256:" + "0" * 64})
@@ -361,7 +361,7 @@ def test_the_image_installs_the_lock_the_local_environment_installs(client, imag
     assert norm(json.loads(listing)) == norm(local_env.packages)
 
 
-# -- every engine's image runs what its venv runs ----------------------------------------------
+# Every engine's image runs what its venv runs
 
 ENGINE_STAGES = {"llamacpp": ["convert", "load", "generate"], "vllm": ["load", "generate"],
                  "sglang": ["load", "generate"]}

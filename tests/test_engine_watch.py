@@ -77,7 +77,7 @@ def store_record(db: str, engine: str, version: str, model: str = "org/alpha") -
         store.close()
 
 
-# -- the watch file -------------------------------------------------------------------------
+# The watch file
 
 def test_watch_file_names_every_public_engine_once_with_registry_packages():
     watched = ew.load_watch()
@@ -101,7 +101,7 @@ def test_watch_file_errors_are_clear(tmp_path):
         ew.load_watch(bad)
 
 
-# -- pure decisions --------------------------------------------------------------------------
+# Pure decisions
 
 def test_versions_in_pep440_order_and_upload_time_recorded():
     answer = json.loads((Path(__file__).parent / "fakeindex/recordings/sglang.json").read_text())
@@ -151,7 +151,7 @@ def test_installable_says_why_not():
                           HOST) is None
 
 
-# -- against the fake index ------------------------------------------------------------------
+# Against the fake index
 
 def test_recorded_releases_from_oldest_on(index):
     found = discover(index, names=("vllm", "transformers", "llamacpp"))
@@ -227,7 +227,7 @@ def _only(tmp_path: Path, *names: str) -> Path:
     return path
 
 
-# -- the CLI ---------------------------------------------------------------------------------
+# The CLI
 
 def test_cli_discover_lists_releases_and_plan_prints_the_matrix(index, tmp_path, monkeypatch):
     from service.cli import app
@@ -255,7 +255,7 @@ def test_cli_discover_lists_releases_and_plan_prints_the_matrix(index, tmp_path,
     assert res.exit_code == 2 and "--matrix must be arch or full" in res.output
 
 
-# -- sweep shards ----------------------------------------------------------------------------
+# Sweep shards
 
 TYPES = ["llama", "gemma4_text", "gemma4_text+moe", "qwen3_5_moe_text", "qwen3_next", "gpt_oss",
          "nemotron_h", "deepseek_v3", "llama4_text", "mistral", "phi3", "granite"]

@@ -61,7 +61,7 @@ def check(python: str, engine: str, *args: str, timeout: float = 600) -> dict[st
     return out
 
 
-# -- transformers serve ------------------------------------------------------------------------
+# transformers serve
 
 @pytest.fixture(scope="module")
 def tf_serve(feature_fixtures, tmp_path_factory) -> dict[str, dict[str, dict]]:
@@ -115,7 +115,7 @@ def test_long_rope_fails_past_its_original_window(tf_serve):
     assert long["metrics"]["prompt_tokens"] > 128
 
 
-# -- vLLM --------------------------------------------------------------------------------------
+# vLLM
 
 def vllm_server(env, model_dir: Path, workdir: Path):
     port = free_port()
@@ -177,7 +177,7 @@ def test_vllm_broken_template_fails_every_chat_feature(vllm, stage):
     assert (event["status"], event["failure_class"]) == ("fail", "tokenizer_or_template"), event
 
 
-# -- decisions (pure) --------------------------------------------------------------------------
+# Decisions (pure)
 
 @pytest.mark.parametrize("value, errors", [
     ({"city": "Paris", "unit": "celsius"}, []),
@@ -284,7 +284,7 @@ def test_vllm_engine_runs_the_feature_stages_as_matrix_stages(feature_fixtures, 
         validate_record(r)
 
 
-# -- random weights: no verdict where only trained weights could give one ----------------------
+# Random weights: no verdict where only trained weights could give one
 
 def _body(content: str | None, finish: str, calls: list | None = None,
           completion_tokens: int | None = None) -> dict:

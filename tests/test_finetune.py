@@ -107,7 +107,7 @@ def test_reproduce_command_fails_the_same_way_without_dayone(probed):
     assert "Target module Gemma4ClippableLinear(" in proc.stderr
 
 
-# -- decisions (pure) ------------------------------------------------------------------------
+# Decisions (pure)
 
 def test_attention_targets_only_names_the_model_has():
     names = ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.o_proj",

@@ -28,7 +28,7 @@ from tests.reliability_report import note
 
 SECRET = f"CANARY-{uuid.uuid4().hex}"
 
-# --- strategies ---------------------------------------------------------------------------------
+# Strategies
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-10**15, max_value=10**15),
                     st.floats(allow_nan=False), st.text(max_size=40))
@@ -120,7 +120,7 @@ def test_zz_note_fuzz_figures():
          held=True, detail=", ".join(f"{k} {v}" for k, v in sorted(_tally.items())))
 
 
-# --- through the real transformers probe ---------------------------------------------------------
+# Through the real transformers probe
 
 def probe_json(model: Path, *extra: str) -> tuple[list[dict], str]:
     proc = run_dayone("probe", str(model), "--engine", "transformers", "--json", "--no-store",
@@ -182,7 +182,7 @@ def test_real_probe_of_a_hostile_model_is_a_record_never_a_leak(fixtures_dir, tm
     assert SECRET not in everything
 
 
-# --- remote code ---------------------------------------------------------------------------------
+# Remote code
 
 MODELING = """\
 from pathlib import Path

@@ -19,7 +19,7 @@ from probes.runner import child_environment, isolated_probes, probes_content_has
 KEY = ("huggingface-hub", "pydantic", "packaging")
 
 
-# ----------------------------------------------------------------------------- pure parts ----
+# Pure parts
 
 def test_the_probes_copy_holds_probes_alone_and_is_reused(tmp_path):
     root = isolated_probes(tmp_path)
@@ -90,7 +90,7 @@ def test_build_steps_need_no_host_pip(tmp_path, monkeypatch):
         assert "sys.executable, \"-m\", \"pip\"" not in source
 
 
-# ------------------------------------------------------------------ the installed form ----
+# The installed form
 
 @pytest.fixture(scope="module")
 def llama(tf_env, tmp_path_factory) -> Path:
@@ -142,7 +142,7 @@ def test_a_leaking_import_path_is_error_infra(installed_dayone, llama, tmp_path)
     assert "host package leaked into the engine environment" in records[0]["message"]
 
 
-# ------------------------------------------- verdicts agree with bare transformers scripts ----
+# Verdicts agree with bare transformers scripts
 
 RELEASES = ["4.49.0", "4.51.3", "5.1.0", "5.2.0", "5.4.0", "5.5.0", "5.23.0"]
 # What each shrunk copy's architecture needs (measured: the release that added the type).
@@ -228,7 +228,7 @@ def test_installed_verdicts_agree_with_bare_scripts(installed_dayone, shrunk_cop
     assert since == SUPPORTED_SINCE
 
 
-# ------------------------------------------------ an environment that does not hold together ----
+# An environment that does not hold together
 
 def test_an_engine_that_fails_its_own_import_check_breaks_the_environment(tmp_path):
     from matrix import environments

@@ -53,7 +53,7 @@ BROKEN_EXPECT = {
 }
 
 
-# -- helpers ----------------------------------------------------------------------------------
+# Helpers
 def processes_with(*needles: str) -> list[int]:
     """Live processes whose command line holds every needle."""
     found = []
@@ -91,7 +91,7 @@ def edit_gguf(python: str, path: Path, code: str) -> None:
     subprocess.run([python, "-c", script], check=True, capture_output=True, text=True)
 
 
-# -- session state: the environment, references, every fixture probed once ---------------------
+# Session state: the environment, references, every fixture probed once
 @pytest.fixture(scope="module")
 def lc_env():
     from matrix.environments import ensure_env
@@ -142,7 +142,7 @@ def llama_gguf(probed, work) -> Path:
     return dst
 
 
-# -- every family through every stage ---------------------------------------------------------
+# Every family through every stage
 @pytest.mark.parametrize("name", list(fixtures.FAMILIES))
 def test_family_gets_its_verdict_at_every_stage(probed, name, validate_record):
     records, log_dir = probed[name]
@@ -190,7 +190,7 @@ def test_llama_cpp_log_reaches_the_probe_log(probed):
     assert "print_info: arch" in log
 
 
-# -- broken fixtures: the converter's and llama.cpp's own reasons ----------------------------
+# Broken fixtures: the converter's and llama.cpp's own reasons
 @pytest.mark.parametrize("name", list(BROKEN_EXPECT))
 def test_broken_fixture_gets_its_verdict(probed, name, validate_record):
     records, _ = probed[name]
@@ -254,7 +254,7 @@ def test_broken_gguf_is_classified_from_llama_cpp_log(name, lc_env, llama_gguf, 
     assert records[1]["status"] == "skipped"
 
 
-# -- parity against the transformers reference -----------------------------------------------
+# Parity against the transformers reference
 @pytest.mark.parametrize("alteration,words", [
     # Negated logits: greedy picks the reference's least likely token.
     ("tensor['output.weight'].data[...] *= -1", "not within each other's top-5"),
@@ -294,7 +294,7 @@ def test_parity_without_reference_is_our_error_not_the_engines(lc_env, llama_ggu
     assert (records[0]["status"], records[0]["failure_class"]) == ("error", "infra")
 
 
-# -- serve: never a process left behind ------------------------------------------------------
+# Serve: never a process left behind
 def test_serve_leaves_no_process_when_the_child_is_killed_mid_serve(lc_env, llama_gguf,
                                                                     fixtures_dir, work):
     log_dir = work / "killed"
@@ -324,7 +324,7 @@ def test_serve_leaves_no_process_when_the_child_is_killed_mid_serve(lc_env, llam
     assert serve["status"] == "fail" and "SIGKILL" in serve["message"]
 
 
-# -- rules this engine added (probes/rules.json), each on its real message ---------------------
+# Rules this engine added (probes/rules.json), each on its real message
 @pytest.mark.parametrize("line,engine,klass", [
     ("ValueError: mmap length is greater than file size", "llamacpp",
      "corrupt_or_missing_weights"),
@@ -339,7 +339,7 @@ def test_llamacpp_rules(line, engine, klass):
     assert classify(f"noise\n{line}\nnoise", engine).failure_class == klass
 
 
-# -- host-side converter install (pure parts) -------------------------------------------------
+# Host-side converter install (pure parts)
 def test_vendored_commit_is_read_from_the_release_changelog():
     changelog = ("# Changelog\n\n## [Unreleased]\n\n## [0.3.36]\n\n- feat: update llama.cpp to "
                  "ggml-org/llama.cpp@0c1e57098\n\n## [0.3.35]\n\n- feat: update llama.cpp to "
@@ -364,7 +364,7 @@ def test_converter_error_line_is_its_own_reason():
     assert gguf_convert.error_line(tb) == "ValueError: Missing tokenizer.model"
 
 
-# -- the CLI ----------------------------------------------------------------------------------
+# The CLI
 def test_cli_probe_json(fixtures_dir, lc_env, tmp_path, validate_record):
     db = f"sqlite:///{tmp_path / 'dayone.db'}"
     proc = run_dayone("probe", str(fixtures_dir / "qwen3"), "--engine", "llamacpp", "--json",

@@ -35,7 +35,7 @@ llama-cpp-python==0.3.36 \\
 """
 
 
-# -- pure -------------------------------------------------------------------------------------
+# Pure
 
 def test_a_locks_content_ignores_comments_and_order_and_keeps_every_hash():
     reordered = "jinja2==3.1.6 --hash=sha256:1111 --hash=sha256:2222\n# a note\n" \
@@ -85,7 +85,7 @@ def test_only_todays_lock_goes_stale():
     assert not locks.is_stale(0.0, 23 * 3600, 24.0)
 
 
-# -- against a fake index with upload times (real uv) -----------------------------------------
+# Against a fake index with upload times (real uv)
 
 @pytest.fixture
 def index(tmp_path, monkeypatch):
@@ -175,7 +175,7 @@ def test_the_image_installs_the_same_lock_in_two_files():
     assert "llama" not in files["locked.txt"]
 
 
-# -- stored, compared, shown --------------------------------------------------------------------
+# Stored, compared, shown
 
 def _record(env_id, status, resolution, packages, at, lock_id):
     r = {"schema_version": 1, "run_id": "night-1",

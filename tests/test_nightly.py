@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WATCH = 'orgs = ["Qwen"]\nmodels = ["google/gemma-4-E2B-it", "google/gemma-docs-assets"]\n'
 
 
-# ------------------------------------------------------------------ pure parts ---------------
+# Pure parts
 
 def task(model: str, engine: str = "transformers", heavy: bool = False) -> ProbeTask:
     return ProbeTask(model, "sha", f"env-{engine}", engine, "1", ("load", "generate"),
@@ -72,7 +72,7 @@ def test_journal_survives_a_torn_line(tmp_path):
     assert j.read() == [{"a": 1}, {"a": 2}]
 
 
-# ------------------------------------------------------------------ the real loop ------------
+# The real loop
 
 def nightly(home: Path, hub: FakeHub, *extra: str, wait: bool = True,
             timeout: float = 900) -> subprocess.Popen | subprocess.CompletedProcess:

@@ -180,7 +180,7 @@ def test_the_static_export_filters_in_the_page(page, db_url, tmp_path):
     assert page.alerts == []
 
 
-# -- the architecture map -------------------------------------------------------------------
+# The architecture map
 
 @pytest.fixture(scope="module")
 def map_server(tmp_path_factory):
@@ -277,7 +277,7 @@ def test_the_exported_map_filters_in_the_page(page, tmp_path):
     assert page.alerts == []
 
 
-# -- one architecture's page, the map's hardware filter, the header's search box ---------------
+# One architecture's page, the map's hardware filter, the header's search box
 
 @pytest.fixture(scope="module")
 def arch_server(tmp_path_factory):

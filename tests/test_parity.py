@@ -115,7 +115,7 @@ def test_top_k_is_the_smaller_of_both_sides():
     assert result.metrics["top_k"] == 2
 
 
-# -- the reference cache ----------------------------------------------------------------------
+# The reference cache
 def info(revision: str = "abc") -> ModelInfo:
     return ModelInfo(id="org/Model-1B", revision=revision, model_type="llama",
                      architecture="LlamaForCausalLM")
@@ -171,7 +171,7 @@ def test_parity_stage_outcome(tmp_path):
     assert bad.output["details"][0]["first_divergence"] == 0
 
 
-# -- the precision horizon: where transformers itself changes with precision -----------------
+# The precision horizon: where transformers itself changes with precision
 
 def test_precision_horizons_are_the_first_token_where_float32_leaves_the_reference():
     f32 = [completion("p", [10, 10, 11], REF_TOPS), completion("q", [5, 6], REF_TOPS[:2])]
@@ -219,7 +219,7 @@ def test_reference_keeps_its_horizons_and_the_stage_uses_them(tmp_path):
     assert parity.load_horizons(old) == {}  # written without: none known
 
 
-# -- the logprob tolerance: the reference's own precision noise ---------------------------------
+# The logprob tolerance: the reference's own precision noise
 
 def shifted(tops: list[list[tuple[int, float]]], by: float) -> list[list[tuple[int, float]]]:
     return [[(t, lp - by) for t, lp in step] for step in tops]

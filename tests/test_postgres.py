@@ -114,7 +114,7 @@ def new_database(base: str) -> str:
     return f"{base}/{name}"
 
 
-# --- the store on PostgreSQL ---------------------------------------------------------------------
+# The store on PostgreSQL
 
 def test_ingest_is_idempotent_and_keeps_cell_latest(pg_server):
     store = open_store(new_database(pg_server))
@@ -144,7 +144,7 @@ def test_nul_and_long_text_from_untrusted_logs(pg_server):
         store.close()
 
 
-# --- the API on PostgreSQL: the SQLite API tests, run again with these fixtures ------------------
+# The API on PostgreSQL: the SQLite API tests, run again with these fixtures
 
 @pytest.fixture(scope="module")
 def db_url(pg_server) -> str:

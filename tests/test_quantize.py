@@ -33,7 +33,7 @@ STEP = [(5, -0.5), (6, -1.5), (7, -2.0), (8, -2.5), (9, -3.0)]
 BASE = [completion("p", [5, 5], [STEP, STEP])]
 
 
-# -- data and rules ---------------------------------------------------------------------------
+# Data and rules
 def test_the_default_types_are_q8_0_and_q4_k_m_with_q8_0_the_tighter():
     types = quantize.quant_types()
     assert quantize.default_types() == ["Q8_0", "Q4_K_M"]
@@ -117,7 +117,7 @@ def test_a_quant_red_is_its_own_sub_cell_never_the_engines_status():
     assert plain.quant is None and plain.label() == "pass"
 
 
-# -- the real llama.cpp -----------------------------------------------------------------------
+# The real llama.cpp
 @pytest.fixture(scope="module")
 def lc_env():
     import sys

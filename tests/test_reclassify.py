@@ -84,7 +84,7 @@ def test_the_message_is_read_when_the_log_says_nothing():
         "out_of_memory", KV_CACHE, "old excerpt")
 
 
-# --- a real store ---------------------------------------------------------------------------
+# A real store
 
 def record(model: str, engine: str, stage: str, status: str, *, failure_class=None,
            message=None, log_path=None, log_excerpt=None, minute=0) -> dict:

@@ -106,7 +106,7 @@ def test_the_latest_result_of_a_stage_decides():
     assert not d.changed and d.verdicts["m"].status == "pass"
 
 
-# --- the site ------------------------------------------------------------------------------
+# The site
 
 def record(o: Observation) -> dict:
     return {"schema_version": 1, "run_id": f"night-{o.engine_version}-{o.started_at:%d}",

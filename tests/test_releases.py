@@ -23,7 +23,7 @@ from tests.fakehub import FakeHub
 ROOT = Path(__file__).resolve().parent.parent
 
 
-# ------------------------------------------------------------------ pure: the catalogue ------
+# Pure: the catalogue
 
 def test_packaged_catalogue_reads_every_entry_with_its_source():
     found = releases.entries()
@@ -56,7 +56,7 @@ def test_lookup_prefers_a_release_with_its_own_vocabulary_and_later_roots_lose(t
     assert releases.lookup("gpt2").repo == "microsoft/DialoGPT-small"  # packaged still there
 
 
-# ------------------------------------------------------------------ refresh from the hub -----
+# Refresh from the hub
 
 def _hub_repo(hub: FakeHub, repo: str, model_type: str, downloads: int, tag: str) -> str:
     sha = f"{abs(hash(repo)):040d}"[:40]
@@ -128,7 +128,7 @@ def test_a_text_type_starts_from_its_multimodal_release_text_config():
     assert releases.lookup("persimmon") is None
 
 
-# ------------------------------------------------------------------ real: shrink from releases
+# Real: shrink from releases
 
 @pytest.fixture(scope="module")
 def from_releases(tf_env, tmp_path_factory) -> dict:

@@ -48,7 +48,7 @@ def leftovers(outcome) -> list[int]:
     return group_members(outcome.pid) if outcome.pid else []
 
 
-# --- fork bomb ----------------------------------------------------------------------------------
+# Fork bomb
 
 FORK_BOMB = """\
 import os, sys, time
@@ -85,7 +85,7 @@ def test_fork_bomb_is_stopped_by_the_pids_limit(tmp_path, validate_record):
     assert set(outs) == {"fail/crash"} and not any(left)
 
 
-# --- log flood ----------------------------------------------------------------------------------
+# Log flood
 
 def test_gigabytes_of_log_are_capped_and_classified(tmp_path):
     lines = 35_000  # x 60 kB = 2.1 GB on stdout
@@ -107,7 +107,7 @@ def test_gigabytes_of_log_are_capped_and_classified(tmp_path):
     assert "bytes dropped" in outcome.log_text
 
 
-# --- disk full on the results directory ----------------------------------------------------------
+# Disk full on the results directory
 
 def test_log_on_a_full_disk_is_error_infra_not_a_hang(tmp_path, validate_record):
     """probe.log lands on /dev/full (every write: ENOSPC). The capture used to die and leave the
@@ -176,7 +176,7 @@ def test_a_really_full_filesystem_is_error_infra(tmp_path):
     assert all("No space left" in m for *_, m in got), got
 
 
-# --- engine servers ------------------------------------------------------------------------------
+# Engine servers
 
 NEVER_HEALTHY = """\
 import http.server
@@ -335,7 +335,7 @@ def test_a_server_that_leaves_the_probes_group_dies_with_the_probe(tmp_path):
     assert not left
 
 
-# --- the nightly killed -9 at random points ------------------------------------------------------
+# The nightly killed -9 at random points
 
 NIGHTLY_MODELS = 10
 

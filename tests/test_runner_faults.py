@@ -107,7 +107,7 @@ def test_healthy_fault_engine_passes(tmp_path):
     assert outcome.returncode == 0
 
 
-# -- the host's OOM killer is not an engine crash ---------------------------------------------
+# The host's OOM killer is not an engine crash
 
 def _memory_cgroup(tmp_path: Path, limit_mb: int) -> Path | None:
     """A fresh memory cgroup (v2 or v1's memory controller) with a small limit and no swap,
@@ -183,7 +183,7 @@ def test_a_self_inflicted_sigkill_with_little_memory_stays_a_crash(tmp_path):
     assert (records[0]["status"], records[0]["failure_class"]) == ("fail", "crash")
 
 
-# -- a red blocks only the stages that need it -------------------------------------------------
+# A red blocks only the stages that need it
 
 def test_a_failed_middle_stage_blocks_its_dependents_and_independent_stages_still_run(
         tmp_path, validate_record):

@@ -93,7 +93,7 @@ def client(db_url) -> TestClient:
         yield c
 
 
-# --- the matrix ----------------------------------------------------------------------------------
+# The matrix
 
 def test_matrix_page_shows_latest_status_per_cell(client):
     r = client.get("/")
@@ -185,7 +185,7 @@ def test_matrix_pagination(client):
     assert 'rel="next"' in client.get("/?per_page=2").text
 
 
-# --- model, engine and cell pages, each with a JSON twin -----------------------------------------
+# Model, engine and cell pages, each with a JSON twin
 
 def test_model_page_and_twin(client):
     r = client.get("/models/org/alpha")
@@ -262,7 +262,7 @@ def test_cell_page_history_log_and_reproduce(client):
     assert client.get("/cells/onlyone").status_code == 404
 
 
-# --- untrusted strings ---------------------------------------------------------------------------
+# Untrusted strings
 
 @pytest.mark.parametrize("path", ["/", "/cells/org/beta/transformers", "/models/org/beta"])
 def test_xss_payload_in_a_failure_message_is_inert(client, path):
@@ -307,7 +307,7 @@ def test_odd_model_ids_round_trip_and_cannot_traverse(tmp_path):
         assert all(".." not in h.replace("../", "") for h in hrefs), hrefs
 
 
-# --- badges, feed, health ------------------------------------------------------------------------
+# Badges, feed, health
 
 def test_badge_svg(client):
     r = client.get("/badge/org/alpha/vllm.svg")
@@ -347,7 +347,7 @@ def test_healthz(client):
     assert client.get("/healthz").json() == {"status": "ok", "store": "sqlite"}
 
 
-# --- results, summaries, models lists ------------------------------------------------------------
+# Results, summaries, models lists
 
 def test_results_filter_paginate_since(client):
     r = client.get("/api/v1/results", params={"model": "org/alpha", "engine": "vllm",
@@ -391,7 +391,7 @@ def test_openapi_documents_every_api_path(client):
     assert client.get("/docs").status_code == 200
 
 
-# --- ingest over HTTP ----------------------------------------------------------------------------
+# Ingest over HTTP
 
 @pytest.fixture
 def ingest_client(tmp_path):
@@ -513,7 +513,7 @@ def test_nul_in_a_path_or_query_is_a_400(client):
     assert client.get("/models/a%00b").status_code == 400
 
 
-# --- schemathesis: any request the OpenAPI schema allows gets an answer below 500 ----------------
+# Schemathesis: any request the OpenAPI schema allows gets an answer below 500
 
 def _fuzz_app():
     import tempfile

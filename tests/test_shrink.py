@@ -27,7 +27,7 @@ FAMILIES = ["gemma4_text", "qwen3_5_text", "qwen3_5_moe_text", "qwen3_next", "gp
             "llama4_text", "gemma3_text", "qwen3_moe", "nemotron_h", "deepseek_v3"]
 
 
-# ------------------------------------------------------------------ pure: choosing layers ----
+# Pure: choosing layers
 
 def test_prefix_keeps_the_released_pattern():
     kinds = (["linear_attention"] * 3 + ["full_attention"]) * 8
@@ -46,7 +46,7 @@ def test_uniform_layers_keep_the_minimum():
     assert choose_layers(["x"], min_layers=2, max_prefix=8) == [0]
 
 
-# ------------------------------------------------------------------ pure: config dicts -------
+# Pure: config dicts
 
 def gemma4_like() -> dict:
     types = (["sliding_attention"] * 5 + ["full_attention"]) * 5
@@ -250,7 +250,7 @@ def test_rules_file_is_consistent():
         assert not fam.get("tokenizer_model") or fam.get("tokenizer_style") == "sentencepiece"
 
 
-# ------------------------------------------------------------------ real: build + generate ---
+# Real: build + generate
 
 def run_tf(tf_env, script: str, *, env: dict[str, str] | None = None, timeout: int = 600
            ) -> subprocess.CompletedProcess:
@@ -407,7 +407,7 @@ def test_unknown_tokenizer_style_is_refused(tf_env, tmp_path):
     assert proc.returncode != 0 and "unknown tokenizer style 'wordpiece'" in proc.stderr
 
 
-# ------------------------------------------------------------------ sweep variants -----------
+# Sweep variants
 
 def test_variants_file_is_consistent():
     variants = load_variants()

@@ -36,7 +36,7 @@ def rec(model: str = "tiny/llama", engine: str = "transformers", version: str = 
     return r
 
 
-# --- PostgreSQL: a throwaway server from the Debian package, or a loud skip --------------------
+# PostgreSQL: a throwaway server from the Debian package, or a loud skip
 
 def _pg_bin(name: str) -> str | None:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
@@ -99,7 +99,7 @@ def store(url):
     s.close()
 
 
-# --- migrations ------------------------------------------------------------------------------
+# Migrations
 
 def test_migrations_build_the_whole_schema_from_empty(url):
     store = open_store(url)
@@ -152,7 +152,7 @@ def test_in_memory_sqlite_works_for_quick_use():
         assert len(results(s)) == 1
 
 
-# --- ingest and queries, on both backends ----------------------------------------------------
+# Ingest and queries, on both backends
 
 def test_ingest_is_idempotent_and_round_trips(store):
     records = [rec(), rec(stage="generate", at="2025-03-01T02:00:01Z",
@@ -212,8 +212,6 @@ def test_results_filters_and_newest_first(filled):
 def test_an_empty_store_has_no_results(store):
     with store.session() as s:
         assert results(s) == []
-
-
 
 
 def test_cache_follows_the_same_rule(tmp_path, monkeypatch):

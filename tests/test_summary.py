@@ -32,7 +32,7 @@ def probe(status_by_stage: dict[str, str], **kw) -> list[dict]:
             for i, (stage, status) in enumerate(status_by_stage.items())]
 
 
-# --- the status order ------------------------------------------------------------------------
+# The status order
 
 @pytest.mark.parametrize("statuses, worst", [
     (["pass", "fail"], "fail"),
@@ -76,7 +76,7 @@ def test_environment_id_is_the_records_or_a_stable_hash():
     assert S.environment_id(engine) != S.environment_id({**engine, "packages": {"torch": "3"}})
 
 
-# --- current state ---------------------------------------------------------------------------
+# Current state
 
 def test_latest_status_takes_the_newest_version_then_the_latest_time():
     results = [
@@ -109,7 +109,7 @@ def test_a_cells_stages_come_from_one_version():
     assert S.cell_status(results) == {("m", "tf"): "pass"}
 
 
-# --- probes ----------------------------------------------------------------------------------
+# Probes
 
 def test_probes_group_by_run_id():
     results = probe({"load": "pass", "generate": "fail"}, night=0) + probe({"load": "pass"}, night=1)
@@ -129,7 +129,7 @@ def test_probes_without_run_id_split_on_a_repeated_stage_or_a_gap():
                                       {"generate": "pass"}]
 
 
-# --- the version axis ------------------------------------------------------------------------
+# The version axis
 
 def test_supported_since_is_the_first_green_version_in_packaging_order():
     results = (probe({"load": "fail"}, version="4.49.0")
@@ -167,7 +167,7 @@ def test_days_to_green_takes_the_earliest_green_of_any_version():
     assert S.days_to_green(results) == {("m", "tf"): 2}
 
 
-# --- time series -----------------------------------------------------------------------------
+# Time series
 
 def test_failing_since_and_last_pass():
     results = [rec("pass", night=0), rec("pass", night=1), rec("fail", night=2),
@@ -249,7 +249,7 @@ def test_staleness():
     assert st[("old", "tf")].stale and st[("old", "tf")].age == 4 * DAY
 
 
-# --- one row per cell ------------------------------------------------------------------------
+# One row per cell
 
 def test_summarize_puts_it_together():
     results = [rec("fail", version="4.49.0", night=0, release="2025-02-27"),

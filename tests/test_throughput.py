@@ -92,7 +92,7 @@ def test_options_workload_defaults_and_overrides():
     assert len(tp.user_prompt(32).split()) == 32
 
 
-# -- the streaming client against a local SSE endpoint with known timing -----------------------
+# The streaming client against a local SSE endpoint with known timing
 FIRST_S, GAP_S, CHUNKS = 0.15, 0.05, 5
 
 
@@ -166,7 +166,7 @@ def test_unreachable_server_is_a_failed_request():
     assert not r.ok and r.error
 
 
-# -- the transformers reference, with the real transformers -------------------------------------
+# The transformers reference, with the real transformers
 def test_reference_figures_with_real_transformers(tf_env, fixtures_dir):
     code = ("import json, sys; from pathlib import Path; "
             "from probes.throughput import reference_figures; "

@@ -47,7 +47,7 @@ def family_stages(name: str) -> list[str]:
     return ALL_STAGES if FULL else SERVER_STAGES.get(name, IN_PROCESS)
 
 
-# -- pure decisions ----------------------------------------------------------------------------
+# Pure decisions
 def test_registry_verdict_is_never_green_off_the_registry():
     native = {"LlamaForCausalLM"}
     assert registry_verdict(["LlamaForCausalLM"], native, set(), "LlamaForCausalLM", False) \
@@ -101,7 +101,7 @@ def test_torchvision_patch_is_pure_and_idempotent():
     compile(once, "x.py", "exec")
 
 
-# -- the real engine ---------------------------------------------------------------------------
+# The real engine
 @pytest.fixture(scope="module")
 def vllm_envs():
     return {v: ensure_env("vllm", v) for v in (NEW, OLD)}

@@ -106,7 +106,7 @@ class EngineBase:
         self.top_k: int = int(options.get("top_k", workload.TOP_K))
         self.trust_remote_code: bool = bool(options.get("trust_remote_code", False))
 
-    # -- description of the environment -------------------------------------------------
+    # Description of the environment
     def version(self) -> str:
         return package_versions((self.package,)).get(self.package, "unknown")
 
@@ -122,7 +122,7 @@ class EngineBase:
             "python": platform.python_version(),
         }
 
-    # -- shared stage helpers ------------------------------------------------------------
+    # Shared stage helpers
     completions: list[dict[str, Any]] | None = None
     # Every stage this probe will run (set by the child): a server started for one stage can
     # be started with what later stages need.
@@ -150,7 +150,7 @@ class EngineBase:
             raise HarnessError("parity needs `generate` first in the same probe")
         return parity.parity_stage(self.options, self.completions, self.top_k)
 
-    # -- stages ---------------------------------------------------------------------------
+    # Stages
     def run_stage(self, stage: str) -> StageOutcome:
         method = getattr(self, f"stage_{stage}", None)
         if method is None:
@@ -201,7 +201,7 @@ class ServerEngine(EngineBase):
             info["packages"].update(env_patches_fingerprint())
         return info
 
-    # -- what each engine says ------------------------------------------------------------
+    # What each engine says
     def server_argv(self, port: int) -> list[str]:
         raise NotImplementedError
 
@@ -224,7 +224,7 @@ class ServerEngine(EngineBase):
         return {"max_tokens": self.max_new_tokens,
                 "params": {"min_tokens": self.max_new_tokens, "ignore_eos": True}}
 
-    # -- the server ---------------------------------------------------------------------------
+    # The server
     def start_server(self) -> serving.Server:
         """The running server, started (once) where there is none."""
         if self.server is not None and self.server.proc.poll() is None:
@@ -250,7 +250,7 @@ class ServerEngine(EngineBase):
             self.server.stop()
             self.server = None
 
-    # -- the serving stages (one implementation for every server) -------------------------------
+    # The serving stages (one implementation for every server)
     def stage_serve(self) -> StageOutcome:
         server = self.stage_server()
         return features.stage_serve(

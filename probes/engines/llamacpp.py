@@ -81,7 +81,7 @@ class Engine(ServerEngine):
         if options.get("gguf"):
             self.gguf = Path(options["gguf"])
 
-    # -- environment ------------------------------------------------------------------------
+    # Environment
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         commit = gguf_convert.converter_info(self.converter).get("llama_cpp_commit")
@@ -123,7 +123,7 @@ class Engine(ServerEngine):
         self._log_callback = callback  # keep it alive as long as llama.cpp may call it
         llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
 
-    # -- convert ----------------------------------------------------------------------------
+    # Convert
     def _pretokenizer_fallback(self) -> str | None:
         return pretokenizer_fallback(self.options, self.model_dir)
 
@@ -183,7 +183,7 @@ class Engine(ServerEngine):
         assert self.gguf is not None
         return self.gguf
 
-    # -- load / generate --------------------------------------------------------------------
+    # Load / generate
     def stage_load(self) -> StageOutcome:
         import llama_cpp
 
@@ -266,13 +266,13 @@ class Engine(ServerEngine):
                      "prompt_tokens_match": own_match},
             output={"completions": completions})
 
-    # -- parity -----------------------------------------------------------------------------
+    # Parity
     def stage_parity(self) -> StageOutcome:
         if self.completions is None:
             self.stage_generate()
         return parity.parity_stage(self.options, self.completions or [], self.top_k)
 
-    # -- quantize -----------------------------------------------------------------------------
+    # Quantize
     def _quantize_file(self, source: Path, out: Path, qtype: quantize.QuantType) -> int:
         """llama.cpp's own quantizer (llama_model_quantize, the quantize tool's code path)."""
         import ctypes
@@ -359,7 +359,7 @@ class Engine(ServerEngine):
         return StageOutcome(status=status, metrics=metrics, message=message,
                             failure_class=failure_class, output={"types": per_type})
 
-    # -- serve ------------------------------------------------------------------------------
+    # Serve
     def server_argv(self, port: int) -> list[str]:
         # No --chat_format: the server takes the chat template the converter wrote into the
         # GGUF (the model's own), as a user's server would.
@@ -385,7 +385,7 @@ class Engine(ServerEngine):
         finally:
             self.stop_server()
 
-    # -- cleanup ----------------------------------------------------------------------------
+    # Cleanup
     def _free_model(self) -> None:
         if self.llm is not None:
             try:

@@ -48,7 +48,7 @@ LEARNING_RATE = 1e-2
 LORA_RANK = 8
 
 
-# -- decisions (pure) -----------------------------------------------------------------------
+# Decisions (pure)
 
 def attention_targets(module_names: Iterable[str]) -> list[str]:
     """The attention projection names (last path component) a model has, in our order."""
@@ -81,7 +81,7 @@ def raised_inside_library(exc: BaseException) -> bool:
     return not raised_by_harness(exc)
 
 
-# -- shared child-side helpers (also used by the trl engine) ---------------------------------
+# Shared child-side helpers (also used by the trl engine)
 
 def device_name() -> str:
     import torch
@@ -140,7 +140,7 @@ class Engine(EngineBase):
     def hardware(self) -> str:
         return torch_hardware(super().hardware())
 
-    # -- the stage ----------------------------------------------------------------------------
+    # The stage
     def stage_finetune(self) -> StageOutcome:
         import torch
 

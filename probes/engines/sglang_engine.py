@@ -141,7 +141,7 @@ class Engine(ServerEngine):
             return f"cuda:{torch.cuda.get_device_name(0)}"
         return CPU_LABEL  # SGLang's CPU path with dayone's workarounds, not a supported target
 
-    # -- the server ---------------------------------------------------------------------------
+    # The server
     def server_argv(self, port: int) -> list[str]:
         argv = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(self.model_dir),
                 "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
@@ -182,7 +182,7 @@ class Engine(ServerEngine):
             raise HarnessError("stage needs `load` first in the same probe (the server)")
         return self.server
 
-    # -- stages -------------------------------------------------------------------------------
+    # Stages
     def stage_load(self) -> StageOutcome:
         log_path = self.workdir / self.server_log
         try:

@@ -78,7 +78,7 @@ class Engine(ServerEngine):
         self.server_multiprocessing = bool(options.get("server_multiprocessing", True))
         os.environ.update(self.child_env())
 
-    # -- environment ------------------------------------------------------------------------
+    # Environment
     def child_env(self) -> dict[str, str]:
         """Per-run caches, KV cache budget, no hub.
 
@@ -136,7 +136,7 @@ class Engine(ServerEngine):
             pass
         return f"cpu:{cpu_name()}"
 
-    # -- stages -----------------------------------------------------------------------------
+    # Stages
     def stage_load(self) -> StageOutcome:
         t_import = time.perf_counter()
         from vllm import LLM, ModelRegistry

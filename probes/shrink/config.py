@@ -12,9 +12,7 @@ from typing import Any
 from probes.shrink.rules import Rules, ShrinkError, evaluate, load_rules
 from probes.shrink.rules import is_int as _is_int
 
-# --------------------------------------------------------------------------------------------
 # Choosing layers: one of each kind, in the released order
-# --------------------------------------------------------------------------------------------
 
 def choose_layers(signatures: list[Any], *, min_layers: int, max_prefix: int,
                   min_prefix: int = 0) -> list[int]:
@@ -62,9 +60,7 @@ def _hashable(value: Any) -> Any:
     return value
 
 
-# --------------------------------------------------------------------------------------------
 # The pure shrink of a config dict
-# --------------------------------------------------------------------------------------------
 
 @dataclass
 class ShrinkPlan:

@@ -49,9 +49,7 @@ def rules_text(path: str | None = None) -> str:
     return Path(path or os.environ.get("DAYONE_SHRINK_RULES") or RULES_PATH).read_text("utf-8")
 
 
-# --------------------------------------------------------------------------------------------
 # Expressions in family rules: names, numbers, + - * // /, min, max, a.b lookups
-# --------------------------------------------------------------------------------------------
 
 _BINOPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
@@ -104,8 +102,6 @@ def evaluate(expr: Any, local: dict[str, Any], root: dict[str, Any]) -> Any:
         raise ShrinkError(f"rule expression {expr!r}: unsupported syntax {type(node).__name__}")
 
     return walk(tree)
-
-
 
 
 def is_int(value: Any) -> bool:

@@ -179,7 +179,7 @@ def api_summaries(request: Request, session: SessionDep,
                         lambda: views.summaries_view(session, model, engine)))
 
 
-# --- ingest ----------------------------------------------------------------------------------
+# Ingest
 
 def _record_schema() -> dict[str, Any]:
     schema = dict(validator().schema)

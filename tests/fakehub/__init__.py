@@ -94,7 +94,7 @@ class FakeHub:
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    # -- lifecycle --------------------------------------------------------------------------
+    # Lifecycle
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
@@ -114,7 +114,7 @@ class FakeHub:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- test controls ----------------------------------------------------------------------
+    # Test controls
     def push_commit(self, repo_id: str, files: dict[str, bytes | str],
                     last_modified: str = "2026-06-01T00:00:00.000Z") -> str:
         """A new commit on a repo: new sha, changed files; the old sha stays resolvable."""
@@ -145,7 +145,7 @@ class FakeHub:
     def count(self, method: str, path_prefix: str) -> int:
         return sum(1 for m, p, _s in self.requests if m == method and p.startswith(path_prefix))
 
-    # -- answers ----------------------------------------------------------------------------
+    # Answers
     def answer(self, method: str, raw_path: str, headers: dict[str, str]
                ) -> tuple[int, dict[str, str], bytes]:
         parts = urlsplit(raw_path)
