@@ -79,6 +79,22 @@ def run_dayone(*args: str, timeout: float = 900, check: bool = True,
     return proc
 
 
+def filled_store(where: Path | str, records: list) -> str:
+    """A real store holding `records`, every one accepted; its URL. `where` is a folder (a
+    SQLite file is made in it) or a store URL."""
+    from matrix.ingest import ingest_records
+    from matrix.store import open_store
+
+    url = where if isinstance(where, str) else f"sqlite:///{Path(where) / 'dayone.db'}"
+    store = open_store(url)
+    try:
+        with store.writing() as s:
+            assert ingest_records(s, records).rejected == []
+    finally:
+        store.close()
+    return url
+
+
 def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
 

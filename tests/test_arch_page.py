@@ -20,6 +20,7 @@ from service.export import export
 from test_export import local_refs
 from test_map_page import LLAMA, QWEN, lined, map_records, rec
 from test_service_api import XSS
+from conftest import filled_store
 
 H200 = "NVIDIA H200"
 BARE = "python /logs/run/arch/llama/sglang-0.5.0/bare_load.py"
@@ -80,13 +81,7 @@ def arch_records() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def db_url(tmp_path_factory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('arch') / 'dayone.db'}"
-    store = open_store(url)
-    with store.writing() as s:
-        report = ingest_records(s, arch_records())
-    assert report.rejected == []
-    store.close()
-    return url
+    return filled_store(tmp_path_factory.mktemp("arch"), arch_records())
 
 
 @pytest.fixture(scope="module")
@@ -369,11 +364,7 @@ def test_a_model_page_shows_its_architecture_lineage_and_since_when(client):
 
 
 def test_new_sweep_results_reach_the_cached_arch_page(tmp_path):
-    url = f"sqlite:///{tmp_path / 'dayone.db'}"
-    store = open_store(url)
-    with store.writing() as s:
-        assert ingest_records(s, arch_records()).rejected == []
-    store.close()
+    url = filled_store(tmp_path, arch_records())
     with TestClient(create_app(url)) as c:
         assert c.get("/map/gpt_oss.json").json()["engines"][0]["releases"] == [
             {"version": "0.5.0", "status": "pass"}]

@@ -12,11 +12,10 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from matrix import compat_data as CD
-from matrix.ingest import ingest_records
 from matrix.release_diff import Verdict
-from matrix.store import open_store
 from service.app import create_app
 from tests.test_release_diff import history, probe, record
+from conftest import filled_store
 
 NOW = dt.datetime(2026, 12, 3, 5, 30, 7, tzinfo=dt.timezone.utc)
 GOOD = Verdict("pass", "load")
@@ -104,12 +103,7 @@ def test_document_is_valid_and_mdn_shaped():
 
 @pytest.fixture(scope="module")
 def db_url(tmp_path_factory):
-    url = f"sqlite:///{tmp_path_factory.mktemp('cd') / 'dayone.db'}"
-    store = open_store(url)
-    with store.writing() as s:
-        assert ingest_records(s, [record(o) for o in history()]).rejected == []
-    store.close()
-    return url
+    return filled_store(tmp_path_factory.mktemp("cd"), [record(o) for o in history()])
 
 
 def test_export_data_package_and_api(db_url, tmp_path):

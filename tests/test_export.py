@@ -13,11 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from matrix.ingest import ingest_records
-from matrix.store import open_store
 from service.app import create_app
 from service.export import export
 from test_service_api import XSS, history, probe
+from conftest import filled_store
 
 
 class Refs(HTMLParser):
@@ -38,12 +37,7 @@ def local_refs(page: Path) -> list[str]:
             if not re.match(r"^(https?:|data:|mailto:|#|\?)", r)]
 
 
-def fill(url: str, records: list[dict]) -> str:
-    store = open_store(url)
-    with store.writing() as s:
-        assert ingest_records(s, records).rejected == []
-    store.close()
-    return url
+fill = filled_store
 
 
 @pytest.fixture(scope="module")

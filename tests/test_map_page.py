@@ -17,6 +17,7 @@ from matrix.store import open_store
 from service.app import create_app
 from test_archmap import rec as archmap_rec
 from test_service_api import XSS
+from conftest import filled_store
 
 LLAMA = {"source": "release", "repo": "meta-llama/Llama-3.2-1B", "revision": "abc",
          "pristine": True}
@@ -66,13 +67,7 @@ def map_records() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def db_url(tmp_path_factory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('map') / 'dayone.db'}"
-    store = open_store(url)
-    with store.writing() as s:
-        report = ingest_records(s, map_records())
-    assert report.rejected == []
-    store.close()
-    return url
+    return filled_store(tmp_path_factory.mktemp("map"), map_records())
 
 
 @pytest.fixture(scope="module")

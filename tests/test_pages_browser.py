@@ -7,6 +7,7 @@ install`: the browser is the distribution's)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -14,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix.ingest import ingest_records
-from matrix.store import open_store
+from conftest import filled_store
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -38,24 +38,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def db_url(tmp_path_factory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'dayone.db'}"
-    store = open_store(url)
-    with store.writing() as s:
-        assert ingest_records(s, history()).rejected == []
-    store.close()
-    return url
-
-
-@pytest.fixture(scope="module")
-def server(db_url):
+@contextlib.contextmanager
+def serving(url: str):
+    """The real site over the store at `url`, served by uvicorn on loopback; its base URL."""
     import uvicorn
 
     from service.app import create_app
 
     port = free_port()
-    config = uvicorn.Config(create_app(db_url), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(create_app(url), host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -63,9 +54,22 @@ def server(db_url):
     while not srv.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def db_url(tmp_path_factory) -> str:
+    return filled_store(tmp_path_factory.mktemp("browser"), history())
+
+
+@pytest.fixture(scope="module")
+def server(db_url):
+    with serving(db_url) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -184,28 +188,10 @@ def test_the_static_export_filters_in_the_page(page, db_url, tmp_path):
 
 @pytest.fixture(scope="module")
 def map_server(tmp_path_factory):
-    import uvicorn
-
-    from service.app import create_app
     from test_map_page import map_records
 
-    url = f"sqlite:///{tmp_path_factory.mktemp('browser-map') / 'dayone.db'}"
-    store = open_store(url)
-    with store.writing() as s:
-        assert ingest_records(s, map_records()).rejected == []
-    store.close()
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(url), host="127.0.0.1", port=port,
-                                        log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with serving(filled_store(tmp_path_factory.mktemp("browser-map"), map_records())) as base:
+        yield base
 
 
 def map_rows(pg) -> list[str]:
@@ -257,12 +243,7 @@ def test_the_exported_map_filters_in_the_page(page, tmp_path):
     from service.export import export
     from test_map_page import map_records
 
-    url = f"sqlite:///{tmp_path / 'dayone.db'}"
-    store = open_store(url)
-    with store.writing() as s:
-        assert ingest_records(s, map_records()).rejected == []
-    store.close()
-    export(tmp_path / "site", url)
+    export(tmp_path / "site", filled_store(tmp_path, map_records()))
     page.goto((tmp_path / "site" / "map.html").as_uri())
     assert map_rows(page) == ["gpt_oss", "llama", "qwen3"]
     page.select_option('select[name="lineage"]', "synthetic")
@@ -281,28 +262,11 @@ def test_the_exported_map_filters_in_the_page(page, tmp_path):
 
 @pytest.fixture(scope="module")
 def arch_server(tmp_path_factory):
-    import uvicorn
-
-    from service.app import create_app
     from test_arch_page import arch_records
 
-    url = f"sqlite:///{tmp_path_factory.mktemp('browser-arch') / 'dayone.db'}"
-    store = open_store(url)
-    with store.writing() as s:
-        assert ingest_records(s, arch_records()).rejected == []
-    store.close()
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(url), host="127.0.0.1", port=port,
-                                        log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", url
-    srv.should_exit = True
-    thread.join(10)
+    url = filled_store(tmp_path_factory.mktemp("browser-arch"), arch_records())
+    with serving(url) as base:
+        yield base, url
 
 
 def test_the_arch_page_shows_stages_releases_and_reds(page, arch_server):
