@@ -164,18 +164,14 @@ def build_tokenizer(out_dir: Path, vocab_size: int = 384, extra_special: tuple[s
 
 
 def build_family(model_type: str, out_dir: Path) -> None:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     out_dir.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(out_dir, **TOKENIZER_STYLE.get(model_type, {}))
     overrides = {**COMMON, **FAMILIES[model_type], "vocab_size": len(tok)}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     config = AutoConfig.for_model(model_type, **overrides)
-    torch.manual_seed(SEED)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.generation_config.pad_token_id = 0
-    model.save_pretrained(out_dir, safe_serialization=True)
+    _save_random(config, out_dir)
     _add_release_keys(out_dir / "config.json")
     _write_meta(out_dir, model_type, f"tiny random {model_type}")
 
@@ -193,6 +189,18 @@ def _add_release_keys(config_path: Path) -> None:
     if isinstance(rope, dict) and "rope_theta" in rope:
         config.setdefault("rope_theta", rope["rope_theta"])
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _save_random(config, out_dir: Path, auto_class: str = "AutoModelForCausalLM") -> None:
+    """Seeded random float32 weights for `config`, saved as safetensors (pad id 0 so
+    generate() does not warn)."""
+    import torch
+    import transformers
+
+    torch.manual_seed(SEED)
+    model = getattr(transformers, auto_class).from_config(config, dtype=torch.float32)
+    model.generation_config.pad_token_id = 0
+    model.save_pretrained(out_dir, safe_serialization=True)
 
 
 def _write_meta(out_dir: Path, family: str, about: str) -> None:
@@ -263,8 +271,6 @@ def build_broken_chat_template(llama_dir: Path, out_dir: Path) -> None:
 
 
 def build_gemma4_multimodal(out_dir: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM
     from transformers.models.gemma4.configuration_gemma4 import Gemma4Config
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -286,16 +292,11 @@ def build_gemma4_multimodal(out_dir: Path) -> None:
                           video_token_id=special, boa_token_id=special,
                           eoa_token_index=special, audio_token_id=special,
                           tie_word_embeddings=True)
-    torch.manual_seed(SEED)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.generation_config.pad_token_id = 0
-    model.save_pretrained(out_dir, safe_serialization=True)
+    _save_random(config, out_dir)
     _write_meta(out_dir, "gemma4", FEATURE_FIXTURES["gemma4-multimodal"])
 
 
 def build_molmo2_multimodal(out_dir: Path) -> None:
-    import torch
-    from transformers import AutoModelForImageTextToText
     from transformers.models.molmo2.configuration_molmo2 import Molmo2Config
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -316,16 +317,12 @@ def build_molmo2_multimodal(out_dir: Path) -> None:
                           image_end_token_id=vocab + 2, image_patch_id=vocab + 3,
                           frame_start_token_id=vocab + 4, frame_end_token_id=vocab + 5,
                           pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    torch.manual_seed(SEED)
-    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
-    model.generation_config.pad_token_id = 0
-    model.save_pretrained(out_dir, safe_serialization=True)
+    _save_random(config, out_dir, "AutoModelForImageTextToText")
     _write_meta(out_dir, "molmo2", FEATURE_FIXTURES["molmo2-multimodal"])
 
 
 def build_broken_long_rope(out_dir: Path) -> None:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     out_dir.mkdir(parents=True, exist_ok=True)
     vocab = len(build_tokenizer(out_dir))
@@ -338,10 +335,7 @@ def build_broken_long_rope(out_dir: Path) -> None:
     overrides = {**COMMON, "head_dim": None, "vocab_size": vocab,
                  "original_max_position_embeddings": 128, "rope_parameters": rope}
     config = AutoConfig.for_model("phi3", **{k: v for k, v in overrides.items() if v is not None})
-    torch.manual_seed(SEED)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.generation_config.pad_token_id = 0
-    model.save_pretrained(out_dir, safe_serialization=True)
+    _save_random(config, out_dir)
     _write_meta(out_dir, "broken", FEATURE_FIXTURES["broken-long-rope"])
 
 
