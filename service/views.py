@@ -250,13 +250,7 @@ def strips(session: Session, model_ids: list[str], f: Filters, nights: list[dt.d
                                 Result.started_at >= cutoff))
              .where(CellLatest.model_id.in_(model_ids))
              .group_by(CellLatest.model_id, CellLatest.engine_name, day))
-    if f.engine:
-        query = query.where(CellLatest.engine_name == f.engine)
-    if f.hardware:
-        query = (query.join(Environment, Environment.id == CellLatest.environment_pk)
-                 .where(Environment.hardware == f.hardware))
-    if f.tier:
-        query = query.where(Result.tier == f.tier)
+    query = _cell_filters(query, f, result_joined=True)
     out: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
     for model, engine, night, rank in session.execute(query):
         if rank < len(RANKED):
@@ -316,16 +310,22 @@ def _models_with_cells(session: Session, f: Filters) -> set[str] | None:
     Reads cell_latest only (O(cells), never history)."""
     if not (f.engine or f.hardware or f.tier):
         return None
-    query = select(CellLatest.model_id).distinct()
+    return set(session.scalars(_cell_filters(select(CellLatest.model_id).distinct(), f)))
+
+
+def _cell_filters(query: Any, f: Filters, *, result_joined: bool = False) -> Any:
+    """`query` over cell_latest narrowed to the engine / hardware / tier filters. The tier is
+    the result's: joined here unless the query has joined results already."""
     if f.engine:
         query = query.where(CellLatest.engine_name == f.engine)
     if f.hardware:
         query = (query.join(Environment, Environment.id == CellLatest.environment_pk)
                  .where(Environment.hardware == f.hardware))
     if f.tier:
-        query = (query.join(Result, Result.id == CellLatest.result_pk)
-                 .where(Result.tier == f.tier))
-    return set(session.scalars(query))
+        if not result_joined:
+            query = query.join(Result, Result.id == CellLatest.result_pk)
+        query = query.where(Result.tier == f.tier)
+    return query
 
 
 class HistoryCache:

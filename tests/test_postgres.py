@@ -25,6 +25,7 @@ from service.app import create_app
 
 import test_service_api as api_tests
 from test_service_api import TOKEN, history, probe
+from conftest import filled_store
 
 psycopg = pytest.importorskip("psycopg", reason="*** POSTGRES TESTS SKIPPED: pip install "
                                                "'psycopg[binary]' ***")
@@ -189,12 +190,7 @@ def test_odd_model_ids_on_postgresql(pg_server):
     from service.links import slug
 
     ids = ["a/../../etc/passwd", "space name/€uro", "x.json", "~tilde"]
-    url = new_database(pg_server)
-    store = open_store(url)
-    with store.writing() as s:
-        assert ingest_records(s, [r for m in ids for r in probe(m, "vllm", "1", 0)]
-                              ).rejected == []
-    store.close()
+    url = filled_store(new_database(pg_server), [r for m in ids for r in probe(m, "vllm", "1", 0)])
     with TestClient(create_app(url)) as c:
         for mid in ids:
             assert c.get(f"/cells/{slug(mid)}/vllm.json").json()["model"] == mid

@@ -17,6 +17,7 @@ from matrix.ingest import ingest_records
 from matrix.store import open_store
 from service.app import create_app
 from service.links import slug, unslug
+from conftest import filled_store
 
 TOKEN = "s3cret-token"
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -291,12 +292,7 @@ def test_odd_model_ids_round_trip_and_cannot_traverse(tmp_path):
         assert all(seg not in ("", ".", "..") and not seg.startswith(".")
                    for seg in s.split("/")), s
         assert re.fullmatch(r"[A-Za-z0-9._~/-]+", s)
-    url = f"sqlite:///{tmp_path / 'odd.db'}"
-    store = open_store(url)
-    with store.writing() as s:
-        assert ingest_records(s, [r for m in ids for r in probe(m, "vllm", "1", 0)]
-                              ).rejected == []
-    store.close()
+    url = filled_store(tmp_path, [r for m in ids for r in probe(m, "vllm", "1", 0)])
     with TestClient(create_app(url)) as c:
         for mid in ids:
             assert c.get(f"/models/{slug(mid)}.json").json()["model"] == mid
