@@ -30,6 +30,13 @@ def _json(data: Any, status_code: int = 200) -> JSONResponse:
     return JSONResponse(data, status_code=status_code)
 
 
+def _found(data: Any, what: str) -> JSONResponse:
+    """`data` as JSON, or 404 "no such <what>" where the view found nothing."""
+    if data is None:
+        raise HTTPException(404, f"no such {what}")
+    return _json(data)
+
+
 @router.get("/matrix", summary="The matrix: models x engines, current state per cell")
 def api_matrix(request: Request, session: SessionDep, params: MatrixParams) -> JSONResponse:
     return _json(_matrix(request, session, params))
@@ -43,10 +50,7 @@ def api_map(request: Request, session: SessionDep, filters: MapParams) -> JSONRe
 @router.get("/map/{arch}", summary="One architecture (the JSON of /map/{arch})",
             responses={404: {"description": "no such architecture"}})
 def api_arch(request: Request, session: SessionDep, arch: str) -> JSONResponse:
-    data = arch_data(request, session, arch)
-    if data is None:
-        raise HTTPException(404, "no such architecture")
-    return _json(data)
+    return _found(arch_data(request, session, arch), "architecture")
 
 
 @router.get("/search", summary="Models and architectures by name",
@@ -72,10 +76,7 @@ def api_models(session: SessionDep, family: Text = None,
 @router.get("/models/{model_id:path}", summary="One model (id with its slashes)",
             responses={404: {"description": "no such model"}})
 def api_model(request: Request, session: SessionDep, model_id: str) -> JSONResponse:
-    data = views.model_page_view(session, model_id, request.app.state.history_cache)
-    if data is None:
-        raise HTTPException(404, "no such model")
-    return _json(data)
+    return _found(views.model_page_view(session, model_id, request.app.state.history_cache), "model")
 
 
 @router.get("/engines", summary="Engines with their versions and hardware")
@@ -86,10 +87,7 @@ def api_engines(session: SessionDep) -> JSONResponse:
 @router.get("/engines/{name}", summary="One engine: per version, what it fixed and broke",
             responses={404: {"description": "no such engine"}})
 def api_engine(session: SessionDep, name: str) -> JSONResponse:
-    data = views.engine_view(session, name)
-    if data is None:
-        raise HTTPException(404, "no such engine")
-    return _json(data)
+    return _found(views.engine_view(session, name), "engine")
 
 
 @router.get("/engines/{name}/{version}/diff",
@@ -97,10 +95,7 @@ def api_engine(session: SessionDep, name: str) -> JSONResponse:
                     "(regressions flagged) and newly greened",
             responses={404: {"description": "no such engine release"}})
 def api_release_diff(session: SessionDep, name: str, version: str) -> JSONResponse:
-    data = views.engine_release_view(session, name, version)
-    if data is None:
-        raise HTTPException(404, "no such engine release")
-    return _json(data)
+    return _found(views.engine_release_view(session, name, version), "engine release")
 
 
 @router.get("/compat", summary="Support data in MDN browser-compat-data's shape",
@@ -125,11 +120,8 @@ def api_cell(request: Request, session: SessionDep,
              model: Annotated[str, Query(min_length=1, max_length=512)],
              engine: Annotated[str, Query(min_length=1, max_length=128)],
              limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> JSONResponse:
-    data = cached(request, session, ("cell", model, engine, str(limit)),
-                  lambda: views.cell_view(session, model, engine, limit=limit))
-    if data is None:
-        raise HTTPException(404, "no such cell")
-    return _json(data)
+    return _found(cached(request, session, ("cell", model, engine, str(limit)),
+                         lambda: views.cell_view(session, model, engine, limit=limit)), "cell")
 
 
 def _since(since: Optional[str]) -> Optional[dt.datetime]:
@@ -163,10 +155,7 @@ def api_results(request: Request, session: SessionDep, model: Text = None, engin
             responses={404: {"description": "no such result"}})
 def api_result(session: SessionDep, result_id: Annotated[int, Path(ge=1, le=2**62)]
                ) -> JSONResponse:
-    data = views.result_record(session, result_id)
-    if data is None:
-        raise HTTPException(404, "no such result")
-    return _json(data)
+    return _found(views.result_record(session, result_id), "result")
 
 
 @router.get("/summaries", summary="Derived summaries per cell of one model",
