@@ -38,7 +38,7 @@ FALLBACK_MARKER = "dayone: unknown BPE pre-tokenizer hash; fixture fallback to"
 VENDORED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/gguf/", "LICENSE")
 
 
-# Host side
+# -- host side --------------------------------------------------------------------------------
 def installed_version(python: Path | str, dist: str = DIST) -> str:
     out = subprocess.run([str(python), "-c", "import importlib.metadata as m, sys; "
                           f"print(m.version({dist!r}))"],
@@ -125,7 +125,7 @@ def install_converter(python: Path | str) -> None:
           f"(llama.cpp {info['llama_cpp_commit'] or 'unknown'}) into {venv / CONVERTER_DIRNAME}")
 
 
-# Child side
+# -- child side -------------------------------------------------------------------------------
 def converter_dir(options: dict | None = None) -> Path:
     """Where the converter is: an explicit option, $DAYONE_LLAMACPP_CONVERTER, else the venv's."""
     explicit = (options or {}).get("converter_dir") or os.environ.get("DAYONE_LLAMACPP_CONVERTER")
