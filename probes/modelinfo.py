@@ -152,6 +152,9 @@ PROCESSOR_ERROR = re.compile(r"Can't load (image processor|feature extractor|pro
 # A KeyError naming a parameter (vLLM's DBRX loader: 'blocks.0.ffn.experts.w13_weight') is the
 # engine's own, not a token lookup.
 WEIGHT_NAME = re.compile(r"^[A-Za-z_]\w*(\.\w+)+$")
+# Nor is one naming a config key (SGLang's DeepSeek-V4 reads rope_scaling
+# ["original_max_position_embeddings"]): snake_case words, which no vocabulary's tokens are.
+CONFIG_KEY = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)+$")
 TOKEN_LOOKUP_ERROR = re.compile(r"KeyError: ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
 
 
@@ -173,11 +176,24 @@ def token_the_copy_lacks(model_dir: Path, error: str) -> str | None:
     tokenizer = _read_json(Path(model_dir) / "tokenizer.json") or {}
     vocab = (tokenizer.get("model") or {}).get("vocab") or {}
     added = {t.get("content") for t in tokenizer.get("added_tokens") or [] if isinstance(t, dict)}
-    if not isinstance(token, str) or token in vocab or token in added or WEIGHT_NAME.match(token):
+    if (not isinstance(token, str) or token in vocab or token in added or WEIGHT_NAME.match(token)
+            or CONFIG_KEY.match(token)):
         return None
     return (f"our arch-tier copy's tokenizer (the fixtures', in the release's kind) has no "
             f"token {token!r}, which the engine looks up and the release's own vocabulary "
             "(not catalogued) carries")
+
+
+def tokenizer_the_copy_cannot_carry(model_dir: Path) -> str | None:
+    """Why a tokenizer failure says nothing about the engine: the family's releases ship a
+    tokenizer of their own (remote code) that the copy, built with the fixtures' tokenizer,
+    cannot carry. None for a copy with the release's tokenizer or a family without one."""
+    meta = _read_json(Path(model_dir) / "dayone.json") or {}
+    release_tokenizer = meta.get("release_tokenizer")
+    if meta.get("tokenizer") != "fixture" or not isinstance(release_tokenizer, str):
+        return None
+    return (f"our arch-tier copy carries the fixtures' tokenizer; the releases ship "
+            f"{release_tokenizer[:300]}")
 
 
 def incomplete_multimodal_copy(model_dir: Path, config: dict, error: str = "") -> str | None:

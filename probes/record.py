@@ -241,12 +241,25 @@ def host_leak(env_event: dict[str, Any] | None) -> Verdict | None:
                    + "; ".join(leaked))
 
 
-def stage_verdicts(stages: list[str], outcome: ProbeOutcome, engine: str
+def unlike_release_verdict(verdict: Verdict, unlike_release: str | None) -> Verdict:
+    """A red on a copy known to differ from every release of its family where engines look
+    (DeepSeek-V4's FP8 / FP4 weights, which a random bf16 copy cannot have) says nothing
+    about the engine: no verdict, with what the engine said."""
+    if not unlike_release or verdict.status != "fail":
+        return verdict
+    return Verdict("error", "infra", f"no verdict: our arch-tier copy is unlike the releases "
+                   f"({unlike_release[:400]}); the engine said: {verdict.message}",
+                   verdict.log_excerpt)
+
+
+def stage_verdicts(stages: list[str], outcome: ProbeOutcome, engine: str,
+                   unlike_release: str | None = None
                    ) -> list[tuple[str, Verdict, dict[str, Any] | None]]:
     """(stage, verdict, end event or None) for every requested stage, in order.
 
     A red blocks only the stages that need it (`probes.stages.blocker`); a child that died
-    blocks everything after the stage it died in, since nothing ran after it."""
+    blocks everything after the stage it died in, since nothing ran after it. UNLIKE_RELEASE:
+    how the model (an arch-tier copy) differs from its family's releases, if it does."""
     ends = {e["stage"]: e for e in outcome.events if e.get("event") == "end"}
     out: list[tuple[str, Verdict, dict[str, Any] | None]] = []
     statuses: dict[str, str] = {}
@@ -266,6 +279,7 @@ def stage_verdicts(stages: list[str], outcome: ProbeOutcome, engine: str
             verdict = Verdict(end["status"], end.get("failure_class"), end.get("message"),
                               None if lets_next_run(end["status"])
                               else excerpt(outcome.log_text, None))
+        verdict = unlike_release_verdict(verdict, unlike_release)
         out.append((stage, verdict, end))
         statuses[stage] = verdict.status
     return out
@@ -289,7 +303,10 @@ def build_records(*, stages: list[str], outcome: ProbeOutcome, engine: str,
     starts = {e["stage"]: e.get("t") for e in outcome.events if e.get("event") == "start"}
     leak = host_leak(env_event)
     records = []
-    for stage, verdict, end in stage_verdicts(stages, outcome, engine):
+    lineage = model.get("lineage")
+    unlike = lineage.get("unlike_release") if isinstance(lineage, dict) else None
+    for stage, verdict, end in stage_verdicts(stages, outcome, engine,
+                                              unlike if isinstance(unlike, str) else None):
         if leak:  # whatever the stage did, it did with host packages
             verdict = leak
         started = starts.get(stage) or outcome.started_at

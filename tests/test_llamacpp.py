@@ -254,6 +254,29 @@ def test_broken_gguf_is_classified_from_llama_cpp_log(name, lc_env, llama_gguf, 
     assert records[1]["status"] == "skipped"
 
 
+def test_a_tokenizer_the_copy_cannot_carry_gives_no_verdict(lc_env, fixtures_dir, work,
+                                                            validate_record):
+    """Hunyuan's releases ship a remote-code tiktoken tokenizer, which llama.cpp's converter
+    reads and an arch-tier copy (the fixtures' tokenizer) cannot carry: a conversion that fails
+    reading the tokenizer is then no verdict (ours), while the same failure on a copy that
+    could carry its tokenizer stays the converter's."""
+    import json
+
+    copy = work / "foreign-tokenizer"
+    shutil.copytree(fixtures_dir / "qwen3", copy)
+    (copy / "tokenizer.json").write_text('{"model": {"type": "Zorblax"}}')  # unreadable
+    meta = json.loads((copy / "dayone.json").read_text())
+    said = {}
+    for kind, extra in (("plain", {}), ("foreign", {"tokenizer": "fixture",
+                                                    "release_tokenizer": "a remote-code one"})):
+        (copy / "dayone.json").write_text(json.dumps({**meta, **extra}))
+        records, _ = probe(lc_env.python, "llamacpp", copy, ["convert"], work / f"tok-{kind}")
+        said[kind] = validate_record(records[0])
+    assert said["plain"]["status"] == "fail", said["plain"]
+    assert said["foreign"]["status"] == "error", said["foreign"]
+    assert "no verdict" in said["foreign"]["message"] and "a remote-code one" in said["foreign"]["message"]
+
+
 # Parity against the transformers reference
 @pytest.mark.parametrize("alteration,words", [
     # Negated logits: greedy picks the reference's least likely token.

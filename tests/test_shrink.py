@@ -242,7 +242,9 @@ def test_rules_file_is_consistent():
                             "tokenizer_model", "add_dummy_prefix", "unused_weights_from",
                             "saved_key_renames", "saved_config_values",
                             "saved_config_pattern", "vocab_multiple", "saved_config_keys",
-                            "special_tokens"}, name
+                            "special_tokens", "tokenizer_config_keys", "release_tokenizer",
+                            "unlike_release", "saved_config_renames", "saved_config_drop",
+                            "saved_config_overrides"}, name
         for pattern, _replacement in fam.get("saved_key_renames", []):
             re.compile(pattern)
         assert fam.get("tokenizer_style", "byte_level") in TOKENIZER_STYLES, name
@@ -452,6 +454,13 @@ def test_a_copy_is_revised_by_what_engines_read(tmp_path):
                                                   "engine_options": {"vllm": {"x": 1}}}))
     second = copy_revision(copy, "5.23.0")
     assert second != first  # a probe reads these
+    (copy / "dayone.json").write_text(json.dumps({"notes": ["b"],
+                                                  "engine_options": {"vllm": {"x": 1}},
+                                                  "release_tokenizer": "tiktoken"}))
+    assert copy_revision(copy, "5.23.0") != second  # llama.cpp's convert reads it
+    (copy / "dayone.json").write_text(json.dumps({"notes": ["b"],
+                                                  "engine_options": {"vllm": {"x": 1}}}))
+    assert copy_revision(copy, "5.23.0") == second  # where unset, as it always was
     (copy / "tokenizer.model").write_bytes(b"spm")
     assert copy_revision(copy, "5.23.0") != second  # a new file engines read
     (copy / "tokenizer.model").unlink()
@@ -516,7 +525,21 @@ def test_a_saved_config_speaks_the_releases_words(tmp_path):
                                                   "mlp"]},
              "llama": {"layer_types": ["full_attention"]},
              "gpt_neox": {"rope_parameters": {"partial_rotary_factor": 0.25}},
-             "gpt-sw3": {"n_positions": 1024, "n_ctx": 512}}
+             "gpt-sw3": {"n_positions": 1024, "n_ctx": 512},
+             "hunyuan_v1_moe": {"intermediate_size": 128, "num_hidden_layers": 2,
+                                "moe_topk": [8, 8]},
+             "deepseek_v4": {"layer_types": ["sliding_attention", "compressed_sparse_attention",
+                                             "heavily_compressed_attention"],
+                             "mlp_layer_types": ["hash_moe", "moe", "moe"],
+                             "compress_rates": {"compressed_sparse_attention": 4}},
+             "mimo_v2_flash": {"layer_types": ["full_attention", "sliding_attention"],
+                               "mlp_layer_types": ["dense", "sparse"], "head_dim": 192,
+                               "v_head_dim": 128, "num_attention_heads": 4,
+                               "num_key_value_heads": 1, "sliding_window": 16,
+                               "rms_norm_eps": 1e-5,
+                               "rope_parameters": {
+                                   "full_attention": {"rope_theta": 5e6, "partial_rotary_factor": 0.334},
+                                   "sliding_attention": {"rope_theta": 1e4}}}}
     got = {}
     for model_type, config in saved.items():
         path = tmp_path / f"{model_type}.json"
@@ -528,10 +551,82 @@ def test_a_saved_config_speaks_the_releases_words(tmp_path):
     assert got["llama"] == saved["llama"]  # a family without the rule is left as saved
     assert got["gpt_neox"]["rotary_pct"] == 0.25  # the key Pythia's releases state
     assert got["gpt-sw3"]["n_ctx"] == 512  # a key the copy has is left as it is
+    # Hunyuan-A13B's per-layer lists (llama.cpp's converter reads them) and the switches
+    # vLLM's and SGLang's native models read (QK-norm on, the shared expert mixed in)
+    hunyuan = got["hunyuan_v1_moe"]
+    assert hunyuan["moe_intermediate_size"] == [128, 128] and hunyuan["num_shared_expert"] == [1, 1]
+    assert (hunyuan["use_qk_norm"], hunyuan["use_mixed_mlp_moe"], hunyuan["use_cla"]) == (True, True, False)
+    # DeepSeek-V4-Flash's compress_ratios and num_hash_layers, not 5.23's own three keys
+    assert got["deepseek_v4"] == {"compress_ratios": [0, 4, 128], "num_hash_layers": 1}
+    # MiMo-V2-Flash's keys beside 5.23's (which 5.23 reads), its window without the query
+    mimo = got["mimo_v2_flash"]
+    assert (mimo["hybrid_layer_pattern"], mimo["moe_layer_freq"]) == ([0, 1], [0, 1])
+    assert (mimo["swa_num_key_value_heads"], mimo["swa_head_dim"], mimo["swa_rope_theta"]) == (2, 192, 1e4)
+    assert mimo["sliding_window"] == mimo["sliding_window_size"] == 15
+    assert mimo["layernorm_epsilon"] == 1e-5 and "rope_parameters" not in mimo
+    assert mimo["layer_types"] == saved["mimo_v2_flash"]["layer_types"]
     path = tmp_path / "odd.json"
     path.write_text(json.dumps({"layers_block_type": ["linear_attention", "zorblax"]}))
     with pytest.raises(ShrinkError, match="zorblax"):
         _config_in_release_words(path, "nemotron_h")
+
+
+def test_hunyuan_routes_several_experts_per_layer():
+    """transformers' default Hunyuan-MoE config has one expert and top-1, which no release
+    has (Hunyuan-A13B: 8 of 64): the copy routes as the release does, top-k per layer."""
+    src = {"model_type": "hunyuan_v1_moe", "hidden_size": 4096, "num_hidden_layers": 32,
+           "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 11008,
+           "num_experts": 1, "moe_topk": 1, "vocab_size": 290943}
+    cfg = shrink_config_dict(src, vocab_size=443).config
+    assert cfg["moe_topk"] == [cfg["moe_topk"][0]] * cfg["num_hidden_layers"]
+    assert 1 < cfg["moe_topk"][0] < cfg["num_experts"]
+
+
+def test_a_fixture_tokenizer_states_what_the_releases_tokenizer_config_does(tf_env, tmp_path):
+    """DeepSeek's tokenizer_config.json says add_bos_token (llama.cpp's converter asserts it):
+    a copy built with the fixture tokenizer says it too, and tokenizes as before."""
+    proc = run_tf(tf_env, f"""
+        import json
+        from pathlib import Path
+        from probes.shrink.build import _fixture_tokenizer
+        for t in ("deepseek_v32", "llama"):
+            out = Path({str(tmp_path)!r}) / t
+            out.mkdir()
+            tok = _fixture_tokenizer(out, t)
+            config = json.loads((out / "tokenizer_config.json").read_text())
+            print(json.dumps([t, config.get("add_bos_token"), config["tokenizer_class"],
+                              tok("The capital of France is").input_ids]))
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r[0]: r[1:] for r in map(json.loads, proc.stdout.strip().splitlines())}
+    assert rows["deepseek_v32"][:2] == [True, "LlamaTokenizerFast"]
+    assert rows["llama"][0] is None
+    assert rows["deepseek_v32"][2] == rows["llama"][2]
+
+
+def test_a_copy_unlike_every_release_says_so_in_its_lineage(tf_env, tmp_path):
+    """DeepSeek-V4's releases ship quantized weights no random copy has: its copy's lineage
+    says how it differs (its reds are then no verdict), and its weights carry the releases'
+    names (embed.weight, layers.N..., hc_head_base), which transformers reads back whole."""
+    proc = run_tf(tf_env, f"""
+        import json, torch
+        from pathlib import Path
+        from safetensors import safe_open
+        from transformers import AutoModelForCausalLM
+        from probes.shrink import shrink_model_type
+        out = Path({str(tmp_path)!r}) / "deepseek_v4"
+        shrink_model_type("deepseek_v4", out)
+        names = sorted(safe_open(str(out / "model.safetensors"), "pt").keys())
+        _, info = AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
+        print(json.dumps({{"lineage": json.loads((out / "dayone.json").read_text())["lineage"],
+                          "names": names, "info": {{k: list(v) for k, v in info.items()}}}}))
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["lineage"]["source"] == "synthetic" and "FP8" in got["lineage"]["unlike_release"]
+    assert "embed.weight" in got["names"] and "hc_head_base" in got["names"]
+    assert not any(n.startswith("model.") for n in got["names"])
+    assert not any(got["info"].values()), got["info"]  # no missing or unexpected weights
 
 
 def test_a_dense_prefix_stated_twice_stays_one():

@@ -67,6 +67,22 @@ def test_host_marks_only_dependents_skipped(tmp_path):
     assert got["json_schema"][0] == "pass" and got["throughput"][0] == "degraded"
 
 
+def test_a_red_on_a_copy_unlike_every_release_is_no_verdict(tmp_path):
+    """DeepSeek-V4 releases ship FP8 / FP4 weights no random bf16 copy has: a red there says
+    nothing about the engine (no verdict, with its words); a pass and an oom stay as they are."""
+    events = [_end("convert", "pass"), _end("load", "fail", "unknown", "KeyError: 'w1.scale'")]
+    got = {s: (v.status, v.message) for s, v, _e in stage_verdicts(
+        ["convert", "load", "generate"], _outcome(tmp_path, events), "x", "FP8 weights")}
+    assert got["convert"] == ("pass", None)
+    assert got["load"][0] == "error" and "no verdict" in got["load"][1]
+    assert "FP8 weights" in got["load"][1] and "KeyError: 'w1.scale'" in got["load"][1]
+    assert got["generate"] == ("skipped", "blocked by load (error)")
+    plain = stage_verdicts(["load"], _outcome(tmp_path, events[1:]), "x")[0][1]
+    assert plain.status == "fail"  # the same red on a copy like its releases is the engine's
+    oom = [_end("load", "oom", "out_of_memory", "killed")]
+    assert stage_verdicts(["load"], _outcome(tmp_path, oom), "x", "FP8")[0][1].status == "oom"
+
+
 def test_a_child_that_died_blocks_everything_after_it(tmp_path):
     stages = ["load", "generate", "serve", "finetune"]
     events = [_end("load", "pass")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from typing import Any
 from probes import gguf_convert, parity, quantize
 from probes.classify import CONVERSION_CAUSES, classify, status_for_class
 from probes.engines.base import ServerEngine
-from probes.modelinfo import model_config, read_json
+from probes.modelinfo import model_config, read_json, tokenizer_the_copy_cannot_carry
 from probes.outcome import HarnessError, StageFailure, StageOutcome
 
 GGML_LOG_LEVEL_DEBUG, GGML_LOG_LEVEL_CONT = 1, 5
@@ -29,6 +30,9 @@ CONVERT_CLASSES_KEPT = frozenset({"corrupt_or_missing_weights", "out_of_memory",
 # What the host-side fixtures write in dayone.json: their tokenizer is trained locally, so no
 # llama.cpp release knows its pre-tokenizer hash (a GPT-2 byte-level BPE).
 FIXTURE_ID_PREFIX = "dayone-fixtures/"
+# The converter's traceback passes through its vocabulary step (set_vocab, _set_vocab_*) when
+# reading the tokenizer is what failed.
+VOCAB_STEP = re.compile(r'File "[^"]+", line \d+, in (set_vocab|_set_vocab_\w+)\b')
 FIXTURE_PRETOKENIZER = "gpt-2"
 
 
@@ -154,6 +158,10 @@ class Engine(ServerEngine):
         output = "".join(lines)
         convert_s = time.perf_counter() - t0
         if rc != 0 or not out.exists():
+            foreign = tokenizer_the_copy_cannot_carry(self.model_dir)
+            if foreign and VOCAB_STEP.search(output):  # it failed reading the tokenizer
+                raise HarnessError(f"no verdict: {foreign}; the converter said: "
+                                   f"{gguf_convert.error_line(output)}")
             found = classify(output, self.name).failure_class
             cls = found if found in CONVERT_CLASSES_KEPT else "conversion_failed"
             raise StageFailure(gguf_convert.error_line(output), cls, status=status_for_class(cls),

@@ -251,7 +251,16 @@ def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path 
             "source_model_type": source.get("model_type"), "notes": plan.notes,
             "token_map": {str(k): v for k, v in plan.token_map.items()}, **(meta or {})}
     info["lineage"] = release.lineage() if release is not None else {"source": "synthetic"}
-    engine_options = load_rules().family(source.get("model_type")).get("engine_options")
+    if fam_unlike := load_rules().family(source.get("model_type")).get("unlike_release"):
+        # What no copy of ours can share with the releases (their quantized weights): its
+        # reds are no verdict (probes.record.unlike_release_verdict).
+        info["lineage"]["unlike_release"] = fam_unlike
+    family = load_rules().family(source.get("model_type"))
+    if not keep_vocab and family.get("release_tokenizer"):
+        # A tokenizer of another kind than the copy's, which a copy cannot carry (remote code):
+        # what reads it (llama.cpp's converter) can give no verdict on the copy.
+        info["release_tokenizer"] = family["release_tokenizer"]
+    engine_options = family.get("engine_options")
     if engine_options:
         # What engines must be told about this copy (not the release): e.g. no MTP weights.
         info["engine_options"] = engine_options
@@ -333,16 +342,20 @@ def _rename_saved_keys(out_dir: Path, config: Any) -> None:
 def _config_in_release_words(config_path: Path, model_type: str | None) -> None:
     """A saved default config in the words the family's releases use where transformers 5.23
     writes its own (Granite 4.0-H's layer_types mamba / attention, Nemotron-H's
-    hybrid_override_pattern) or no longer writes a key they state (GPT-NeoX's rotary_pct):
-    converters and other engines read the releases' words only, and transformers reads both."""
+    hybrid_override_pattern, DeepSeek-V4's compress_ratios) or no longer writes a key they state
+    (GPT-NeoX's rotary_pct, DeepSeek-V4's num_hash_layers): converters and other engines read
+    the releases' words only, and transformers reads both."""
     fam = load_rules().family(model_type)
     values, pattern = fam.get("saved_config_values"), fam.get("saved_config_pattern")
-    keys = fam.get("saved_config_keys")
-    if not values and not pattern and not keys:
+    keys, renames = fam.get("saved_config_keys"), fam.get("saved_config_renames") or {}
+    dropped, overrides = fam.get("saved_config_drop") or (), fam.get("saved_config_overrides")
+    if not (values or pattern or keys or renames or dropped or overrides):
         return
     data = json.loads(config_path.read_text())
     for key, expr in (keys or {}).items():
         data.setdefault(key, evaluate(expr, data, data))
+    # Values transformers writes in its own convention (MiMo's sliding_window counts the query)
+    data.update({key: evaluate(expr, data, data) for key, expr in (overrides or {}).items()})
     for scope in (data, data.get("text_config")):
         if not isinstance(scope, dict):
             continue
@@ -355,6 +368,11 @@ def _config_in_release_words(config_path: Path, model_type: str | None) -> None:
             if unknown:
                 raise ShrinkError(f"{pattern['from']}: no pattern letter for {unknown}")
             scope[pattern["to"]] = "".join(pattern["letters"][k] for k in kinds)
+        for key, release_key in renames.items():
+            if key in scope:
+                scope[release_key] = scope.pop(key)
+        for key in dropped:  # transformers' own form of what the releases state otherwise
+            scope.pop(key, None)
     kinds, dense = data.get("mlp_layer_types"), data.get("first_k_dense_replace")
     if isinstance(kinds, list) and _is_int(dense) and dense != next(
             (i for i, kind in enumerate(kinds) if kind != "dense"), len(kinds)):
@@ -423,9 +441,17 @@ def _fixture_tokenizer(out_dir: Path, model_type: str | None) -> Any:
     from probes.fixtures import build_tokenizer
 
     # The family's releases' special tokens (GLM's [gMASK], <|user|>): converters look them up.
-    extra = tuple(load_rules().family(model_type).get("special_tokens", ()))
-    return build_tokenizer(out_dir, vocab_size=load_rules().targets["vocab_size"],
-                           extra_special=extra, **released.tokenizer_options(None, model_type))
+    family = load_rules().family(model_type)
+    extra = tuple(family.get("special_tokens", ()))
+    tok = build_tokenizer(out_dir, vocab_size=load_rules().targets["vocab_size"],
+                          extra_special=extra, **released.tokenizer_options(None, model_type))
+    # What the releases' tokenizer_config.json states besides the tokens (DeepSeek's
+    # add_bos_token and class), which converters read from the file.
+    if keys := family.get("tokenizer_config_keys"):
+        config_path = out_dir / "tokenizer_config.json"
+        config_path.write_text(json.dumps({**json.loads(config_path.read_text()), **keys},
+                                          indent=2) + "\n")
+    return tok
 
 
 def _align_tokenizer(out_dir: Path, vocab_size: int, tok: Any) -> None:

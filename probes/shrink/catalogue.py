@@ -70,6 +70,9 @@ def sweep_revision(token: str, transformers_version: str) -> str:
 
 # What a copy's dayone.json holds that changes a probe of it (the rest is notes for people).
 PROBED_META = ("engine_options", "lineage", "token_map")
+# Fields a probe reads that few copies carry: hashed only where set, so that adding one leaves
+# every other copy's revision (and its stored results) as it was.
+PROBED_META_IF_SET = ("release_tokenizer",)
 
 
 def copy_revision(model_dir: Path | str, transformers_version: str) -> str:
@@ -83,7 +86,9 @@ def copy_revision(model_dir: Path | str, transformers_version: str) -> str:
         name = path.relative_to(model_dir).as_posix()
         if name == "dayone.json":
             meta = json.loads(path.read_text(encoding="utf-8"))
-            data = json.dumps({k: meta.get(k) for k in PROBED_META}, sort_keys=True).encode()
+            probed = {k: meta.get(k) for k in PROBED_META}
+            probed.update({k: meta[k] for k in PROBED_META_IF_SET if k in meta})
+            data = json.dumps(probed, sort_keys=True).encode()
         else:
             data = path.read_bytes()
         digest.update(f"{name}\0{hashlib.sha256(data).hexdigest()}\0".encode("utf-8"))
