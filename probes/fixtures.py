@@ -135,10 +135,12 @@ def _sentencepiece_bpe(vocab_size: int, specials: list[str], *, with_model: bool
 
 def build_tokenizer(out_dir: Path, vocab_size: int = 384, extra_special: tuple[str, ...] = (),
                     tokenizer_class: str = "PreTrainedTokenizerFast", style: str = "byte_level",
-                    sentencepiece_model: bool = False, dummy_prefix: bool = False):
+                    sentencepiece_model: bool = False, dummy_prefix: bool = False,
+                    config_keys: dict | None = None):
     """Train a BPE tokenizer locally (STYLE: one of TOKENIZER_STYLES) and save it with a chat
     template. `sentencepiece_model`: shaped so that a tokenizer.model can be written from it
-    (probes.shrink.released.write_tokenizer_model), with SentencePiece's dummy prefix or not."""
+    (probes.shrink.released.write_tokenizer_model), with SentencePiece's dummy prefix or not.
+    `config_keys`: more tokenizer_config.json entries, as a family's releases state them."""
     from transformers import PreTrainedTokenizerFast
 
     specials = [*SPECIAL_TOKENS, *extra_special]
@@ -159,6 +161,7 @@ def build_tokenizer(out_dir: Path, vocab_size: int = 384, extra_special: tuple[s
     config_path = out_dir / "tokenizer_config.json"
     tok_config = json.loads(config_path.read_text())
     tok_config.update(tokenizer_class=tokenizer_class, chat_template=CHAT_TEMPLATE)
+    tok_config.update(config_keys or {})
     config_path.write_text(json.dumps(tok_config, indent=2) + "\n")
     return fast
 

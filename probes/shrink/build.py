@@ -250,12 +250,12 @@ def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path 
             "tokenizer": "release" if keep_vocab else "fixture",
             "source_model_type": source.get("model_type"), "notes": plan.notes,
             "token_map": {str(k): v for k, v in plan.token_map.items()}, **(meta or {})}
+    family = load_rules().family(source.get("model_type"))
     info["lineage"] = release.lineage() if release is not None else {"source": "synthetic"}
-    if fam_unlike := load_rules().family(source.get("model_type")).get("unlike_release"):
+    if family.get("unlike_release"):
         # What no copy of ours can share with the releases (their quantized weights): its
         # reds are no verdict (probes.record.unlike_release_verdict).
-        info["lineage"]["unlike_release"] = fam_unlike
-    family = load_rules().family(source.get("model_type"))
+        info["lineage"] = {**info["lineage"], "unlike_release": family["unlike_release"]}
     if not keep_vocab and family.get("release_tokenizer"):
         # A tokenizer of another kind than the copy's, which a copy cannot carry (remote code):
         # what reads it (llama.cpp's converter) can give no verdict on the copy.
@@ -442,16 +442,12 @@ def _fixture_tokenizer(out_dir: Path, model_type: str | None) -> Any:
 
     # The family's releases' special tokens (GLM's [gMASK], <|user|>): converters look them up.
     family = load_rules().family(model_type)
-    extra = tuple(family.get("special_tokens", ()))
-    tok = build_tokenizer(out_dir, vocab_size=load_rules().targets["vocab_size"],
-                          extra_special=extra, **released.tokenizer_options(None, model_type))
     # What the releases' tokenizer_config.json states besides the tokens (DeepSeek's
     # add_bos_token and class), which converters read from the file.
-    if keys := family.get("tokenizer_config_keys"):
-        config_path = out_dir / "tokenizer_config.json"
-        config_path.write_text(json.dumps({**json.loads(config_path.read_text()), **keys},
-                                          indent=2) + "\n")
-    return tok
+    return build_tokenizer(out_dir, vocab_size=load_rules().targets["vocab_size"],
+                           extra_special=tuple(family.get("special_tokens", ())),
+                           config_keys=family.get("tokenizer_config_keys"),
+                           **released.tokenizer_options(None, model_type))
 
 
 def _align_tokenizer(out_dir: Path, vocab_size: int, tok: Any) -> None:
