@@ -32,8 +32,12 @@ from probes.engines import ENGINES  # noqa: E402
 from probes.record import build_records  # noqa: E402
 from probes.runner import ProbeRequest, run_probe  # noqa: E402
 
-ENGINE_STAGES = {"transformers": ["load", "generate"], "llamacpp": ["convert", "load", "generate"],
-                 "vllm": ["load", "generate"], "sglang": ["load", "generate"]}
+ENGINE_STAGES = {
+    "transformers": ["load", "generate"],
+    "llamacpp": ["convert", "load", "generate"],
+    "vllm": ["load", "generate"],
+    "sglang": ["load", "generate"],
+}
 GOAL_S, GOAL_RATIO = 2.0, 1.10
 
 
@@ -44,16 +48,25 @@ def timed(fn):
 
 
 def make_fixture(python: str, out: Path) -> Path:
-    subprocess.run([python, "-m", "probes.fixtures", str(out), "--only", "llama"], check=True,
-                   capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run(
+        [python, "-m", "probes.fixtures", str(out), "--only", "llama"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     for path in [out, *out.rglob("*")]:  # the probe user in the container must read it
         path.chmod(path.stat().st_mode | (0o555 if path.is_dir() else 0o444))
     return out / "llama"
 
 
 def statuses(outcome, model: Path, engine: str) -> list[str]:
-    records = build_records(stages=ENGINE_STAGES[engine], outcome=outcome, engine=engine,
-                            engine_version=None, model={"id": model.name})
+    records = build_records(
+        stages=ENGINE_STAGES[engine],
+        outcome=outcome,
+        engine=engine,
+        engine_version=None,
+        model={"id": model.name},
+    )
     return [r["status"] for r in records]
 
 
@@ -66,8 +79,10 @@ def main() -> int:
     client = dx.connect()
     tmp = Path(tempfile.mkdtemp(prefix="dayone-bench-docker-"))
     model = make_fixture(ensure_env("transformers", say=lambda _m: None).python, tmp / "fixtures")
-    results = [bench_engine(engine, client, model, tmp / engine, args.repeat)
-               for engine in args.engine or list(ENGINE_STAGES)]
+    results = [
+        bench_engine(engine, client, model, tmp / engine, args.repeat)
+        for engine in args.engine or list(ENGINE_STAGES)
+    ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
@@ -81,8 +96,15 @@ def bench_engine(engine: str, client, model: Path, tmp: Path, repeat: int) -> di
     dx.ensure_image(engine, env.version, client=client, say=print)  # built outside the timings
     image_check_s, image = timed(lambda: dx.ensure_image(engine, env.version, client=client))
     tmp.mkdir(parents=True)
-    req = ProbeRequest(engine=engine, model_dir=model, stages=stages, python=env.python,
-                       memory_mb=8192, timeout_s=600, env=dict(ENGINES[engine].env))
+    req = ProbeRequest(
+        engine=engine,
+        model_dir=model,
+        stages=stages,
+        python=env.python,
+        memory_mb=8192,
+        timeout_s=600,
+        env=dict(ENGINES[engine].env),
+    )
     passed = ["pass"] * len(stages)
 
     # Warm both paths once (page cache, first import), then alternate so drift hits both.
@@ -100,24 +122,30 @@ def bench_engine(engine: str, client, model: Path, tmp: Path, repeat: int) -> di
     # The bare container cost: same sandbox, an empty Python instead of the probe.
     empty = []
     for i in range(repeat):
-        cfg = dx.container_config(req, image.image_id, tmp / f"empty-{i}", dx.Limits(),
-                                  ["-c", "pass"])
+        cfg = dx.container_config(req, image.image_id, tmp / f"empty-{i}", dx.Limits(), ["-c", "pass"])
         cfg["entrypoint"] = ["python3"]
         dx._prepare_out_dir(tmp / f"empty-{i}")
-        dt, _ = timed(lambda cfg=cfg, i=i: dx.run_container(client, cfg,
-                                                            tmp / f"empty-{i}" / "log", 60))
+        dt, _ = timed(lambda cfg=cfg, i=i: dx.run_container(client, cfg, tmp / f"empty-{i}" / "log", 60))
         empty.append(dt)
-    local_empty = [timed(lambda: subprocess.run([env.python, "-c", "pass"], check=True))[0]
-                   for _ in range(repeat)]
+    local_empty = [
+        timed(lambda: subprocess.run([env.python, "-c", "pass"], check=True))[0] for _ in range(repeat)
+    ]
 
     med_local, med_docker = statistics.median(local), statistics.median(docker_s)
     goal = max(GOAL_S, med_local * (GOAL_RATIO - 1))
     result = {
-        "engine": engine, "stages": stages, "model": "tiny llama fixture", "repeat": repeat,
-        "local_s": [round(x, 3) for x in local], "docker_s": [round(x, 3) for x in docker_s],
-        "local_median_s": round(med_local, 3), "docker_median_s": round(med_docker, 3),
-        "overhead_s": round(med_docker - med_local, 3), "ratio": round(med_docker / med_local, 3),
-        "goal_overhead_s": round(goal, 3), "within_goal": med_docker - med_local <= goal,
+        "engine": engine,
+        "stages": stages,
+        "model": "tiny llama fixture",
+        "repeat": repeat,
+        "local_s": [round(x, 3) for x in local],
+        "docker_s": [round(x, 3) for x in docker_s],
+        "local_median_s": round(med_local, 3),
+        "docker_median_s": round(med_docker, 3),
+        "overhead_s": round(med_docker - med_local, 3),
+        "ratio": round(med_docker / med_local, 3),
+        "goal_overhead_s": round(goal, 3),
+        "within_goal": med_docker - med_local <= goal,
         "empty_container_median_s": round(statistics.median(empty), 3),
         "empty_local_python_median_s": round(statistics.median(local_empty), 3),
         "image_check_cached_s": round(image_check_s, 3),
@@ -126,20 +154,24 @@ def bench_engine(engine: str, client, model: Path, tmp: Path, repeat: int) -> di
         # torch/transformers on every probe; the image's pip precompiles them.
         "local_env_pyc_files": sum(1 for _ in Path(env.path).rglob("*.pyc")),
         "local_python": env.python,
-        "image": image.tag, "image_digest": image.image_id,
+        "image": image.tag,
+        "image_digest": image.image_id,
         "docker_server": client.version().get("Version"),
         "storage_driver": client.info().get("Driver"),
-        "host": {"cpus": os.cpu_count(), "machine": platform.machine(),
-                 "python": platform.python_version()},
+        "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    print(f"{engine} per probe ({'+'.join(stages)}, median of {repeat}): local "
-          f"{med_local:.2f} s, docker {med_docker:.2f} s, overhead "
-          f"{med_docker - med_local:+.2f} s, ratio {med_docker / med_local:.2f}x "
-          f"(goal <= {goal:.2f} s: {'met' if result['within_goal'] else 'missed'})")
-    print(f"  empty container {result['empty_container_median_s']:.2f} s vs empty local python "
-          f"{result['empty_local_python_median_s']:.2f} s; cached image check "
-          f"{image_check_s:.2f} s")
+    print(
+        f"{engine} per probe ({'+'.join(stages)}, median of {repeat}): local "
+        f"{med_local:.2f} s, docker {med_docker:.2f} s, overhead "
+        f"{med_docker - med_local:+.2f} s, ratio {med_docker / med_local:.2f}x "
+        f"(goal <= {goal:.2f} s: {'met' if result['within_goal'] else 'missed'})"
+    )
+    print(
+        f"  empty container {result['empty_container_median_s']:.2f} s vs empty local python "
+        f"{result['empty_local_python_median_s']:.2f} s; cached image check "
+        f"{image_check_s:.2f} s"
+    )
     return result
 
 

@@ -28,10 +28,16 @@ def main(argv: list[str]) -> None:
             t0 = time.perf_counter()
             environments.build_env(get_spec(name), version, say=lambda m: None)
             times.append(time.perf_counter() - t0)
-        report[target] = {"min_s": min(times), "median_s": statistics.median(times),
-                          "max_s": max(times), "repeats": len(times)}
-        print(f"{target}: cached environment found in median {report[target]['median_s'] * 1000:.2f} ms "
-              f"(min {min(times) * 1000:.2f}, max {max(times) * 1000:.2f})")
+        report[target] = {
+            "min_s": min(times),
+            "median_s": statistics.median(times),
+            "max_s": max(times),
+            "repeats": len(times),
+        }
+        print(
+            f"{target}: cached environment found in median {report[target]['median_s'] * 1000:.2f} ms "
+            f"(min {min(times) * 1000:.2f}, max {max(times) * 1000:.2f})"
+        )
     out = Path(__file__).parent / "results" / "envs.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

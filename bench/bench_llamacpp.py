@@ -67,44 +67,75 @@ def med(values: list[float]) -> float:
 
 
 def make_fixture(tf_python: str, out: Path) -> Path:
-    subprocess.run([tf_python, "-m", "probes.fixtures", str(out), "--only", "llama"],
-                   check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run(
+        [tf_python, "-m", "probes.fixtures", str(out), "--only", "llama"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     return out / "llama"
 
 
 def make_reference(tf_python: str, model: Path, work: Path) -> Path:
     path = parity.reference_path_for(read_model_info(model), work / "cache")
-    req = ProbeRequest(engine="transformers", model_dir=model, stages=["load", "generate"],
-                       python=tf_python)
+    req = ProbeRequest(engine="transformers", model_dir=model, stages=["load", "generate"], python=tf_python)
     out = run_probe(req, work / "ref")
-    records = build_records(stages=["load", "generate"], outcome=out, engine="transformers",
-                            engine_version=None, model={"id": model.name})
+    records = build_records(
+        stages=["load", "generate"],
+        outcome=out,
+        engine="transformers",
+        engine_version=None,
+        model={"id": model.name},
+    )
     return parity.write_reference(path, records[1])
 
 
 def probe_once(python: str, model: Path, reference: Path, log_dir: Path) -> dict:
-    req = ProbeRequest(engine="llamacpp", model_dir=model, stages=STAGES, python=python,
-                       options={"reference_path": str(reference)})
+    req = ProbeRequest(
+        engine="llamacpp",
+        model_dir=model,
+        stages=STAGES,
+        python=python,
+        options={"reference_path": str(reference)},
+    )
     t0 = time.perf_counter()
     out = run_probe(req, log_dir)
     wall = time.perf_counter() - t0
-    records = build_records(stages=STAGES, outcome=out, engine="llamacpp", engine_version=None,
-                            model={"id": model.name})
+    records = build_records(
+        stages=STAGES, outcome=out, engine="llamacpp", engine_version=None, model={"id": model.name}
+    )
     statuses = {r["stage"]: r["status"] for r in records}
     if set(statuses.values()) != {"pass"}:
         raise SystemExit(f"probe did not pass: {statuses}; log {out.log_path}")
     stage_s = {r["stage"]: r["duration_s"] for r in records}
     load_m = next(r["metrics"] for r in records if r["stage"] == "load")
     gen_m = next(r["metrics"] for r in records if r["stage"] == "generate")
-    return {"wall_s": wall, "stage_s": stage_s, "load_s": load_m["load_s"],
-            "generate_s": gen_m["generate_s"], "gguf": str(log_dir / "model.gguf")}
+    return {
+        "wall_s": wall,
+        "stage_s": stage_s,
+        "load_s": load_m["load_s"],
+        "generate_s": gen_m["generate_s"],
+        "gguf": str(log_dir / "model.gguf"),
+    }
 
 
 def bare_once(python: str, gguf: str, eos: list[int]) -> dict:
     t0 = time.perf_counter()
-    proc = subprocess.run([python, "-c", BARE, gguf, json.dumps(list(workload.PROMPTS)),
-                           str(workload.MAX_NEW_TOKENS), str(workload.TOP_K), json.dumps(eos)],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [
+            python,
+            "-c",
+            BARE,
+            gguf,
+            json.dumps(list(workload.PROMPTS)),
+            str(workload.MAX_NEW_TOKENS),
+            str(workload.TOP_K),
+            json.dumps(eos),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     wall = time.perf_counter() - t0
     return {"wall_s": wall, **json.loads(proc.stdout.strip().splitlines()[-1])}
 
@@ -114,10 +145,26 @@ def bare_convert_once(python: str, model: Path, out: Path) -> float:
     run of the converter cannot do on a locally trained tokenizer)."""
     folder = Path(python).parent.parent / gguf_convert.CONVERTER_DIRNAME
     t0 = time.perf_counter()
-    subprocess.run([python, "-m", "probes.gguf_convert", "--converter", str(folder),
-                    "--pretokenizer-fallback", "gpt-2", "--", str(model), "--outfile", str(out),
-                    "--outtype", "f32"], check=True, capture_output=True,
-                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run(
+        [
+            python,
+            "-m",
+            "probes.gguf_convert",
+            "--converter",
+            str(folder),
+            "--pretokenizer-fallback",
+            "gpt-2",
+            "--",
+            str(model),
+            "--outfile",
+            str(out),
+            "--outtype",
+            "f32",
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     return time.perf_counter() - t0
 
 
@@ -146,19 +193,23 @@ def main() -> int:
     probe_lg = med([p["stage_s"]["load"] + p["stage_s"]["generate"] for p in probes])
     bare_lg = med([b["load_s"] + b["generate_s"] for b in bares])
     # The child without convert/serve vs the bare process (import + load + generate).
-    probe_core = med([p["wall_s"] - p["stage_s"]["convert"] - p["stage_s"]["serve"]
-                      for p in probes])
+    probe_core = med([p["wall_s"] - p["stage_s"]["convert"] - p["stage_s"]["serve"] for p in probes])
     bare_wall = med([b["wall_s"] for b in bares])
     bare_convert = med(converts)
     result = {
         "what": "llamacpp probe (convert, load, generate, parity, serve) vs bare "
-                "llama-cpp-python, tiny llama fixture, 3 prompts x 16 tokens, 1 thread",
-        "engine": {"llama-cpp-python": env.version,
-                   "llama.cpp": gguf_convert.converter_info(
-                       Path(env.python).parent.parent / gguf_convert.CONVERTER_DIRNAME
-                   ).get("llama_cpp_commit")},
-        "machine": {"cpu": platform.processor() or platform.machine(),
-                    "cores": os.cpu_count(), "python": platform.python_version()},
+        "llama-cpp-python, tiny llama fixture, 3 prompts x 16 tokens, 1 thread",
+        "engine": {
+            "llama-cpp-python": env.version,
+            "llama.cpp": gguf_convert.converter_info(
+                Path(env.python).parent.parent / gguf_convert.CONVERTER_DIRNAME
+            ).get("llama_cpp_commit"),
+        },
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+        },
         "repeat": args.repeat,
         "probe_stage_s": stage,
         "probe_wall_s": med([p["wall_s"] for p in probes]),
@@ -173,15 +224,19 @@ def main() -> int:
         "ratio_convert": round(stage["convert"] / bare_convert, 3) if bare_convert else None,
         "bare_import_s": med([b["import_s"] for b in bares]),
     }
-    print(f"probe stages (median of {args.repeat}): "
-          + ", ".join(f"{s} {v:.3f}s" for s, v in stage.items()))
+    print(f"probe stages (median of {args.repeat}): " + ", ".join(f"{s} {v:.3f}s" for s, v in stage.items()))
     print(f"probe wall {result['probe_wall_s']:.2f}s")
-    print(f"load+generate: probe {probe_lg:.4f}s, bare {bare_lg:.4f}s, "
-          f"ratio {result['ratio_load_plus_generate']}")
-    print(f"process without convert/serve: probe {probe_core:.2f}s, bare {bare_wall:.2f}s, "
-          f"ratio {result['ratio_process']}")
-    print(f"convert: probe {stage['convert']:.2f}s, bare {bare_convert:.2f}s, "
-          f"ratio {result['ratio_convert']}")
+    print(
+        f"load+generate: probe {probe_lg:.4f}s, bare {bare_lg:.4f}s, "
+        f"ratio {result['ratio_load_plus_generate']}"
+    )
+    print(
+        f"process without convert/serve: probe {probe_core:.2f}s, bare {bare_wall:.2f}s, "
+        f"ratio {result['ratio_process']}"
+    )
+    print(
+        f"convert: probe {stage['convert']:.2f}s, bare {bare_convert:.2f}s, ratio {result['ratio_convert']}"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

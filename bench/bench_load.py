@@ -39,11 +39,14 @@ def free_port() -> int:
 
 
 def serve(db: Path, port: int) -> subprocess.Popen:
-    code = ("import uvicorn; from service.app import create_app; "
-            f"uvicorn.run(create_app('sqlite:///{db}'), host='127.0.0.1', port={port}, "
-            "log_level='warning')")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "import uvicorn; from service.app import create_app; "
+        f"uvicorn.run(create_app('sqlite:///{db}'), host='127.0.0.1', port={port}, "
+        "log_level='warning')"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -88,10 +91,16 @@ def load(base: str, paths: list[str], requests: int, concurrency: int) -> dict:
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    return {"requests": requests, "concurrency": concurrency, "seconds": round(wall, 2),
-            "rps": requests / wall, "p50_ms": percentile(latencies, 0.5),
-            "p99_ms": percentile(latencies, 0.99), "errors": len(errors),
-            "error_samples": errors[:5]}
+    return {
+        "requests": requests,
+        "concurrency": concurrency,
+        "seconds": round(wall, 2),
+        "rps": requests / wall,
+        "p50_ms": percentile(latencies, 0.5),
+        "p99_ms": percentile(latencies, 0.99),
+        "errors": len(errors),
+        "error_samples": errors[:5],
+    }
 
 
 def main() -> None:
@@ -121,20 +130,34 @@ def main() -> None:
             runs = []
             for c in (int(x) for x in a.concurrency.split(",")):
                 run = load(f"http://127.0.0.1:{port}", paths, a.requests, c)
-                print(f"{run['requests']} requests, concurrency {c}: {run['rps']:.0f} req/s, "
-                      f"p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:.1f} ms, "
-                      f"errors {run['errors']}")
+                print(
+                    f"{run['requests']} requests, concurrency {c}: {run['rps']:.0f} req/s, "
+                    f"p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:.1f} ms, "
+                    f"errors {run['errors']}"
+                )
                 runs.append(run)
         finally:
             server.terminate()
             server.wait(timeout=30)
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({
-        "store": {"results": size.results, "models": size.models, "envs": size.envs,
-                  "stages": size.stages, "nights": size.nights, "fill_s": round(fill_s, 1)},
-        "paths": paths, "runs": runs,
-        "host": f"{platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}",
-    }, indent=1))
+    OUT.write_text(
+        json.dumps(
+            {
+                "store": {
+                    "results": size.results,
+                    "models": size.models,
+                    "envs": size.envs,
+                    "stages": size.stages,
+                    "nights": size.nights,
+                    "fill_s": round(fill_s, 1),
+                },
+                "paths": paths,
+                "runs": runs,
+                "host": f"{platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}",
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {OUT}")
 
 

@@ -33,15 +33,29 @@ def _timed(fn) -> float:
 
 
 def _venv(root: Path) -> Path:
-    subprocess.run([tools.find_uv(), "venv", "--quiet", "--python", sys.executable,
-                    str(root / "venv")], check=True)
+    subprocess.run(
+        [tools.find_uv(), "venv", "--quiet", "--python", sys.executable, str(root / "venv")], check=True
+    )
     return root / "venv" / "bin" / "python"
 
 
 def _uv_pip(verb: str, python: Path, sources: list[str], *args: str) -> None:
-    subprocess.run([tools.find_uv(), "pip", verb, "--quiet", "--compile-bytecode", "--python",
-                    str(python), "--index-strategy", "unsafe-best-match", *sources, *args],
-                   check=True)
+    subprocess.run(
+        [
+            tools.find_uv(),
+            "pip",
+            verb,
+            "--quiet",
+            "--compile-bytecode",
+            "--python",
+            str(python),
+            "--index-strategy",
+            "unsafe-best-match",
+            *sources,
+            *args,
+        ],
+        check=True,
+    )
 
 
 def bench(target: str, repeats: int) -> dict:
@@ -50,33 +64,50 @@ def bench(target: str, repeats: int) -> dict:
     version = version or spec.default_version
     sources = environments.sources(spec, version, say=lambda m: None)
     say = lambda m: None  # noqa: E731
-    times: dict[str, list[float]] = {"lock_today_s": [], "lock_release_s": [],
-                                     "install_from_lock_s": [], "install_from_request_s": []}
+    times: dict[str, list[float]] = {
+        "lock_today_s": [],
+        "lock_release_s": [],
+        "install_from_lock_s": [],
+        "install_from_request_s": [],
+    }
     lock = None
     for _ in range(repeats):
-        times["lock_today_s"].append(_timed(
-            lambda: locks.compile_lock(spec, version, "today", sources, say)))
-        times["lock_release_s"].append(_timed(
-            lambda: locks.compile_lock(spec, version, "release", sources, say)))
+        times["lock_today_s"].append(_timed(lambda: locks.compile_lock(spec, version, "today", sources, say)))
+        times["lock_release_s"].append(
+            _timed(lambda: locks.compile_lock(spec, version, "release", sources, say))
+        )
         lock = locks.compile_lock(spec, version, "today", sources, say)
         with tempfile.TemporaryDirectory(prefix="dayone-bench-lock-") as tmp:
             lockfile = Path(tmp) / "lock.txt"
             lockfile.write_text(lock.content)
-            times["install_from_lock_s"].append(_timed(partial(
-                _uv_pip, "sync", _venv(Path(tmp)), sources, str(lockfile))))
+            times["install_from_lock_s"].append(
+                _timed(partial(_uv_pip, "sync", _venv(Path(tmp)), sources, str(lockfile)))
+            )
         with tempfile.TemporaryDirectory(prefix="dayone-bench-req-") as tmp:
-            times["install_from_request_s"].append(_timed(partial(
-                _uv_pip, "install", _venv(Path(tmp)), sources,
-                *environments.requirements(spec, version))))
+            times["install_from_request_s"].append(
+                _timed(
+                    partial(
+                        _uv_pip,
+                        "install",
+                        _venv(Path(tmp)),
+                        sources,
+                        *environments.requirements(spec, version),
+                    )
+                )
+            )
     med = {k: round(statistics.median(v), 3) for k, v in times.items()}
     locked_build = med["lock_today_s"] + med["install_from_lock_s"]
-    return {"target": f"{name}=={version}", "repeats": repeats,
-            "packages": len(lock.packages) if lock else 0, "median": med,
-            "all": {k: [round(x, 3) for x in v] for k, v in times.items()},
-            "ratio_locked_build_vs_request_build": round(
-                locked_build / med["install_from_request_s"], 3),
-            "ratio_rebuild_from_lock_vs_request_build": round(
-                med["install_from_lock_s"] / med["install_from_request_s"], 3)}
+    return {
+        "target": f"{name}=={version}",
+        "repeats": repeats,
+        "packages": len(lock.packages) if lock else 0,
+        "median": med,
+        "all": {k: [round(x, 3) for x in v] for k, v in times.items()},
+        "ratio_locked_build_vs_request_build": round(locked_build / med["install_from_request_s"], 3),
+        "ratio_rebuild_from_lock_vs_request_build": round(
+            med["install_from_lock_s"] / med["install_from_request_s"], 3
+        ),
+    }
 
 
 def main(argv: list[str]) -> None:
@@ -87,12 +118,14 @@ def main(argv: list[str]) -> None:
     report = [bench(t, args.repeats) for t in args.targets]
     for r in report:
         m = r["median"]
-        print(f"{r['target']} ({r['packages']} packages, median of {r['repeats']}): "
-              f"lock today {m['lock_today_s']:.2f} s, lock as released {m['lock_release_s']:.2f} s; "
-              f"install from the lock {m['install_from_lock_s']:.2f} s vs from the request "
-              f"{m['install_from_request_s']:.2f} s; lock + install / request install "
-              f"{r['ratio_locked_build_vs_request_build']:.2f}x, rebuild from a kept lock "
-              f"{r['ratio_rebuild_from_lock_vs_request_build']:.2f}x")
+        print(
+            f"{r['target']} ({r['packages']} packages, median of {r['repeats']}): "
+            f"lock today {m['lock_today_s']:.2f} s, lock as released {m['lock_release_s']:.2f} s; "
+            f"install from the lock {m['install_from_lock_s']:.2f} s vs from the request "
+            f"{m['install_from_request_s']:.2f} s; lock + install / request install "
+            f"{r['ratio_locked_build_vs_request_build']:.2f}x, rebuild from a kept lock "
+            f"{r['ratio_rebuild_from_lock_vs_request_build']:.2f}x"
+        )
     out = Path(__file__).parent / "results" / "locks.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

@@ -24,8 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from matrix.plan import DoneIndex, EnvironmentTarget, plan  # noqa: E402
 
-STAGE_NAMES = ("load", "generate", "parity", "serve", "throughput", "finetune", "tool_call",
-               "json_schema")
+STAGE_NAMES = ("load", "generate", "parity", "serve", "throughput", "finetune", "tool_call", "json_schema")
 
 
 @dataclass(frozen=True)
@@ -36,10 +35,18 @@ class Model:
 
 def scenario(n_models: int, n_envs: int, n_stages: int):
     models = [Model(f"org{i % 97}/model-{i}", f"{i:040x}") for i in range(n_models)]
-    envs = [EnvironmentTarget(f"env-{j:04d}", f"engine{j % 4}", f"1.{j}.0",
-                              STAGE_NAMES[:n_stages], heavy=j % 4 == 1) for j in range(n_envs)]
-    rows = [(m.id, m.revision, e.environment_id, s, "pass" if (i + k) % 7 else "fail")
-            for i, m in enumerate(models) for k, e in enumerate(envs) for s in e.stages]
+    envs = [
+        EnvironmentTarget(
+            f"env-{j:04d}", f"engine{j % 4}", f"1.{j}.0", STAGE_NAMES[:n_stages], heavy=j % 4 == 1
+        )
+        for j in range(n_envs)
+    ]
+    rows = [
+        (m.id, m.revision, e.environment_id, s, "pass" if (i + k) % 7 else "fail")
+        for i, m in enumerate(models)
+        for k, e in enumerate(envs)
+        for s in e.stages
+    ]
     return models, envs, rows
 
 
@@ -66,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         t, tasks = timed(lambda index=index: plan(models, envs, index))
         plan_none_s.append(t)
         assert tasks == [], "a full history must plan nothing"
-        changed = [Model(m.id, m.revision + "x") if i % 100 == 0 else m
-                   for i, m in enumerate(models)]
+        changed = [Model(m.id, m.revision + "x") if i % 100 == 0 else m for i, m in enumerate(models)]
         t, tasks_new = timed(lambda changed=changed, index=index: plan(changed, envs, index))
         plan_new_s.append(t)
     tracemalloc.start()
@@ -76,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     tracemalloc.stop()
 
     result = {
-        "models": args.models, "environments": args.envs, "stages": args.stages,
+        "models": args.models,
+        "environments": args.envs,
+        "stages": args.stages,
         "history_rows": len(rows),
         "index_build_s": round(statistics.median(index_s), 4),
         "plan_nothing_new_s": round(statistics.median(plan_none_s), 4),
@@ -84,15 +92,21 @@ def main(argv: list[str] | None = None) -> int:
         "planned_tasks_1pct_new": len(tasks_new),
         "planned_stages_1pct_new": sum(len(t.stages) for t in tasks_new),
         "index_peak_mb": round(peak / 2**20, 1),
-        "repeat": args.repeat, "python": platform.python_version(),
-        "machine": platform.machine(), "cpu_count": __import__("os").cpu_count(),
+        "repeat": args.repeat,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": __import__("os").cpu_count(),
     }
-    print(f"history: {len(rows):,} result rows "
-          f"({args.models:,} models x {args.envs} environments x {args.stages} stages)")
+    print(
+        f"history: {len(rows):,} result rows "
+        f"({args.models:,} models x {args.envs} environments x {args.stages} stages)"
+    )
     print(f"build index:          {result['index_build_s']:.3f} s (peak {result['index_peak_mb']} MB)")
     print(f"plan, nothing new:    {result['plan_nothing_new_s']:.3f} s -> 0 tasks")
-    print(f"plan, 1% new shas:    {result['plan_1pct_new_s']:.3f} s -> "
-          f"{len(tasks_new):,} tasks, {result['planned_stages_1pct_new']:,} stages")
+    print(
+        f"plan, 1% new shas:    {result['plan_1pct_new_s']:.3f} s -> "
+        f"{len(tasks_new):,} tasks, {result['planned_stages_1pct_new']:,} stages"
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

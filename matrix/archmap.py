@@ -19,8 +19,7 @@ from typing import Any
 
 from matrix.engine_registry import Registry, load_registry
 from matrix.native import NativeHistory, architecture_of, is_fallback, native_history
-from matrix.summary import (FALLBACK, MEANINGFUL, Observation, ResultLike, current,
-                            parse_time, version_key)
+from matrix.summary import FALLBACK, MEANINGFUL, Observation, ResultLike, current, parse_time, version_key
 from probes.modelinfo import not_generative
 from probes.stages import QUANT_STAGES, STAGES
 
@@ -41,8 +40,7 @@ class StageCell:
     message: str | None = None
 
     def label(self) -> str:
-        return f"{self.stage} {self.status}" + (f" ({self.failure_class})"
-                                                if self.failure_class else "")
+        return f"{self.stage} {self.status}" + (f" ({self.failure_class})" if self.failure_class else "")
 
 
 @dataclass(frozen=True)
@@ -68,8 +66,9 @@ class MapCell:
         if self.status in (None, "pass"):
             return (self.status or "-") + self.quant_label()
         bare = " [confirmed bare]" if self.confirmed else ""
-        head = f"{self.status}: {self.stage}" + (f" ({self.failure_class})"
-                                                 if self.failure_class else "") + bare
+        head = (
+            f"{self.status}: {self.stage}" + (f" ({self.failure_class})" if self.failure_class else "") + bare
+        )
         if self.native is not None:
             head += f"; {self.native.text()}"
         rest = [s.label() for s in self.stages if s.stage != self.stage and s.status != "pass"]
@@ -83,13 +82,19 @@ class MapCell:
         return f"; quant {q.status}" + (f" ({q.failure_class})" if q.failure_class else "")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "stage": self.stage, "failure_class": self.failure_class,
-                "message": self.message, "stages": {s.stage: {
-                    "status": s.status, "failure_class": s.failure_class,
-                    "message": s.message} for s in self.stages},
-                "confirmed": self.confirmed,
-                "native": self.native.as_dict() if self.native else None,
-                "quant": self.quant.as_dict() if self.quant else None}
+        return {
+            "status": self.status,
+            "stage": self.stage,
+            "failure_class": self.failure_class,
+            "message": self.message,
+            "stages": {
+                s.stage: {"status": s.status, "failure_class": s.failure_class, "message": s.message}
+                for s in self.stages
+            },
+            "confirmed": self.confirmed,
+            "native": self.native.as_dict() if self.native else None,
+            "quant": self.quant.as_dict() if self.quant else None,
+        }
 
 
 def cell_of(obs: Iterable[Observation]) -> MapCell:
@@ -114,48 +119,66 @@ def _cell_of(obs: Iterable[Observation]) -> MapCell:
     return MapCell(status, decider.stage, decider.failure_class, decider.message, stages)
 
 
-def arch_map(results: Iterable[ResultLike], registries: dict[str, Registry | None] | None = None
-             ) -> dict[str, dict[str, MapCell]]:
+def arch_map(
+    results: Iterable[ResultLike], registries: dict[str, Registry | None] | None = None
+) -> dict[str, dict[str, MapCell]]:
     """{architecture: {engine: MapCell}} over the current results of `arch/` models. A cell on
     the transformers fallback says when its architecture was last native, from the records of
     other releases and `registries` ({engine: its recorded registries}; None: the packaged
     matrix/registries/ files)."""
     results = list(results)
     records = [r for r in results if isinstance(r, dict)]
-    confirmed = {(r["model"]["id"], r["engine"]["name"], r["stage"], parse_time(r["started_at"])):
-                 r.get("confirmed") for r in results if isinstance(r, dict)}
+    confirmed = {
+        (r["model"]["id"], r["engine"]["name"], r["stage"], parse_time(r["started_at"])): r.get("confirmed")
+        for r in results
+        if isinstance(r, dict)
+    }
     stages: dict[tuple[str, str], list[Observation]] = {}
     for (model, engine, _stage), o in current(results).items():
         if model.startswith(ARCH_PREFIX):
-            stages.setdefault((model[len(ARCH_PREFIX):], engine), []).append(o)
+            stages.setdefault((model[len(ARCH_PREFIX) :], engine), []).append(o)
     out: dict[str, dict[str, MapCell]] = {}
     known: dict[str, Registry | None] = {}
     for (arch, engine), obs in sorted(stages.items()):
         cell = cell_of(obs)
         decider = next((o for o in obs if o.stage == cell.stage), None)
         if decider is not None:  # the deciding red's bare reproduction, where it ran
-            cell = replace(cell, confirmed=confirmed.get(
-                (decider.model, engine, decider.stage, decider.started_at)))
+            cell = replace(
+                cell, confirmed=confirmed.get((decider.model, engine, decider.stage, decider.started_at))
+            )
         if cell.failure_class == FALLBACK_CLASS and decider is not None:
             if engine not in known:
-                known[engine] = (load_registry(engine) if registries is None
-                                 else registries.get(engine))
+                known[engine] = load_registry(engine) if registries is None else registries.get(engine)
             cell = replace(cell, native=fallback_history(records, decider, known[engine]))
         out.setdefault(arch, {})[engine] = cell
     return out
 
 
-def fallback_history(records: Sequence[dict[str, Any]], decider: Observation,
-                     registry: Registry | None) -> NativeHistory:
+def fallback_history(
+    records: Sequence[dict[str, Any]], decider: Observation, registry: Registry | None
+) -> NativeHistory:
     """When the architecture of a fallback cell was last native, as of the cell's release."""
-    load = next((r for r in records if r["model"]["id"] == decider.model
-                 and r["engine"]["name"] == decider.engine and r["stage"] == "load"
-                 and str(r["engine"].get("version")) == decider.engine_version
-                 and is_fallback(r)), None)
+    load = next(
+        (
+            r
+            for r in records
+            if r["model"]["id"] == decider.model
+            and r["engine"]["name"] == decider.engine
+            and r["stage"] == "load"
+            and str(r["engine"].get("version")) == decider.engine_version
+            and is_fallback(r)
+        ),
+        None,
+    )
     architecture = architecture_of(load) if load is not None else None
-    return native_history(records, model=decider.model, engine=decider.engine,
-                          current=decider.engine_version, architecture=architecture,
-                          registry=registry)
+    return native_history(
+        records,
+        model=decider.model,
+        engine=decider.engine,
+        current=decider.engine_version,
+        architecture=architecture,
+        registry=registry,
+    )
 
 
 def why_not_generative(arch: str, row: dict[str, MapCell]) -> str | None:
@@ -170,8 +193,9 @@ def why_not_generative(arch: str, row: dict[str, MapCell]) -> str | None:
     return None
 
 
-def split_generative(amap: dict[str, dict[str, MapCell]]
-                     ) -> tuple[dict[str, dict[str, MapCell]], dict[str, str]]:
+def split_generative(
+    amap: dict[str, dict[str, MapCell]],
+) -> tuple[dict[str, dict[str, MapCell]], dict[str, str]]:
     """(the generative rows, {architecture: why} of the rows listed apart)."""
     apart = {a: why for a, row in amap.items() for why in [why_not_generative(a, row)] if why}
     return {a: row for a, row in amap.items() if a not in apart}, apart
@@ -181,19 +205,26 @@ def coverage(amap: dict[str, dict[str, MapCell]], engines: Sequence[str]) -> dic
     """How much of the map of generators has a verdict: in every engine, per engine, and what
     lacks one. Types that are not generators are counted apart, never in the figure."""
     amap, apart = split_generative(amap)
-    everywhere = [a for a, row in amap.items()
-                  if all(row.get(e, MapCell(None)).verdict for e in engines)]
-    per_engine = {e: dict(Counter(amap[a].get(e, MapCell(None)).status or "missing"
-                                  for a in amap)) for e in engines}
-    lacking = [{"architecture": a, "engine": e, "status": cell.status or "missing",
-                "why": cell.message}
-               for a, row in amap.items() for e in engines
-               for cell in [row.get(e, MapCell(None))] if not cell.verdict]
+    everywhere = [a for a, row in amap.items() if all(row.get(e, MapCell(None)).verdict for e in engines)]
+    per_engine = {
+        e: dict(Counter(amap[a].get(e, MapCell(None)).status or "missing" for a in amap)) for e in engines
+    }
+    lacking = [
+        {"architecture": a, "engine": e, "status": cell.status or "missing", "why": cell.message}
+        for a, row in amap.items()
+        for e in engines
+        for cell in [row.get(e, MapCell(None))]
+        if not cell.verdict
+    ]
     total = len(amap)
-    return {"architectures": total, "verdict_in_every_engine": len(everywhere),
-            "percent": round(100.0 * len(everywhere) / total, 1) if total else 0.0,
-            "per_engine": per_engine, "without_verdict": lacking,
-            "not_generative": len(apart)}
+    return {
+        "architectures": total,
+        "verdict_in_every_engine": len(everywhere),
+        "percent": round(100.0 * len(everywhere) / total, 1) if total else 0.0,
+        "per_engine": per_engine,
+        "without_verdict": lacking,
+        "not_generative": len(apart),
+    }
 
 
 def _md(text: str) -> str:
@@ -204,19 +235,24 @@ def map_markdown(amap: dict[str, dict[str, MapCell]], engines: Sequence[str]) ->
     """The map as a Markdown table (cells: pass, or status: stage (class), then the other
     stages that are not green), and the types that are not generators listed apart."""
     rows, apart = split_generative(amap)
-    lines = ["| architecture | " + " | ".join(engines) + " |",
-             "|---|" + "---|" * len(engines)]
+    lines = ["| architecture | " + " | ".join(engines) + " |", "|---|" + "---|" * len(engines)]
     for arch, row in rows.items():
         cells = [_md(row.get(e, MapCell(None)).label()) for e in engines]
         lines.append(f"| {_md(arch)} | " + " | ".join(cells) + " |")
     if apart:
-        lines += ["", "Not decoder-only generators (n/a, out of the coverage figure):", "",
-                  "| architecture | why |", "|---|---|"]
+        lines += [
+            "",
+            "Not decoder-only generators (n/a, out of the coverage figure):",
+            "",
+            "| architecture | why |",
+            "|---|---|",
+        ]
         lines += [f"| {_md(a)} | {_md(why)} |" for a, why in apart.items()]
     return "\n".join(lines) + "\n"
 
 
 # The map as one document (the CLI's --json, the site's /map and /map.json)
+
 
 def lineages(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """{architecture: where its copy came from (a release, or synthetic)}, as its newest
@@ -227,25 +263,32 @@ def lineages(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if not arch.startswith(ARCH_PREFIX) or not lineage:
             continue
         at = str(r.get("started_at") or "")
-        key = arch[len(ARCH_PREFIX):]
+        key = arch[len(ARCH_PREFIX) :]
         if key not in newest or at >= newest[key][0]:
             newest[key] = (at, lineage)
     return {arch: lineage for arch, (_at, lineage) in newest.items()}
 
 
-def map_document(records: Sequence[ResultLike], engines: Sequence[str] | None = None,
-                 registries: dict[str, Registry | None] | None = None) -> dict[str, Any]:
+def map_document(
+    records: Sequence[ResultLike],
+    engines: Sequence[str] | None = None,
+    registries: dict[str, Registry | None] | None = None,
+) -> dict[str, Any]:
     """The map, its coverage over `engines` (None: every engine with results) and where each
     copy came from, as JSON-able data: `dayone map --json` prints it and the site serves it,
     so the two never drift."""
     amap = arch_map(records, registries)
     engines = list(engines or sorted({e for row in amap.values() for e in row}))
     rows, apart = split_generative(amap)
-    return {"engines": engines, "coverage": coverage(amap, engines),
-            "lineage": lineages(r for r in records if isinstance(r, dict)),
-            "cells": {a: {e: c.as_dict() for e, c in row.items()} for a, row in rows.items()},
-            "not_generative": {a: {"why": why, "cells": {
-                e: c.as_dict() for e, c in amap[a].items()}} for a, why in apart.items()}}
+    return {
+        "engines": engines,
+        "coverage": coverage(amap, engines),
+        "lineage": lineages(r for r in records if isinstance(r, dict)),
+        "cells": {a: {e: c.as_dict() for e, c in row.items()} for a, row in rows.items()},
+        "not_generative": {
+            a: {"why": why, "cells": {e: c.as_dict() for e, c in amap[a].items()}} for a, why in apart.items()
+        },
+    }
 
 
 LINEAGE_KINDS = ("release", "synthetic")
@@ -272,12 +315,23 @@ class MapFilters:
     tier: str | None = None
 
     def as_dict(self) -> dict[str, str | None]:
-        return {"q": self.q, "engine": self.engine, "status": self.status,
-                "lineage": self.lineage, "hardware": self.hardware, "tier": self.tier}
+        return {
+            "q": self.q,
+            "engine": self.engine,
+            "status": self.status,
+            "lineage": self.lineage,
+            "hardware": self.hardware,
+            "tier": self.tier,
+        }
 
 
-def _row_matches(arch: str, cells: dict[str, dict[str, Any]], lineage: dict[str, Any] | None,
-                 engines: Sequence[str], f: MapFilters) -> bool:
+def _row_matches(
+    arch: str,
+    cells: dict[str, dict[str, Any]],
+    lineage: dict[str, Any] | None,
+    engines: Sequence[str],
+    f: MapFilters,
+) -> bool:
     if f.q:
         needle = f.q.casefold()
         repo = str((lineage or {}).get("repo") or "")
@@ -299,15 +353,25 @@ def filter_document(doc: dict[str, Any], f: MapFilters) -> dict[str, Any]:
     def shown(cells: dict[str, Any]) -> dict[str, Any]:
         return {e: c for e, c in cells.items() if e in engines}
 
-    return {**doc, "engines": engines, "filters": f.as_dict(),
-            "cells": {a: shown(row) for a, row in doc["cells"].items()
-                      if _row_matches(a, row, lineage.get(a), engines, f)},
-            "not_generative": {a: {**apart, "cells": shown(apart["cells"])}
-                               for a, apart in doc["not_generative"].items()
-                               if _row_matches(a, apart["cells"], lineage.get(a), engines, f)}}
+    return {
+        **doc,
+        "engines": engines,
+        "filters": f.as_dict(),
+        "cells": {
+            a: shown(row)
+            for a, row in doc["cells"].items()
+            if _row_matches(a, row, lineage.get(a), engines, f)
+        },
+        "not_generative": {
+            a: {**apart, "cells": shown(apart["cells"])}
+            for a, apart in doc["not_generative"].items()
+            if _row_matches(a, apart["cells"], lineage.get(a), engines, f)
+        },
+    }
 
 
 # The release timeline (caniuse's versions) and the share green per release
+
 
 @dataclass(frozen=True)
 class ReleaseStatus:
@@ -315,8 +379,7 @@ class ReleaseStatus:
     status: str | None
 
 
-def release_timeline(obs: Iterable[Observation]
-                     ) -> dict[str, dict[str, list[ReleaseStatus]]]:
+def release_timeline(obs: Iterable[Observation]) -> dict[str, dict[str, list[ReleaseStatus]]]:
     """{architecture: {engine: its releases with results, oldest first, each with the status
     the map would give a cell of that release alone}}: the same rule as a current cell (every
     stage counts, an `error` under a green load is not green), from each stage's latest result
@@ -325,7 +388,7 @@ def release_timeline(obs: Iterable[Observation]
     for o in obs:
         if not o.model.startswith(ARCH_PREFIX):
             continue
-        key = (o.model[len(ARCH_PREFIX):], o.engine, o.engine_version, o.stage)
+        key = (o.model[len(ARCH_PREFIX) :], o.engine, o.engine_version, o.stage)
         if key not in latest or o.started_at > latest[key].started_at:
             latest[key] = o
     by_release: dict[tuple[str, str, str], list[Observation]] = {}
@@ -333,9 +396,9 @@ def release_timeline(obs: Iterable[Observation]
         by_release.setdefault((arch, engine, version), []).append(o)
     out: dict[str, dict[str, list[ReleaseStatus]]] = {}
     for (arch, engine, version), stages in sorted(
-            by_release.items(), key=lambda kv: (kv[0][0], kv[0][1], version_key(kv[0][2]))):
-        out.setdefault(arch, {}).setdefault(engine, []).append(
-            ReleaseStatus(version, cell_of(stages).status))
+        by_release.items(), key=lambda kv: (kv[0][0], kv[0][1], version_key(kv[0][2]))
+    ):
+        out.setdefault(arch, {}).setdefault(engine, []).append(ReleaseStatus(version, cell_of(stages).status))
     return out
 
 
@@ -350,8 +413,9 @@ class GreenShare:
         return round(100.0 * self.green / self.total, 1) if self.total else 0.0
 
 
-def green_share(timeline: dict[str, dict[str, list[ReleaseStatus]]], apart: Iterable[str]
-                ) -> dict[str, list[GreenShare]]:
+def green_share(
+    timeline: dict[str, dict[str, list[ReleaseStatus]]], apart: Iterable[str]
+) -> dict[str, list[GreenShare]]:
     """{engine: per release, oldest first, how many of the generative architectures probed in
     it are green}. Types that are not generators stay out, as in the coverage figure."""
     skip = set(apart)
@@ -366,7 +430,8 @@ def green_share(timeline: dict[str, dict[str, list[ReleaseStatus]]], apart: Iter
                 c[1] += 1
     out: dict[str, list[GreenShare]] = {}
     for (engine, version), (green, total) in sorted(
-            counts.items(), key=lambda kv: (kv[0][0], version_key(kv[0][1]))):
+        counts.items(), key=lambda kv: (kv[0][0], version_key(kv[0][1]))
+    ):
         out.setdefault(engine, []).append(GreenShare(version, green, total))
     return out
 
@@ -418,9 +483,15 @@ class ReleaseSpan:
         return "no verdict in any release probed"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"now": self.now, "since": self.since, "supported_since": self.supported_since,
-                "broken_since": self.broken_since, "first_green": self.first_green,
-                "last_green": self.last_green, "text": self.text()}
+        return {
+            "now": self.now,
+            "since": self.since,
+            "supported_since": self.supported_since,
+            "broken_since": self.broken_since,
+            "first_green": self.first_green,
+            "last_green": self.last_green,
+            "text": self.text(),
+        }
 
 
 def release_span(engine: str, releases: Sequence[ReleaseStatus]) -> ReleaseSpan:
@@ -434,5 +505,13 @@ def release_span(engine: str, releases: Sequence[ReleaseStatus]) -> ReleaseSpan:
     while start > 0 and judged[start - 1][1] == now:
         start -= 1
     worked = any(k in (WORKS, PARTIAL) for _v, k in judged[:start])
-    return ReleaseSpan(engine, now, judged[start][0], greens[0] if greens else None,
-                       greens[-1] if greens else None, judged[0][0], judged[-1][0], worked)
+    return ReleaseSpan(
+        engine,
+        now,
+        judged[start][0],
+        greens[0] if greens else None,
+        greens[-1] if greens else None,
+        judged[0][0],
+        judged[-1][0],
+        worked,
+    )

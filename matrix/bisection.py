@@ -37,8 +37,12 @@ class Candidate:
     why_not: str | None = None  # why it cannot be installed here (then it is skipped)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "kind": self.kind, "uploaded_at": self.uploaded_at,
-                "why_not": self.why_not}
+        return {
+            "version": self.version,
+            "kind": self.kind,
+            "uploaded_at": self.uploaded_at,
+            "why_not": self.why_not,
+        }
 
 
 def kind_of(version: Version) -> str:
@@ -51,8 +55,14 @@ def kind_of(version: Version) -> str:
     return "final"
 
 
-def candidates(releases: Sequence[IndexRelease], good: str, bad: str, platform: Platform, *,
-               builds_from_source: bool = False) -> list[Candidate]:
+def candidates(
+    releases: Sequence[IndexRelease],
+    good: str,
+    bad: str,
+    platform: Platform,
+    *,
+    builds_from_source: bool = False,
+) -> list[Candidate]:
     """The index's releases strictly between GOOD and BAD, oldest first (every kind)."""
     lo, hi = Version(good), Version(bad)
     if not lo < hi:
@@ -60,13 +70,20 @@ def candidates(releases: Sequence[IndexRelease], good: str, bad: str, platform: 
     out = []
     for r in sorted(releases, key=lambda r: r.parsed):
         if lo < r.parsed < hi:
-            out.append(Candidate(r.version, kind_of(r.parsed), r.uploaded_at,
-                                 installable(r, platform, builds_from_source=builds_from_source)))
+            out.append(
+                Candidate(
+                    r.version,
+                    kind_of(r.parsed),
+                    r.uploaded_at,
+                    installable(r, platform, builds_from_source=builds_from_source),
+                )
+            )
     return out
 
 
-def read_verdict(observations: Iterable[S.Observation], version: str,
-                 stages: Sequence[str] = ()) -> Outcome | None:
+def read_verdict(
+    observations: Iterable[S.Observation], version: str, stages: Sequence[str] = ()
+) -> Outcome | None:
     """One release's outcome from its results (of the cell being bisected): good, bad, skip
     (no verdict), or None when it has no result at all. STAGES: only these count."""
     wanted = S.version_key(version)
@@ -128,7 +145,7 @@ class Bisect:
     def remaining(self) -> list[str]:
         """The releases still to probe (strictly between the bounds, no outcome yet)."""
         lo, hi = self._bounds()
-        return [v for v in self.order[lo + 1: hi] if self.outcome(v) is None]
+        return [v for v in self.order[lo + 1 : hi] if self.outcome(v) is None]
 
     def next_probe(self) -> str | None:
         """The release to probe next: the middle of what remains (None: done)."""
@@ -148,7 +165,7 @@ class Bisect:
         if self.remaining() or self.contradiction:
             return None
         lo, hi = self._bounds()
-        if any(self.outcome(v) == "skip" for v in self.order[lo + 1: hi]):
+        if any(self.outcome(v) == "skip" for v in self.order[lo + 1 : hi]):
             return None
         return self.order[hi]
 
@@ -156,26 +173,41 @@ class Bisect:
         """Where the first bad release may be once probing is done: the skipped releases
         between the bounds and the bad bound (one release when `first_bad` names it)."""
         lo, hi = self._bounds()
-        return [v for v in self.order[lo + 1: hi + 1]
-                if self.outcome(v) == "skip" or v == self.order[hi]]
+        return [v for v in self.order[lo + 1 : hi + 1] if self.outcome(v) == "skip" or v == self.order[hi]]
 
     def with_verdict(self, version: str, outcome: Outcome) -> Bisect:
         return replace(self, known={**self.known, version: outcome})
 
     def as_dict(self) -> dict[str, Any]:
         lo, hi = self._bounds()
-        return {"engine": self.engine, "target": self.target, "good": self.good,
-                "bad": self.bad, "between": [c.as_dict() for c in self.between],
-                "known": dict(self.known), "last_good": self.order[lo],
-                "first_bad_bound": self.order[hi], "remaining": self.remaining(),
-                "next_probe": self.next_probe(), "steps_left": self.steps_left(),
-                "first_bad": self.first_bad(), "suspects": self.suspects(),
-                "bad_seen": self.known.get(self.bad) == "bad",
-                "contradiction": self.contradiction}
+        return {
+            "engine": self.engine,
+            "target": self.target,
+            "good": self.good,
+            "bad": self.bad,
+            "between": [c.as_dict() for c in self.between],
+            "known": dict(self.known),
+            "last_good": self.order[lo],
+            "first_bad_bound": self.order[hi],
+            "remaining": self.remaining(),
+            "next_probe": self.next_probe(),
+            "steps_left": self.steps_left(),
+            "first_bad": self.first_bad(),
+            "suspects": self.suspects(),
+            "bad_seen": self.known.get(self.bad) == "bad",
+            "contradiction": self.contradiction,
+        }
 
 
-def start(engine: str, target: str, good: str, bad: str, between: Sequence[Candidate],
-          observations: Iterable[S.Observation] = (), stages: Sequence[str] = ()) -> Bisect:
+def start(
+    engine: str,
+    target: str,
+    good: str,
+    bad: str,
+    between: Sequence[Candidate],
+    observations: Iterable[S.Observation] = (),
+    stages: Sequence[str] = (),
+) -> Bisect:
     """A bisection with what the store already says about the releases in the range."""
     obs = [o for o in observations if o.engine == engine and o.model == target]
     known: dict[str, Outcome] = {}
@@ -188,9 +220,17 @@ def start(engine: str, target: str, good: str, bad: str, between: Sequence[Candi
 
 # Shells: the index, the probes
 
-def index_candidates(engine: str, good: str, bad: str, *, index_url: str,
-                     platform: Platform | None = None, hardware: str = "cpu",
-                     client: Any = None) -> list[Candidate]:
+
+def index_candidates(
+    engine: str,
+    good: str,
+    bad: str,
+    *,
+    index_url: str,
+    platform: Platform | None = None,
+    hardware: str = "cpu",
+    client: Any = None,
+) -> list[Candidate]:
     """The releases between GOOD and BAD on the index for this engine's package."""
     from matrix import engine_watch as ew
     from probes.engines import ENGINES
@@ -214,15 +254,26 @@ def index_candidates(engine: str, good: str, bad: str, *, index_url: str,
             client.close()
     if answer is None:
         raise ValueError(f"{package}: not on the index")
-    return candidates(ew.index_releases(package, answer), good, bad,
-                      platform or Platform.current(), builds_from_source=bool(spec.wheel_builds))
+    return candidates(
+        ew.index_releases(package, answer),
+        good,
+        bad,
+        platform or Platform.current(),
+        builds_from_source=bool(spec.wheel_builds),
+    )
 
 
 ProbeFn = Callable[[str], Sequence[Any]]  # version -> its records or observations
 
 
-def run_bisect(state: Bisect, probe_release: ProbeFn, *, stages: Sequence[str] = (),
-               say: Callable[[str], None] = print, max_probes: int = 32) -> Bisect:
+def run_bisect(
+    state: Bisect,
+    probe_release: ProbeFn,
+    *,
+    stages: Sequence[str] = (),
+    say: Callable[[str], None] = print,
+    max_probes: int = 32,
+) -> Bisect:
     """Probe the next release until the first bad one is named (or nothing is left to probe).
     `probe_release(version)` runs the probe in `engine==version` and returns its records."""
     for _ in range(max_probes):

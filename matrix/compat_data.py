@@ -59,8 +59,7 @@ def support_statement(history: Sequence[tuple[str, Verdict]]) -> dict[str, Any] 
     meaningful = [(ver, v) for ver, v in ordered if v.status in S.MEANINGFUL]
     if not meaningful:
         kinds = sorted({v.status for _ver, v in ordered})
-        return {"version_added": None,
-                "notes": f"No verdict ({', '.join(kinds) or 'no result'})."}
+        return {"version_added": None, "notes": f"No verdict ({', '.join(kinds) or 'no result'})."}
     runs: list[tuple[str, list[tuple[str, Verdict]]]] = []  # (state, releases), oldest first
     for ver, v in meaningful:
         state = _state(v)
@@ -90,9 +89,10 @@ def support_statement(history: Sequence[tuple[str, Verdict]]) -> dict[str, Any] 
     if not statements:
         first, last = meaningful[0][0], meaningful[-1][0]
         span = first if first == last else f"{first} to {last}"
-        return {"version_added": False,
-                "notes": f"Not working in any release probed ({span}): "
-                         f"{meaningful[-1][1].why}."}
+        return {
+            "version_added": False,
+            "notes": f"Not working in any release probed ({span}): {meaningful[-1][1].why}.",
+        }
     statements.reverse()  # newest first, as MDN orders them
     return statements[0] if len(statements) == 1 else statements
 
@@ -122,8 +122,7 @@ def compat_document(observations: Iterable[S.Observation], now: dt.datetime) -> 
     for o in observations:
         by_engine[o.engine].append(o)
     engines: dict[str, Any] = {}
-    support: dict[str, dict[str, list[tuple[str, Verdict]]]] = defaultdict(
-        lambda: defaultdict(list))
+    support: dict[str, dict[str, list[tuple[str, Verdict]]]] = defaultdict(lambda: defaultdict(list))
     for engine in sorted(by_engine):
         obs = by_engine[engine]
         first: dict[str, dt.datetime] = {}
@@ -133,26 +132,43 @@ def compat_document(observations: Iterable[S.Observation], now: dt.datetime) -> 
         versions = sorted(first, key=S.version_key)
         finals = [v for v in versions if _release_status(v, None) == "retired"]
         newest_final = finals[-1] if finals else None
-        engines[engine] = {"name": engine, "releases": {
-            v: {"first_probed": S.parse_time(first[v]).isoformat().replace("+00:00", "Z"),
-                "status": _release_status(v, newest_final)} for v in versions}}
+        engines[engine] = {
+            "name": engine,
+            "releases": {
+                v: {
+                    "first_probed": S.parse_time(first[v]).isoformat().replace("+00:00", "Z"),
+                    "status": _release_status(v, newest_final),
+                }
+                for v in versions
+            },
+        }
         for version, verdicts in release_verdicts(obs).items():
             for model, verdict in verdicts.items():
                 support[model][engine].append((version, verdict))
     archs: dict[str, Any] = {}
     models: dict[str, Any] = {}
     for model in sorted(support):
-        entry = {"__compat": {
-            "source": model,
-            "support": {e: support_statement(h) for e, h in sorted(support[model].items())}}}
+        entry = {
+            "__compat": {
+                "source": model,
+                "support": {e: support_statement(h) for e, h in sorted(support[model].items())},
+            }
+        }
         if model.startswith(ARCH_PREFIX):
-            archs[model[len(ARCH_PREFIX):]] = entry
+            archs[model[len(ARCH_PREFIX) :]] = entry
         else:
             models[model] = entry
-    return {"__meta": {"version": package_version(now), "schema_version": SCHEMA_VERSION,
-                       "timestamp": S.parse_time(now).isoformat().replace("+00:00", "Z"),
-                       "generator": "dayone"},
-            "engines": engines, "architectures": archs, "models": models}
+    return {
+        "__meta": {
+            "version": package_version(now),
+            "schema_version": SCHEMA_VERSION,
+            "timestamp": S.parse_time(now).isoformat().replace("+00:00", "Z"),
+            "generator": "dayone",
+        },
+        "engines": engines,
+        "architectures": archs,
+        "models": models,
+    }
 
 
 def schema() -> dict[str, Any]:
@@ -168,17 +184,20 @@ def write_package(doc: dict[str, Any], out_dir: Path) -> list[Path]:
         "data.json": doc,
         "schema/compat-data.schema.json": schema(),
         "package.json": {
-            "name": PACKAGE_NAME, "version": doc["__meta"]["version"],
+            "name": PACKAGE_NAME,
+            "version": doc["__meta"]["version"],
             "description": "Which engine release supports which open-weight model architecture "
-                           "and model, since when (dayone; MDN browser-compat-data shape)",
-            "main": "data.json", "files": ["data.json", "schema/"],
+            "and model, since when (dayone; MDN browser-compat-data shape)",
+            "main": "data.json",
+            "files": ["data.json", "schema/"],
             "dayone": {"schema_version": SCHEMA_VERSION, "timestamp": doc["__meta"]["timestamp"]},
         },
     }
     written = []
     for rel, data in files.items():
         path = out_dir / rel
-        path.write_text(json.dumps(data, indent=1, ensure_ascii=False, sort_keys=False) + "\n",
-                        encoding="utf-8")
+        path.write_text(
+            json.dumps(data, indent=1, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8"
+        )
         written.append(path)
     return written

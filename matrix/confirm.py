@@ -42,9 +42,12 @@ class _BareRequest(ProbeRequest):
 
 def needs_confirmation(record: Mapping[str, Any]) -> bool:
     """A red with a bare command that nobody checked yet."""
-    return (is_red(record.get("status", "")) and bool(record.get("reproduce"))
-            and record.get("confirmed") is None
-            and not str(record["reproduce"]).startswith("docker "))
+    return (
+        is_red(record.get("status", ""))
+        and bool(record.get("reproduce"))
+        and record.get("confirmed") is None
+        and not str(record["reproduce"]).startswith("docker ")
+    )
 
 
 def _confirm_dir(record: Mapping[str, Any], settings: ConfirmSettings) -> Path:
@@ -71,9 +74,16 @@ def run_bare(command: str, log_dir: Path, settings: ConfirmSettings) -> BareOutc
     """The command under the probe's watchdog; its log is `<log_dir>/bare.log`."""
     empty = log_dir / "no-dayone"  # PYTHONPATH of the run: an empty folder, never probes/
     empty.mkdir(parents=True, exist_ok=True)
-    req = _BareRequest(engine="bare", model_dir=log_dir, stages=[], probes_root=empty,
-                       timeout_s=settings.timeout_s, memory_mb=settings.memory_mb,
-                       no_network=settings.no_network, command=command)
+    req = _BareRequest(
+        engine="bare",
+        model_dir=log_dir,
+        stages=[],
+        probes_root=empty,
+        timeout_s=settings.timeout_s,
+        memory_mb=settings.memory_mb,
+        no_network=settings.no_network,
+        command=command,
+    )
     outcome = run_probe(req, log_dir)
     log_path = log_dir / "bare.log"
     try:
@@ -84,8 +94,14 @@ def run_bare(command: str, log_dir: Path, settings: ConfirmSettings) -> BareOutc
     text = outcome.log_text
     if outcome.infra_error:
         text += f"\ndayone: {outcome.infra_error}\n"
-    return BareOutcome(outcome.returncode, outcome.timed_out, outcome.memory_exceeded, text,
-                       str(log_path), outcome.duration_s)
+    return BareOutcome(
+        outcome.returncode,
+        outcome.timed_out,
+        outcome.memory_exceeded,
+        text,
+        str(log_path),
+        outcome.duration_s,
+    )
 
 
 def confirm_record(record: Record, settings: ConfirmSettings | None = None) -> Record:
@@ -99,22 +115,33 @@ def confirm_record(record: Record, settings: ConfirmSettings | None = None) -> R
     t0 = time.monotonic()
     bare = run_bare(command, log_dir, settings)
     probe_log = _read(record.get("log_path")) or "\n".join(
-        x for x in (record.get("log_excerpt"), record.get("message")) if x)
+        x for x in (record.get("log_excerpt"), record.get("message")) if x
+    )
     decision = decide(record, probe_log, bare)
-    return confirmed_record(record, decision, log_path=bare.log_path,
-                            command=command, at=dt.datetime.now(dt.timezone.utc).isoformat(),
-                            duration_s=time.monotonic() - t0)
+    return confirmed_record(
+        record,
+        decision,
+        log_path=bare.log_path,
+        command=command,
+        at=dt.datetime.now(dt.timezone.utc).isoformat(),
+        duration_s=time.monotonic() - t0,
+    )
 
 
-def confirm_records(records: Sequence[Record], settings: ConfirmSettings | None = None,
-                    say: Callable[[str], None] = print,
-                    done: Callable[[Record], None] | None = None) -> list[Record]:
+def confirm_records(
+    records: Sequence[Record],
+    settings: ConfirmSettings | None = None,
+    say: Callable[[str], None] = print,
+    done: Callable[[Record], None] | None = None,
+) -> list[Record]:
     """Every record, each red confirmed once (in order; DONE is called after each red)."""
     out = []
     for record in records:
         if needs_confirmation(record):
-            say(f"confirming {record['model']['id']} x {record['engine']['name']} "
-                f"{record['stage']} ({record['status']}) bare")
+            say(
+                f"confirming {record['model']['id']} x {record['engine']['name']} "
+                f"{record['stage']} ({record['status']}) bare"
+            )
             record = confirm_record(record, settings)
             c = record.get("confirmation") or {}
             say(f"  -> {c.get('verdict')}: {c.get('message', '')[:200]}")

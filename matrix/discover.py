@@ -21,11 +21,28 @@ from typing import Any
 
 # Files of a release the arch tier reads; fetched when the repo lists them.
 FETCH_FILES = (
-    "config.json", "generation_config.json", "tokenizer_config.json", "tokenizer.json",
-    "special_tokens_map.json", "chat_template.jinja", "tokenizer.model",
+    "config.json",
+    "generation_config.json",
+    "tokenizer_config.json",
+    "tokenizer.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "tokenizer.model",
 )
-LIST_EXPAND = ["sha", "createdAt", "lastModified", "gated", "private", "safetensors",
-               "usedStorage", "config", "siblings", "pipeline_tag", "library_name", "tags"]
+LIST_EXPAND = [
+    "sha",
+    "createdAt",
+    "lastModified",
+    "gated",
+    "private",
+    "safetensors",
+    "usedStorage",
+    "config",
+    "siblings",
+    "pipeline_tag",
+    "library_name",
+    "tags",
+]
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -80,9 +97,11 @@ class Discovery:
 
 # Pure decisions
 
-def new_work(discovered: Iterable[DiscoveredModel],
-             known_revisions: Mapping[str, Collection[str]] | Iterable[tuple[str, str]]
-             ) -> list[DiscoveredModel]:
+
+def new_work(
+    discovered: Iterable[DiscoveredModel],
+    known_revisions: Mapping[str, Collection[str]] | Iterable[tuple[str, str]],
+) -> list[DiscoveredModel]:
     """The models whose (id, revision) is not known yet: a new sha is new work, an unchanged
     one is not. Skipped models (gated, no config) count too: they get a `skipped` record once
     per revision. Order is kept; duplicates (same id and revision) are dropped."""
@@ -130,15 +149,16 @@ def _iso(value: Any) -> str | None:
 
 # Watchlist file (TOML, or YAML when PyYAML is installed)
 
+
 def load_watchlist(path: str | Path) -> Watchlist:
     """Read a watchlist:
 
-        orgs = ["google", "Qwen"]          # watched hub organisations
-        models = ["openai/gpt-oss-20b"]    # single hub repos
-        local = ["/models/my-model"]       # local HF directories (relative to the file)
-        per_org_limit = 50
-        since = 2026-01-01
-        endpoint = "https://huggingface.co"
+    orgs = ["google", "Qwen"]          # watched hub organisations
+    models = ["openai/gpt-oss-20b"]    # single hub repos
+    local = ["/models/my-model"]       # local HF directories (relative to the file)
+    per_org_limit = 50
+    since = 2026-01-01
+    endpoint = "https://huggingface.co"
     """
     path = Path(path)
     text = path.read_text(encoding="utf-8")
@@ -154,12 +174,18 @@ def load_watchlist(path: str | Path) -> Watchlist:
     if unknown:
         raise ValueError(f"{path}: unknown watchlist keys {sorted(unknown)}")
     local = [str((path.parent / p).resolve()) for p in data.get("local", [])]
-    return Watchlist(orgs=tuple(data.get("orgs", [])), models=tuple(data.get("models", [])),
-                     local=tuple(local), per_org_limit=int(data.get("per_org_limit", 50)),
-                     since=parse_day(data.get("since")), endpoint=data.get("endpoint"))
+    return Watchlist(
+        orgs=tuple(data.get("orgs", [])),
+        models=tuple(data.get("models", [])),
+        local=tuple(local),
+        per_org_limit=int(data.get("per_org_limit", 50)),
+        since=parse_day(data.get("since")),
+        endpoint=data.get("endpoint"),
+    )
 
 
 # The hub (thin I/O shell over huggingface_hub)
+
 
 def is_transient(exc: BaseException) -> bool:
     """Worth retrying: rate limits, server errors, dropped connections."""
@@ -169,8 +195,15 @@ def is_transient(exc: BaseException) -> bool:
         status = getattr(getattr(exc, "response", None), "status_code", None)
         return status in TRANSIENT_STATUS
     name = type(exc).__name__
-    return name in {"ConnectError", "ReadTimeout", "ConnectTimeout", "RemoteProtocolError",
-                    "ReadError", "TimeoutException", "ConnectionError"}
+    return name in {
+        "ConnectError",
+        "ReadTimeout",
+        "ConnectTimeout",
+        "RemoteProtocolError",
+        "ReadError",
+        "TimeoutException",
+        "ConnectionError",
+    }
 
 
 def _retrying(policy: RetryPolicy) -> Any:
@@ -180,14 +213,20 @@ def _retrying(policy: RetryPolicy) -> Any:
         retry=tenacity.retry_if_exception(is_transient),
         stop=tenacity.stop_after_attempt(policy.attempts),
         wait=tenacity.wait_exponential(multiplier=policy.base_wait_s, max=policy.max_wait_s),
-        reraise=True)
+        reraise=True,
+    )
 
 
 class HubClient:
     """What discovery needs from the hub: list an org, read one repo, fetch a few files."""
 
-    def __init__(self, endpoint: str | None = None, token: str | bool | None = None,
-                 cache_dir: str | Path | None = None, retry: RetryPolicy = RetryPolicy()):
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | Path | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+    ):
         from huggingface_hub import HfApi
 
         self.api = HfApi(endpoint=endpoint, token=token)
@@ -225,9 +264,16 @@ class HubClient:
 
         folder: Path | None = None
         for name in names:
-            path = self.call(lambda name=name: hf_hub_download(
-                repo_id, name, revision=sha, cache_dir=self.cache_dir, endpoint=self.endpoint,
-                token=self.token))
+            path = self.call(
+                lambda name=name: hf_hub_download(
+                    repo_id,
+                    name,
+                    revision=sha,
+                    cache_dir=self.cache_dir,
+                    endpoint=self.endpoint,
+                    token=self.token,
+                )
+            )
             folder = Path(path).parent
         if folder is None:
             raise FileNotFoundError(f"{repo_id}: nothing to fetch")
@@ -243,13 +289,18 @@ def from_hub_info(info: Any, org: str | None, client: HubClient) -> DiscoveredMo
     safetensors = getattr(info, "safetensors", None)
     siblings = {s.rfilename for s in (getattr(info, "siblings", None) or [])}
     base = dict(
-        id=info.id, revision=info.sha, source="hub", org=org or info.id.split("/")[0],
+        id=info.id,
+        revision=info.sha,
+        source="hub",
+        org=org or info.id.split("/")[0],
         created_at=_iso(getattr(info, "created_at", None)),
         last_modified=_iso(getattr(info, "last_modified", None)),
         gated=bool(getattr(info, "gated", False)),
-        model_type=config.get("model_type"), architecture=archs[0] if archs else None,
+        model_type=config.get("model_type"),
+        architecture=archs[0] if archs else None,
         params=getattr(safetensors, "total", None) if safetensors else None,
-        size_bytes=getattr(info, "used_storage", None))
+        size_bytes=getattr(info, "used_storage", None),
+    )
     if siblings and "config.json" not in siblings:
         return DiscoveredModel(**base, skip_reason="no config.json in the repo")
     names = [n for n in FETCH_FILES if n in siblings] or ["config.json"]
@@ -265,9 +316,15 @@ def from_hub_info(info: Any, org: str | None, client: HubClient) -> DiscoveredMo
     return DiscoveredModel(**base, model_dir=str(folder))
 
 
-def discover_hub(orgs: Iterable[str], models: Iterable[str], client: HubClient, *,
-                 per_org_limit: int = 50, since: dt.date | None = None,
-                 progress: Callable[[str], None] | None = None) -> Discovery:
+def discover_hub(
+    orgs: Iterable[str],
+    models: Iterable[str],
+    client: HubClient,
+    *,
+    per_org_limit: int = 50,
+    since: dt.date | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Discovery:
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
     out = Discovery()
@@ -304,6 +361,7 @@ def discover_hub(orgs: Iterable[str], models: Iterable[str], client: HubClient, 
 
 # Local directories
 
+
 def discover_local(paths: Iterable[str | Path]) -> Discovery:
     from probes.modelinfo import read_model_info
 
@@ -311,28 +369,50 @@ def discover_local(paths: Iterable[str | Path]) -> Discovery:
     for raw in paths:
         path = Path(raw)
         if not (path / "config.json").is_file():
-            out.models.append(DiscoveredModel(id=str(path), revision=None, source="local",
-                                              skip_reason="no config.json in the directory"))
+            out.models.append(
+                DiscoveredModel(
+                    id=str(path), revision=None, source="local", skip_reason="no config.json in the directory"
+                )
+            )
             continue
         info = read_model_info(path)
-        out.models.append(DiscoveredModel(
-            id=info.id, revision=info.revision, source="local", model_type=info.model_type,
-            architecture=info.architecture, created_at=info.release_date,
-            model_dir=str(path.resolve())))
+        out.models.append(
+            DiscoveredModel(
+                id=info.id,
+                revision=info.revision,
+                source="local",
+                model_type=info.model_type,
+                architecture=info.architecture,
+                created_at=info.release_date,
+                model_dir=str(path.resolve()),
+            )
+        )
     return out
 
 
-def discover(watchlist: Watchlist, *, endpoint: str | None = None, token: str | bool | None = None,
-             cache_dir: str | Path | None = None, retry: RetryPolicy = RetryPolicy(),
-             progress: Callable[[str], None] | None = None) -> Discovery:
+def discover(
+    watchlist: Watchlist,
+    *,
+    endpoint: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | Path | None = None,
+    retry: RetryPolicy = RetryPolicy(),
+    progress: Callable[[str], None] | None = None,
+) -> Discovery:
     """Everything the watchlist names: hub orgs and repos, then local directories."""
     out = Discovery()
     if watchlist.orgs or watchlist.models:
-        client = HubClient(endpoint=endpoint or watchlist.endpoint, token=token,
-                           cache_dir=cache_dir, retry=retry)
-        hub = discover_hub(watchlist.orgs, watchlist.models, client,
-                           per_org_limit=watchlist.per_org_limit, since=watchlist.since,
-                           progress=progress)
+        client = HubClient(
+            endpoint=endpoint or watchlist.endpoint, token=token, cache_dir=cache_dir, retry=retry
+        )
+        hub = discover_hub(
+            watchlist.orgs,
+            watchlist.models,
+            client,
+            per_org_limit=watchlist.per_org_limit,
+            since=watchlist.since,
+            progress=progress,
+        )
         out.models += hub.models
         out.errors += hub.errors
     local = discover_local(watchlist.local)

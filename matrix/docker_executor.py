@@ -112,12 +112,18 @@ class ProbeImage:
 
     def as_environment(self) -> dict[str, Any]:
         """Fields for probes.record.build_records(environment=...)."""
-        return {"image": self.tag, "image_digest": self.repo_digest or self.image_id,
-                "executor": "docker", "environment_key": self.environment_key,
-                "lock": self.lock or None, "environment_id": self.environment_id}
+        return {
+            "image": self.tag,
+            "image_digest": self.repo_digest or self.image_id,
+            "executor": "docker",
+            "environment_key": self.environment_key,
+            "lock": self.lock or None,
+            "environment_id": self.environment_id,
+        }
 
 
 # The daemon
+
 
 def connect(timeout_s: float = 120.0) -> docker.DockerClient:
     """A client for a daemon that answers; DockerUnavailable says why not."""
@@ -125,12 +131,12 @@ def connect(timeout_s: float = 120.0) -> docker.DockerClient:
         client = docker.from_env(timeout=int(timeout_s))
         client.ping()
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-        raise DockerUnavailable(
-            f"no Docker daemon answers ({exc}); start one with .ci/docker-up.sh") from exc
+        raise DockerUnavailable(f"no Docker daemon answers ({exc}); start one with .ci/docker-up.sh") from exc
     return client
 
 
 # Images
+
 
 def image_tag(engine: str, version: str, flavor: str = "cpu") -> str:
     return f"dayone-probe-{engine}:{version}" + ("" if flavor == "cpu" else f"-{flavor}")
@@ -191,8 +197,7 @@ def wheel_dirs(spec_name: str, version: str, say: Callable[[str], None]) -> list
     """Local wheel folders: the lead's wheel sources (DAYONE_FIND_LINKS) and wheels dayone
     built itself for source-only releases."""
     args = environments.wheel_sources()
-    dirs = [Path(args[i + 1]) for i, a in enumerate(args)
-            if a == "--find-links" and "://" not in args[i + 1]]
+    dirs = [Path(args[i + 1]) for i, a in enumerate(args) if a == "--find-links" and "://" not in args[i + 1]]
     spec = get_spec(spec_name)
     for build in getattr(spec, "wheel_builds", ()):
         dirs.append(environments.build_wheel(build, version, say))
@@ -206,9 +211,14 @@ def extra_index_url() -> str:
 def image_key(engine: str, version: str, flavor: str, base_id: str, lock: locks.Lock) -> str:
     """Everything that decides what the image installs; the probe code is labelled apart."""
     spec = get_spec(engine)
-    recipe = {"recipe": RECIPE_VERSION, "env_key": environments.env_key(spec, version, lock),
-              "flavor": flavor, "base": base_id, "extra_index": extra_index_url(),
-              "dockerfile": hashlib.sha256(dockerfile(engine).read_bytes()).hexdigest()}
+    recipe = {
+        "recipe": RECIPE_VERSION,
+        "env_key": environments.env_key(spec, version, lock),
+        "flavor": flavor,
+        "base": base_id,
+        "extra_index": extra_index_url(),
+        "dockerfile": hashlib.sha256(dockerfile(engine).read_bytes()).hexdigest(),
+    }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -216,14 +226,21 @@ def lock_files(content: str) -> dict[str, str]:
     """The lock as the image's pip takes it: `locked.txt` (every pin with its hashes: pip checks
     them all) and `built.txt` (wheels built from source here, which keep no hash)."""
     lines = content.splitlines()
-    return {"locked.txt": "".join(f"{x}\n" for x in lines if "--hash=" in x),
-            "built.txt": "".join(f"{x}\n" for x in lines if "--hash=" not in x)}
+    return {
+        "locked.txt": "".join(f"{x}\n" for x in lines if "--hash=" in x),
+        "built.txt": "".join(f"{x}\n" for x in lines if "--hash=" not in x),
+    }
 
 
 # What the image's build needs to run the environment patches (matrix/env_patches.py): those
 # modules alone, standard library only.
-PATCH_MODULES = ("matrix/__init__.py", "matrix/env_patches.py", "probes/__init__.py",
-                 "probes/tools.py", "probes/gguf_convert.py")
+PATCH_MODULES = (
+    "matrix/__init__.py",
+    "matrix/env_patches.py",
+    "probes/__init__.py",
+    "probes/tools.py",
+    "probes/gguf_convert.py",
+)
 
 
 def make_context(engine: str, lock: locks.Lock, wheels: list[Path], dest: Path) -> None:
@@ -245,8 +262,9 @@ def make_context(engine: str, lock: locks.Lock, wheels: list[Path], dest: Path) 
         where = dest / "patches" / "cache" / "sources" / sdist.parent.name
         where.mkdir(parents=True)
         shutil.copy2(sdist, where / sdist.name)
-    shutil.copytree(REPO_ROOT / "probes", dest / "probes",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        REPO_ROOT / "probes", dest / "probes", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
     (dest / "wheels").mkdir()
     for whl in wheels:
         try:
@@ -262,11 +280,11 @@ def ensure_base_image(client: docker.DockerClient, say: Callable[[str], None]) -
     except docker.errors.ImageNotFound:
         pass
     say(f"making base image {CPU_BASE_IMAGE} with {BASE_IMAGE_SCRIPT.name}")
-    proc = subprocess.run(["bash", str(BASE_IMAGE_SCRIPT)], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(["bash", str(BASE_IMAGE_SCRIPT)], capture_output=True, text=True, check=False)
     if proc.returncode:
-        raise ImageBuildError(f"base image {CPU_BASE_IMAGE} could not be made:\n"
-                              + "\n".join(proc.stderr.splitlines()[-10:]))
+        raise ImageBuildError(
+            f"base image {CPU_BASE_IMAGE} could not be made:\n" + "\n".join(proc.stderr.splitlines()[-10:])
+        )
     return client.images.get(CPU_BASE_IMAGE).id
 
 
@@ -281,10 +299,16 @@ def find_image(client: docker.DockerClient, tag: str, key: str, probes: str):
     return None
 
 
-def ensure_image(engine: str, version: str | None = None, flavor: str = "cpu", *,
-                 client: docker.DockerClient | None = None, rebuild: bool = False,
-                 say: Callable[[str], None] = print,
-                 resolution: str = locks.DEFAULT_RESOLUTION) -> ProbeImage:
+def ensure_image(
+    engine: str,
+    version: str | None = None,
+    flavor: str = "cpu",
+    *,
+    client: docker.DockerClient | None = None,
+    rebuild: bool = False,
+    say: Callable[[str], None] = print,
+    resolution: str = locks.DEFAULT_RESOLUTION,
+) -> ProbeImage:
     """The probe image for ENGINE==VERSION, built when missing or out of date.
 
     Raises ImageBuildError (-> `error` / `infra`) when it cannot be built.
@@ -297,8 +321,7 @@ def ensure_image(engine: str, version: str | None = None, flavor: str = "cpu", *
     base = base_image(engine, version, flavor)
     base_id = ensure_base_image(client, say) if flavor == "cpu" else base
     try:
-        lock = locks.ensure_lock(spec, version, resolution,
-                                 environments.sources(spec, version, say), say=say)
+        lock = locks.ensure_lock(spec, version, resolution, environments.sources(spec, version, say), say=say)
     except (RuntimeError, OSError) as exc:
         raise ImageBuildError(f"the image's lock could not be made: {exc}") from exc
     key = image_key(engine, version, flavor, base_id, lock)
@@ -318,23 +341,36 @@ def ensure_image(engine: str, version: str | None = None, flavor: str = "cpu", *
         previous = None
     say(f"building image {tag} (key {key}; {len(wheels)} local wheel(s))")
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="dayone-build-",
-                                     dir=environments.cache_dir() / "docker") as ctx:
+    with tempfile.TemporaryDirectory(prefix="dayone-build-", dir=environments.cache_dir() / "docker") as ctx:
         make_context(engine, lock, wheels, Path(ctx))
-        _build(client, Path(ctx), tag, log_path, network="host",
-               buildargs={"BASE_IMAGE": base, "FLAVOR": flavor, "ENGINE_VERSION": version,
-                          "REQUIREMENTS": " ".join(requirements),
-                          "PATCHES": " ".join(environments.patch_name(p) for p in spec.patches),
-                          "EXTRA_INDEX_URL": extra_index_url(), "PROBE_UID": str(PROBE_UID)},
-               labels={LABEL_ENGINE: engine, LABEL_ENV_KEY: key, LABEL_PROBES: probes,
-                       "dayone.recipe": RECIPE_VERSION})
+        _build(
+            client,
+            Path(ctx),
+            tag,
+            log_path,
+            network="host",
+            buildargs={
+                "BASE_IMAGE": base,
+                "FLAVOR": flavor,
+                "ENGINE_VERSION": version,
+                "REQUIREMENTS": " ".join(requirements),
+                "PATCHES": " ".join(environments.patch_name(p) for p in spec.patches),
+                "EXTRA_INDEX_URL": extra_index_url(),
+                "PROBE_UID": str(PROBE_UID),
+            },
+            labels={
+                LABEL_ENGINE: engine,
+                LABEL_ENV_KEY: key,
+                LABEL_PROBES: probes,
+                "dayone.recipe": RECIPE_VERSION,
+            },
+        )
     build_s = round(time.monotonic() - t0, 2)
     say(f"built {tag} in {build_s:.1f} s (log {log_path})")
     image = client.images.get(tag)
     if previous and previous != image.id:
         _drop_dangling(client, previous)
-    return _probe_image(image, tag, key, engine, version, flavor, True, build_s, str(log_path),
-                        lock)
+    return _probe_image(image, tag, key, engine, version, flavor, True, build_s, str(log_path), lock)
 
 
 def _drop_dangling(client: docker.DockerClient, image_id: str) -> None:
@@ -345,25 +381,57 @@ def _drop_dangling(client: docker.DockerClient, image_id: str) -> None:
         pass
 
 
-def _probe_image(image, tag, key, engine, version, flavor, built, build_s, log_path,
-                 lock: locks.Lock) -> ProbeImage:
+def _probe_image(
+    image, tag, key, engine, version, flavor, built, build_s, log_path, lock: locks.Lock
+) -> ProbeImage:
     digests = image.attrs.get("RepoDigests") or []
-    env_id = (f"{engine}-{version}-{environments.env_key(get_spec(engine), version, lock)}"
-              if flavor == "cpu" else None)
-    return ProbeImage(tag, image.id, digests[0] if digests else None, key, engine, version,
-                      flavor, built, build_s, log_path, lock.as_record(), env_id)
+    env_id = (
+        f"{engine}-{version}-{environments.env_key(get_spec(engine), version, lock)}"
+        if flavor == "cpu"
+        else None
+    )
+    return ProbeImage(
+        tag,
+        image.id,
+        digests[0] if digests else None,
+        key,
+        engine,
+        version,
+        flavor,
+        built,
+        build_s,
+        log_path,
+        lock.as_record(),
+        env_id,
+    )
 
 
-def _build(client: docker.DockerClient, ctx: Path, tag: str, log_path: Path, *, network: str,
-           buildargs: dict[str, str], labels: dict[str, str]) -> None:
+def _build(
+    client: docker.DockerClient,
+    ctx: Path,
+    tag: str,
+    log_path: Path,
+    *,
+    network: str,
+    buildargs: dict[str, str],
+    labels: dict[str, str],
+) -> None:
     """Stream the build into a log; any error from the daemon is an ImageBuildError."""
     lines: list[str] = []
     steps: list[str] = []  # image ids of the steps that finished (" ---> 1a2b3c4d5e6f")
     with open(log_path, "w", encoding="utf-8") as log:
         try:
-            for chunk in client.api.build(path=str(ctx), tag=tag, buildargs=buildargs,
-                                          labels=labels, network_mode=network, rm=True,
-                                          forcerm=True, pull=False, decode=True):
+            for chunk in client.api.build(
+                path=str(ctx),
+                tag=tag,
+                buildargs=buildargs,
+                labels=labels,
+                network_mode=network,
+                rm=True,
+                forcerm=True,
+                pull=False,
+                decode=True,
+            ):
                 text = chunk.get("stream") or chunk.get("status") or ""
                 if text:
                     log.write(text)
@@ -373,8 +441,9 @@ def _build(client: docker.DockerClient, ctx: Path, tag: str, log_path: Path, *, 
                 if "error" in chunk:
                     log.write(f"\nERROR: {chunk['error']}\n")
                     raise ImageBuildError(
-                        f"image {tag} failed to build: {chunk['error'].strip()}\n"
-                        + "\n".join(lines[-10:]), log_path)
+                        f"image {tag} failed to build: {chunk['error'].strip()}\n" + "\n".join(lines[-10:]),
+                        log_path,
+                    )
         except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
             log.write(f"\nERROR: {exc}\n")
             raise ImageBuildError(f"image {tag} failed to build: {exc}", log_path) from exc
@@ -387,6 +456,7 @@ def _build(client: docker.DockerClient, ctx: Path, tag: str, log_path: Path, *, 
 
 
 # Probe containers
+
 
 class _ChunkStream:
     """Lets probes.runner's log capture (head + tail under a cap) read docker's log chunks."""
@@ -438,6 +508,7 @@ def unreadable_files(model_dir: Path, uid: int, gid: int, limit: int = 5) -> lis
     """Files (and folders) of the model that the probe user could not read. Checked before the
     container starts: a model the sandbox cannot read is our setup's fault, not the engine's.
     (safetensors writes through a temporary file, so fresh checkpoints are often mode 0600.)"""
+
     def can(st: os.stat_result, want: int) -> bool:
         if st.st_uid == uid:
             return bool(st.st_mode & (want << 6))
@@ -454,8 +525,10 @@ def unreadable_files(model_dir: Path, uid: int, gid: int, limit: int = 5) -> lis
             continue  # a dangling link: the engine reports it like any missing file
         ok = can(st, 0o5) if path.is_dir() else can(st, 0o4)
         if not ok:
-            bad.append(f"{path.relative_to(root) if path != root else '.'} "
-                       f"(mode {st.st_mode & 0o777:o}, owner {st.st_uid})")
+            bad.append(
+                f"{path.relative_to(root) if path != root else '.'} "
+                f"(mode {st.st_mode & 0o777:o}, owner {st.st_uid})"
+            )
             if len(bad) >= limit:
                 break
     return bad
@@ -474,8 +547,9 @@ def engine_cache(engine: str) -> Path:
     return path
 
 
-def container_config(req: ProbeRequest, image: str, log_dir: Path, limits: Limits,
-                     command: list[str]) -> dict[str, Any]:
+def container_config(
+    req: ProbeRequest, image: str, log_dir: Path, limits: Limits, command: list[str]
+) -> dict[str, Any]:
     """The sandbox, as docker SDK keyword arguments (no daemon call)."""
     memory = f"{int(req.memory_mb)}m"
     return {
@@ -487,18 +561,23 @@ def container_config(req: ProbeRequest, image: str, log_dir: Path, limits: Limit
         "memswap_limit": memory,  # no swap: over the limit is an OOM kill, not a crawl
         "nano_cpus": int(limits.cpus * 1e9),
         "pids_limit": limits.pids,
-        "mounts": [Mount(MODEL_MOUNT, str(Path(req.model_dir).resolve()), type="bind",
-                         read_only=True),
-                   Mount(OUT_MOUNT, str(log_dir.resolve()), type="bind", read_only=False),
-                   Mount(CACHE_MOUNT, str(engine_cache(req.engine).resolve()), type="bind",
-                         read_only=False)],
+        "mounts": [
+            Mount(MODEL_MOUNT, str(Path(req.model_dir).resolve()), type="bind", read_only=True),
+            Mount(OUT_MOUNT, str(log_dir.resolve()), type="bind", read_only=False),
+            Mount(CACHE_MOUNT, str(engine_cache(req.engine).resolve()), type="bind", read_only=False),
+        ],
         "read_only": True,  # the image itself is not writable either
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
         "init": True,  # tini as pid 1: signals reach the engine, zombies are reaped
-        "environment": {**req.env, "TMPDIR": f"{OUT_MOUNT}/tmp", "HOME": f"{CACHE_MOUNT}/home",
-                        "DAYONE_CACHE": CACHE_MOUNT,
-                        "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"},
+        "environment": {
+            **req.env,
+            "TMPDIR": f"{OUT_MOUNT}/tmp",
+            "HOME": f"{CACHE_MOUNT}/home",
+            "DAYONE_CACHE": CACHE_MOUNT,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONFAULTHANDLER": "1",
+        },
         "working_dir": f"{OUT_MOUNT}/work",
         "labels": {LABEL_CONTAINER: "1", LABEL_ENGINE: req.engine},
         "detach": True,
@@ -507,20 +586,42 @@ def container_config(req: ProbeRequest, image: str, log_dir: Path, limits: Limit
 
 def child_command(req: ProbeRequest) -> list[str]:
     """The probe child's arguments inside the container (entry point: python3 -m probes.child)."""
-    return ["--engine", req.engine, "--model", MODEL_MOUNT, "--stages", ",".join(req.stages),
-            "--events", f"{OUT_MOUNT}/events.jsonl", "--workdir", f"{OUT_MOUNT}/work",
-            "--options", json.dumps(req.options)]
+    return [
+        "--engine",
+        req.engine,
+        "--model",
+        MODEL_MOUNT,
+        "--stages",
+        ",".join(req.stages),
+        "--events",
+        f"{OUT_MOUNT}/events.jsonl",
+        "--workdir",
+        f"{OUT_MOUNT}/work",
+        "--options",
+        json.dumps(req.options),
+    ]
 
 
 def reproduce_command(cfg: dict[str, Any]) -> str:
     """The `docker run` line a person can paste to rerun the probe (display only)."""
-    args = ["docker", "run", "--rm", f"--network={cfg['network_mode']}",
-            f"--memory={cfg['mem_limit']}", f"--cpus={cfg['nano_cpus'] / 1e9:g}",
-            f"--pids-limit={cfg['pids_limit']}", "--read-only", "--cap-drop=ALL", "--init",
-            f"--user={cfg['user']}"]
+    args = [
+        "docker",
+        "run",
+        "--rm",
+        f"--network={cfg['network_mode']}",
+        f"--memory={cfg['mem_limit']}",
+        f"--cpus={cfg['nano_cpus'] / 1e9:g}",
+        f"--pids-limit={cfg['pids_limit']}",
+        "--read-only",
+        "--cap-drop=ALL",
+        "--init",
+        f"--user={cfg['user']}",
+    ]
     for m in cfg["mounts"]:
-        args.append(f"--mount=type=bind,src={m['Source']},dst={m['Target']}"
-                    + (",readonly" if m.get("ReadOnly") else ""))
+        args.append(
+            f"--mount=type=bind,src={m['Source']},dst={m['Target']}"
+            + (",readonly" if m.get("ReadOnly") else "")
+        )
     return shlex.join(args + [cfg["image"], *cfg["command"]])
 
 
@@ -574,9 +675,14 @@ def _remove_on_terminate() -> None:
     _PREVIOUS_HANDLER[signal.SIGTERM] = signal.signal(signal.SIGTERM, _remove_live_and_go_on)
 
 
-def run_container(client: docker.DockerClient, cfg: dict[str, Any], log_path: Path,
-                  timeout_s: float, log_cap_bytes: int = 4 * 1024 * 1024,
-                  on_start: Callable[[Container], None] | None = None) -> ContainerRun:
+def run_container(
+    client: docker.DockerClient,
+    cfg: dict[str, Any],
+    log_path: Path,
+    timeout_s: float,
+    log_cap_bytes: int = 4 * 1024 * 1024,
+    on_start: Callable[[Container], None] | None = None,
+) -> ContainerRun:
     """Create, start, wait (with a deadline), collect, and always remove one container."""
     started_at = time.time()
     t0 = time.monotonic()
@@ -592,12 +698,20 @@ def run_container(client: docker.DockerClient, cfg: dict[str, Any], log_path: Pa
             container.start()
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             log_path.write_text(f"dayone: could not start probe container: {exc}\n")
-            return ContainerRun(None, False, False, 0.0, time.monotonic() - t0, started_at,
-                                log_path, cfg, error=f"could not start container: {exc}")
+            return ContainerRun(
+                None,
+                False,
+                False,
+                0.0,
+                time.monotonic() - t0,
+                started_at,
+                log_path,
+                cfg,
+                error=f"could not start container: {exc}",
+            )
         if on_start:
             on_start(container)
-        capture = LogCapture(_ChunkStream(container.logs(stream=True, follow=True)),
-                              log_path, log_cap_bytes)
+        capture = LogCapture(_ChunkStream(container.logs(stream=True, follow=True)), log_path, log_cap_bytes)
         capture.start()
         peak = _PeakMemory(container)
         peak.start()
@@ -611,9 +725,17 @@ def run_container(client: docker.DockerClient, cfg: dict[str, Any], log_path: Pa
         container.reload()
         state = container.attrs["State"]
         capture.join(timeout=10)
-        return ContainerRun(state.get("ExitCode"), bool(state.get("OOMKilled")), timed_out,
-                            peak.peak_mb, time.monotonic() - t0, started_at, log_path, cfg,
-                            error=None if not state.get("Error") else state["Error"])
+        return ContainerRun(
+            state.get("ExitCode"),
+            bool(state.get("OOMKilled")),
+            timed_out,
+            peak.peak_mb,
+            time.monotonic() - t0,
+            started_at,
+            log_path,
+            cfg,
+            error=None if not state.get("Error") else state["Error"],
+        )
     finally:
         if container is not None:
             with _LIVE_LOCK:
@@ -624,9 +746,15 @@ def run_container(client: docker.DockerClient, cfg: dict[str, Any], log_path: Pa
                 pass
 
 
-def run_probe(req: ProbeRequest, log_dir: Path, image: ProbeImage, *,
-              client: docker.DockerClient | None = None, limits: Limits = DEFAULT_LIMITS,
-              on_start: Callable[[Container], None] | None = None) -> ProbeOutcome:
+def run_probe(
+    req: ProbeRequest,
+    log_dir: Path,
+    image: ProbeImage,
+    *,
+    client: docker.DockerClient | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    on_start: Callable[[Container], None] | None = None,
+) -> ProbeOutcome:
     """Run one probe in a container; same outcome shape as probes.runner.run_probe."""
     log_dir = Path(log_dir)
     _prepare_out_dir(log_dir)
@@ -637,29 +765,61 @@ def run_probe(req: ProbeRequest, log_dir: Path, image: ProbeImage, *,
     argv = shlex.split(reproduce_command({**cfg, "image": image.tag}))
     uid, gid = (int(x) for x in cfg["user"].split(":"))
     if bad := unreadable_files(Path(req.model_dir), uid, gid):
-        msg = (f"model files not readable by the probe user (uid {uid}): {', '.join(bad)}; "
-               f"make them world-readable (chmod -R a+rX {req.model_dir})")
+        msg = (
+            f"model files not readable by the probe user (uid {uid}): {', '.join(bad)}; "
+            f"make them world-readable (chmod -R a+rX {req.model_dir})"
+        )
         log_path.write_text(f"dayone: {msg}\n")
-        return ProbeOutcome([], None, False, False, 0.0, log_path, log_path.read_text(), 0.0,
-                            time.time(), argv, infra_error=msg)
+        return ProbeOutcome(
+            [],
+            None,
+            False,
+            False,
+            0.0,
+            log_path,
+            log_path.read_text(),
+            0.0,
+            time.time(),
+            argv,
+            infra_error=msg,
+        )
     try:
         client = client or connect()
         run = run_container(client, cfg, log_path, req.timeout_s, req.log_cap_bytes, on_start)
     except DockerUnavailable as exc:
         log_path.write_text(f"dayone: {exc}\n")
-        return ProbeOutcome([], None, False, False, 0.0, log_path, log_path.read_text(), 0.0,
-                            time.time(), argv, infra_error=str(exc))
+        return ProbeOutcome(
+            [],
+            None,
+            False,
+            False,
+            0.0,
+            log_path,
+            log_path.read_text(),
+            0.0,
+            time.time(),
+            argv,
+            infra_error=str(exc),
+        )
     log_text = log_path.read_text(encoding="utf-8", errors="replace")
     # The container's OOMKilled flag is its cgroup's OOM kill count, the fact the local runner
     # reads from memory.events: probes.record.oom_evidence decides both the same way.
     return ProbeOutcome(
         events=read_events(events_path),
         returncode=None if run.exit_code is None else exit_to_returncode(run.exit_code),
-        timed_out=run.timed_out, memory_exceeded=False, peak_rss_mb=run.peak_mb,
-        log_path=log_path, log_text=log_text, duration_s=run.duration_s,
-        started_at=run.started_at, argv=argv, infra_error=run.error,
-        oom_kills_delta=int(run.oom_killed), memory_limit_mb=float(req.memory_mb),
-        memory_limit_source="the container's memory limit")
+        timed_out=run.timed_out,
+        memory_exceeded=False,
+        peak_rss_mb=run.peak_mb,
+        log_path=log_path,
+        log_text=log_text,
+        duration_s=run.duration_s,
+        started_at=run.started_at,
+        argv=argv,
+        infra_error=run.error,
+        oom_kills_delta=int(run.oom_killed),
+        memory_limit_mb=float(req.memory_mb),
+        memory_limit_source="the container's memory limit",
+    )
 
 
 def build_failure_outcome(exc: Exception, log_dir: Path) -> ProbeOutcome:
@@ -670,14 +830,24 @@ def build_failure_outcome(exc: Exception, log_dir: Path) -> ProbeOutcome:
     if isinstance(exc, ImageBuildError) and exc.log_path:
         text += f"(build log: {exc.log_path})\n"
     log_path.write_text(text)
-    return ProbeOutcome([], None, False, False, 0.0, log_path, text, 0.0, time.time(), [],
-                        infra_error=f"probe image unavailable: {str(exc).splitlines()[0]}")
+    return ProbeOutcome(
+        [],
+        None,
+        False,
+        False,
+        0.0,
+        log_path,
+        text,
+        0.0,
+        time.time(),
+        [],
+        infra_error=f"probe image unavailable: {str(exc).splitlines()[0]}",
+    )
 
 
 def leftovers(client: docker.DockerClient) -> list[str]:
     """Probe containers still present (there should be none between probes)."""
-    return [c.name for c in client.containers.list(all=True,
-                                                   filters={"label": LABEL_CONTAINER})]
+    return [c.name for c in client.containers.list(all=True, filters={"label": LABEL_CONTAINER})]
 
 
 def describe(image: ProbeImage) -> dict[str, Any]:

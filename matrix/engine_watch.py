@@ -44,6 +44,7 @@ MAX_MATRIX_JOBS = 256
 
 # The watch file (pydantic at the edge)
 
+
 class WatchEntry(BaseModel):
     """One engine's watch settings, as matrix/engine_watch.toml writes them."""
 
@@ -83,8 +84,9 @@ def load_watch(path: str | Path = WATCH_FILE) -> list[WatchedEngine]:
     for name, raw in data.items():
         spec = ENGINES.get(name)
         if spec is None or spec.internal:
-            raise ValueError(f"{path}: [{name}] is not an engine of the registry "
-                             f"({', '.join(sorted(ENGINES))})")
+            raise ValueError(
+                f"{path}: [{name}] is not an engine of the registry ({', '.join(sorted(ENGINES))})"
+            )
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: [{name}] must be a table")
         try:
@@ -92,12 +94,19 @@ def load_watch(path: str | Path = WATCH_FILE) -> list[WatchedEngine]:
             Version(settings.oldest)
         except (ValueError, InvalidVersion) as exc:
             raise ValueError(f"{path}: [{name}]: {exc}") from None
-        out.append(WatchedEngine(engine=name, package=spec.package, settings=settings,
-                                 builds_from_source=bool(spec.wheel_builds)))
+        out.append(
+            WatchedEngine(
+                engine=name,
+                package=spec.package,
+                settings=settings,
+                builds_from_source=bool(spec.wheel_builds),
+            )
+        )
     return out
 
 
 # Releases on the index (pure)
+
 
 @dataclass(frozen=True)
 class IndexFile:
@@ -147,12 +156,23 @@ def index_releases(package: str, answer: Mapping[str, Any]) -> list[IndexRelease
             Version(version)
         except InvalidVersion:
             continue  # a pre-PEP 440 version no installer resolves by pin
-        out.append(IndexRelease(package=package, version=version, files=tuple(
-            IndexFile(filename=f.get("filename", ""), packagetype=f.get("packagetype", ""),
-                      requires_python=f.get("requires_python") or None,
-                      upload_time=f.get("upload_time_iso_8601") or f.get("upload_time"),
-                      yanked=bool(f.get("yanked")), yanked_reason=f.get("yanked_reason"))
-            for f in files or ())))
+        out.append(
+            IndexRelease(
+                package=package,
+                version=version,
+                files=tuple(
+                    IndexFile(
+                        filename=f.get("filename", ""),
+                        packagetype=f.get("packagetype", ""),
+                        requires_python=f.get("requires_python") or None,
+                        upload_time=f.get("upload_time_iso_8601") or f.get("upload_time"),
+                        yanked=bool(f.get("yanked")),
+                        yanked_reason=f.get("yanked_reason"),
+                    )
+                    for f in files or ()
+                ),
+            )
+        )
     return sorted(out, key=lambda r: r.parsed)
 
 
@@ -187,8 +207,7 @@ def _python_ok(file: IndexFile, python: str) -> bool:
         return True  # pip ignores a malformed requires_python too
 
 
-def installable(release: IndexRelease, platform: Platform, *,
-                builds_from_source: bool = False) -> str | None:
+def installable(release: IndexRelease, platform: Platform, *, builds_from_source: bool = False) -> str | None:
     """None when the release can be installed on `platform`; else why not. A wheel counts when
     one of its tags is the platform's and its requires_python admits the Python; an sdist only
     for an engine the registry builds from source (a compiled engine's sdist is not how it is
@@ -222,21 +241,23 @@ def installable(release: IndexRelease, platform: Platform, *,
         return f"requires Python {' or '.join(specs)}; this is {platform.describe()}"
     if wheels:
         found = sorted({t.platform for f in wheels for t in parse_wheel_filename(f.filename)[3]})
-        interp = sorted({t.interpreter for f in wheels
-                         for t in parse_wheel_filename(f.filename)[3]})
-        return (f"no wheel for {platform.describe()}: wheels only for "
-                f"{', '.join(interp)} on {', '.join(found)}")
+        interp = sorted({t.interpreter for f in wheels for t in parse_wheel_filename(f.filename)[3]})
+        return (
+            f"no wheel for {platform.describe()}: wheels only for {', '.join(interp)} on {', '.join(found)}"
+        )
     if sdists:
         return "only an sdist, and this engine is installed from wheels"
     return "no installable file (neither wheel nor sdist)"
 
 
-def watched_releases(watched: WatchedEngine, releases: Sequence[IndexRelease]
-                     ) -> list[IndexRelease]:
+def watched_releases(watched: WatchedEngine, releases: Sequence[IndexRelease]) -> list[IndexRelease]:
     """Those worth probing: at or after `oldest`, pre-releases only where watched, and with
     `every = "minor"` the newest of each minor release (a final release over its candidates)."""
-    kept = [r for r in releases if r.parsed >= watched.oldest
-            and (watched.settings.prereleases or not r.parsed.is_prerelease)]
+    kept = [
+        r
+        for r in releases
+        if r.parsed >= watched.oldest and (watched.settings.prereleases or not r.parsed.is_prerelease)
+    ]
     if watched.settings.every == "minor":
         newest: dict[tuple[int, int], IndexRelease] = {}
         for r in kept:  # oldest first: the last one seen per minor is the newest, unless
@@ -248,6 +269,7 @@ def watched_releases(watched: WatchedEngine, releases: Sequence[IndexRelease]
 
 
 # The decision (pure)
+
 
 @dataclass(frozen=True)
 class EngineRelease:
@@ -266,9 +288,16 @@ class EngineRelease:
         return f"{self.engine}=={self.version}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"engine": self.engine, "package": self.package, "version": self.version,
-                "uploaded_at": self.uploaded_at, "prerelease": self.prerelease,
-                "state": self.state, "why": self.why, "target": self.target}
+        return {
+            "engine": self.engine,
+            "package": self.package,
+            "version": self.version,
+            "uploaded_at": self.uploaded_at,
+            "prerelease": self.prerelease,
+            "state": self.state,
+            "why": self.why,
+            "target": self.target,
+        }
 
 
 @dataclass(frozen=True)
@@ -306,9 +335,14 @@ def _norm(version: str) -> str:
         return version
 
 
-def classify_releases(watched: WatchedEngine, releases: Sequence[IndexRelease],
-                      probed: Collection[tuple[str, str]], platform: Platform, *,
-                      hardware: str = "cpu") -> list[EngineRelease]:
+def classify_releases(
+    watched: WatchedEngine,
+    releases: Sequence[IndexRelease],
+    probed: Collection[tuple[str, str]],
+    platform: Platform,
+    *,
+    hardware: str = "cpu",
+) -> list[EngineRelease]:
     """Each release worth probing, oldest first: `probed` (a record names engine==version),
     `uninstallable` (why), or `new`."""
     done = {(e, _norm(v)) for e, v in probed}
@@ -322,26 +356,44 @@ def classify_releases(watched: WatchedEngine, releases: Sequence[IndexRelease],
             state = "uninstallable"
         else:
             state = "new"
-        out.append(EngineRelease(engine=watched.engine, package=watched.package_for(hardware),
-                                 version=r.version, uploaded_at=r.uploaded_at,
-                                 prerelease=r.parsed.is_prerelease, state=state,
-                                 why=why if state == "uninstallable" else None))
+        out.append(
+            EngineRelease(
+                engine=watched.engine,
+                package=watched.package_for(hardware),
+                version=r.version,
+                uploaded_at=r.uploaded_at,
+                prerelease=r.parsed.is_prerelease,
+                state=state,
+                why=why if state == "uninstallable" else None,
+            )
+        )
     return out
 
 
-def new_engine_work(releases: Iterable[EngineRelease], tracked_models: Sequence[str] = ()
-                    ) -> list[EngineWork]:
+def new_engine_work(
+    releases: Iterable[EngineRelease], tracked_models: Sequence[str] = ()
+) -> list[EngineWork]:
     """The new releases as work, in the order given; probed and uninstallable ones plan
     nothing (an uninstallable one is reported, by `EngineDiscovery.uninstallable`)."""
-    return [EngineWork(engine=r.engine, version=r.version, package=r.package,
-                       uploaded_at=r.uploaded_at, models=tuple(tracked_models))
-            for r in releases if r.state == "new"]
+    return [
+        EngineWork(
+            engine=r.engine,
+            version=r.version,
+            package=r.package,
+            uploaded_at=r.uploaded_at,
+            models=tuple(tracked_models),
+        )
+        for r in releases
+        if r.state == "new"
+    ]
 
 
 # The nightly's job matrix (pure)
 
-def arch_matrix(defaults: Sequence[str], work: Sequence[EngineWork], *, shards: int = 1,
-                sweep_all: bool = False) -> dict[str, list[dict[str, Any]]]:
+
+def arch_matrix(
+    defaults: Sequence[str], work: Sequence[EngineWork], *, shards: int = 1, sweep_all: bool = False
+) -> dict[str, list[dict[str, Any]]]:
     """The CPU job matrix for `fromJSON`: each engine target (the registry's default versions,
     then every new release) x sweep shards. A target sweeps (the architecture map) when it is a
     new release or `sweep_all`; its shard 1 also runs the watchlist's nightly (`models`). A
@@ -355,27 +407,33 @@ def arch_matrix(defaults: Sequence[str], work: Sequence[EngineWork], *, shards: 
         sweep = sweep_all or target in new
         n = shards if sweep else 1
         for i in range(1, n + 1):
-            include.append({"engine": target, "shard": f"{i}/{n}", "sweep": sweep,
-                            "models": i == 1})
+            include.append({"engine": target, "shard": f"{i}/{n}", "sweep": sweep, "models": i == 1})
     if not include:
         raise ValueError("no engine to probe: the watch file names no arch engine")
     if len(include) > MAX_MATRIX_JOBS:
-        raise ValueError(f"{len(include)} jobs: GitHub runs at most {MAX_MATRIX_JOBS} per "
-                         "matrix (fewer --shards, or a later `oldest` in the watch file)")
+        raise ValueError(
+            f"{len(include)} jobs: GitHub runs at most {MAX_MATRIX_JOBS} per "
+            "matrix (fewer --shards, or a later `oldest` in the watch file)"
+        )
     return {"include": include}
 
 
-def full_matrix(watched: Sequence[WatchedEngine], versions: Mapping[str, str]
-                ) -> dict[str, list[dict[str, Any]]]:
+def full_matrix(
+    watched: Sequence[WatchedEngine], versions: Mapping[str, str]
+) -> dict[str, list[dict[str, Any]]]:
     """The GPU job matrix (real weights): each watched engine's version x its GPU labels."""
-    include = [{"engine": f"{w.engine}=={versions[w.engine]}", "gpu": gpu}
-               for w in watched for gpu in w.settings.full_gpus]
+    include = [
+        {"engine": f"{w.engine}=={versions[w.engine]}", "gpu": gpu}
+        for w in watched
+        for gpu in w.settings.full_gpus
+    ]
     if not include:
         raise ValueError("no engine to probe on GPU: the watch file names no full_gpus")
     return {"include": include}
 
 
 # The index (thin I/O shell over httpx)
+
 
 def _is_transient(exc: BaseException) -> bool:
     import httpx
@@ -388,14 +446,16 @@ def _is_transient(exc: BaseException) -> bool:
 class IndexClient:
     """`GET {base}/{package}/json`, transient errors retried (rate limits, 5xx, drops)."""
 
-    def __init__(self, base_url: str = DEFAULT_INDEX, *, retry: RetryPolicy = RetryPolicy(),
-                 timeout_s: float = 30.0):
+    def __init__(
+        self, base_url: str = DEFAULT_INDEX, *, retry: RetryPolicy = RetryPolicy(), timeout_s: float = 30.0
+    ):
         import httpx
 
         self.base_url = base_url.rstrip("/")
         self.retry = retry
-        self.http = httpx.Client(timeout=timeout_s, follow_redirects=True,
-                                 headers={"Accept": "application/json"})
+        self.http = httpx.Client(
+            timeout=timeout_s, follow_redirects=True, headers={"Accept": "application/json"}
+        )
 
     def project(self, package: str) -> dict[str, Any] | None:
         """The project's answer, or None when the index does not know it (404)."""
@@ -414,18 +474,23 @@ class IndexClient:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(_is_transient),
             stop=tenacity.stop_after_attempt(self.retry.attempts),
-            wait=tenacity.wait_exponential(multiplier=self.retry.base_wait_s,
-                                           max=self.retry.max_wait_s),
-            reraise=True)
+            wait=tenacity.wait_exponential(multiplier=self.retry.base_wait_s, max=self.retry.max_wait_s),
+            reraise=True,
+        )
         return retrying(get)
 
     def close(self) -> None:
         self.http.close()
 
 
-def discover_engines(watched: Sequence[WatchedEngine], client: IndexClient,
-                     probed: Collection[tuple[str, str]], *, platform: Platform | None = None,
-                     hardware: str = "cpu") -> EngineDiscovery:
+def discover_engines(
+    watched: Sequence[WatchedEngine],
+    client: IndexClient,
+    probed: Collection[tuple[str, str]],
+    *,
+    platform: Platform | None = None,
+    hardware: str = "cpu",
+) -> EngineDiscovery:
     """Every watched engine's releases worth probing, classified against what is probed; a
     package the index cannot answer for is an error line, never a crash."""
     import httpx
@@ -437,21 +502,26 @@ def discover_engines(watched: Sequence[WatchedEngine], client: IndexClient,
         try:
             answer = client.project(package)
         except (httpx.HTTPError, ValueError) as exc:
-            out.errors.append(f"{w.engine} ({package}): {type(exc).__name__}: {exc}"
-                              .splitlines()[0])
+            out.errors.append(f"{w.engine} ({package}): {type(exc).__name__}: {exc}".splitlines()[0])
             continue
         if answer is None:
             out.errors.append(f"{w.engine} ({package}): not on the index")
             continue
-        out.releases += classify_releases(w, index_releases(package, answer), probed, platform,
-                                          hardware=hardware)
+        out.releases += classify_releases(
+            w, index_releases(package, answer), probed, platform, hardware=hardware
+        )
     return out
 
 
-def plan_engine_releases(db: str | None, *, index_url: str = DEFAULT_INDEX,
-                         watch_path: str | Path = WATCH_FILE, hardware: str = "cpu",
-                         platform: Platform | None = None, retry: RetryPolicy = RetryPolicy(),
-                         ) -> tuple[list[WatchedEngine], EngineDiscovery, list[EngineWork]]:
+def plan_engine_releases(
+    db: str | None,
+    *,
+    index_url: str = DEFAULT_INDEX,
+    watch_path: str | Path = WATCH_FILE,
+    hardware: str = "cpu",
+    platform: Platform | None = None,
+    retry: RetryPolicy = RetryPolicy(),
+) -> tuple[list[WatchedEngine], EngineDiscovery, list[EngineWork]]:
     """The shell `dayone discover` and `dayone plan --matrix` share: the watch file, the
     store's probed releases and tracked models, the index; then the pure decision."""
     from matrix import queries

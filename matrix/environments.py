@@ -109,11 +109,16 @@ def requirements(spec: EngineSpec, version: str) -> list[str]:
 def env_key(spec: EngineSpec, version: str, lock: locks.Lock) -> str:
     """The environment's key: a hash of its lock (not of the request) and of how it is made."""
     names = [patch_name(key) for key in spec.patches]
-    recipe = {"recipe": RECIPE_VERSION, "engine": spec.name, "version": version,
-              "lock": lock.content, "python": ".".join(map(str, sys.version_info[:2])),
-              "patches": names,
-              # the patch code itself: editing a patch rebuilds the environments it touches
-              "patch_source": [_patch_source(p) for p in names]}
+    recipe = {
+        "recipe": RECIPE_VERSION,
+        "engine": spec.name,
+        "version": version,
+        "lock": lock.content,
+        "python": ".".join(map(str, sys.version_info[:2])),
+        "patches": names,
+        # the patch code itself: editing a patch rebuilds the environments it touches
+        "patch_source": [_patch_source(p) for p in names],
+    }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -182,16 +187,16 @@ def _run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> None:
     with open(log, "a") as out:
         out.write("$ " + " ".join(cmd) + "\n")
         out.flush()
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT,
-                              env={**os.environ, **(env or {})})
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     if proc.returncode:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
         raise RuntimeError(f"environment build step failed ({' '.join(cmd[:4])} ...):\n{tail}")
 
 
 def _freeze(python: Path) -> dict[str, str]:
-    out = subprocess.run([_uv(), "pip", "freeze", "--python", str(python)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [_uv(), "pip", "freeze", "--python", str(python)], capture_output=True, text=True, check=True
+    ).stdout
     pkgs = {}
     for line in out.splitlines():
         name, sep, ver = line.partition("==")
@@ -218,21 +223,28 @@ def check_env(spec: EngineSpec, python: Path) -> dict[str, str | bool | None]:
     """Does the environment hold together? `uv pip check` (recorded: some engines' CPU
     environments leave out CUDA-only requirements on purpose) and the engine's import (its
     failure makes the environment unusable: every probe in it would be our red)."""
-    pip = subprocess.run([_uv(), "pip", "check", "--python", str(python)],
-                         capture_output=True, text=True)
+    pip = subprocess.run([_uv(), "pip", "check", "--python", str(python)], capture_output=True, text=True)
     report = (pip.stdout + pip.stderr).strip()
-    out: dict[str, str | bool | None] = {"pip_check_ok": pip.returncode == 0,
-                                         "pip_check": report[-4000:], "broken": None}
+    out: dict[str, str | bool | None] = {
+        "pip_check_ok": pip.returncode == 0,
+        "pip_check": report[-4000:],
+        "broken": None,
+    }
     if spec.package and spec.requirements:
-        proc = subprocess.run([str(python), "-c", _IMPORT_CHECK.format(want=spec.package)],
-                              capture_output=True, text=True, timeout=600,
-                              env={k: v for k, v in os.environ.items()
-                                   if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}
-                              | {"PYTHONNOUSERSITE": "1"})
+        proc = subprocess.run(
+            [str(python), "-c", _IMPORT_CHECK.format(want=spec.package)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}
+            | {"PYTHONNOUSERSITE": "1"},
+        )
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         if proc.returncode:
-            out["broken"] = (f"the environment does not hold together: importing the engine "
-                             f"fails: {lines[-1] if lines else f'exit {proc.returncode}'}")
+            out["broken"] = (
+                f"the environment does not hold together: importing the engine "
+                f"fails: {lines[-1] if lines else f'exit {proc.returncode}'}"
+            )
     return out
 
 
@@ -257,8 +269,14 @@ def sources(spec: EngineSpec, version: str, say: Callable[[str], None] = print) 
     return found
 
 
-def build_env(spec: EngineSpec, version: str, say: Callable[[str], None] = print, *,
-              resolution: str = locks.DEFAULT_RESOLUTION, refresh: bool = False) -> Environment:
+def build_env(
+    spec: EngineSpec,
+    version: str,
+    say: Callable[[str], None] = print,
+    *,
+    resolution: str = locks.DEFAULT_RESOLUTION,
+    refresh: bool = False,
+) -> Environment:
     """The environment of SPEC==VERSION as RESOLUTION resolves it (locked first, then found or
     installed from the lock)."""
     find_links = sources(spec, version, say)
@@ -270,8 +288,9 @@ def _lock_record(spec: EngineSpec, lock: locks.Lock) -> dict[str, object]:
     return {**lock.as_record(), "resolutions": locks.alike(spec, lock.version, lock)}
 
 
-def build_from_lock(spec: EngineSpec, lock: locks.Lock, find_links: list[str],
-                    say: Callable[[str], None] = print) -> Environment:
+def build_from_lock(
+    spec: EngineSpec, lock: locks.Lock, find_links: list[str], say: Callable[[str], None] = print
+) -> Environment:
     """Install LOCK (exactly: `uv pip sync`) into the environment its key names."""
     version = lock.version
     key = env_key(spec, version, lock)
@@ -297,19 +316,42 @@ def build_from_lock(spec: EngineSpec, lock: locks.Lock, find_links: list[str],
         (path / "lock.content.txt").write_text(lock.content)
         # --compile-bytecode: without .pyc files every probe recompiles torch (import 2x slower).
         if lock.content:  # an engine with no requirements (fault injection) needs only the venv
-            _run([_uv(), "pip", "sync", "--compile-bytecode", "--python", str(python),
-                  "--index-strategy", "unsafe-best-match", *find_links,
-                  str(path / "lock.content.txt")], log)
+            _run(
+                [
+                    _uv(),
+                    "pip",
+                    "sync",
+                    "--compile-bytecode",
+                    "--python",
+                    str(python),
+                    "--index-strategy",
+                    "unsafe-best-match",
+                    *find_links,
+                    str(path / "lock.content.txt"),
+                ],
+                log,
+            )
         patches = []
         for patch in spec.patches:
             patch_of(patch)(python)
             patches.append(patch_name(patch))
-        env = Environment(spec.name, version, key, str(path), str(python), _freeze(python),
-                          time.time(), round(time.monotonic() - t0, 2), patches,
-                          check_env(spec, python), _lock_record(spec, lock))
+        env = Environment(
+            spec.name,
+            version,
+            key,
+            str(path),
+            str(python),
+            _freeze(python),
+            time.time(),
+            round(time.monotonic() - t0, 2),
+            patches,
+            check_env(spec, python),
+            _lock_record(spec, lock),
+        )
         _write_meta(env)
-        say(f"built {spec.name}=={version} in {env.build_s:.1f} s"
-            + (f"; {env.broken}" if env.broken else ""))
+        say(
+            f"built {spec.name}=={version} in {env.build_s:.1f} s" + (f"; {env.broken}" if env.broken else "")
+        )
         return env
 
 
@@ -320,20 +362,35 @@ def build_wheel(requirement: str, version: str, say: Callable[[str], None]) -> P
     if any(out.glob("*.whl")):
         return out
     out.mkdir(parents=True, exist_ok=True)
-    spec_env = {"CMAKE_ARGS": os.environ.get("CMAKE_ARGS", "-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF"),
-                "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
-    say(f"building wheel {requirement.format(version=version)} (minutes, once per version) "
-        f"into {out}")
+    spec_env = {
+        "CMAKE_ARGS": os.environ.get("CMAKE_ARGS", "-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF"),
+        "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2),
+    }
+    say(f"building wheel {requirement.format(version=version)} (minutes, once per version) into {out}")
     # pip from a venv uv seeds: the host interpreter may have none (dayone installed with uv).
-    _run([str(tools.pip_python(cache_dir())), "-m", "pip", "wheel", "--no-deps", "-w", str(out),
-          requirement.format(version=version)], out.parent / f"{name}-{version}.build.log",
-         spec_env)
+    _run(
+        [
+            str(tools.pip_python(cache_dir())),
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-w",
+            str(out),
+            requirement.format(version=version),
+        ],
+        out.parent / f"{name}-{version}.build.log",
+        spec_env,
+    )
     return out
 
 
-def ensure_env(engine: str | EngineSpec, version: str | None = None,
-               say: Callable[[str], None] = print,
-               resolution: str = locks.DEFAULT_RESOLUTION) -> Environment:
+def ensure_env(
+    engine: str | EngineSpec,
+    version: str | None = None,
+    say: Callable[[str], None] = print,
+    resolution: str = locks.DEFAULT_RESOLUTION,
+) -> Environment:
     """The environment for ENGINE==VERSION as RESOLUTION resolves it; no version: the newest
     built version. ENGINE: its spec (a probe resolves it once) or its name."""
     spec = engine if isinstance(engine, EngineSpec) else get_spec(engine)

@@ -24,8 +24,17 @@ from sqlalchemy import Connection, Table, and_, bindparam, delete, func, or_, se
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
-from matrix.store import (Base, CellLatest, Environment, ModelRevision, Result, ResultLog, Run,
-                          utc_naive, utc_now)
+from matrix.store import (
+    Base,
+    CellLatest,
+    Environment,
+    ModelRevision,
+    Result,
+    ResultLog,
+    Run,
+    utc_naive,
+    utc_now,
+)
 from matrix.summary import environment_id, parse_date, parse_time
 from probes.runner import LOG_TAIL_BYTES
 
@@ -36,13 +45,24 @@ KEEPS_LOG = frozenset({"fail", "error", "oom", "timeout", "degraded"})
 # Column widths of the store (matrix/store.py): longer values are refused with a reason here
 # rather than by the database (PostgreSQL) or silently kept (SQLite).
 LIMITS: dict[tuple[str, ...], int] = {
-    ("model", "id"): 512, ("model", "revision"): 128, ("model", "model_type"): 128,
-    ("model", "architecture"): 256, ("model", "family"): 128,
-    ("engine", "name"): 128, ("engine", "version"): 128, ("engine", "environment_id"): 128,
-    ("engine", "hardware"): 256, ("engine", "image_digest"): 256,
-    ("engine", "lock", "id"): 64, ("engine", "lock", "exclude_newer"): 32,
-    ("run_id",): 128, ("stage",): 64, ("tier",): 16, ("failure_class",): 64,
-    ("dayone_version",): 64, ("host",): 256,
+    ("model", "id"): 512,
+    ("model", "revision"): 128,
+    ("model", "model_type"): 128,
+    ("model", "architecture"): 256,
+    ("model", "family"): 128,
+    ("engine", "name"): 128,
+    ("engine", "version"): 128,
+    ("engine", "environment_id"): 128,
+    ("engine", "hardware"): 256,
+    ("engine", "image_digest"): 256,
+    ("engine", "lock", "id"): 64,
+    ("engine", "lock", "exclude_newer"): 32,
+    ("run_id",): 128,
+    ("stage",): 64,
+    ("tier",): 16,
+    ("failure_class",): 64,
+    ("dayone_version",): 64,
+    ("host",): 256,
 }
 
 
@@ -55,8 +75,11 @@ class IngestReport:
     rejected: list[tuple[int, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"inserted": self.inserted, "duplicates": self.duplicates,
-                               "rejected": [{"at": at, "reason": why} for at, why in self.rejected]}
+        out: dict[str, Any] = {
+            "inserted": self.inserted,
+            "duplicates": self.duplicates,
+            "rejected": [{"at": at, "reason": why} for at, why in self.rejected],
+        }
         if self.updated:  # only when a confirmation arrived: the usual answer keeps its shape
             out["updated"] = self.updated
         return out
@@ -73,7 +96,7 @@ def validator() -> Draft202012Validator:
 
 
 def _short(text: str) -> str:
-    return text if len(text) <= MAX_REASON else text[:MAX_REASON - 3] + "..."
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
 
 
 def _clean(value: Any, where: str = "record") -> Any:
@@ -137,6 +160,7 @@ def check(record: Any) -> Checked:
 
 # Writing
 
+
 def _insert_for(dialect: str) -> Any:
     """INSERT with ON CONFLICT for a backend (SQLite and PostgreSQL share it)."""
     if dialect == "sqlite":
@@ -167,7 +191,7 @@ def log_tail(path: str | None, limit: int = LOG_TAIL_BYTES) -> tuple[str, int] |
     except OSError:
         return None
     if size > limit and b"\n" in data:
-        data = data[data.index(b"\n") + 1:]  # a cut first line could match a rule wrongly
+        data = data[data.index(b"\n") + 1 :]  # a cut first line could match a rule wrongly
     return _clean(data.decode("utf-8", "replace")), size
 
 
@@ -189,13 +213,18 @@ class _Statements:
     result: Any
     cell: Any
     log: Any
-    model_pk = select(M.c.id).where(M.c.model_id == bindparam("model_id"),
-                                    M.c.revision == bindparam("revision"))
+    model_pk = select(M.c.id).where(
+        M.c.model_id == bindparam("model_id"), M.c.revision == bindparam("revision")
+    )
     environment_pk = select(E.c.id, E.c.engine_version).where(
-        E.c.environment_id == bindparam("environment_id"))
+        E.c.environment_id == bindparam("environment_id")
+    )
     run_pk = select(R.c.id, R.c.started_at).where(R.c.run_id == bindparam("run_id"))
-    run_earlier = update(R).where(R.c.id == bindparam("pk"),
-                                  R.c.started_at > bindparam("t")).values(started_at=bindparam("t"))
+    run_earlier = (
+        update(R)
+        .where(R.c.id == bindparam("pk"), R.c.started_at > bindparam("t"))
+        .values(started_at=bindparam("t"))
+    )
 
 
 @lru_cache(maxsize=4)
@@ -205,17 +234,26 @@ def _statements(dialect: str) -> _Statements:
     new = cell.excluded
     cell = cell.on_conflict_do_update(
         index_elements=[CELL.c.model_revision_pk, CELL.c.environment_pk, CELL.c.stage],
-        set_={"result_pk": new.result_pk, "status": new.status,
-              "failure_class": new.failure_class, "started_at": new.started_at},
+        set_={
+            "result_pk": new.result_pk,
+            "status": new.status,
+            "failure_class": new.failure_class,
+            "started_at": new.started_at,
+        },
         # Only a newer result moves the cell; on a tie of times the later-stored one wins.
-        where=or_(new.started_at > CELL.c.started_at,
-                  and_(new.started_at == CELL.c.started_at, new.result_pk > CELL.c.result_pk)))
+        where=or_(
+            new.started_at > CELL.c.started_at,
+            and_(new.started_at == CELL.c.started_at, new.result_pk > CELL.c.result_pk),
+        ),
+    )
     return _Statements(
         model=insert(M).on_conflict_do_nothing(),
         environment=insert(E).on_conflict_do_nothing(),
         run=insert(R).on_conflict_do_nothing(),
         result=insert(RES).on_conflict_do_nothing().returning(RES.c.id),
-        cell=cell, log=insert(LOGS).on_conflict_do_nothing())
+        cell=cell,
+        log=insert(LOGS).on_conflict_do_nothing(),
+    )
 
 
 def _fill_missing(conn: Connection, table: Table, pk: int, values: dict[str, Any]) -> None:
@@ -223,8 +261,9 @@ def _fill_missing(conn: Connection, table: Table, pk: int, values: dict[str, Any
     caller does it once per row and batch)."""
     for column, value in values.items():
         if value is not None:
-            conn.execute(update(table).where(table.c.id == pk, table.c[column].is_(None))
-                         .values({column: value}))
+            conn.execute(
+                update(table).where(table.c.id == pk, table.c[column].is_(None)).values({column: value})
+            )
 
 
 class _Writer:
@@ -250,8 +289,12 @@ class _Writer:
         key = {"model_id": model["id"], "revision": model.get("revision") or ""}
         if (cached := self.models.get((key["model_id"], key["revision"]))) is not None:
             return cached
-        facts = {"model_type": model.get("model_type"), "architecture": model.get("architecture"),
-                 "family": model.get("family"), "release_date": c.release_date}
+        facts = {
+            "model_type": model.get("model_type"),
+            "architecture": model.get("architecture"),
+            "family": model.get("family"),
+            "release_date": c.release_date,
+        }
         self.conn.execute(self.sql.model, {**key, **facts})
         pk = self.conn.execute(self.sql.model_pk, key).scalar_one()
         _fill_missing(self.conn, M, pk, facts)
@@ -262,18 +305,30 @@ class _Writer:
         if (cached := self.environments.get(c.environment_id)) is not None:
             return cached
         engine = c.record["engine"]
-        self.conn.execute(self.sql.environment, {
-            "environment_id": c.environment_id, "engine_name": engine["name"],
-            "engine_version": engine["version"], "hardware": engine.get("hardware"),
-            # the environment's full resolved list (uv pip freeze), the child's own over it
-            "packages": {**(engine.get("resolved_packages") or {}), **(engine.get("packages") or {})},
-            "image_digest": engine.get("image_digest")})
-        row = self.conn.execute(self.sql.environment_pk,
-                                {"environment_id": c.environment_id}).one()
+        self.conn.execute(
+            self.sql.environment,
+            {
+                "environment_id": c.environment_id,
+                "engine_name": engine["name"],
+                "engine_version": engine["version"],
+                "hardware": engine.get("hardware"),
+                # the environment's full resolved list (uv pip freeze), the child's own over it
+                "packages": {**(engine.get("resolved_packages") or {}), **(engine.get("packages") or {})},
+                "image_digest": engine.get("image_digest"),
+            },
+        )
+        row = self.conn.execute(self.sql.environment_pk, {"environment_id": c.environment_id}).one()
         lock = engine.get("lock") or {}
-        _fill_missing(self.conn, E, row.id, {"image_digest": engine.get("image_digest"),
-                                             "lock_id": lock.get("id"),
-                                             "exclude_newer": lock.get("exclude_newer")})
+        _fill_missing(
+            self.conn,
+            E,
+            row.id,
+            {
+                "image_digest": engine.get("image_digest"),
+                "lock_id": lock.get("id"),
+                "exclude_newer": lock.get("exclude_newer"),
+            },
+        )
         self.environments[c.environment_id] = (row.id, row.engine_version)
         return row.id, row.engine_version
 
@@ -288,18 +343,23 @@ class _Writer:
         labels = before | asked
         self.resolutions[env_pk] = labels
         if labels != before:
-            self.conn.execute(update(E).where(E.c.id == env_pk)
-                              .values(resolutions=",".join(sorted(labels))))
+            self.conn.execute(update(E).where(E.c.id == env_pk).values(resolutions=",".join(sorted(labels))))
 
     def run(self, c: Checked) -> int | None:
         run_id = c.record.get("run_id")
         if not run_id:
             return None
         if run_id not in self.runs:
-            self.conn.execute(self.sql.run, {
-                "run_id": run_id, "started_at": c.started_at,
-                "dayone_version": c.record.get("dayone_version"), "host": c.record.get("host"),
-                "hardware": c.record["engine"].get("hardware")})
+            self.conn.execute(
+                self.sql.run,
+                {
+                    "run_id": run_id,
+                    "started_at": c.started_at,
+                    "dayone_version": c.record.get("dayone_version"),
+                    "host": c.record.get("host"),
+                    "hardware": c.record["engine"].get("hardware"),
+                },
+            )
             row = self.conn.execute(self.sql.run_pk, {"run_id": run_id}).one()
             self.runs[run_id] = (row.id, row.started_at)
         pk, started = self.runs[run_id]
@@ -318,57 +378,98 @@ class _Writer:
         run_pk = self.run(c)
         raw = dict(r)
         # the environment's full package list is stored once, with the environment
-        raw["engine"] = {k: v for k, v in (r.get("engine") or {}).items()
-                         if k != "resolved_packages"}
+        raw["engine"] = {k: v for k, v in (r.get("engine") or {}).items() if k != "resolved_packages"}
         output = raw.pop("output") if raw.get("output") is not None else None
-        result_pk = self.conn.execute(self.sql.result, {
-            "model_revision_pk": model_pk, "environment_pk": env_pk, "run_pk": run_pk,
-            "run_key": r.get("run_id") or "", "stage": r["stage"], "tier": r.get("tier"),
-            "status": r["status"], "failure_class": r.get("failure_class"),
-            "message": r.get("message"), "log_excerpt": r.get("log_excerpt"),
-            "log_path": r.get("log_path"), "metrics": r.get("metrics") or {}, "output": output,
-            "started_at": c.started_at, "duration_s": float(r["duration_s"]),
-            "reproduce": r.get("reproduce"), "raw": raw, "confirmed": r.get("confirmed"),
-            "confirmation": r.get("confirmation"),
-            "confirmed_at": utc_now() if r.get("confirmation") else None}).scalar()
+        result_pk = self.conn.execute(
+            self.sql.result,
+            {
+                "model_revision_pk": model_pk,
+                "environment_pk": env_pk,
+                "run_pk": run_pk,
+                "run_key": r.get("run_id") or "",
+                "stage": r["stage"],
+                "tier": r.get("tier"),
+                "status": r["status"],
+                "failure_class": r.get("failure_class"),
+                "message": r.get("message"),
+                "log_excerpt": r.get("log_excerpt"),
+                "log_path": r.get("log_path"),
+                "metrics": r.get("metrics") or {},
+                "output": output,
+                "started_at": c.started_at,
+                "duration_s": float(r["duration_s"]),
+                "reproduce": r.get("reproduce"),
+                "raw": raw,
+                "confirmed": r.get("confirmed"),
+                "confirmation": r.get("confirmation"),
+                "confirmed_at": utc_now() if r.get("confirmation") else None,
+            },
+        ).scalar()
         if result_pk is None:
             return self.confirmation_update(r, c, model_pk, env_pk, raw)
-        self.conn.execute(self.sql.cell, {
-            "model_revision_pk": model_pk, "environment_pk": env_pk, "stage": r["stage"],
-            "model_id": r["model"]["id"], "engine_name": r["engine"]["name"],
-            "engine_version": engine_version, "result_pk": result_pk, "status": r["status"],
-            "failure_class": r.get("failure_class"), "started_at": c.started_at})
-        if (self.keep_logs and r["status"] in KEEPS_LOG
-                and (tail := log_tail(r.get("log_path"))) is not None):
-            self.conn.execute(self.sql.log, {"result_pk": result_pk, "log_tail": tail[0],
-                                             "log_bytes": tail[1], "stored_at": utc_now()})
+        self.conn.execute(
+            self.sql.cell,
+            {
+                "model_revision_pk": model_pk,
+                "environment_pk": env_pk,
+                "stage": r["stage"],
+                "model_id": r["model"]["id"],
+                "engine_name": r["engine"]["name"],
+                "engine_version": engine_version,
+                "result_pk": result_pk,
+                "status": r["status"],
+                "failure_class": r.get("failure_class"),
+                "started_at": c.started_at,
+            },
+        )
+        if self.keep_logs and r["status"] in KEEPS_LOG and (tail := log_tail(r.get("log_path"))) is not None:
+            self.conn.execute(
+                self.sql.log,
+                {"result_pk": result_pk, "log_tail": tail[0], "log_bytes": tail[1], "stored_at": utc_now()},
+            )
         return True
 
-
-    def confirmation_update(self, r: dict[str, Any], c: Checked, model_pk: int, env_pk: int,
-                            raw: dict[str, Any]) -> str | bool:
+    def confirmation_update(
+        self, r: dict[str, Any], c: Checked, model_pk: int, env_pk: int, raw: dict[str, Any]
+    ) -> str | bool:
         """A record stored before, now confirmed (or confirmed anew): its row takes the
         confirmation and what it changed (a harness disagreement turns the red `error`), and
         its cell follows when this row is the cell's latest. Same confirmation: a duplicate."""
         if r.get("confirmation") is None:
             return False
-        row = self.conn.execute(select(RES.c.id, RES.c.confirmation).where(
-            RES.c.model_revision_pk == model_pk, RES.c.environment_pk == env_pk,
-            RES.c.stage == r["stage"], RES.c.started_at == c.started_at,
-            RES.c.run_key == (r.get("run_id") or ""))).one_or_none()
+        row = self.conn.execute(
+            select(RES.c.id, RES.c.confirmation).where(
+                RES.c.model_revision_pk == model_pk,
+                RES.c.environment_pk == env_pk,
+                RES.c.stage == r["stage"],
+                RES.c.started_at == c.started_at,
+                RES.c.run_key == (r.get("run_id") or ""),
+            )
+        ).one_or_none()
         if row is None or row.confirmation == r["confirmation"]:
             return False
-        self.conn.execute(update(RES).where(RES.c.id == row.id).values(
-            status=r["status"], failure_class=r.get("failure_class"), message=r.get("message"),
-            confirmed=r.get("confirmed"), confirmation=r["confirmation"], raw=raw,
-            confirmed_at=utc_now()))
-        self.conn.execute(update(CELL).where(CELL.c.result_pk == row.id).values(
-            status=r["status"], failure_class=r.get("failure_class")))
+        self.conn.execute(
+            update(RES)
+            .where(RES.c.id == row.id)
+            .values(
+                status=r["status"],
+                failure_class=r.get("failure_class"),
+                message=r.get("message"),
+                confirmed=r.get("confirmed"),
+                confirmation=r["confirmation"],
+                raw=raw,
+                confirmed_at=utc_now(),
+            )
+        )
+        self.conn.execute(
+            update(CELL)
+            .where(CELL.c.result_pk == row.id)
+            .values(status=r["status"], failure_class=r.get("failure_class"))
+        )
         return "updated"
 
 
-def _ingest(session: Session, numbered: Iterable[tuple[int, Any]], keep_logs: bool = True
-            ) -> IngestReport:
+def _ingest(session: Session, numbered: Iterable[tuple[int, Any]], keep_logs: bool = True) -> IngestReport:
     report = IngestReport()
     writer = _Writer(session, keep_logs)
     for at, record in numbered:
@@ -397,8 +498,7 @@ def _ingest(session: Session, numbered: Iterable[tuple[int, Any]], keep_logs: bo
     return report
 
 
-def ingest_records(session: Session, records: Iterable[Any], *, keep_logs: bool = True
-                   ) -> IngestReport:
+def ingest_records(session: Session, records: Iterable[Any], *, keep_logs: bool = True) -> IngestReport:
     """Store contract records (dicts); duplicates are counted, not stored again. The caller
     commits (`with store.writing() as session: ...`). `keep_logs`: keep the end of each failing
     record's log file (`log_path` on this host); off for records sent from elsewhere, whose
@@ -429,24 +529,50 @@ def ingest_file(session: Session, path: str | Path) -> IngestReport:
 
 def rebuild_cell_latest(session: Session) -> int:
     """Recompute cell_latest from all results (a repair; ingest keeps it current). Returns rows."""
-    ranked = (select(Result.id, Result.model_revision_pk, Result.environment_pk, Result.stage,
-                     Result.status, Result.failure_class, Result.started_at,
-                     func.row_number().over(
-                         partition_by=(Result.model_revision_pk, Result.environment_pk,
-                                       Result.stage),
-                         order_by=(Result.started_at.desc(), Result.id.desc())).label("n"))
-              .subquery())
-    rows = session.execute(
-        select(ranked, ModelRevision.model_id, Environment.engine_name, Environment.engine_version)
-        .join(ModelRevision, ModelRevision.id == ranked.c.model_revision_pk)
-        .join(Environment, Environment.id == ranked.c.environment_pk)
-        .where(ranked.c.n == 1)).mappings().all()
+    ranked = select(
+        Result.id,
+        Result.model_revision_pk,
+        Result.environment_pk,
+        Result.stage,
+        Result.status,
+        Result.failure_class,
+        Result.started_at,
+        func.row_number()
+        .over(
+            partition_by=(Result.model_revision_pk, Result.environment_pk, Result.stage),
+            order_by=(Result.started_at.desc(), Result.id.desc()),
+        )
+        .label("n"),
+    ).subquery()
+    rows = (
+        session.execute(
+            select(ranked, ModelRevision.model_id, Environment.engine_name, Environment.engine_version)
+            .join(ModelRevision, ModelRevision.id == ranked.c.model_revision_pk)
+            .join(Environment, Environment.id == ranked.c.environment_pk)
+            .where(ranked.c.n == 1)
+        )
+        .mappings()
+        .all()
+    )
     session.execute(delete(CellLatest))
     if not rows:
         return 0
-    session.execute(_insert(session, CellLatest), [
-        {"model_revision_pk": r["model_revision_pk"], "environment_pk": r["environment_pk"],
-         "stage": r["stage"], "model_id": r["model_id"], "engine_name": r["engine_name"],
-         "engine_version": r["engine_version"], "result_pk": r["id"], "status": r["status"],
-         "failure_class": r["failure_class"], "started_at": r["started_at"]} for r in rows])
+    session.execute(
+        _insert(session, CellLatest),
+        [
+            {
+                "model_revision_pk": r["model_revision_pk"],
+                "environment_pk": r["environment_pk"],
+                "stage": r["stage"],
+                "model_id": r["model_id"],
+                "engine_name": r["engine_name"],
+                "engine_version": r["engine_version"],
+                "result_pk": r["id"],
+                "status": r["status"],
+                "failure_class": r["failure_class"],
+                "started_at": r["started_at"],
+            }
+            for r in rows
+        ],
+    )
     return len(rows)

@@ -46,6 +46,7 @@ _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)")
 
 # Pure
 
+
 def _blocks(text: str) -> list[list[str]]:
     """A requirements file's entries: one block per pin with its `--hash` continuation lines,
     comments and blank lines left out."""
@@ -120,8 +121,18 @@ def drift(old: Mapping[str, str], new: Mapping[str, str]) -> list[Change]:
 
 
 # The packages whose move most often decides an engine's verdict: named first in a summary.
-DECISIVE = ("transformers", "torch", "tokenizers", "triton", "huggingface-hub", "safetensors",
-            "numpy", "xgrammar", "flashinfer-python", "gguf")
+DECISIVE = (
+    "transformers",
+    "torch",
+    "tokenizers",
+    "triton",
+    "huggingface-hub",
+    "safetensors",
+    "numpy",
+    "xgrammar",
+    "flashinfer-python",
+    "gguf",
+)
 
 
 def describe_drift(changes: Sequence[Change], limit: int = 4) -> str:
@@ -158,6 +169,7 @@ def is_stale(resolved_at: float, now: float, max_age_h: float) -> bool:
 
 # A lock, and where it is kept
 
+
 @dataclass(frozen=True)
 class Lock:
     engine: str
@@ -179,8 +191,12 @@ class Lock:
 
     def as_record(self) -> dict[str, object]:
         """What a result record says of its lock (contracts: engine.lock)."""
-        return {"id": self.id, "resolution": self.resolution, "exclude_newer": self.exclude_newer,
-                "resolved_at": _iso(dt.datetime.fromtimestamp(self.resolved_at, dt.timezone.utc))}
+        return {
+            "id": self.id,
+            "resolution": self.resolution,
+            "exclude_newer": self.exclude_newer,
+            "resolved_at": _iso(dt.datetime.fromtimestamp(self.resolved_at, dt.timezone.utc)),
+        }
 
 
 def locks_dir() -> Path:
@@ -209,6 +225,7 @@ def write_lock(lock: Lock, path: Path) -> None:
 
 # Shells: the index and uv
 
+
 def index_url() -> str:
     """The package index's JSON API (PyPI's shape); a fake one in tests."""
     from matrix.engine_watch import DEFAULT_INDEX
@@ -224,8 +241,7 @@ def release_upload_times(package: str, version: str, url: str | None = None) -> 
     try:
         answer = client.project(package)
     except Exception as exc:  # the index is untrusted and may be away: say so, build nothing
-        raise RuntimeError(f"cannot read {package}'s releases from {url or index_url()}: "
-                           f"{exc}") from exc
+        raise RuntimeError(f"cannot read {package}'s releases from {url or index_url()}: {exc}") from exc
     finally:
         client.close()
     if answer is None:
@@ -236,18 +252,33 @@ def release_upload_times(package: str, version: str, url: str | None = None) -> 
     raise RuntimeError(f"the index has no release {package}=={version}")
 
 
-def compile_requirements(requirements: Sequence[str], sources: Sequence[str], *,
-                         exclude_newer: str | None = None,
-                         exclude_newer_package: Mapping[str, str] | None = None,
-                         no_deps: bool = False) -> str:
+def compile_requirements(
+    requirements: Sequence[str],
+    sources: Sequence[str],
+    *,
+    exclude_newer: str | None = None,
+    exclude_newer_package: Mapping[str, str] | None = None,
+    no_deps: bool = False,
+) -> str:
     """`uv pip compile` of REQUIREMENTS for this Python, with hashes; the text it wrote."""
     if not requirements:
         return ""
     with tempfile.TemporaryDirectory(prefix="dayone-lock-") as tmp:
         req = Path(tmp) / "requirements.in"
         req.write_text("\n".join(requirements) + "\n")
-        cmd = [tools.find_uv(), "pip", "compile", "--quiet", "--generate-hashes", "--no-header",
-               "--python", sys.executable, "--index-strategy", "unsafe-best-match", *sources]
+        cmd = [
+            tools.find_uv(),
+            "pip",
+            "compile",
+            "--quiet",
+            "--generate-hashes",
+            "--no-header",
+            "--python",
+            sys.executable,
+            "--index-strategy",
+            "unsafe-best-match",
+            *sources,
+        ]
         if exclude_newer:
             cmd += ["--exclude-newer", exclude_newer]
         for package, cutoff in (exclude_newer_package or {}).items():
@@ -261,8 +292,13 @@ def compile_requirements(requirements: Sequence[str], sources: Sequence[str], *,
     return proc.stdout
 
 
-def compile_lock(spec: EngineSpec, version: str, resolution: str, sources: Sequence[str],
-                 say: Callable[[str], None] = print) -> Lock:
+def compile_lock(
+    spec: EngineSpec,
+    version: str,
+    resolution: str,
+    sources: Sequence[str],
+    say: Callable[[str], None] = print,
+) -> Lock:
     """Resolve SPEC==VERSION as RESOLUTION says, with the wheel SOURCES given."""
     if resolution not in RESOLUTIONS:
         raise ValueError(f"unknown resolution {resolution!r}; known: {', '.join(RESOLUTIONS)}")
@@ -276,17 +312,25 @@ def compile_lock(spec: EngineSpec, version: str, resolution: str, sources: Seque
         own = {name: now for name in exact_pins(fill) if name != _name(spec.package)}
         own[spec.package] = last
     t0 = time.monotonic()
-    say(f"resolving {spec.name}=={version} as {resolution}"
-        + (f" (the index as of {cutoff})" if cutoff else ""))
+    say(
+        f"resolving {spec.name}=={version} as {resolution}"
+        + (f" (the index as of {cutoff})" if cutoff else "")
+    )
     text = compile_requirements(fill, sources, exclude_newer=cutoff, exclude_newer_package=own)
     if spec.no_deps:
-        text += compile_requirements([r.format(version=version) for r in spec.no_deps], sources,
-                                     exclude_newer=cutoff, exclude_newer_package=own,
-                                     no_deps=True)
+        text += compile_requirements(
+            [r.format(version=version) for r in spec.no_deps],
+            sources,
+            exclude_newer=cutoff,
+            exclude_newer_package=own,
+            no_deps=True,
+        )
     built = [b.format(version=version) for b in spec.wheel_builds]
     lock = Lock(spec.name, version, resolution, text, normalise(text, built), cutoff, time.time())
-    say(f"resolved {spec.name}=={version} ({resolution}) in {time.monotonic() - t0:.1f} s: "
-        f"{len(lock.packages)} packages, lock {lock.id}")
+    say(
+        f"resolved {spec.name}=={version} ({resolution}) in {time.monotonic() - t0:.1f} s: "
+        f"{len(lock.packages)} packages, lock {lock.id}"
+    )
     return lock
 
 
@@ -308,8 +352,15 @@ def max_age_h() -> float:
         return DEFAULT_MAX_AGE_H
 
 
-def ensure_lock(spec: EngineSpec, version: str, resolution: str, sources: Sequence[str], *,
-                refresh: bool = False, say: Callable[[str], None] = print) -> Lock:
+def ensure_lock(
+    spec: EngineSpec,
+    version: str,
+    resolution: str,
+    sources: Sequence[str],
+    *,
+    refresh: bool = False,
+    say: Callable[[str], None] = print,
+) -> Lock:
     """The kept lock, or a new one: `release` locks never go stale; `today` ones do after
     DAYONE_LOCK_MAX_AGE_H hours, or when REFRESH asks."""
     import fcntl
@@ -319,8 +370,9 @@ def ensure_lock(spec: EngineSpec, version: str, resolution: str, sources: Sequen
     with open(path.with_name(f".{path.name}.lock"), "w") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)  # parallel probes of one release resolve it once
         kept = read_lock(path)
-        fresh = kept is not None and (resolution == "release" or not is_stale(
-            kept.resolved_at, time.time(), max_age_h()))
+        fresh = kept is not None and (
+            resolution == "release" or not is_stale(kept.resolved_at, time.time(), max_age_h())
+        )
         if kept is not None and fresh and not refresh:
             return kept
         try:
@@ -331,14 +383,18 @@ def ensure_lock(spec: EngineSpec, version: str, resolution: str, sources: Sequen
             # Offline, or the index is away: today's lock stays what it was, said so; the
             # environment it names is still the one that lock built.
             first = str(exc).splitlines()[0]
-            say(f"{spec.name}=={version}: could not resolve again ({first}); keeping the lock "
-                f"of {_iso(dt.datetime.fromtimestamp(kept.resolved_at, dt.timezone.utc))}")
+            say(
+                f"{spec.name}=={version}: could not resolve again ({first}); keeping the lock "
+                f"of {_iso(dt.datetime.fromtimestamp(kept.resolved_at, dt.timezone.utc))}"
+            )
             return kept
         if kept is not None and kept.id == lock.id:
             # nothing moved: keep the text it was first resolved to, fresh from now
             lock = Lock(**{**asdict(kept), "resolved_at": time.time()})
         elif kept is not None:
-            say(f"{spec.name}=={version} ({resolution}) moved: "
-                f"{describe_drift(drift(kept.packages, lock.packages))}")
+            say(
+                f"{spec.name}=={version} ({resolution}) moved: "
+                f"{describe_drift(drift(kept.packages, lock.packages))}"
+            )
         write_lock(lock, path)
         return lock

@@ -44,10 +44,15 @@ class NativeHistory:
         return f"native history unknown for {self.engine}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"text": self.text(), "architecture": self.architecture,
-                "current": self.current, "last_native": self.last_native,
-                "source": self.source, "known": list(self.known),
-                "measured": list(self.measured)}
+        return {
+            "text": self.text(),
+            "architecture": self.architecture,
+            "current": self.current,
+            "last_native": self.last_native,
+            "source": self.source,
+            "known": list(self.known),
+            "measured": list(self.measured),
+        }
 
 
 def is_fallback(record: Mapping[str, Any]) -> bool:
@@ -67,9 +72,15 @@ def architecture_of(record: Mapping[str, Any]) -> str | None:
     return metrics.get("architecture") or (record.get("model") or {}).get("architecture")
 
 
-def native_history(records: Iterable[Mapping[str, Any]], *, model: str, engine: str,
-                   current: str, architecture: str | None,
-                   registry: Registry | None = None) -> NativeHistory:
+def native_history(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    model: str,
+    engine: str,
+    current: str,
+    architecture: str | None,
+    registry: Registry | None = None,
+) -> NativeHistory:
     """When `model`'s architecture was last native in `engine`, as of release `current`.
 
     `records`: any records (others are ignored); the load records of `model` in `engine` are
@@ -77,8 +88,11 @@ def native_history(records: Iterable[Mapping[str, Any]], *, model: str, engine: 
     state: dict[str, bool] = {}  # release -> native?
     measured: set[str] = set()
     for r in records:
-        if ((r.get("model") or {}).get("id") != model or (r.get("engine") or {}).get("name") != engine
-                or r.get("stage") != "load"):
+        if (
+            (r.get("model") or {}).get("id") != model
+            or (r.get("engine") or {}).get("name") != engine
+            or r.get("stage") != "load"
+        ):
             continue
         version = str((r.get("engine") or {}).get("version") or "")
         if not version:
@@ -100,8 +114,9 @@ def native_history(records: Iterable[Mapping[str, Any]], *, model: str, engine: 
                     state[version] = native
         recorded_removed = registry.previously_supported(architecture)
     current_key = version_key(current)
-    before = sorted((v for v, native in state.items() if native and version_key(v) < current_key),
-                    key=version_key)
+    before = sorted(
+        (v for v, native in state.items() if native and version_key(v) < current_key), key=version_key
+    )
     known = tuple(sorted(state, key=version_key))
     if before:
         last = before[-1]
@@ -110,5 +125,6 @@ def native_history(records: Iterable[Mapping[str, Any]], *, model: str, engine: 
         last, source = recorded_removed, "registry: removed after"
     else:
         last, source = None, None
-    return NativeHistory(engine, architecture, current, last, source, known,
-                         tuple(sorted(measured, key=version_key)))
+    return NativeHistory(
+        engine, architecture, current, last, source, known, tuple(sorted(measured, key=version_key))
+    )

@@ -40,19 +40,34 @@ from probes.runner import read_events
 
 # Pure helpers
 
-def synthetic_records(task: ProbeTask, *, status: str, message: str, tier: str,
-                      run_id: str, failure_class: str | None = None,
-                      model: dict[str, Any] | None = None, reproduce: str | None = None,
-                      now: dt.datetime | None = None) -> list[Record]:
+
+def synthetic_records(
+    task: ProbeTask,
+    *,
+    status: str,
+    message: str,
+    tier: str,
+    run_id: str,
+    failure_class: str | None = None,
+    model: dict[str, Any] | None = None,
+    reproduce: str | None = None,
+    now: dt.datetime | None = None,
+) -> list[Record]:
     """Records for stages that never ran: `skipped` (gated, no config) or `error` (our shrink
     failed), one per stage, in the result contract."""
     started = (now or dt.datetime.now(dt.timezone.utc)).isoformat()
     return unrun_records(
-        stages=task.stages, model=model or {"id": task.model_id, "revision": task.revision or None},
-        engine={"name": task.engine, "version": task.version,
-                "environment_id": task.environment_id},
-        status=status, message=message, started_at=started, tier=tier, run_id=run_id,
-        failure_class=failure_class, reproduce=reproduce)
+        stages=task.stages,
+        model=model or {"id": task.model_id, "revision": task.revision or None},
+        engine={"name": task.engine, "version": task.version, "environment_id": task.environment_id},
+        status=status,
+        message=message,
+        started_at=started,
+        tier=tier,
+        run_id=run_id,
+        failure_class=failure_class,
+        reproduce=reproduce,
+    )
 
 
 FINAL_ERROR_CLASSES = frozenset({"shrink"})  # deterministic for a revision: retrying is waste
@@ -71,16 +86,21 @@ def done_rows(records: Iterable[dict[str, Any]]) -> list[tuple[str, str, str, st
     rows = []
     for r in records:
         try:
-            rows.append((r["model"]["id"], r["model"].get("revision") or "",
-                         r["engine"]["environment_id"], r["stage"],
-                         plan_status(r["status"], r.get("failure_class"))))
+            rows.append(
+                (
+                    r["model"]["id"],
+                    r["model"].get("revision") or "",
+                    r["engine"]["environment_id"],
+                    r["stage"],
+                    plan_status(r["status"], r.get("failure_class")),
+                )
+            )
         except (KeyError, TypeError, AttributeError):
             continue
     return rows
 
 
-def next_task(pending: Sequence[ProbeTask], heavy_running: int, max_heavy: int = 1
-              ) -> int | None:
+def next_task(pending: Sequence[ProbeTask], heavy_running: int, max_heavy: int = 1) -> int | None:
     """Index of the next task to start: in order, except that a heavy engine waits while
     `max_heavy` heavy ones run (a light task may pass it)."""
     for i, task in enumerate(pending):
@@ -94,6 +114,7 @@ def _safe(name: str) -> str:
 
 
 # The journal: what this and earlier interrupted runs finished
+
 
 class Journal:
     """Append-only JSON lines of records; one task's records go in one write."""
@@ -126,6 +147,7 @@ class Journal:
 
 
 # Settings and report
+
 
 @dataclass
 class NightlyOptions:
@@ -175,17 +197,24 @@ class NightlyReport:
     seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "discovered": self.discovered, **summarize(self.tasks),
-                "finished": self.finished, "records": self.records,
-                "statuses": dict(self.statuses), "errors": self.errors,
-                "seconds": round(self.seconds, 2)}
+        return {
+            "run_id": self.run_id,
+            "discovered": self.discovered,
+            **summarize(self.tasks),
+            "finished": self.finished,
+            "records": self.records,
+            "statuses": dict(self.statuses),
+            "errors": self.errors,
+            "seconds": round(self.seconds, 2),
+        }
 
 
 # Environments and history
 
-def resolve_environments(engines: Sequence[str], say: Callable[[str], None] = print,
-                         resolutions: Sequence[str] = ("today",)
-                         ) -> list[tuple[EnvironmentTarget, Any]]:
+
+def resolve_environments(
+    engines: Sequence[str], say: Callable[[str], None] = print, resolutions: Sequence[str] = ("today",)
+) -> list[tuple[EnvironmentTarget, Any]]:
     """Each engine's environment per resolution asked; the release-day one first (so a night's
     series reads "as released, then as installed today"), and one target per environment."""
     from matrix.environments import ensure_env
@@ -201,9 +230,19 @@ def resolve_environments(engines: Sequence[str], say: Callable[[str], None] = pr
             env = ensure_env(name, version, say=say, resolution=resolution)
             if any(t.environment_id == env.environment_id for t, _ in out):
                 continue  # both resolutions locked alike: one environment
-            out.append((EnvironmentTarget(environment_id=env.environment_id, engine=name,
-                                          version=env.version, stages=tuple(spec.stages),
-                                          heavy=spec.heavy, resolution=resolution), env))
+            out.append(
+                (
+                    EnvironmentTarget(
+                        environment_id=env.environment_id,
+                        engine=name,
+                        version=env.version,
+                        stages=tuple(spec.stages),
+                        heavy=spec.heavy,
+                        resolution=resolution,
+                    ),
+                    env,
+                )
+            )
     return out
 
 
@@ -218,28 +257,44 @@ def store_rows(db: str | None) -> list[tuple[str, str, str, str, str]]:
     try:
         with store.session() as session:
             latest = session.execute(
-                select(ModelRevision.model_id, ModelRevision.revision,
-                       Environment.environment_id, CellLatest.stage, CellLatest.status)
+                select(
+                    ModelRevision.model_id,
+                    ModelRevision.revision,
+                    Environment.environment_id,
+                    CellLatest.stage,
+                    CellLatest.status,
+                )
                 .join(ModelRevision, ModelRevision.id == CellLatest.model_revision_pk)
                 .join(Environment, Environment.id == CellLatest.environment_pk)
-                .where(CellLatest.status != "error")).all()
+                .where(CellLatest.status != "error")
+            ).all()
             errors = session.execute(
-                select(ModelRevision.model_id, ModelRevision.revision,
-                       Environment.environment_id, Result.stage, Result.failure_class,
-                       func.count())
+                select(
+                    ModelRevision.model_id,
+                    ModelRevision.revision,
+                    Environment.environment_id,
+                    Result.stage,
+                    Result.failure_class,
+                    func.count(),
+                )
                 .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
                 .join(Environment, Environment.id == Result.environment_pk)
                 .where(Result.status == "error")
-                .group_by(ModelRevision.model_id, ModelRevision.revision,
-                          Environment.environment_id, Result.stage,
-                          Result.failure_class)).all()
+                .group_by(
+                    ModelRevision.model_id,
+                    ModelRevision.revision,
+                    Environment.environment_id,
+                    Result.stage,
+                    Result.failure_class,
+                )
+            ).all()
     finally:
         store.close()
     rows: list[tuple[str, str, str, str, str]] = [
-        (m, rev, env, stage, status) for m, rev, env, stage, status in latest]
+        (m, rev, env, stage, status) for m, rev, env, stage, status in latest
+    ]
     for model_id, revision, env_id, stage, failure_class, count in errors:
-        rows += [(model_id, revision, env_id, stage,
-                  plan_status("error", failure_class))] * int(count)
+        rows += [(model_id, revision, env_id, stage, plan_status("error", failure_class))] * int(count)
     return rows
 
 
@@ -256,6 +311,7 @@ def ingest(db: str | None, records: Sequence[dict[str, Any]]) -> Any:
 
 
 # Arch tier: one shrunk copy per model revision, built in the reference environment
+
 
 class ShrinkFailed(Exception):
     def __init__(self, why: str, command: str):
@@ -285,8 +341,9 @@ class Shrinker:
         return f"PYTHONPATH={shlex.quote(str(probing.probes_root()))} {shlex.join(cmd)}"
 
     def type_command(self, model_type: str) -> str:
-        return self.bare([self.python, "-m", "probes.shrink", "--model-type", model_type,
-                          str(self.root / model_type)])
+        return self.bare(
+            [self.python, "-m", "probes.shrink", "--model-type", model_type, str(self.root / model_type)]
+        )
 
     def shrink(self, task: ProbeTask, meta: dict[str, Any]) -> tuple[Path, str]:
         key = (task.model_id, task.revision)
@@ -307,8 +364,9 @@ class Shrinker:
             bare = self.bare(cmd)
             if (out / "dayone.json").exists() and (out / "config.json").exists():
                 return out, bare
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                                  env=probing.engine_env_vars())
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=900, env=probing.engine_env_vars()
+            )
             answer = _last_json(proc.stdout)
             if proc.returncode != 0 or answer.get("status") != "ok":
                 why = answer.get("why") or (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -332,6 +390,7 @@ def _last_json(text: str) -> dict[str, Any]:
 
 
 # Execution
+
 
 @dataclass
 class _Context:
@@ -359,16 +418,24 @@ def run_task(task: ProbeTask, ctx: _Context) -> list[Record]:
 
     opts = ctx.options
     model = ctx.models.get((task.model_id, task.revision))
-    meta = _model_meta(model) if model is not None else {"id": task.model_id,
-                                                          "revision": task.revision}
-    record_model = {"id": task.model_id, "revision": task.revision or None,
-                    "model_type": getattr(model, "model_type", None),
-                    "architecture": getattr(model, "architecture", None)}
+    meta = _model_meta(model) if model is not None else {"id": task.model_id, "revision": task.revision}
+    record_model = {
+        "id": task.model_id,
+        "revision": task.revision or None,
+        "model_type": getattr(model, "model_type", None),
+        "architecture": getattr(model, "architecture", None),
+    }
     if lineage := getattr(model, "lineage", None):  # a sweep copy's origin, also when never built
         record_model["lineage"] = lineage
     if task.skip_reason:
-        return synthetic_records(task, status="skipped", message=task.skip_reason,
-                                 tier=opts.tier, run_id=ctx.run_id, model=record_model)
+        return synthetic_records(
+            task,
+            status="skipped",
+            message=task.skip_reason,
+            tier=opts.tier,
+            run_id=ctx.run_id,
+            model=record_model,
+        )
     shrink_cmd = None
     try:
         if opts.tier == "arch":
@@ -377,27 +444,54 @@ def run_task(task: ProbeTask, ctx: _Context) -> list[Record]:
         else:
             model_dir = _download_full(task, model, opts)
     except ShrinkFailed as exc:
-        return synthetic_records(task, status="error", failure_class="shrink",
-                                 message=str(exc), tier=opts.tier, run_id=ctx.run_id,
-                                 model=record_model, reproduce=exc.command)
+        return synthetic_records(
+            task,
+            status="error",
+            failure_class="shrink",
+            message=str(exc),
+            tier=opts.tier,
+            run_id=ctx.run_id,
+            model=record_model,
+            reproduce=exc.command,
+        )
     except Exception as exc:  # noqa: BLE001 - a download error is ours, not the engine's
-        return synthetic_records(task, status="error", failure_class="infra",
-                                 message=f"{type(exc).__name__}: {exc}"[:500], tier=opts.tier,
-                                 run_id=ctx.run_id, model=record_model)
-    settings = ProbeSettings(timeout_s=opts.timeout_s, memory_mb=opts.memory_mb,
-                             tier=opts.tier, run_id=ctx.run_id,
-                             logs_root=opts.home() / "logs", options=probe_options(model_dir),
-                             resolution=task.resolution, executor=opts.executor,
-                             image_flavor=opts.image_flavor)
-    records = probe(Path(model_dir), task.engine, task.version, list(task.stages),
-                    model_id=task.model_id, settings=settings, say=lambda _m: None)
+        return synthetic_records(
+            task,
+            status="error",
+            failure_class="infra",
+            message=f"{type(exc).__name__}: {exc}"[:500],
+            tier=opts.tier,
+            run_id=ctx.run_id,
+            model=record_model,
+        )
+    settings = ProbeSettings(
+        timeout_s=opts.timeout_s,
+        memory_mb=opts.memory_mb,
+        tier=opts.tier,
+        run_id=ctx.run_id,
+        logs_root=opts.home() / "logs",
+        options=probe_options(model_dir),
+        resolution=task.resolution,
+        executor=opts.executor,
+        image_flavor=opts.image_flavor,
+    )
+    records = probe(
+        Path(model_dir),
+        task.engine,
+        task.version,
+        list(task.stages),
+        model_id=task.model_id,
+        settings=settings,
+        say=lambda _m: None,
+    )
     if opts.confirm:
         # Before the shrink prefix: the copy is right here, and shrinking it again while other
         # probes read it would be a race of ours, not the engine's.
         from matrix.confirm import ConfirmSettings, confirm_records
 
-        records = confirm_records(records, ConfirmSettings(
-            timeout_s=opts.timeout_s, memory_mb=opts.memory_mb), say=lambda _m: None)
+        records = confirm_records(
+            records, ConfirmSettings(timeout_s=opts.timeout_s, memory_mb=opts.memory_mb), say=lambda _m: None
+        )
     if shrink_cmd:
         # The verdict must be reproducible from nothing but the release's config: the shrink
         # command first, then the engine's own.
@@ -430,27 +524,39 @@ def _download_full(task: ProbeTask, model: Any, opts: NightlyOptions) -> Path:
         return Path(task.model_dir)
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(task.model_id, revision=task.revision or None,
-                                  endpoint=opts.endpoint, token=opts.token,
-                                  cache_dir=opts.home() / "hf"))
+    return Path(
+        snapshot_download(
+            task.model_id,
+            revision=task.revision or None,
+            endpoint=opts.endpoint,
+            token=opts.token,
+            cache_dir=opts.home() / "hf",
+        )
+    )
 
 
-def execute(tasks: Sequence[ProbeTask], ctx: _Context, report: NightlyReport,
-            console: Any = None) -> None:
+def execute(tasks: Sequence[ProbeTask], ctx: _Context, report: NightlyReport, console: Any = None) -> None:
     """Run the tasks, `jobs` at a time, at most `max_heavy` heavy engines at once, with a live
     progress bar; each task's records are journaled, written to --out and ingested as it ends."""
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = console or Console(stderr=True)
     opts = ctx.options
     pending = list(tasks)
     running: dict[cf.Future, ProbeTask] = {}
-    with Progress(TextColumn("[bold]nightly"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("{task.description}"), console=console,
-                  transient=False) as progress, \
-            cf.ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
+    with (
+        Progress(
+            TextColumn("[bold]nightly"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=console,
+            transient=False,
+        ) as progress,
+        cf.ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool,
+    ):
         bar = progress.add_task("", total=len(pending))
         while pending or running:
             heavy = sum(1 for t in running.values() if t.heavy)
@@ -461,31 +567,37 @@ def execute(tasks: Sequence[ProbeTask], ctx: _Context, report: NightlyReport,
                 task = pending.pop(i)
                 heavy += task.heavy
                 running[pool.submit(run_task, task, ctx)] = task
-            progress.update(bar, description=", ".join(
-                f"{t.model_id} x {t.engine}" for t in running.values())[:120])
+            progress.update(
+                bar, description=", ".join(f"{t.model_id} x {t.engine}" for t in running.values())[:120]
+            )
             done, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
             for future in done:
                 task = running.pop(future)
                 try:
                     records = future.result()
                 except Exception as exc:  # noqa: BLE001 - a harness bug is an `error` record
-                    records = synthetic_records(task, status="error", failure_class="infra",
-                                                message=f"harness: {type(exc).__name__}: {exc}",
-                                                tier=opts.tier, run_id=ctx.run_id)
+                    records = synthetic_records(
+                        task,
+                        status="error",
+                        failure_class="infra",
+                        message=f"harness: {type(exc).__name__}: {exc}",
+                        tier=opts.tier,
+                        run_id=ctx.run_id,
+                    )
                 _finish(task, records, ctx, report)
                 statuses = Counter(r["status"] for r in records)
-                bare = Counter((r.get("confirmation") or {}).get("verdict") for r in records
-                               if r.get("confirmation"))
+                bare = Counter(
+                    (r.get("confirmation") or {}).get("verdict") for r in records if r.get("confirmation")
+                )
                 progress.console.print(
                     f"{task.model_id} @ {task.revision[:8]} x {task.engine} {task.version}: "
                     + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
-                    + ("; bare: " + ", ".join(f"{n} {v}" for v, n in sorted(bare.items()))
-                       if bare else ""))
+                    + ("; bare: " + ", ".join(f"{n} {v}" for v, n in sorted(bare.items())) if bare else "")
+                )
                 progress.advance(bar)
 
 
-def _finish(task: ProbeTask, records: list[dict[str, Any]], ctx: _Context,
-            report: NightlyReport) -> None:
+def _finish(task: ProbeTask, records: list[dict[str, Any]], ctx: _Context, report: NightlyReport) -> None:
     ctx.journal.append(records)
     if ctx.options.out:
         with ctx.out_lock, open(ctx.options.out, "a", encoding="utf-8") as f:
@@ -499,8 +611,10 @@ def _finish(task: ProbeTask, records: list[dict[str, Any]], ctx: _Context,
 
 # Entry points
 
-def _prepare(options: NightlyOptions, say: Callable[[str], None]
-             ) -> tuple[str, Journal, list[tuple[EnvironmentTarget, Any]], DoneIndex]:
+
+def _prepare(
+    options: NightlyOptions, say: Callable[[str], None]
+) -> tuple[str, Journal, list[tuple[EnvironmentTarget, Any]], DoneIndex]:
     from matrix.probing import new_run_id
 
     run_id = options.run_id or new_run_id()
@@ -521,8 +635,7 @@ def _store_file_exists() -> bool:
     return (dayone_home() / "dayone.db").exists()
 
 
-def _reference_python(envs: list[tuple[EnvironmentTarget, Any]],
-                      say: Callable[[str], None]) -> str:
+def _reference_python(envs: list[tuple[EnvironmentTarget, Any]], say: Callable[[str], None]) -> str:
     for target, env in envs:
         if target.engine == REFERENCE_ENGINE:
             return env.python
@@ -531,27 +644,45 @@ def _reference_python(envs: list[tuple[EnvironmentTarget, Any]],
     return ensure_env(REFERENCE_ENGINE, say=say).python
 
 
-def run_nightly(watchlist: Watchlist | None, options: NightlyOptions, *,
-                models: Sequence[DiscoveredModel] | None = None,
-                say: Callable[[str], None] = print, console: Any = None) -> NightlyReport:
+def run_nightly(
+    watchlist: Watchlist | None,
+    options: NightlyOptions,
+    *,
+    models: Sequence[DiscoveredModel] | None = None,
+    say: Callable[[str], None] = print,
+    console: Any = None,
+) -> NightlyReport:
     """Discover (or take `models`), plan against the store and the journal, execute, ingest."""
     started = time.monotonic()
     run_id, journal, envs, done = _prepare(options, say)
     report = NightlyReport(run_id=run_id)
     if models is None:
-        found = discover(watchlist or Watchlist(), endpoint=options.endpoint,
-                         token=options.token, cache_dir=options.home() / "hf")
+        found = discover(
+            watchlist or Watchlist(),
+            endpoint=options.endpoint,
+            token=options.token,
+            cache_dir=options.home() / "hf",
+        )
         models, report.errors = found.models, list(found.errors)
     report.discovered = len(models)
-    report.tasks = plan(models, [t for t, _e in envs], done,
-                        max_error_attempts=options.max_error_attempts)
-    say(f"nightly {run_id}: {report.discovered} models, {len(envs)} environments -> "
-        f"{len(report.tasks)} probes ({summarize(report.tasks)['stages']} stages)")
+    report.tasks = plan(models, [t for t, _e in envs], done, max_error_attempts=options.max_error_attempts)
+    say(
+        f"nightly {run_id}: {report.discovered} models, {len(envs)} environments -> "
+        f"{len(report.tasks)} probes ({summarize(report.tasks)['stages']} stages)"
+    )
     if report.tasks and not options.dry_run:
-        shrinker = (Shrinker(options.home() / "arch", _reference_python(envs, say))
-                    if options.tier == "arch" else None)
-        ctx = _Context(options=options, run_id=run_id, journal=journal, shrinker=shrinker,
-                       models={(m.id, m.revision or ""): m for m in models})
+        shrinker = (
+            Shrinker(options.home() / "arch", _reference_python(envs, say))
+            if options.tier == "arch"
+            else None
+        )
+        ctx = _Context(
+            options=options,
+            run_id=run_id,
+            journal=journal,
+            shrinker=shrinker,
+            models={(m.id, m.revision or ""): m for m in models},
+        )
         execute(report.tasks, ctx, report, console)
         if options.store:
             journal.clear()  # everything it held is in the store now
@@ -579,11 +710,18 @@ if __name__ == "__main__":  # a thin runner for tests and cron until the CLI has
     a = ap.parse_args()
     from matrix.discover import load_watchlist
 
-    opts = NightlyOptions(engines=a.engine or [REFERENCE_ENGINE], tier=a.tier, jobs=a.jobs,
-                          store=not a.no_store, out=Path(a.out) if a.out else None,
-                          endpoint=a.endpoint, token=False if a.endpoint else None,
-                          work_dir=Path(a.work_dir) if a.work_dir else None, dry_run=a.dry_run,
-                          confirm=not a.no_confirm)
+    opts = NightlyOptions(
+        engines=a.engine or [REFERENCE_ENGINE],
+        tier=a.tier,
+        jobs=a.jobs,
+        store=not a.no_store,
+        out=Path(a.out) if a.out else None,
+        endpoint=a.endpoint,
+        token=False if a.endpoint else None,
+        work_dir=Path(a.work_dir) if a.work_dir else None,
+        dry_run=a.dry_run,
+        confirm=not a.no_confirm,
+    )
     if a.shard and not a.sweep:
         ap.error("--shard splits the sweep: give --sweep too")
     if a.sweep:
@@ -593,8 +731,7 @@ if __name__ == "__main__":  # a thin runner for tests and cron until the CLI has
             shard = parse_shard(a.shard) if a.shard else None
         except ValueError as exc:
             ap.error(str(exc))
-        rep = run_sweep(opts, types=[t for t in (a.types or "").split(",") if t] or None,
-                        shard=shard)
+        rep = run_sweep(opts, types=[t for t in (a.types or "").split(",") if t] or None, shard=shard)
     else:
         rep = run_nightly(load_watchlist(a.watchlist) if a.watchlist else None, opts)
     print(json.dumps(rep.summary()))

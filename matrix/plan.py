@@ -73,24 +73,32 @@ class DoneIndex:
             index.add(model_id, revision, env_id, stage, status)
         return index
 
-    def add(self, model_id: str, revision: str, env_id: str, stage: str,
-            status: str | None = None) -> None:
+    def add(self, model_id: str, revision: str, env_id: str, stage: str, status: str | None = None) -> None:
         if status == RETRIED_STATUS:
             key4 = (model_id, revision, env_id, stage)
             self.errors[key4] = self.errors.get(key4, 0) + 1
             return
         self.done.setdefault((model_id, revision, env_id), set()).add(stage)
 
-    def missing(self, model_id: str, revision: str, env: EnvironmentTarget,
-                max_error_attempts: int) -> tuple[str, ...]:
+    def missing(
+        self, model_id: str, revision: str, env: EnvironmentTarget, max_error_attempts: int
+    ) -> tuple[str, ...]:
         done = self.done.get((model_id, revision, env.environment_id), ())
-        return tuple(s for s in env.stages if s not in done
-                     and self.errors.get((model_id, revision, env.environment_id, s), 0)
-                     < max_error_attempts)
+        return tuple(
+            s
+            for s in env.stages
+            if s not in done
+            and self.errors.get((model_id, revision, env.environment_id, s), 0) < max_error_attempts
+        )
 
 
-def plan(models: Iterable[ModelLike], environments: Sequence[EnvironmentTarget],
-         done: DoneIndex, *, max_error_attempts: int = 2) -> list[ProbeTask]:
+def plan(
+    models: Iterable[ModelLike],
+    environments: Sequence[EnvironmentTarget],
+    done: DoneIndex,
+    *,
+    max_error_attempts: int = 2,
+) -> list[ProbeTask]:
     """Every (model revision, environment) with stages still to run, models in the order
     given (newest first from discovery), environments in the order given."""
     tasks: list[ProbeTask] = []
@@ -105,17 +113,29 @@ def plan(models: Iterable[ModelLike], environments: Sequence[EnvironmentTarget],
         for env in environments:
             stages = done.missing(model.id, revision, env, max_error_attempts)
             if stages:
-                tasks.append(ProbeTask(model_id=model.id, revision=revision,
-                                       environment_id=env.environment_id, engine=env.engine,
-                                       version=env.version, stages=stages, model_dir=model_dir,
-                                       skip_reason=skip_reason, heavy=env.heavy,
-                                       resolution=env.resolution))
+                tasks.append(
+                    ProbeTask(
+                        model_id=model.id,
+                        revision=revision,
+                        environment_id=env.environment_id,
+                        engine=env.engine,
+                        version=env.version,
+                        stages=stages,
+                        model_dir=model_dir,
+                        skip_reason=skip_reason,
+                        heavy=env.heavy,
+                        resolution=env.resolution,
+                    )
+                )
     return tasks
 
 
 def summarize(tasks: Sequence[ProbeTask]) -> dict[str, int]:
     """Counts for the progress line and the run's notes."""
-    return {"tasks": len(tasks), "stages": sum(len(t.stages) for t in tasks),
-            "models": len({(t.model_id, t.revision) for t in tasks}),
-            "environments": len({t.environment_id for t in tasks}),
-            "skipped": sum(1 for t in tasks if t.skip_reason)}
+    return {
+        "tasks": len(tasks),
+        "stages": sum(len(t.stages) for t in tasks),
+        "models": len({(t.model_id, t.revision) for t in tasks}),
+        "environments": len({t.environment_id for t in tasks}),
+        "skipped": sum(1 for t in tasks if t.skip_reason),
+    }

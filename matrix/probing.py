@@ -21,10 +21,17 @@ from matrix.paths import dayone_home
 from probes import parity, reproduce
 from probes.engines import REFERENCE_ENGINE, EngineSpec, get_spec
 from probes.modelinfo import escaping_links, not_generative, read_config, read_model_info
-from probes.record import (Record, build_records, iso, not_applicable_records, refused_records,
-                           with_skipped_stage)
+from probes.record import (
+    Record,
+    build_records,
+    iso,
+    not_applicable_records,
+    refused_records,
+    with_skipped_stage,
+)
 from probes.runner import ProbeRequest, child_environment, isolated_probes, run_probe
 from probes.stages import order_stages, skip_message
+
 
 def probes_root() -> Path:
     """The folder put on a probe child's PYTHONPATH: a copy of `probes` alone, in the cache
@@ -64,10 +71,14 @@ class ProbeSettings:
     resolution: str = "today"
 
 
-def reproduce_commands(engine: str | EngineSpec, python: str, model_dir: Path,
-                       stages: list[str],
-                       log_dir: Path | None = None, options: dict[str, Any] | None = None
-                       ) -> dict[str, str]:
+def reproduce_commands(
+    engine: str | EngineSpec,
+    python: str,
+    model_dir: Path,
+    stages: list[str],
+    log_dir: Path | None = None,
+    options: dict[str, Any] | None = None,
+) -> dict[str, str]:
     """The bare command that reproduces each stage: a small script of the engine's own API
     written into LOG_DIR (probes/reproduce.py), run with the probe's variables. Engines without
     a bare template (internal ones) get none."""
@@ -75,14 +86,19 @@ def reproduce_commands(engine: str | EngineSpec, python: str, model_dir: Path,
         import tempfile
 
         log_dir = Path(tempfile.mkdtemp(prefix="dayone-reproduce-"))
-    return reproduce.write_scripts(engine, stages, Path(model_dir), Path(log_dir), python,
-                                   options)
+    return reproduce.write_scripts(engine, stages, Path(model_dir), Path(log_dir), python, options)
 
 
-def probe(model_dir: Path, engine: str, version: str | None = None,
-          stages: list[str] | None = None, *, model_id: str | None = None,
-          settings: ProbeSettings | None = None,
-          say: Callable[[str], None] = print) -> list[Record]:
+def probe(
+    model_dir: Path,
+    engine: str,
+    version: str | None = None,
+    stages: list[str] | None = None,
+    *,
+    model_id: str | None = None,
+    settings: ProbeSettings | None = None,
+    say: Callable[[str], None] = print,
+) -> list[Record]:
     settings = settings or ProbeSettings()
     spec = get_spec(engine)
     stages = order_stages(stages or list(spec.stages))
@@ -92,34 +108,58 @@ def probe(model_dir: Path, engine: str, version: str | None = None,
     escapes = escaping_links(model_dir)
     if escapes:  # untrusted input: no engine may read outside the model directory
         return refused_records(
-            stages=stages, engine=engine, engine_version=version or spec.default_version,
-            model=model, failure_class="corrupt_or_missing_weights", tier=settings.tier,
-            run_id=run_id, host=socket.gethostname(),
-            message=f"model directory links outside itself: {', '.join(escapes[:5])}")
+            stages=stages,
+            engine=engine,
+            engine_version=version or spec.default_version,
+            model=model,
+            failure_class="corrupt_or_missing_weights",
+            tier=settings.tier,
+            run_id=run_id,
+            host=socket.gethostname(),
+            message=f"model directory links outside itself: {', '.join(escapes[:5])}",
+        )
     why_not = not_generative(read_config(model_dir))
     if why_not:  # the probe does not apply: no verdict, not red, nothing run
         return not_applicable_records(
-            stages=stages, engine=engine, engine_version=version or spec.default_version,
-            model=model, why=why_not, tier=settings.tier, run_id=run_id,
-            host=socket.gethostname())
+            stages=stages,
+            engine=engine,
+            engine_version=version or spec.default_version,
+            model=model,
+            why=why_not,
+            tier=settings.tier,
+            run_id=run_id,
+            host=socket.gethostname(),
+        )
     logs_root = settings.logs_root or dayone_home() / "logs"
     if settings.executor == "docker":
-        return _probe_in_docker(model_dir, spec, version, stages, model, run_id, logs_root,
-                                settings, say)
+        return _probe_in_docker(model_dir, spec, version, stages, model, run_id, logs_root, settings, say)
     try:
         env = environments.ensure_env(spec, version, say=say, resolution=settings.resolution)
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:  # ours, not the engine's
         why = str(exc).strip()
         return refused_records(
-            stages=stages, engine=engine, engine_version=version or spec.default_version,
-            model=model, failure_class="infra", tier=settings.tier, run_id=run_id,
+            stages=stages,
+            engine=engine,
+            engine_version=version or spec.default_version,
+            model=model,
+            failure_class="infra",
+            tier=settings.tier,
+            run_id=run_id,
             host=socket.gethostname(),
-            message=f"the engine environment could not be built: {why}")
+            message=f"the engine environment could not be built: {why}",
+        )
     if env.broken:
         return refused_records(
-            stages=stages, engine=engine, engine_version=env.version, model=model,
-            failure_class="infra", tier=settings.tier, run_id=run_id,
-            host=socket.gethostname(), message=env.broken)
+            stages=stages,
+            engine=engine,
+            engine_version=env.version,
+            model=model,
+            failure_class="infra",
+            tier=settings.tier,
+            run_id=run_id,
+            host=socket.gethostname(),
+            message=env.broken,
+        )
     options = dict(settings.options)
     no_reference = None
     if "parity" in stages and engine != REFERENCE_ENGINE:
@@ -129,28 +169,47 @@ def probe(model_dir: Path, engine: str, version: str | None = None,
         else:  # not the engine's fault: parity is skipped, the later stages still run
             stages = [s for s in stages if s != "parity"]
     resolution = "" if settings.resolution == "today" else f"-{settings.resolution}"
-    log_dir = (logs_root / run_id / _safe(model["id"])
-               / f"{engine}-{env.version}{resolution}{settings.log_suffix}")
-    req = ProbeRequest(engine=engine, model_dir=model_dir, stages=stages, python=env.python,
-                       probes_root=probes_root(), options=options,
-                       timeout_s=settings.timeout_s, memory_mb=settings.memory_mb,
-                       env=dict(spec.env), no_network=settings.no_network)
+    log_dir = (
+        logs_root / run_id / _safe(model["id"]) / f"{engine}-{env.version}{resolution}{settings.log_suffix}"
+    )
+    req = ProbeRequest(
+        engine=engine,
+        model_dir=model_dir,
+        stages=stages,
+        python=env.python,
+        probes_root=probes_root(),
+        options=options,
+        timeout_s=settings.timeout_s,
+        memory_mb=settings.memory_mb,
+        env=dict(spec.env),
+        no_network=settings.no_network,
+    )
     outcome = run_probe(req, log_dir)
     records = build_records(
-        stages=stages, outcome=outcome, engine=engine, engine_version=env.version, model=model,
-        tier=settings.tier, run_id=run_id,
-        environment={"environment_id": env.environment_id, "resolved_packages": env.packages,
-                     "lock": env.lock or None},
+        stages=stages,
+        outcome=outcome,
+        engine=engine,
+        engine_version=env.version,
+        model=model,
+        tier=settings.tier,
+        run_id=run_id,
+        environment={
+            "environment_id": env.environment_id,
+            "resolved_packages": env.packages,
+            "lock": env.lock or None,
+        },
         reproduce=reproduce_commands(spec, env.python, model_dir, stages, log_dir, options),
-        host=socket.gethostname())
+        host=socket.gethostname(),
+    )
     if no_reference and records:
         why = skip_message("parity", {r["stage"]: r["status"] for r in records}, no_reference)
         records = with_skipped_stage(records, "parity", why, iso(outcome.started_at))
     return records
 
 
-def ensure_reference(model_dir: Path, model: dict[str, Any], settings: ProbeSettings,
-                     say: Callable[[str], None]) -> tuple[Path | None, str | None]:
+def ensure_reference(
+    model_dir: Path, model: dict[str, Any], settings: ProbeSettings, say: Callable[[str], None]
+) -> tuple[Path | None, str | None]:
     """The transformers reference output for this model revision: computed once, reused.
 
     Returns (path, None), or (None, why) when transformers itself cannot produce it."""
@@ -163,25 +222,43 @@ def ensure_reference(model_dir: Path, model: dict[str, Any], settings: ProbeSett
         if path.exists():
             return path, None
         say(f"computing the transformers reference for {model['id']} (once per revision)")
-        ref_settings = ProbeSettings(timeout_s=settings.timeout_s, memory_mb=settings.memory_mb,
-                                     tier=settings.tier, run_id=settings.run_id,
-                                     options={"trust_remote_code":
-                                              settings.options.get("trust_remote_code", False)},
-                                     logs_root=settings.logs_root, log_suffix="-reference")
-        records = probe(model_dir, REFERENCE_ENGINE, None, ["load", "generate"],
-                        model_id=model["id"], settings=ref_settings, say=say)
+        ref_settings = ProbeSettings(
+            timeout_s=settings.timeout_s,
+            memory_mb=settings.memory_mb,
+            tier=settings.tier,
+            run_id=settings.run_id,
+            options={"trust_remote_code": settings.options.get("trust_remote_code", False)},
+            logs_root=settings.logs_root,
+            log_suffix="-reference",
+        )
+        records = probe(
+            model_dir,
+            REFERENCE_ENGINE,
+            None,
+            ["load", "generate"],
+            model_id=model["id"],
+            settings=ref_settings,
+            say=say,
+        )
         generate = next((r for r in records if r["stage"] == "generate"), None)
         if generate is None or generate["status"] != "pass":
             bad = next((r for r in records if r["status"] != "pass"), records[-1])
-            return None, (f"no transformers reference: transformers {bad['stage']} "
-                          f"{bad['status']} ({bad.get('failure_class') or bad.get('message')})")
+            return None, (
+                f"no transformers reference: transformers {bad['stage']} "
+                f"{bad['status']} ({bad.get('failure_class') or bad.get('message')})"
+            )
         horizons, noise = _precision(model_dir, model, records, generate, ref_settings, say)
         return parity.write_reference(path, generate, horizons, noise), None
 
 
-def _precision(model_dir: Path, model: dict[str, Any], records: list[Record],
-               released: Record, settings: ProbeSettings, say: Callable[[str], None]
-               ) -> tuple[dict[str, int | None] | None, float | None]:
+def _precision(
+    model_dir: Path,
+    model: dict[str, Any],
+    records: list[Record],
+    released: Record,
+    settings: ProbeSettings,
+    say: Callable[[str], None],
+) -> tuple[dict[str, int | None] | None, float | None]:
     """(precision horizons, logprob noise): run the reference again in float32; where its tokens
     leave the released-dtype ones, and how far its logprobs move where they agree (see
     probes.parity). A float32 model is its own twin: no horizons (parity stays strict), noise
@@ -192,38 +269,67 @@ def _precision(model_dir: Path, model: dict[str, Any], records: list[Record],
         return None, 0.0
     if dtype is None:
         return None, None
-    twin = probe(model_dir, REFERENCE_ENGINE, None, ["load", "generate"], model_id=model["id"],
-                 settings=replace(settings, options={**settings.options, "dtype": "float32"},
-                                  log_suffix="-reference-float32"), say=say)
+    twin = probe(
+        model_dir,
+        REFERENCE_ENGINE,
+        None,
+        ["load", "generate"],
+        model_id=model["id"],
+        settings=replace(
+            settings, options={**settings.options, "dtype": "float32"}, log_suffix="-reference-float32"
+        ),
+        say=say,
+    )
     generate = next((r for r in twin if r["stage"] == "generate"), None)
     if generate is None or generate["status"] != "pass":
         return None, None
     released_out, twin_out = released["output"]["completions"], generate["output"]["completions"]
-    return (parity.precision_horizons(released_out, twin_out),
-            parity.logprob_noise(released_out, twin_out))
+    return (parity.precision_horizons(released_out, twin_out), parity.logprob_noise(released_out, twin_out))
 
 
-def _probe_in_docker(model_dir: Path, spec: EngineSpec, version: str | None,
-                     stages: list[str], model: dict[str, Any], run_id: str, logs_root: Path,
-                     settings: ProbeSettings, say: Callable[[str], None]) -> list[Record]:
+def _probe_in_docker(
+    model_dir: Path,
+    spec: EngineSpec,
+    version: str | None,
+    stages: list[str],
+    model: dict[str, Any],
+    run_id: str,
+    logs_root: Path,
+    settings: ProbeSettings,
+    say: Callable[[str], None],
+) -> list[Record]:
     from matrix import docker_executor as dx
 
     engine = spec.name
     version = version or spec.default_version
     log_dir = logs_root / run_id / _safe(model["id"]) / f"{engine}-{version}-docker"
-    req = ProbeRequest(engine=engine, model_dir=model_dir, stages=stages,
-                       options=dict(settings.options), timeout_s=settings.timeout_s,
-                       memory_mb=settings.memory_mb, env=dict(spec.env))
+    req = ProbeRequest(
+        engine=engine,
+        model_dir=model_dir,
+        stages=stages,
+        options=dict(settings.options),
+        timeout_s=settings.timeout_s,
+        memory_mb=settings.memory_mb,
+        env=dict(spec.env),
+    )
     environment: dict[str, Any] = {}
     try:
-        image = dx.ensure_image(engine, version, settings.image_flavor, say=say,
-                                resolution=settings.resolution)
+        image = dx.ensure_image(
+            engine, version, settings.image_flavor, say=say, resolution=settings.resolution
+        )
         outcome = dx.run_probe(req, log_dir, image)  # memory limit: req.memory_mb
         environment = image.as_environment()
     except dx.ImageBuildError as exc:  # our infrastructure, never the engine's fail
         outcome = dx.build_failure_outcome(exc, log_dir)
     return build_records(
-        stages=stages, outcome=outcome, engine=engine, engine_version=version, model=model,
-        tier=settings.tier, run_id=run_id, environment=environment,
+        stages=stages,
+        outcome=outcome,
+        engine=engine,
+        engine_version=version,
+        model=model,
+        tier=settings.tier,
+        run_id=run_id,
+        environment=environment,
         reproduce={s: " ".join(outcome.argv) for s in stages} if outcome.argv else None,
-        host=socket.gethostname())
+        host=socket.gethostname(),
+    )

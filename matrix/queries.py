@@ -11,8 +11,15 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from matrix.store import (CellLatest, Environment, ModelRevision, Reclassification, Result,
-                          ResultLog, utc_naive)
+from matrix.store import (
+    CellLatest,
+    Environment,
+    ModelRevision,
+    Reclassification,
+    Result,
+    ResultLog,
+    utc_naive,
+)
 from matrix.summary import Observation, parse_time
 
 
@@ -25,20 +32,32 @@ def _engine_filter(engine: str) -> list[Any]:
     return where
 
 
-def results(session: Session, model: str | None = None, engine: str | None = None,
-            stage: str | None = None, since: dt.datetime | dt.date | str | None = None,
-            limit: int | None = None, *, status: str | None = None, offset: int = 0,
-            model_prefix: str | None = None, with_output: bool = True,
-            hardware: str | None = None, tier: str | None = None) -> list[dict[str, Any]]:
+def results(
+    session: Session,
+    model: str | None = None,
+    engine: str | None = None,
+    stage: str | None = None,
+    since: dt.datetime | dt.date | str | None = None,
+    limit: int | None = None,
+    *,
+    status: str | None = None,
+    offset: int = 0,
+    model_prefix: str | None = None,
+    with_output: bool = True,
+    hardware: str | None = None,
+    tier: str | None = None,
+) -> list[dict[str, Any]]:
     """Stored records, exactly as ingested (the contract), newest first. `since`: results
     started at or after it (a naive time means UTC; a date means its midnight UTC).
     `model_prefix`: models whose id starts with it ("arch/": the sweep's architectures).
     `with_output=False` leaves out the bulky `output` (token ids, logprobs). `hardware`,
     `tier`: results on that hardware (the environment's), of that tier."""
-    query = (select(Result.raw, Result.output)
-             .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
-             .join(Environment, Environment.id == Result.environment_pk)
-             .order_by(Result.started_at.desc(), Result.id.desc()))
+    query = (
+        select(Result.raw, Result.output)
+        .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
+        .join(Environment, Environment.id == Result.environment_pk)
+        .order_by(Result.started_at.desc(), Result.id.desc())
+    )
     if model is not None:
         query = query.where(ModelRevision.model_id == model)
     if model_prefix is not None:
@@ -72,6 +91,7 @@ def results(session: Session, model: str | None = None, engine: str | None = Non
 
 # Reclassify
 
+
 @dataclass(frozen=True)
 class StoredFailure:
     """What the store holds of one result that today's rules may classify again."""
@@ -89,13 +109,23 @@ class StoredFailure:
 
 def stored_failures(session: Session, statuses: tuple[str, ...]) -> list[StoredFailure]:
     """Results with one of these statuses, oldest first (no log text: read it per result)."""
-    query = (select(Result.id, ModelRevision.model_id, Environment.engine_name, Result.stage,
-                    Result.status, Result.failure_class, Result.message, Result.log_excerpt,
-                    Result.log_path)
-             .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
-             .join(Environment, Environment.id == Result.environment_pk)
-             .where(Result.status.in_(statuses))
-             .order_by(Result.id))
+    query = (
+        select(
+            Result.id,
+            ModelRevision.model_id,
+            Environment.engine_name,
+            Result.stage,
+            Result.status,
+            Result.failure_class,
+            Result.message,
+            Result.log_excerpt,
+            Result.log_path,
+        )
+        .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
+        .join(Environment, Environment.id == Result.environment_pk)
+        .where(Result.status.in_(statuses))
+        .order_by(Result.id)
+    )
     return [StoredFailure(*row) for row in session.execute(query)]
 
 
@@ -104,26 +134,39 @@ def stored_log_tail(session: Session, result_id: int) -> str | None:
     return session.scalar(select(ResultLog.log_tail).where(ResultLog.result_pk == result_id))
 
 
-def reclassifications(session: Session, result_id: int | None = None,
-                      limit: int | None = None) -> list[dict[str, Any]]:
+def reclassifications(
+    session: Session, result_id: int | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
     """The recorded class changes (newest first), of one result or of all."""
-    query = (select(Reclassification, ModelRevision.model_id, Environment.engine_name,
-                    Result.stage)
-             .join(Result, Result.id == Reclassification.result_pk)
-             .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
-             .join(Environment, Environment.id == Result.environment_pk)
-             .order_by(Reclassification.id.desc()))
+    query = (
+        select(Reclassification, ModelRevision.model_id, Environment.engine_name, Result.stage)
+        .join(Result, Result.id == Reclassification.result_pk)
+        .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
+        .join(Environment, Environment.id == Result.environment_pk)
+        .order_by(Reclassification.id.desc())
+    )
     if result_id is not None:
         query = query.where(Reclassification.result_pk == result_id)
     if limit is not None:
         query = query.limit(limit)
-    return [{"result_id": c.result_pk, "model": model, "engine": engine, "stage": stage,
-             "at": c.at.replace(tzinfo=dt.timezone.utc).isoformat(),
-             "rules_version": c.rules_version, "rule": c.rule,
-             "old_status": c.old_status, "new_status": c.new_status,
-             "old_class": c.old_class, "new_class": c.new_class,
-             "old_message": c.old_message, "new_message": c.new_message}
-            for c, model, engine, stage in session.execute(query)]
+    return [
+        {
+            "result_id": c.result_pk,
+            "model": model,
+            "engine": engine,
+            "stage": stage,
+            "at": c.at.replace(tzinfo=dt.timezone.utc).isoformat(),
+            "rules_version": c.rules_version,
+            "rule": c.rule,
+            "old_status": c.old_status,
+            "new_status": c.new_status,
+            "old_class": c.old_class,
+            "new_class": c.new_class,
+            "old_message": c.old_message,
+            "new_message": c.new_message,
+        }
+        for c, model, engine, stage in session.execute(query)
+    ]
 
 
 def newest_reclassification(session: Session) -> int | None:
@@ -136,21 +179,31 @@ def newest_confirmation(session: Session) -> dt.datetime | None:
     return session.scalar(select(func.max(Result.confirmed_at)))
 
 
-def unconfirmed_reds(session: Session, *, model: str | None = None, engine: str | None = None,
-                     limit: int | None = None, again: bool = False) -> list[dict[str, Any]]:
+def unconfirmed_reds(
+    session: Session,
+    *,
+    model: str | None = None,
+    engine: str | None = None,
+    limit: int | None = None,
+    again: bool = False,
+) -> list[dict[str, Any]]:
     """Stored reds (fail / timeout / oom) with a reproduce command and no confirmation yet,
     newest first, as records (without `output`). AGAIN: also the reds whose bare run did not
     confirm them (it failed otherwise, or gave no verdict), as if never checked."""
     # confirmed IS NULL: never checked (a JSON column stores None as JSON null, so the
     # confirmation column itself cannot say it)
     unchecked = and_(Result.confirmed.is_(None), Result.confirmed_at.is_(None))
-    query = (select(Result.raw)
-             .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
-             .join(Environment, Environment.id == Result.environment_pk)
-             .where(Result.status.in_(("fail", "timeout", "oom")),
-                    or_(unchecked, Result.confirmed.is_(False)) if again else unchecked,
-                    Result.reproduce.is_not(None))
-             .order_by(Result.started_at.desc(), Result.id.desc()))
+    query = (
+        select(Result.raw)
+        .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
+        .join(Environment, Environment.id == Result.environment_pk)
+        .where(
+            Result.status.in_(("fail", "timeout", "oom")),
+            or_(unchecked, Result.confirmed.is_(False)) if again else unchecked,
+            Result.reproduce.is_not(None),
+        )
+        .order_by(Result.started_at.desc(), Result.id.desc())
+    )
     if model is not None:
         query = query.where(ModelRevision.model_id == model)
     if engine is not None:
@@ -158,11 +211,11 @@ def unconfirmed_reds(session: Session, *, model: str | None = None, engine: str 
     if limit is not None:
         query = query.limit(limit)
     unset = ("confirmed", "confirmation", "confirmed_at")
-    return [{k: v for k, v in dict(raw).items() if k not in unset}
-            for raw in session.scalars(query)]
+    return [{k: v for k, v in dict(raw).items() if k not in unset} for raw in session.scalars(query)]
 
 
 # Engine releases
+
 
 def probed_engine_versions(session: Session) -> set[tuple[str, str]]:
     """(engine name, engine version) of every engine release with a record (discovery: a
@@ -174,41 +227,61 @@ def probed_engine_versions(session: Session) -> set[tuple[str, str]]:
 def tracked_models(session: Session) -> list[str]:
     """The model ids with a record, not the sweep's architectures (`arch/...`): what a new
     engine release is probed on besides the architecture map."""
-    query = (select(CellLatest.model_id).distinct()
-             .where(~CellLatest.model_id.startswith("arch/", autoescape=True))
-             .order_by(CellLatest.model_id))
+    query = (
+        select(CellLatest.model_id)
+        .distinct()
+        .where(~CellLatest.model_id.startswith("arch/", autoescape=True))
+        .order_by(CellLatest.model_id)
+    )
     return list(session.scalars(query))
 
 
 # The architecture map
 
-def arch_release_stages(session: Session, prefix: str = "arch/", *,
-                        hardware: str | None = None, tier: str | None = None
-                        ) -> list[Observation]:
+
+def arch_release_stages(
+    session: Session, prefix: str = "arch/", *, hardware: str | None = None, tier: str | None = None
+) -> list[Observation]:
     """The latest result of every stage of every sweep architecture in every engine release it
     ran in (one row per model revision x environment x stage, from cell_latest: the release
     timeline costs O(architectures x releases), never history), on one hardware and/or tier
     where given."""
-    query = (select(CellLatest.model_id, CellLatest.engine_name, CellLatest.engine_version,
-                    CellLatest.stage, CellLatest.status, CellLatest.started_at,
-                    CellLatest.failure_class)
-             .where(CellLatest.model_id.startswith(prefix, autoescape=True))
-             .order_by(CellLatest.model_id, CellLatest.engine_name))
+    query = (
+        select(
+            CellLatest.model_id,
+            CellLatest.engine_name,
+            CellLatest.engine_version,
+            CellLatest.stage,
+            CellLatest.status,
+            CellLatest.started_at,
+            CellLatest.failure_class,
+        )
+        .where(CellLatest.model_id.startswith(prefix, autoescape=True))
+        .order_by(CellLatest.model_id, CellLatest.engine_name)
+    )
     query = _arch_filters(query, hardware, tier)
-    return [Observation(model=r.model_id, engine=r.engine_name, engine_version=r.engine_version,
-                        stage=r.stage, status=r.status, started_at=parse_time(r.started_at),
-                        failure_class=r.failure_class)
-            for r in session.execute(query)]
+    return [
+        Observation(
+            model=r.model_id,
+            engine=r.engine_name,
+            engine_version=r.engine_version,
+            stage=r.stage,
+            status=r.status,
+            started_at=parse_time(r.started_at),
+            failure_class=r.failure_class,
+        )
+        for r in session.execute(query)
+    ]
 
 
 def _arch_filters(query: Any, hardware: str | None, tier: str | None) -> Any:
     """The map's hardware and tier filters on a query over cell_latest."""
     if hardware is not None:
-        query = (query.join(Environment, Environment.id == CellLatest.environment_pk)
-                 .where(Environment.hardware == hardware))
+        query = query.join(Environment, Environment.id == CellLatest.environment_pk).where(
+            Environment.hardware == hardware
+        )
     if tier is not None:
-        query = (query.join(Result, Result.id == CellLatest.result_pk)
-                 .where(Result.tier == tier))
+        query = query.join(Result, Result.id == CellLatest.result_pk).where(Result.tier == tier)
     return query
 
 
@@ -221,16 +294,22 @@ class MapOptions:
 
 
 def map_options(session: Session, prefix: str = "arch/") -> MapOptions:
-    hardware = (select(Environment.hardware).distinct()
-                .join(CellLatest, CellLatest.environment_pk == Environment.id)
-                .where(CellLatest.model_id.startswith(prefix, autoescape=True),
-                       Environment.hardware.is_not(None)))
-    tiers = (select(Result.tier).distinct()
-             .join(CellLatest, CellLatest.result_pk == Result.id)
-             .where(CellLatest.model_id.startswith(prefix, autoescape=True),
-                    Result.tier.is_not(None)))
-    return MapOptions(tuple(sorted(h for h in session.scalars(hardware) if h)),
-                      tuple(sorted(t for t in session.scalars(tiers) if t)))
+    hardware = (
+        select(Environment.hardware)
+        .distinct()
+        .join(CellLatest, CellLatest.environment_pk == Environment.id)
+        .where(CellLatest.model_id.startswith(prefix, autoescape=True), Environment.hardware.is_not(None))
+    )
+    tiers = (
+        select(Result.tier)
+        .distinct()
+        .join(CellLatest, CellLatest.result_pk == Result.id)
+        .where(CellLatest.model_id.startswith(prefix, autoescape=True), Result.tier.is_not(None))
+    )
+    return MapOptions(
+        tuple(sorted(h for h in session.scalars(hardware) if h)),
+        tuple(sorted(t for t in session.scalars(tiers) if t)),
+    )
 
 
 @dataclass(frozen=True)
@@ -256,10 +335,16 @@ class ArchResult:
     lineage: dict[str, Any] | None  # where the copy came from, as the record says
 
     def observation(self) -> Observation:
-        return Observation(model=self.model, engine=self.engine,
-                           engine_version=self.engine_version, stage=self.stage,
-                           status=self.status, started_at=self.started_at,
-                           failure_class=self.failure_class, message=self.message)
+        return Observation(
+            model=self.model,
+            engine=self.engine,
+            engine_version=self.engine_version,
+            stage=self.stage,
+            status=self.status,
+            started_at=self.started_at,
+            failure_class=self.failure_class,
+            message=self.message,
+        )
 
 
 def arch_results(session: Session, model_ids: list[str]) -> list[ArchResult]:
@@ -267,26 +352,53 @@ def arch_results(session: Session, model_ids: list[str]) -> list[ArchResult]:
     oldest first: O(engines x releases x stages) per copy, from cell_latest, never history."""
     if not model_ids:
         return []
-    query = (select(Result.id, CellLatest.model_id, CellLatest.engine_name,
-                    CellLatest.engine_version, CellLatest.stage, CellLatest.status,
-                    CellLatest.failure_class, Result.message, CellLatest.started_at,
-                    Result.tier, Environment.hardware, Result.reproduce, Result.log_path,
-                    Result.confirmed, Result.confirmation, Result.raw)
-             .join(Result, Result.id == CellLatest.result_pk)
-             .join(Environment, Environment.id == CellLatest.environment_pk)
-             .where(CellLatest.model_id.in_(model_ids))
-             .order_by(CellLatest.started_at, Result.id))
+    query = (
+        select(
+            Result.id,
+            CellLatest.model_id,
+            CellLatest.engine_name,
+            CellLatest.engine_version,
+            CellLatest.stage,
+            CellLatest.status,
+            CellLatest.failure_class,
+            Result.message,
+            CellLatest.started_at,
+            Result.tier,
+            Environment.hardware,
+            Result.reproduce,
+            Result.log_path,
+            Result.confirmed,
+            Result.confirmation,
+            Result.raw,
+        )
+        .join(Result, Result.id == CellLatest.result_pk)
+        .join(Environment, Environment.id == CellLatest.environment_pk)
+        .where(CellLatest.model_id.in_(model_ids))
+        .order_by(CellLatest.started_at, Result.id)
+    )
     out = []
     for r in session.execute(query):
         lineage = ((r.raw or {}).get("model") or {}).get("lineage")
-        out.append(ArchResult(
-            result_id=r.id, model=r.model_id, engine=r.engine_name,
-            engine_version=r.engine_version, stage=r.stage, status=r.status,
-            failure_class=r.failure_class, message=r.message,
-            started_at=parse_time(r.started_at), tier=r.tier, hardware=r.hardware,
-            reproduce=r.reproduce, log_path=r.log_path, confirmed=r.confirmed,
-            confirmation=r.confirmation if isinstance(r.confirmation, dict) else None,
-            lineage=lineage if isinstance(lineage, dict) else None))
+        out.append(
+            ArchResult(
+                result_id=r.id,
+                model=r.model_id,
+                engine=r.engine_name,
+                engine_version=r.engine_version,
+                stage=r.stage,
+                status=r.status,
+                failure_class=r.failure_class,
+                message=r.message,
+                started_at=parse_time(r.started_at),
+                tier=r.tier,
+                hardware=r.hardware,
+                reproduce=r.reproduce,
+                log_path=r.log_path,
+                confirmed=r.confirmed,
+                confirmation=r.confirmation if isinstance(r.confirmation, dict) else None,
+                lineage=lineage if isinstance(lineage, dict) else None,
+            )
+        )
     return out
 
 
@@ -296,14 +408,22 @@ def arch_copies(session: Session, model_type: str, prefix: str = "arch/") -> lis
     if not model_type:
         return []
     exact = prefix + model_type
-    query = (select(ModelRevision.model_id).distinct()
-             .where(or_(ModelRevision.model_id == exact,
-                        ModelRevision.model_id.startswith(exact + "+", autoescape=True)))
-             .order_by(ModelRevision.model_id))
+    query = (
+        select(ModelRevision.model_id)
+        .distinct()
+        .where(
+            or_(
+                ModelRevision.model_id == exact,
+                ModelRevision.model_id.startswith(exact + "+", autoescape=True),
+            )
+        )
+        .order_by(ModelRevision.model_id)
+    )
     return list(session.scalars(query))
 
 
 # Search (the header's box)
+
 
 @dataclass(frozen=True)
 class SearchHit:
@@ -312,8 +432,7 @@ class SearchHit:
     detail: str | None  # the model's type and family; nothing for an architecture
 
 
-def search(session: Session, q: str, limit: int | None = 20, prefix: str = "arch/"
-           ) -> list[SearchHit]:
+def search(session: Session, q: str, limit: int | None = 20, prefix: str = "arch/") -> list[SearchHit]:
     """Models and architectures whose name (a model's id, type or family) contains `q`, any
     case; exact names first, then names starting with it, then the rest, each by name. An
     empty `q` matches everything (the static export's index)."""
@@ -321,14 +440,21 @@ def search(session: Session, q: str, limit: int | None = 20, prefix: str = "arch
     is_arch = ModelRevision.model_id.startswith(prefix, autoescape=True)
     name = func.substr(ModelRevision.model_id, len(prefix) + 1)  # an architecture's own name
     length = func.length(ModelRevision.model_id).label("length")
-    query = select(ModelRevision.model_id, ModelRevision.model_type,
-                   ModelRevision.family, length).distinct()
+    query = select(ModelRevision.model_id, ModelRevision.model_type, ModelRevision.family, length).distinct()
     if needle:
-        query = query.where(or_(
-            and_(is_arch, name.icontains(needle, autoescape=True)),
-            and_(~is_arch, or_(ModelRevision.model_id.icontains(needle, autoescape=True),
-                               ModelRevision.model_type.icontains(needle, autoescape=True),
-                               ModelRevision.family.icontains(needle, autoescape=True)))))
+        query = query.where(
+            or_(
+                and_(is_arch, name.icontains(needle, autoescape=True)),
+                and_(
+                    ~is_arch,
+                    or_(
+                        ModelRevision.model_id.icontains(needle, autoescape=True),
+                        ModelRevision.model_type.icontains(needle, autoescape=True),
+                        ModelRevision.family.icontains(needle, autoescape=True),
+                    ),
+                ),
+            )
+        )
     if limit is not None:
         # Bounded however large the catalogue: of more matches than 50 x limit, the shortest
         # names (an exact name is among them), ranked below.
@@ -343,7 +469,7 @@ def search(session: Session, q: str, limit: int | None = 20, prefix: str = "arch
     hits = []
     for model_id, (types, families) in facts.items():
         if model_id.startswith(prefix):
-            hits.append(SearchHit("architecture", model_id[len(prefix):], None))
+            hits.append(SearchHit("architecture", model_id[len(prefix) :], None))
         else:
             detail = " · ".join(sorted(types) + sorted(families - types)) or None
             hits.append(SearchHit("model", model_id, detail))
@@ -352,8 +478,9 @@ def search(session: Session, q: str, limit: int | None = 20, prefix: str = "arch
     def rank(h: SearchHit) -> tuple[int, str, str]:
         name = h.name.casefold()
         tail = name.rsplit("/", 1)[-1]
-        place = (0 if folded in (name, tail) else 1 if name.startswith(folded)
-                 or tail.startswith(folded) else 2)
+        place = (
+            0 if folded in (name, tail) else 1 if name.startswith(folded) or tail.startswith(folded) else 2
+        )
         return (place if folded else 0, name, h.kind)
 
     hits.sort(key=rank)
@@ -364,29 +491,52 @@ def result_record(session: Session, result_id: int) -> dict[str, Any] | None:
     """One stored record (the contract, without `output`) by its id, or None."""
     raw = session.scalar(select(Result.raw).where(Result.id == result_id))
     return None if raw is None else {k: v for k, v in dict(raw).items() if k != "output"}
+
+
 # Engine releases: what each fixed and broke, support data, bisect
 
-def engine_release_stages(session: Session, engine: str | None = None,
-                          model: str | None = None) -> list[Observation]:
+
+def engine_release_stages(
+    session: Session, engine: str | None = None, model: str | None = None
+) -> list[Observation]:
     """The latest result of every stage of every model in every release of one engine (or of
     every engine), with its failure class and message, from cell_latest: what
     matrix/release_diff.py, matrix/compat_data.py and matrix/bisect.py read. One row per model
     revision x environment x stage, so O(models x releases), never history."""
-    query = (select(CellLatest.model_id, CellLatest.engine_name, CellLatest.engine_version,
-                    CellLatest.stage, CellLatest.status, CellLatest.started_at,
-                    CellLatest.failure_class, Result.message, Environment.environment_id)
-             .join(Result, Result.id == CellLatest.result_pk)
-             .join(Environment, Environment.id == CellLatest.environment_pk)
-             .order_by(CellLatest.engine_name, CellLatest.model_id))
+    query = (
+        select(
+            CellLatest.model_id,
+            CellLatest.engine_name,
+            CellLatest.engine_version,
+            CellLatest.stage,
+            CellLatest.status,
+            CellLatest.started_at,
+            CellLatest.failure_class,
+            Result.message,
+            Environment.environment_id,
+        )
+        .join(Result, Result.id == CellLatest.result_pk)
+        .join(Environment, Environment.id == CellLatest.environment_pk)
+        .order_by(CellLatest.engine_name, CellLatest.model_id)
+    )
     if engine is not None:
         query = query.where(CellLatest.engine_name == engine)
     if model is not None:
         query = query.where(CellLatest.model_id == model)
-    return [Observation(model=r.model_id, engine=r.engine_name, engine_version=r.engine_version,
-                        stage=r.stage, status=r.status, started_at=parse_time(r.started_at),
-                        environment_id=r.environment_id, failure_class=r.failure_class,
-                        message=r.message)
-            for r in session.execute(query)]
+    return [
+        Observation(
+            model=r.model_id,
+            engine=r.engine_name,
+            engine_version=r.engine_version,
+            stage=r.stage,
+            status=r.status,
+            started_at=parse_time(r.started_at),
+            environment_id=r.environment_id,
+            failure_class=r.failure_class,
+            message=r.message,
+        )
+        for r in session.execute(query)
+    ]
 
 
 def engine_names(session: Session) -> list[str]:
@@ -406,25 +556,43 @@ class EngineEnvironment:
     exclude_newer: str | None = None
 
 
-def environment_packages(session: Session, environment_ids: Iterable[str]
-                         ) -> dict[str, dict[str, str]]:
+def environment_packages(session: Session, environment_ids: Iterable[str]) -> dict[str, dict[str, str]]:
     """environment id -> its resolved packages, for the ids given."""
     ids = sorted(set(environment_ids))
     if not ids:
         return {}
     query = select(Environment.environment_id, Environment.packages).where(
-        Environment.environment_id.in_(ids))
+        Environment.environment_id.in_(ids)
+    )
     return {r.environment_id: dict(r.packages or {}) for r in session.execute(query)}
 
 
 def engine_environments(session: Session, engine: str) -> list[EngineEnvironment]:
     """The environments of one engine (every version, every hardware), oldest first."""
-    query = (select(Environment.environment_id, Environment.engine_version,
-                    Environment.hardware, Environment.created, Environment.packages,
-                    Environment.lock_id, Environment.resolutions, Environment.exclude_newer)
-             .where(Environment.engine_name == engine).order_by(Environment.id))
-    return [EngineEnvironment(r.environment_id, r.engine_version, r.hardware, r.created,
-                              dict(r.packages or {}), r.lock_id,
-                              frozenset(filter(None, (r.resolutions or "").split(","))),
-                              r.exclude_newer)
-            for r in session.execute(query)]
+    query = (
+        select(
+            Environment.environment_id,
+            Environment.engine_version,
+            Environment.hardware,
+            Environment.created,
+            Environment.packages,
+            Environment.lock_id,
+            Environment.resolutions,
+            Environment.exclude_newer,
+        )
+        .where(Environment.engine_name == engine)
+        .order_by(Environment.id)
+    )
+    return [
+        EngineEnvironment(
+            r.environment_id,
+            r.engine_version,
+            r.hardware,
+            r.created,
+            dict(r.packages or {}),
+            r.lock_id,
+            frozenset(filter(None, (r.resolutions or "").split(","))),
+            r.exclude_newer,
+        )
+        for r in session.execute(query)
+    ]

@@ -16,8 +16,7 @@ from sqlalchemy.orm import Session
 
 from matrix import queries
 from matrix.store import CellLatest, Reclassification, Result, utc_now
-from probes.classify import (FAILURE_CLASSES, Rule, classify, excerpt, rules_version,
-                             status_for_class)
+from probes.classify import FAILURE_CLASSES, Rule, classify, excerpt, rules_version, status_for_class
 from probes.stages import blocked_message
 
 # Statuses a log rule decides; pass, degraded, timeout and skipped come from elsewhere.
@@ -47,15 +46,19 @@ class Change:
 def revisable(stored: queries.StoredFailure) -> bool:
     """Whether the result's class came from its log's rules (so newer rules may revise it)."""
     old = stored.failure_class or "unknown"
-    return (stored.status in RECLASSIFIED_STATUSES and old in FAILURE_CLASSES
-            and old not in NOT_FROM_THE_LOG
-            and not (stored.message or "").startswith(WATCHDOG_MESSAGE)
-            # a status its class does not imply was decided by something other than the rules
-            and status_for_class(old) == stored.status)
+    return (
+        stored.status in RECLASSIFIED_STATUSES
+        and old in FAILURE_CLASSES
+        and old not in NOT_FROM_THE_LOG
+        and not (stored.message or "").startswith(WATCHDOG_MESSAGE)
+        # a status its class does not imply was decided by something other than the rules
+        and status_for_class(old) == stored.status
+    )
 
 
-def decide(stored: queries.StoredFailure, log_text: str,
-           rules: tuple[Rule, ...] | None = None) -> Change | None:
+def decide(
+    stored: queries.StoredFailure, log_text: str, rules: tuple[Rule, ...] | None = None
+) -> Change | None:
     """The change today's rules make to one stored result, or None. Only classes that came from
     the log are revisited, and a known class never becomes `unknown`."""
     if not revisable(stored):
@@ -67,9 +70,17 @@ def decide(stored: queries.StoredFailure, log_text: str,
         m = classify(stored.message, stored.engine, rules)
     if m.rule is None or m.failure_class == old:
         return None
-    return Change(stored.result_id, stored.status, status_for_class(m.failure_class),
-                  stored.failure_class, m.failure_class, stored.message, m.line or stored.message,
-                  excerpt(log_text, m.line_no) if from_log else stored.log_excerpt, m.rule)
+    return Change(
+        stored.result_id,
+        stored.status,
+        status_for_class(m.failure_class),
+        stored.failure_class,
+        m.failure_class,
+        stored.message,
+        m.line or stored.message,
+        excerpt(log_text, m.line_no) if from_log else stored.log_excerpt,
+        m.rule,
+    )
 
 
 def read_log(path: str | None, limit: int = FULL_LOG_BYTES) -> str | None:
@@ -103,31 +114,52 @@ def apply(session: Session, change: Change, version: str) -> None:
     assert result is not None
     result.status, result.failure_class = change.new_status, change.new_class
     result.message, result.log_excerpt = change.new_message, change.new_excerpt
-    result.raw = {**result.raw, "status": change.new_status, "failure_class": change.new_class,
-                  "message": change.new_message, "log_excerpt": change.new_excerpt}
-    session.execute(update(CellLatest).where(CellLatest.result_pk == change.result_id)
-                    .values(status=change.new_status, failure_class=change.new_class))
+    result.raw = {
+        **result.raw,
+        "status": change.new_status,
+        "failure_class": change.new_class,
+        "message": change.new_message,
+        "log_excerpt": change.new_excerpt,
+    }
+    session.execute(
+        update(CellLatest)
+        .where(CellLatest.result_pk == change.result_id)
+        .values(status=change.new_status, failure_class=change.new_class)
+    )
     if change.new_status != change.old_status:
         # the stages it blocked in the same probe say by what: keep their words true
         old_why = blocked_message(result.stage, change.old_status)
         new_why = blocked_message(result.stage, change.new_status)
-        for blocked in session.scalars(select(Result).where(
+        for blocked in session.scalars(
+            select(Result).where(
                 Result.model_revision_pk == result.model_revision_pk,
                 Result.environment_pk == result.environment_pk,
-                Result.run_key == result.run_key, Result.status == "skipped",
-                Result.message == old_why)):
+                Result.run_key == result.run_key,
+                Result.status == "skipped",
+                Result.message == old_why,
+            )
+        ):
             blocked.message = new_why
             blocked.raw = {**blocked.raw, "message": new_why}
-    session.add(Reclassification(
-        result_pk=change.result_id, at=utc_now(), rules_version=version, rule=change.rule,
-        old_status=change.old_status, new_status=change.new_status, old_class=change.old_class,
-        new_class=change.new_class, old_message=change.old_message,
-        new_message=change.new_message))
+    session.add(
+        Reclassification(
+            result_pk=change.result_id,
+            at=utc_now(),
+            rules_version=version,
+            rule=change.rule,
+            old_status=change.old_status,
+            new_status=change.new_status,
+            old_class=change.old_class,
+            new_class=change.new_class,
+            old_message=change.old_message,
+            new_message=change.new_message,
+        )
+    )
 
 
-def reclassify(session: Session, *, dry_run: bool = False,
-               progress: Callable[[int, int], None] | None = None
-               ) -> tuple[list[tuple[queries.StoredFailure, Change]], int]:
+def reclassify(
+    session: Session, *, dry_run: bool = False, progress: Callable[[int, int], None] | None = None
+) -> tuple[list[tuple[queries.StoredFailure, Change]], int]:
     """Re-apply today's rules to every stored failure; ([(result, change)], how many examined).
     With `dry_run` nothing is written. The caller commits (`store.writing()`)."""
     version = rules_version()

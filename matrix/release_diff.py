@@ -37,7 +37,7 @@ _STAGE_INDEX = {stage: i for i, stage in enumerate(STAGES)}
 
 def label(model: str) -> str:
     """How a headline names a model: a sweep architecture by its type alone."""
-    return model[len(ARCH_PREFIX):] if model.startswith(ARCH_PREFIX) else model
+    return model[len(ARCH_PREFIX) :] if model.startswith(ARCH_PREFIX) else model
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,13 @@ class Verdict:
         return f"{self.stage} {self.failure_class or self.status}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "stage": self.stage,
-                "failure_class": self.failure_class, "message": self.message,
-                "why": self.why}
+        return {
+            "status": self.status,
+            "stage": self.stage,
+            "failure_class": self.failure_class,
+            "message": self.message,
+            "why": self.why,
+        }
 
 
 @dataclass(frozen=True)
@@ -86,11 +90,15 @@ class Change:
         return f"{label(self.model)} {self.after.why}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "label": label(self.model),
-                "before_version": self.before_version,
-                "before": self.before.as_dict() if self.before else None,
-                "after": self.after.as_dict(), "regression": self.regression,
-                "describe": self.describe()}
+        return {
+            "model": self.model,
+            "label": label(self.model),
+            "before_version": self.before_version,
+            "before": self.before.as_dict() if self.before else None,
+            "after": self.after.as_dict(),
+            "regression": self.regression,
+            "describe": self.describe(),
+        }
 
 
 @dataclass(frozen=True)
@@ -126,15 +134,20 @@ class ReleaseDiff:
         head = f"{self.engine} {self.version}"
         if self.previous is None:
             green = sum(1 for v in self.verdicts.values() if v.status == S.GREEN)
-            return (f"{head}: first release probed, {green} of {len(self.verdicts)} "
-                    f"{_noun(self.verdicts, len(self.verdicts))} green")
+            return (
+                f"{head}: first release probed, {green} of {len(self.verdicts)} "
+                f"{_noun(self.verdicts, len(self.verdicts))} green"
+            )
         if not self.changed:
             return f"{head}: no change against {self.previous}"
         parts: list[str] = []
         noun_done = False
         changed = [c.model for c in self.fixed + self.broke + self.new_green]
-        for n, what in ((len(self.fixed), "fixed"), (len(self.broke), "broken"),
-                        (len(self.new_green), "newly green")):
+        for n, what in (
+            (len(self.fixed), "fixed"),
+            (len(self.broke), "broken"),
+            (len(self.new_green), "newly green"),
+        ):
             if not n:
                 continue
             parts.append(f"{n} {_noun(changed, n)} {what}" if not noun_done else f"{n} {what}")
@@ -147,14 +160,21 @@ class ReleaseDiff:
         return text
 
     def as_dict(self) -> dict[str, Any]:
-        return {"engine": self.engine, "version": self.version, "previous": self.previous,
-                "models": len(self.verdicts), "counts": self.counts,
-                "fixed": [c.as_dict() for c in self.fixed],
-                "broke": [c.as_dict() for c in self.broke],
-                "new_green": [c.as_dict() for c in self.new_green],
-                "regressions": len(self.regressions), "headline": self.headline(),
-                "first_result": _iso(self.first_result), "last_result": _iso(self.last_result),
-                "verdicts": {m: v.as_dict() for m, v in sorted(self.verdicts.items())}}
+        return {
+            "engine": self.engine,
+            "version": self.version,
+            "previous": self.previous,
+            "models": len(self.verdicts),
+            "counts": self.counts,
+            "fixed": [c.as_dict() for c in self.fixed],
+            "broke": [c.as_dict() for c in self.broke],
+            "new_green": [c.as_dict() for c in self.new_green],
+            "regressions": len(self.regressions),
+            "headline": self.headline(),
+            "first_result": _iso(self.first_result),
+            "last_result": _iso(self.last_result),
+            "verdicts": {m: v.as_dict() for m, v in sorted(self.verdicts.items())},
+        }
 
 
 def _iso(t: dt.datetime | None) -> str | None:
@@ -164,7 +184,7 @@ def _iso(t: dt.datetime | None) -> str | None:
 def _noun(models: Iterable[str], n: int) -> str:
     models = list(models)
     arch = sum(1 for m in models if m.startswith(ARCH_PREFIX))
-    word = ("architecture" if arch == len(models) else "model" if arch == 0 else "cell")
+    word = "architecture" if arch == len(models) else "model" if arch == 0 else "cell"
     return word if n == 1 else word + "s"
 
 
@@ -174,14 +194,16 @@ def verdict_of(stages: Sequence[S.Observation]) -> Verdict | None:
     status = S.worst_status(o.status for o in stages)
     if status is None:
         return None
-    decider = min((o for o in stages if o.status == status),
-                  key=lambda o: (_STAGE_INDEX.get(o.stage, len(_STAGE_INDEX)), o.stage))
-    return Verdict(status=status, stage=decider.stage, failure_class=decider.failure_class,
-                   message=decider.message)
+    decider = min(
+        (o for o in stages if o.status == status),
+        key=lambda o: (_STAGE_INDEX.get(o.stage, len(_STAGE_INDEX)), o.stage),
+    )
+    return Verdict(
+        status=status, stage=decider.stage, failure_class=decider.failure_class, message=decider.message
+    )
 
 
-def release_verdicts(observations: Iterable[S.Observation]
-                     ) -> dict[str, dict[str, Verdict]]:
+def release_verdicts(observations: Iterable[S.Observation]) -> dict[str, dict[str, Verdict]]:
     """engine version -> model -> verdict (the latest result per stage, then the worst)."""
     latest: dict[tuple[str, str, str], S.Observation] = {}
     for o in observations:
@@ -226,10 +248,19 @@ def release_diffs(engine: str, observations: Iterable[S.Observation]) -> list[Re
                 broke.append(change)
             elif after.status == S.GREEN and before.status != S.GREEN:
                 green.append(change)
-        out.append(ReleaseDiff(engine=engine, version=version, previous=previous,
-                               verdicts=now, fixed=tuple(fixed), broke=tuple(broke),
-                               new_green=tuple(green), first_result=min(times[version]),
-                               last_result=max(times[version])))
+        out.append(
+            ReleaseDiff(
+                engine=engine,
+                version=version,
+                previous=previous,
+                verdicts=now,
+                fixed=tuple(fixed),
+                broke=tuple(broke),
+                new_green=tuple(green),
+                first_result=min(times[version]),
+                last_result=max(times[version]),
+            )
+        )
         for model, v in now.items():
             if v.status in S.MEANINGFUL:  # a no-verdict result leaves the last verdict standing
                 seen[model] = (version, v)
@@ -238,15 +269,21 @@ def release_diffs(engine: str, observations: Iterable[S.Observation]) -> list[Re
     return out
 
 
-def release_diff(engine: str, version: str, observations: Iterable[S.Observation]
-                 ) -> ReleaseDiff | None:
+def release_diff(engine: str, version: str, observations: Iterable[S.Observation]) -> ReleaseDiff | None:
     """One release's diff (the same version spelled another way by PEP 440 matches too)."""
     wanted = S.version_key(version)
-    return next((d for d in release_diffs(engine, observations)
-                 if d.version == version or S.version_key(d.version) == wanted), None)
+    return next(
+        (
+            d
+            for d in release_diffs(engine, observations)
+            if d.version == version or S.version_key(d.version) == wanted
+        ),
+        None,
+    )
 
 
 # Dependency drift: one release, two resolutions (matrix/locks.py)
+
 
 @dataclass(frozen=True)
 class LockedEnvironment:
@@ -278,14 +315,23 @@ class DependencyDrift:
 
     def headline(self) -> str:
         moved = locks.describe_drift(self.changes)
-        return (f"{label(self.model)} in {self.engine} {self.version}: {self.released.why} as "
-                f"released; {self.today.why} as installed today ({moved})")
+        return (
+            f"{label(self.model)} in {self.engine} {self.version}: {self.released.why} as "
+            f"released; {self.today.why} as installed today ({moved})"
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "engine": self.engine, "version": self.version,
-                "released": self.released.as_dict(), "today": self.today.as_dict(),
-                "changes": [str(c) for c in self.changes], "regression": self.regression,
-                "headline": self.headline(), "at": _iso(self.at)}
+        return {
+            "model": self.model,
+            "engine": self.engine,
+            "version": self.version,
+            "released": self.released.as_dict(),
+            "today": self.today.as_dict(),
+            "changes": [str(c) for c in self.changes],
+            "regression": self.regression,
+            "headline": self.headline(),
+            "at": _iso(self.at),
+        }
 
 
 def _newest_with(envs: Iterable[LockedEnvironment], resolution: str) -> LockedEnvironment | None:
@@ -293,14 +339,14 @@ def _newest_with(envs: Iterable[LockedEnvironment], resolution: str) -> LockedEn
     return max(found, key=lambda e: e.created) if found else None
 
 
-def dependency_drift(engine: str, observations: Iterable[S.Observation],
-                     environments: Sequence[LockedEnvironment]) -> list[DependencyDrift]:
+def dependency_drift(
+    engine: str, observations: Iterable[S.Observation], environments: Sequence[LockedEnvironment]
+) -> list[DependencyDrift]:
     """Every (release, model) whose verdict in its release-day environment differs from its
     verdict in the newest environment installed today. A release whose two resolutions
     locked alike has one environment: nothing to compare."""
     by_id = {e.environment_id: e for e in environments}
-    grouped: dict[tuple[str, str], dict[str, list[S.Observation]]] = defaultdict(
-        lambda: defaultdict(list))
+    grouped: dict[tuple[str, str], dict[str, list[S.Observation]]] = defaultdict(lambda: defaultdict(list))
     for o in observations:
         if o.engine == engine and o.environment_id in by_id:
             grouped[(o.engine_version, o.model)][o.environment_id].append(o)
@@ -310,11 +356,22 @@ def dependency_drift(engine: str, observations: Iterable[S.Observation],
         released, today = _newest_with(envs, "release"), _newest_with(envs, "today")
         if released is None or today is None or released is today:
             continue
-        before, after = verdict_of(per_env[released.environment_id]), verdict_of(
-            per_env[today.environment_id])
+        before, after = (
+            verdict_of(per_env[released.environment_id]),
+            verdict_of(per_env[today.environment_id]),
+        )
         if before is None or after is None or before.status == after.status:
             continue
         at = max(o.started_at for o in per_env[today.environment_id])
-        out.append(DependencyDrift(model, engine, version, before, after,
-                                   tuple(locks.drift(released.packages, today.packages)), at))
+        out.append(
+            DependencyDrift(
+                model,
+                engine,
+                version,
+                before,
+                after,
+                tuple(locks.drift(released.packages, today.packages)),
+                at,
+            )
+        )
     return out

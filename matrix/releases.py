@@ -34,9 +34,11 @@ class Refreshed:
 def pick(model_type: str, listed: Sequence[Any]) -> Any | None:
     """The most downloaded listed repo whose config states `model_type` (a tag alone is not
     enough: fine-tunes and quantizations carry their base's tags)."""
-    ok = [m for m in listed
-          if isinstance(getattr(m, "config", None), dict)
-          and m.config.get("model_type") == model_type]
+    ok = [
+        m
+        for m in listed
+        if isinstance(getattr(m, "config", None), dict) and m.config.get("model_type") == model_type
+    ]
     return max(ok, key=lambda m: getattr(m, "downloads", 0) or 0, default=None)
 
 
@@ -46,9 +48,15 @@ def wanted_files(names: Sequence[str]) -> list[str]:
     return sorted(n for n in names if "/" not in n and n in keep)
 
 
-def refresh(out: Path, model_types: Sequence[str], *, endpoint: str | None = None,
-            token: str | bool | None = None, max_file_bytes: int = MAX_FILE_BYTES,
-            say: Callable[[str], None] = print) -> list[Refreshed]:
+def refresh(
+    out: Path,
+    model_types: Sequence[str],
+    *,
+    endpoint: str | None = None,
+    token: str | bool | None = None,
+    max_file_bytes: int = MAX_FILE_BYTES,
+    say: Callable[[str], None] = print,
+) -> list[Refreshed]:
     from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url
 
     api = HfApi(endpoint=endpoint, token=token)
@@ -57,8 +65,11 @@ def refresh(out: Path, model_types: Sequence[str], *, endpoint: str | None = Non
         row = Refreshed(model_type)
         rows.append(row)
         try:
-            listed = list(api.list_models(filter=model_type, sort="downloads",
-                                          limit=CANDIDATES, expand=["config", "downloads"]))
+            listed = list(
+                api.list_models(
+                    filter=model_type, sort="downloads", limit=CANDIDATES, expand=["config", "downloads"]
+                )
+            )
             chosen = pick(model_type, listed)
             if chosen is None:
                 row.error = f"no repo tagged {model_type} states model_type {model_type}"
@@ -76,14 +87,20 @@ def refresh(out: Path, model_types: Sequence[str], *, endpoint: str | None = Non
             for name in wanted_files(list(sizes)):
                 size = sizes[name]
                 if size is None:
-                    size = get_hf_file_metadata(hf_hub_url(info.id, name, revision=info.sha,
-                                                           endpoint=endpoint),
-                                                token=token).size
+                    size = get_hf_file_metadata(
+                        hf_hub_url(info.id, name, revision=info.sha, endpoint=endpoint), token=token
+                    ).size
                 if size is not None and size > max_file_bytes:
                     skipped.append(f"{name} (over {max_file_bytes} bytes: {size})")
                     continue
-                path = hf_hub_download(info.id, name, revision=info.sha, endpoint=endpoint,
-                                       token=token, cache_dir=Path(out) / ".hf")
+                path = hf_hub_download(
+                    info.id,
+                    name,
+                    revision=info.sha,
+                    endpoint=endpoint,
+                    token=token,
+                    cache_dir=Path(out) / ".hf",
+                )
                 shutil.copyfile(path, staging / name)
                 files.append(name)
             if "config.json" not in files:
@@ -95,8 +112,11 @@ def refresh(out: Path, model_types: Sequence[str], *, endpoint: str | None = Non
             (staging / "SOURCE").write_text(source_text(row), encoding="utf-8")
             shutil.rmtree(target, ignore_errors=True)
             staging.rename(target)
-            say(f"{model_type}: {info.id} @ {info.sha[:8]} ({len(files)} files"
-                + (f", {len(skipped)} too big" if skipped else "") + ")")
+            say(
+                f"{model_type}: {info.id} @ {info.sha[:8]} ({len(files)} files"
+                + (f", {len(skipped)} too big" if skipped else "")
+                + ")"
+            )
         except Exception as exc:  # noqa: BLE001 - one type's hub error never stops the rest
             row.error = f"{type(exc).__name__}: {exc}"[:300]
             say(f"{model_type}: {row.error}")
@@ -104,9 +124,13 @@ def refresh(out: Path, model_types: Sequence[str], *, endpoint: str | None = Non
 
 
 def source_text(row: Refreshed) -> str:
-    lines = [f"hf_repo_id: {row.repo}", "source: hub", f"revision: {row.revision}",
-             f"downloads: {row.downloads}",
-             f"fetched: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}"]
+    lines = [
+        f"hf_repo_id: {row.repo}",
+        "source: hub",
+        f"revision: {row.revision}",
+        f"downloads: {row.downloads}",
+        f"fetched: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
+    ]
     lines += [f"file: {n}" for n in row.files]
     lines += [f"not-copied: {s}" for s in row.skipped]
     lines.append(f"note: the most downloaded repo stating model_type {row.model_type}")

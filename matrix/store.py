@@ -18,8 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (JSON, Date, DateTime, Engine, Float, ForeignKey, Index, MetaData, String,
-                        Text, UniqueConstraint, create_engine, event, make_url)
+from sqlalchemy import (
+    JSON,
+    Date,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    make_url,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -112,8 +126,14 @@ class Result(Base):
     __table_args__ = (
         # The natural key: the same record ingested twice is stored once. It also serves
         # "history of one cell and stage, by time" (model, engine, stage, started_at).
-        UniqueConstraint("model_revision_pk", "environment_pk", "stage", "started_at", "run_key",
-                         name="uq_results_natural_key"),
+        UniqueConstraint(
+            "model_revision_pk",
+            "environment_pk",
+            "stage",
+            "started_at",
+            "run_key",
+            name="uq_results_natural_key",
+        ),
         Index("ix_results_started_at", "started_at"),
         Index("ix_results_confirmed_at", "confirmed_at"),
     )
@@ -154,8 +174,7 @@ class CellLatest(Base):
     __tablename__ = "cell_latest"
     __table_args__ = (Index("ix_cell_latest_cell", "model_id", "engine_name", "stage"),)
 
-    model_revision_pk: Mapped[int] = mapped_column(ForeignKey("model_revisions.id"),
-                                                   primary_key=True)
+    model_revision_pk: Mapped[int] = mapped_column(ForeignKey("model_revisions.id"), primary_key=True)
     environment_pk: Mapped[int] = mapped_column(ForeignKey("environments.id"), primary_key=True)
     stage: Mapped[str] = mapped_column(String(64), primary_key=True)
     # Copies of the model id and engine, so the matrix reads one table.

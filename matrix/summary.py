@@ -87,12 +87,18 @@ def observe(result: ResultLike) -> Observation:
         return result
     model, engine = result["model"], result["engine"]
     return Observation(
-        model=model["id"], engine=engine["name"], engine_version=engine["version"],
-        stage=result["stage"], status=result["status"],
+        model=model["id"],
+        engine=engine["name"],
+        engine_version=engine["version"],
+        stage=result["stage"],
+        status=result["status"],
         started_at=parse_time(result["started_at"]),
-        environment_id=environment_id(engine), run_id=result.get("run_id"),
+        environment_id=environment_id(engine),
+        run_id=result.get("run_id"),
         failure_class=result.get("failure_class"),
-        release_date=parse_date(model.get("release_date")), message=result.get("message"))
+        release_date=parse_date(model.get("release_date")),
+        message=result.get("message"),
+    )
 
 
 def observations(results: Iterable[ResultLike]) -> list[Observation]:
@@ -118,11 +124,11 @@ def worst_status(statuses: Iterable[str]) -> str | None:
 
 
 def _newer(a: Observation, b: Observation) -> bool:
-    return (version_key(a.engine_version), a.started_at) > (version_key(b.engine_version),
-                                                            b.started_at)
+    return (version_key(a.engine_version), a.started_at) > (version_key(b.engine_version), b.started_at)
 
 
 # Current state
+
 
 def current(results: Iterable[ResultLike]) -> dict[tuple[str, str, str], Observation]:
     """(model, engine, stage) -> its latest result within the cell's newest engine version."""
@@ -157,6 +163,7 @@ def cell_status(results: Iterable[ResultLike]) -> dict[Cell, str | None]:
 
 # Probes and series
 
+
 @dataclass(frozen=True)
 class Probe:
     """One model in one environment in one run: its stages and their worst status."""
@@ -189,9 +196,13 @@ def probes(results: Iterable[ResultLike]) -> list[Probe]:
         batches: list[list[Observation]] = []
         for o in obs:
             batch = batches[-1] if batches else None
-            if batch is None or run_id is None and (
-                    any(b.stage == o.stage for b in batch)
-                    or o.started_at - batch[-1].started_at > PROBE_GAP):
+            if (
+                batch is None
+                or run_id is None
+                and (
+                    any(b.stage == o.stage for b in batch) or o.started_at - batch[-1].started_at > PROBE_GAP
+                )
+            ):
                 batches.append([o])
             else:
                 batch.append(o)
@@ -218,6 +229,7 @@ def _meaningful(ps: list[Probe]) -> list[Probe]:
 
 
 # The version axis
+
 
 def version_status(results: Iterable[ResultLike]) -> dict[tuple[str, str, str], str | None]:
     """(model, engine, engine version) -> worst meaningful of that version's latest per stage."""
@@ -273,6 +285,7 @@ def days_to_green(results: Iterable[ResultLike]) -> dict[Cell, int | None]:
 
 # Time series: failing since, last pass, regressions, flakiness, staleness
 
+
 @dataclass(frozen=True)
 class Streak:
     last_pass: Probe | None  # the newest green probe in the series
@@ -327,8 +340,7 @@ class Flakiness:
         return self.flips > 0
 
 
-def flakiness(results: Iterable[ResultLike], last_n: int = 10
-              ) -> dict[tuple[str, str, str, str], Flakiness]:
+def flakiness(results: Iterable[ResultLike], last_n: int = 10) -> dict[tuple[str, str, str, str], Flakiness]:
     """(model, engine, environment id, stage) -> flips over its last N meaningful results.
     One environment pins the engine version and hardware, so a flip there is not a fix or a
     regression of the engine: it is flakiness."""
@@ -352,8 +364,9 @@ class Staleness:
     stale: bool
 
 
-def staleness(results: Iterable[ResultLike], now: dt.datetime,
-              max_age: dt.timedelta = dt.timedelta(days=2)) -> dict[Cell, Staleness]:
+def staleness(
+    results: Iterable[ResultLike], now: dt.datetime, max_age: dt.timedelta = dt.timedelta(days=2)
+) -> dict[Cell, Staleness]:
     """(model, engine) -> when it last had any result, and whether that is older than max_age."""
     now = parse_time(now)
     last: dict[Cell, dt.datetime] = {}
@@ -365,6 +378,7 @@ def staleness(results: Iterable[ResultLike], now: dt.datetime,
 
 
 # One row per cell
+
 
 @dataclass(frozen=True)
 class CellSummary:
@@ -383,18 +397,35 @@ class CellSummary:
 
     def as_dict(self) -> dict[str, Any]:
         def probe(p: Probe | None) -> dict[str, Any] | None:
-            return None if p is None else {"engine_version": p.engine_version,
-                                           "started_at": p.started_at.isoformat()}
-        return {"model": self.model, "engine": self.engine, "status": self.status,
-                "engine_version": self.engine_version, "supported_since": self.supported_since,
-                "days_to_green": self.days_to_green, "last_pass": probe(self.last_pass),
-                "failing_since": probe(self.failing_since), "regressions": self.regressions,
-                "flaky_stages": list(self.flaky_stages),
-                "last_seen": self.last_seen.isoformat(), "stale": self.stale}
+            return (
+                None
+                if p is None
+                else {"engine_version": p.engine_version, "started_at": p.started_at.isoformat()}
+            )
+
+        return {
+            "model": self.model,
+            "engine": self.engine,
+            "status": self.status,
+            "engine_version": self.engine_version,
+            "supported_since": self.supported_since,
+            "days_to_green": self.days_to_green,
+            "last_pass": probe(self.last_pass),
+            "failing_since": probe(self.failing_since),
+            "regressions": self.regressions,
+            "flaky_stages": list(self.flaky_stages),
+            "last_seen": self.last_seen.isoformat(),
+            "stale": self.stale,
+        }
 
 
-def summarize(results: Iterable[ResultLike], now: dt.datetime, *, last_n: int = 10,
-              max_age: dt.timedelta = dt.timedelta(days=2)) -> list[CellSummary]:
+def summarize(
+    results: Iterable[ResultLike],
+    now: dt.datetime,
+    *,
+    last_n: int = 10,
+    max_age: dt.timedelta = dt.timedelta(days=2),
+) -> list[CellSummary]:
     """Every summary above, one row per (model, engine), sorted by model then engine."""
     obs = observations(results)
     statuses = cell_status(obs)
@@ -411,35 +442,65 @@ def summarize(results: Iterable[ResultLike], now: dt.datetime, *, last_n: int = 
             flaky[(model, engine)].add(stage)
     seen = staleness(obs, now, max_age)
     return [
-        CellSummary(model=cell[0], engine=cell[1], status=statuses[cell],
-                    engine_version=newest[cell], supported_since=since.get(cell),
-                    days_to_green=days.get(cell), last_pass=streaks[cell].last_pass,
-                    failing_since=streaks[cell].failing_since, regressions=regressed[cell],
-                    flaky_stages=tuple(sorted(flaky[cell])), last_seen=seen[cell].last_seen,
-                    stale=seen[cell].stale)
+        CellSummary(
+            model=cell[0],
+            engine=cell[1],
+            status=statuses[cell],
+            engine_version=newest[cell],
+            supported_since=since.get(cell),
+            days_to_green=days.get(cell),
+            last_pass=streaks[cell].last_pass,
+            failing_since=streaks[cell].failing_since,
+            regressions=regressed[cell],
+            flaky_stages=tuple(sorted(flaky[cell])),
+            last_seen=seen[cell].last_seen,
+            stale=seen[cell].stale,
+        )
         for cell in sorted(statuses)
     ]
 
 
-SUMMARY_COLUMNS = ("model", "engine", "status", "version", "supported since", "days to green",
-                   "failing since", "last pass", "regressions", "flaky", "stale")
+SUMMARY_COLUMNS = (
+    "model",
+    "engine",
+    "status",
+    "version",
+    "supported since",
+    "days to green",
+    "failing since",
+    "last pass",
+    "regressions",
+    "flaky",
+    "stale",
+)
 
 
 def summary_rows(summaries: Iterable[CellSummary]) -> list[tuple[str, ...]]:
     """Plain text cells for a terminal table, in SUMMARY_COLUMNS order."""
+
     def when(p: Probe | None) -> str:
         return "-" if p is None else f"{p.engine_version} ({p.started_at.date().isoformat()})"
 
-    return [(s.model, s.engine, s.status or "-", s.engine_version, s.supported_since or "-",
-             "-" if s.days_to_green is None else str(s.days_to_green), when(s.failing_since),
-             when(s.last_pass), str(s.regressions), ",".join(s.flaky_stages) or "-",
-             f"yes (last {s.last_seen.date().isoformat()})" if s.stale else "no")
-            for s in summaries]
+    return [
+        (
+            s.model,
+            s.engine,
+            s.status or "-",
+            s.engine_version,
+            s.supported_since or "-",
+            "-" if s.days_to_green is None else str(s.days_to_green),
+            when(s.failing_since),
+            when(s.last_pass),
+            str(s.regressions),
+            ",".join(s.flaky_stages) or "-",
+            f"yes (last {s.last_seen.date().isoformat()})" if s.stale else "no",
+        )
+        for s in summaries
+    ]
 
 
 def summary_table(summaries: Iterable[CellSummary]) -> str:
     """The summaries as an aligned plain-text table (`dayone results --summary`)."""
     rows = [SUMMARY_COLUMNS, *summary_rows(summaries)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(SUMMARY_COLUMNS))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
-                     for row in rows)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)

@@ -25,8 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from matrix import probing
-from matrix.nightly import (NightlyOptions, NightlyReport,
-                            Shrinker, _Context, _prepare, _reference_python, execute)
+from matrix.nightly import (
+    NightlyOptions,
+    NightlyReport,
+    Shrinker,
+    _Context,
+    _prepare,
+    _reference_python,
+    execute,
+)
 from matrix.plan import plan
 from probes.stages import ARCH_MAP_STAGES, QUANT_STAGES
 
@@ -86,9 +93,14 @@ def sweep_stages(options: NightlyOptions) -> tuple[str, ...]:
     return tuple(s for s in ARCH_MAP_STAGES if options.quantize or s not in QUANT_STAGES)
 
 
-def run_sweep(options: NightlyOptions, *, types: Sequence[str] | None = None,
-              shard: tuple[int, int] | None = None,
-              say: Callable[[str], None] = print, console: Any = None) -> NightlyReport:
+def run_sweep(
+    options: NightlyOptions,
+    *,
+    types: Sequence[str] | None = None,
+    shard: tuple[int, int] | None = None,
+    say: Callable[[str], None] = print,
+    console: Any = None,
+) -> NightlyReport:
     """The arch tier over every causal-LM architecture the reference transformers knows, in
     every given engine environment: the full map of which engine runs which architecture.
     A type that cannot be shrunk gets `error` records with why, never silence."""
@@ -98,9 +110,14 @@ def run_sweep(options: NightlyOptions, *, types: Sequence[str] | None = None,
     ref = _reference_python(envs, say)
     ref_version = _python_package_version(ref, "transformers")
     if not types:
-        proc = subprocess.run([ref, "-m", "probes.shrink", "--list-types"], capture_output=True,
-                              text=True, env=probing.engine_env_vars(),
-                              timeout=300, check=True)
+        proc = subprocess.run(
+            [ref, "-m", "probes.shrink", "--list-types"],
+            capture_output=True,
+            text=True,
+            env=probing.engine_env_vars(),
+            timeout=300,
+            check=True,
+        )
         types = proc.stdout.split()
     types = select_shard(types, shard)
     # Every copy is built first (one reference process, about a second a type): its revision is
@@ -109,25 +126,39 @@ def run_sweep(options: NightlyOptions, *, types: Sequence[str] | None = None,
     rows = {row["model_type"]: row for row in _build_sweep(ref, root, types, say)}
     models = [_sweep_model(t, rows.get(t), ref_version) for t in types]
     report.discovered = len(models)
-    targets = [replace(t, stages=tuple(s for s in t.stages if s in sweep_stages(options)))
-               for t, _e in envs]
+    targets = [replace(t, stages=tuple(s for s in t.stages if s in sweep_stages(options))) for t, _e in envs]
     tasks = plan(models, targets, done, max_error_attempts=options.max_error_attempts)
     report.tasks = tasks
-    say(f"sweep {run_id}: {len(models)} architectures (transformers {ref_version}"
-        + (f", shard {shard[0]}/{shard[1]}" if shard else "") + "), "
-        f"{len(envs)} environments -> {len(tasks)} probes")
+    say(
+        f"sweep {run_id}: {len(models)} architectures (transformers {ref_version}"
+        + (f", shard {shard[0]}/{shard[1]}" if shard else "")
+        + "), "
+        f"{len(envs)} environments -> {len(tasks)} probes"
+    )
     if tasks and not options.dry_run:
         shrinker = Shrinker(root, ref, prebuilt=True)
         for m in models:
             if m.model_dir is None:
                 why = (rows.get(m.model_type) or {}).get("why", "not built")
-                shrinker.remember_failure(m.id, m.revision, f"shrink failed: {why}",
-                                          shrinker.type_command(m.model_type))
-        tasks = [replace(t, model_dir=next((m.model_dir for m in models
-                                            if (m.id, m.revision) == (t.model_id, t.revision)),
-                                           None)) for t in tasks]
-        ctx = _Context(options=replace(options, tier="arch"), run_id=run_id, journal=journal,
-                       shrinker=shrinker, models={(m.id, m.revision): m for m in models})
+                shrinker.remember_failure(
+                    m.id, m.revision, f"shrink failed: {why}", shrinker.type_command(m.model_type)
+                )
+        tasks = [
+            replace(
+                t,
+                model_dir=next(
+                    (m.model_dir for m in models if (m.id, m.revision) == (t.model_id, t.revision)), None
+                ),
+            )
+            for t in tasks
+        ]
+        ctx = _Context(
+            options=replace(options, tier="arch"),
+            run_id=run_id,
+            journal=journal,
+            shrinker=shrinker,
+            models={(m.id, m.revision): m for m in models},
+        )
         execute(tasks, ctx, report, console)
         if options.store:
             journal.clear()
@@ -142,31 +173,59 @@ def _sweep_model(model_type: str, row: dict[str, Any] | None, ref_version: str) 
 
     lineage = type_lineage(model_type)
     if row is None or row.get("status") != "ok":
-        return SweepModel(id=f"arch/{model_type}", revision=sweep_revision(model_type, ref_version),
-                          model_type=model_type, lineage=lineage)
-    return SweepModel(id=f"arch/{model_type}", model_type=model_type, lineage=lineage,
-                      revision=copy_revision(row["out_dir"], ref_version),
-                      model_dir=row["out_dir"], architecture=row.get("architecture"))
+        return SweepModel(
+            id=f"arch/{model_type}",
+            revision=sweep_revision(model_type, ref_version),
+            model_type=model_type,
+            lineage=lineage,
+        )
+    return SweepModel(
+        id=f"arch/{model_type}",
+        model_type=model_type,
+        lineage=lineage,
+        revision=copy_revision(row["out_dir"], ref_version),
+        model_dir=row["out_dir"],
+        architecture=row.get("architecture"),
+    )
 
 
-def _build_sweep(python: str, root: Path, types: Sequence[str],
-                 say: Callable[[str], None]) -> list[dict[str, Any]]:
+def _build_sweep(
+    python: str, root: Path, types: Sequence[str], say: Callable[[str], None]
+) -> list[dict[str, Any]]:
     """Shrink every needed type in one reference process (import once, ~1 s a type)."""
     report = root / "shrink-report.json"
     root.mkdir(parents=True, exist_ok=True)
     say(f"shrinking {len(types)} architectures into {root}")
-    proc = subprocess.run([python, "-m", "probes.shrink", "--sweep", str(root), "--types",
-                           ",".join(types), "--no-generate", "--report", str(report)],
-                          capture_output=True, text=True, timeout=3600,
-                          env=probing.engine_env_vars())
+    proc = subprocess.run(
+        [
+            python,
+            "-m",
+            "probes.shrink",
+            "--sweep",
+            str(root),
+            "--types",
+            ",".join(types),
+            "--no-generate",
+            "--report",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        env=probing.engine_env_vars(),
+    )
     if proc.returncode != 0 or not report.exists():
         why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return [{"model_type": t, "status": "error", "why": f"sweep shrink crashed: {why}"}
-                for t in types]
+        return [{"model_type": t, "status": "error", "why": f"sweep shrink crashed: {why}"} for t in types]
     return json.loads(report.read_text())["rows"]
 
 
 def _python_package_version(python: str, package: str) -> str:
-    proc = subprocess.run([python, "-c", f"import importlib.metadata as m; print(m.version({package!r}))"],
-                          capture_output=True, text=True, timeout=120, check=True)
+    proc = subprocess.run(
+        [python, "-c", f"import importlib.metadata as m; print(m.version({package!r}))"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return proc.stdout.strip()

@@ -19,13 +19,18 @@ from typing import Any
 from probes.outcome import HarnessError
 
 # The files a template and its special tokens come from, in the order transformers reads them.
-MODEL_TEXT_FILES = ("chat_template.jinja", "chat_template.json", "tokenizer_config.json",
-                    "special_tokens_map.json")
+MODEL_TEXT_FILES = (
+    "chat_template.jinja",
+    "chat_template.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
 # llama-cpp-python's words when its server takes the template written into the GGUF.
 GGUF_TEMPLATE_LINE = "Using gguf chat template"
 
 
 # Find
+
 
 def read_model_files(model_dir: Path) -> dict[str, str]:
     out = {}
@@ -80,8 +85,13 @@ def special_tokens(files: dict[str, str]) -> dict[str, str]:
 
 # Render
 
-def render_template(template: str, messages: list[dict[str, str]], specials: dict[str, str],
-                    tools: list[dict[str, Any]] | None = None) -> str:
+
+def render_template(
+    template: str,
+    messages: list[dict[str, str]],
+    specials: dict[str, str],
+    tools: list[dict[str, Any]] | None = None,
+) -> str:
     """Render a chat template the way transformers does (sandboxed Jinja, trim_blocks,
     lstrip_blocks, raise_exception, tojson, strftime_now)."""
     try:
@@ -95,20 +105,22 @@ def render_template(template: str, messages: list[dict[str, str]], specials: dic
         raise TemplateError(message)
 
     def tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent,
-                          separators=separators, sort_keys=sort_keys)
+        return json.dumps(
+            value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+        )
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[loopcontrols])
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: time.strftime(fmt)
-    return env.from_string(template).render(messages=messages, tools=tools,
-                                            add_generation_prompt=True, **specials)
+    return env.from_string(template).render(
+        messages=messages, tools=tools, add_generation_prompt=True, **specials
+    )
 
 
-def render_turns(template: str, files: dict[str, str], turns: list[dict[str, str]]
-                 ) -> tuple[str, list[dict[str, str]], bool]:
+def render_turns(
+    template: str, files: dict[str, str], turns: list[dict[str, str]]
+) -> tuple[str, list[dict[str, str]], bool]:
     """(rendered text, the messages rendered, system role kept?). A template may refuse a
     system turn (Gemma): that is not broken, the turns are rendered without it. Any other
     error is raised."""
@@ -122,6 +134,7 @@ def render_turns(template: str, files: dict[str, str], turns: list[dict[str, str
 
 
 # Count
+
 
 def count_tokens(model_dir: Path, text: str) -> int | None:
     """Tokens in TEXT by the model's tokenizer.json, special tokens parsed, none added; None
@@ -153,16 +166,20 @@ def applied_tokens(model_dir: Path, messages: list[dict[str, str]]) -> int | Non
 
 # Check (pure)
 
-def prompt_mismatch(server_tokens: int | None, template_tokens: int | None, slack: int = 0,
-                    unsaid_ok: bool = True) -> str | None:
+
+def prompt_mismatch(
+    server_tokens: int | None, template_tokens: int | None, slack: int = 0, unsaid_ok: bool = True
+) -> str | None:
     """Why the server's prompt is not the template's (more than SLACK tokens apart), None when
     it is, when the template's count is unknown, or (UNSAID_OK) when the server gave none."""
     if template_tokens is None or (server_tokens is None and unsaid_ok):
         return None
     if server_tokens is not None and abs(server_tokens - template_tokens) <= slack:
         return None
-    return (f"the server's prompt has {server_tokens} tokens, the model's chat template gives "
-            f"{template_tokens}: the server did not use the model's template")
+    return (
+        f"the server's prompt has {server_tokens} tokens, the model's chat template gives "
+        f"{template_tokens}: the server did not use the model's template"
+    )
 
 
 def gguf_template_used(server_log: str) -> bool:

@@ -60,11 +60,13 @@ def package_origins(names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
             found = importlib.util.find_spec(module)
         except (ImportError, ValueError):
             found = None
-        origin = (found.origin if found and found.origin not in (None, "namespace")
-                  else None)
+        origin = found.origin if found and found.origin not in (None, "namespace") else None
         places = [p for p in (dist_path, origin) if p]
-        out[name] = {"version": dist.version, "file": str(origin or dist_path or ""),
-                     "in_env": all(_inside(p, prefix) for p in places)}
+        out[name] = {
+            "version": dist.version,
+            "file": str(origin or dist_path or ""),
+            "in_env": all(_inside(p, prefix) for p in places),
+        }
     return out
 
 
@@ -93,13 +95,21 @@ def outcome_event(stage: str, run) -> dict[str, Any]:
     t0 = time.monotonic()
     try:
         outcome = run()
-        event = {"status": outcome.status, "metrics": outcome.metrics,
-                 "message": outcome.message, "failure_class": outcome.failure_class,
-                 "output": outcome.output}
+        event = {
+            "status": outcome.status,
+            "metrics": outcome.metrics,
+            "message": outcome.message,
+            "failure_class": outcome.failure_class,
+            "output": outcome.output,
+        }
     except StageFailure as exc:
         print(f"dayone: stage {stage} failed: {exc}", file=sys.stderr, flush=True)
-        event = {"status": exc.status, "failure_class": exc.failure_class,
-                 "message": str(exc), "metrics": exc.metrics}
+        event = {
+            "status": exc.status,
+            "failure_class": exc.failure_class,
+            "message": str(exc),
+            "metrics": exc.metrics,
+        }
     except HarnessError as exc:
         traceback.print_exc()
         event = {"status": "error", "failure_class": "infra", "message": str(exc)}
@@ -109,8 +119,7 @@ def outcome_event(stage: str, run) -> dict[str, Any]:
     except Exception as exc:  # the engine raised: classified by the host from the log
         traceback.print_exc()
         if raised_by_harness(exc):
-            event = {"status": "error", "failure_class": "infra",
-                     "message": f"harness bug: {one_line(exc)}"}
+            event = {"status": "error", "failure_class": "infra", "message": f"harness bug: {one_line(exc)}"}
         else:
             event = {"status": "fail", "failure_class": None, "message": one_line(exc)}
     sys.stderr.flush()
@@ -138,8 +147,15 @@ def main(argv: list[str] | None = None) -> int:
             engine = engine_cls(args.model, options, workdir)
             engine.requested_stages = tuple(stages)
             names = tuple(dict.fromkeys(n for n in (engine_cls.package, *KEY_PACKAGES) if n))
-            _emit(events, {"event": "env", "engine": engine.describe(),
-                           "prefix": sys.prefix, "imports": package_origins(names)})
+            _emit(
+                events,
+                {
+                    "event": "env",
+                    "engine": engine.describe(),
+                    "prefix": sys.prefix,
+                    "imports": package_origins(names),
+                },
+            )
         except Exception as exc:  # the engine could not even be imported: its env is broken
             traceback.print_exc()
             _emit(events, {"event": "setup_failed", "message": one_line(exc)})

@@ -19,24 +19,47 @@ RULES_PATH = Path(__file__).with_name("rules.json")
 # Why the HF -> GGUF converter failed, when its log says (else `conversion_failed`): an
 # architecture it does not know, a tokenizer it cannot read, a config key it needs.
 CONVERSION_CAUSES: tuple[str, ...] = (
-    "conversion_unknown_architecture", "conversion_tokenizer", "conversion_missing_config")
+    "conversion_unknown_architecture",
+    "conversion_tokenizer",
+    "conversion_missing_config",
+)
 
 # The classes a result may name (shared/design/failures.md); rules.json may only use these.
 # `not_on_cpu`: a limit of the engine on a CPU-only host (a CUDA-only kernel or path), which the
 # map shows as needing a GPU rather than as a red.
 FAILURE_CLASSES: tuple[str, ...] = (
-    "unsupported_architecture", "config_conflict", "conversion_failed", *CONVERSION_CAUSES,
-    "unsupported_layer", "missing_inputs", "tokenizer_or_template", "wrong_output",
-    "kernel_or_dtype", "not_on_cpu", "out_of_memory", "remote_code_required",
-    "corrupt_or_missing_weights", "slow", "crash", "infra", "timeout", "unknown",
-    "harness_disagrees", "quantization_failed",
+    "unsupported_architecture",
+    "config_conflict",
+    "conversion_failed",
+    *CONVERSION_CAUSES,
+    "unsupported_layer",
+    "missing_inputs",
+    "tokenizer_or_template",
+    "wrong_output",
+    "kernel_or_dtype",
+    "not_on_cpu",
+    "out_of_memory",
+    "remote_code_required",
+    "corrupt_or_missing_weights",
+    "slow",
+    "crash",
+    "infra",
+    "timeout",
+    "unknown",
+    "harness_disagrees",
+    "quantization_failed",
 )
 
 # The status a failure class implies; every other class is the engine's `fail`.
 # `not_on_cpu`: the engine's path does not exist on this hardware, no verdict (not red).
 # `harness_disagrees`: the bare reproduction passed where the probe said red (ours).
-STATUS_FOR_CLASS: dict[str, str] = {"out_of_memory": "oom", "timeout": "timeout", "infra": "error",
-                                    "not_on_cpu": "needs-gpu", "harness_disagrees": "error"}
+STATUS_FOR_CLASS: dict[str, str] = {
+    "out_of_memory": "oom",
+    "timeout": "timeout",
+    "infra": "error",
+    "not_on_cpu": "needs-gpu",
+    "harness_disagrees": "error",
+}
 
 
 @dataclass(frozen=True)
@@ -62,8 +85,9 @@ def load_rules(path: Path = RULES_PATH) -> tuple[Rule, ...]:
     for raw in data["rules"]:
         if raw["class"] not in FAILURE_CLASSES:
             raise ValueError(f"rule {raw['name']}: unknown class {raw['class']!r}")
-        rules.append(Rule(raw["name"], raw["class"], re.compile(raw["pattern"]),
-                          tuple(raw.get("engines", ()))))
+        rules.append(
+            Rule(raw["name"], raw["class"], re.compile(raw["pattern"]), tuple(raw.get("engines", ())))
+        )
     return tuple(rules)
 
 
@@ -72,8 +96,7 @@ def rules_version(path: Path = RULES_PATH) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
-def classify(log_text: str, engine: str | None = None,
-             rules: tuple[Rule, ...] | None = None) -> Match:
+def classify(log_text: str, engine: str | None = None, rules: tuple[Rule, ...] | None = None) -> Match:
     """The class the rules give a log; Match('unknown', None, None, None) if none matches."""
     lines = log_text.splitlines()
     for rule in rules if rules is not None else load_rules():
@@ -88,8 +111,10 @@ def classify(log_text: str, engine: str | None = None,
 # When no rule matches, the line that says the most: an engine's own load error, else the
 # last Python exception line (a generic wrapper such as "server exited ... before it was
 # ready" tells a reader nothing).
-TELLING_LINES = (re.compile(r"error loading model: .+"),
-                 re.compile(r"^\s*(?:[\w.]+\.)?[A-Z]\w*(?:Error|Exception)(?::\s.*)?$"))
+TELLING_LINES = (
+    re.compile(r"error loading model: .+"),
+    re.compile(r"^\s*(?:[\w.]+\.)?[A-Z]\w*(?:Error|Exception)(?::\s.*)?$"),
+)
 # What an engine's worker puts before the lines it relays (`[rank0]: `, `(EngineCore pid=7) `):
 # the same exception reads the same with or without it.
 _RELAY_PREFIX = re.compile(r"^\s*(?:\[rank\d+\]:\s*|\([\w-]+ pid=\d+\)\s*)+")

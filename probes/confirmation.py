@@ -24,8 +24,7 @@ BARE_MARK = "dayone-bare:"  # how a bare script says its own verdict (probes/bar
 NO_VERDICT_MARK = f"{BARE_MARK} no verdict"
 
 # What a confirmation may conclude (the record's `confirmation.verdict`).
-CONFIRMED, DISAGREES, DIFFERS, NO_VERDICT = ("confirmed", "harness_disagrees", "differs",
-                                             "no_verdict")
+CONFIRMED, DISAGREES, DIFFERS, NO_VERDICT = ("confirmed", "harness_disagrees", "differs", "no_verdict")
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
 _SET = re.compile(r"\{('[^']*'(?:, '[^']*')*)\}")
@@ -100,13 +99,13 @@ def bare_verdict(bare: BareOutcome, engine: str | None) -> tuple[str, str | None
     if bare.returncode == 0:
         return "pass", None, None
     if bare.returncode == NO_VERDICT_EXIT and NO_VERDICT_MARK in bare.log_text:
-        said = next((ln for ln in reversed(bare.log_text.splitlines())
-                     if NO_VERDICT_MARK in ln), None)
+        said = next((ln for ln in reversed(bare.log_text.splitlines()) if NO_VERDICT_MARK in ln), None)
         return "no_verdict", None, said
     line, klass = line_of(bare.log_text, engine)
     if line is None:  # the engine said nothing telling: the bare check's own reason is the line
-        line = next((ln.strip() for ln in reversed(bare.log_text.splitlines())
-                     if ln.startswith(BARE_MARK)), None)
+        line = next(
+            (ln.strip() for ln in reversed(bare.log_text.splitlines()) if ln.startswith(BARE_MARK)), None
+        )
     rc = bare.returncode
     # killed by a signal (a shell reports it as 128 + N) with nothing the rules know
     if rc is not None and (rc < 0 or 128 < rc < 160) and klass == "unknown":
@@ -137,22 +136,36 @@ def decide(record: Mapping[str, Any], probe_log: str, bare: BareOutcome) -> Conf
     if b_status == "no_verdict":
         return result(None, NO_VERDICT, f"the bare check gives no verdict here: {b_line}")
     if b_status in ("pass", "degraded"):
-        return result(False, DISAGREES,
-                      f"the probe said {status} ({klass or 'no class'}: {probe_line}); the bare "
-                      f"command passes: the red was the harness's, not the engine's")
+        return result(
+            False,
+            DISAGREES,
+            f"the probe said {status} ({klass or 'no class'}: {probe_line}); the bare "
+            f"command passes: the red was the harness's, not the engine's",
+        )
     if b_status == status and status in ("timeout", "oom"):
         return result(True, CONFIRMED, f"the bare command also ends in {status}")
     keep = klass == "wrong_output"
     same_line = normalise(probe_line, keep) == normalise(b_line, keep)
-    if b_status == status and b_class in classes and (same_line or klass == "crash"
-                                                    or not (probe_line or b_line)):
+    if (
+        b_status == status
+        and b_class in classes
+        and (same_line or klass == "crash" or not (probe_line or b_line))
+    ):
         return result(True, CONFIRMED, f"the bare command fails the same way: {b_line}")
-    if b_status == status and b_class in classes and klass not in ("unknown", "crash") \
-            and not keep and _same_rule_words(probe_line, b_line):
+    if (
+        b_status == status
+        and b_class in classes
+        and klass not in ("unknown", "crash")
+        and not keep
+        and _same_rule_words(probe_line, b_line)
+    ):
         return result(True, CONFIRMED, f"the bare command fails the same way: {b_line}")
-    return result(False, DIFFERS,
-                  f"the bare command fails differently: probe {status} ({klass}): "
-                  f"{probe_line}; bare {b_status} ({b_class}): {b_line}")
+    return result(
+        False,
+        DIFFERS,
+        f"the bare command fails differently: probe {status} ({klass}): "
+        f"{probe_line}; bare {b_status} ({b_class}): {b_line}",
+    )
 
 
 def _same_rule_words(a: str | None, b: str | None) -> bool:
@@ -162,17 +175,23 @@ def _same_rule_words(a: str | None, b: str | None) -> bool:
     return bool(na and nb) and (na in nb or nb in na)
 
 
-def confirmed_record(record: Record, c: Confirmation, *, log_path: str | None,
-                     command: str | None, at: str, duration_s: float) -> Record:
+def confirmed_record(
+    record: Record, c: Confirmation, *, log_path: str | None, command: str | None, at: str, duration_s: float
+) -> Record:
     """The record with its confirmation: a harness disagreement turns it `error`, the probe's
     own verdict kept in `confirmation`."""
     out = record.copy()
     out["confirmed"] = c.confirmed
-    out["confirmation"] = {**c.as_dict(), "log_path": log_path, "command": command, "at": at,
-                           "duration_s": round(duration_s, 3),
-                           "probe_status": record["status"],
-                           "probe_failure_class": record.get("failure_class"),
-                           "probe_log_path": record.get("log_path")}
+    out["confirmation"] = {
+        **c.as_dict(),
+        "log_path": log_path,
+        "command": command,
+        "at": at,
+        "duration_s": round(duration_s, 3),
+        "probe_status": record["status"],
+        "probe_failure_class": record.get("failure_class"),
+        "probe_log_path": record.get("log_path"),
+    }
     if c.verdict == DISAGREES:
         out["status"] = "error"
         out["failure_class"] = HARNESS_DISAGREES

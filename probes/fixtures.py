@@ -36,10 +36,18 @@ CHAT_TEMPLATE = (
 )
 
 COMMON: dict[str, Any] = {
-    "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-    "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32,
-    "max_position_embeddings": 512, "initializer_range": 0.2,
-    "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": False,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "head_dim": 32,
+    "max_position_embeddings": 512,
+    "initializer_range": 0.2,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "tie_word_embeddings": False,
 }
 
 # Healthy fixtures: model_type -> config overrides that keep the family's switches on.
@@ -48,10 +56,20 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "qwen3": {},
     "mistral": {"sliding_window": None},
     "phi3": {"head_dim": None, "pad_token_id": 0},  # phi3 derives head_dim = hidden / heads
-    "gemma3_text": {"sliding_window": 64, "layer_types": ["sliding_attention", "full_attention"],
-                    "query_pre_attn_scalar": 32, "tie_word_embeddings": True},
-    "qwen3_moe": {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
-                  "decoder_sparse_step": 1, "norm_topk_prob": True, "mlp_only_layers": []},
+    "gemma3_text": {
+        "sliding_window": 64,
+        "layer_types": ["sliding_attention", "full_attention"],
+        "query_pre_attn_scalar": 32,
+        "tie_word_embeddings": True,
+    },
+    "qwen3_moe": {
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 32,
+        "decoder_sparse_step": 1,
+        "norm_topk_prob": True,
+        "mlp_only_layers": [],
+    },
     "mixtral": {"num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": None},
 }
 
@@ -87,15 +105,19 @@ def _byte_level_bpe(vocab_size: int, specials: list[str]) -> Any:
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(CORPUS, trainer=trainer)
     return tok
 
 
-def _sentencepiece_bpe(vocab_size: int, specials: list[str], *, with_model: bool = False,
-                      dummy_prefix: bool = False) -> Any:
+def _sentencepiece_bpe(
+    vocab_size: int, specials: list[str], *, with_model: bool = False, dummy_prefix: bool = False
+) -> Any:
     """BPE with byte fallback: specials, then the 256 byte tokens, then what the corpus trains
     (the ids a SentencePiece model converted to tokenizer.json has).
 
@@ -109,13 +131,17 @@ def _sentencepiece_bpe(vocab_size: int, specials: list[str], *, with_model: bool
     byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
     trained = Tokenizer(models.BPE(unk_token="<unk>"))
     trained.normalizer = normalizers.Replace(" ", SPACE)
-    trained.train_from_iterator(CORPUS, trainer=trainers.BpeTrainer(
-        vocab_size=max(vocab_size - len(byte_tokens), len(specials) + 1),
-        special_tokens=specials, show_progress=False))
+    trained.train_from_iterator(
+        CORPUS,
+        trainer=trainers.BpeTrainer(
+            vocab_size=max(vocab_size - len(byte_tokens), len(specials) + 1),
+            special_tokens=specials,
+            show_progress=False,
+        ),
+    )
     model = json.loads(trained.to_str())["model"]
     learned = sorted(model["vocab"].items(), key=lambda kv: kv[1])
-    ordered = specials + byte_tokens + [t for t, _ in learned
-                                        if t not in specials and t not in byte_tokens]
+    ordered = specials + byte_tokens + [t for t, _ in learned if t not in specials and t not in byte_tokens]
     vocab = {t: i for i, t in enumerate(ordered)}
     merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
     if with_model:
@@ -123,8 +149,11 @@ def _sentencepiece_bpe(vocab_size: int, specials: list[str], *, with_model: bool
         merges = complete_merges(vocab, {t: -float(i) for t, i in vocab.items() if i >= first})
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True))
     replace = normalizers.Replace(" ", SPACE)
-    tok.normalizer = (normalizers.Sequence([normalizers.Prepend(SPACE), replace])
-                      if with_model and dummy_prefix else replace)
+    tok.normalizer = (
+        normalizers.Sequence([normalizers.Prepend(SPACE), replace])
+        if with_model and dummy_prefix
+        else replace
+    )
     steps = [decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
     if with_model and dummy_prefix:
         steps.append(decoders.Strip(" ", 1, 0))
@@ -133,10 +162,16 @@ def _sentencepiece_bpe(vocab_size: int, specials: list[str], *, with_model: bool
     return tok
 
 
-def build_tokenizer(out_dir: Path, vocab_size: int = 384, extra_special: tuple[str, ...] = (),
-                    tokenizer_class: str = "PreTrainedTokenizerFast", style: str = "byte_level",
-                    sentencepiece_model: bool = False, dummy_prefix: bool = False,
-                    config_keys: dict | None = None):
+def build_tokenizer(
+    out_dir: Path,
+    vocab_size: int = 384,
+    extra_special: tuple[str, ...] = (),
+    tokenizer_class: str = "PreTrainedTokenizerFast",
+    style: str = "byte_level",
+    sentencepiece_model: bool = False,
+    dummy_prefix: bool = False,
+    config_keys: dict | None = None,
+):
     """Train a BPE tokenizer locally (STYLE: one of TOKENIZER_STYLES) and save it with a chat
     template. `sentencepiece_model`: shaped so that a tokenizer.model can be written from it
     (probes.shrink.released.write_tokenizer_model), with SentencePiece's dummy prefix or not.
@@ -147,13 +182,19 @@ def build_tokenizer(out_dir: Path, vocab_size: int = 384, extra_special: tuple[s
     if style not in TOKENIZER_STYLES:
         raise ValueError(f"unknown tokenizer style {style!r}; known: {', '.join(TOKENIZER_STYLES)}")
     if style == "sentencepiece":
-        tok = _sentencepiece_bpe(vocab_size, specials, with_model=sentencepiece_model,
-                                 dummy_prefix=dummy_prefix)
+        tok = _sentencepiece_bpe(
+            vocab_size, specials, with_model=sentencepiece_model, dummy_prefix=dummy_prefix
+        )
     else:
         tok = _byte_level_bpe(vocab_size, specials)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-        unk_token="<unk>", chat_template=CHAT_TEMPLATE)
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        chat_template=CHAT_TEMPLATE,
+    )
     fast.save_pretrained(out_dir)
     # Write what real releases write, so older transformers (4.x) read it too: the generic
     # fast tokenizer class (5.x saves its new "TokenizersBackend" name) and the chat template
@@ -207,8 +248,13 @@ def _save_random(config, out_dir: Path, auto_class: str = "AutoModelForCausalLM"
 
 
 def _write_meta(out_dir: Path, family: str, about: str) -> None:
-    meta = {"id": f"dayone-fixtures/{out_dir.name}", "family": family,
-            "release_date": RELEASE_DATE, "about": about, "weights": "random"}
+    meta = {
+        "id": f"dayone-fixtures/{out_dir.name}",
+        "family": family,
+        "release_date": RELEASE_DATE,
+        "about": about,
+        "weights": "random",
+    }
     (out_dir / "dayone.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -241,13 +287,13 @@ def build_broken(name: str, llama_dir: Path, out_dir: Path) -> None:
 #       gemma4-multimodal molmo2-multimodal
 FEATURE_FIXTURES: dict[str, str] = {
     "broken-chat-template": "the llama fixture whose chat template does not parse (Jinja "
-                            "syntax error): chat fails, plain generation works",
+    "syntax error): chat fails, plain generation works",
     "gemma4-multimodal": "a shrunk Gemma 4 with vision and audio towers: their projections are "
-                         "Gemma4ClippableLinear, which PEFT cannot wrap when targeted by name",
+    "Gemma4ClippableLinear, which PEFT cannot wrap when targeted by name",
     "molmo2-multimodal": "a shrunk Molmo 2: its forward demands mm_token_type_ids when "
-                         "training, which a text-only training loop does not pass",
+    "training, which a text-only training loop does not pass",
     "broken-long-rope": "a Phi-3 with LongRoPE whose long_factor is all zeros: fine up to "
-                        "its original 128 positions, non-finite logits past them",
+    "its original 128 positions, non-finite logits past them",
 }
 
 # Jinja that does not parse: an unclosed for-loop, as a hand-edited template often ships.
@@ -279,22 +325,49 @@ def build_gemma4_multimodal(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     vocab = len(build_tokenizer(out_dir))
     special = 3  # <unk>: the media token ids only matter when media is passed
-    text = {**COMMON, "vocab_size": vocab, "vocab_size_per_layer_input": vocab,
-            "hidden_size_per_layer_input": 16, "sliding_window": 64,
-            "layer_types": ["sliding_attention", "full_attention"], "tie_word_embeddings": True}
+    text = {
+        **COMMON,
+        "vocab_size": vocab,
+        "vocab_size_per_layer_input": vocab,
+        "hidden_size_per_layer_input": 16,
+        "sliding_window": 64,
+        "layer_types": ["sliding_attention", "full_attention"],
+        "tie_word_embeddings": True,
+    }
     # use_clipped_linears on: the released towers have it, and it is what makes their
     # projections Gemma4ClippableLinear (the module PEFT does not know).
-    vision = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
-              "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 32,
-              "patch_size": 4, "position_embedding_size": 64, "use_clipped_linears": True}
-    audio = {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-             "subsampling_conv_channels": [8, 4], "output_proj_dims": 64,
-             "use_clipped_linears": True}
-    config = Gemma4Config(text_config=text, vision_config=vision, audio_config=audio,
-                          boi_token_id=special, eoi_token_id=special, image_token_id=special,
-                          video_token_id=special, boa_token_id=special,
-                          eoa_token_index=special, audio_token_id=special,
-                          tie_word_embeddings=True)
+    vision = {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+        "head_dim": 32,
+        "patch_size": 4,
+        "position_embedding_size": 64,
+        "use_clipped_linears": True,
+    }
+    audio = {
+        "hidden_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "subsampling_conv_channels": [8, 4],
+        "output_proj_dims": 64,
+        "use_clipped_linears": True,
+    }
+    config = Gemma4Config(
+        text_config=text,
+        vision_config=vision,
+        audio_config=audio,
+        boi_token_id=special,
+        eoi_token_id=special,
+        image_token_id=special,
+        video_token_id=special,
+        boa_token_id=special,
+        eoa_token_index=special,
+        audio_token_id=special,
+        tie_word_embeddings=True,
+    )
     _save_random(config, out_dir)
     _write_meta(out_dir, "gemma4", FEATURE_FIXTURES["gemma4-multimodal"])
 
@@ -304,22 +377,53 @@ def build_molmo2_multimodal(out_dir: Path) -> None:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     vocab = len(build_tokenizer(out_dir))
-    text = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32,
-            "vocab_size": vocab, "additional_vocab_size": 16, "max_position_embeddings": 512,
-            "rope_scaling_layers": [0, 1]}
-    vision = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-              "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 32,
-              "image_size": [28, 28], "patch_size": 14, "num_position_embeddings": 4}
-    adapter = {"vision_feature_layer": [-1, -2], "hidden_size": 64, "num_attention_heads": 2,
-               "num_key_value_heads": 2, "head_dim": 32, "intermediate_size": 128,
-               "text_hidden_size": 64}
+    text = {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 32,
+        "vocab_size": vocab,
+        "additional_vocab_size": 16,
+        "max_position_embeddings": 512,
+        "rope_scaling_layers": [0, 1],
+    }
+    vision = {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+        "head_dim": 32,
+        "image_size": [28, 28],
+        "patch_size": 14,
+        "num_position_embeddings": 4,
+    }
+    adapter = {
+        "vision_feature_layer": [-1, -2],
+        "hidden_size": 64,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+        "head_dim": 32,
+        "intermediate_size": 128,
+        "text_hidden_size": 64,
+    }
     # Media token ids live in the additional vocabulary, right after the text vocabulary.
-    config = Molmo2Config(text_config=text, vision_config=vision, adapter_config=adapter,
-                          image_start_token_id=vocab, low_res_image_start_token_id=vocab + 1,
-                          image_end_token_id=vocab + 2, image_patch_id=vocab + 3,
-                          frame_start_token_id=vocab + 4, frame_end_token_id=vocab + 5,
-                          pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    config = Molmo2Config(
+        text_config=text,
+        vision_config=vision,
+        adapter_config=adapter,
+        image_start_token_id=vocab,
+        low_res_image_start_token_id=vocab + 1,
+        image_end_token_id=vocab + 2,
+        image_patch_id=vocab + 3,
+        frame_start_token_id=vocab + 4,
+        frame_end_token_id=vocab + 5,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     _save_random(config, out_dir, "AutoModelForImageTextToText")
     _write_meta(out_dir, "molmo2", FEATURE_FIXTURES["molmo2-multimodal"])
 
@@ -332,11 +436,20 @@ def build_broken_long_rope(out_dir: Path) -> None:
     half_head = 32 // 2  # phi3: head_dim = hidden / heads = 64 / 2
     # A shipped config with wrong long factors passes validation (only their count is
     # checked) and breaks only past original_max_position_embeddings: a long-context bug.
-    rope = {"rope_type": "longrope", "rope_theta": 10000.0,
-            "original_max_position_embeddings": 128,
-            "short_factor": [1.0] * half_head, "long_factor": [0.0] * half_head}
-    overrides = {**COMMON, "head_dim": None, "vocab_size": vocab,
-                 "original_max_position_embeddings": 128, "rope_parameters": rope}
+    rope = {
+        "rope_type": "longrope",
+        "rope_theta": 10000.0,
+        "original_max_position_embeddings": 128,
+        "short_factor": [1.0] * half_head,
+        "long_factor": [0.0] * half_head,
+    }
+    overrides = {
+        **COMMON,
+        "head_dim": None,
+        "vocab_size": vocab,
+        "original_max_position_embeddings": 128,
+        "rope_parameters": rope,
+    }
     config = AutoConfig.for_model("phi3", **{k: v for k, v in overrides.items() if v is not None})
     _save_random(config, out_dir)
     _write_meta(out_dir, "broken", FEATURE_FIXTURES["broken-long-rope"])

@@ -143,8 +143,10 @@ TOWER_KEYS = ("vision_config", "audio_config", "vision_tower_config", "visual")
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
 
-PROCESSOR_ERROR = re.compile(r"Can't load (image processor|feature extractor|processor)"
-                             r"|preprocessor_config\.json|processor_config\.json")
+PROCESSOR_ERROR = re.compile(
+    r"Can't load (image processor|feature extractor|processor)"
+    r"|preprocessor_config\.json|processor_config\.json"
+)
 
 
 # An engine looking a token up by its text (vLLM's Gemma 3 processor: vocab["\n\n"]; Fuyu's:
@@ -176,12 +178,19 @@ def token_the_copy_lacks(model_dir: Path, error: str) -> str | None:
     tokenizer = _read_json(Path(model_dir) / "tokenizer.json") or {}
     vocab = (tokenizer.get("model") or {}).get("vocab") or {}
     added = {t.get("content") for t in tokenizer.get("added_tokens") or [] if isinstance(t, dict)}
-    if (not isinstance(token, str) or token in vocab or token in added or WEIGHT_NAME.match(token)
-            or CONFIG_KEY.match(token)):
+    if (
+        not isinstance(token, str)
+        or token in vocab
+        or token in added
+        or WEIGHT_NAME.match(token)
+        or CONFIG_KEY.match(token)
+    ):
         return None
-    return (f"our arch-tier copy's tokenizer (the fixtures', in the release's kind) has no "
-            f"token {token!r}, which the engine looks up and the release's own vocabulary "
-            "(not catalogued) carries")
+    return (
+        f"our arch-tier copy's tokenizer (the fixtures', in the release's kind) has no "
+        f"token {token!r}, which the engine looks up and the release's own vocabulary "
+        "(not catalogued) carries"
+    )
 
 
 def tokenizer_the_copy_cannot_carry(model_dir: Path) -> str | None:
@@ -192,8 +201,7 @@ def tokenizer_the_copy_cannot_carry(model_dir: Path) -> str | None:
     release_tokenizer = meta.get("release_tokenizer")
     if meta.get("tokenizer") != "fixture" or not isinstance(release_tokenizer, str):
         return None
-    return (f"our arch-tier copy carries the fixtures' tokenizer; the releases ship "
-            f"{release_tokenizer[:300]}")
+    return f"our arch-tier copy carries the fixtures' tokenizer; the releases ship {release_tokenizer[:300]}"
 
 
 def incomplete_multimodal_copy(model_dir: Path, config: dict, error: str = "") -> str | None:
@@ -216,8 +224,10 @@ def incomplete_multimodal_copy(model_dir: Path, config: dict, error: str = "") -
         return None
     what = [f"no processor files ({' / '.join(PROCESSOR_FILES)})"] if not has_files else []
     what += [f"{k} null (the default config leaves the tower out)" for k in missing]
-    return (f"our arch-tier copy of a multimodal model has {', '.join(what)}, where a release "
-            "ships them and the engine reads them")
+    return (
+        f"our arch-tier copy of a multimodal model has {', '.join(what)}, where a release "
+        "ships them and the engine reads them"
+    )
 
 
 # Generative or not: the map covers decoder-only generators

@@ -22,8 +22,14 @@ class StageOutcome:
 class StageFailure(Exception):
     """The engine did run but its result is wrong in a way we detected (not a crash)."""
 
-    def __init__(self, message: str, failure_class: str | None = None, *,
-                 status: str = "fail", metrics: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        message: str,
+        failure_class: str | None = None,
+        *,
+        status: str = "fail",
+        metrics: dict[str, Any] | None = None,
+    ):
         super().__init__(message)
         self.failure_class = failure_class
         self.status = status
@@ -38,7 +44,9 @@ def one_line(exc: BaseException, limit: int = 500) -> str:
     """The exception as one line, as `traceback` names it (module-qualified outside builtins):
     multi-line messages (PEFT's module reprs) keep every part, joined; past `limit`, cut and
     marked ` ...`."""
-    text = " ".join(line.strip() for line in
-                    "".join(traceback.format_exception_only(type(exc), exc)).splitlines()
-                    if line.strip())
+    text = " ".join(
+        line.strip()
+        for line in "".join(traceback.format_exception_only(type(exc), exc)).splitlines()
+        if line.strip()
+    )
     return (text[:limit] + " ...") if len(text) > limit else (text or type(exc).__name__)

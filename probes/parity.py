@@ -85,9 +85,14 @@ def compare_completion(ref: Completion, got: Completion, top_k: int) -> dict[str
     ref_ids, got_ids = list(ref["token_ids"]), list(got["token_ids"])
     ref_top, got_top = ref.get("top_logprobs") or [], got.get("top_logprobs") or []
     steps = min(len(ref_ids), len(got_ids), len(ref_top), len(got_top))
-    detail: dict[str, Any] = {"prompt": ref.get("prompt"), "tokens_compared": 0,
-                              "first_divergence": None, "within_top_k": True,
-                              "max_logprob_gap": 0.0, "gap_at": None}
+    detail: dict[str, Any] = {
+        "prompt": ref.get("prompt"),
+        "tokens_compared": 0,
+        "first_divergence": None,
+        "within_top_k": True,
+        "max_logprob_gap": 0.0,
+        "gap_at": None,
+    }
     for i in range(steps):
         ref_k, got_k = _top(ref_top[i], top_k), _top(got_top[i], top_k)
         detail["tokens_compared"] = i + 1
@@ -125,10 +130,15 @@ def logprob_tolerance(noise: float | None) -> float | None:
     return round(NOISE_MULTIPLE * max(0.0, float(noise)) + LOGPROB_FLOOR, 6)
 
 
-def check_logprobs_close(reference: list[Completion], candidate: list[Completion], *,
-                         top_k: int | None = None, max_logprob_gap: float = MAX_LOGPROB_GAP,
-                         horizons: Mapping[str, int | None] | None = None,
-                         noise: float | None = None) -> ParityResult:
+def check_logprobs_close(
+    reference: list[Completion],
+    candidate: list[Completion],
+    *,
+    top_k: int | None = None,
+    max_logprob_gap: float = MAX_LOGPROB_GAP,
+    horizons: Mapping[str, int | None] | None = None,
+    noise: float | None = None,
+) -> ParityResult:
     """The verdict of comparing an engine's completions with the reference's, prompt by prompt.
 
     horizons, noise: what the reference's float32 twin said (see the module docstring).
@@ -137,15 +147,18 @@ def check_logprobs_close(reference: list[Completion], candidate: list[Completion
     by_prompt = {c.get("prompt"): c for c in candidate}
     missing = [r.get("prompt") for r in reference if r.get("prompt") not in by_prompt]
     if missing or not reference:
-        raise ValueError(f"engine output lacks reference prompt(s) {missing!r}" if missing
-                         else "empty reference")
-    k = top_k or min(len(s) for c in (*reference, *candidate)
-                     for s in (c.get("top_logprobs") or [[None]]))
+        raise ValueError(
+            f"engine output lacks reference prompt(s) {missing!r}" if missing else "empty reference"
+        )
+    k = top_k or min(len(s) for c in (*reference, *candidate) for s in (c.get("top_logprobs") or [[None]]))
     details, token_mismatch = [], []
     for ref in reference:
         got = by_prompt[ref.get("prompt")]
-        if ref.get("prompt_ids") is not None and got.get("prompt_ids") is not None \
-                and list(ref["prompt_ids"]) != list(got["prompt_ids"]):
+        if (
+            ref.get("prompt_ids") is not None
+            and got.get("prompt_ids") is not None
+            and list(ref["prompt_ids"]) != list(got["prompt_ids"])
+        ):
             token_mismatch.append(ref.get("prompt"))
         detail = compare_completion(ref, got, k)
         horizon = (horizons or {}).get(ref.get("prompt"))
@@ -168,9 +181,13 @@ def check_logprobs_close(reference: list[Completion], candidate: list[Completion
         "top_k": k,
     }
     if token_mismatch:
-        return ParityResult("fail", "tokenizer_or_template",
-                            f"parity failed: the prompt tokenizes differently from the reference "
-                            f"for {token_mismatch[0]!r}", metrics, details)
+        return ParityResult(
+            "fail",
+            "tokenizer_or_template",
+            f"parity failed: the prompt tokenizes differently from the reference for {token_mismatch[0]!r}",
+            metrics,
+            details,
+        )
     # vLLM's rule holds everywhere: past the precision horizon a divergence is expected, not
     # excused (with a horizon of 0, garbage from the first token would otherwise be amber).
     outside = [d for d in diverged if not d["within_top_k"]]
@@ -179,59 +196,95 @@ def check_logprobs_close(reference: list[Completion], candidate: list[Completion
         if "length_mismatch" in d:
             what = f"lengths {d['length_mismatch'][1]} vs reference {d['length_mismatch'][0]}"
         else:
-            what = (f"token {d['engine_token']} vs reference {d['reference_token']}, "
-                    f"not within each other's top-{k}")
+            what = (
+                f"token {d['engine_token']} vs reference {d['reference_token']}, "
+                f"not within each other's top-{k}"
+            )
         span = d.get("reference_top_k_span")
         if span is not None and span < LOGPROB_FLOOR:
-            what += (f"; the reference's top-{k} spans only {span:.3f} nats there (a near-flat "
-                     f"distribution)")
+            what += f"; the reference's top-{k} spans only {span:.3f} nats there (a near-flat distribution)"
         if d.get("within_precision_noise"):
-            what += (f" (past the reference's precision horizon, token "
-                     f"{d['precision_horizon']}, but no precision puts a token outside the "
-                     f"top-{k})")
-        return ParityResult("fail", "wrong_output",
-                            f"parity failed: {d['prompt']!r} diverges at token "
-                            f"{d['first_divergence']}: {what}", metrics, details)
+            what += (
+                f" (past the reference's precision horizon, token "
+                f"{d['precision_horizon']}, but no precision puts a token outside the "
+                f"top-{k})"
+            )
+        return ParityResult(
+            "fail",
+            "wrong_output",
+            f"parity failed: {d['prompt']!r} diverges at token {d['first_divergence']}: {what}",
+            metrics,
+            details,
+        )
     worst = max(details, key=lambda d: d["max_logprob_gap"])
     gap = worst["max_logprob_gap"]
     where = f"on {worst['prompt']!r} at token {worst['gap_at']}"
     if gap > max(max_logprob_gap, tolerance or 0.0):
-        return ParityResult("fail", "wrong_output",
-                            f"parity failed: logprobs of agreeing tokens differ by {gap:.3f} "
-                            f"nats (limit {max_logprob_gap}) {where}", metrics, details)
+        return ParityResult(
+            "fail",
+            "wrong_output",
+            f"parity failed: logprobs of agreeing tokens differ by {gap:.3f} "
+            f"nats (limit {max_logprob_gap}) {where}",
+            metrics,
+            details,
+        )
     drift = tolerance is not None and gap > tolerance
     if drift:
-        how = (f"logprob drift: agreeing tokens' logprobs differ by {gap:.4f} nats {where}, "
-               f"above the tolerance {tolerance:.4f} ({NOISE_MULTIPLE:g} x the reference's "
-               f"precision noise {noise:.4f} + {LOGPROB_FLOOR:g})")
+        how = (
+            f"logprob drift: agreeing tokens' logprobs differ by {gap:.4f} nats {where}, "
+            f"above the tolerance {tolerance:.4f} ({NOISE_MULTIPLE:g} x the reference's "
+            f"precision noise {noise:.4f} + {LOGPROB_FLOOR:g})"
+        )
     if diverged:
         noisy = [d for d in diverged if d.get("within_precision_noise")]
-        why = (f"within top-{k}" if not noisy else
-               f"within top-{k}, past the reference's precision horizon (transformers in "
-               f"float32 leaves its own answer at token {noisy[0]['precision_horizon']} of "
-               f"{noisy[0]['prompt']!r})")
-        message = (f"precision drift: greedy output diverges from the reference on "
-                   f"{len(diverged)} of {len(details)} prompts (first at token "
-                   f"{metrics['first_divergence']}), {why}")
+        why = (
+            f"within top-{k}"
+            if not noisy
+            else f"within top-{k}, past the reference's precision horizon (transformers in "
+            f"float32 leaves its own answer at token {noisy[0]['precision_horizon']} of "
+            f"{noisy[0]['prompt']!r})"
+        )
+        message = (
+            f"precision drift: greedy output diverges from the reference on "
+            f"{len(diverged)} of {len(details)} prompts (first at token "
+            f"{metrics['first_divergence']}), {why}"
+        )
         if drift:
-            return ParityResult("degraded", LOGPROB_DRIFT, f"{how}; {message}", metrics,
-                                details)
+            return ParityResult("degraded", LOGPROB_DRIFT, f"{how}; {message}", metrics, details)
         return ParityResult("degraded", PRECISION_DRIFT, message, metrics, details)
     if drift:
-        return ParityResult("degraded", LOGPROB_DRIFT,
-                            f"{how}; all {metrics['tokens_compared']} greedy tokens agree",
-                            metrics, details)
+        return ParityResult(
+            "degraded",
+            LOGPROB_DRIFT,
+            f"{how}; all {metrics['tokens_compared']} greedy tokens agree",
+            metrics,
+            details,
+        )
     within = "" if tolerance is None else f", logprobs within {tolerance:g} nats"
-    return ParityResult("pass", None, f"{metrics['tokens_compared']} tokens agree with the "
-                                      f"reference{within}", metrics, details)
+    return ParityResult(
+        "pass",
+        None,
+        f"{metrics['tokens_compared']} tokens agree with the reference{within}",
+        metrics,
+        details,
+    )
 
 
 # The reference: computed once per model revision and workload, reused
-def workload_key(prompts: tuple[str, ...] | list[str] = workload.PROMPTS,
-                 max_new_tokens: int = workload.MAX_NEW_TOKENS,
-                 top_k: int = workload.TOP_K) -> str:
-    blob = json.dumps({"prompts": list(prompts), "max_new_tokens": max_new_tokens,
-                       "top_k": top_k, "format": REFERENCE_FORMAT}, sort_keys=True)
+def workload_key(
+    prompts: tuple[str, ...] | list[str] = workload.PROMPTS,
+    max_new_tokens: int = workload.MAX_NEW_TOKENS,
+    top_k: int = workload.TOP_K,
+) -> str:
+    blob = json.dumps(
+        {
+            "prompts": list(prompts),
+            "max_new_tokens": max_new_tokens,
+            "top_k": top_k,
+            "format": REFERENCE_FORMAT,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -241,23 +294,27 @@ def _field(model_info: Any, name: str) -> Any:
     return getattr(model_info, name, None)
 
 
-def reference_path_for(model_info: Any, cache_dir: Path | str, *,
-                       prompts: tuple[str, ...] | list[str] = workload.PROMPTS,
-                       max_new_tokens: int = workload.MAX_NEW_TOKENS,
-                       top_k: int = workload.TOP_K) -> Path:
+def reference_path_for(
+    model_info: Any,
+    cache_dir: Path | str,
+    *,
+    prompts: tuple[str, ...] | list[str] = workload.PROMPTS,
+    max_new_tokens: int = workload.MAX_NEW_TOKENS,
+    top_k: int = workload.TOP_K,
+) -> Path:
     """Where the transformers reference for this model revision and workload lives.
 
     model_info: a probes.modelinfo.ModelInfo or its record dict (id, revision)."""
     model_id = str(_field(model_info, "id") or "model")
     revision = str(_field(model_info, "revision") or "unknown")
     safe_id = re.sub(r"[^A-Za-z0-9_.-]+", "_", model_id)[:80] or "model"
-    return (Path(cache_dir) / "references" / safe_id
-            / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', revision)[:64]}-"
-              f"{workload_key(prompts, max_new_tokens, top_k)}.json")
+    return (
+        Path(cache_dir) / "references" / safe_id / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', revision)[:64]}-"
+        f"{workload_key(prompts, max_new_tokens, top_k)}.json"
+    )
 
 
-def precision_horizons(reference: list[Completion], other: list[Completion]
-                       ) -> dict[str, int | None]:
+def precision_horizons(reference: list[Completion], other: list[Completion]) -> dict[str, int | None]:
     """{prompt: first token where `other` (transformers in float32) leaves the reference's
     greedy tokens, or None where they agree throughout}."""
     by_prompt = {c.get("prompt"): list(c.get("token_ids") or []) for c in other}
@@ -268,7 +325,8 @@ def precision_horizons(reference: list[Completion], other: list[Completion]
             continue
         out[ref.get("prompt")] = next(
             (i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b),
-            None if len(mine) == len(theirs) else min(len(mine), len(theirs)))
+            None if len(mine) == len(theirs) else min(len(mine), len(theirs)),
+        )
     return out
 
 
@@ -277,12 +335,10 @@ def logprob_noise(reference: list[Completion], other: list[Completion]) -> float
     (transformers in float32) on the tokens both rank in their top-k, up to where they diverge.
     None when no prompt pairs up (nothing measured)."""
     by_prompt = {c.get("prompt"): c for c in other}
-    pairs = [(ref, by_prompt[ref.get("prompt")]) for ref in reference
-             if ref.get("prompt") in by_prompt]
+    pairs = [(ref, by_prompt[ref.get("prompt")]) for ref in reference if ref.get("prompt") in by_prompt]
     if not pairs:
         return None
-    k = min((len(s) for pair in pairs for c in pair for s in (c.get("top_logprobs") or [])),
-            default=0)
+    k = min((len(s) for pair in pairs for c in pair for s in (c.get("top_logprobs") or [])), default=0)
     if k == 0:
         return None
     return max(compare_completion(ref, got, k)["max_logprob_gap"] for ref, got in pairs)
@@ -297,26 +353,37 @@ class Reference:
     noise: float | None = None  # None: unknown (no twin ran and the reference is not float32)
 
 
-def write_reference(path: Path | str, generate_record: Mapping[str, Any],
-                    horizons: Mapping[str, int | None] | None = None,
-                    noise: float | None = None) -> Path:
+def write_reference(
+    path: Path | str,
+    generate_record: Mapping[str, Any],
+    horizons: Mapping[str, int | None] | None = None,
+    noise: float | None = None,
+) -> Path:
     """Save a transformers `generate` result record (status pass, with `output`) as reference,
     with its precision horizons and logprob noise when known (noise 0.0: the reference ran in
     float32 itself).
 
     Written atomically: a parallel probe reads either nothing or the whole file."""
-    if generate_record.get("stage") != "generate" or generate_record.get("status") != "pass" \
-            or not (generate_record.get("output") or {}).get("completions"):
+    if (
+        generate_record.get("stage") != "generate"
+        or generate_record.get("status") != "pass"
+        or not (generate_record.get("output") or {}).get("completions")
+    ):
         raise ValueError("a reference needs a passing generate record with completions")
     if noise is not None and not (isinstance(noise, (int, float)) and noise >= 0):
         raise ValueError(f"logprob noise must be a non-negative number, not {noise!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     engine = generate_record.get("engine") or {}
-    data = {"model": generate_record.get("model"),
-            "engine": {"name": engine.get("name"), "version": engine.get("version"),
-                       "packages": engine.get("packages")},
-            "output": generate_record["output"]}
+    data = {
+        "model": generate_record.get("model"),
+        "engine": {
+            "name": engine.get("name"),
+            "version": engine.get("version"),
+            "packages": engine.get("packages"),
+        },
+        "output": generate_record["output"],
+    }
     if horizons is not None:
         data["precision_horizons"] = dict(horizons)
     if noise is not None:
@@ -339,9 +406,12 @@ def read_reference(path: Path | str) -> Reference:
     return Reference(
         completions,
         {str(k): (int(v) if isinstance(v, int) else None) for k, v in horizons.items()}
-        if isinstance(horizons, dict) else {},
-        float(noise) if isinstance(noise, (int, float)) and not isinstance(noise, bool)
-        and noise >= 0 else None)
+        if isinstance(horizons, dict)
+        else {},
+        float(noise)
+        if isinstance(noise, (int, float)) and not isinstance(noise, bool) and noise >= 0
+        else None,
+    )
 
 
 def load_reference(path: Path | str) -> list[dict[str, Any]]:
@@ -361,12 +431,12 @@ def reference_prompt_ids(options: Mapping[str, Any]) -> dict[str, list[int]]:
     path = options.get("reference_path")
     if not path or not Path(path).exists():
         return {}
-    return {c["prompt"]: list(c["prompt_ids"]) for c in load_reference(path)
-            if c.get("prompt_ids") is not None}
+    return {
+        c["prompt"]: list(c["prompt_ids"]) for c in load_reference(path) if c.get("prompt_ids") is not None
+    }
 
 
-def parity_stage(options: Mapping[str, Any], completions: list[Completion], top_k: int
-                 ) -> StageOutcome:
+def parity_stage(options: Mapping[str, Any], completions: list[Completion], top_k: int) -> StageOutcome:
     """The `parity` stage of any engine: its generate completions against the reference.
 
     Returns a StageOutcome; a missing reference is ours (HarnessError -> error/infra)."""
@@ -374,20 +444,31 @@ def parity_stage(options: Mapping[str, Any], completions: list[Completion], top_
 
     path = options.get("reference_path")
     if not path:
-        raise HarnessError("parity needs a transformers reference: options['reference_path'] "
-                           "is not set (run the transformers generate stage first)")
+        raise HarnessError(
+            "parity needs a transformers reference: options['reference_path'] "
+            "is not set (run the transformers generate stage first)"
+        )
     try:
         reference = read_reference(path)
     except (OSError, ValueError) as exc:
         raise HarnessError(f"unreadable parity reference {path}: {exc}") from exc
     try:
         result = check_logprobs_close(
-            reference.completions, completions, top_k=top_k,
+            reference.completions,
+            completions,
+            top_k=top_k,
             max_logprob_gap=float(options.get("max_logprob_gap", MAX_LOGPROB_GAP)),
-            horizons=reference.horizons, noise=reference.noise)
+            horizons=reference.horizons,
+            noise=reference.noise,
+        )
     except ValueError as exc:
         raise HarnessError(f"parity: {exc}") from exc
     if result.status != "pass":
         print(f"dayone: {result.message}", file=sys.stderr, flush=True)
-    return StageOutcome(status=result.status, metrics=result.metrics, message=result.message,
-                        failure_class=result.failure_class, output={"details": result.details})
+    return StageOutcome(
+        status=result.status,
+        metrics=result.metrics,
+        message=result.message,
+        failure_class=result.failure_class,
+        output={"details": result.details},
+    )

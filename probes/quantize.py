@@ -31,11 +31,38 @@ FILE_PATTERN = "model-{}.gguf"
 
 # ggml's tensor types by number (ggml.h, enum ggml_type); unknown ones read as typeN.
 GGML_TYPES: dict[int, str] = {
-    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1",
-    10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS",
-    17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S",
-    23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M", 30: "BF16",
-    34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4",
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    6: "Q5_0",
+    7: "Q5_1",
+    8: "Q8_0",
+    9: "Q8_1",
+    10: "Q2_K",
+    11: "Q3_K",
+    12: "Q4_K",
+    13: "Q5_K",
+    14: "Q6_K",
+    15: "Q8_K",
+    16: "IQ2_XXS",
+    17: "IQ2_XS",
+    18: "IQ3_XXS",
+    19: "IQ1_S",
+    20: "IQ4_NL",
+    21: "IQ3_S",
+    22: "IQ2_S",
+    23: "IQ4_XS",
+    24: "I8",
+    25: "I16",
+    26: "I32",
+    27: "I64",
+    28: "F64",
+    29: "IQ1_M",
+    30: "BF16",
+    34: "TQ1_0",
+    35: "TQ2_0",
+    39: "MXFP4",
 }
 # Tensor types that are not quantized (norms, biases and small tensors stay so in every mix).
 UNQUANTIZED = frozenset({"F32", "F16", "BF16", "F64", "I8", "I16", "I32", "I64"})
@@ -56,9 +83,10 @@ def _data() -> dict[str, Any]:
 
 
 def quant_types() -> dict[str, QuantType]:
-    return {name: QuantType(name, str(t["ftype"]), tuple(t["mix"]), int(t["top_k"]),
-                            float(t["max_logprob_gap"]))
-            for name, t in _data()["types"].items()}
+    return {
+        name: QuantType(name, str(t["ftype"]), tuple(t["mix"]), int(t["top_k"]), float(t["max_logprob_gap"]))
+        for name, t in _data()["types"].items()
+    }
 
 
 def default_types() -> list[str]:
@@ -69,8 +97,7 @@ def selected_types(options: Mapping[str, Any]) -> list[QuantType]:
     """The types a probe quantizes to: options['quant_types'] (a list or comma-separated) or
     the default; an unknown name is a ValueError naming the known ones."""
     chosen = options.get("quant_types") or default_types()
-    names = [n.strip() for n in (chosen.split(",") if isinstance(chosen, str) else chosen)
-             if str(n).strip()]
+    names = [n.strip() for n in (chosen.split(",") if isinstance(chosen, str) else chosen) if str(n).strip()]
     known = quant_types()
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -84,8 +111,7 @@ def widest_top_k(types: Sequence[QuantType], floor: int) -> int:
 
 
 # The GGUF's tensor types (stdlib reader of the header and tensor infos)
-_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q",
-            12: "d"}
+_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 
 
 def _read(fh: BinaryIO, fmt: str) -> Any:
@@ -140,11 +166,14 @@ def tensor_summary(path: Path | str, qtype: QuantType) -> dict[str, Any]:
     type's mix (llama.cpp's per-tensor fallback, e.g. q4_K -> q5_0 on a 64-wide row)."""
     tensors = gguf_tensors(path)
     types = Counter(kind for _name, _dims, kind in tensors)
-    fallback = [name for name, _dims, kind in tensors
-                if kind not in UNQUANTIZED and kind not in qtype.mix]
-    return {"tensor_types": dict(sorted(types.items())), "tensors": len(tensors),
-            "quantized_tensors": sum(n for k, n in types.items() if k not in UNQUANTIZED),
-            "fallback_tensors": len(fallback), "fallback_examples": fallback[:3]}
+    fallback = [name for name, _dims, kind in tensors if kind not in UNQUANTIZED and kind not in qtype.mix]
+    return {
+        "tensor_types": dict(sorted(types.items())),
+        "tensors": len(tensors),
+        "quantized_tensors": sum(n for k, n in types.items() if k not in UNQUANTIZED),
+        "fallback_tensors": len(fallback),
+        "fallback_examples": fallback[:3],
+    }
 
 
 # The verdict
@@ -156,34 +185,57 @@ class TypeVerdict:
     metrics: dict[str, Any]
 
 
-def judge(qtype: QuantType, baseline: list[parity.Completion],
-          quantized: list[parity.Completion]) -> TypeVerdict:
+def judge(
+    qtype: QuantType, baseline: list[parity.Completion], quantized: list[parity.Completion]
+) -> TypeVerdict:
     """One type: its completions against the unquantized GGUF's, by the parity rule with the
     type's tolerance. Equal within the float floor: pass; within the tolerance: degraded
     (quantization drift); beyond it: fail (wrong_output)."""
-    result = parity.check_logprobs_close(baseline, quantized, top_k=qtype.top_k,
-                                         max_logprob_gap=qtype.max_logprob_gap, noise=0.0)
-    metrics = {k: result.metrics[k] for k in ("first_divergence", "prompts_diverged",
-                                              "max_logprob_gap", "tokens_compared", "top_k")}
+    result = parity.check_logprobs_close(
+        baseline, quantized, top_k=qtype.top_k, max_logprob_gap=qtype.max_logprob_gap, noise=0.0
+    )
+    metrics = {
+        k: result.metrics[k]
+        for k in ("first_divergence", "prompts_diverged", "max_logprob_gap", "tokens_compared", "top_k")
+    }
     metrics["tolerance"] = {"top_k": qtype.top_k, "max_logprob_gap": qtype.max_logprob_gap}
     if result.status == "pass":
-        return TypeVerdict("pass", None, result.message.replace("the reference",
-                                                                "the unquantized GGUF"), metrics)
+        return TypeVerdict(
+            "pass", None, result.message.replace("the reference", "the unquantized GGUF"), metrics
+        )
     if result.status == "degraded":
-        return TypeVerdict("degraded", QUANTIZATION_DRIFT,
-                           f"quantization drift within tolerance (top-{qtype.top_k}, "
-                           f"{qtype.max_logprob_gap:g} nats): {result.message}", metrics)
-    return TypeVerdict("fail", result.failure_class,
-                       f"beyond the {qtype.name} tolerance (top-{qtype.top_k}, "
-                       f"{qtype.max_logprob_gap:g} nats): {result.message}", metrics)
+        return TypeVerdict(
+            "degraded",
+            QUANTIZATION_DRIFT,
+            f"quantization drift within tolerance (top-{qtype.top_k}, "
+            f"{qtype.max_logprob_gap:g} nats): {result.message}",
+            metrics,
+        )
+    return TypeVerdict(
+        "fail",
+        result.failure_class,
+        f"beyond the {qtype.name} tolerance (top-{qtype.top_k}, "
+        f"{qtype.max_logprob_gap:g} nats): {result.message}",
+        metrics,
+    )
 
 
 STATUS_ORDER = ("fail", "degraded", "pass")  # worst first
 # The per-type facts kept as the record's flat metrics (`<TYPE>.<fact>`; the contract's
 # metrics are scalars), the whole of them in its output.
-FLAT_FACTS = ("status", "failure_class", "quantize_s", "load_s", "gguf_bytes",
-              "quantized_tensors", "fallback_tensors", "first_divergence", "max_logprob_gap",
-              "tokens_compared", "top_k")
+FLAT_FACTS = (
+    "status",
+    "failure_class",
+    "quantize_s",
+    "load_s",
+    "gguf_bytes",
+    "quantized_tensors",
+    "fallback_tensors",
+    "first_divergence",
+    "max_logprob_gap",
+    "tokens_compared",
+    "top_k",
+)
 
 
 def flat_metrics(per_type: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -192,8 +244,7 @@ def flat_metrics(per_type: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     for name, facts in per_type.items():
         out.update({f"{name}.{k}": facts.get(k) for k in FLAT_FACTS if k in facts})
         if facts.get("tensor_types"):
-            out[f"{name}.tensor_types"] = ",".join(f"{k}:{v}" for k, v in
-                                                   facts["tensor_types"].items())
+            out[f"{name}.tensor_types"] = ",".join(f"{k}:{v}" for k, v in facts["tensor_types"].items())
     return out
 
 
@@ -205,16 +256,20 @@ def fallback_note(facts: Mapping[str, Any]) -> str:
     return f", {n} of {of} quantized tensors outside its mix (llama.cpp's per-tensor fallback)"
 
 
-def combine(verdicts: Mapping[str, TypeVerdict], facts: Mapping[str, Mapping[str, Any]]
-            | None = None) -> tuple[str, str | None, str]:
+def combine(
+    verdicts: Mapping[str, TypeVerdict], facts: Mapping[str, Mapping[str, Any]] | None = None
+) -> tuple[str, str | None, str]:
     """The stage's (status, failure_class, message) over its types: the worst type decides;
     the message names every type's verdict (and its fallback tensors, from `facts`)."""
     if not verdicts:
         raise ValueError("no quantization type was judged")
     worst = min(verdicts.items(), key=lambda kv: STATUS_ORDER.index(kv[1].status))
-    parts = [f"{name} {v.status}" + (f" ({v.failure_class})" if v.failure_class else "")
-             + fallback_note((facts or {}).get(name) or {})
-             for name, v in verdicts.items()]
+    parts = [
+        f"{name} {v.status}"
+        + (f" ({v.failure_class})" if v.failure_class else "")
+        + fallback_note((facts or {}).get(name) or {})
+        for name, v in verdicts.items()
+    ]
     head = "; ".join(parts)
     if worst[1].status == "pass":
         return "pass", None, head

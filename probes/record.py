@@ -29,6 +29,7 @@ class EngineFields(TypedDict, total=False):
     """What a record says of its engine environment: the child's `describe()`, the host's
     environment (a venv's id and resolved packages, or a container image), where the key
     packages were imported from. Only name and version are always there."""
+
     name: str
     version: str
     environment_id: str | None
@@ -51,6 +52,7 @@ class Record(TypedDict):
     """One (model revision, engine environment, stage) outcome, as probes/result.schema.json
     describes it. A dict, since records travel as JSON lines (journal, `--json`, ingest);
     `model` is probes.modelinfo.ModelInfo.as_record()."""
+
     schema_version: int
     run_id: str | None
     model: dict[str, Any]
@@ -75,13 +77,25 @@ class Record(TypedDict):
     confirmation: NotRequired[dict[str, Any] | None]
 
 
-def make_record(*, model: dict[str, Any], engine: EngineFields, stage: str, status: str,
-                started_at: str, tier: str = "arch", run_id: str | None = None,
-                failure_class: str | None = None, message: str | None = None,
-                log_excerpt: str | None = None, log_path: str | None = None,
-                metrics: dict[str, Any] | None = None, duration_s: float = 0.0,
-                reproduce: str | None = None, host: str | None = None,
-                output: dict[str, Any] | None = None) -> Record:
+def make_record(
+    *,
+    model: dict[str, Any],
+    engine: EngineFields,
+    stage: str,
+    status: str,
+    started_at: str,
+    tier: str = "arch",
+    run_id: str | None = None,
+    failure_class: str | None = None,
+    message: str | None = None,
+    log_excerpt: str | None = None,
+    log_path: str | None = None,
+    metrics: dict[str, Any] | None = None,
+    duration_s: float = 0.0,
+    reproduce: str | None = None,
+    host: str | None = None,
+    output: dict[str, Any] | None = None,
+) -> Record:
     """The one constructor of a result record: every field, in the contract's order."""
     record: Record = {
         "schema_version": SCHEMA_VERSION,
@@ -121,8 +135,7 @@ def iso(ts: float) -> str:
 
 def environment_id(engine: dict[str, Any]) -> str:
     """Stable id of an engine environment from what decides behaviour."""
-    key = json.dumps({k: engine.get(k) for k in ("name", "version", "hardware", "packages")},
-                     sort_keys=True)
+    key = json.dumps({k: engine.get(k) for k in ("name", "version", "hardware", "packages")}, sort_keys=True)
     return "env-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -143,11 +156,13 @@ def classified(log_text: str, engine: str, message: str | None) -> Verdict:
     if m.rule is None and not (message and telling_line(message)):
         told = telling_line(log_text)
         if told:  # unknown, and the message is a generic wrapper: say what the engine said
-            return Verdict(status_for_class(m.failure_class), m.failure_class, told[0],
-                           excerpt(log_text, told[1]))
+            return Verdict(
+                status_for_class(m.failure_class), m.failure_class, told[0], excerpt(log_text, told[1])
+            )
     # The rule's matched line says more than a generic last line ("You can update ...").
-    return Verdict(status_for_class(m.failure_class), m.failure_class,
-                   m.line or message, excerpt(log_text, m.line_no))
+    return Verdict(
+        status_for_class(m.failure_class), m.failure_class, m.line or message, excerpt(log_text, m.line_no)
+    )
 
 
 # Peak resident memory at or above this share of the tightest limit reads as memory pressure.
@@ -173,9 +188,11 @@ def oom_evidence(outcome: ProbeOutcome) -> str | None:
         return f"the memory cgroup counted {outcome.oom_kills_delta} OOM kill(s) during the run"
     limit = outcome.memory_limit_mb
     if limit and outcome.peak_rss_mb >= NEAR_LIMIT * limit:
-        return (f"peak resident memory {outcome.peak_rss_mb:.0f} MB, at "
-                f"{outcome.peak_rss_mb / limit:.0%} of {outcome.memory_limit_source or 'the limit'}"
-                f" ({limit:.0f} MB)")
+        return (
+            f"peak resident memory {outcome.peak_rss_mb:.0f} MB, at "
+            f"{outcome.peak_rss_mb / limit:.0%} of {outcome.memory_limit_source or 'the limit'}"
+            f" ({limit:.0f} MB)"
+        )
     return None
 
 
@@ -186,10 +203,14 @@ def stage_oom(verdict: Verdict, end: dict[str, Any]) -> Verdict:
     kills = end.get("oom_kills")
     if verdict.status != "fail" or verdict.failure_class not in ("crash", "unknown") or not kills:
         return verdict
-    return Verdict("oom", "out_of_memory",
-                   f"the host's OOM killer took a process of the engine: the memory cgroup "
-                   f"counted {kills} OOM kill(s) during this stage; the engine said: "
-                   f"{verdict.message}", verdict.log_excerpt)
+    return Verdict(
+        "oom",
+        "out_of_memory",
+        f"the host's OOM killer took a process of the engine: the memory cgroup "
+        f"counted {kills} OOM kill(s) during this stage; the engine said: "
+        f"{verdict.message}",
+        verdict.log_excerpt,
+    )
 
 
 def death_verdict(outcome: ProbeOutcome, engine: str) -> Verdict:
@@ -198,47 +219,65 @@ def death_verdict(outcome: ProbeOutcome, engine: str) -> Verdict:
     if outcome.infra_error:
         return Verdict("error", "infra", outcome.infra_error, excerpt(log, None))
     if outcome.memory_exceeded:
-        return Verdict("oom", "out_of_memory",
-                       f"killed: resident memory {outcome.peak_rss_mb:.0f} MB over the limit",
-                       excerpt(log, None))
+        return Verdict(
+            "oom",
+            "out_of_memory",
+            f"killed: resident memory {outcome.peak_rss_mb:.0f} MB over the limit",
+            excerpt(log, None),
+        )
     if outcome.timed_out:
-        return Verdict("timeout", "timeout",
-                       f"no answer within {outcome.duration_s:.0f} s; process group killed",
-                       excerpt(log, None))
+        return Verdict(
+            "timeout",
+            "timeout",
+            f"no answer within {outcome.duration_s:.0f} s; process group killed",
+            excerpt(log, None),
+        )
     if outcome.pids_exceeded:
-        return Verdict("fail", "crash",
-                       "killed: too many processes in the probe's group (fork bomb?)",
-                       excerpt(log, None))
+        return Verdict(
+            "fail",
+            "crash",
+            "killed: too many processes in the probe's group (fork bomb?)",
+            excerpt(log, None),
+        )
     if any(e.get("event") == "setup_failed" for e in outcome.events):
         msg = next(e.get("message") for e in outcome.events if e.get("event") == "setup_failed")
         return Verdict("error", "infra", f"engine environment broken: {msg}", excerpt(log, None))
     oom = oom_evidence(outcome)
     if oom:
-        return Verdict("oom", "out_of_memory", f"killed by the host's OOM killer (SIGKILL): {oom}",
-                       excerpt(log, None))
+        return Verdict(
+            "oom", "out_of_memory", f"killed by the host's OOM killer (SIGKILL): {oom}", excerpt(log, None)
+        )
     sig = _signal_name(outcome.returncode)
     if outcome.returncode == 0:
-        return Verdict("error", "infra", "probe child exited without reporting this stage",
-                       excerpt(log, None))
+        return Verdict(
+            "error", "infra", "probe child exited without reporting this stage", excerpt(log, None)
+        )
     m = classify(log, engine)
     how = f"killed by {sig}" if sig else f"exit status {outcome.returncode}"
     if m.rule is None or m.failure_class == "crash":
-        return Verdict("fail", "crash", f"engine died ({how}) without a recognisable message",
-                       excerpt(log, None))
-    return Verdict(status_for_class(m.failure_class), m.failure_class,
-                   f"engine died ({how}): {m.line}", excerpt(log, m.line_no))
+        return Verdict(
+            "fail", "crash", f"engine died ({how}) without a recognisable message", excerpt(log, None)
+        )
+    return Verdict(
+        status_for_class(m.failure_class),
+        m.failure_class,
+        f"engine died ({how}): {m.line}",
+        excerpt(log, m.line_no),
+    )
 
 
 def host_leak(env_event: dict[str, Any] | None) -> Verdict | None:
     """A key package the child found outside its engine environment came from the host: the
     run says nothing about the engine, it is ours."""
     imports = (env_event or {}).get("imports") or {}
-    leaked = sorted(f"{name} {info.get('version')} from {info.get('file')}"
-                    for name, info in imports.items() if info.get("in_env") is False)
+    leaked = sorted(
+        f"{name} {info.get('version')} from {info.get('file')}"
+        for name, info in imports.items()
+        if info.get("in_env") is False
+    )
     if not leaked:
         return None
-    return Verdict("error", "infra", "host package leaked into the engine environment: "
-                   + "; ".join(leaked))
+    return Verdict("error", "infra", "host package leaked into the engine environment: " + "; ".join(leaked))
 
 
 def unlike_release_verdict(verdict: Verdict, unlike_release: str | None) -> Verdict:
@@ -247,14 +286,18 @@ def unlike_release_verdict(verdict: Verdict, unlike_release: str | None) -> Verd
     about the engine: no verdict, with what the engine said."""
     if not unlike_release or verdict.status != "fail":
         return verdict
-    return Verdict("error", "infra", f"no verdict: our arch-tier copy is unlike the releases "
-                   f"({unlike_release[:400]}); the engine said: {verdict.message}",
-                   verdict.log_excerpt)
+    return Verdict(
+        "error",
+        "infra",
+        f"no verdict: our arch-tier copy is unlike the releases "
+        f"({unlike_release[:400]}); the engine said: {verdict.message}",
+        verdict.log_excerpt,
+    )
 
 
-def stage_verdicts(stages: list[str], outcome: ProbeOutcome, engine: str,
-                   unlike_release: str | None = None
-                   ) -> list[tuple[str, Verdict, dict[str, Any] | None]]:
+def stage_verdicts(
+    stages: list[str], outcome: ProbeOutcome, engine: str, unlike_release: str | None = None
+) -> list[tuple[str, Verdict, dict[str, Any] | None]]:
     """(stage, verdict, end event or None) for every requested stage, in order.
 
     A red blocks only the stages that need it (`probes.stages.blocker`); a child that died
@@ -276,20 +319,31 @@ def stage_verdicts(stages: list[str], outcome: ProbeOutcome, engine: str,
         elif end["status"] in ("fail",) and not end.get("failure_class"):
             verdict = stage_oom(classified(outcome.log_text, engine, end.get("message")), end)
         else:
-            verdict = Verdict(end["status"], end.get("failure_class"), end.get("message"),
-                              None if lets_next_run(end["status"])
-                              else excerpt(outcome.log_text, None))
+            verdict = Verdict(
+                end["status"],
+                end.get("failure_class"),
+                end.get("message"),
+                None if lets_next_run(end["status"]) else excerpt(outcome.log_text, None),
+            )
         verdict = unlike_release_verdict(verdict, unlike_release)
         out.append((stage, verdict, end))
         statuses[stage] = verdict.status
     return out
 
 
-def build_records(*, stages: list[str], outcome: ProbeOutcome, engine: str,
-                  engine_version: str | None, model: dict[str, Any], tier: str = "arch",
-                  run_id: str | None = None, environment: dict[str, Any] | None = None,
-                  reproduce: dict[str, str] | None = None, host: str | None = None
-                  ) -> list[Record]:
+def build_records(
+    *,
+    stages: list[str],
+    outcome: ProbeOutcome,
+    engine: str,
+    engine_version: str | None,
+    model: dict[str, Any],
+    tier: str = "arch",
+    run_id: str | None = None,
+    environment: dict[str, Any] | None = None,
+    reproduce: dict[str, str] | None = None,
+    host: str | None = None,
+) -> list[Record]:
     env_event = next((e for e in outcome.events if e.get("event") == "env"), None)
     eng: dict[str, Any] = dict((env_event or {}).get("engine") or {})
     eng.setdefault("name", engine)
@@ -305,8 +359,9 @@ def build_records(*, stages: list[str], outcome: ProbeOutcome, engine: str,
     records = []
     lineage = model.get("lineage")
     unlike = lineage.get("unlike_release") if isinstance(lineage, dict) else None
-    for stage, verdict, end in stage_verdicts(stages, outcome, engine,
-                                              unlike if isinstance(unlike, str) else None):
+    for stage, verdict, end in stage_verdicts(
+        stages, outcome, engine, unlike if isinstance(unlike, str) else None
+    ):
         if leak:  # whatever the stage did, it did with host packages
             verdict = leak
         started = starts.get(stage) or outcome.started_at
@@ -316,67 +371,140 @@ def build_records(*, stages: list[str], outcome: ProbeOutcome, engine: str,
             duration = max(0.0, outcome.started_at + outcome.duration_s - started)
         else:
             duration = 0.0
-        records.append(make_record(
-            model=model, engine=engine_fields, stage=stage, status=verdict.status,
-            started_at=iso(started), tier=tier, run_id=run_id,
-            failure_class=verdict.failure_class, message=verdict.message,
-            log_excerpt=verdict.log_excerpt, log_path=str(outcome.log_path),
-            metrics=(end or {}).get("metrics"), duration_s=round(duration, 4),
-            reproduce=(reproduce or {}).get(stage), host=host,
-            output=(end or {}).get("output")))
+        records.append(
+            make_record(
+                model=model,
+                engine=engine_fields,
+                stage=stage,
+                status=verdict.status,
+                started_at=iso(started),
+                tier=tier,
+                run_id=run_id,
+                failure_class=verdict.failure_class,
+                message=verdict.message,
+                log_excerpt=verdict.log_excerpt,
+                log_path=str(outcome.log_path),
+                metrics=(end or {}).get("metrics"),
+                duration_s=round(duration, 4),
+                reproduce=(reproduce or {}).get(stage),
+                host=host,
+                output=(end or {}).get("output"),
+            )
+        )
     return records
 
 
-def refused_records(*, stages: list[str], engine: str, engine_version: str, model: dict[str, Any],
-                    message: str, failure_class: str, tier: str = "arch",
-                    run_id: str | None = None, host: str | None = None) -> list[Record]:
+def refused_records(
+    *,
+    stages: list[str],
+    engine: str,
+    engine_version: str,
+    model: dict[str, Any],
+    message: str,
+    failure_class: str,
+    tier: str = "arch",
+    run_id: str | None = None,
+    host: str | None = None,
+) -> list[Record]:
     """Records for a model the host refuses to hand to any engine (e.g. files that link outside
     its directory): the first stage fails with the reason, the rest are blocked by it."""
     now = iso(time.time())
     first = status_for_class(failure_class)
-    return [make_record(model=model, engine={"name": engine, "version": engine_version},
-                        stage=stage, started_at=now, tier=tier, run_id=run_id, host=host,
-                        status=first if i == 0 else "skipped",
-                        failure_class=failure_class if i == 0 else None,
-                        message=message if i == 0 else blocked_message(stages[0], first))
-            for i, stage in enumerate(stages)]
+    return [
+        make_record(
+            model=model,
+            engine={"name": engine, "version": engine_version},
+            stage=stage,
+            started_at=now,
+            tier=tier,
+            run_id=run_id,
+            host=host,
+            status=first if i == 0 else "skipped",
+            failure_class=failure_class if i == 0 else None,
+            message=message if i == 0 else blocked_message(stages[0], first),
+        )
+        for i, stage in enumerate(stages)
+    ]
 
 
-def not_applicable_records(*, stages: list[str], engine: str, engine_version: str,
-                           model: dict[str, Any], why: str, tier: str = "arch",
-                           run_id: str | None = None, host: str | None = None
-                           ) -> list[Record]:
+def not_applicable_records(
+    *,
+    stages: list[str],
+    engine: str,
+    engine_version: str,
+    model: dict[str, Any],
+    why: str,
+    tier: str = "arch",
+    run_id: str | None = None,
+    host: str | None = None,
+) -> list[Record]:
     """Records for a probe that does not apply to the model (an encoder in a map of
     generators): every stage `n/a`, with why; nothing runs."""
     now = iso(time.time())
-    return [make_record(model=model, engine={"name": engine, "version": engine_version},
-                        stage=stage, status="n/a", message=why, started_at=now, tier=tier,
-                        run_id=run_id, host=host)
-            for stage in stages]
+    return [
+        make_record(
+            model=model,
+            engine={"name": engine, "version": engine_version},
+            stage=stage,
+            status="n/a",
+            message=why,
+            started_at=now,
+            tier=tier,
+            run_id=run_id,
+            host=host,
+        )
+        for stage in stages
+    ]
 
 
-def unrun_records(*, stages: Iterable[str], model: dict[str, Any], engine: EngineFields,
-                  status: str, message: str, started_at: str, tier: str, run_id: str | None,
-                  failure_class: str | None = None, reproduce: str | None = None
-                  ) -> list[Record]:
+def unrun_records(
+    *,
+    stages: Iterable[str],
+    model: dict[str, Any],
+    engine: EngineFields,
+    status: str,
+    message: str,
+    started_at: str,
+    tier: str,
+    run_id: str | None,
+    failure_class: str | None = None,
+    reproduce: str | None = None,
+) -> list[Record]:
     """Records for stages that never ran because of something before any engine (the nightly:
     `skipped` for a gated model or one without a config, `error` when our shrink or download
     failed), one per stage, all the same."""
-    return [make_record(model=model, engine=engine, stage=stage, status=status,
-                        started_at=started_at, tier=tier, run_id=run_id,
-                        failure_class=failure_class, message=message, reproduce=reproduce)
-            for stage in stages]
+    return [
+        make_record(
+            model=model,
+            engine=engine,
+            stage=stage,
+            status=status,
+            started_at=started_at,
+            tier=tier,
+            run_id=run_id,
+            failure_class=failure_class,
+            message=message,
+            reproduce=reproduce,
+        )
+        for stage in stages
+    ]
 
 
-def with_skipped_stage(records: list[Record], stage: str, message: str, started_at: str
-                       ) -> list[Record]:
+def with_skipped_stage(records: list[Record], stage: str, message: str, started_at: str) -> list[Record]:
     """`records` with `stage` added as `skipped` for `message` (decided by
     probes.stages.skip_message), in probe order: a stage the host took out before the run
     (parity without a reference) still has its record, in the same run, engine and log."""
     first = records[0]
-    skipped = make_record(model=first["model"], engine=first["engine"], stage=stage,
-                          status="skipped", message=message, started_at=started_at,
-                          tier=first["tier"], run_id=first["run_id"], log_path=first["log_path"],
-                          host=first["host"])
-    return sorted([*records, skipped],
-                  key=lambda r: STAGES.index(r["stage"]) if r["stage"] in STAGES else 99)
+    skipped = make_record(
+        model=first["model"],
+        engine=first["engine"],
+        stage=stage,
+        status="skipped",
+        message=message,
+        started_at=started_at,
+        tier=first["tier"],
+        run_id=first["run_id"],
+        log_path=first["log_path"],
+        host=first["host"],
+    )
+    return sorted([*records, skipped], key=lambda r: STAGES.index(r["stage"]) if r["stage"] in STAGES else 99)

@@ -49,10 +49,23 @@ class ProbeRequest:
     pids_max: int = 1024
 
     def child_argv(self, events: Path, workdir: Path) -> list[str]:
-        return [self.python, "-m", "probes.child", "--engine", self.engine,
-                "--model", str(self.model_dir), "--stages", ",".join(self.stages),
-                "--events", str(events), "--workdir", str(workdir),
-                "--options", json.dumps(self.options)]
+        return [
+            self.python,
+            "-m",
+            "probes.child",
+            "--engine",
+            self.engine,
+            "--model",
+            str(self.model_dir),
+            "--stages",
+            ",".join(self.stages),
+            "--events",
+            str(events),
+            "--workdir",
+            str(workdir),
+            "--options",
+            json.dumps(self.options),
+        ]
 
 
 @dataclass
@@ -83,14 +96,28 @@ class ProbeOutcome:
 PROBES_PACKAGE = Path(__file__).resolve().parent
 
 # Host interpreter settings that would steer the engine env's Python to host packages.
-_HOST_PYTHON_VARS = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONUSERBASE",
-                     "PYTHONEXECUTABLE", "PYTHONPLATLIBDIR", "PYTHONSAFEPATH", "VIRTUAL_ENV",
-                     "VIRTUAL_ENV_PROMPT", "CONDA_PREFIX", "__PYVENV_LAUNCHER__", "PYTHONINSPECT")
+_HOST_PYTHON_VARS = (
+    "PYTHONHOME",
+    "PYTHONPATH",
+    "PYTHONSTARTUP",
+    "PYTHONUSERBASE",
+    "PYTHONEXECUTABLE",
+    "PYTHONPLATLIBDIR",
+    "PYTHONSAFEPATH",
+    "VIRTUAL_ENV",
+    "VIRTUAL_ENV_PROMPT",
+    "CONDA_PREFIX",
+    "__PYVENV_LAUNCHER__",
+    "PYTHONINSPECT",
+)
 
 
 def _package_files(package: Path) -> list[Path]:
-    return sorted(f for f in package.rglob("*") if f.is_file() and "__pycache__" not in f.parts
-                  and f.suffix not in (".pyc", ".pyo"))
+    return sorted(
+        f
+        for f in package.rglob("*")
+        if f.is_file() and "__pycache__" not in f.parts and f.suffix not in (".pyc", ".pyo")
+    )
 
 
 def probes_content_hash(package: Path = PROBES_PACKAGE) -> str:
@@ -126,14 +153,21 @@ def isolated_probes(root: Path, package: Path = PROBES_PACKAGE) -> Path:
     return dest
 
 
-def child_environment(host: dict[str, str], extra: dict[str, str], probes_root: Path,
-                      workdir: Path | None = None) -> dict[str, str]:
+def child_environment(
+    host: dict[str, str], extra: dict[str, str], probes_root: Path, workdir: Path | None = None
+) -> dict[str, str]:
     """The child's environment: the host's, less every variable that points Python at host
     packages; the import path is the probes copy alone, user site off."""
     env = {k: v for k, v in host.items() if k not in _HOST_PYTHON_VARS}
     env.update(extra)
-    env.update({"PYTHONPATH": str(probes_root), "PYTHONNOUSERSITE": "1",
-                "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"})
+    env.update(
+        {
+            "PYTHONPATH": str(probes_root),
+            "PYTHONNOUSERSITE": "1",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONFAULTHANDLER": "1",
+        }
+    )
     if workdir is not None:
         env["TMPDIR"] = str(workdir)
     return env
@@ -199,9 +233,12 @@ class LogCapture(threading.Thread):
                     del self.tail[:-LOG_TAIL_BYTES]
             if self.dropped:
                 kept = len(self.tail)
-                self._write(out, f"\n[dayone: log capped at {self.cap} bytes; "
-                                 f"{self.dropped - kept} bytes dropped; last {kept} bytes "
-                                 f"follow]\n".encode())
+                self._write(
+                    out,
+                    f"\n[dayone: log capped at {self.cap} bytes; "
+                    f"{self.dropped - kept} bytes dropped; last {kept} bytes "
+                    f"follow]\n".encode(),
+                )
                 self._write(out, bytes(self.tail))
         finally:
             if out is not None:
@@ -288,9 +325,15 @@ def _read_counter(path: Path, key: str) -> int | None:
 def oom_kills(dirs: list[Path]) -> int | None:
     """OOM kills counted so far in these cgroups (v2 memory.events, v1 memory.oom_control),
     summed; None where none is readable."""
-    counts = [c for d in dirs for c in (_read_counter(d / "memory.events", "oom_kill"),
-                                        _read_counter(d / "memory.oom_control", "oom_kill"))
-              if c is not None]
+    counts = [
+        c
+        for d in dirs
+        for c in (
+            _read_counter(d / "memory.events", "oom_kill"),
+            _read_counter(d / "memory.oom_control", "oom_kill"),
+        )
+        if c is not None
+    ]
     return sum(counts) if counts else None
 
 
@@ -403,15 +446,18 @@ def run_probe(req: ProbeRequest, log_dir: Path) -> ProbeOutcome:
         events_path.unlink(missing_ok=True)
     except OSError as exc:  # the results directory full or unwritable
         why = f"cannot use the results directory {log_dir}: {exc}"
-        return ProbeOutcome([], None, False, False, 0.0, log_path, f"dayone: {why}\n", 0.0,
-                            time.time(), argv, infra_error=why)
+        return ProbeOutcome(
+            [], None, False, False, 0.0, log_path, f"dayone: {why}\n", 0.0, time.time(), argv, infra_error=why
+        )
     try:
         probes_root = req.probes_root or isolated_probes(
-            Path(tempfile.gettempdir()) / f"dayone-probes-{os.getuid()}")
+            Path(tempfile.gettempdir()) / f"dayone-probes-{os.getuid()}"
+        )
     except OSError as exc:
         why = f"cannot copy the probes package for the child: {exc}"
-        return ProbeOutcome([], None, False, False, 0.0, log_path, f"dayone: {why}\n", 0.0,
-                            time.time(), argv, infra_error=why)
+        return ProbeOutcome(
+            [], None, False, False, 0.0, log_path, f"dayone: {why}\n", 0.0, time.time(), argv, infra_error=why
+        )
     env = child_environment(dict(os.environ), req.env, probes_root, workdir)
     cgroups = memory_cgroups()  # the child is born in ours
     oom_before = oom_kills(cgroups)
@@ -419,18 +465,34 @@ def run_probe(req: ProbeRequest, log_dir: Path) -> ProbeOutcome:
     started_at = time.time()
     t0 = time.monotonic()
     try:
-        proc = subprocess.Popen(_network_prefix(req.no_network) + argv,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, env=env, cwd=workdir,
-                                preexec_fn=_child_setup)
+        proc = subprocess.Popen(
+            _network_prefix(req.no_network) + argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workdir,
+            preexec_fn=_child_setup,
+        )
     except OSError as exc:
         text = f"dayone: could not start probe child: {exc}\n"
         try:
             log_path.write_text(text)
         except OSError:
             pass  # the results directory may be what failed
-        return ProbeOutcome([], None, False, False, 0.0, log_path, text,
-                            0.0, started_at, argv, infra_error=f"could not start probe: {exc}")
+        return ProbeOutcome(
+            [],
+            None,
+            False,
+            False,
+            0.0,
+            log_path,
+            text,
+            0.0,
+            started_at,
+            argv,
+            infra_error=f"could not start probe: {exc}",
+        )
     capture = LogCapture(proc.stdout, log_path, req.log_cap_bytes)
     capture.start()
     timed_out = memory_exceeded = pids_exceeded = False
@@ -459,16 +521,31 @@ def run_probe(req: ProbeRequest, log_dir: Path) -> ProbeOutcome:
     duration = time.monotonic() - t0
     log_text, infra_error = _read_log(log_path, req.log_cap_bytes + 2 * LOG_TAIL_BYTES + 4096), None
     if pids_exceeded:
-        log_text += (f"\n[dayone: killed: more than {req.pids_max} processes in the probe's "
-                     f"process group (fork bomb?)]\n")
+        log_text += (
+            f"\n[dayone: killed: more than {req.pids_max} processes in the probe's "
+            f"process group (fork bomb?)]\n"
+        )
     if capture.write_error:  # disk full is ours, not the engine's
         infra_error = f"cannot write the probe log in {log_dir}: {capture.write_error}"
-        log_text += (f"\n[dayone: {infra_error}; last {len(capture.recent)} bytes of output "
-                     f"follow]\n" + bytes(capture.recent).decode("utf-8", "replace"))
+        log_text += f"\n[dayone: {infra_error}; last {len(capture.recent)} bytes of output follow]\n" + bytes(
+            capture.recent
+        ).decode("utf-8", "replace")
     limit_mb, limit_source = min(limits)
-    return ProbeOutcome(read_events(events_path), returncode, timed_out, memory_exceeded, peak,
-                        log_path, log_text, duration, started_at, argv, pid=proc.pid,
-                        infra_error=infra_error, pids_exceeded=pids_exceeded,
-                        oom_kills_delta=(None if oom_before is None or oom_after is None
-                                         else oom_after - oom_before),
-                        memory_limit_mb=limit_mb, memory_limit_source=limit_source)
+    return ProbeOutcome(
+        read_events(events_path),
+        returncode,
+        timed_out,
+        memory_exceeded,
+        peak,
+        log_path,
+        log_text,
+        duration,
+        started_at,
+        argv,
+        pid=proc.pid,
+        infra_error=infra_error,
+        pids_exceeded=pids_exceeded,
+        oom_kills_delta=(None if oom_before is None or oom_after is None else oom_after - oom_before),
+        memory_limit_mb=limit_mb,
+        memory_limit_source=limit_source,
+    )

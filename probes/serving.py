@@ -55,8 +55,7 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def http_json(url: str, payload: dict[str, Any] | None = None, timeout: float = 60.0
-              ) -> tuple[int, Any]:
+def http_json(url: str, payload: dict[str, Any] | None = None, timeout: float = 60.0) -> tuple[int, Any]:
     data = json.dumps(payload).encode() if payload is not None else None
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
@@ -195,15 +194,20 @@ class Server:
                 break
         return "\n".join(log[start:])
 
-    def chat(self, messages: list[dict[str, Any]], *, model: str | None = None,
-             timeout: float = 300.0, **params: Any) -> ChatAnswer:
+    def chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        model: str | None = None,
+        timeout: float = 300.0,
+        **params: Any,
+    ) -> ChatAnswer:
         """POST a chat completion (greedy unless PARAMS say otherwise)."""
         payload: dict[str, Any] = {"messages": messages, "temperature": 0, **params}
         if model:
             payload["model"] = model
         t0 = time.perf_counter()
-        status, body = http_json(f"{self.base_url}/v1/chat/completions", payload,
-                                 timeout=timeout)
+        status, body = http_json(f"{self.base_url}/v1/chat/completions", payload, timeout=timeout)
         return ChatAnswer(status, body, time.perf_counter() - t0)
 
     def models(self) -> dict[str, Any]:
@@ -218,13 +222,24 @@ class Server:
         return {}
 
 
-def start_server(argv: list[str], port: int, log_path: Path, ready_path: str = "/v1/models",
-                 timeout_s: float = 180.0, env: dict[str, str] | None = None) -> Server:
+def start_server(
+    argv: list[str],
+    port: int,
+    log_path: Path,
+    ready_path: str = "/v1/models",
+    timeout_s: float = 180.0,
+    env: dict[str, str] | None = None,
+) -> Server:
     """Start argv, wait until GET ready_path answers 200; on failure stop it and raise."""
     log = open(log_path, "ab")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
-                            preexec_fn=die_with_parent)  # started from the main thread
+    proc = subprocess.Popen(
+        argv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+        preexec_fn=die_with_parent,
+    )  # started from the main thread
     log.close()
     server = Server(proc, f"http://127.0.0.1:{port}", log_path)
     deadline = time.monotonic() + timeout_s

@@ -80,14 +80,16 @@ def model_bytes(pieces: list[Piece], *, dummy_prefix: bool, roles: dict[str, str
         if roles.get(role):
             trainer += _bytes(number, roles[role].encode("utf-8"))
     out += _bytes(2, trainer)
-    normalizer = (_bytes(1, b"identity") + _int(3, int(dummy_prefix)) + _int(4, 0) + _int(5, 1))
+    normalizer = _bytes(1, b"identity") + _int(3, int(dummy_prefix)) + _int(4, 0) + _int(5, 1)
     out += _bytes(3, normalizer)
     return bytes(out)
 
 
 def _merge_pairs(merges: Iterable[Any]) -> list[tuple[str, str]]:
-    return [tuple(m.split(" ", 1)) if isinstance(m, str) else (m[0], m[1])  # type: ignore[misc]
-            for m in merges]
+    return [
+        tuple(m.split(" ", 1)) if isinstance(m, str) else (m[0], m[1])  # type: ignore[misc]
+        for m in merges
+    ]
 
 
 def complete_merges(vocab: dict[str, int], scores: dict[str, float]) -> list[tuple[str, str]]:
@@ -95,8 +97,9 @@ def complete_merges(vocab: dict[str, int], scores: dict[str, float]) -> list[tup
     SentencePiece BPE model implies (a pair merges whenever its concatenation is a piece)."""
     found = []
     for piece, score in scores.items():
-        splits = [(piece[:i], piece[i:]) for i in range(1, len(piece))
-                  if piece[:i] in vocab and piece[i:] in vocab]
+        splits = [
+            (piece[:i], piece[i:]) for i in range(1, len(piece)) if piece[:i] in vocab and piece[i:] in vocab
+        ]
         found += [(-score, vocab[left], vocab[right], left, right) for left, right in splits]
     return [(left, right) for *_key, left, right in sorted(found)]
 
@@ -128,7 +131,7 @@ def pieces_from_tokenizer_json(data: dict[str, Any]) -> tuple[list[Piece], bool]
         if i in added:
             kind = UNKNOWN if text == unk else CONTROL if added[i].get("special") else USER_DEFINED
         else:
-            kind = (UNKNOWN if text == unk else BYTE if text in BYTE_PIECES else NORMAL)
+            kind = UNKNOWN if text == unk else BYTE if text in BYTE_PIECES else NORMAL
         score = -float(rank[text]) if kind == NORMAL and text in rank else 0.0
         pieces.append(Piece(text, score, kind))
     if not any(p.kind == UNKNOWN for p in pieces):
@@ -155,7 +158,9 @@ def _metaspace_prefix(pre: Any) -> bool:
     if not isinstance(pre, dict) or pre.get("type") != "Metaspace":
         return False
     return pre.get("prepend_scheme", "always" if pre.get("add_prefix_space") else "never") in (
-        "first", "always")
+        "first",
+        "always",
+    )
 
 
 def encode(text: str, pieces: list[Piece], *, dummy_prefix: bool) -> list[int]:
@@ -175,7 +180,7 @@ def encode(text: str, pieces: list[Piece], *, dummy_prefix: bool) -> list[int]:
         if best is None:
             break
         i = best[1]
-        symbols[i:i + 2] = [symbols[i] + symbols[i + 1]]
+        symbols[i : i + 2] = [symbols[i] + symbols[i + 1]]
     out: list[int] = []
     for s in symbols:
         out += [ids[s]] if s in ids else [ids[f"<0x{b:02X}>"] for b in s.encode("utf-8")]

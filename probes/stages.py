@@ -58,8 +58,17 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "finetune": (),
 }
 
-STATUSES: tuple[str, ...] = ("pass", "degraded", "fail", "oom", "timeout", "error", "skipped",
-                             "n/a", "needs-gpu")
+STATUSES: tuple[str, ...] = (
+    "pass",
+    "degraded",
+    "fail",
+    "oom",
+    "timeout",
+    "error",
+    "skipped",
+    "n/a",
+    "needs-gpu",
+)
 
 # The two "no verdict" kinds: neither red nor ours, shown grey, each with why. `n/a`: the stage
 # (or the whole probe) does not apply, e.g. an encoder in a map of generators
@@ -70,9 +79,16 @@ NO_VERDICT_STATUSES: frozenset[str] = frozenset({"n/a", "needs-gpu"})
 # Why a `degraded` stage is not green: the failure_class it names (the classes of a red are
 # probes/classify.py's). `slow` only from a measured throughput; `quantization_drift`: a
 # quantized copy within its type's tolerance of the unquantized GGUF (probes/quantize.py).
-DEGRADED_REASONS: tuple[str, ...] = ("transformers_fallback", "unlisted_architecture",
-                                     "precision_drift", "logprob_drift", "template", "slow",
-                                     "failed_requests", "quantization_drift")
+DEGRADED_REASONS: tuple[str, ...] = (
+    "transformers_fallback",
+    "unlisted_architecture",
+    "precision_drift",
+    "logprob_drift",
+    "template",
+    "slow",
+    "failed_requests",
+    "quantization_drift",
+)
 
 # A stage ending in one of these is healthy (shown green or amber).
 GOOD_STATUSES: frozenset[str] = frozenset({"pass", "degraded"})

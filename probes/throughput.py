@@ -38,8 +38,10 @@ REPEATS = 3
 # figure for the same workload (at the highest concurrency) is degraded / slow.
 SLOW_BELOW = 0.25
 METRIC_NAMES = ("ttft", "tpot", "itl", "e2el")
-FILLER = ("the capital of france is paris and the capital of italy is rome while models load "
-          "generate and answer questions about weather numbers and code once upon a time").split()
+FILLER = (
+    "the capital of france is paris and the capital of italy is rome while models load "
+    "generate and answer questions about weather numbers and code once upon a time"
+).split()
 
 
 @dataclass
@@ -75,22 +77,34 @@ def _sse_messages(resp: http.client.HTTPResponse):
                     yield line[5:].strip()
 
 
-def stream_chat(base_url: str, model: str, messages: list[dict[str, str]], output_len: int,
-                timeout: float = 300.0) -> RequestResult:
+def stream_chat(
+    base_url: str, model: str, messages: list[dict[str, str]], output_len: int, timeout: float = 300.0
+) -> RequestResult:
     """One streamed chat completion, timed the way `vllm bench serve` (openai-chat) times it."""
     url = urllib.parse.urlsplit(base_url)
-    payload = {"model": model, "messages": messages, "max_tokens": output_len,
-               "max_completion_tokens": output_len, "min_tokens": output_len,
-               "ignore_eos": True, "temperature": 0.0, "stream": True,
-               "stream_options": {"include_usage": True}}
+    payload = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": output_len,
+        "max_completion_tokens": output_len,
+        "min_tokens": output_len,
+        "ignore_eos": True,
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     result = RequestResult(ok=False)
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
     st = time.perf_counter()
     result.start = st
     last = st
     try:
-        conn.request("POST", "/v1/chat/completions", body=json.dumps(payload),
-                     headers={"Content-Type": "application/json"})
+        conn.request(
+            "POST",
+            "/v1/chat/completions",
+            body=json.dumps(payload),
+            headers={"Content-Type": "application/json"},
+        )
         resp = conn.getresponse()
         if resp.status != 200:
             result.error = f"HTTP {resp.status}: {resp.read().decode('utf-8', 'replace')[:500]}"
@@ -147,8 +161,10 @@ def summarize(results: list[RequestResult], duration_s: float) -> dict[str, floa
     total_in = sum(r.prompt_tokens for r in done)
     total_out = sum(r.output_tokens for r in done)
     out: dict[str, float] = {
-        "completed": len(done), "failed": len(results) - len(done),
-        "duration_s": duration_s, "total_input_tokens": total_in,
+        "completed": len(done),
+        "failed": len(results) - len(done),
+        "duration_s": duration_s,
+        "total_input_tokens": total_in,
         "total_output_tokens": total_out,
         "request_throughput": len(done) / duration_s if duration_s else 0.0,
         "output_throughput": total_out / duration_s if duration_s else 0.0,
@@ -162,13 +178,20 @@ def summarize(results: list[RequestResult], duration_s: float) -> dict[str, floa
     return out
 
 
-def run_once(base_url: str, model: str, messages: list[dict[str, str]], output_len: int,
-             concurrency: int, num_prompts: int) -> tuple[dict[str, float], list[RequestResult]]:
+def run_once(
+    base_url: str,
+    model: str,
+    messages: list[dict[str, str]],
+    output_len: int,
+    concurrency: int,
+    num_prompts: int,
+) -> tuple[dict[str, float], list[RequestResult]]:
     """num_prompts requests, at most `concurrency` in flight (request rate unbounded)."""
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        results = list(pool.map(lambda _: stream_chat(base_url, model, messages, output_len),
-                                range(num_prompts)))
+        results = list(
+            pool.map(lambda _: stream_chat(base_url, model, messages, output_len), range(num_prompts))
+        )
     return summarize(results, time.perf_counter() - t0), results
 
 
@@ -177,10 +200,16 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
-def benchmark(base_url: str, model: str, *, input_words: int = INPUT_WORDS,
-              output_len: int = OUTPUT_LEN, concurrency: tuple[int, ...] = CONCURRENCY,
-              prompts_per_slot: int = PROMPTS_PER_SLOT, repeats: int = REPEATS
-              ) -> tuple[dict[int, dict[str, float]], list[str]]:
+def benchmark(
+    base_url: str,
+    model: str,
+    *,
+    input_words: int = INPUT_WORDS,
+    output_len: int = OUTPUT_LEN,
+    concurrency: tuple[int, ...] = CONCURRENCY,
+    prompts_per_slot: int = PROMPTS_PER_SLOT,
+    repeats: int = REPEATS,
+) -> tuple[dict[int, dict[str, float]], list[str]]:
     """{concurrency: median metrics} and the errors of failed requests (first few)."""
     messages = [{"role": "user", "content": user_prompt(input_words)}]
     warm = stream_chat(base_url, model, messages, output_len)  # as vLLM's bench: one test run
@@ -189,8 +218,7 @@ def benchmark(base_url: str, model: str, *, input_words: int = INPUT_WORDS,
     for c in concurrency:
         runs = []
         for _ in range(repeats):
-            metrics, results = run_once(base_url, model, messages, output_len, c,
-                                        c * prompts_per_slot)
+            metrics, results = run_once(base_url, model, messages, output_len, c, c * prompts_per_slot)
             runs.append(metrics)
             errors += [r.error for r in results if r.error][:3]
         figures[c] = median_of(runs)
@@ -202,13 +230,18 @@ def benchmark(base_url: str, model: str, *, input_words: int = INPUT_WORDS,
 def flat_metrics(figures: dict[int, dict[str, float]], prefix: str = "") -> dict[str, float]:
     """{1: {...}, 4: {...}} -> {"c1_mean_ttft_ms": ..., "c4_output_throughput": ...} (the
     record's metrics are flat scalars)."""
-    return {f"{prefix}c{c}_{k}": round(v, 4) if isinstance(v, float) else v
-            for c, m in figures.items() for k, v in m.items()}
+    return {
+        f"{prefix}c{c}_{k}": round(v, 4) if isinstance(v, float) else v
+        for c, m in figures.items()
+        for k, v in m.items()
+    }
 
 
-def verdict(figures: dict[int, dict[str, float]], reference: dict[int, dict[str, float]] | None,
-            slow_below: float = SLOW_BELOW) -> tuple[str, str | None, str | None,
-                                                      dict[str, float]]:
+def verdict(
+    figures: dict[int, dict[str, float]],
+    reference: dict[int, dict[str, float]] | None,
+    slow_below: float = SLOW_BELOW,
+) -> tuple[str, str | None, str | None, dict[str, float]]:
     """(status, failure_class, message, ratio metrics). Pure.
 
     Ratios are output throughput over the reference's at the same concurrency; the verdict
@@ -223,8 +256,7 @@ def verdict(figures: dict[int, dict[str, float]], reference: dict[int, dict[str,
     if any(m.get("completed", 0) == 0 for m in figures.values()):
         return "fail", None, "no request completed", ratios
     if failed:
-        return ("degraded", "failed_requests", f"{failed:g} requests failed (median over repeats)",
-                ratios)
+        return ("degraded", "failed_requests", f"{failed:g} requests failed (median over repeats)", ratios)
     shared = [c for c in figures if f"c{c}_x_reference" in ratios]
     if not shared:
         return "pass", None, "no reference figure to compare with", ratios
@@ -237,10 +269,16 @@ def verdict(figures: dict[int, dict[str, float]], reference: dict[int, dict[str,
 
 
 # Child side: transformers for the reference
-def reference_figures(model_dir: Path, *, input_words: int = INPUT_WORDS,
-                      output_len: int = OUTPUT_LEN, concurrency: tuple[int, ...] = CONCURRENCY,
-                      prompts_per_slot: int = PROMPTS_PER_SLOT, repeats: int = REPEATS,
-                      threads: int | None = 1) -> tuple[dict[int, dict[str, float]], dict]:
+def reference_figures(
+    model_dir: Path,
+    *,
+    input_words: int = INPUT_WORDS,
+    output_len: int = OUTPUT_LEN,
+    concurrency: tuple[int, ...] = CONCURRENCY,
+    prompts_per_slot: int = PROMPTS_PER_SLOT,
+    repeats: int = REPEATS,
+    threads: int | None = 1,
+) -> tuple[dict[int, dict[str, float]], dict]:
     """The same workload in plain transformers (greedy generate, batch = concurrency), timed
     end to end per batch: the figure an engine's throughput is compared with.
 
@@ -266,9 +304,14 @@ def reference_figures(model_dir: Path, *, input_words: int = INPUT_WORDS,
     def generate(batch: int) -> None:
         inputs = ids.repeat(batch, 1)
         with torch.no_grad():
-            model.generate(inputs, attention_mask=torch.ones_like(inputs), do_sample=False,
-                           max_new_tokens=output_len, min_new_tokens=output_len,
-                           pad_token_id=pad)
+            model.generate(
+                inputs,
+                attention_mask=torch.ones_like(inputs),
+                do_sample=False,
+                max_new_tokens=output_len,
+                min_new_tokens=output_len,
+                pad_token_id=pad,
+            )
 
     generate(1)  # warm-up
     figures: dict[int, dict[str, float]] = {}
@@ -283,54 +326,74 @@ def reference_figures(model_dir: Path, *, input_words: int = INPUT_WORDS,
                 generate(c)
                 latencies += [time.perf_counter() - b0] * c
             dur = time.perf_counter() - t0
-            runs.append({"duration_s": dur, "request_throughput": n / dur,
-                         "output_throughput": n * output_len / dur,
-                         "mean_e2el_ms": statistics.fmean(latencies) * 1000})
+            runs.append(
+                {
+                    "duration_s": dur,
+                    "request_throughput": n / dur,
+                    "output_throughput": n * output_len / dur,
+                    "mean_e2el_ms": statistics.fmean(latencies) * 1000,
+                }
+            )
         figures[c] = median_of(runs)
-    about = {"reference_engine": f"transformers {transformers.__version__}",
-             "reference_threads": torch.get_num_threads(),
-             "reference_prompt_tokens": int(ids.shape[1])}
+    about = {
+        "reference_engine": f"transformers {transformers.__version__}",
+        "reference_threads": torch.get_num_threads(),
+        "reference_prompt_tokens": int(ids.shape[1]),
+    }
     return figures, about
 
 
 # The stage
 def options_workload(options: dict[str, Any]) -> dict[str, Any]:
     o = options.get("throughput") or {}
-    return {"input_words": int(o.get("input_words", INPUT_WORDS)),
-            "output_len": int(o.get("output_len", OUTPUT_LEN)),
-            "concurrency": tuple(int(c) for c in o.get("concurrency", CONCURRENCY)),
-            "prompts_per_slot": int(o.get("prompts_per_slot", PROMPTS_PER_SLOT)),
-            "repeats": int(o.get("repeats", REPEATS))}
+    return {
+        "input_words": int(o.get("input_words", INPUT_WORDS)),
+        "output_len": int(o.get("output_len", OUTPUT_LEN)),
+        "concurrency": tuple(int(c) for c in o.get("concurrency", CONCURRENCY)),
+        "prompts_per_slot": int(o.get("prompts_per_slot", PROMPTS_PER_SLOT)),
+        "repeats": int(o.get("repeats", REPEATS)),
+    }
 
 
-def reference_in_subprocess(model_dir: Path, load: dict[str, Any], timeout_s: float = 600.0,
-                            threads: int = 1) -> tuple[dict[int, dict[str, float]], dict]:
+def reference_in_subprocess(
+    model_dir: Path, load: dict[str, Any], timeout_s: float = 600.0, threads: int = 1
+) -> tuple[dict[int, dict[str, float]], dict]:
     """reference_figures in a fresh interpreter: the probe child may be pinned to one core by
     the engine (vLLM binds its OpenMP threads), which would make the reference unfairly slow."""
-    code = ("import json, os, sys; from pathlib import Path; "
-            "os.sched_setaffinity(0, range(os.cpu_count() or 1)); "
-            "from probes.throughput import reference_figures; "
-            "a = json.loads(sys.argv[1]); a['concurrency'] = tuple(a['concurrency']); "
-            "f, about = reference_figures(Path(a.pop('model_dir')), **a); "
-            "print('DAYONE-REFERENCE ' + json.dumps({'figures': f, 'about': about}))")
-    args = json.dumps({**load, "concurrency": list(load["concurrency"]),
-                       "model_dir": str(model_dir), "threads": threads})
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OMP_NUM_THREADS", "KMP_AFFINITY", "GOMP_CPU_AFFINITY", "LD_PRELOAD")}
-    proc = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True,
-                          timeout=timeout_s, env=env)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("DAYONE-REFERENCE ")),
-                None)
+    code = (
+        "import json, os, sys; from pathlib import Path; "
+        "os.sched_setaffinity(0, range(os.cpu_count() or 1)); "
+        "from probes.throughput import reference_figures; "
+        "a = json.loads(sys.argv[1]); a['concurrency'] = tuple(a['concurrency']); "
+        "f, about = reference_figures(Path(a.pop('model_dir')), **a); "
+        "print('DAYONE-REFERENCE ' + json.dumps({'figures': f, 'about': about}))"
+    )
+    args = json.dumps(
+        {**load, "concurrency": list(load["concurrency"]), "model_dir": str(model_dir), "threads": threads}
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OMP_NUM_THREADS", "KMP_AFFINITY", "GOMP_CPU_AFFINITY", "LD_PRELOAD")
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", code, args], capture_output=True, text=True, timeout=timeout_s, env=env
+    )
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("DAYONE-REFERENCE ")), None)
     if proc.returncode or line is None:
         print(proc.stdout[-2000:] + proc.stderr[-4000:], flush=True)
-        raise HarnessError(f"the transformers reference for throughput failed "
-                           f"(exit {proc.returncode})")
+        raise HarnessError(f"the transformers reference for throughput failed (exit {proc.returncode})")
     data = json.loads(line.split(" ", 1)[1])
     return {int(c): m for c, m in data["figures"].items()}, data["about"]
 
 
-def stage(base_url: str, model: str, model_dir: Path, options: dict[str, Any],
-          before_reference: Callable[[], None] | None = None) -> StageOutcome:
+def stage(
+    base_url: str,
+    model: str,
+    model_dir: Path,
+    options: dict[str, Any],
+    before_reference: Callable[[], None] | None = None,
+) -> StageOutcome:
     """The `throughput` stage against a running server, plus the transformers reference.
 
     before_reference: called between the two (stop the server, so the reference has the
@@ -350,23 +413,35 @@ def stage(base_url: str, model: str, model_dir: Path, options: dict[str, Any],
         about: dict[str, Any] = {"reference_engine": "given"}
     elif (options.get("throughput") or {}).get("reference", True):
         reference, about = reference_in_subprocess(
-            model_dir, load, threads=int((options.get("throughput") or {}).get(
-                "reference_threads", 1)))
+            model_dir, load, threads=int((options.get("throughput") or {}).get("reference_threads", 1))
+        )
     else:
         reference, about = None, {}
     slow_below = float((options.get("throughput") or {}).get("slow_below", SLOW_BELOW))
     status, failure_class, message, ratios = verdict(figures, reference, slow_below)
     metrics: dict[str, Any] = {
-        "input_words": load["input_words"], "output_len": load["output_len"],
-        "concurrency": ",".join(map(str, load["concurrency"])), "repeats": load["repeats"],
-        **flat_metrics(figures), **about, **ratios,
-        **{f"reference_c{c}_output_throughput": round(m["output_throughput"], 3)
-           for c, m in (reference or {}).items()},
+        "input_words": load["input_words"],
+        "output_len": load["output_len"],
+        "concurrency": ",".join(map(str, load["concurrency"])),
+        "repeats": load["repeats"],
+        **flat_metrics(figures),
+        **about,
+        **ratios,
+        **{
+            f"reference_c{c}_output_throughput": round(m["output_throughput"], 3)
+            for c, m in (reference or {}).items()
+        },
     }
     if status == "fail":
-        raise StageFailure(f"throughput: {message}; {errors[0] if errors else ''}",
-                           metrics=metrics)
-    return StageOutcome(status, metrics, message, failure_class,
-                        output={"figures": {str(c): m for c, m in figures.items()},
-                                "reference": {str(c): m for c, m in (reference or {}).items()},
-                                "errors": errors})
+        raise StageFailure(f"throughput: {message}; {errors[0] if errors else ''}", metrics=metrics)
+    return StageOutcome(
+        status,
+        metrics,
+        message,
+        failure_class,
+        output={
+            "figures": {str(c): m for c, m in figures.items()},
+            "reference": {str(c): m for c, m in (reference or {}).items()},
+            "errors": errors,
+        },
+    )

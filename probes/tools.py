@@ -46,9 +46,12 @@ def pip_python(cache: Path) -> Path:
         if (venv / ".ready").exists():
             return python
         shutil.rmtree(venv, ignore_errors=True)
-        proc = subprocess.run([find_uv(), "venv", "--quiet", "--seed", "--python",
-                               sys.executable, str(venv)], capture_output=True, text=True,
-                              env={k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"})
+        proc = subprocess.run(
+            [find_uv(), "venv", "--quiet", "--seed", "--python", sys.executable, str(venv)],
+            capture_output=True,
+            text=True,
+            env={k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"},
+        )
         if proc.returncode:
             raise RuntimeError(f"could not make a pip venv with uv:\n{proc.stderr[-2000:]}")
         (venv / ".ready").write_text("")

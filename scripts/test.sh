@@ -6,6 +6,7 @@ bash scripts/setup.sh --test
 # Lint and type-check first (config in pyproject.toml): seconds, and a finding fails the run
 # like a test.
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 .venv/bin/mypy
 bash .ci/docker-up.sh || echo "test: Docker could not start; the container tests will say why" >&2
 set +e

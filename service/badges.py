@@ -6,9 +6,17 @@ from dataclasses import dataclass
 
 from service import render
 
-COLOURS = {"pass": "#1a7f37", "degraded": "#9a6700", "fail": "#cf222e", "oom": "#8250df",
-           "timeout": "#bc4c00", "error": "#57606a", "skipped": "#8c959f", "n/a": "#8c959f",
-           "needs-gpu": "#6e7781"}
+COLOURS = {
+    "pass": "#1a7f37",
+    "degraded": "#9a6700",
+    "fail": "#cf222e",
+    "oom": "#8250df",
+    "timeout": "#bc4c00",
+    "error": "#57606a",
+    "skipped": "#8c959f",
+    "n/a": "#8c959f",
+    "needs-gpu": "#6e7781",
+}
 UNKNOWN = "#8c959f"
 
 # Verdana 11px advance widths (shields.io measures text the same way), by character class.
@@ -43,8 +51,7 @@ def badge_for(engine: str, status: str | None, version: str | None = None) -> Ba
     if status is None:
         return Badge(label, "no data", UNKNOWN)
     message = f"{status} {version}" if version else status
-    return Badge(label, message if len(message) <= 40 else message[:39] + "…",
-                 COLOURS.get(status, UNKNOWN))
+    return Badge(label, message if len(message) <= 40 else message[:39] + "…", COLOURS.get(status, UNKNOWN))
 
 
 def svg(badge: Badge) -> str:

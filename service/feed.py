@@ -48,118 +48,195 @@ class Entry:
         if self.kind == "release" and self.headline:
             return self.headline
         if self.kind == "dependency_drift":
-            return (f"Dependency drift: {self.model} in {self.engine} {self.engine_version}: "
-                    f"{self.before_status} → {self.status}, the engine unchanged"
-                    + (f" ({self.headline})" if self.headline else ""))
+            return (
+                f"Dependency drift: {self.model} in {self.engine} {self.engine_version}: "
+                f"{self.before_status} → {self.status}, the engine unchanged"
+                + (f" ({self.headline})" if self.headline else "")
+            )
         if self.kind == "regression":
-            return (f"Regression: {self.model} in {self.engine} {self.engine_version}: "
-                    f"{self.before_status} ({self.before_version}) → {self.status}")
+            return (
+                f"Regression: {self.model} in {self.engine} {self.engine_version}: "
+                f"{self.before_status} ({self.before_version}) → {self.status}"
+            )
         return f"New green: {self.model} runs in {self.engine} {self.engine_version}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "model": self.model, "engine": self.engine,
-                "at": views.iso(self.at), "status": self.status,
-                "engine_version": self.engine_version, "before_status": self.before_status,
-                "before_version": self.before_version, "title": self.title}
+        return {
+            "kind": self.kind,
+            "model": self.model,
+            "engine": self.engine,
+            "at": views.iso(self.at),
+            "status": self.status,
+            "engine_version": self.engine_version,
+            "before_status": self.before_status,
+            "before_version": self.before_version,
+            "title": self.title,
+        }
 
 
-def entries(probes: list[S.Probe], since: dt.datetime, green_before: set[tuple[str, str]],
-            packages: Mapping[str, Mapping[str, str]] | None = None) -> list[Entry]:
+def entries(
+    probes: list[S.Probe],
+    since: dt.datetime,
+    green_before: set[tuple[str, str]],
+    packages: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[Entry]:
     """Pure: the feed's entries from probes (oldest may precede `since`), newest first.
     `green_before`: cells known to have been green before the probes begin. `packages`: each
     environment's packages, to say what moved in a dependency drift."""
     packages = packages or {}
-    obs = [S.Observation(model=p.model, engine=p.engine, engine_version=p.engine_version,
-                         stage="probe", status=p.status or "skipped", started_at=p.started_at,
-                         environment_id=p.environment_id, run_id=p.run_id) for p in probes]
+    obs = [
+        S.Observation(
+            model=p.model,
+            engine=p.engine,
+            engine_version=p.engine_version,
+            stage="probe",
+            status=p.status or "skipped",
+            started_at=p.started_at,
+            environment_id=p.environment_id,
+            run_id=p.run_id,
+        )
+        for p in probes
+    ]
     out: list[Entry] = []
     for r in S.regressions(obs):
         if r.after.started_at >= since:
             drifted = _drifted(r)
-            moved = (locks.describe_drift(locks.drift(packages.get(r.before.environment_id, {}),
-                                                      packages.get(r.after.environment_id, {})))
-                     if drifted and packages else None)
-            out.append(Entry("dependency_drift" if drifted else "regression", r.model, r.engine,
-                             r.after.started_at, r.after.status, r.after.engine_version,
-                             r.before.status, r.before.engine_version, headline=moved))
+            moved = (
+                locks.describe_drift(
+                    locks.drift(
+                        packages.get(r.before.environment_id, {}), packages.get(r.after.environment_id, {})
+                    )
+                )
+                if drifted and packages
+                else None
+            )
+            out.append(
+                Entry(
+                    "dependency_drift" if drifted else "regression",
+                    r.model,
+                    r.engine,
+                    r.after.started_at,
+                    r.after.status,
+                    r.after.engine_version,
+                    r.before.status,
+                    r.before.engine_version,
+                    headline=moved,
+                )
+            )
     for (model, engine), first in S.first_green(obs).items():
         if first is not None and first.started_at >= since and (model, engine) not in green_before:
-            out.append(Entry("new_green", model, engine, first.started_at, first.status,
-                             first.engine_version))
+            out.append(
+                Entry("new_green", model, engine, first.started_at, first.status, first.engine_version)
+            )
     out.sort(key=lambda e: (e.at, e.kind, e.model, e.engine), reverse=True)
     return out[:MAX_ENTRIES]
 
 
 def _drifted(r: S.Regression) -> bool:
     """The same release broke in another environment: a new lock, not a new engine."""
-    return (not r.across_versions
-            and r.before.environment_id != r.after.environment_id)
+    return not r.across_versions and r.before.environment_id != r.after.environment_id
 
 
 def release_entries(diffs: list[release_diff.ReleaseDiff], since: dt.datetime) -> list[Entry]:
     """Pure: one entry per engine release first probed since `since` that changed something
     against the release before it (a first release probed has nothing to compare with)."""
-    return [Entry("release", "", d.engine, d.first_result, None, d.version,
-                  before_version=d.previous, headline=d.headline())
-            for d in diffs if d.first_result is not None and d.first_result >= since
-            and d.previous is not None and d.changed]
+    return [
+        Entry(
+            "release",
+            "",
+            d.engine,
+            d.first_result,
+            None,
+            d.version,
+            before_version=d.previous,
+            headline=d.headline(),
+        )
+        for d in diffs
+        if d.first_result is not None and d.first_result >= since and d.previous is not None and d.changed
+    ]
 
 
 def _window_probes(session: Session, start: dt.datetime) -> list[S.Probe]:
     day = func.date(Result.started_at)
     rank = views._rank_expr()
-    query = (select(ModelRevision.model_id, Environment.engine_name, Environment.engine_version,
-                    Environment.environment_id, Result.run_key,
-                    func.min(Result.started_at).label("t"), func.min(rank).label("rank"))
-             .select_from(Result)
-             .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
-             .join(Environment, Environment.id == Result.environment_pk)
-             .where(Result.started_at >= start)
-             .group_by(ModelRevision.model_id, Environment.engine_name,
-                       Environment.engine_version, Environment.environment_id, Result.run_key,
-                       day))
+    query = (
+        select(
+            ModelRevision.model_id,
+            Environment.engine_name,
+            Environment.engine_version,
+            Environment.environment_id,
+            Result.run_key,
+            func.min(Result.started_at).label("t"),
+            func.min(rank).label("rank"),
+        )
+        .select_from(Result)
+        .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
+        .join(Environment, Environment.id == Result.environment_pk)
+        .where(Result.started_at >= start)
+        .group_by(
+            ModelRevision.model_id,
+            Environment.engine_name,
+            Environment.engine_version,
+            Environment.environment_id,
+            Result.run_key,
+            day,
+        )
+    )
     out = []
     for model, engine, version, env, run_key, t, rank in session.execute(query):
         status = views.RANKED[rank] if rank < len(views.RANKED) else None
-        out.append(S.Probe(model, engine, version, env, run_key or None, S.parse_time(t),
-                           {"probe": status or "skipped"}))
+        out.append(
+            S.Probe(
+                model, engine, version, env, run_key or None, S.parse_time(t), {"probe": status or "skipped"}
+            )
+        )
     return out
 
 
-def _green_before(session: Session, start: dt.datetime, cells: set[tuple[str, str]]
-                  ) -> set[tuple[str, str]]:
+def _green_before(session: Session, start: dt.datetime, cells: set[tuple[str, str]]) -> set[tuple[str, str]]:
     """Which of these cells had a passing result before `start` (a stage-level check: a cell
     with any earlier pass is not announced as new)."""
     if not cells:
         return set()
-    query = (select(ModelRevision.model_id, Environment.engine_name).distinct()
-             .select_from(Result)
-             .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
-             .join(Environment, Environment.id == Result.environment_pk)
-             .where(Result.started_at < start, Result.status == S.GREEN,
-                    ModelRevision.model_id.in_(sorted({m for m, _ in cells}))))
+    query = (
+        select(ModelRevision.model_id, Environment.engine_name)
+        .distinct()
+        .select_from(Result)
+        .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
+        .join(Environment, Environment.id == Result.environment_pk)
+        .where(
+            Result.started_at < start,
+            Result.status == S.GREEN,
+            ModelRevision.model_id.in_(sorted({m for m, _ in cells})),
+        )
+    )
     return {(m, e) for m, e in session.execute(query) if (m, e) in cells}
 
 
-def feed_view(session: Session, now: dt.datetime | None = None, days: int = WINDOW_DAYS
-              ) -> dict[str, Any]:
+def feed_view(session: Session, now: dt.datetime | None = None, days: int = WINDOW_DAYS) -> dict[str, Any]:
     now = S.parse_time(now or dt.datetime.now(dt.timezone.utc))
     since = now - dt.timedelta(days=days)
     start = since - dt.timedelta(days=LOOKBACK_DAYS)
     probes = _window_probes(session, start.replace(tzinfo=None))
     greens = {(p.model, p.engine) for p in probes if p.status == S.GREEN and p.started_at >= since}
     envs = {p.environment_id for p in probes}
-    items = entries(probes, since, _green_before(session, start.replace(tzinfo=None), greens),
-                    queries.environment_packages(session, envs))
+    items = entries(
+        probes,
+        since,
+        _green_before(session, start.replace(tzinfo=None), greens),
+        queries.environment_packages(session, envs),
+    )
     stages = queries.engine_release_stages(session)
     for engine in sorted({o.engine for o in stages}):
         items += release_entries(release_diff.release_diffs(engine, stages), since)
     items.sort(key=lambda e: (e.at, e.kind, e.model, e.engine), reverse=True)
     items = items[:MAX_ENTRIES]
-    return {"updated": views.iso(items[0].at if items else now), "since": views.iso(since),
-            "entries": [e.as_dict() for e in items]}
+    return {
+        "updated": views.iso(items[0].at if items else now),
+        "since": views.iso(since),
+        "entries": [e.as_dict() for e in items],
+    }
 
 
 def atom(data: dict[str, Any], links: Links, site: str = "") -> str:
-    return render.environment().get_template("feed.atom").render(
-        data=data, links=links, site=site)
+    return render.environment().get_template("feed.atom").render(data=data, links=links, site=site)

@@ -67,6 +67,7 @@ def _short(text: str | None, n: int = MESSAGE_CHARS) -> str | None:
 
 # The model catalogue (one row per model id; O(model revisions), never history)
 
+
 @dataclass(frozen=True)
 class ModelFacts:
     model: str
@@ -81,9 +82,15 @@ class ModelFacts:
         return (self.release_date or self.first_seen.date(), self.first_seen, self.model)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "family": self.family, "model_type": self.model_type,
-                "architecture": self.architecture, "release_date": iso(self.release_date),
-                "first_seen": iso(self.first_seen), "revisions": list(self.revisions)}
+        return {
+            "model": self.model,
+            "family": self.family,
+            "model_type": self.model_type,
+            "architecture": self.architecture,
+            "release_date": iso(self.release_date),
+            "first_seen": iso(self.first_seen),
+            "revisions": list(self.revisions),
+        }
 
 
 def catalog(session: Session, model_ids: Iterable[str] | None = None) -> dict[str, ModelFacts]:
@@ -99,10 +106,18 @@ def catalog(session: Session, model_ids: Iterable[str] | None = None) -> dict[st
         for key in ("family", "model_type", "architecture", "release_date"):
             if getattr(rev, key) is not None:
                 f[key] = getattr(rev, key)
-    return {m: ModelFacts(m, f.get("family") or f.get("model_type") or "unknown",
-                          f.get("model_type"), f.get("architecture"), f.get("release_date"),
-                          f["first_seen"], tuple(f["revisions"]))
-            for m, f in facts.items()}
+    return {
+        m: ModelFacts(
+            m,
+            f.get("family") or f.get("model_type") or "unknown",
+            f.get("model_type"),
+            f.get("architecture"),
+            f.get("release_date"),
+            f["first_seen"],
+            tuple(f["revisions"]),
+        )
+        for m, f in facts.items()
+    }
 
 
 def newest_first(models: Iterable[ModelFacts]) -> list[ModelFacts]:
@@ -116,6 +131,7 @@ def newest_first(models: Iterable[ModelFacts]) -> list[ModelFacts]:
 
 # The matrix
 
+
 @dataclass(frozen=True)
 class Filters:
     family: str | None = None
@@ -125,23 +141,41 @@ class Filters:
     status: str | None = None
 
     def as_dict(self) -> dict[str, str | None]:
-        return {"family": self.family, "engine": self.engine, "hardware": self.hardware,
-                "tier": self.tier, "status": self.status}
+        return {
+            "family": self.family,
+            "engine": self.engine,
+            "hardware": self.hardware,
+            "tier": self.tier,
+            "status": self.status,
+        }
 
 
 def _cell_rows(session: Session, model_ids: list[str], f: Filters) -> list[Any]:
     """The cell_latest rows of these models (with the filters on engine, hardware, tier)."""
     if not model_ids:
         return []
-    query = (select(CellLatest.model_id, CellLatest.engine_name, CellLatest.engine_version,
-                    CellLatest.stage, CellLatest.status, CellLatest.failure_class,
-                    CellLatest.started_at, CellLatest.model_revision_pk,
-                    CellLatest.environment_pk, Environment.environment_id,
-                    Environment.hardware, Result.tier, Result.message, Result.confirmed,
-                    Result.confirmation)
-             .join(Environment, Environment.id == CellLatest.environment_pk)
-             .join(Result, Result.id == CellLatest.result_pk)
-             .where(CellLatest.model_id.in_(model_ids)))
+    query = (
+        select(
+            CellLatest.model_id,
+            CellLatest.engine_name,
+            CellLatest.engine_version,
+            CellLatest.stage,
+            CellLatest.status,
+            CellLatest.failure_class,
+            CellLatest.started_at,
+            CellLatest.model_revision_pk,
+            CellLatest.environment_pk,
+            Environment.environment_id,
+            Environment.hardware,
+            Result.tier,
+            Result.message,
+            Result.confirmed,
+            Result.confirmation,
+        )
+        .join(Environment, Environment.id == CellLatest.environment_pk)
+        .join(Result, Result.id == CellLatest.result_pk)
+        .where(CellLatest.model_id.in_(model_ids))
+    )
     if f.engine:
         query = query.where(CellLatest.engine_name == f.engine)
     if f.hardware:
@@ -182,29 +216,51 @@ def _cells(rows: list[Any]) -> dict[str, dict[str, dict[str, Any]]]:
             "tier": "+".join(tiers) or None,
             "hardware": sorted({r.hardware for r in ordered if r.hardware}),
             "last_run": iso(max(r.started_at for r in ordered)),
-            "stages": {r.stage: {"status": r.status, "failure_class": r.failure_class,
-                                 "message": _short(r.message), "tier": r.tier,
-                                 "started_at": iso(r.started_at),
-                                 **bare_check(r.confirmed, r.confirmation)} for r in ordered},
-            "why": None if why is None or status in ("pass", None) else {
-                "stage": why.stage, "failure_class": why.failure_class,
-                "message": _short(why.message), **bare_check(why.confirmed, why.confirmation)},
+            "stages": {
+                r.stage: {
+                    "status": r.status,
+                    "failure_class": r.failure_class,
+                    "message": _short(r.message),
+                    "tier": r.tier,
+                    "started_at": iso(r.started_at),
+                    **bare_check(r.confirmed, r.confirmation),
+                }
+                for r in ordered
+            },
+            "why": None
+            if why is None or status in ("pass", None)
+            else {
+                "stage": why.stage,
+                "failure_class": why.failure_class,
+                "message": _short(why.message),
+                **bare_check(why.confirmed, why.confirmation),
+            },
         }
     return out
 
 
 # What a red's bare reproduction said (matrix/confirm.py), in the reader's words.
-BARE_LABELS = {"confirmed": "confirmed bare", "differs": "not confirmed",
-               "harness_disagrees": "harness disagrees", "no_verdict": "no bare verdict"}
+BARE_LABELS = {
+    "confirmed": "confirmed bare",
+    "differs": "not confirmed",
+    "harness_disagrees": "harness disagrees",
+    "no_verdict": "no bare verdict",
+}
 
 
 def bare_check(confirmed: bool | None, confirmation: dict[str, Any] | None) -> dict[str, Any]:
     """The confirmation fields a page shows next to a result."""
     c = confirmation or {}
-    return {"confirmed": confirmed, "bare": BARE_LABELS.get(c.get("verdict") or ""),
-            "bare_message": c.get("message"), "bare_log_path": c.get("log_path"),
-            "bare_command": c.get("command"), "bare_line": c.get("bare_line"),
-            "probe_line": c.get("probe_line"), "probe_log_path": c.get("probe_log_path")}
+    return {
+        "confirmed": confirmed,
+        "bare": BARE_LABELS.get(c.get("verdict") or ""),
+        "bare_message": c.get("message"),
+        "bare_log_path": c.get("log_path"),
+        "bare_command": c.get("command"),
+        "bare_line": c.get("bare_line"),
+        "probe_line": c.get("probe_line"),
+        "probe_log_path": c.get("probe_log_path"),
+    }
 
 
 _STAGE_INDEX = {stage: i for i, stage in enumerate(STAGES)}
@@ -219,8 +275,9 @@ def runs(strip: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out[-1]["last"] = night["night"]
             out[-1]["nights"] += 1
         else:
-            out.append({"status": night["status"], "first": night["night"],
-                        "last": night["night"], "nights": 1})
+            out.append(
+                {"status": night["status"], "first": night["night"], "last": night["night"], "nights": 1}
+            )
     return out
 
 
@@ -232,8 +289,9 @@ def _rank_expr() -> Any:
     return case(RANK, value=Result.status, else_=len(RANKED))
 
 
-def strips(session: Session, model_ids: list[str], f: Filters, nights: list[dt.date]
-           ) -> dict[tuple[str, str], dict[str, str]]:
+def strips(
+    session: Session, model_ids: list[str], f: Filters, nights: list[dt.date]
+) -> dict[tuple[str, str], dict[str, str]]:
     """(model, engine) -> {night (ISO date): worst status that night}, for the given nights.
 
     One range seek per (model revision, environment, stage) of the page through the results'
@@ -242,14 +300,25 @@ def strips(session: Session, model_ids: list[str], f: Filters, nights: list[dt.d
         return {}
     cutoff = dt.datetime.combine(nights[0], dt.time())
     day = func.date(Result.started_at)
-    query = (select(CellLatest.model_id, CellLatest.engine_name, day.label("day"),
-                    func.min(_rank_expr()).label("rank"))
-             .join(Result, and_(Result.model_revision_pk == CellLatest.model_revision_pk,
-                                Result.environment_pk == CellLatest.environment_pk,
-                                Result.stage == CellLatest.stage,
-                                Result.started_at >= cutoff))
-             .where(CellLatest.model_id.in_(model_ids))
-             .group_by(CellLatest.model_id, CellLatest.engine_name, day))
+    query = (
+        select(
+            CellLatest.model_id,
+            CellLatest.engine_name,
+            day.label("day"),
+            func.min(_rank_expr()).label("rank"),
+        )
+        .join(
+            Result,
+            and_(
+                Result.model_revision_pk == CellLatest.model_revision_pk,
+                Result.environment_pk == CellLatest.environment_pk,
+                Result.stage == CellLatest.stage,
+                Result.started_at >= cutoff,
+            ),
+        )
+        .where(CellLatest.model_id.in_(model_ids))
+        .group_by(CellLatest.model_id, CellLatest.engine_name, day)
+    )
     query = _cell_filters(query, f, result_joined=True)
     out: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
     for model, engine, night, rank in session.execute(query):
@@ -258,8 +327,9 @@ def strips(session: Session, model_ids: list[str], f: Filters, nights: list[dt.d
     return out
 
 
-def first_greens(session: Session, models: list[ModelFacts], f: Filters,
-                 horizon_days: int = DTG_HORIZON_DAYS) -> dict[tuple[str, str], dt.datetime]:
+def first_greens(
+    session: Session, models: list[ModelFacts], f: Filters, horizon_days: int = DTG_HORIZON_DAYS
+) -> dict[tuple[str, str], dt.datetime]:
     """(model, engine) -> start of its first green probe (summary's definition: no stage
     broken or degraded, at least one passed; probes grouped by run and night), looked for in
     the model's first `horizon_days` after release.
@@ -271,29 +341,45 @@ def first_greens(session: Session, models: list[ModelFacts], f: Filters,
     dated = [m for m in models if m.release_date]
     if not dated:
         return {}
-    lo = {m.model: dt.datetime.combine(m.release_date, dt.time()) - dt.timedelta(days=7)
-          for m in dated}
+    lo = {m.model: dt.datetime.combine(m.release_date, dt.time()) - dt.timedelta(days=7) for m in dated}
     hi = {m.model: lo[m.model] + dt.timedelta(days=7 + horizon_days) for m in dated}
     bad = case((Result.status.in_(("fail", "timeout", "oom", "degraded")), 1), else_=0)
     good = case((Result.status == "pass", 1), else_=0)
-    probe = (select(CellLatest.model_id.label("model_id"),
-                    CellLatest.engine_name.label("engine_name"),
-                    func.min(Result.started_at).label("t"),
-                    func.sum(bad).label("bad"), func.sum(good).label("good"))
-             .join(Result, and_(Result.model_revision_pk == CellLatest.model_revision_pk,
-                                Result.environment_pk == CellLatest.environment_pk,
-                                Result.stage == CellLatest.stage,
-                                Result.started_at >= case(lo, value=CellLatest.model_id),
-                                Result.started_at < case(hi, value=CellLatest.model_id)))
-             .where(CellLatest.model_id.in_(list(lo)))
-             .group_by(CellLatest.model_id, CellLatest.engine_name, CellLatest.environment_pk,
-                       Result.run_key, func.date(Result.started_at)))
+    probe = (
+        select(
+            CellLatest.model_id.label("model_id"),
+            CellLatest.engine_name.label("engine_name"),
+            func.min(Result.started_at).label("t"),
+            func.sum(bad).label("bad"),
+            func.sum(good).label("good"),
+        )
+        .join(
+            Result,
+            and_(
+                Result.model_revision_pk == CellLatest.model_revision_pk,
+                Result.environment_pk == CellLatest.environment_pk,
+                Result.stage == CellLatest.stage,
+                Result.started_at >= case(lo, value=CellLatest.model_id),
+                Result.started_at < case(hi, value=CellLatest.model_id),
+            ),
+        )
+        .where(CellLatest.model_id.in_(list(lo)))
+        .group_by(
+            CellLatest.model_id,
+            CellLatest.engine_name,
+            CellLatest.environment_pk,
+            Result.run_key,
+            func.date(Result.started_at),
+        )
+    )
     if f.engine:
         probe = probe.where(CellLatest.engine_name == f.engine)
     probe = probe.subquery()
-    query = (select(probe.c.model_id, probe.c.engine_name, func.min(probe.c.t))
-             .where(probe.c.bad == 0, probe.c.good > 0)
-             .group_by(probe.c.model_id, probe.c.engine_name))
+    query = (
+        select(probe.c.model_id, probe.c.engine_name, func.min(probe.c.t))
+        .where(probe.c.bad == 0, probe.c.good > 0)
+        .group_by(probe.c.model_id, probe.c.engine_name)
+    )
     return {(m, e): S.parse_time(t) for m, e, t in session.execute(query)}
 
 
@@ -301,8 +387,13 @@ def options(session: Session, models: Iterable[ModelFacts]) -> dict[str, list[st
     """The values each filter can take (engines and hardware from the environments table)."""
     engines = sorted(session.scalars(select(Environment.engine_name).distinct()))
     hardware = sorted(h for h in session.scalars(select(Environment.hardware).distinct()) if h)
-    return {"family": sorted({m.family for m in models}), "engine": engines,
-            "hardware": hardware, "tier": list(TIERS), "status": list(STATUSES)}
+    return {
+        "family": sorted({m.family for m in models}),
+        "engine": engines,
+        "hardware": hardware,
+        "tier": list(TIERS),
+        "status": list(STATUSES),
+    }
 
 
 def _models_with_cells(session: Session, f: Filters) -> set[str] | None:
@@ -319,8 +410,9 @@ def _cell_filters(query: Any, f: Filters, *, result_joined: bool = False) -> Any
     if f.engine:
         query = query.where(CellLatest.engine_name == f.engine)
     if f.hardware:
-        query = (query.join(Environment, Environment.id == CellLatest.environment_pk)
-                 .where(Environment.hardware == f.hardware))
+        query = query.join(Environment, Environment.id == CellLatest.environment_pk).where(
+            Environment.hardware == f.hardware
+        )
     if f.tier:
         if not result_joined:
             query = query.join(Result, Result.id == CellLatest.result_pk)
@@ -364,18 +456,25 @@ class HistoryCache:
             if self.last_id is None or newest is None or newest < self.last_id:
                 self.clear()  # first use, or the store was emptied / replaced
             else:
-                oldest = session.scalar(select(func.min(Result.started_at))
-                                        .where(Result.id > self.last_id))
+                oldest = session.scalar(select(func.min(Result.started_at)).where(Result.id > self.last_id))
                 if oldest is not None:
                     self.forget_from(S.parse_time(oldest).replace(tzinfo=None))
-                touched = set(session.scalars(
-                    select(ModelRevision.model_id).where(ModelRevision.id.in_(
-                        select(Result.model_revision_pk).where(Result.id > self.last_id)))))
+                touched = set(
+                    session.scalars(
+                        select(ModelRevision.model_id).where(
+                            ModelRevision.id.in_(
+                                select(Result.model_revision_pk).where(Result.id > self.last_id)
+                            )
+                        )
+                    )
+                )
                 # A key naming a prefix (`arch/`: the map) covers every model under it.
                 self.views = OrderedDict(
-                    (k, v) for k, v in self.views.items()
-                    if k[1] not in touched and not (k[1].endswith("/") and any(
-                        m.startswith(k[1]) for m in touched)))
+                    (k, v)
+                    for k, v in self.views.items()
+                    if k[1] not in touched
+                    and not (k[1].endswith("/") and any(m.startswith(k[1]) for m in touched))
+                )
             self.last_id = newest
 
     def view(self, session: Session, key: tuple[str, ...], compute: Any) -> Any:
@@ -413,38 +512,49 @@ class HistoryCache:
             self.clear()
 
 
-def matrix_view(session: Session, filters: Filters = Filters(), *, page: int = 1,
-                per_page: int = PER_PAGE, nights: int = STRIP_NIGHTS,
-                today: dt.date | None = None, cache: HistoryCache | None = None
-                ) -> dict[str, Any]:
+def matrix_view(
+    session: Session,
+    filters: Filters = Filters(),
+    *,
+    page: int = 1,
+    per_page: int = PER_PAGE,
+    nights: int = STRIP_NIGHTS,
+    today: dt.date | None = None,
+    cache: HistoryCache | None = None,
+) -> dict[str, Any]:
     """The front page: models (grouped by family, newest first) x engines."""
     if cache is not None:
         cache.sync(session)
     models = catalog(session)
     opts = options(session, models.values())
-    chosen = [m for m in newest_first(models.values())
-              if filters.family is None or m.family == filters.family]
+    chosen = [
+        m for m in newest_first(models.values()) if filters.family is None or m.family == filters.family
+    ]
     with_cells = _models_with_cells(session, filters)
     if with_cells is not None:
         chosen = [m for m in chosen if m.model in with_cells]
     if filters.status:
         # The status of a cell is computed (worst stage of the newest version): decide it for
         # every candidate, then paginate. A stage-level prefilter keeps the candidates few.
-        having = set(session.scalars(select(CellLatest.model_id).distinct()
-                                     .where(CellLatest.status == filters.status)))
+        having = set(
+            session.scalars(select(CellLatest.model_id).distinct().where(CellLatest.status == filters.status))
+        )
         candidates = [m for m in chosen if m.model in having]
         cells = _cells(_cell_rows(session, [m.model for m in candidates], filters))
-        chosen = [m for m in candidates
-                  if any(c["status"] == filters.status for c in cells.get(m.model, {}).values())]
+        chosen = [
+            m
+            for m in candidates
+            if any(c["status"] == filters.status for c in cells.get(m.model, {}).values())
+        ]
     total = len(chosen)
     pages = max(1, -(-total // per_page))
     page = min(max(1, page), pages)
-    on_page = chosen[(page - 1) * per_page: page * per_page]
+    on_page = chosen[(page - 1) * per_page : page * per_page]
     ids = [m.model for m in on_page]
     if not filters.status:
         cells = _cells(_cell_rows(session, ids, filters))
     newest = max((c["last_run"] for row in cells.values() for c in row.values()), default=None)
-    end = (today or (S.parse_time(newest).date() if newest else dt.date.today()))
+    end = today or (S.parse_time(newest).date() if newest else dt.date.today())
     night_list = [end - dt.timedelta(days=n) for n in range(nights - 1, -1, -1)]
     strip = _cached_strips(session, ids, filters, night_list, cache) if nights else {}
     greens = _cached_greens(session, on_page, cache)
@@ -454,30 +564,38 @@ def matrix_view(session: Session, filters: Filters = Filters(), *, page: int = 1
         row_cells = cells.get(m.model, {})
         for engine, cell in row_cells.items():
             by_night = strip.get((m.model, engine), {})
-            cell["strip"] = [{"night": n.isoformat(), "status": by_night.get(n.isoformat())}
-                             for n in night_list]
+            cell["strip"] = [
+                {"night": n.isoformat(), "status": by_night.get(n.isoformat())} for n in night_list
+            ]
             cell["runs"] = runs(cell["strip"])
             first = greens.get((m.model, engine))
-            cell["days_to_green"] = ((first.date() - m.release_date).days
-                                     if first and m.release_date else None)
+            cell["days_to_green"] = (first.date() - m.release_date).days if first and m.release_date else None
             # green now but not within the horizon: it took longer than that
-            cell["days_to_green_over"] = (DTG_HORIZON_DAYS if first is None and m.release_date
-                                          and cell["status"] == "pass" else None)
+            cell["days_to_green_over"] = (
+                DTG_HORIZON_DAYS if first is None and m.release_date and cell["status"] == "pass" else None
+            )
         row = {**m.as_dict(), "cells": row_cells}
         if not groups or groups[-1]["family"] != m.family:
             groups.append({"family": m.family, "models": []})
         groups[-1]["models"].append(row)
     return {
-        "as_of": end.isoformat(), "filters": filters.as_dict(), "options": opts,
-        "engines": columns, "nights": [n.isoformat() for n in night_list],
-        "page": page, "pages": pages, "per_page": per_page, "total_models": total,
+        "as_of": end.isoformat(),
+        "filters": filters.as_dict(),
+        "options": opts,
+        "engines": columns,
+        "nights": [n.isoformat() for n in night_list],
+        "page": page,
+        "pages": pages,
+        "per_page": per_page,
+        "total_models": total,
         "families": groups,
         "legend": [{"status": s, "glyph": g, "meaning": t} for s, g, t in LEGEND],
     }
 
 
-def _cached_strips(session: Session, ids: list[str], f: Filters, nights: list[dt.date],
-                   cache: HistoryCache | None) -> dict[tuple[str, str], dict[str, str]]:
+def _cached_strips(
+    session: Session, ids: list[str], f: Filters, nights: list[dt.date], cache: HistoryCache | None
+) -> dict[tuple[str, str], dict[str, str]]:
     if cache is None:
         return strips(session, ids, f, nights)
     key = (f.hardware, f.tier)
@@ -485,11 +603,16 @@ def _cached_strips(session: Session, ids: list[str], f: Filters, nights: list[dt
     with cache.lock:
         known = cache.known.setdefault(key, {})
         missing = [m for m in ids if not set(wanted) <= known.get(m, set())]
-        first_missing = min((n for m in missing for n in wanted
-                             if n not in known.get(m, set())), default=None)
+        first_missing = min(
+            (n for m in missing for n in wanted if n not in known.get(m, set())), default=None
+        )
     if missing and first_missing is not None:
-        fresh = strips(session, missing, Filters(hardware=f.hardware, tier=f.tier),
-                       [n for n in nights if n.isoformat() >= first_missing])
+        fresh = strips(
+            session,
+            missing,
+            Filters(hardware=f.hardware, tier=f.tier),
+            [n for n in nights if n.isoformat() >= first_missing],
+        )
         with cache.lock:
             cache.bounded()
             store = cache.strips.setdefault(key, {})
@@ -514,8 +637,9 @@ def _cached_strips(session: Session, ids: list[str], f: Filters, nights: list[dt
     return out
 
 
-def _cached_greens(session: Session, models: list[ModelFacts], cache: HistoryCache | None
-                   ) -> dict[tuple[str, str], dt.datetime]:
+def _cached_greens(
+    session: Session, models: list[ModelFacts], cache: HistoryCache | None
+) -> dict[tuple[str, str], dt.datetime]:
     if cache is None:
         return first_greens(session, models, Filters())
     with cache.lock:
@@ -525,24 +649,30 @@ def _cached_greens(session: Session, models: list[ModelFacts], cache: HistoryCac
         with cache.lock:
             cache.bounded()
             for m in missing:
-                end = dt.datetime.combine(m.release_date, dt.time()) + dt.timedelta(
-                    days=DTG_HORIZON_DAYS)
-                cache.greens[m.model] = (end, {e: t for (mm, e), t in fresh.items()
-                                               if mm == m.model})
+                end = dt.datetime.combine(m.release_date, dt.time()) + dt.timedelta(days=DTG_HORIZON_DAYS)
+                cache.greens[m.model] = (end, {e: t for (mm, e), t in fresh.items() if mm == m.model})
     with cache.lock:
-        return {(m.model, e): t for m in models if m.model in cache.greens
-                for e, t in cache.greens[m.model][1].items()}
+        return {
+            (m.model, e): t
+            for m in models
+            if m.model in cache.greens
+            for e, t in cache.greens[m.model][1].items()
+        }
 
 
 # One model, one engine, one cell
 
-def _history(session: Session, *, model: str | None = None, engine: str | None = None,
-             limit: int | None = None) -> list[dict[str, Any]]:
+
+def _history(
+    session: Session, *, model: str | None = None, engine: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
     """Records of one model and/or engine, newest first, without the bulky `output`."""
-    query = (select(Result.raw)
-             .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
-             .join(Environment, Environment.id == Result.environment_pk)
-             .order_by(Result.started_at.desc(), Result.id.desc()))
+    query = (
+        select(Result.raw)
+        .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
+        .join(Environment, Environment.id == Result.environment_pk)
+        .order_by(Result.started_at.desc(), Result.id.desc())
+    )
     if model is not None:
         query = query.where(ModelRevision.model_id == model)
     if engine is not None:
@@ -552,34 +682,52 @@ def _history(session: Session, *, model: str | None = None, engine: str | None =
     return [dict(raw) for raw in session.scalars(query)]
 
 
-def _observations(session: Session, *, model: str, engine: str | None = None
-                  ) -> list[S.Observation]:
+def _observations(session: Session, *, model: str, engine: str | None = None) -> list[S.Observation]:
     """The history of one model (and engine) as the columns summaries read: no raw JSON to
     parse, so a year of nights stays cheap."""
-    query = (select(ModelRevision.model_id, ModelRevision.release_date, Environment.engine_name,
-                    Environment.engine_version, Environment.environment_id, Result.stage,
-                    Result.status, Result.started_at, Result.run_key, Result.failure_class)
-             .select_from(Result)
-             .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
-             .join(Environment, Environment.id == Result.environment_pk)
-             .where(ModelRevision.model_id == model))
+    query = (
+        select(
+            ModelRevision.model_id,
+            ModelRevision.release_date,
+            Environment.engine_name,
+            Environment.engine_version,
+            Environment.environment_id,
+            Result.stage,
+            Result.status,
+            Result.started_at,
+            Result.run_key,
+            Result.failure_class,
+        )
+        .select_from(Result)
+        .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
+        .join(Environment, Environment.id == Result.environment_pk)
+        .where(ModelRevision.model_id == model)
+    )
     if engine is not None:
         query = query.where(Environment.engine_name == engine)
     utc = dt.timezone.utc
-    return [S.Observation(model=r.model_id, engine=r.engine_name,
-                          engine_version=r.engine_version, stage=r.stage, status=r.status,
-                          started_at=r.started_at.replace(tzinfo=utc),
-                          environment_id=r.environment_id, run_id=r.run_key or None,
-                          failure_class=r.failure_class, release_date=r.release_date)
-            for r in session.execute(query)]
+    return [
+        S.Observation(
+            model=r.model_id,
+            engine=r.engine_name,
+            engine_version=r.engine_version,
+            stage=r.stage,
+            status=r.status,
+            started_at=r.started_at.replace(tzinfo=utc),
+            environment_id=r.environment_id,
+            run_id=r.run_key or None,
+            failure_class=r.failure_class,
+            release_date=r.release_date,
+        )
+        for r in session.execute(query)
+    ]
 
 
 def _summaries(results: list[Any], now: dt.datetime) -> list[dict[str, Any]]:
     return [s.as_dict() for s in S.summarize(results, now)]
 
 
-def model_view(session: Session, model_id: str, now: dt.datetime | None = None
-               ) -> dict[str, Any] | None:
+def model_view(session: Session, model_id: str, now: dt.datetime | None = None) -> dict[str, Any] | None:
     """Every engine x stage for one model: current state, summaries, the probes in order."""
     facts = catalog(session, [model_id]).get(model_id)
     if facts is None:
@@ -587,21 +735,29 @@ def model_view(session: Session, model_id: str, now: dt.datetime | None = None
     now = now or dt.datetime.now(dt.timezone.utc)
     cells = _cells(_cell_rows(session, [model_id], Filters())).get(model_id, {})
     records = _observations(session, model=model_id)
-    stages = sorted({st for c in cells.values() for st in c["stages"]},
-                    key=lambda s: (_stage_order(s), s))
+    stages = sorted({st for c in cells.values() for st in c["stages"]}, key=lambda s: (_stage_order(s), s))
     probes = sorted(S.probes(records), key=lambda p: p.started_at, reverse=True)
     return {
         **facts.as_dict(),
-        "engines": sorted(cells), "stages": stages, "cells": cells,
+        "engines": sorted(cells),
+        "stages": stages,
+        "cells": cells,
         "summaries": _summaries(records, now),
         "probes": [_probe_dict(p) for p in probes[:200]],
     }
 
 
 def _probe_dict(p: S.Probe) -> dict[str, Any]:
-    return {"model": p.model, "engine": p.engine, "engine_version": p.engine_version,
-            "environment_id": p.environment_id, "run_id": p.run_id,
-            "started_at": iso(p.started_at), "status": p.status, "stages": p.stages}
+    return {
+        "model": p.model,
+        "engine": p.engine,
+        "engine_version": p.engine_version,
+        "environment_id": p.environment_id,
+        "run_id": p.run_id,
+        "started_at": iso(p.started_at),
+        "status": p.status,
+        "stages": p.stages,
+    }
 
 
 # The packages that decide an engine's behaviour, shown beside each environment.
@@ -609,21 +765,28 @@ KEY_PACKAGES = locks.DECISIVE[:5]
 
 
 def _environment_row(e: queries.EngineEnvironment) -> dict[str, Any]:
-    return {"environment_id": e.environment_id, "version": e.engine_version,
-            "hardware": e.hardware, "created": iso(e.created), "lock_id": e.lock_id,
-            "resolutions": sorted(e.resolutions), "exclude_newer": e.exclude_newer,
-            "key_packages": {p: (e.packages or {}).get(p) for p in KEY_PACKAGES}}
+    return {
+        "environment_id": e.environment_id,
+        "version": e.engine_version,
+        "hardware": e.hardware,
+        "created": iso(e.created),
+        "lock_id": e.lock_id,
+        "resolutions": sorted(e.resolutions),
+        "exclude_newer": e.exclude_newer,
+        "key_packages": {p: (e.packages or {}).get(p) for p in KEY_PACKAGES},
+    }
 
 
-def engine_drift(session: Session, name: str, version: str | None = None
-                 ) -> list[release_diff.DependencyDrift]:
+def engine_drift(
+    session: Session, name: str, version: str | None = None
+) -> list[release_diff.DependencyDrift]:
     """The models whose verdict in a release differs between its release-day lock and the
     lock installed today (matrix/locks.py)."""
-    locked = [release_diff.LockedEnvironment(e.environment_id, e.resolutions,
-                                             dict(e.packages or {}), e.created)
-              for e in queries.engine_environments(session, name)]
-    drifts = release_diff.dependency_drift(name, queries.engine_release_stages(session, name),
-                                           locked)
+    locked = [
+        release_diff.LockedEnvironment(e.environment_id, e.resolutions, dict(e.packages or {}), e.created)
+        for e in queries.engine_environments(session, name)
+    ]
+    drifts = release_diff.dependency_drift(name, queries.engine_release_stages(session, name), locked)
     return [d for d in drifts if version is None or d.version == version]
 
 
@@ -631,16 +794,23 @@ def _release_row(d: release_diff.ReleaseDiff, envs: list[queries.EngineEnvironme
     """One release as the engine page lists it (model ids under fixed / broke / new_green,
     each change in full under `changes`)."""
     counts = d.counts
-    return {"version": d.version, "previous": d.previous, "models": len(d.verdicts),
-            "counts": {s: counts.get(s, 0) for s in RANKED},
-            "fixed": [c.model for c in d.fixed], "broke": [c.model for c in d.broke],
-            "new_green": [c.model for c in d.new_green], "regressions": len(d.regressions),
-            "headline": d.headline(),
-            "changes": {"fixed": [c.as_dict() for c in d.fixed],
-                        "broke": [c.as_dict() for c in d.broke],
-                        "new_green": [c.as_dict() for c in d.new_green]},
-            "hardware": sorted({e.hardware for e in envs
-                                if e.engine_version == d.version and e.hardware})}
+    return {
+        "version": d.version,
+        "previous": d.previous,
+        "models": len(d.verdicts),
+        "counts": {s: counts.get(s, 0) for s in RANKED},
+        "fixed": [c.model for c in d.fixed],
+        "broke": [c.model for c in d.broke],
+        "new_green": [c.model for c in d.new_green],
+        "regressions": len(d.regressions),
+        "headline": d.headline(),
+        "changes": {
+            "fixed": [c.as_dict() for c in d.fixed],
+            "broke": [c.as_dict() for c in d.broke],
+            "new_green": [c.as_dict() for c in d.new_green],
+        },
+        "hardware": sorted({e.hardware for e in envs if e.engine_version == d.version and e.hardware}),
+    }
 
 
 def engine_diffs(session: Session, name: str) -> list[release_diff.ReleaseDiff]:
@@ -654,42 +824,51 @@ def engine_view(session: Session, name: str) -> dict[str, Any] | None:
     if not envs:
         return None
     diffs = engine_diffs(session, name)
-    return {"engine": name, "versions": [_release_row(d, envs) for d in reversed(diffs)],
-            "drift": [d.as_dict() for d in engine_drift(session, name)],
-            "environments": [{**_environment_row(e),
-                              "packages": dict(sorted((e.packages or {}).items()))}
-                             for e in envs]}
+    return {
+        "engine": name,
+        "versions": [_release_row(d, envs) for d in reversed(diffs)],
+        "drift": [d.as_dict() for d in engine_drift(session, name)],
+        "environments": [
+            {**_environment_row(e), "packages": dict(sorted((e.packages or {}).items()))} for e in envs
+        ],
+    }
 
 
-def engine_release_view(session: Session, name: str, version: str,
-                        diffs: list[release_diff.ReleaseDiff] | None = None
-                        ) -> dict[str, Any] | None:
+def engine_release_view(
+    session: Session, name: str, version: str, diffs: list[release_diff.ReleaseDiff] | None = None
+) -> dict[str, Any] | None:
     """/engines/{name}/{version}: one release against the release before it: what it fixed,
     broke (each regression flagged) and newly greened, and every model's verdict in it.
     `diffs`: the engine's diffs already computed (the export renders every release)."""
     if diffs is None:
         diffs = engine_diffs(session, name)
     wanted = S.version_key(version)
-    at = next((i for i, d in enumerate(diffs)
-               if d.version == version or S.version_key(d.version) == wanted), None)
+    at = next(
+        (i for i, d in enumerate(diffs) if d.version == version or S.version_key(d.version) == wanted), None
+    )
     if at is None:
         return None
     d = diffs[at]
     envs = [e for e in queries.engine_environments(session, name) if e.engine_version == d.version]
-    return {**d.as_dict(), "counts": {s: d.counts.get(s, 0) for s in RANKED},
-            "next": diffs[at + 1].version if at + 1 < len(diffs) else None,
-            "drift": [x.as_dict() for x in engine_drift(session, name, d.version)],
-            "environments": [_environment_row(e) for e in envs]}
+    return {
+        **d.as_dict(),
+        "counts": {s: d.counts.get(s, 0) for s in RANKED},
+        "next": diffs[at + 1].version if at + 1 < len(diffs) else None,
+        "drift": [x.as_dict() for x in engine_drift(session, name, d.version)],
+        "environments": [_environment_row(e) for e in envs],
+    }
 
 
 def compat_view(session: Session, now: dt.datetime | None = None) -> dict[str, Any]:
     """The support data in MDN browser-compat-data's shape (matrix/compat_data.py)."""
-    return compat_data.compat_document(queries.engine_release_stages(session),
-                                       now or dt.datetime.now(dt.timezone.utc))
+    return compat_data.compat_document(
+        queries.engine_release_stages(session), now or dt.datetime.now(dt.timezone.utc)
+    )
 
 
-def cell_view(session: Session, model_id: str, engine: str, now: dt.datetime | None = None,
-              limit: int = 500) -> dict[str, Any] | None:
+def cell_view(
+    session: Session, model_id: str, engine: str, now: dt.datetime | None = None, limit: int = 500
+) -> dict[str, Any] | None:
     """One model in one engine: current state, summary, and the full history (newest first)
     with failure class, log excerpt and the command that reproduces each result."""
     records = _history(session, model=model_id, engine=engine, limit=limit)
@@ -697,31 +876,45 @@ def cell_view(session: Session, model_id: str, engine: str, now: dt.datetime | N
         return None
     now = now or dt.datetime.now(dt.timezone.utc)
     facts = catalog(session, [model_id]).get(model_id)
-    cell = _cells(_cell_rows(session, [model_id], Filters(engine=engine))).get(
-        model_id, {}).get(engine)
-    summary = next(iter(_summaries(_observations(session, model=model_id, engine=engine), now)),
-                   None)
-    history = [{
-        "started_at": r["started_at"], "engine_version": r["engine"]["version"],
-        "environment_id": S.environment_id(r["engine"]), "hardware": r["engine"].get("hardware"),
-        "run_id": r.get("run_id"), "stage": r["stage"], "tier": r.get("tier"),
-        "status": r["status"], "failure_class": r.get("failure_class"),
-        "message": r.get("message"), "log_excerpt": r.get("log_excerpt"),
-        "log_path": r.get("log_path"), "reproduce": r.get("reproduce"),
-        "duration_s": r.get("duration_s"), "metrics": r.get("metrics") or {},
-        **bare_check(r.get("confirmed"), r.get("confirmation")),
-    } for r in records]
+    cell = _cells(_cell_rows(session, [model_id], Filters(engine=engine))).get(model_id, {}).get(engine)
+    summary = next(iter(_summaries(_observations(session, model=model_id, engine=engine), now)), None)
+    history = [
+        {
+            "started_at": r["started_at"],
+            "engine_version": r["engine"]["version"],
+            "environment_id": S.environment_id(r["engine"]),
+            "hardware": r["engine"].get("hardware"),
+            "run_id": r.get("run_id"),
+            "stage": r["stage"],
+            "tier": r.get("tier"),
+            "status": r["status"],
+            "failure_class": r.get("failure_class"),
+            "message": r.get("message"),
+            "log_excerpt": r.get("log_excerpt"),
+            "log_path": r.get("log_path"),
+            "reproduce": r.get("reproduce"),
+            "duration_s": r.get("duration_s"),
+            "metrics": r.get("metrics") or {},
+            **bare_check(r.get("confirmed"), r.get("confirmation")),
+        }
+        for r in records
+    ]
     latest_failure = next((h for h in history if h["status"] not in ("pass", "skipped")), None)
-    return {"model": model_id, "engine": engine,
-            "facts": facts.as_dict() if facts else None, "cell": cell, "summary": summary,
-            "latest_failure": latest_failure, "history": history,
-            "native": native_view(records, model_id, engine),
-            "drift": [d.as_dict() for d in engine_drift(session, engine) if d.model == model_id],
-            "truncated": len(records) == limit}
+    return {
+        "model": model_id,
+        "engine": engine,
+        "facts": facts.as_dict() if facts else None,
+        "cell": cell,
+        "summary": summary,
+        "latest_failure": latest_failure,
+        "history": history,
+        "native": native_view(records, model_id, engine),
+        "drift": [d.as_dict() for d in engine_drift(session, engine) if d.model == model_id],
+        "truncated": len(records) == limit,
+    }
 
 
-def native_view(records: list[dict[str, Any]], model_id: str, engine: str
-                ) -> dict[str, Any] | None:
+def native_view(records: list[dict[str, Any]], model_id: str, engine: str) -> dict[str, Any] | None:
     """When a cell whose current load runs on the transformers fallback was last native
     (matrix/native.py: the other releases' records and the engine's recorded registries)."""
     from matrix.engine_registry import load_registry
@@ -730,64 +923,97 @@ def native_view(records: list[dict[str, Any]], model_id: str, engine: str
     loads = [r for r in records if r["stage"] == "load"]
     if not loads:
         return None
-    newest = max(loads, key=lambda r: (S.version_key(str(r["engine"]["version"])),
-                                       S.parse_time(r["started_at"])))
+    newest = max(
+        loads, key=lambda r: (S.version_key(str(r["engine"]["version"])), S.parse_time(r["started_at"]))
+    )
     if not is_fallback(newest) or newest["status"] != "degraded":
         return None
-    return native_history(records, model=model_id, engine=engine,
-                          current=str(newest["engine"]["version"]),
-                          architecture=architecture_of(newest),
-                          registry=load_registry(engine)).as_dict()
+    return native_history(
+        records,
+        model=model_id,
+        engine=engine,
+        current=str(newest["engine"]["version"]),
+        architecture=architecture_of(newest),
+        registry=load_registry(engine),
+    ).as_dict()
 
 
 # Lists for the API
 
-def models_list(session: Session, *, family: str | None = None, limit: int = 100,
-                offset: int = 0) -> dict[str, Any]:
-    models = [m for m in newest_first(catalog(session).values())
-              if family is None or m.family == family]
-    return {"total": len(models), "offset": offset, "limit": limit,
-            "models": [m.as_dict() for m in models[offset: offset + limit]]}
+
+def models_list(
+    session: Session, *, family: str | None = None, limit: int = 100, offset: int = 0
+) -> dict[str, Any]:
+    models = [m for m in newest_first(catalog(session).values()) if family is None or m.family == family]
+    return {
+        "total": len(models),
+        "offset": offset,
+        "limit": limit,
+        "models": [m.as_dict() for m in models[offset : offset + limit]],
+    }
 
 
 def engines_list(session: Session) -> dict[str, Any]:
-    rows = session.execute(select(Environment.engine_name, Environment.engine_version,
-                                  Environment.hardware)).all()
-    engines: dict[str, dict[str, set[str]]] = defaultdict(lambda: {"versions": set(),
-                                                                   "hardware": set()})
+    rows = session.execute(
+        select(Environment.engine_name, Environment.engine_version, Environment.hardware)
+    ).all()
+    engines: dict[str, dict[str, set[str]]] = defaultdict(lambda: {"versions": set(), "hardware": set()})
     for name, version, hardware in rows:
         engines[name]["versions"].add(version)
         if hardware:
             engines[name]["hardware"].add(hardware)
-    return {"engines": [{"engine": name,
-                         "versions": sorted(e["versions"], key=S.version_key, reverse=True),
-                         "hardware": sorted(e["hardware"])}
-                        for name, e in sorted(engines.items())]}
+    return {
+        "engines": [
+            {
+                "engine": name,
+                "versions": sorted(e["versions"], key=S.version_key, reverse=True),
+                "hardware": sorted(e["hardware"]),
+            }
+            for name, e in sorted(engines.items())
+        ]
+    }
 
 
-def summaries_view(session: Session, model_id: str, engine: str | None = None,
-                   now: dt.datetime | None = None) -> dict[str, Any]:
+def summaries_view(
+    session: Session, model_id: str, engine: str | None = None, now: dt.datetime | None = None
+) -> dict[str, Any]:
     records = _observations(session, model=model_id, engine=engine)
-    return {"model": model_id, "engine": engine,
-            "summaries": _summaries(records, now or dt.datetime.now(dt.timezone.utc))}
+    return {
+        "model": model_id,
+        "engine": engine,
+        "summaries": _summaries(records, now or dt.datetime.now(dt.timezone.utc)),
+    }
 
 
-def results_page(session: Session, *, model: str | None = None, engine: str | None = None,
-                 stage: str | None = None, status: str | None = None,
-                 since: dt.datetime | None = None, limit: int = 100, offset: int = 0
-                 ) -> list[dict[str, Any]]:
-    return queries.results(session, model=model, engine=engine, stage=stage, since=since,
-                           limit=limit, offset=offset, status=status)
+def results_page(
+    session: Session,
+    *,
+    model: str | None = None,
+    engine: str | None = None,
+    stage: str | None = None,
+    status: str | None = None,
+    since: dt.datetime | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    return queries.results(
+        session,
+        model=model,
+        engine=engine,
+        stage=stage,
+        since=since,
+        limit=limit,
+        offset=offset,
+        status=status,
+    )
 
 
 def current_cell(session: Session, model_id: str, engine: str) -> dict[str, Any] | None:
     """The current state of one cell, from cell_latest only."""
-    return _cells(_cell_rows(session, [model_id], Filters(engine=engine))).get(
-        model_id, {}).get(engine)
+    return _cells(_cell_rows(session, [model_id], Filters(engine=engine))).get(model_id, {}).get(engine)
 
 
-def fresh(data: dict[str, Any] | None, now: dt.datetime | None = None
-          ) -> dict[str, Any] | None:
+def fresh(data: dict[str, Any] | None, now: dt.datetime | None = None) -> dict[str, Any] | None:
     """A cached view with `stale` recomputed for now (the one summary that moves with the clock,
     matrix.summary.staleness's rule); a copy, so the cached one stays as it was."""
     if data is None:
@@ -816,46 +1042,68 @@ def share_plot(shares: list[archmap.GreenShare]) -> dict[str, Any]:
     left; 0% at the bottom), so the template only draws."""
     inner_w, inner_h = PLOT_W - 2 * PLOT_PAD, PLOT_H - 2 * PLOT_PAD
     step = inner_w / (len(shares) - 1) if len(shares) > 1 else 0.0
-    dots = [{"x": round(PLOT_PAD + (i * step if len(shares) > 1 else inner_w / 2), 1),
-             "y": round(PLOT_PAD + (100.0 - s.percent) / 100.0 * inner_h, 1),
-             "version": s.version, "green": s.green, "total": s.total, "percent": s.percent}
-            for i, s in enumerate(shares)]
-    return {"width": PLOT_W, "height": PLOT_H, "pad": PLOT_PAD,
-            "top": PLOT_PAD, "bottom": PLOT_H - PLOT_PAD, "right": PLOT_W - PLOT_PAD,
-            "points": " ".join(f"{d['x']},{d['y']}" for d in dots), "dots": dots}
+    dots = [
+        {
+            "x": round(PLOT_PAD + (i * step if len(shares) > 1 else inner_w / 2), 1),
+            "y": round(PLOT_PAD + (100.0 - s.percent) / 100.0 * inner_h, 1),
+            "version": s.version,
+            "green": s.green,
+            "total": s.total,
+            "percent": s.percent,
+        }
+        for i, s in enumerate(shares)
+    ]
+    return {
+        "width": PLOT_W,
+        "height": PLOT_H,
+        "pad": PLOT_PAD,
+        "top": PLOT_PAD,
+        "bottom": PLOT_H - PLOT_PAD,
+        "right": PLOT_W - PLOT_PAD,
+        "points": " ".join(f"{d['x']},{d['y']}" for d in dots),
+        "dots": dots,
+    }
 
 
-def _map_base(session: Session, hardware: str | None = None, tier: str | None = None
-              ) -> dict[str, Any]:
+def _map_base(session: Session, hardware: str | None = None, tier: str | None = None) -> dict[str, Any]:
     """The whole map (every engine, no filter of rows) with its timelines and plots, over the
     results on `hardware` and of `tier` only where given."""
-    records = queries.results(session, model_prefix=archmap.ARCH_PREFIX, with_output=False,
-                              hardware=hardware, tier=tier)
+    records = queries.results(
+        session, model_prefix=archmap.ARCH_PREFIX, with_output=False, hardware=hardware, tier=tier
+    )
     doc = archmap.map_document(records)
-    timeline = archmap.release_timeline(queries.arch_release_stages(
-        session, hardware=hardware, tier=tier))
+    timeline = archmap.release_timeline(queries.arch_release_stages(session, hardware=hardware, tier=tier))
     shares = archmap.green_share(timeline, doc["not_generative"])
     facts: dict[str, dict[str, dict[str, set[str]]]] = {}
     for r in records:  # which hardware and tiers each cell ran on (a static page filters so)
-        arch = r["model"]["id"][len(archmap.ARCH_PREFIX):]
-        f = facts.setdefault(arch, {}).setdefault(r["engine"]["name"],
-                                                  {"hardware": set(), "tier": set()})
+        arch = r["model"]["id"][len(archmap.ARCH_PREFIX) :]
+        f = facts.setdefault(arch, {}).setdefault(r["engine"]["name"], {"hardware": set(), "tier": set()})
         if r["engine"].get("hardware"):
             f["hardware"].add(r["engine"]["hardware"])
         if r.get("tier"):
             f["tier"].add(r["tier"])
-    return {**doc, "all_engines": doc["engines"],
-            "facts": {a: {e: {k: sorted(v) for k, v in f.items()} for e, f in engines.items()}
-                      for a, engines in facts.items()},
-            "timeline": {a: {e: [{"version": r.version, "status": r.status} for r in rs]
-                             for e, rs in engines.items()} for a, engines in timeline.items()},
-            "green_share": {e: [{"version": s.version, "green": s.green, "total": s.total,
-                                 "percent": s.percent} for s in ss] for e, ss in shares.items()},
-            "plots": {e: share_plot(ss) for e, ss in shares.items()}}
+    return {
+        **doc,
+        "all_engines": doc["engines"],
+        "facts": {
+            a: {e: {k: sorted(v) for k, v in f.items()} for e, f in engines.items()}
+            for a, engines in facts.items()
+        },
+        "timeline": {
+            a: {e: [{"version": r.version, "status": r.status} for r in rs] for e, rs in engines.items()}
+            for a, engines in timeline.items()
+        },
+        "green_share": {
+            e: [{"version": s.version, "green": s.green, "total": s.total, "percent": s.percent} for s in ss]
+            for e, ss in shares.items()
+        },
+        "plots": {e: share_plot(ss) for e, ss in shares.items()},
+    }
 
 
-def map_view(session: Session, filters: archmap.MapFilters | None = None, *,
-             cache: HistoryCache | None = None) -> dict[str, Any]:
+def map_view(
+    session: Session, filters: archmap.MapFilters | None = None, *, cache: HistoryCache | None = None
+) -> dict[str, Any]:
     """/map: architecture x engine (the CLI's `dayone map --json` document, narrowed by the
     filters), each cell's release timeline, the share green per release per engine."""
     filters = filters or archmap.MapFilters()
@@ -866,19 +1114,32 @@ def map_view(session: Session, filters: archmap.MapFilters | None = None, *,
 
     # One cached map per (hardware, tier); key[1], the `arch/` prefix, drops them all when
     # a sweep result arrives.
-    base = (cache.view(session, ("map", archmap.ARCH_PREFIX, hardware or "", tier or ""),
-                       compute) if cache is not None else compute())
+    base = (
+        cache.view(session, ("map", archmap.ARCH_PREFIX, hardware or "", tier or ""), compute)
+        if cache is not None
+        else compute()
+    )
     out = archmap.filter_document(base, filters)
     kept = set(out["cells"]) | set(out["not_generative"])
-    out["timeline"] = {a: {e: rs for e, rs in engines.items() if e in out["engines"]}
-                       for a, engines in base["timeline"].items() if a in kept}
+    out["timeline"] = {
+        a: {e: rs for e, rs in engines.items() if e in out["engines"]}
+        for a, engines in base["timeline"].items()
+        if a in kept
+    }
     out["lineage_kind"] = {a: archmap.lineage_kind(out["lineage"].get(a)) for a in kept}
-    out["facts"] = {a: {e: f for e, f in engines.items() if e in out["engines"]}
-                    for a, engines in base["facts"].items() if a in kept}
+    out["facts"] = {
+        a: {e: f for e, f in engines.items() if e in out["engines"]}
+        for a, engines in base["facts"].items()
+        if a in kept
+    }
     choices = queries.map_options(session)
-    out["options"] = {"engine": base["all_engines"], "status": list(STATUSES),
-                      "lineage": list(archmap.LINEAGE_KINDS),
-                      "hardware": list(choices.hardware), "tier": list(choices.tiers)}
+    out["options"] = {
+        "engine": base["all_engines"],
+        "status": list(STATUSES),
+        "lineage": list(archmap.LINEAGE_KINDS),
+        "hardware": list(choices.hardware),
+        "tier": list(choices.tiers),
+    }
     out["legend"] = [{"status": s, "glyph": g, "meaning": m} for s, g, m in LEGEND]
     return out
 
@@ -890,12 +1151,22 @@ RED = ("fail", "timeout", "oom")
 
 def _red(r: queries.ArchResult) -> dict[str, Any]:
     """One red of an architecture's page: where it ran, its bare command, its confirmation."""
-    return {"result_id": r.result_id, "engine": r.engine, "engine_version": r.engine_version,
-            "stage": r.stage, "status": r.status, "failure_class": r.failure_class,
-            "message": _short(r.message), "started_at": iso(r.started_at), "tier": r.tier,
-            "hardware": r.hardware, "reproduce": r.reproduce, "log_path": r.log_path,
-            "verdict": (r.confirmation or {}).get("verdict"),
-            **bare_check(r.confirmed, r.confirmation)}
+    return {
+        "result_id": r.result_id,
+        "engine": r.engine,
+        "engine_version": r.engine_version,
+        "stage": r.stage,
+        "status": r.status,
+        "failure_class": r.failure_class,
+        "message": _short(r.message),
+        "started_at": iso(r.started_at),
+        "tier": r.tier,
+        "hardware": r.hardware,
+        "reproduce": r.reproduce,
+        "log_path": r.log_path,
+        "verdict": (r.confirmation or {}).get("verdict"),
+        **bare_check(r.confirmed, r.confirmation),
+    }
 
 
 def _lineage(rows: list[queries.ArchResult]) -> dict[str, Any] | None:
@@ -906,9 +1177,16 @@ def _lineage(rows: list[queries.ArchResult]) -> dict[str, Any] | None:
 def arch_spans(rows: list[queries.ArchResult]) -> dict[str, dict[str, Any]]:
     """{architecture: {engine: its release timeline and span}} over `arch_results` rows."""
     timeline = archmap.release_timeline(r.observation() for r in rows)
-    return {arch: {e: {"releases": [{"version": x.version, "status": x.status} for x in rs],
-                       "span": archmap.release_span(e, rs).as_dict()}
-                   for e, rs in engines.items()} for arch, engines in timeline.items()}
+    return {
+        arch: {
+            e: {
+                "releases": [{"version": x.version, "status": x.status} for x in rs],
+                "span": archmap.release_span(e, rs).as_dict(),
+            }
+            for e, rs in engines.items()
+        }
+        for arch, engines in timeline.items()
+    }
 
 
 def arch_view(session: Session, arch: str) -> dict[str, Any] | None:
@@ -932,26 +1210,40 @@ def arch_view(session: Session, arch: str) -> dict[str, Any] | None:
         mine = [r for r in rows if r.engine == engine]
         newest = max(mine, key=lambda r: (S.version_key(r.engine_version), r.started_at))
         cell = cells.get(engine)
-        reds = sorted((r for r in mine if r.status in RED or r.confirmation),
-                      key=lambda r: (S.version_key(r.engine_version), r.started_at),
-                      reverse=True)
+        reds = sorted(
+            (r for r in mine if r.status in RED or r.confirmation),
+            key=lambda r: (S.version_key(r.engine_version), r.started_at),
+            reverse=True,
+        )
         span = spans.get(engine, {})
-        engines.append({
-            "engine": engine, "engine_version": newest.engine_version,
-            "cell": cell, "glyph": GLYPH.get((cell or {}).get("status") or "", "?"),
-            "stages": {st: (cell or {}).get("stages", {}).get(st)
-                       for st in ARCH_MAP_STAGES},
-            "other_stages": {st: v for st, v in (cell or {}).get("stages", {}).items()
-                             if st not in ARCH_MAP_STAGES},
-            "releases": span.get("releases", []), "span": span.get("span"),
-            "hardware": sorted({r.hardware for r in mine if r.hardware}),
-            "tiers": sorted({r.tier for r in mine if r.tier}),
-            "last_run": iso(max(r.started_at for r in mine)),
-            "reds": [_red(r) for r in reds]})
-    return {"architecture": arch, "model": model_id, "lineage": lineage,
-            "lineage_kind": archmap.lineage_kind(lineage), "generative": apart is None,
-            "why_apart": (apart or {}).get("why"), "stages": list(ARCH_MAP_STAGES),
-            "engines": engines}
+        engines.append(
+            {
+                "engine": engine,
+                "engine_version": newest.engine_version,
+                "cell": cell,
+                "glyph": GLYPH.get((cell or {}).get("status") or "", "?"),
+                "stages": {st: (cell or {}).get("stages", {}).get(st) for st in ARCH_MAP_STAGES},
+                "other_stages": {
+                    st: v for st, v in (cell or {}).get("stages", {}).items() if st not in ARCH_MAP_STAGES
+                },
+                "releases": span.get("releases", []),
+                "span": span.get("span"),
+                "hardware": sorted({r.hardware for r in mine if r.hardware}),
+                "tiers": sorted({r.tier for r in mine if r.tier}),
+                "last_run": iso(max(r.started_at for r in mine)),
+                "reds": [_red(r) for r in reds],
+            }
+        )
+    return {
+        "architecture": arch,
+        "model": model_id,
+        "lineage": lineage,
+        "lineage_kind": archmap.lineage_kind(lineage),
+        "generative": apart is None,
+        "why_apart": (apart or {}).get("why"),
+        "stages": list(ARCH_MAP_STAGES),
+        "engines": engines,
+    }
 
 
 def arch_tier(session: Session, model_id: str, model_type: str | None) -> list[dict[str, Any]]:
@@ -966,24 +1258,30 @@ def arch_tier(session: Session, model_id: str, model_type: str | None) -> list[d
     out = []
     for mid in ids:
         mine = [r for r in rows if r.model == mid]
-        arch = mid[len(archmap.ARCH_PREFIX):]
+        arch = mid[len(archmap.ARCH_PREFIX) :]
         lineage = _lineage(mine)
-        out.append({"architecture": arch, "lineage": lineage,
-                    "lineage_kind": archmap.lineage_kind(lineage),
-                    "from_this_model": bool(lineage and lineage.get("repo") == model_id),
-                    "engines": [{"engine": e, **v} for e, v in sorted(spans.get(arch, {}).items())]})
+        out.append(
+            {
+                "architecture": arch,
+                "lineage": lineage,
+                "lineage_kind": archmap.lineage_kind(lineage),
+                "from_this_model": bool(lineage and lineage.get("repo") == model_id),
+                "engines": [{"engine": e, **v} for e, v in sorted(spans.get(arch, {}).items())],
+            }
+        )
     return out
 
 
-def model_page_view(session: Session, model_id: str, cache: HistoryCache | None = None
-                    ) -> dict[str, Any] | None:
+def model_page_view(
+    session: Session, model_id: str, cache: HistoryCache | None = None
+) -> dict[str, Any] | None:
     """/models/{id}: `model_view` (cached per model) with its arch tier read fresh (sweep
     results of the copies do not drop the model's cache; the read is O(engines x releases))."""
+
     def compute() -> dict[str, Any] | None:
         return model_view(session, model_id)
 
-    data = fresh(cache.view(session, ("model", model_id), compute) if cache is not None
-                 else compute())
+    data = fresh(cache.view(session, ("model", model_id), compute) if cache is not None else compute())
     if data is None:
         return None
     return {**data, "arch_tier": arch_tier(session, model_id, data.get("model_type"))}
@@ -994,15 +1292,17 @@ def model_page_view(session: Session, model_id: str, cache: HistoryCache | None 
 SEARCH_LIMIT = 20
 
 
-def search_view(session: Session, q: str | None, limit: int | None = SEARCH_LIMIT
-                ) -> dict[str, Any]:
+def search_view(session: Session, q: str | None, limit: int | None = SEARCH_LIMIT) -> dict[str, Any]:
     """Models and architectures matching `q` (see queries.search). No `q`: nothing, unless
     `limit` is None (the static export's whole index)."""
     q = (q or "").strip()
     hits = queries.search(session, q, limit) if q or limit is None else []
-    return {"q": q, "search_q": q, "results": [
-        {"kind": h.kind, "name": h.name, "detail": h.detail} for h in hits],
-        "limit": limit}
+    return {
+        "q": q,
+        "search_q": q,
+        "results": [{"kind": h.kind, "name": h.name, "detail": h.detail} for h in hits],
+        "limit": limit,
+    }
 
 
 def result_record(session: Session, result_id: int) -> dict[str, Any] | None:

@@ -37,7 +37,8 @@ def validate_record(result_schema):
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(
-        result_schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+        result_schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
 
     def check(record: dict) -> dict:
         errors = sorted(validator.iter_errors(record), key=str)
@@ -62,18 +63,28 @@ def fixtures_dir(tf_env, tmp_path_factory) -> Path:
 
 def build_fixtures(tf_env, out: Path, names: tuple[str, ...] | list[str] = ()) -> Path:
     """Build fixture models (all, or `names`) with the real transformers into `out`."""
-    proc = subprocess.run([tf_env.python, "-m", "probes.fixtures", str(out),
-                           *(["--only", *names] if names else [])],
-                          env={**os.environ, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [tf_env.python, "-m", "probes.fixtures", str(out), *(["--only", *names] if names else [])],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return out
 
 
-def run_dayone(*args: str, timeout: float = 900, check: bool = True,
-               input: str | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT, input=input)
+def run_dayone(
+    *args: str, timeout: float = 900, check: bool = True, input: str | None = None
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        input=input,
+    )
     if check:
         assert proc.returncode == 0, f"dayone {' '.join(args)} -> {proc.returncode}\n{proc.stderr[-3000:]}"
     return proc
@@ -108,16 +119,23 @@ class InstalledDayone:
         self.python = venv / "bin" / "python"
         self.dayone = venv / "bin" / "dayone"
 
-    def run(self, *args: str, timeout: float = 900, check: bool = True,
-            cwd: Path | None = None) -> subprocess.CompletedProcess:
+    def run(
+        self, *args: str, timeout: float = 900, check: bool = True, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess:
         # Only what a user's shell would have: no PYTHONPATH pointing at the checkout.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")
-               and k != "VIRTUAL_ENV"}
-        proc = subprocess.run([str(self.dayone), *args], capture_output=True, text=True,
-                              timeout=timeout, env=env, cwd=cwd or self.venv)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}
+        proc = subprocess.run(
+            [str(self.dayone), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=cwd or self.venv,
+        )
         if check:
-            assert proc.returncode == 0, (f"dayone {' '.join(args)} -> {proc.returncode}\n"
-                                          f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+            assert proc.returncode == 0, (
+                f"dayone {' '.join(args)} -> {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+            )
         return proc
 
 
@@ -130,17 +148,28 @@ def installed_dayone(tmp_path_factory) -> InstalledDayone:
 
     base = tmp_path_factory.mktemp("installed")
     tree = base / "src"
-    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "__pycache__", "*.egg-info", "build", "node_modules", "bench"))
+    shutil.copytree(
+        ROOT,
+        tree,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "__pycache__", "*.egg-info", "build", "node_modules", "bench"
+        ),
+    )
     venv = base / "venv"
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
-    for cmd in ([find_uv(), "venv", "--quiet", "--python", sys.executable, str(venv)],
-                [find_uv(), "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
-                 str(tree)]):
+    for cmd in (
+        [find_uv(), "venv", "--quiet", "--python", sys.executable, str(venv)],
+        [find_uv(), "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), str(tree)],
+    ):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
     installed = InstalledDayone(venv)
-    where = subprocess.run([str(installed.python), "-c", "import probes; print(probes.__file__)"],
-                           capture_output=True, text=True, cwd=base, env=env).stdout
+    where = subprocess.run(
+        [str(installed.python), "-c", "import probes; print(probes.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=base,
+        env=env,
+    ).stdout
     assert "site-packages" in where, where  # really installed, not the checkout
     return installed

@@ -39,9 +39,13 @@ def on(record: dict, hardware: str, tier: str = "arch") -> dict:
 def confirmed(record: dict, verdict: str, command: str, message: str) -> dict:
     record["reproduce"] = command
     record["confirmed"] = {"confirmed": True, "harness_disagrees": False}.get(verdict)
-    record["confirmation"] = {"confirmed": record["confirmed"], "verdict": verdict,
-                              "message": message, "command": command,
-                              "bare_line": "ValueError: LlamaForCausalLM is not supported"}
+    record["confirmation"] = {
+        "confirmed": record["confirmed"],
+        "verdict": verdict,
+        "message": message,
+        "command": command,
+        "bare_line": "ValueError: LlamaForCausalLM is not supported",
+    }
     return record
 
 
@@ -51,30 +55,94 @@ def arch_records() -> list[dict]:
     that a bare run passed (harness disagrees, now `error`); mamba on SGLang's transformers
     fallback in 0.5.0, native in 0.4.0; a tracked model whose files the qwen3 copy came from."""
     out = map_records()
-    out += [on(lined(rec("llama", "sglang", st, "pass", version="0.4.0", minute=50 + i), LLAMA),
-               "cpu") for i, st in enumerate(("load", "generate", "parity"))]
-    red = on(lined(rec("llama", "sglang", "load", "fail", version="0.5.0", minute=55,
-                       failure_class="unsupported_architecture", message=XSS), LLAMA), "cpu")
+    out += [
+        on(lined(rec("llama", "sglang", st, "pass", version="0.4.0", minute=50 + i), LLAMA), "cpu")
+        for i, st in enumerate(("load", "generate", "parity"))
+    ]
+    red = on(
+        lined(
+            rec(
+                "llama",
+                "sglang",
+                "load",
+                "fail",
+                version="0.5.0",
+                minute=55,
+                failure_class="unsupported_architecture",
+                message=XSS,
+            ),
+            LLAMA,
+        ),
+        "cpu",
+    )
     out.append(confirmed(red, "confirmed", BARE, "the bare run failed the same way"))
-    out.append(on(lined(rec("llama", "sglang", "generate", "skipped", version="0.5.0",
-                            minute=56, message="blocked by load (fail)"), LLAMA), "cpu"))
-    out += [on(lined(rec("llama", "sglang", st, "pass", version="0.5.0", minute=53 + i), LLAMA),
-               H200, tier="full") for i, st in enumerate(("load", "generate"))]
-    ours = on(lined(rec("qwen3", "sglang", "load", "error", version="0.5.0", minute=45,
-                        failure_class="harness_disagrees", message="passed bare"), QWEN), "cpu")
-    out.append(confirmed(ours, "harness_disagrees", "python bare_qwen3_load.py",
-                         "the bare run passed: the red was ours"))
-    for version, minute, status, fallback in (("0.4.0", 46, "pass", False),
-                                              ("0.5.0", 47, "degraded", True)):
-        r = on(lined(rec("mamba", "sglang", "load", status, version=version, minute=minute,
-                         failure_class="transformers_fallback" if fallback else None,
-                         message="ran on the transformers backend" if fallback else None),
-                     MAMBA), "cpu")
+    out.append(
+        on(
+            lined(
+                rec(
+                    "llama",
+                    "sglang",
+                    "generate",
+                    "skipped",
+                    version="0.5.0",
+                    minute=56,
+                    message="blocked by load (fail)",
+                ),
+                LLAMA,
+            ),
+            "cpu",
+        )
+    )
+    out += [
+        on(
+            lined(rec("llama", "sglang", st, "pass", version="0.5.0", minute=53 + i), LLAMA),
+            H200,
+            tier="full",
+        )
+        for i, st in enumerate(("load", "generate"))
+    ]
+    ours = on(
+        lined(
+            rec(
+                "qwen3",
+                "sglang",
+                "load",
+                "error",
+                version="0.5.0",
+                minute=45,
+                failure_class="harness_disagrees",
+                message="passed bare",
+            ),
+            QWEN,
+        ),
+        "cpu",
+    )
+    out.append(
+        confirmed(
+            ours, "harness_disagrees", "python bare_qwen3_load.py", "the bare run passed: the red was ours"
+        )
+    )
+    for version, minute, status, fallback in (("0.4.0", 46, "pass", False), ("0.5.0", 47, "degraded", True)):
+        r = on(
+            lined(
+                rec(
+                    "mamba",
+                    "sglang",
+                    "load",
+                    status,
+                    version=version,
+                    minute=minute,
+                    failure_class="transformers_fallback" if fallback else None,
+                    message="ran on the transformers backend" if fallback else None,
+                ),
+                MAMBA,
+            ),
+            "cpu",
+        )
         r["metrics"] = {"transformers_fallback": fallback, "architecture": "MambaForCausalLM"}
         out.append(r)
     tracked = rec("x", "vllm", "load", "pass", version="0.9.0", minute=48)
-    tracked["model"] = {"id": "Qwen/Qwen3-4B", "revision": "def", "model_type": "qwen3",
-                        "family": "qwen3"}
+    tracked["model"] = {"id": "Qwen/Qwen3-4B", "revision": "def", "model_type": "qwen3", "family": "qwen3"}
     out.append(tracked)
     return out
 
@@ -100,33 +168,34 @@ def client(db_url):
 
 # The pure span and the query functions
 
+
 def span(*pairs: tuple[str, str | None]) -> archmap.ReleaseSpan:
     return archmap.release_span("vllm", [archmap.ReleaseStatus(v, s) for v, s in pairs])
 
 
 def test_release_span_says_since_when_like_caniuse():
-    assert span(("0.8", "fail"), ("0.9", "pass"), ("0.10", "pass")).text() == (
-        "supported since vllm 0.9")
+    assert span(("0.8", "fail"), ("0.9", "pass"), ("0.10", "pass")).text() == ("supported since vllm 0.9")
     s = span(("0.8", "pass"), ("0.9", "fail"), ("0.10", "error"), ("0.11", "timeout"))
     assert (s.broken_since, s.last_green, s.supported_since) == ("0.9", "0.8", None)
     assert s.text() == "broken since vllm 0.9; last green 0.8"  # an `error` says nothing
-    assert span(("0.8", "fail"), ("0.9", "oom")).text() == (
-        "never worked in the releases probed (0.8–0.9)")
-    assert span(("0.8", "pass"), ("0.9", "degraded")).text() == (
-        "partial (degraded) since vllm 0.9")
+    assert span(("0.8", "fail"), ("0.9", "oom")).text() == ("never worked in the releases probed (0.8–0.9)")
+    assert span(("0.8", "pass"), ("0.9", "degraded")).text() == ("partial (degraded) since vllm 0.9")
     assert span(("0.8", "degraded"), ("0.9", "fail")).broken_since == "0.9"
     assert span(("0.8", "error"), ("0.9", "skipped")).now is None
     assert span().text() == "no verdict in any release probed"
-    assert span(("0.8", "pass"), ("0.9", "fail"), ("0.10", "pass")).as_dict()[
-        "supported_since"] == "0.10"
+    assert span(("0.8", "pass"), ("0.9", "fail"), ("0.10", "pass")).as_dict()["supported_since"] == "0.10"
 
 
 def test_arch_results_are_typed_rows_of_every_release(session):
     rows = queries.arch_results(session, ["arch/llama"])
     assert all(isinstance(r, queries.ArchResult) for r in rows)
     assert {(r.engine, r.engine_version) for r in rows} == {
-        ("vllm", "0.8.0"), ("vllm", "0.9.0"), ("llamacpp", "b5000"), ("sglang", "0.4.0"),
-        ("sglang", "0.5.0")}
+        ("vllm", "0.8.0"),
+        ("vllm", "0.9.0"),
+        ("llamacpp", "b5000"),
+        ("sglang", "0.4.0"),
+        ("sglang", "0.5.0"),
+    }
     red = next(r for r in rows if r.engine == "sglang" and r.status == "fail")
     assert (red.reproduce, red.confirmed, red.hardware, red.tier) == (BARE, True, "cpu", "arch")
     assert red.confirmation["verdict"] == "confirmed" and red.lineage == LLAMA
@@ -142,10 +211,8 @@ def test_map_options_and_copies_of_a_type(session):
     assert queries.arch_copies(session, "qwen3") == ["arch/qwen3"]
     assert queries.arch_copies(session, "qwen") == [] and queries.arch_copies(session, "") == []
     stages = queries.arch_release_stages(session, hardware=H200)
-    assert {(o.model, o.engine, o.engine_version) for o in stages} == {
-        ("arch/llama", "sglang", "0.5.0")}
-    assert {o.stage for o in queries.arch_release_stages(session, tier="full")} == {
-        "load", "generate"}
+    assert {(o.model, o.engine, o.engine_version) for o in stages} == {("arch/llama", "sglang", "0.5.0")}
+    assert {o.stage for o in queries.arch_release_stages(session, tier="full")} == {"load", "generate"}
 
 
 def test_search_ranks_exact_names_first_and_takes_wildcards_literally(session):
@@ -165,6 +232,7 @@ def test_search_ranks_exact_names_first_and_takes_wildcards_literally(session):
 
 # /map/{arch}
 
+
 def test_the_arch_page_shows_every_engine_stage_timeline_and_lineage(client):
     data = client.get("/map/llama.json").json()
     assert client.get("/api/v1/map/llama").json() == data
@@ -173,14 +241,15 @@ def test_the_arch_page_shows_every_engine_stage_timeline_and_lineage(client):
     assert list(engines) == ["llamacpp", "sglang", "vllm"]
     # Every arch stage, in order; a stage the engine does not run says so (None).
     # llama.cpp also quantizes (a sub-cell of its own on the map, not run in these records)
-    assert list(engines["llamacpp"]["stages"]) == ["convert", "load", "generate", "parity",
-                                                  "quantize"]
+    assert list(engines["llamacpp"]["stages"]) == ["convert", "load", "generate", "parity", "quantize"]
     assert engines["vllm"]["stages"]["convert"] is None
     assert engines["sglang"]["cell"]["status"] == "fail"
     assert engines["sglang"]["stages"]["load"]["failure_class"] == "unsupported_architecture"
     # The release timeline and since when, per engine.
-    assert engines["vllm"]["releases"] == [{"version": "0.8.0", "status": "fail"},
-                                           {"version": "0.9.0", "status": "pass"}]
+    assert engines["vllm"]["releases"] == [
+        {"version": "0.8.0", "status": "fail"},
+        {"version": "0.9.0", "status": "pass"},
+    ]
     assert engines["vllm"]["span"]["supported_since"] == "0.9.0"
     assert engines["sglang"]["span"]["text"] == "broken since sglang 0.5.0; last green 0.4.0"
     assert engines["sglang"]["hardware"] == ["NVIDIA H200", "cpu"]
@@ -201,8 +270,7 @@ def test_each_red_has_its_bare_command_confirmation_and_record(client):
     reds = {(r["engine"], r["engine_version"]): r for e in data["engines"] for r in e["reds"]}
     assert list(reds) == [("sglang", "0.5.0"), ("vllm", "0.8.0")]
     red = reds[("sglang", "0.5.0")]
-    assert (red["reproduce"], red["verdict"], red["bare"]) == (BARE, "confirmed",
-                                                             "confirmed bare")
+    assert (red["reproduce"], red["verdict"], red["bare"]) == (BARE, "confirmed", "confirmed bare")
     assert reds[("vllm", "0.8.0")]["bare"] is None  # never checked bare
     record = client.get(f"/api/v1/results/{red['result_id']}")
     assert record.status_code == 200 and record.json()["reproduce"] == BARE
@@ -216,7 +284,8 @@ def test_each_red_has_its_bare_command_confirmation_and_record(client):
     qwen = client.get("/map/qwen3.json").json()
     ours = [r for e in qwen["engines"] for r in e["reds"]]
     assert [(r["status"], r["verdict"], r["bare"]) for r in ours] == [
-        ("error", "harness_disagrees", "harness disagrees")]
+        ("error", "harness_disagrees", "harness disagrees")
+    ]
     assert "harness disagrees</strong>" in client.get("/map/qwen3").text
 
 
@@ -257,6 +326,7 @@ def test_the_map_links_each_architecture_to_its_page(client):
 
 # The map's hardware and tier filters
 
+
 def test_hardware_and_tier_filters_compute_the_map_over_those_results(client):
     def cells(**params) -> dict:
         return client.get("/map.json", params=params).json()["cells"]
@@ -284,31 +354,33 @@ def test_hardware_and_tier_filters_compute_the_map_over_those_results(client):
 
 # Search
 
+
 def test_the_search_endpoint_answers_links(client):
     data = client.get("/api/v1/search", params={"q": "qwen3"}).json()
     assert data["results"] == [
         {"kind": "architecture", "name": "qwen3", "detail": None, "href": "/map/qwen3"},
-        {"kind": "model", "name": "Qwen/Qwen3-4B", "detail": "qwen3",
-         "href": "/models/Qwen/Qwen3-4B"}]
+        {"kind": "model", "name": "Qwen/Qwen3-4B", "detail": "qwen3", "href": "/models/Qwen/Qwen3-4B"},
+    ]
     assert client.get("/api/v1/search").json()["results"] == []
-    assert len(client.get("/api/v1/search", params={"q": "a", "limit": 1}).json()[
-        "results"]) == 1
+    assert len(client.get("/api/v1/search", params={"q": "a", "limit": 1}).json()["results"]) == 1
     assert client.get("/api/v1/search", params={"q": "x" * 201}).status_code == 422
 
 
 def test_every_page_has_the_labelled_search_box_and_the_page_works_without_js(client):
     for path in ("/", "/map", "/map/llama", "/models/Qwen/Qwen3-4B", "/map/nope"):
         page = client.get(path).text
-        assert re.search(r'<form class="site-search" id="site-search" role="search" '
-                         r'method="get" action="[./]*search"', page), path
+        assert re.search(
+            r'<form class="site-search" id="site-search" role="search" '
+            r'method="get" action="[./]*search"',
+            page,
+        ), path
         assert '<label for="site-search-q">Search models and architectures</label>' in page
         assert '<input id="site-search-q" type="search" name="q"' in page
     page = client.get("/search", params={"q": "qwen3"}).text
     assert '<a href="./map/qwen3">qwen3</a>' in page
     assert '<a href="./models/Qwen/Qwen3-4B">Qwen/Qwen3-4B</a>' in page
     assert 'value="qwen3"' in page  # the box keeps the query
-    assert client.get("/search.json", params={"q": "qwen3"}).json()["results"][0][
-        "name"] == "qwen3"
+    assert client.get("/search.json", params={"q": "qwen3"}).json()["results"][0]["name"] == "qwen3"
     assert "Nothing matches" in client.get("/search", params={"q": "zzz"}).text
 
 
@@ -317,8 +389,10 @@ def hostile_client(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('arch-xss') / 'dayone.db'}"
     store = open_store(url)
     evil = '"><svg onload=alert(1)>'
-    bad = lined(rec(f"x{evil}", "vllm", "load", "fail", message=XSS, failure_class="cls"),
-                {"source": "release", "repo": evil, "revision": XSS})
+    bad = lined(
+        rec(f"x{evil}", "vllm", "load", "fail", message=XSS, failure_class="cls"),
+        {"source": "release", "repo": evil, "revision": XSS},
+    )
     bad["reproduce"] = XSS
     model = rec("m", "vllm", "load", "pass", minute=1)
     model["model"] = {"id": f"org/{evil}", "revision": "r", "model_type": XSS}
@@ -345,6 +419,7 @@ def test_hostile_text_is_escaped_on_the_arch_page_and_in_search(hostile_client):
 
 # Model pages: the arch tier
 
+
 def test_a_model_page_shows_its_architecture_lineage_and_since_when(client):
     data = client.get("/models/Qwen/Qwen3-4B.json").json()
     (copy,) = data["arch_tier"]
@@ -367,11 +442,16 @@ def test_new_sweep_results_reach_the_cached_arch_page(tmp_path):
     url = filled_store(tmp_path, arch_records())
     with TestClient(create_app(url)) as c:
         assert c.get("/map/gpt_oss.json").json()["engines"][0]["releases"] == [
-            {"version": "0.5.0", "status": "pass"}]
+            {"version": "0.5.0", "status": "pass"}
+        ]
         store = open_store(url)
         with store.writing() as s:
-            assert ingest_records(s, [rec("gpt_oss", "sglang", "load", "fail", version="0.6.0",
-                                          minute=59)]).rejected == []
+            assert (
+                ingest_records(
+                    s, [rec("gpt_oss", "sglang", "load", "fail", version="0.6.0", minute=59)]
+                ).rejected
+                == []
+            )
         store.close()
         sglang = c.get("/map/gpt_oss.json").json()["engines"][0]
         assert sglang["span"]["text"] == "broken since sglang 0.6.0; last green 0.5.0"

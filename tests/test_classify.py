@@ -13,60 +13,169 @@ from probes.classify import FAILURE_CLASSES, classify, load_rules, status_for_cl
 CASES: dict[str, tuple[str, ...]] = {
     "harness_infra": ("OSError: [Errno 28] No space left on device", "infra"),
     # docker/for-win#9562
-    "docker_registry_or_daemon": ("Error response from daemon: pull access denied for utils, repository does not exist or may require 'docker login': denied: requested access to the resource is denied", "infra"),
+    "docker_registry_or_daemon": (
+        "Error response from daemon: pull access denied for utils, repository does not exist or may require 'docker login': denied: requested access to the resource is denied",
+        "infra",
+    ),
     # yuh-zha/AlignScore#17: no DNS for the hub
-    "network_unreachable": ("MaxRetryError: HTTPSConnectionPool(host='huggingface.co', port=443): Max retries exceeded with url: /roberta-base/resolve/main/config.json (Caused by NameResolutionError(\"<urllib3.connection.HTTPSConnection object at 0x7f93ef725670>: Failed to resolve 'huggingface.co' ([Errno -2] Name or service not known)\"))", "infra"),
+    "network_unreachable": (
+        "MaxRetryError: HTTPSConnectionPool(host='huggingface.co', port=443): Max retries exceeded with url: /roberta-base/resolve/main/config.json (Caused by NameResolutionError(\"<urllib3.connection.HTTPSConnection object at 0x7f93ef725670>: Failed to resolve 'huggingface.co' ([Errno -2] Name or service not known)\"))",
+        "infra",
+    ),
     # rendeirolab/LazySlide#52: a gated model our token may not read
-    "hub_access_denied": ("huggingface_hub.errors.GatedRepoError: 401 Client Error. (Request ID: Root=1-6800c1a8-69511c6166fc8c3076cf474d;b91c310c-e96a-4855-88a6-1d10b06d8e80)", "infra"),
-    "remote_code": ("ValueError: Loading repo requires you to execute the configuration file in that repo on your local machine.", "remote_code_required"),
+    "hub_access_denied": (
+        "huggingface_hub.errors.GatedRepoError: 401 Client Error. (Request ID: Root=1-6800c1a8-69511c6166fc8c3076cf474d;b91c310c-e96a-4855-88a6-1d10b06d8e80)",
+        "infra",
+    ),
+    "remote_code": (
+        "ValueError: Loading repo requires you to execute the configuration file in that repo on your local machine.",
+        "remote_code_required",
+    ),
     "python_memory_error": ("MemoryError", "out_of_memory"),
     # vllm-project/vllm#2418: the window asked for does not fit this hardware's KV cache
-    "kv_cache_too_small": ("ValueError: The model's max seq len (4096) is larger than the maximum number of tokens that can be stored in KV cache (3664). Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.", "out_of_memory"),
-    "transformers_unknown_model_type": ("ValueError: The checkpoint you are trying to load has model type `gemma3` but Transformers does not recognize this architecture.", "unsupported_architecture"),
-    "vllm_unsupported_architecture": ("ValueError: Model architectures ['Qwen3_5MoeForConditionalGeneration'] are not supported for now.", "unsupported_architecture"),
+    "kv_cache_too_small": (
+        "ValueError: The model's max seq len (4096) is larger than the maximum number of tokens that can be stored in KV cache (3664). Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.",
+        "out_of_memory",
+    ),
+    "transformers_unknown_model_type": (
+        "ValueError: The checkpoint you are trying to load has model type `gemma3` but Transformers does not recognize this architecture.",
+        "unsupported_architecture",
+    ),
+    "vllm_unsupported_architecture": (
+        "ValueError: Model architectures ['Qwen3_5MoeForConditionalGeneration'] are not supported for now.",
+        "unsupported_architecture",
+    ),
     # sgl-project/sglang#467 (SGLang before its registry took vLLM's wording)
-    "unsupported_architectures_list": ("ValueError: Unsupported architectures: LlavaQwenForCausalLM", "unsupported_architecture"),
-    "llamacpp_unknown_architecture": ("llama_model_load: error loading model: error loading model architecture: unknown model architecture: 'qwen3next'", "unsupported_architecture"),
-    "converter_unknown_architecture": ("ERROR:hf-to-gguf:Model Gemma4ForCausalLM is not supported", "conversion_unknown_architecture"),  # ggml-org/llama.cpp#23674
-    "converter_tokenizer": ("NotImplementedError: BPE pre-tokenizer was not recognized - update get_vocab_base_pre()", "conversion_tokenizer", "llamacpp"),  # ggml-org/llama.cpp#7219
-    "converter_config_key": ("KeyError: 'num_attention_heads'", "conversion_missing_config", "llamacpp"),  # ggml-org/llama.cpp#9754
-    "peft_unsupported_module": ("ValueError: Target module Gemma4ClippableLinear(in_features=64) is not supported.", "unsupported_layer"),
+    "unsupported_architectures_list": (
+        "ValueError: Unsupported architectures: LlavaQwenForCausalLM",
+        "unsupported_architecture",
+    ),
+    "llamacpp_unknown_architecture": (
+        "llama_model_load: error loading model: error loading model architecture: unknown model architecture: 'qwen3next'",
+        "unsupported_architecture",
+    ),
+    "converter_unknown_architecture": (
+        "ERROR:hf-to-gguf:Model Gemma4ForCausalLM is not supported",
+        "conversion_unknown_architecture",
+    ),  # ggml-org/llama.cpp#23674
+    "converter_tokenizer": (
+        "NotImplementedError: BPE pre-tokenizer was not recognized - update get_vocab_base_pre()",
+        "conversion_tokenizer",
+        "llamacpp",
+    ),  # ggml-org/llama.cpp#7219
+    "converter_config_key": (
+        "KeyError: 'num_attention_heads'",
+        "conversion_missing_config",
+        "llamacpp",
+    ),  # ggml-org/llama.cpp#9754
+    "peft_unsupported_module": (
+        "ValueError: Target module Gemma4ClippableLinear(in_features=64) is not supported.",
+        "unsupported_layer",
+    ),
     # PEFT's message spans lines (the module's repr); its last line, as logged.
-    "peft_unsupported_module_listing": (") is not supported. Currently, only the following modules are supported: `torch.nn.Linear`, `torch.nn.Embedding`, `torch.nn.Conv1d`, `torch.nn.Conv2d`, `torch.nn.Conv3d`, `transformers.pytorch_utils.Conv1D`, `torch.nn.MultiheadAttention.`.", "unsupported_layer"),
-    "missing_model_inputs": ("ValueError: token_type_ids is required as a model input when training", "missing_inputs"),
+    "peft_unsupported_module_listing": (
+        ") is not supported. Currently, only the following modules are supported: `torch.nn.Linear`, `torch.nn.Embedding`, `torch.nn.Conv1d`, `torch.nn.Conv2d`, `torch.nn.Conv3d`, `transformers.pytorch_utils.Conv1D`, `torch.nn.MultiheadAttention.`.",
+        "unsupported_layer",
+    ),
+    "missing_model_inputs": (
+        "ValueError: token_type_ids is required as a model input when training",
+        "missing_inputs",
+    ),
     "chat_template": ("jinja2.exceptions.TemplateSyntaxError: unexpected '}'", "tokenizer_or_template"),
-    "tool_call_parser_missing": ('{"error":{"message":"tool_choice=function \\"get_weather\\" requires --tool-call-parser to be set","type":"BadRequestError","param":null,"code":400}}', "tokenizer_or_template"),  # vLLM 0.32
-    "jinja_message": ("dayone: server answered a tool-call request with HTTP 400: Unexpected end of template. Jinja was looking for the following tags: 'endfor' or 'else'. The innermost block that needs to be closed is 'for'.", "tokenizer_or_template"),  # vLLM 0.32 relays jinja's words only
-    "kernel_or_dtype": ("RuntimeError: Unsupported CPU attention configuration: head_dim=16", "kernel_or_dtype"),
+    "tool_call_parser_missing": (
+        '{"error":{"message":"tool_choice=function \\"get_weather\\" requires --tool-call-parser to be set","type":"BadRequestError","param":null,"code":400}}',
+        "tokenizer_or_template",
+    ),  # vLLM 0.32
+    "jinja_message": (
+        "dayone: server answered a tool-call request with HTTP 400: Unexpected end of template. Jinja was looking for the following tags: 'endfor' or 'else'. The innermost block that needs to be closed is 'for'.",
+        "tokenizer_or_template",
+    ),  # vLLM 0.32 relays jinja's words only
+    "kernel_or_dtype": (
+        "RuntimeError: Unsupported CPU attention configuration: head_dim=16",
+        "kernel_or_dtype",
+    ),
     # SGLang 0.5.23 on CPU, gpt-oss (attention sinks) in the torch-native backend (the full sweep)
-    "attention_backend_feature": ("TypeError: TorchNativeAttnBackend.forward_extend() got an unexpected keyword argument 'sinks'", "kernel_or_dtype"),
+    "attention_backend_feature": (
+        "TypeError: TorchNativeAttnBackend.forward_extend() got an unexpected keyword argument 'sinks'",
+        "kernel_or_dtype",
+    ),
     # the probe's (and its bare script's) check after a converter that exports nothing
-    "gguf_no_tensors": ("dayone-bare: the converter wrote a GGUF with no tensors", "corrupt_or_missing_weights", "llamacpp"),
+    "gguf_no_tensors": (
+        "dayone-bare: the converter wrote a GGUF with no tensors",
+        "corrupt_or_missing_weights",
+        "llamacpp",
+    ),
     "mmap_past_end": ("ValueError: mmap length is greater than file size", "corrupt_or_missing_weights"),
-    "llamacpp_missing_tensor": ("llama_model_load: error loading model: check_tensor_dims: tensor 'token_embd.weight' not found", "corrupt_or_missing_weights"),
-    "config_shape_mismatch": ("size mismatch for weight: copying a param with shape torch.Size([4, 64]) from checkpoint, the shape in current model is torch.Size([128, 64]).", "config_conflict"),
+    "llamacpp_missing_tensor": (
+        "llama_model_load: error loading model: check_tensor_dims: tensor 'token_embd.weight' not found",
+        "corrupt_or_missing_weights",
+    ),
+    "config_shape_mismatch": (
+        "size mismatch for weight: copying a param with shape torch.Size([4, 64]) from checkpoint, the shape in current model is torch.Size([128, 64]).",
+        "config_conflict",
+    ),
     # SGLang 0.5.23 reads config.head_dim of Gemma 4, which transformers 5.x keeps per layer (the full sweep)
-    "per_layer_attribute": ("transformers.integrations.heterogeneity.configuration_utils.AmbiguousGlobalPerLayerAttributeError: 'head_dim' is a per-layer attribute and may vary across layers. Access it via the individual layer configs instead (e.g. config.per_layer_config[i].head_dim).", "config_conflict"),
+    "per_layer_attribute": (
+        "transformers.integrations.heterogeneity.configuration_utils.AmbiguousGlobalPerLayerAttributeError: 'head_dim' is a per-layer attribute and may vary across layers. Access it via the individual layer configs instead (e.g. config.per_layer_config[i].head_dim).",
+        "config_conflict",
+    ),
     # SGLang 0.5.23's CPU path pads intermediate sizes and reads Hunyuan-A13B's per-layer list
     # (moe_intermediate_size) as one number
     # The SGLang probe's own diagnosis of its CPU path (a model module that does not import
     # there), which SGLang's registry words as "no implementation" lines above: the diagnosis wins
-    "sglang_cpu_path_limit": ("dayone: stage load failed: SGLang's CPU path cannot run this here (cpu-unsupported-path): sglang.srt.models.mamba (which implements MambaForCausalLM) does not import on the CPU path", "not_on_cpu", "sglang"),
+    "sglang_cpu_path_limit": (
+        "dayone: stage load failed: SGLang's CPU path cannot run this here (cpu-unsupported-path): sglang.srt.models.mamba (which implements MambaForCausalLM) does not import on the CPU path",
+        "not_on_cpu",
+        "sglang",
+    ),
     "per_layer_list": ("TypeError: unsupported operand type(s) for %: 'list' and 'int'", "config_conflict"),
     # The full sweep, SGLang 0.5.23 on BART: its transformers fallback cannot take the model
-    "sglang_no_implementation": ("ValueError: BartForCausalLM has no SGlang implementation and the Transformers implementation is not compatible with SGLang.", "unsupported_architecture"),
+    "sglang_no_implementation": (
+        "ValueError: BartForCausalLM has no SGlang implementation and the Transformers implementation is not compatible with SGLang.",
+        "unsupported_architecture",
+    ),
     # The full sweep, vLLM 0.32's transformers fallback on Bamba / BART / BERT
-    "vllm_fallback_incompatible": ("ValueError: Layer 0 (linear_attention) does not dispatch through the Transformers attention interface and vLLM has no other way to handle it.", "unsupported_architecture"),
+    "vllm_fallback_incompatible": (
+        "ValueError: Layer 0 (linear_attention) does not dispatch through the Transformers attention interface and vLLM has no other way to handle it.",
+        "unsupported_architecture",
+    ),
     # The full sweep, SGLang 0.5.23's transformers fallback on an OPT / BERT / Bailing copy
-    "sglang_fallback_incompatible": ("ValueError: Unsupported TP style 'colwise_gather_output' for Transformers backend.", "unsupported_architecture"),
-    "attention_backend_required": ("AssertionError: One of the attention backends in ['fa3', 'triton', 'trtllm_mha'] is required for Exaone4ForCausalLM", "kernel_or_dtype"),  # SGLang 0.5.23 (on CPU it adds "but got intel_amx": not_on_cpu)
-    "not_on_cpu": ("NotImplementedError: Sparse Attention is not supported on CPU.", "not_on_cpu"),  # vLLM 0.32, DeepSeek V3.2
-    "llamacpp_tensor_shape": ("llama_model_load: error loading model: check_tensor_dims: tensor 'token_embd.weight' has wrong shape; expected    512,    448, got    512,    443,      1,      1", "corrupt_or_missing_weights"),
-    "config_conflict": ("ValueError: 'qwen3_next' is already used by a Transformers config, pick another name.", "config_conflict"),
-    "truncated_safetensors": ("safetensors_rust.SafetensorError: Error while deserializing header: incomplete metadata, file not fully covered", "corrupt_or_missing_weights"),
-    "missing_weights": ("RuntimeError: Cannot find any model weights with `/models/x`", "corrupt_or_missing_weights"),
-    "gguf_corrupt": ("gguf_init_from_file_impl: invalid magic characters: 'abcd', expected 'GGUF'", "corrupt_or_missing_weights"),
-    "config_unreadable": ("OSError: It looks like the config file at '/m/config.json' is not a valid JSON file.", "corrupt_or_missing_weights"),
+    "sglang_fallback_incompatible": (
+        "ValueError: Unsupported TP style 'colwise_gather_output' for Transformers backend.",
+        "unsupported_architecture",
+    ),
+    "attention_backend_required": (
+        "AssertionError: One of the attention backends in ['fa3', 'triton', 'trtllm_mha'] is required for Exaone4ForCausalLM",
+        "kernel_or_dtype",
+    ),  # SGLang 0.5.23 (on CPU it adds "but got intel_amx": not_on_cpu)
+    "not_on_cpu": (
+        "NotImplementedError: Sparse Attention is not supported on CPU.",
+        "not_on_cpu",
+    ),  # vLLM 0.32, DeepSeek V3.2
+    "llamacpp_tensor_shape": (
+        "llama_model_load: error loading model: check_tensor_dims: tensor 'token_embd.weight' has wrong shape; expected    512,    448, got    512,    443,      1,      1",
+        "corrupt_or_missing_weights",
+    ),
+    "config_conflict": (
+        "ValueError: 'qwen3_next' is already used by a Transformers config, pick another name.",
+        "config_conflict",
+    ),
+    "truncated_safetensors": (
+        "safetensors_rust.SafetensorError: Error while deserializing header: incomplete metadata, file not fully covered",
+        "corrupt_or_missing_weights",
+    ),
+    "missing_weights": (
+        "RuntimeError: Cannot find any model weights with `/models/x`",
+        "corrupt_or_missing_weights",
+    ),
+    "gguf_corrupt": (
+        "gguf_init_from_file_impl: invalid magic characters: 'abcd', expected 'GGUF'",
+        "corrupt_or_missing_weights",
+    ),
+    "config_unreadable": (
+        "OSError: It looks like the config file at '/m/config.json' is not a valid JSON file.",
+        "corrupt_or_missing_weights",
+    ),
     "wrong_output": ("dayone-wrong-output: parity failed at token 3", "wrong_output"),
     "fatal_signal": ("Fatal Python error: Segmentation fault", "crash"),
 }
@@ -91,8 +200,10 @@ def test_rule_matches_its_real_message(rule):
 
 
 def test_the_sglang_probes_cpu_path_diagnosis_outranks_the_registrys_words():
-    log = ("ValueError: MambaForCausalLM has no SGlang implementation and the Transformers "
-           "implementation is not compatible with SGLang.\n" + CASES["sglang_cpu_path_limit"][0])
+    log = (
+        "ValueError: MambaForCausalLM has no SGlang implementation and the Transformers "
+        "implementation is not compatible with SGLang.\n" + CASES["sglang_cpu_path_limit"][0]
+    )
     assert classify(log, "sglang").failure_class == "not_on_cpu"
     assert classify(log.splitlines()[0], "sglang").failure_class == "unsupported_architecture"
 
@@ -131,8 +242,12 @@ def test_classify_cli_plain_and_json(tmp_path):
     assert proc.stdout.splitlines()[0] == "unsupported_architecture"
     proc = run_dayone("classify", str(log), "--json")
     data = json.loads(proc.stdout)
-    assert data == {"class": "unsupported_architecture", "rule": "vllm_unsupported_architecture",
-                    "line": CASES["vllm_unsupported_architecture"][0], "line_no": 2}
+    assert data == {
+        "class": "unsupported_architecture",
+        "rule": "vllm_unsupported_architecture",
+        "line": CASES["vllm_unsupported_architecture"][0],
+        "line_no": 2,
+    }
     proc = run_dayone("classify", "-", input="Fatal Python error: Segmentation fault\n")
     assert proc.stdout.splitlines()[0] == "crash"
     proc = run_dayone("classify", str(tmp_path / "missing.log"), check=False)
@@ -143,10 +258,12 @@ def test_unknown_failure_says_what_the_engine_said_not_a_generic_wrapper():
     from probes.classify import telling_line
     from probes.record import classified
 
-    log = ("[2026-11-23 16:27:32] Ignore import error when loading sglang.srt.models.x: nope\n"
-           "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
-           "KeyError: 'layers.1.mlp.gate.e_score_correction_bias'\n"
-           "[2026-11-23 16:27:40] SIGQUIT received.\n")
+    log = (
+        "[2026-11-23 16:27:32] Ignore import error when loading sglang.srt.models.x: nope\n"
+        'Traceback (most recent call last):\n  File "x.py", line 1, in <module>\n'
+        "KeyError: 'layers.1.mlp.gate.e_score_correction_bias'\n"
+        "[2026-11-23 16:27:40] SIGQUIT received.\n"
+    )
     assert telling_line(log) == ("KeyError: 'layers.1.mlp.gate.e_score_correction_bias'", 4)
     v = classified(log, "sglang", "server exited with status -9 before it was ready")
     assert (v.status, v.failure_class) == ("fail", "unknown")
@@ -154,10 +271,13 @@ def test_unknown_failure_says_what_the_engine_said_not_a_generic_wrapper():
     # the child's own exception line is kept when it is one
     assert classified(log, "vllm", "AssertionError: no group").message == "AssertionError: no group"
     # llama.cpp's own load error beats the Python wrapper that follows it
-    gguf = ("llama_model_load: error loading model: done_getting_tensors: wrong number of "
-            "tensors; expected 40, got 38\nValueError: Failed to load model from file: m.gguf\n")
+    gguf = (
+        "llama_model_load: error loading model: done_getting_tensors: wrong number of "
+        "tensors; expected 40, got 38\nValueError: Failed to load model from file: m.gguf\n"
+    )
     assert classified(gguf, "llamacpp", None).message.startswith(
-        "llama_model_load: error loading model: done_getting_tensors")
+        "llama_model_load: error loading model: done_getting_tensors"
+    )
     assert telling_line("nothing to see\n") is None
 
 
@@ -192,10 +312,12 @@ def test_cpu_only_engine_limits_are_one_class(line):
 
 def test_network_failures_to_our_own_server_are_not_infra():
     # The probe's client losing the engine's own server is the engine dying, not our network.
-    line = ("requests.exceptions.ConnectionError: HTTPConnectionPool(host='127.0.0.1', port=8000): "
-            "Max retries exceeded with url: /v1/models (Caused by NewConnectionError('<urllib3."
-            "connection.HTTPConnection object at 0x7f>: Failed to establish a new connection: "
-            "[Errno 111] Connection refused'))")
+    line = (
+        "requests.exceptions.ConnectionError: HTTPConnectionPool(host='127.0.0.1', port=8000): "
+        "Max retries exceeded with url: /v1/models (Caused by NewConnectionError('<urllib3."
+        "connection.HTTPConnection object at 0x7f>: Failed to establish a new connection: "
+        "[Errno 111] Connection refused'))"
+    )
     assert classify(line).failure_class != "infra"
 
 
@@ -209,13 +331,15 @@ def test_the_converters_last_word_decides_not_what_it_printed_on_the_way():
         "version of Transformers is out of date.\n"
         "WARNING:hf-to-gguf:Trying to load config.json instead\n"
         "INFO:hf-to-gguf:Model architecture: ZorblaxForCausalLM\n"
-        "ERROR:hf-to-gguf:Model ZorblaxForCausalLM is not supported\n")
+        "ERROR:hf-to-gguf:Model ZorblaxForCausalLM is not supported\n"
+    )
     assert classify(unknown_arch, "llamacpp").failure_class == "conversion_unknown_architecture"
     truncated = (
         "WARNING:hf-to-gguf:** WARNING: The BPE pre-tokenizer was not recognized!\n"
         "dayone: unknown BPE pre-tokenizer hash; fixture fallback to 'gpt-2'\n"
         "    mm = mmap.mmap(fid.fileno(), bytes, access=acc, offset=start)\n"
-        "ValueError: mmap length is greater than file size\n")
+        "ValueError: mmap length is greater than file size\n"
+    )
     assert classify(truncated, "llamacpp").failure_class == "corrupt_or_missing_weights"
 
 
@@ -225,12 +349,20 @@ def test_a_dead_servers_tail_reaches_back_to_its_exception(tmp_path):
     # the bare run's whole log says not_on_cpu).
     from probes.serving import Server
 
-    op = ("NotImplementedError: Could not run 'sglang::inplace_fused_experts' with arguments "
-          "from the 'CPU' backend.")
-    lines = (["starting"] * 50 + ["Scheduler hit an exception: Traceback (most recent call last):",
-              '  File "x.py", line 1, in f', op]
-             + [f"Backend{i}: registered at x.cpp:{i} [backend fallback]" for i in range(80)]
-             + ["SIGQUIT received.", "kill_process_tree called"])
+    op = (
+        "NotImplementedError: Could not run 'sglang::inplace_fused_experts' with arguments "
+        "from the 'CPU' backend."
+    )
+    lines = (
+        ["starting"] * 50
+        + [
+            "Scheduler hit an exception: Traceback (most recent call last):",
+            '  File "x.py", line 1, in f',
+            op,
+        ]
+        + [f"Backend{i}: registered at x.cpp:{i} [backend fallback]" for i in range(80)]
+        + ["SIGQUIT received.", "kill_process_tree called"]
+    )
     log = tmp_path / "server.log"
     log.write_text("\n".join(lines))
     tail = Server(proc=None, base_url="", log_path=log).log_tail()  # type: ignore[arg-type]

@@ -17,8 +17,7 @@ MIN_ACCURACY = 0.95
 
 
 def cases() -> list[dict]:
-    return [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()
-            if line.strip()]
+    return [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def test_corpus_is_well_formed():
@@ -33,8 +32,7 @@ def test_corpus_is_well_formed():
         assert r["log"].strip(), r["id"]
     # every family the issue asks for is there
     engines = Counter(r["engine"] for r in rows)
-    for engine in ("vllm", "sglang", "llamacpp", "transformers", "peft", "trl", "docker",
-                   "huggingface_hub"):
+    for engine in ("vllm", "sglang", "llamacpp", "transformers", "peft", "trl", "docker", "huggingface_hub"):
         assert engines[engine] >= 2, engine
 
 
@@ -44,8 +42,9 @@ def test_accuracy_over_real_logs(capsys):
     for r in rows:
         m = classify(r["log"], r["engine"])
         if m.failure_class != r["class"]:
-            misses.append(f"{r['id']}: expected {r['class']}, got {m.failure_class} "
-                          f"(rule {m.rule}: {m.line!r})")
+            misses.append(
+                f"{r['id']}: expected {r['class']}, got {m.failure_class} (rule {m.rule}: {m.line!r})"
+            )
     accuracy = 1 - len(misses) / len(rows)
     with capsys.disabled():
         print(f"\nclassifier accuracy over {len(rows)} real logs: {accuracy:.1%}")
@@ -65,12 +64,15 @@ def test_no_infrastructure_log_is_ever_an_engine_red():
     assert not wrong
 
 
-@pytest.mark.parametrize("family,klass", [
-    ("pull access denied", "infra"),
-    ("We couldn't connect to 'https://huggingface.co'", "infra"),
-    ("larger than the maximum number of tokens that can be stored in KV cache", "out_of_memory"),
-    ("aten::_flash_attention_forward", "not_on_cpu"),
-])
+@pytest.mark.parametrize(
+    "family,klass",
+    [
+        ("pull access denied", "infra"),
+        ("We couldn't connect to 'https://huggingface.co'", "infra"),
+        ("larger than the maximum number of tokens that can be stored in KV cache", "out_of_memory"),
+        ("aten::_flash_attention_forward", "not_on_cpu"),
+    ],
+)
 def test_families_seen_in_the_wild_are_covered(family, klass):
     rows = [r for r in cases() if family in r["log"]]
     assert rows, family

@@ -31,64 +31,108 @@ def partial(msg="transformers fallback (--model-impl transformers)"):
 
 def validator():
     return jsonschema.Draft202012Validator(
-        CD.schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+        CD.schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
 
 
-@pytest.mark.parametrize("history_, statement", [
-    # supported since the first release probed
-    ([("0.30.0", GOOD), ("0.31.0", GOOD)], {"version_added": "0.30.0"}),
-    # supported since a later one
-    ([("0.29.0", bad("unsupported_architecture", "load")), ("0.31.0", GOOD)],
-     {"version_added": "0.31.0"}),
-    # supported, then broken: version_removed, with why
-    ([("0.30.0", GOOD), ("0.31.0", GOOD), ("0.32.0", bad())],
-     {"version_added": "0.30.0", "version_removed": "0.32.0",
-      "notes": "Broken since 0.32.0: parity wrong_output."}),
-    # partial, then full: two statements, newest first
-    ([("0.30.0", partial()), ("0.31.0", GOOD)],
-     [{"version_added": "0.31.0"},
-      {"version_added": "0.30.0", "version_removed": "0.31.0", "partial_implementation": True,
-       "notes": "Degraded (load: transformers fallback (--model-impl transformers))."}]),
-    # works, broken, works again
-    ([("1.0", GOOD), ("1.1", bad()), ("1.2", GOOD)],
-     [{"version_added": "1.2"},
-      {"version_added": "1.0", "version_removed": "1.1",
-       "notes": "Broken since 1.1: parity wrong_output."}]),
-    # never worked
-    ([("1.0", bad("crash", "load")), ("1.1", bad("crash", "load"))],
-     {"version_added": False, "notes": "Not working in any release probed (1.0 to 1.1): load crash."}),
-    # no verdict at all: unknown (null)
-    ([("1.0", Verdict("error", "load", "infra"))],
-     {"version_added": None, "notes": "No verdict (error)."}),
-    # a no-verdict release in between changes nothing; order given does not matter
-    ([("1.2", GOOD), ("1.1", Verdict("error", "load")), ("1.0", GOOD)],
-     {"version_added": "1.0"}),
-    # PEP 440 order: the post release after its final, the rc before
-    ([("1.0.post1", bad()), ("1.0", GOOD), ("1.0rc1", bad())],
-     {"version_added": "1.0", "version_removed": "1.0.post1",
-      "notes": "Broken since 1.0.post1: parity wrong_output."}),
-])
+@pytest.mark.parametrize(
+    "history_, statement",
+    [
+        # supported since the first release probed
+        ([("0.30.0", GOOD), ("0.31.0", GOOD)], {"version_added": "0.30.0"}),
+        # supported since a later one
+        (
+            [("0.29.0", bad("unsupported_architecture", "load")), ("0.31.0", GOOD)],
+            {"version_added": "0.31.0"},
+        ),
+        # supported, then broken: version_removed, with why
+        (
+            [("0.30.0", GOOD), ("0.31.0", GOOD), ("0.32.0", bad())],
+            {
+                "version_added": "0.30.0",
+                "version_removed": "0.32.0",
+                "notes": "Broken since 0.32.0: parity wrong_output.",
+            },
+        ),
+        # partial, then full: two statements, newest first
+        (
+            [("0.30.0", partial()), ("0.31.0", GOOD)],
+            [
+                {"version_added": "0.31.0"},
+                {
+                    "version_added": "0.30.0",
+                    "version_removed": "0.31.0",
+                    "partial_implementation": True,
+                    "notes": "Degraded (load: transformers fallback (--model-impl transformers)).",
+                },
+            ],
+        ),
+        # works, broken, works again
+        (
+            [("1.0", GOOD), ("1.1", bad()), ("1.2", GOOD)],
+            [
+                {"version_added": "1.2"},
+                {
+                    "version_added": "1.0",
+                    "version_removed": "1.1",
+                    "notes": "Broken since 1.1: parity wrong_output.",
+                },
+            ],
+        ),
+        # never worked
+        (
+            [("1.0", bad("crash", "load")), ("1.1", bad("crash", "load"))],
+            {"version_added": False, "notes": "Not working in any release probed (1.0 to 1.1): load crash."},
+        ),
+        # no verdict at all: unknown (null)
+        (
+            [("1.0", Verdict("error", "load", "infra"))],
+            {"version_added": None, "notes": "No verdict (error)."},
+        ),
+        # a no-verdict release in between changes nothing; order given does not matter
+        ([("1.2", GOOD), ("1.1", Verdict("error", "load")), ("1.0", GOOD)], {"version_added": "1.0"}),
+        # PEP 440 order: the post release after its final, the rc before
+        (
+            [("1.0.post1", bad()), ("1.0", GOOD), ("1.0rc1", bad())],
+            {
+                "version_added": "1.0",
+                "version_removed": "1.0.post1",
+                "notes": "Broken since 1.0.post1: parity wrong_output.",
+            },
+        ),
+    ],
+)
 def test_support_statements(history_, statement):
     assert CD.support_statement(history_) == statement
 
 
 def test_document_is_valid_and_mdn_shaped():
-    obs = history() + probe("org/model", "0.32.0", 2) + probe(
-        "org/model", "0.32.0rc1", 1, "fail", "skipped", "skipped", fc="crash")
+    obs = (
+        history()
+        + probe("org/model", "0.32.0", 2)
+        + probe("org/model", "0.32.0rc1", 1, "fail", "skipped", "skipped", fc="crash")
+    )
     doc = CD.compat_document(obs, NOW)
     errors = sorted(validator().iter_errors(doc), key=str)
     assert not errors, errors[0]
-    assert doc["__meta"] == {"version": "1.20261203.19807", "schema_version": 1,
-                             "timestamp": "2026-12-03T05:30:07Z", "generator": "dayone"}
+    assert doc["__meta"] == {
+        "version": "1.20261203.19807",
+        "schema_version": 1,
+        "timestamp": "2026-12-03T05:30:07Z",
+        "generator": "dayone",
+    }
     support = doc["architectures"]["qwen3_5_moe_text"]["__compat"]["support"]["vllm"]
-    assert support == {"version_added": "0.31.0", "version_removed": "0.32.0",
-                       "notes": "Broken since 0.32.0: parity wrong_output."}
-    assert doc["architectures"]["gemma4_text"]["__compat"]["support"]["vllm"] == {
-        "version_added": "0.32.0"}
-    assert doc["architectures"]["granite"]["__compat"]["support"]["vllm"][1][
-        "partial_implementation"] is True
+    assert support == {
+        "version_added": "0.31.0",
+        "version_removed": "0.32.0",
+        "notes": "Broken since 0.32.0: parity wrong_output.",
+    }
+    assert doc["architectures"]["gemma4_text"]["__compat"]["support"]["vllm"] == {"version_added": "0.32.0"}
+    assert doc["architectures"]["granite"]["__compat"]["support"]["vllm"][1]["partial_implementation"] is True
     assert doc["models"]["org/model"]["__compat"] == {
-        "source": "org/model", "support": {"vllm": {"version_added": "0.32.0"}}}
+        "source": "org/model",
+        "support": {"vllm": {"version_added": "0.32.0"}},
+    }
     releases = doc["engines"]["vllm"]["releases"]
     assert list(releases) == ["0.30.0", "0.31.0", "0.32.0rc1", "0.32.0", "0.32.0.post1"]
     assert releases["0.32.0.post1"]["status"] == "current"

@@ -16,17 +16,24 @@ import pytest
 
 from conftest import build_fixtures, json_lines, run_dayone
 from probes import parity, reproduce
-from probes.confirmation import (BareOutcome, HARNESS_DISAGREES, NO_VERDICT_MARK, decide,
-                                 normalise)
+from probes.confirmation import BareOutcome, HARNESS_DISAGREES, NO_VERDICT_MARK, decide, normalise
 from probes.engines import ENGINES, public_engines
 
-ARCH_LINE = ("ValueError: The checkpoint you are trying to load has model type `zorb` but "
-             "Transformers does not recognize this architecture.")
+ARCH_LINE = (
+    "ValueError: The checkpoint you are trying to load has model type `zorb` but "
+    "Transformers does not recognize this architecture."
+)
 
 
 def red(status="fail", klass="unsupported_architecture", message=ARCH_LINE, engine="transformers"):
-    return {"status": status, "failure_class": klass, "message": message, "stage": "load",
-            "engine": {"name": engine, "version": "1"}, "model": {"id": "m"}}
+    return {
+        "status": status,
+        "failure_class": klass,
+        "message": message,
+        "stage": "load",
+        "engine": {"name": engine, "version": "1"},
+        "model": {"id": "m"},
+    }
 
 
 def bare(rc=1, log="", timed_out=False, oom=False):
@@ -34,6 +41,7 @@ def bare(rc=1, log="", timed_out=False, oom=False):
 
 
 # The decision (pure)
+
 
 def test_the_same_failure_bare_is_confirmed():
     c = decide(red(), f"Traceback\n{ARCH_LINE}\n", bare(1, f"noise at 0x7f00ab\n{ARCH_LINE}\n"))
@@ -51,8 +59,11 @@ def test_addresses_numbers_and_paths_do_not_make_a_difference():
 
 @pytest.mark.parametrize("status", ["timeout", "oom"])
 def test_timeout_and_oom_confirm_themselves(status):
-    c = decide(red(status, status if status == "timeout" else "out_of_memory", "killed"), "",
-               bare(None, "", timed_out=status == "timeout", oom=status == "oom"))
+    c = decide(
+        red(status, status if status == "timeout" else "out_of_memory", "killed"),
+        "",
+        bare(None, "", timed_out=status == "timeout", oom=status == "oom"),
+    )
     assert (c.confirmed, c.bare_status) == (True, status)
 
 
@@ -76,13 +87,17 @@ def test_the_bare_scripts_own_reason_is_its_line_where_the_engine_says_nothing()
     # script's copy of it) says why, in the engine's stage words.
     said = "the converter wrote a GGUF with no tensors: the model directory has no weights"
     exported = "INFO:hf-to-gguf:Model successfully exported to /x/bare-model.gguf"
-    c = decide(red(klass="corrupt_or_missing_weights", message=said, engine="llamacpp"),
-               f"{exported}\ndayone: stage convert failed: {said}\n",
-               bare(1, f"{exported}\ndayone-bare: the converter wrote a GGUF with no tensors\n"))
-    assert (c.confirmed, c.verdict, c.bare_failure_class) == (
-        True, "confirmed", "corrupt_or_missing_weights")
-    silent = decide(red(klass="unknown", message="no output", engine="llamacpp"), "no output",
-                    bare(1, "dayone-bare: the served answer was empty"))
+    c = decide(
+        red(klass="corrupt_or_missing_weights", message=said, engine="llamacpp"),
+        f"{exported}\ndayone: stage convert failed: {said}\n",
+        bare(1, f"{exported}\ndayone-bare: the converter wrote a GGUF with no tensors\n"),
+    )
+    assert (c.confirmed, c.verdict, c.bare_failure_class) == (True, "confirmed", "corrupt_or_missing_weights")
+    silent = decide(
+        red(klass="unknown", message="no output", engine="llamacpp"),
+        "no output",
+        bare(1, "dayone-bare: the served answer was empty"),
+    )
     assert silent.bare_line == "dayone-bare: the served answer was empty"
 
 
@@ -107,25 +122,29 @@ def test_a_set_cut_short_with_its_line_makes_no_difference():
     again = (head + "{" + ", ".join(reversed(names)))[:2000]
     assert decide(red(klass="unknown", message=probe), probe, bare(1, again)).confirmed is True
     other = "ValueError: There is no module or parameter named 'lm_head' in X. The available are: {"
-    assert decide(red(klass="unknown", message=probe), probe,
-                  bare(1, other + ", ".join(names))).confirmed is False
+    assert (
+        decide(red(klass="unknown", message=probe), probe, bare(1, other + ", ".join(names))).confirmed
+        is False
+    )
 
 
-@pytest.mark.parametrize("probe,bare_log", [
-    ("fail", "timeout"), ("timeout", "oom"), ("oom", "fail")])
+@pytest.mark.parametrize("probe,bare_log", [("fail", "timeout"), ("timeout", "oom"), ("oom", "fail")])
 def test_another_status_is_not_a_confirmation(probe, bare_log):
-    b = bare(None if bare_log != "fail" else 1, ARCH_LINE, timed_out=bare_log == "timeout",
-             oom=bare_log == "oom")
+    b = bare(
+        None if bare_log != "fail" else 1, ARCH_LINE, timed_out=bare_log == "timeout", oom=bare_log == "oom"
+    )
     c = decide(red(probe), ARCH_LINE, b)
     assert c.confirmed is False and c.verdict == "differs"
 
 
 def test_wrong_output_needs_the_same_divergent_tokens():
-    line = ("dayone: parity failed: 'The capital of France is' diverges at token 3: token 17 "
-            "vs reference 42, not within each other's top-5")
+    line = (
+        "dayone: parity failed: 'The capital of France is' diverges at token 3: token 17 "
+        "vs reference 42, not within each other's top-5"
+    )
     same = line.replace("dayone:", "dayone-bare:")
     other = line.replace("token 17", "token 18")
-    r = red(klass="wrong_output", message=line[len("dayone: "):])
+    r = red(klass="wrong_output", message=line[len("dayone: ") :])
     assert decide(r, line, bare(1, same)).confirmed is True
     assert decide(r, line, bare(1, other)).confirmed is False
 
@@ -133,10 +152,14 @@ def test_wrong_output_needs_the_same_divergent_tokens():
 def test_a_parity_red_is_judged_by_its_own_divergence_not_a_later_stages():
     # One probe log holds every stage: llama.cpp's quantize stage compares its quantized copies
     # after parity, and its divergence (another prompt, other tokens) is the log's last.
-    own = ("parity failed: 'The capital of France is' diverges at token 1: token 17 vs "
-           "reference 70, not within each other's top-5")
-    later = ("dayone: stage quantize failed: beyond the Q4_K_M tolerance (top-20, 2 nats): "
-             "parity failed: 'Once upon a time,' diverges at token 2: token 416 vs reference 361")
+    own = (
+        "parity failed: 'The capital of France is' diverges at token 1: token 17 vs "
+        "reference 70, not within each other's top-5"
+    )
+    later = (
+        "dayone: stage quantize failed: beyond the Q4_K_M tolerance (top-20, 2 nats): "
+        "parity failed: 'Once upon a time,' diverges at token 2: token 416 vs reference 361"
+    )
     log = f"dayone: {own}\n...\n{later}\n"
     r = {**red(klass="wrong_output", message=own, engine="llamacpp"), "stage": "parity"}
     c = decide(r, log, bare(1, f"dayone-bare: {own}\n"))
@@ -162,6 +185,7 @@ def test_a_signal_is_a_crash_on_both_sides():
 
 
 # The scripts
+
 
 def test_every_stage_of_every_public_engine_has_a_bare_script(tmp_path):
     model = tmp_path / "model"
@@ -189,24 +213,34 @@ def test_scripts_written_from_many_threads_are_whole(tmp_path):
     reproduce._embedded_source.cache_clear()
     values = {"MODEL": "m", "STAGE": "load"}
     with ThreadPoolExecutor(max_workers=8) as pool:
-        texts = list(pool.map(lambda _i: reproduce.script_text("transformers", "load", values),
-                              range(32)))
+        texts = list(pool.map(lambda _i: reproduce.script_text("transformers", "load", values), range(32)))
     assert len(set(texts)) == 1 and "def check_logprobs_close" in texts[0]
 
 
 def test_the_script_judges_parity_by_the_probe_rule(tmp_path):
     """The rule written into the script gives the verdict probes.parity gives."""
-    text = reproduce.script_text("vllm", "parity", {"MODEL": "m", "TOP_K": 2,
-                                                    "MAX_LOGPROB_GAP": parity.MAX_LOGPROB_GAP})
+    text = reproduce.script_text(
+        "vllm", "parity", {"MODEL": "m", "TOP_K": 2, "MAX_LOGPROB_GAP": parity.MAX_LOGPROB_GAP}
+    )
     head = text.split("# The helpers every bare reproduction shares")[0]
     ns: dict = {}
     exec(compile(head, "bare", "exec"), ns)
-    ref = [{"prompt": "p", "prompt_ids": [1], "token_ids": [5, 6, 7],
-            "top_logprobs": [[[5, -0.1], [9, -2.0]], [[6, -0.2], [8, -3.0]],
-                             [[7, -0.1], [3, -4.0]]]}]
+    ref = [
+        {
+            "prompt": "p",
+            "prompt_ids": [1],
+            "token_ids": [5, 6, 7],
+            "top_logprobs": [[[5, -0.1], [9, -2.0]], [[6, -0.2], [8, -3.0]], [[7, -0.1], [3, -4.0]]],
+        }
+    ]
     for got_ids in ([5, 6, 7], [5, 8, 7], [5, 4, 7]):
-        got = [{**ref[0], "token_ids": got_ids,
-                "top_logprobs": [[[t, -0.1], [s, -2.0]] for t, s in zip(got_ids, [9, 6, 3])]}]
+        got = [
+            {
+                **ref[0],
+                "token_ids": got_ids,
+                "top_logprobs": [[[t, -0.1], [s, -2.0]] for t, s in zip(got_ids, [9, 6, 3])],
+            }
+        ]
         ours = parity.check_logprobs_close(ref, got, top_k=2)
         theirs = ns["check_logprobs_close"](ref, got, top_k=2)
         assert (theirs.status, theirs.message) == (ours.status, ours.message)
@@ -214,20 +248,33 @@ def test_the_script_judges_parity_by_the_probe_rule(tmp_path):
 
 # Real engines
 
+
 @pytest.fixture(scope="module")
 def fixtures(tf_env, tmp_path_factory):
-    return build_fixtures(tf_env, tmp_path_factory.mktemp("confirm-fixtures"),
-                          ["llama", "broken-unknown-arch"])
+    return build_fixtures(
+        tf_env, tmp_path_factory.mktemp("confirm-fixtures"), ["llama", "broken-unknown-arch"]
+    )
 
 
 def test_an_engine_red_is_confirmed_bare_and_stored(fixtures, tmp_path, validate_record):
     db = f"sqlite:///{tmp_path / 'c.db'}"
-    proc = run_dayone("probe", str(fixtures / "broken-unknown-arch"), "--engine", "transformers",
-                      "--json", "--confirm", "--db", db)
+    proc = run_dayone(
+        "probe",
+        str(fixtures / "broken-unknown-arch"),
+        "--engine",
+        "transformers",
+        "--json",
+        "--confirm",
+        "--db",
+        db,
+    )
     load = json_lines(proc.stdout)[0]
     validate_record(load)
     assert (load["status"], load["failure_class"], load["confirmed"]) == (
-        "fail", "unsupported_architecture", True)
+        "fail",
+        "unsupported_architecture",
+        True,
+    )
     c = load["confirmation"]
     assert c["verdict"] == "confirmed" and "does not recognize this architecture" in c["bare_line"]
     assert Path(c["log_path"]).exists() and Path(c["probe_log_path"]).exists()
@@ -242,17 +289,19 @@ def test_a_red_of_ours_is_harness_disagrees_with_both_logs(fixtures, tmp_path, v
     from matrix import confirm, probing
 
     db = f"sqlite:///{tmp_path / 'h.db'}"
-    records = probing.probe(fixtures / "llama", "transformers", None, ["load"],
-                            say=lambda _m: None)
+    records = probing.probe(fixtures / "llama", "transformers", None, ["load"], say=lambda _m: None)
     assert records[0]["status"] == "pass"
-    injected = {**records[0], "status": "fail", "failure_class": "unknown",
-                "message": "harness: the probe misread the engine"}
+    injected = {
+        **records[0],
+        "status": "fail",
+        "failure_class": "unknown",
+        "message": "harness: the probe misread the engine",
+    }
     run_dayone("ingest", _jsonl(tmp_path / "red.jsonl", [injected]), "--db", db)
     proc = run_dayone("confirm", "--json", "--db", db)
     out = json_lines(proc.stdout)[0]
     validate_record(out)
-    assert (out["status"], out["failure_class"], out["confirmed"]) == (
-        "error", HARNESS_DISAGREES, False)
+    assert (out["status"], out["failure_class"], out["confirmed"]) == ("error", HARNESS_DISAGREES, False)
     c = out["confirmation"]
     assert (c["probe_status"], c["verdict"]) == ("fail", "harness_disagrees")
     assert Path(c["log_path"]).exists() and Path(c["probe_log_path"]).exists()
@@ -270,8 +319,18 @@ def test_pages_say_confirmed_bare(fixtures, tmp_path):
     from service.app import create_app
 
     db = f"sqlite:///{tmp_path / 'p.db'}"
-    run_dayone("probe", str(fixtures / "broken-unknown-arch"), "--engine", "transformers",
-               "--model-id", "t/broken", "--stage", "load", "--db", db)
+    run_dayone(
+        "probe",
+        str(fixtures / "broken-unknown-arch"),
+        "--engine",
+        "transformers",
+        "--model-id",
+        "t/broken",
+        "--stage",
+        "load",
+        "--db",
+        db,
+    )
     with TestClient(create_app(db)) as client:
         before = client.get("/cells/t/broken/transformers.json").json()
         assert before["history"][0]["confirmed"] is None
@@ -295,19 +354,22 @@ def _jsonl(path: Path, records: list[dict]) -> str:
 def test_llamacpp_converter_red_is_confirmed(fixtures):
     from matrix import confirm, probing
 
-    records = probing.probe(fixtures / "broken-unknown-arch", "llamacpp", None, ["convert"],
-                            say=lambda _m: None)
+    records = probing.probe(
+        fixtures / "broken-unknown-arch", "llamacpp", None, ["convert"], say=lambda _m: None
+    )
     out = confirm.confirm_records(records, say=lambda _m: None)[0]
     assert (out["status"], out["failure_class"], out["confirmed"]) == (
-        "fail", "conversion_unknown_architecture", True), out.get("confirmation")
+        "fail",
+        "conversion_unknown_architecture",
+        True,
+    ), out.get("confirmation")
 
 
 @pytest.mark.slow
 def test_vllm_red_is_confirmed(fixtures):
     from matrix import confirm, probing
 
-    records = probing.probe(fixtures / "broken-unknown-arch", "vllm", None, ["load"],
-                            say=lambda _m: None)
+    records = probing.probe(fixtures / "broken-unknown-arch", "vllm", None, ["load"], say=lambda _m: None)
     assert records[0]["status"] == "fail", records[0]
     out = confirm.confirm_records(records, say=lambda _m: None)[0]
     assert out["confirmed"] is True, out.get("confirmation")
@@ -320,12 +382,16 @@ def test_confirm_again_takes_back_the_reds_bare_runs_did_not_confirm(tmp_path):
     from test_reclassify import record
 
     unchecked = record("org/a", "vllm", "load", "fail", failure_class="unknown", message="x")
-    same = {**record("org/b", "vllm", "load", "fail", failure_class="unknown", message="x"),
-            "confirmed": True,
-            "confirmation": {"confirmed": True, "verdict": "confirmed", "message": "same"}}
-    other = {**record("org/c", "vllm", "load", "fail", failure_class="unknown", message="x"),
-             "confirmed": False,
-             "confirmation": {"confirmed": False, "verdict": "differs", "message": "other"}}
+    same = {
+        **record("org/b", "vllm", "load", "fail", failure_class="unknown", message="x"),
+        "confirmed": True,
+        "confirmation": {"confirmed": True, "verdict": "confirmed", "message": "same"},
+    }
+    other = {
+        **record("org/c", "vllm", "load", "fail", failure_class="unknown", message="x"),
+        "confirmed": False,
+        "confirmation": {"confirmed": False, "verdict": "differs", "message": "other"},
+    }
     store = open_store(f"sqlite:///{tmp_path / 'd.db'}")
     with store.writing() as session:
         assert ingest_records(session, [unchecked, same, other]).inserted == 3
@@ -344,14 +410,18 @@ def test_a_green_is_green_bare_too(fixtures, engine):
     # The bare scripts run only for reds in production, so drift between a script and its probe
     # (an argument the probe sets and the script forgets) would show only as a false
     # "differs": every passing stage's reproduce command must pass alone as well.
-    proc = run_dayone("probe", str(fixtures / "llama"), "--engine", engine, "--json",
-                      "--no-store")
+    proc = run_dayone("probe", str(fixtures / "llama"), "--engine", engine, "--json", "--no-store")
     records = [r for r in json_lines(proc.stdout) if r["status"] == "pass"]
     assert records, proc.stderr[-2000:]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     for r in records:
-        bare = subprocess.run(["bash", "-c", r["reproduce"]], capture_output=True, text=True,
-                              timeout=900, env=env)
+        bare = subprocess.run(
+            ["bash", "-c", r["reproduce"]], capture_output=True, text=True, timeout=900, env=env
+        )
         said = [ln for ln in bare.stdout.splitlines() if ln.startswith("dayone-bare:")]
         assert bare.returncode == 0 and said and said[-1].startswith("dayone-bare: pass"), (
-            r["stage"], bare.returncode, bare.stdout[-1500:], bare.stderr[-1500:])
+            r["stage"],
+            bare.returncode,
+            bare.stdout[-1500:],
+            bare.stderr[-1500:],
+        )

@@ -20,8 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_the_newest_families_are_one_list_of_model_types():
     families = newest_families()
     assert list(families.values()) == ["Gemma 4", "Qwen 3.5", "gpt-oss", "Llama 4", "Nemotron-H"]
-    assert list(families) == ["gemma4_text", "qwen3_5_text", "gpt_oss", "llama4_text",
-                              "nemotron_h"]
+    assert list(families) == ["gemma4_text", "qwen3_5_text", "gpt_oss", "llama4_text", "nemotron_h"]
 
 
 def test_demo_only_takes_fixtures_and_newest_types():
@@ -43,14 +42,35 @@ def test_the_newest_families_shrink_in_the_reference_with_lineage(tf_env, tmp_pa
     from probes.shrink.catalogue import type_lineage
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    listed = subprocess.run([tf_env.python, "-m", "probes.shrink", "--list-types"], env=env,
-                            capture_output=True, text=True, timeout=300, check=True).stdout.split()
+    listed = subprocess.run(
+        [tf_env.python, "-m", "probes.shrink", "--list-types"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout.split()
     types = list(newest_families())
     assert set(types) <= set(listed)
     report = tmp_path / "report.json"
-    proc = subprocess.run([tf_env.python, "-m", "probes.shrink", "--sweep", str(tmp_path),
-                           "--types", ",".join(types), "--no-generate", "--report", str(report)],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            tf_env.python,
+            "-m",
+            "probes.shrink",
+            "--sweep",
+            str(tmp_path),
+            "--types",
+            ",".join(types),
+            "--no-generate",
+            "--report",
+            str(report),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = {r["model_type"]: r for r in json.loads(report.read_text())["rows"]}
     for t in types:
@@ -66,8 +86,14 @@ def test_demo_shrinks_and_probes_a_newest_family(tf_env, tmp_path):
     """`dayone demo --only gpt_oss -e transformers`: no fixture built, gpt-oss shrunk from its
     release and probed through the sweep, stored, on the map."""
     env = {**os.environ, "DAYONE_HOME": str(tmp_path)}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "service.cli", *a], cwd=ROOT,  # noqa: E731
-                                    env=env, capture_output=True, text=True, timeout=900)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "service.cli", *a],
+        cwd=ROOT,  # noqa: E731
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     demo = run("demo", "--only", "gpt_oss", "-e", "transformers", "--no-serve", "--no-confirm")
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-3000:]
     assert "newest families: gpt-oss (arch/gpt_oss)" in demo.stdout

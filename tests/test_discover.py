@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix.discover import (Discovery, RetryPolicy, Watchlist, change_kind, discover,
-                             load_watchlist, new_work)
+from matrix.discover import Discovery, RetryPolicy, Watchlist, change_kind, discover, load_watchlist, new_work
 from tests.fakehub import GOOD_TOKEN, Fault, FakeHub
 
 FAST = RetryPolicy(attempts=4, base_wait_s=0.01, max_wait_s=0.05)
@@ -82,8 +81,15 @@ def test_server_error_once_is_retried(hub, tmp_path):
 def test_persistent_errors_end_as_reasons_not_crashes(hub, tmp_path):
     # (a persistent 5xx on a listing is retried by huggingface_hub's own backoff for ~25 s
     # per try before ours gives up: too slow for a test; an auth error is not retried at all)
-    hub.add_fault(Fault(path_prefix="/api/models", query_contains="author=Qwen", status=401,
-                        times=100, headers={"X-Error-Code": "RepoNotFound"}))
+    hub.add_fault(
+        Fault(
+            path_prefix="/api/models",
+            query_contains="author=Qwen",
+            status=401,
+            times=100,
+            headers={"X-Error-Code": "RepoNotFound"},
+        )
+    )
     hub.add_fault(Fault(path_prefix="/nvidia/", method="GET", status=500, times=100))
     found = run(hub, tmp_path, Watchlist(orgs=("Qwen", "nvidia"), models=("acme/missing",)))
     assert any(e.startswith("org Qwen:") for e in found.errors)
@@ -98,6 +104,7 @@ def test_limit_and_since_stop_paging_early(hub, tmp_path):
     assert not any("cursor=" in p for _m, p, _s in hub.requests)
 
     import datetime as dt
+
     found = run(hub, tmp_path, Watchlist(orgs=("google", "Qwen"), since=dt.date(2026, 1, 1)))
     assert [m.id for m in found.models] == ["google/gemma-4-E2B-it", "Qwen/Qwen3.5-35B-A3B-Text"]
 
@@ -110,8 +117,14 @@ def test_second_night_finds_no_new_work_until_a_new_commit(hub, tmp_path):
     second = run(hub, tmp_path, watch)
     assert new_work(second.models, known) == []
 
-    sha = hub.push_commit("Qwen/Qwen3-0.6B", {"config.json": json.dumps(
-        {**json.loads(hub.repos["Qwen/Qwen3-0.6B"].files["config.json"]), "rope_theta": 5e6})})
+    sha = hub.push_commit(
+        "Qwen/Qwen3-0.6B",
+        {
+            "config.json": json.dumps(
+                {**json.loads(hub.repos["Qwen/Qwen3-0.6B"].files["config.json"]), "rope_theta": 5e6}
+            )
+        },
+    )
     third = run(hub, tmp_path, watch)
     work = new_work(third.models, known)
     assert [(m.id, m.revision) for m in work] == [("Qwen/Qwen3-0.6B", sha)]
@@ -126,15 +139,18 @@ def test_second_night_finds_no_new_work_until_a_new_commit(hub, tmp_path):
 def test_watchlist_files_and_local_directories(hub, tmp_path):
     local = tmp_path / "models" / "my-model"
     local.mkdir(parents=True)
-    shutil.copy(Path(__file__).parent / "fakehub/recordings/files/Qwen/Qwen3-0.6B/config.json",
-                local / "config.json")
+    shutil.copy(
+        Path(__file__).parent / "fakehub/recordings/files/Qwen/Qwen3-0.6B/config.json", local / "config.json"
+    )
     (tmp_path / "empty").mkdir()
     (tmp_path / "watch.toml").write_text(
         'orgs = ["nvidia"]\nmodels = ["Qwen/Qwen3-0.6B"]\nlocal = ["models/my-model", "empty"]\n'
-        'per_org_limit = 5\nsince = 2025-01-01\n')
+        "per_org_limit = 5\nsince = 2025-01-01\n"
+    )
     (tmp_path / "watch.yaml").write_text(
         "orgs: [nvidia]\nmodels: [Qwen/Qwen3-0.6B]\nlocal: [models/my-model, empty]\n"
-        "per_org_limit: 5\nsince: 2025-01-01\n")
+        "per_org_limit: 5\nsince: 2025-01-01\n"
+    )
     toml, yaml = load_watchlist(tmp_path / "watch.toml"), load_watchlist(tmp_path / "watch.yaml")
     assert toml == yaml and toml.local[0] == str(local.resolve())
 
@@ -144,7 +160,8 @@ def test_watchlist_files_and_local_directories(hub, tmp_path):
     mine = models["my-model"]
     assert mine.source == "local" and mine.model_type == "qwen3" and mine.revision
     assert [m.skip_reason for m in found.models if m.id.endswith("empty")] == [
-        "no config.json in the directory"]
+        "no config.json in the directory"
+    ]
     # editing the local directory is a new revision
     (local / "config.json").write_text((local / "config.json").read_text().replace("1024", "1025"))
     again = by_id(run(hub, tmp_path, toml))["my-model"]

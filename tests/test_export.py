@@ -33,8 +33,7 @@ class Refs(HTMLParser):
 def local_refs(page: Path) -> list[str]:
     parser = Refs()
     parser.feed(page.read_text())
-    return [r for r in parser.refs
-            if not re.match(r"^(https?:|data:|mailto:|#|\?)", r)]
+    return [r for r in parser.refs if not re.match(r"^(https?:|data:|mailto:|#|\?)", r)]
 
 
 fill = filled_store
@@ -53,14 +52,33 @@ def site(tmp_path_factory) -> tuple[Path, str]:
 
 def test_the_export_has_every_page_twin_badge_and_feed(site):
     out, _ = site
-    for rel in ("index.html", "index.json", "models/org/alpha.html", "models/org/alpha.json",
-                "engines/vllm.html", "engines/vllm.json", "cells/org/beta/transformers.html",
-                "cells/org/beta/transformers.json", "badge/org/alpha/vllm.svg", "feed.atom",
-                "api/v1/matrix.json", "api/v1/models.json", "api/v1/engines.json",
-                "map.html", "map.json", "api/v1/map.json", "search.html", "search.json",
-                "engines/vllm/0.8.1.html", "engines/vllm/0.8.1.json",
-                "api/v1/engines/vllm/0.8.1/diff.json", "api/v1/compat.json",
-                "static/dayone.css", "static/dayone.js", ".nojekyll"):
+    for rel in (
+        "index.html",
+        "index.json",
+        "models/org/alpha.html",
+        "models/org/alpha.json",
+        "engines/vllm.html",
+        "engines/vllm.json",
+        "cells/org/beta/transformers.html",
+        "cells/org/beta/transformers.json",
+        "badge/org/alpha/vllm.svg",
+        "feed.atom",
+        "api/v1/matrix.json",
+        "api/v1/models.json",
+        "api/v1/engines.json",
+        "map.html",
+        "map.json",
+        "api/v1/map.json",
+        "search.html",
+        "search.json",
+        "engines/vllm/0.8.1.html",
+        "engines/vllm/0.8.1.json",
+        "api/v1/engines/vllm/0.8.1/diff.json",
+        "api/v1/compat.json",
+        "static/dayone.css",
+        "static/dayone.js",
+        ".nojekyll",
+    ):
         assert (out / rel).is_file(), rel
 
 
@@ -81,16 +99,15 @@ def test_every_relative_link_resolves_to_a_file(site):
 def test_the_json_is_what_the_server_answers(site):
     out, url = site
     with TestClient(create_app(url)) as c:
-        assert json.loads((out / "index.json").read_text()) == c.get(
-            "/api/v1/matrix?per_page=3").json()
-        for rel in ("models/org/alpha", "engines/vllm", "engines/vllm/0.8.1",
-                    "cells/org/beta/transformers"):
+        assert json.loads((out / "index.json").read_text()) == c.get("/api/v1/matrix?per_page=3").json()
+        for rel in ("models/org/alpha", "engines/vllm", "engines/vllm/0.8.1", "cells/org/beta/transformers"):
             assert json.loads((out / f"{rel}.json").read_text()) == c.get(f"/{rel}.json").json()
         live = c.get("/models/org/alpha").text
     exported = (out / "models/org/alpha.html").read_text()
     # the same page apart from links (relative, with .html) and the static-site marker
     strip = lambda t: re.sub(r'(href|src|action|data-json|data-api)="[^"]*"', "", t).replace(
-        ' data-static="1"', "")
+        ' data-static="1"', ""
+    )
     assert strip(live) == strip(exported)
 
 
@@ -100,15 +117,22 @@ def test_exported_pages_keep_untrusted_text_inert(site):
         text = (out / page).read_text()
         assert "<script>alert" not in text and "<img src=x" not in text
     assert "<script>alert" not in (out / "feed.atom").read_text()
-    assert json.loads((out / "cells/org/beta/transformers.json").read_text())[
-        "latest_failure"]["message"] == XSS
+    assert (
+        json.loads((out / "cells/org/beta/transformers.json").read_text())["latest_failure"]["message"] == XSS
+    )
 
 
 def test_hostile_model_ids_stay_inside_the_export(tmp_path):
-    ids = ["../../escape", "a/../../../etc/passwd", ".hidden/x", "/abs/path", "x.json",
-           "con/..\\..\\win", "ünï/cödé"]
-    url = fill(f"sqlite:///{tmp_path / 'odd.db'}",
-               [r for m in ids for r in probe(m, "vllm", "1", 0)])
+    ids = [
+        "../../escape",
+        "a/../../../etc/passwd",
+        ".hidden/x",
+        "/abs/path",
+        "x.json",
+        "con/..\\..\\win",
+        "ünï/cödé",
+    ]
+    url = fill(f"sqlite:///{tmp_path / 'odd.db'}", [r for m in ids for r in probe(m, "vllm", "1", 0)])
     out = tmp_path / "deep" / "site"
     export(out, url)
     outside = {p for p in tmp_path.rglob("*") if not p.is_relative_to(out)}

@@ -39,8 +39,7 @@ def probed(ft_fixtures):
     """Each (engine, fixture) probed once, through the CLI."""
     out = {}
     for engine, name in EXPECT:
-        proc = run_dayone("probe", str(ft_fixtures / name), "--engine", engine, "--json",
-                          "--no-store")
+        proc = run_dayone("probe", str(ft_fixtures / name), "--engine", engine, "--json", "--no-store")
         (record,) = json_lines(proc.stdout)
         out[engine, name] = record
     return out
@@ -50,8 +49,10 @@ def probed(ft_fixtures):
 def test_finetune_verdict(probed, case, validate_record):
     record = validate_record(probed[case])
     assert record["stage"] == "finetune"
-    assert (record["status"], record["failure_class"]) == EXPECT[case], \
-        (record["message"], record["log_excerpt"])
+    assert (record["status"], record["failure_class"]) == EXPECT[case], (
+        record["message"],
+        record["log_excerpt"],
+    )
     if record["status"] == "fail":
         assert record["message"] and record["log_excerpt"]
 
@@ -101,29 +102,37 @@ def test_trl_sft_step(probed):
 def test_reproduce_command_fails_the_same_way_without_dayone(probed):
     cmd = probed["peft", "gemma4-multimodal"]["reproduce"]
     assert "-m probes" not in cmd and "service.cli" not in cmd  # the libraries alone
-    proc = subprocess.run(cmd, shell=True, check=False, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(cmd, shell=True, check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "Target module Gemma4ClippableLinear(" in proc.stderr
 
 
 # Decisions (pure)
 
+
 def test_attention_targets_only_names_the_model_has():
-    names = ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.o_proj",
-             "model.layers.0.mlp.up_proj", "vision.blocks.0.attn.qkv_proj", "lm_head"]
+    names = [
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.0.self_attn.o_proj",
+        "model.layers.0.mlp.up_proj",
+        "vision.blocks.0.attn.qkv_proj",
+        "lm_head",
+    ]
     assert peft_engine.attention_targets(names) == ["q_proj", "o_proj", "qkv_proj"]
     assert peft_engine.attention_targets(["lm_head", "mlp.fc1"]) == []
 
 
-@pytest.mark.parametrize("losses, problem", [
-    ([5.0, 4.0, 3.5], None),
-    ([5.0, 5.2, 4.9], None),  # not monotonic, but it went down
-    ([5.0, 5.1], "did not decrease"),
-    ([5.0, float("nan")], "non-finite loss at step 2"),
-    ([float("inf")], "non-finite loss at step 1"),
-    ([], "no optimizer step"),
-])
+@pytest.mark.parametrize(
+    "losses, problem",
+    [
+        ([5.0, 4.0, 3.5], None),
+        ([5.0, 5.2, 4.9], None),  # not monotonic, but it went down
+        ([5.0, 5.1], "did not decrease"),
+        ([5.0, float("nan")], "non-finite loss at step 2"),
+        ([float("inf")], "non-finite loss at step 1"),
+        ([], "no optimizer step"),
+    ],
+)
 def test_loss_problem(losses, problem):
     found = peft_engine.loss_problem(losses)
     assert (found is None) if problem is None else (problem in found)

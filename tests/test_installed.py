@@ -21,6 +21,7 @@ KEY = ("huggingface-hub", "pydantic", "packaging")
 
 # Pure parts
 
+
 def test_the_probes_copy_holds_probes_alone_and_is_reused(tmp_path):
     root = isolated_probes(tmp_path)
     assert [p.name for p in root.iterdir()] == ["probes"]
@@ -54,8 +55,14 @@ def test_parallel_copies_race_to_one(tmp_path):
 
 
 def test_the_child_environment_drops_host_python_settings(tmp_path):
-    host = {"PATH": "/usr/bin", "PYTHONPATH": "/host/site-packages", "PYTHONHOME": "/host",
-            "PYTHONSTARTUP": "/host/rc.py", "VIRTUAL_ENV": "/host/venv", "HOME": "/root"}
+    host = {
+        "PATH": "/usr/bin",
+        "PYTHONPATH": "/host/site-packages",
+        "PYTHONHOME": "/host",
+        "PYTHONSTARTUP": "/host/rc.py",
+        "VIRTUAL_ENV": "/host/venv",
+        "HOME": "/root",
+    }
     env = child_environment(host, {"OMP_NUM_THREADS": "2"}, tmp_path / "p", tmp_path)
     assert env["PYTHONPATH"] == str(tmp_path / "p") and env["PYTHONNOUSERSITE"] == "1"
     for gone in ("PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV"):
@@ -67,9 +74,14 @@ def test_the_child_environment_drops_host_python_settings(tmp_path):
 def test_host_leak_is_ours():
     assert host_leak(None) is None
     assert host_leak({"imports": {"torch": {"version": "2", "file": "/e/t", "in_env": True}}}) is None
-    leak = host_leak({"imports": {
-        "torch": {"version": "2", "file": "/e/t", "in_env": True},
-        "huggingface-hub": {"version": "2.4.0", "file": "/host/hf/__init__.py", "in_env": False}}})
+    leak = host_leak(
+        {
+            "imports": {
+                "torch": {"version": "2", "file": "/e/t", "in_env": True},
+                "huggingface-hub": {"version": "2.4.0", "file": "/host/hf/__init__.py", "in_env": False},
+            }
+        }
+    )
     assert (leak.status, leak.failure_class) == ("error", "infra")
     assert "host package leaked into the engine environment" in leak.message
     assert "huggingface-hub 2.4.0 from /host/hf/__init__.py" in leak.message
@@ -85,12 +97,14 @@ def test_build_steps_need_no_host_pip(tmp_path, monkeypatch):
     assert tools.pip_python(tmp_path) == python  # reused
     import matrix.environments as envs
     import probes.gguf_convert as gc
+
     for module in (envs, gc):
         source = Path(module.__file__).read_text()
-        assert "sys.executable, \"-m\", \"pip\"" not in source
+        assert 'sys.executable, "-m", "pip"' not in source
 
 
 # The installed form
+
 
 @pytest.fixture(scope="module")
 def llama(tf_env, tmp_path_factory) -> Path:
@@ -98,9 +112,20 @@ def llama(tf_env, tmp_path_factory) -> Path:
 
 
 def _probe(installed, model: Path, version: str, home: Path) -> list[dict]:
-    proc = installed.run("probe", str(model), "--engine", f"transformers=={version}",
-                         "--stage", "load", "--stage", "generate", "--json",
-                         "--db", f"sqlite:///{home / 'd.db'}", timeout=1200)
+    proc = installed.run(
+        "probe",
+        str(model),
+        "--engine",
+        f"transformers=={version}",
+        "--stage",
+        "load",
+        "--stage",
+        "generate",
+        "--json",
+        "--db",
+        f"sqlite:///{home / 'd.db'}",
+        timeout=1200,
+    )
     return [r for r in json_lines(proc.stdout) if "stage" in r]
 
 
@@ -110,16 +135,16 @@ def test_installed_dayone_probes_with_the_engine_envs_packages(installed_dayone,
     from matrix import environments
 
     records = _probe(installed_dayone, llama, "4.49.0", tmp_path)
-    assert [(r["stage"], r["status"]) for r in records] == [("load", "pass"), ("generate", "pass")], \
-        [(r["stage"], r["status"], r["message"]) for r in records]
+    assert [(r["stage"], r["status"]) for r in records] == [("load", "pass"), ("generate", "pass")], [
+        (r["stage"], r["status"], r["message"]) for r in records
+    ]
     env = environments.ensure_env("transformers", "4.49.0")
     for r in records:
         imports = r["engine"]["imports"]
         assert imports["transformers"]["version"] == "4.49.0"
         for name in KEY:
             if name in env.packages:
-                assert imports[name] == {**imports[name], "version": env.packages[name],
-                                         "in_env": True}, name
+                assert imports[name] == {**imports[name], "version": env.packages[name], "in_env": True}, name
             else:  # not in the environment: must not be found on the host either
                 assert name not in imports, (name, imports.get(name))
     assert imports["huggingface-hub"]["version"].startswith("0.")
@@ -134,10 +159,19 @@ def test_a_leaking_import_path_is_error_infra(installed_dayone, llama, tmp_path)
 
     env = environments.ensure_env("transformers", "4.49.0")
     site = next((installed_dayone.venv / "lib").glob("python*/site-packages"))
-    outcome = run_probe(ProbeRequest(engine="transformers", model_dir=llama, stages=["load"],
-                                     python=env.python, probes_root=site), tmp_path / "log")
-    records = build_records(stages=["load"], outcome=outcome, engine="transformers",
-                            engine_version="4.49.0", model={"id": "llama"})
+    outcome = run_probe(
+        ProbeRequest(
+            engine="transformers", model_dir=llama, stages=["load"], python=env.python, probes_root=site
+        ),
+        tmp_path / "log",
+    )
+    records = build_records(
+        stages=["load"],
+        outcome=outcome,
+        engine="transformers",
+        engine_version="4.49.0",
+        model={"id": "llama"},
+    )
     assert (records[0]["status"], records[0]["failure_class"]) == ("error", "infra")
     assert "host package leaked into the engine environment" in records[0]["message"]
 
@@ -146,8 +180,7 @@ def test_a_leaking_import_path_is_error_infra(installed_dayone, llama, tmp_path)
 
 RELEASES = ["4.49.0", "4.51.3", "5.1.0", "5.2.0", "5.4.0", "5.5.0", "5.23.0"]
 # What each shrunk copy's architecture needs (measured: the release that added the type).
-SUPPORTED_SINCE = {"llama": "4.49.0", "qwen3": "4.51.3", "qwen3_5_text": "5.2.0",
-                   "gemma4_text": "5.5.0"}
+SUPPORTED_SINCE = {"llama": "4.49.0", "qwen3": "4.51.3", "qwen3_5_text": "5.2.0", "gemma4_text": "5.5.0"}
 
 BARE = """
 import sys
@@ -163,10 +196,17 @@ print("tokens", out[0].tolist())
 
 def _bare_verdict(python: str, model: Path) -> tuple[str, str]:
     """transformers' own API in the same environment, nothing of dayone on the path."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")
-           and k != "VIRTUAL_ENV"} | {"PYTHONNOUSERSITE": "1"}
-    proc = subprocess.run([python, "-c", BARE, str(model)], capture_output=True, text=True,
-                          timeout=900, env=env, cwd=model.parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"} | {
+        "PYTHONNOUSERSITE": "1"
+    }
+    proc = subprocess.run(
+        [python, "-c", BARE, str(model)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        cwd=model.parent,
+    )
     if proc.returncode == 0 and "tokens" in proc.stdout:
         return "pass", proc.stdout.strip().splitlines()[-1]
     return "fail", (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -177,10 +217,13 @@ def shrunk_copies(tf_env, tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("copies")
     copies = {}
     for model_type in SUPPORTED_SINCE:
-        proc = subprocess.run([tf_env.python, "-m", "probes.shrink", "--model-type", model_type,
-                               str(out / model_type)], capture_output=True, text=True,
-                              timeout=900, env={**os.environ, "PYTHONPATH": str(
-                                  Path(__file__).resolve().parent.parent)})
+        proc = subprocess.run(
+            [tf_env.python, "-m", "probes.shrink", "--model-type", model_type, str(out / model_type)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        )
         assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:]
         copies[model_type] = out / model_type
     return copies
@@ -197,16 +240,30 @@ def test_installed_verdicts_agree_with_bare_scripts(installed_dayone, shrunk_cop
     disagree = []
     for version in RELEASES:
         for name, model in shrunk_copies.items():
-            proc = installed_dayone.run("probe", str(model), "--engine",
-                                        f"transformers=={version}", "--stage", "load",
-                                        "--stage", "generate", "--json", "--db", db,
-                                        timeout=1800, check=False)
+            proc = installed_dayone.run(
+                "probe",
+                str(model),
+                "--engine",
+                f"transformers=={version}",
+                "--stage",
+                "load",
+                "--stage",
+                "generate",
+                "--json",
+                "--db",
+                db,
+                timeout=1800,
+                check=False,
+            )
             records = [r for r in json_lines(proc.stdout) if "stage" in r]
             assert records, proc.stderr[-2000:]
             ids[records[0]["model"]["id"]] = name
             bad = next((r for r in records if r["status"] != "pass"), None)
-            ours = ("pass", "") if bad is None else (
-                f"{bad['status']}/{bad['failure_class']}", bad["message"] or "")
+            ours = (
+                ("pass", "")
+                if bad is None
+                else (f"{bad['status']}/{bad['failure_class']}", bad["message"] or "")
+            )
             if bad is not None and bad["failure_class"] == "infra":
                 table[(version, name)] = (ours[0], "no bare run: " + ours[1][:120])
                 disagree.append((version, name, ours, "environment is ours"))
@@ -218,37 +275,47 @@ def test_installed_verdicts_agree_with_bare_scripts(installed_dayone, shrunk_cop
                 disagree.append((version, name, ours, bare))
     print("\nversion  " + "  ".join(f"{n:>22}" for n in shrunk_copies))
     for version in RELEASES:
-        cells = ("/".join(table[(version, n)][:1]) + " | bare " + table[(version, n)][1][:4]
-                 for n in shrunk_copies)
+        cells = (
+            "/".join(table[(version, n)][:1]) + " | bare " + table[(version, n)][1][:4] for n in shrunk_copies
+        )
         print(f"{version:8} " + "  ".join(f"{c:>22}" for c in cells))
     assert not disagree, disagree
     rows = json.loads(installed_dayone.run("results", "--summary", "--json", "--db", db).stdout)
-    since = {ids[r["model"]]: r["supported_since"] for r in rows
-             if r["engine"] == "transformers" and r["model"] in ids}
+    since = {
+        ids[r["model"]]: r["supported_since"]
+        for r in rows
+        if r["engine"] == "transformers" and r["model"] in ids
+    }
     assert since == SUPPORTED_SINCE
 
 
 # An environment that does not hold together
+
 
 def test_an_engine_that_fails_its_own_import_check_breaks_the_environment(tmp_path):
     from matrix import environments
     from probes.engines import get_spec
 
     venv = tmp_path / "venv"
-    subprocess.run([tools.find_uv(), "venv", "--quiet", "--python", sys.executable, str(venv)],
-                   check=True, env={k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"})
+    subprocess.run(
+        [tools.find_uv(), "venv", "--quiet", "--python", sys.executable, str(venv)],
+        check=True,
+        env={k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"},
+    )
     site = next((venv / "lib").glob("python*/site-packages"))
     # an engine whose import-time dependency check refuses the environment, as transformers
     # refuses a huggingface-hub outside its pin
     (site / "fakeengine").mkdir()
     (site / "fakeengine" / "__init__.py").write_text(
-        "raise ImportError('huggingface-hub>=1.5.0,<2.0 is required but found 2.4.0')\n")
+        "raise ImportError('huggingface-hub>=1.5.0,<2.0 is required but found 2.4.0')\n"
+    )
     info = site / "fakeengine-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeengine\nVersion: 1.0\n")
     (info / "top_level.txt").write_text("fakeengine\n")
     spec = get_spec("transformers")
     from dataclasses import replace
+
     check = environments.check_env(replace(spec, package="fakeengine"), venv / "bin" / "python")
     assert "pip_check" in check  # recorded beside
     assert "importing the engine fails" in check["broken"]
@@ -263,8 +330,16 @@ def test_an_environment_that_cannot_be_built_is_error_infra(tmp_path, monkeypatc
 
     monkeypatch.setenv("DAYONE_CACHE", str(tmp_path / "cache"))
     fixture = build_fixtures(tf_env, tmp_path / "fix", ["llama"]) / "llama"
-    records = probe(fixture, "transformers", "0.0.1", ["load", "generate"],
-                    settings=ProbeSettings(logs_root=tmp_path / "logs"), say=lambda m: None)
+    records = probe(
+        fixture,
+        "transformers",
+        "0.0.1",
+        ["load", "generate"],
+        settings=ProbeSettings(logs_root=tmp_path / "logs"),
+        say=lambda m: None,
+    )
     assert [(r["stage"], r["status"], r["failure_class"]) for r in records] == [
-        ("load", "error", "infra"), ("generate", "skipped", None)]
+        ("load", "error", "infra"),
+        ("generate", "skipped", None),
+    ]
     assert records[0]["message"].startswith("the engine environment could not be built")

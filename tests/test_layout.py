@@ -17,11 +17,14 @@ HEAVY = ("torch", "transformers", "vllm", "llama_cpp", "sglang", "peft", "numpy"
 
 
 def test_import_probes_imports_no_engine():
-    code = ("import sys, probes, probes.runner, probes.record, probes.classify, probes.child, "
-            "probes.engines, probes.serving, probes.stages, probes.modelinfo, probes.fixtures;"
-            f"print([m for m in {HEAVY!r} if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, check=True).stdout.strip()
+    code = (
+        "import sys, probes, probes.runner, probes.record, probes.classify, probes.child, "
+        "probes.engines, probes.serving, probes.stages, probes.modelinfo, probes.fixtures;"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout.strip()
     assert out == "[]"
 
 
@@ -38,9 +41,10 @@ def _imports(path: Path) -> set[str]:
 
 def test_imports_go_one_way():
     """service -> matrix -> probes; probes needs only the standard library (+ its engine)."""
-    forbidden = {"probes": {"matrix", "service", "sqlalchemy", "fastapi", "typer", "rich",
-                            "pydantic", "jsonschema"},
-                 "matrix": {"service", "fastapi", "typer"}}
+    forbidden = {
+        "probes": {"matrix", "service", "sqlalchemy", "fastapi", "typer", "rich", "pydantic", "jsonschema"},
+        "matrix": {"service", "fastapi", "typer"},
+    }
     for package, banned in forbidden.items():
         for path in (ROOT / package).rglob("*.py"):
             bad = _imports(path) & banned
@@ -77,7 +81,7 @@ def _extends(project, shared, where: str = "$") -> list[str]:
         if key == "enum":
             bad += [f"{where}.enum lacks {v!r}" for v in want if v not in (have or [])]
         elif key == "required":
-            bad += [f"{where}.required differs" ] if set(have or []) != set(want) else []
+            bad += [f"{where}.required differs"] if set(have or []) != set(want) else []
         elif key == "properties":
             for name, sub in want.items():
                 if name not in (have or {}):
@@ -107,11 +111,14 @@ def test_every_field_a_record_may_carry_is_in_the_contract(result_schema):
     from probes.record import EngineFields, Record
 
     props = result_schema["properties"]
-    typed = {"$": (set(Record.__required_keys__ | Record.__optional_keys__), props),
-             "$.engine": (set(EngineFields.__optional_keys__), props["engine"]["properties"]),
-             "$.model": ({f.name for f in fields(ModelInfo)}, props["model"]["properties"])}
-    missing = [f"{where}.{key}" for where, (keys, listed) in typed.items()
-               for key in sorted(keys - set(listed))]
+    typed = {
+        "$": (set(Record.__required_keys__ | Record.__optional_keys__), props),
+        "$.engine": (set(EngineFields.__optional_keys__), props["engine"]["properties"]),
+        "$.model": ({f.name for f in fields(ModelInfo)}, props["model"]["properties"]),
+    }
+    missing = [
+        f"{where}.{key}" for where, (keys, listed) in typed.items() for key in sorted(keys - set(listed))
+    ]
     assert not missing, f"written but not in probes/result.schema.json: {missing}"
     assert set(Record.__required_keys__) >= set(result_schema["required"])
 
@@ -119,21 +126,46 @@ def test_every_field_a_record_may_carry_is_in_the_contract(result_schema):
 def test_every_record_constructor_follows_the_contract(validate_record):
     """Each way a record is made, built through probes.record.make_record, validates; and
     none writes a field the typed record does not know."""
-    from probes.record import (Record, not_applicable_records, refused_records, unrun_records,
-                               with_skipped_stage)
+    from probes.record import (
+        Record,
+        not_applicable_records,
+        refused_records,
+        unrun_records,
+        with_skipped_stage,
+    )
 
-    model = {"id": "org/m", "revision": "abc", "model_type": "llama", "architecture": None,
-             "lineage": {"source": "synthetic"}}
+    model = {
+        "id": "org/m",
+        "revision": "abc",
+        "model_type": "llama",
+        "architecture": None,
+        "lineage": {"source": "synthetic"},
+    }
     made = [
-        *refused_records(stages=["load", "generate"], engine="vllm", engine_version="1",
-                         model=model, message="links outside", failure_class="infra",
-                         run_id="r", host="box"),
-        *not_applicable_records(stages=["load"], engine="vllm", engine_version="1",
-                                model=model, why="an encoder"),
-        *unrun_records(stages=["load"], model=model, engine={"name": "vllm", "version": "1",
-                                                             "environment_id": "env-1"},
-                       status="error", message="shrink failed", failure_class="shrink",
-                       started_at="2025-01-01T00:00:00+00:00", tier="arch", run_id="r"),
+        *refused_records(
+            stages=["load", "generate"],
+            engine="vllm",
+            engine_version="1",
+            model=model,
+            message="links outside",
+            failure_class="infra",
+            run_id="r",
+            host="box",
+        ),
+        *not_applicable_records(
+            stages=["load"], engine="vllm", engine_version="1", model=model, why="an encoder"
+        ),
+        *unrun_records(
+            stages=["load"],
+            model=model,
+            engine={"name": "vllm", "version": "1", "environment_id": "env-1"},
+            status="error",
+            message="shrink failed",
+            failure_class="shrink",
+            started_at="2025-01-01T00:00:00+00:00",
+            tier="arch",
+            run_id="r",
+        ),
     ]
     with_parity = with_skipped_stage(made[:2], "parity", "no reference", made[0]["started_at"])
     assert [r["stage"] for r in with_parity] == ["load", "generate", "parity"]
@@ -151,12 +183,17 @@ def test_the_wheel_ships_every_file_of_the_packages(tmp_path):
     import sys
     import zipfile
 
-    tracked = subprocess.run(["git", "ls-files", "probes", "matrix", "service"], cwd=ROOT,
-                             capture_output=True, text=True)
+    tracked = subprocess.run(
+        ["git", "ls-files", "probes", "matrix", "service"], cwd=ROOT, capture_output=True, text=True
+    )
     if tracked.returncode != 0:
         pytest.skip("not a git checkout")
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q",
-                           "-w", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     wheel = next(tmp_path.glob("dayone-*.whl"))
     shipped = set(zipfile.ZipFile(wheel).namelist())

@@ -44,10 +44,16 @@ PARITY_EXPECT = {"gemma3_text": ("degraded", "logprob_drift")}
 
 # HF-level broken fixtures: the stage that must fail, its class, and words of the real reason.
 BROKEN_EXPECT = {
-    "broken-unknown-arch": ("convert", "conversion_unknown_architecture",
-                            "ZorblaxForCausalLM is not supported"),
-    "broken-truncated-weights": ("convert", "corrupt_or_missing_weights",
-                                 "mmap length is greater than file size"),
+    "broken-unknown-arch": (
+        "convert",
+        "conversion_unknown_architecture",
+        "ZorblaxForCausalLM is not supported",
+    ),
+    "broken-truncated-weights": (
+        "convert",
+        "corrupt_or_missing_weights",
+        "mmap length is greater than file size",
+    ),
     "broken-missing-weights": ("convert", "corrupt_or_missing_weights", "no tensors"),
     "broken-unreadable-config": ("convert", "corrupt_or_missing_weights", "JSONDecodeError"),
 }
@@ -70,24 +76,44 @@ def processes_with(*needles: str) -> list[int]:
     return found
 
 
-def probe(python: str, engine: str, model: Path, stages: list[str], log_dir: Path,
-          options: dict | None = None, timeout_s: float = 600) -> tuple[list[dict], object]:
-    req = ProbeRequest(engine=engine, model_dir=model, stages=stages, python=python,
-                       options=options or {}, timeout_s=timeout_s)
+def probe(
+    python: str,
+    engine: str,
+    model: Path,
+    stages: list[str],
+    log_dir: Path,
+    options: dict | None = None,
+    timeout_s: float = 600,
+) -> tuple[list[dict], object]:
+    req = ProbeRequest(
+        engine=engine,
+        model_dir=model,
+        stages=stages,
+        python=python,
+        options=options or {},
+        timeout_s=timeout_s,
+    )
     outcome = run_probe(req, log_dir)
-    records = build_records(stages=stages, outcome=outcome, engine=engine, engine_version=None,
-                            model=read_model_info(model).as_record())
+    records = build_records(
+        stages=stages,
+        outcome=outcome,
+        engine=engine,
+        engine_version=None,
+        model=read_model_info(model).as_record(),
+    )
     return records, outcome
 
 
 def edit_gguf(python: str, path: Path, code: str) -> None:
     """Run `code` with `reader` = a writable GGUFReader of path, using the release's gguf-py."""
     gguf_py = Path(python).parent.parent / gguf_convert.CONVERTER_DIRNAME / "gguf-py"
-    script = (f"import sys; sys.path.insert(0, {str(gguf_py)!r})\n"
-              "import numpy as np\nfrom gguf import GGUFReader\n"
-              f"reader = GGUFReader({str(path)!r}, 'r+')\n"
-              "tensor = {t.name: t for t in reader.tensors}\n"
-              f"{code}\nreader.data.flush()\n")
+    script = (
+        f"import sys; sys.path.insert(0, {str(gguf_py)!r})\n"
+        "import numpy as np\nfrom gguf import GGUFReader\n"
+        f"reader = GGUFReader({str(path)!r}, 'r+')\n"
+        "tensor = {t.name: t for t in reader.tensors}\n"
+        f"{code}\nreader.data.flush()\n"
+    )
     subprocess.run([python, "-c", script], check=True, capture_output=True, text=True)
 
 
@@ -111,8 +137,9 @@ def references(tf_env, fixtures_dir, work) -> dict[str, Path]:
     for name in fixtures.FAMILIES:
         model = fixtures_dir / name
         path = parity.reference_path_for(read_model_info(model), work / "cache")
-        records, _ = probe(tf_env.python, "transformers", model, ["load", "generate"],
-                           work / "ref-logs" / name)
+        records, _ = probe(
+            tf_env.python, "transformers", model, ["load", "generate"], work / "ref-logs" / name
+        )
         # Float32 fixtures: the reference is its own float32 twin (noise 0, as
         # matrix.probing writes it), so agreeing tokens are held to the float32 floor.
         parity.write_reference(path, records[1], noise=0.0)
@@ -127,8 +154,7 @@ def probed(lc_env, fixtures_dir, references, work) -> dict[str, tuple[list[dict]
     for name in fixtures.all_names():
         options = {"reference_path": str(references[name])} if name in references else {}
         log_dir = work / "probes" / name
-        records, _ = probe(lc_env.python, "llamacpp", fixtures_dir / name, ALL_STAGES, log_dir,
-                           options)
+        records, _ = probe(lc_env.python, "llamacpp", fixtures_dir / name, ALL_STAGES, log_dir, options)
         out[name] = (records, log_dir)
     return out
 
@@ -201,16 +227,16 @@ def test_broken_fixture_gets_its_verdict(probed, name, validate_record):
     assert (by[stage]["status"], by[stage]["failure_class"]) == ("fail", klass), by[stage]
     assert words in by[stage]["message"]
     assert by[stage]["log_excerpt"]
-    later = ALL_STAGES[ALL_STAGES.index(stage) + 1:]
+    later = ALL_STAGES[ALL_STAGES.index(stage) + 1 :]
     assert all(by[s]["status"] == "skipped" for s in later)
 
 
-def test_unsupported_architecture_reproduces_with_the_bare_converter(probed, lc_env,
-                                                                     fixtures_dir):
+def test_unsupported_architecture_reproduces_with_the_bare_converter(probed, lc_env, fixtures_dir):
     from matrix.probing import reproduce_commands
 
-    cmd = reproduce_commands("llamacpp", lc_env.python, fixtures_dir / "broken-unknown-arch",
-                             ["convert"])["convert"]
+    cmd = reproduce_commands("llamacpp", lc_env.python, fixtures_dir / "broken-unknown-arch", ["convert"])[
+        "convert"
+    ]
     assert "probes" not in cmd and "dayone-fixtures" not in cmd
     proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
@@ -227,8 +253,9 @@ GGUF_BREAKS = {
 
 
 @pytest.mark.parametrize("name", list(GGUF_BREAKS))
-def test_broken_gguf_is_classified_from_llama_cpp_log(name, lc_env, llama_gguf, fixtures_dir,
-                                                      work, validate_record):
+def test_broken_gguf_is_classified_from_llama_cpp_log(
+    name, lc_env, llama_gguf, fixtures_dir, work, validate_record
+):
     how, klass, words = GGUF_BREAKS[name]
     bad = work / f"{name}.gguf"
     shutil.copyfile(llama_gguf, bad)
@@ -238,14 +265,28 @@ def test_broken_gguf_is_classified_from_llama_cpp_log(name, lc_env, llama_gguf, 
     elif how == "truncate":
         os.truncate(bad, bad.stat().st_size // 2)
     elif how == "arch":
-        edit_gguf(lc_env.python, bad, "f = reader.fields['general.architecture']\n"
-                  "f.parts[f.data[0]][:] = np.frombuffer(b'zorbl', dtype=np.uint8)")
+        edit_gguf(
+            lc_env.python,
+            bad,
+            "f = reader.fields['general.architecture']\n"
+            "f.parts[f.data[0]][:] = np.frombuffer(b'zorbl', dtype=np.uint8)",
+        )
     elif how == "rename":  # same length: the file stays valid, the tensor is gone
-        edit_gguf(lc_env.python, bad, "f = reader.fields\n"
-                  "t = tensor['output_norm.weight']\n"
-                  "t.field.parts[1][:] = np.frombuffer(b'output_nrrm.weight', dtype=np.uint8)")
-    records, _ = probe(lc_env.python, "llamacpp", fixtures_dir / "llama", ["load", "generate"],
-                       work / "gguf-logs" / name, {"gguf": str(bad)})
+        edit_gguf(
+            lc_env.python,
+            bad,
+            "f = reader.fields\n"
+            "t = tensor['output_norm.weight']\n"
+            "t.field.parts[1][:] = np.frombuffer(b'output_nrrm.weight', dtype=np.uint8)",
+        )
+    records, _ = probe(
+        lc_env.python,
+        "llamacpp",
+        fixtures_dir / "llama",
+        ["load", "generate"],
+        work / "gguf-logs" / name,
+        {"gguf": str(bad)},
+    )
     load = validate_record(records[0])
     assert (load["status"], load["failure_class"]) == ("fail", klass), load
     # The reason is llama.cpp's, not llama-cpp-python's generic one.
@@ -254,8 +295,7 @@ def test_broken_gguf_is_classified_from_llama_cpp_log(name, lc_env, llama_gguf, 
     assert records[1]["status"] == "skipped"
 
 
-def test_a_tokenizer_the_copy_cannot_carry_gives_no_verdict(lc_env, fixtures_dir, work,
-                                                            validate_record):
+def test_a_tokenizer_the_copy_cannot_carry_gives_no_verdict(lc_env, fixtures_dir, work, validate_record):
     """Hunyuan's releases ship a remote-code tiktoken tokenizer, which llama.cpp's converter
     reads and an arch-tier copy (the fixtures' tokenizer) cannot carry: a conversion that fails
     reading the tokenizer is then no verdict (ours), while the same failure on a copy that
@@ -267,8 +307,10 @@ def test_a_tokenizer_the_copy_cannot_carry_gives_no_verdict(lc_env, fixtures_dir
     (copy / "tokenizer.json").write_text('{"model": {"type": "Zorblax"}}')  # unreadable
     meta = json.loads((copy / "dayone.json").read_text())
     said = {}
-    for kind, extra in (("plain", {}), ("foreign", {"tokenizer": "fixture",
-                                                    "release_tokenizer": "a remote-code one"})):
+    for kind, extra in (
+        ("plain", {}),
+        ("foreign", {"tokenizer": "fixture", "release_tokenizer": "a remote-code one"}),
+    ):
         (copy / "dayone.json").write_text(json.dumps({**meta, **extra}))
         records, _ = probe(lc_env.python, "llamacpp", copy, ["convert"], work / f"tok-{kind}")
         said[kind] = validate_record(records[0])
@@ -278,21 +320,29 @@ def test_a_tokenizer_the_copy_cannot_carry_gives_no_verdict(lc_env, fixtures_dir
 
 
 # Parity against the transformers reference
-@pytest.mark.parametrize("alteration,words", [
-    # Negated logits: greedy picks the reference's least likely token.
-    ("tensor['output.weight'].data[...] *= -1", "not within each other's top-5"),
-    # Scaled logits keep every greedy token; only the logprobs betray it.
-    ("tensor['output.weight'].data[...] *= 4", "logprobs of agreeing tokens differ"),
-])
-def test_gguf_altered_after_conversion_fails_parity(alteration, words, lc_env, llama_gguf,
-                                                    references, fixtures_dir, work,
-                                                    validate_record):
+@pytest.mark.parametrize(
+    "alteration,words",
+    [
+        # Negated logits: greedy picks the reference's least likely token.
+        ("tensor['output.weight'].data[...] *= -1", "not within each other's top-5"),
+        # Scaled logits keep every greedy token; only the logprobs betray it.
+        ("tensor['output.weight'].data[...] *= 4", "logprobs of agreeing tokens differ"),
+    ],
+)
+def test_gguf_altered_after_conversion_fails_parity(
+    alteration, words, lc_env, llama_gguf, references, fixtures_dir, work, validate_record
+):
     bad = work / f"altered-{abs(hash(alteration))}.gguf"
     shutil.copyfile(llama_gguf, bad)
     edit_gguf(lc_env.python, bad, alteration)
-    records, _ = probe(lc_env.python, "llamacpp", fixtures_dir / "llama",
-                       ["load", "generate", "parity"], work / "altered" / bad.stem,
-                       {"gguf": str(bad), "reference_path": str(references["llama"])})
+    records, _ = probe(
+        lc_env.python,
+        "llamacpp",
+        fixtures_dir / "llama",
+        ["load", "generate", "parity"],
+        work / "altered" / bad.stem,
+        {"gguf": str(bad), "reference_path": str(references["llama"])},
+    )
     load, gen, par = (validate_record(r) for r in records)
     assert load["status"] == gen["status"] == "pass"
     assert (par["status"], par["failure_class"]) == ("fail", "wrong_output"), par["message"]
@@ -300,33 +350,47 @@ def test_gguf_altered_after_conversion_fails_parity(alteration, words, lc_env, l
     assert par["metrics"]["tokens_compared"] >= 1
 
 
-def test_pristine_gguf_given_directly_passes_parity(lc_env, llama_gguf, references,
-                                                    fixtures_dir, work):
+def test_pristine_gguf_given_directly_passes_parity(lc_env, llama_gguf, references, fixtures_dir, work):
     """The control for the test above: same path, unaltered file."""
-    records, _ = probe(lc_env.python, "llamacpp", fixtures_dir / "llama",
-                       ["convert", "load", "generate", "parity"], work / "pristine",
-                       {"gguf": str(llama_gguf), "reference_path": str(references["llama"])})
+    records, _ = probe(
+        lc_env.python,
+        "llamacpp",
+        fixtures_dir / "llama",
+        ["convert", "load", "generate", "parity"],
+        work / "pristine",
+        {"gguf": str(llama_gguf), "reference_path": str(references["llama"])},
+    )
     assert [r["status"] for r in records] == ["pass"] * 4, [r["message"] for r in records]
     assert records[0]["message"] == "a GGUF was given: conversion not run"
 
 
-def test_parity_without_reference_is_our_error_not_the_engines(lc_env, llama_gguf,
-                                                               fixtures_dir, work):
-    records, _ = probe(lc_env.python, "llamacpp", fixtures_dir / "llama", ["parity"],
-                       work / "no-ref", {"gguf": str(llama_gguf)})
+def test_parity_without_reference_is_our_error_not_the_engines(lc_env, llama_gguf, fixtures_dir, work):
+    records, _ = probe(
+        lc_env.python,
+        "llamacpp",
+        fixtures_dir / "llama",
+        ["parity"],
+        work / "no-ref",
+        {"gguf": str(llama_gguf)},
+    )
     assert (records[0]["status"], records[0]["failure_class"]) == ("error", "infra")
 
 
 # Serve: never a process left behind
-def test_serve_leaves_no_process_when_the_child_is_killed_mid_serve(lc_env, llama_gguf,
-                                                                    fixtures_dir, work):
+def test_serve_leaves_no_process_when_the_child_is_killed_mid_serve(lc_env, llama_gguf, fixtures_dir, work):
     log_dir = work / "killed"
     result: dict = {}
 
     def run() -> None:
         result["records"], result["outcome"] = probe(
-            lc_env.python, "llamacpp", fixtures_dir / "llama", ["serve"], log_dir,
-            {"gguf": str(llama_gguf)}, timeout_s=300)
+            lc_env.python,
+            "llamacpp",
+            fixtures_dir / "llama",
+            ["serve"],
+            log_dir,
+            {"gguf": str(llama_gguf)},
+            timeout_s=300,
+        )
 
     thread = threading.Thread(target=run)
     thread.start()
@@ -348,25 +412,35 @@ def test_serve_leaves_no_process_when_the_child_is_killed_mid_serve(lc_env, llam
 
 
 # Rules this engine added (probes/rules.json), each on its real message
-@pytest.mark.parametrize("line,engine,klass", [
-    ("ValueError: mmap length is greater than file size", "llamacpp",
-     "corrupt_or_missing_weights"),
-    ("llama_model_load: error loading model: check_tensor_dims: tensor 'token_embd.weight' "
-     "not found", "llamacpp", "corrupt_or_missing_weights"),
-    ("llama_model_load: error loading model: missing tensor 'blk.0.attn_q.weight'", "llamacpp",
-     "corrupt_or_missing_weights"),
-    # A GGUF that loads but breaks later is not blamed on its weights.
-    ("llama_decode: failed to decode, ret = -3", "llamacpp", "unknown"),
-])
+@pytest.mark.parametrize(
+    "line,engine,klass",
+    [
+        ("ValueError: mmap length is greater than file size", "llamacpp", "corrupt_or_missing_weights"),
+        (
+            "llama_model_load: error loading model: check_tensor_dims: tensor 'token_embd.weight' not found",
+            "llamacpp",
+            "corrupt_or_missing_weights",
+        ),
+        (
+            "llama_model_load: error loading model: missing tensor 'blk.0.attn_q.weight'",
+            "llamacpp",
+            "corrupt_or_missing_weights",
+        ),
+        # A GGUF that loads but breaks later is not blamed on its weights.
+        ("llama_decode: failed to decode, ret = -3", "llamacpp", "unknown"),
+    ],
+)
 def test_llamacpp_rules(line, engine, klass):
     assert classify(f"noise\n{line}\nnoise", engine).failure_class == klass
 
 
 # Host-side converter install (pure parts)
 def test_vendored_commit_is_read_from_the_release_changelog():
-    changelog = ("# Changelog\n\n## [Unreleased]\n\n## [0.3.36]\n\n- feat: update llama.cpp to "
-                 "ggml-org/llama.cpp@0c1e57098\n\n## [0.3.35]\n\n- feat: update llama.cpp to "
-                 "ggml-org/llama.cpp@4df29be4f\n")
+    changelog = (
+        "# Changelog\n\n## [Unreleased]\n\n## [0.3.36]\n\n- feat: update llama.cpp to "
+        "ggml-org/llama.cpp@0c1e57098\n\n## [0.3.35]\n\n- feat: update llama.cpp to "
+        "ggml-org/llama.cpp@4df29be4f\n"
+    )
     assert gguf_convert.vendored_commit(changelog, "0.3.36") == "0c1e57098"
     assert gguf_convert.vendored_commit(changelog, "0.3.35") == "4df29be4f"
     assert gguf_convert.vendored_commit(changelog, "0.3.1") is None
@@ -382,17 +456,32 @@ def test_outtype_keeps_the_models_dtype():
 def test_converter_error_line_is_its_own_reason():
     out = "INFO:hf-to-gguf:Loading model\nERROR:hf-to-gguf:Model X is not supported\n"
     assert gguf_convert.error_line(out) == "ERROR:hf-to-gguf:Model X is not supported"
-    tb = ("Traceback (most recent call last):\n  File \"x\"\nValueError: Missing tokenizer.model\n"
-          "\nWriting: 5%\n")
+    tb = (
+        'Traceback (most recent call last):\n  File "x"\nValueError: Missing tokenizer.model\n\nWriting: 5%\n'
+    )
     assert gguf_convert.error_line(tb) == "ValueError: Missing tokenizer.model"
 
 
 # The CLI
 def test_cli_probe_json(fixtures_dir, lc_env, tmp_path, validate_record):
     db = f"sqlite:///{tmp_path / 'dayone.db'}"
-    proc = run_dayone("probe", str(fixtures_dir / "qwen3"), "--engine", "llamacpp", "--json",
-                      "--stage", "convert", "--stage", "load", "--stage", "generate",
-                      "--stage", "serve", "--db", db)
+    proc = run_dayone(
+        "probe",
+        str(fixtures_dir / "qwen3"),
+        "--engine",
+        "llamacpp",
+        "--json",
+        "--stage",
+        "convert",
+        "--stage",
+        "load",
+        "--stage",
+        "generate",
+        "--stage",
+        "serve",
+        "--db",
+        db,
+    )
     records = json_lines(proc.stdout)
     assert [r["stage"] for r in records] == ["convert", "load", "generate", "serve"]
     for r in records:

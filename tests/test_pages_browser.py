@@ -19,15 +19,24 @@ from conftest import filled_store
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 if not CHROMIUM.exists():
-    pytest.skip("\n\n*** BROWSER TESTS SKIPPED: /usr/bin/chromium is missing. Install it with "
-                "`apt-get install -y chromium` (Debian's package) to run them. ***\n",
-                allow_module_level=True)
+    pytest.skip(
+        "\n\n*** BROWSER TESTS SKIPPED: /usr/bin/chromium is missing. Install it with "
+        "`apt-get install -y chromium` (Debian's package) to run them. ***\n",
+        allow_module_level=True,
+    )
 sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="*** BROWSER TESTS SKIPPED: pip install playwright ***")
+    "playwright.sync_api", reason="*** BROWSER TESTS SKIPPED: pip install playwright ***"
+)
 
 from test_service_api import XSS, history  # noqa: E402  (after the skips: same test data)
 
@@ -95,7 +104,8 @@ def page(browser):
 
 def rows(pg) -> list[str]:
     return pg.locator("tr[data-model]:visible").evaluate_all(
-        "rs => rs.map(r => r.getAttribute('data-model'))")
+        "rs => rs.map(r => r.getAttribute('data-model'))"
+    )
 
 
 def test_matrix_opens_with_every_model_and_status_words(page, server):
@@ -106,8 +116,11 @@ def test_matrix_opens_with_every_model_and_status_words(page, server):
     assert "pass" in alpha_vllm.inner_text()
     # the strip, run-length encoded: 8 nights without results, 2 failing, 4 passing
     titles = alpha_vllm.locator(".strip .sq").evaluate_all("s => s.map(x => x.title)")
-    assert titles == ["2025-02-21 to 2025-02-28: no result", "2025-03-01 to 2025-03-02: fail",
-                      "2025-03-03 to 2025-03-06: pass"]
+    assert titles == [
+        "2025-02-21 to 2025-02-28: no result",
+        "2025-03-01 to 2025-03-02: fail",
+        "2025-03-03 to 2025-03-06: pass",
+    ]
     page.screenshot(path=str(ARTIFACTS / "matrix.png"), full_page=True)
     assert page.alerts == [] and page.console_errors == []
 
@@ -137,7 +150,8 @@ def test_filter_by_engine_and_status(page, server):
         page.select_option('select[name="engine"]', "vllm")
     assert rows(page) == ["old/gamma", "org/alpha"]
     assert page.locator("thead th[data-engine]").evaluate_all(
-        "hs => hs.map(h => h.getAttribute('data-engine'))") == ["vllm"]
+        "hs => hs.map(h => h.getAttribute('data-engine'))"
+    ) == ["vllm"]
     page.screenshot(path=str(ARTIFACTS / "matrix-filtered.png"), full_page=True)
 
 
@@ -186,6 +200,7 @@ def test_the_static_export_filters_in_the_page(page, db_url, tmp_path):
 
 # The architecture map
 
+
 @pytest.fixture(scope="module")
 def map_server(tmp_path_factory):
     from test_map_page import map_records
@@ -196,7 +211,8 @@ def map_server(tmp_path_factory):
 
 def map_rows(pg) -> list[str]:
     return pg.locator("table#map tr[data-arch]:visible").evaluate_all(
-        "rs => rs.map(r => r.getAttribute('data-arch'))")
+        "rs => rs.map(r => r.getAttribute('data-arch'))"
+    )
 
 
 def test_the_map_filters_from_the_keyboard_and_leads_to_a_cell(page, map_server):
@@ -214,8 +230,10 @@ def test_the_map_filters_from_the_keyboard_and_leads_to_a_cell(page, map_server)
     assert "q=qwen" in page.url and map_rows(page) == ["qwen3"]
     qwen_vllm = page.locator('tr[data-arch="qwen3"] td[data-engine="vllm"]')
     assert "generate error" in qwen_vllm.inner_text()
-    assert qwen_vllm.locator("ol.timeline li").evaluate_all(
-        "ls => ls.map(l => l.title)") == ["0.8.0: pass", "0.9.0: error"]
+    assert qwen_vllm.locator("ol.timeline li").evaluate_all("ls => ls.map(l => l.title)") == [
+        "0.8.0: pass",
+        "0.9.0: error",
+    ]
     page.screenshot(path=str(ARTIFACTS / "map-filtered.png"), full_page=True)
     # Tab to the cell's link and follow it with the keyboard.
     link = qwen_vllm.locator("a.cell-link")
@@ -260,6 +278,7 @@ def test_the_exported_map_filters_in_the_page(page, tmp_path):
 
 # One architecture's page, the map's hardware filter, the header's search box
 
+
 @pytest.fixture(scope="module")
 def arch_server(tmp_path_factory):
     from test_arch_page import arch_records
@@ -278,12 +297,18 @@ def test_the_arch_page_shows_stages_releases_and_reds(page, arch_server):
     assert "shrunk from meta-llama/Llama-3.2-1B" in page.inner_text("dl.kv")
     sglang = page.locator('table#arch tr[data-engine="sglang"]')
     assert sglang.locator('td[data-stage="load"]').inner_text().split() == [
-        "✗", "fail", "unsupported_architecture"]
+        "✗",
+        "fail",
+        "unsupported_architecture",
+    ]
     assert "broken since sglang 0.5.0; last green 0.4.0" in sglang.inner_text()
     assert sglang.locator("ol.timeline li").evaluate_all("ls => ls.map(l => l.title)") == [
-        "0.4.0: pass", "0.5.0: fail"]
-    assert page.locator('table#arch tr[data-engine="vllm"] td[data-stage="convert"]'
-                        ).inner_text() == "not run"
+        "0.4.0: pass",
+        "0.5.0: fail",
+    ]
+    assert (
+        page.locator('table#arch tr[data-engine="vllm"] td[data-stage="convert"]').inner_text() == "not run"
+    )
     red = page.locator('li.red[data-engine="sglang"]')
     assert "confirmed bare" in red.inner_text() and XSS in red.inner_text()  # text, not markup
     assert "bare_load.py" in red.locator("pre.reproduce").inner_text()
@@ -376,8 +401,7 @@ def test_the_search_box_without_script_and_in_the_export(browser, arch_server, t
     pg.get_by_label("Search models and architectures").fill("mamba")
     with pg.expect_navigation():
         pg.get_by_label("Search models and architectures").press("Enter")
-    assert pg.locator("#search-list a").evaluate_all("as => as.map(a => a.textContent)") == [
-        "mamba"]
+    assert pg.locator("#search-list a").evaluate_all("as => as.map(a => a.textContent)") == ["mamba"]
     pg.screenshot(path=str(ARTIFACTS / "search-page.png"), full_page=True)
     context.close()
     export(tmp_path / "site", url)
@@ -386,8 +410,7 @@ def test_the_search_box_without_script_and_in_the_export(browser, arch_server, t
     pg.get_by_label("Search models and architectures").fill("qwen")
     with pg.expect_navigation():
         pg.get_by_label("Search models and architectures").press("Enter")
-    shown = pg.locator("#search-list li:visible a").evaluate_all(
-        "as => as.map(a => a.textContent)")
+    shown = pg.locator("#search-list li:visible a").evaluate_all("as => as.map(a => a.textContent)")
     assert shown == ["Qwen/Qwen3-4B", "qwen3"]
     pg.screenshot(path=str(ARTIFACTS / "export-search.png"), full_page=True)
     pg.locator("#search-list li:visible a").last.click()

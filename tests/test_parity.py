@@ -14,26 +14,39 @@ from probes.outcome import HarnessError
 from probes.modelinfo import ModelInfo
 
 
-def completion(prompt: str, tokens: list[int], tops: list[list[tuple[int, float]]],
-               prompt_ids: list[int] | None = None) -> dict:
-    return {"prompt": prompt, "prompt_ids": prompt_ids or [1, 2, 3], "token_ids": tokens,
-            "top_logprobs": [[list(p) for p in step] for step in tops]}
+def completion(
+    prompt: str, tokens: list[int], tops: list[list[tuple[int, float]]], prompt_ids: list[int] | None = None
+) -> dict:
+    return {
+        "prompt": prompt,
+        "prompt_ids": prompt_ids or [1, 2, 3],
+        "token_ids": tokens,
+        "top_logprobs": [[list(p) for p in step] for step in tops],
+    }
 
 
 # Three steps; each top list is best first. Token 10 wins every step.
-REF_TOPS = [[(10, -0.1), (11, -2.5), (12, -3.0)],
-            [(10, -0.2), (12, -2.0), (11, -2.2)],
-            [(10, -0.3), (11, -1.9), (13, -4.0)]]
+REF_TOPS = [
+    [(10, -0.1), (11, -2.5), (12, -3.0)],
+    [(10, -0.2), (12, -2.0), (11, -2.2)],
+    [(10, -0.3), (11, -1.9), (13, -4.0)],
+]
 REF = [completion("p", [10, 10, 10], REF_TOPS)]
 
 
 def test_identical_output_passes_with_its_numbers():
     result = parity.check_logprobs_close(REF, [completion("p", [10, 10, 10], REF_TOPS)])
     assert result.status == "pass" and result.failure_class is None
-    assert result.metrics == {"prompts_compared": 1, "tokens_compared": 3,
-                              "first_divergence": None, "prompts_diverged": 0,
-                              "max_logprob_gap": 0.0, "logprob_tolerance": None,
-                              "reference_noise": None, "top_k": 3}
+    assert result.metrics == {
+        "prompts_compared": 1,
+        "tokens_compared": 3,
+        "first_divergence": None,
+        "prompts_diverged": 0,
+        "max_logprob_gap": 0.0,
+        "logprob_tolerance": None,
+        "reference_noise": None,
+        "top_k": 3,
+    }
 
 
 def test_divergence_within_each_others_top_k_is_degraded():
@@ -117,8 +130,9 @@ def test_top_k_is_the_smaller_of_both_sides():
 
 # The reference cache
 def info(revision: str = "abc") -> ModelInfo:
-    return ModelInfo(id="org/Model-1B", revision=revision, model_type="llama",
-                     architecture="LlamaForCausalLM")
+    return ModelInfo(
+        id="org/Model-1B", revision=revision, model_type="llama", architecture="LlamaForCausalLM"
+    )
 
 
 def test_reference_path_is_per_revision_and_workload(tmp_path):
@@ -131,9 +145,13 @@ def test_reference_path_is_per_revision_and_workload(tmp_path):
 
 
 def generate_record(status: str = "pass") -> dict:
-    return {"stage": "generate", "status": status, "model": {"id": "m"},
-            "engine": {"name": "transformers", "version": "5.23.0", "packages": {}},
-            "output": {"completions": REF}}
+    return {
+        "stage": "generate",
+        "status": status,
+        "model": {"id": "m"},
+        "engine": {"name": "transformers", "version": "5.23.0", "packages": {}},
+        "output": {"completions": REF},
+    }
 
 
 def test_reference_round_trip_and_prompt_ids(tmp_path):
@@ -173,6 +191,7 @@ def test_parity_stage_outcome(tmp_path):
 
 # The precision horizon: where transformers itself changes with precision
 
+
 def test_precision_horizons_are_the_first_token_where_float32_leaves_the_reference():
     f32 = [completion("p", [10, 10, 11], REF_TOPS), completion("q", [5, 6], REF_TOPS[:2])]
     released = REF + [completion("q", [5, 6], REF_TOPS[:2])]
@@ -192,16 +211,16 @@ def test_past_the_horizon_a_divergence_is_explained_but_must_stay_in_the_top_k()
     assert "past the reference's precision horizon" in past.message
     # Within each other's top-k past the horizon: precision drift, and the message says why.
     swap = REF_TOPS[:2] + [[(11, -0.2), (10, -0.25), (13, -4.0)]]
-    near = parity.check_logprobs_close(REF, [completion("p", [10, 10, 11], swap)],
-                                       horizons={"p": 2})
+    near = parity.check_logprobs_close(REF, [completion("p", [10, 10, 11], swap)], horizons={"p": 2})
     assert (near.status, near.failure_class) == ("degraded", "precision_drift")
     assert "precision horizon" in near.message and near.details[0]["within_precision_noise"]
 
 
 def test_garbage_from_the_first_token_is_red_even_with_a_horizon_of_0():
     garbage = [[(90 + i, -0.01), (80 + i, -5.0), (70 + i, -6.0)] for i in range(3)]
-    result = parity.check_logprobs_close(REF, [completion("p", [90, 91, 92], garbage)],
-                                         horizons={"p": 0}, noise=0.05)
+    result = parity.check_logprobs_close(
+        REF, [completion("p", [90, 91, 92], garbage)], horizons={"p": 0}, noise=0.05
+    )
     assert (result.status, result.failure_class) == ("fail", "wrong_output")
     assert result.metrics["first_divergence"] == 0
 
@@ -221,6 +240,7 @@ def test_reference_keeps_its_horizons_and_the_stage_uses_them(tmp_path):
 
 # The logprob tolerance: the reference's own precision noise
 
+
 def shifted(tops: list[list[tuple[int, float]]], by: float) -> list[list[tuple[int, float]]]:
     return [[(t, lp - by) for t, lp in step] for step in tops]
 
@@ -229,7 +249,8 @@ def test_tolerance_is_a_multiple_of_the_noise_plus_a_floor():
     assert parity.logprob_tolerance(None) is None
     assert parity.logprob_tolerance(0.0) == parity.LOGPROB_FLOOR
     assert parity.logprob_tolerance(0.01) == pytest.approx(
-        parity.NOISE_MULTIPLE * 0.01 + parity.LOGPROB_FLOOR)
+        parity.NOISE_MULTIPLE * 0.01 + parity.LOGPROB_FLOOR
+    )
     assert parity.logprob_tolerance(-1.0) == parity.LOGPROB_FLOOR  # never below the floor
     assert parity.logprob_tolerance(0.2) > parity.logprob_tolerance(0.1)
 
@@ -275,8 +296,7 @@ def test_gaps_no_precision_explains_fail_unless_the_noise_itself_is_that_large()
 def test_drift_and_a_divergence_name_the_drift_and_say_both():
     got_tops = [REF_TOPS[0], [(12, -0.25), (10, -0.3), (11, -2.2)], [(10, -0.1)] * 3]
     got_tops = [[(t, lp - 0.3) for t, lp in step] for step in got_tops[:1]] + got_tops[1:]
-    result = parity.check_logprobs_close(REF, [completion("p", [10, 12, 10], got_tops)],
-                                         noise=0.01)
+    result = parity.check_logprobs_close(REF, [completion("p", [10, 12, 10], got_tops)], noise=0.01)
     assert (result.status, result.failure_class) == ("degraded", "logprob_drift")
     assert "logprob drift" in result.message and "precision drift" in result.message
 
@@ -286,13 +306,14 @@ def test_logprob_noise_is_the_largest_gap_where_the_float32_twin_agrees():
     assert parity.logprob_noise(REF, f32) == pytest.approx(0.01)
     # The twin leaves the reference at token 1: later steps say nothing about noise.
     leaves = shifted(REF_TOPS[:1], 0.02) + [[(12, -0.1), (10, -0.2)], [(99, -9.0)] * 3]
-    assert parity.logprob_noise(REF, [completion("p", [10, 12, 99], leaves)]) \
-        == pytest.approx(0.02)  # not the swap at step 1 (1.9 nats), not the steps after it
+    assert parity.logprob_noise(REF, [completion("p", [10, 12, 99], leaves)]) == pytest.approx(
+        0.02
+    )  # not the swap at step 1 (1.9 nats), not the steps after it
     assert parity.logprob_noise(REF, [completion("q", [1], REF_TOPS[:1])]) is None
     two = REF + [completion("q", [10, 10, 10], REF_TOPS)]
-    assert parity.logprob_noise(two, [completion("p", [10, 10, 10], REF_TOPS),
-                                      completion("q", [10, 10, 10], shifted(REF_TOPS, 0.03))]) \
-        == pytest.approx(0.03)
+    assert parity.logprob_noise(
+        two, [completion("p", [10, 10, 10], REF_TOPS), completion("q", [10, 10, 10], shifted(REF_TOPS, 0.03))]
+    ) == pytest.approx(0.03)
 
 
 def test_reference_carries_its_noise_and_the_stage_uses_it(tmp_path):
@@ -305,8 +326,7 @@ def test_reference_carries_its_noise_and_the_stage_uses_it(tmp_path):
     assert outcome.metrics["reference_noise"] == 0.01
     f32 = parity.write_reference(tmp_path / "f32.json", generate_record(), None, 0.0)
     assert parity.read_reference(f32).noise == 0.0
-    assert parity.read_reference(parity.write_reference(tmp_path / "x.json",
-                                                        generate_record())).noise is None
+    assert parity.read_reference(parity.write_reference(tmp_path / "x.json", generate_record())).noise is None
     with pytest.raises(ValueError, match="non-negative"):
         parity.write_reference(tmp_path / "bad.json", generate_record(), None, -0.1)
     bad = tmp_path / "bad-noise.json"
@@ -332,9 +352,11 @@ def test_a_divergence_on_a_flat_distribution_says_how_flat():
 
     flat = [[7, -5.60], [8, -5.61], [9, -5.62], [10, -5.63], [11, -5.64]]
     ref = {"prompt": "p", "token_ids": [7], "top_logprobs": [flat]}
-    got = {"prompt": "p", "token_ids": [99], "top_logprobs": [[[99, -5.5], [98, -5.51],
-                                                               [97, -5.52], [96, -5.53],
-                                                               [95, -5.54]]]}
+    got = {
+        "prompt": "p",
+        "token_ids": [99],
+        "top_logprobs": [[[99, -5.5], [98, -5.51], [97, -5.52], [96, -5.53], [95, -5.54]]],
+    }
     result = check_logprobs_close([ref], [got], top_k=5, noise=0.0)
     assert (result.status, result.failure_class) == ("fail", "wrong_output")
     assert result.details[0]["reference_top_k_span"] == 0.04

@@ -21,17 +21,23 @@ class M:
 def test_nothing_known_plans_every_cell_with_all_stages():
     tasks = plan([M("a", "s1"), M("b", "s2")], [TF, VLLM], DoneIndex())
     assert [(t.model_id, t.environment_id, t.stages) for t in tasks] == [
-        ("a", "env-tf", TF.stages), ("a", "env-vllm", VLLM.stages),
-        ("b", "env-tf", TF.stages), ("b", "env-vllm", VLLM.stages)]
+        ("a", "env-tf", TF.stages),
+        ("a", "env-vllm", VLLM.stages),
+        ("b", "env-tf", TF.stages),
+        ("b", "env-vllm", VLLM.stages),
+    ]
     assert tasks[1].heavy and not tasks[0].heavy
-    assert summarize(tasks) == {"tasks": 4, "stages": 12, "models": 2, "environments": 2,
-                                "skipped": 0}
+    assert summarize(tasks) == {"tasks": 4, "stages": 12, "models": 2, "environments": 2, "skipped": 0}
 
 
 def test_full_history_plans_nothing():
     models = [M("a", "s1"), M("b", "s2")]
-    rows = [(m.id, m.revision, env.environment_id, stage, "fail")
-            for m in models for env in (TF, VLLM) for stage in env.stages]
+    rows = [
+        (m.id, m.revision, env.environment_id, stage, "fail")
+        for m in models
+        for env in (TF, VLLM)
+        for stage in env.stages
+    ]
     assert plan(models, [TF, VLLM], DoneIndex.from_rows(rows)) == []
 
 
@@ -68,7 +74,9 @@ def test_skipped_models_and_duplicates():
     models = [M("gated", "s9", skip_reason="gated: no access"), M("gated", "s9"), M("x", None)]
     tasks = plan(models, [TF], DoneIndex())
     assert [(t.model_id, t.revision, t.skip_reason) for t in tasks] == [
-        ("gated", "s9", "gated: no access"), ("x", "", None)]
+        ("gated", "s9", "gated: no access"),
+        ("x", "", None),
+    ]
     # a model without a revision is done once a result has revision ""
     done = DoneIndex.from_rows([("x", None, "env-tf", s) for s in TF.stages])
     assert [t.model_id for t in plan([M("x", None)], [TF], done)] == []

@@ -27,8 +27,9 @@ import test_service_api as api_tests
 from test_service_api import TOKEN, history, probe
 from conftest import filled_store
 
-psycopg = pytest.importorskip("psycopg", reason="*** POSTGRES TESTS SKIPPED: pip install "
-                                               "'psycopg[binary]' ***")
+psycopg = pytest.importorskip(
+    "psycopg", reason="*** POSTGRES TESTS SKIPPED: pip install 'psycopg[binary]' ***"
+)
 
 
 def _skip(reason: str):
@@ -73,16 +74,40 @@ class Server:
         return subprocess.run([*self.as_user, *cmd], capture_output=True, text=True, timeout=120)
 
     def start(self) -> str:
-        init = self._run(self.initdb, "-D", str(self.data), "-A", "trust", "-U", "postgres",
-                         "-E", "UTF8", "--no-sync", "--locale=C")
+        init = self._run(
+            self.initdb,
+            "-D",
+            str(self.data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--locale=C",
+        )
         if init.returncode:
             _skip(f"initdb failed: {init.stderr.strip()[-500:]}")
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-        started = self._run(self.pg_ctl, "-D", str(self.data), "-o", options, "-w", "-t", "60",
-                            "-l", str(self.root / "server.log"), "start")
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        started = self._run(
+            self.pg_ctl,
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            str(self.root / "server.log"),
+            "start",
+        )
         if started.returncode:
-            log = (self.root / "server.log")
+            log = self.root / "server.log"
             tail = log.read_text()[-800:] if log.exists() else started.stderr
             self.cleanup()
             _skip(f"pg_ctl start failed: {tail.strip()}")
@@ -109,13 +134,15 @@ _names = (f"dayone_{i}" for i in itertools.count())
 
 def new_database(base: str) -> str:
     name = next(_names)
-    with psycopg.connect(base.replace("postgresql+psycopg", "postgresql") + "/postgres",
-                         autocommit=True) as conn:
+    with psycopg.connect(
+        base.replace("postgresql+psycopg", "postgresql") + "/postgres", autocommit=True
+    ) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return f"{base}/{name}"
 
 
 # The store on PostgreSQL
+
 
 def test_ingest_is_idempotent_and_keeps_cell_latest(pg_server):
     store = open_store(new_database(pg_server))
@@ -137,8 +164,15 @@ def test_ingest_is_idempotent_and_keeps_cell_latest(pg_server):
 def test_nul_and_long_text_from_untrusted_logs(pg_server):
     store = open_store(new_database(pg_server))
     try:
-        r = probe("m/nul", "vllm", "1", 0, ("fail", "skipped", "skipped"),
-                  message="bad\x00byte", log_excerpt="x" * 200_000)
+        r = probe(
+            "m/nul",
+            "vllm",
+            "1",
+            0,
+            ("fail", "skipped", "skipped"),
+            message="bad\x00byte",
+            log_excerpt="x" * 200_000,
+        )
         with store.writing() as s:
             assert ingest_records(s, r).inserted == 3
     finally:
@@ -146,6 +180,7 @@ def test_nul_and_long_text_from_untrusted_logs(pg_server):
 
 
 # The API on PostgreSQL: the SQLite API tests, run again with these fixtures
+
 
 @pytest.fixture(scope="module")
 def db_url(pg_server) -> str:
@@ -162,21 +197,30 @@ client = api_tests.client  # the same fixture, resolved with this module's db_ur
 
 @pytest.fixture
 def ingest_client(pg_server):
-    with TestClient(create_app(new_database(pg_server), ingest_token=TOKEN,
-                               max_body_bytes=200_000)) as c:
+    with TestClient(create_app(new_database(pg_server), ingest_token=TOKEN, max_body_bytes=200_000)) as c:
         yield c
 
 
 SHARED = [
-    "test_matrix_page_shows_latest_status_per_cell", "test_matrix_json_is_the_same_data",
-    "test_models_newest_first_grouped_by_family", "test_strip_days_to_green_and_tier",
-    "test_matrix_filters", "test_matrix_pagination", "test_model_page_and_twin",
-    "test_engine_page_says_what_each_version_fixed", "test_cell_page_history_log_and_reproduce",
-    "test_xss_payload_in_a_failure_message_is_inert", "test_badge_svg",
-    "test_feed_has_regressions_and_new_greens", "test_results_filter_paginate_since",
-    "test_summaries_and_models", "test_ingest_without_or_with_a_wrong_token_is_refused",
-    "test_ingest_batch_is_idempotent", "test_ingest_reports_bad_records_and_keeps_good_ones",
-    "test_ingest_bad_bodies_are_4xx_never_5xx", "test_nul_in_a_path_or_query_is_a_400",
+    "test_matrix_page_shows_latest_status_per_cell",
+    "test_matrix_json_is_the_same_data",
+    "test_models_newest_first_grouped_by_family",
+    "test_strip_days_to_green_and_tier",
+    "test_matrix_filters",
+    "test_matrix_pagination",
+    "test_model_page_and_twin",
+    "test_engine_page_says_what_each_version_fixed",
+    "test_cell_page_history_log_and_reproduce",
+    "test_xss_payload_in_a_failure_message_is_inert",
+    "test_badge_svg",
+    "test_feed_has_regressions_and_new_greens",
+    "test_results_filter_paginate_since",
+    "test_summaries_and_models",
+    "test_ingest_without_or_with_a_wrong_token_is_refused",
+    "test_ingest_batch_is_idempotent",
+    "test_ingest_reports_bad_records_and_keeps_good_ones",
+    "test_ingest_bad_bodies_are_4xx_never_5xx",
+    "test_nul_in_a_path_or_query_is_a_400",
 ]
 for _name in SHARED:
     globals()[_name] = getattr(api_tests, _name)

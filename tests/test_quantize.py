@@ -68,8 +68,8 @@ def test_the_worst_type_decides_and_every_type_is_named_with_its_fallback():
     ok = quantize.TypeVerdict("pass", None, "equal", {})
     drift = quantize.TypeVerdict("degraded", "quantization_drift", "drift", {})
     status, klass, message = quantize.combine(
-        {"Q8_0": ok, "Q4_K_M": drift}, {"Q4_K_M": {"fallback_tensors": 13,
-                                                   "quantized_tensors": 16}})
+        {"Q8_0": ok, "Q4_K_M": drift}, {"Q4_K_M": {"fallback_tensors": 13, "quantized_tensors": 16}}
+    )
     assert (status, klass) == ("degraded", "quantization_drift")
     assert message.startswith("Q8_0 pass; Q4_K_M degraded (quantization_drift), 13 of 16")
     assert "per-tensor fallback" in message
@@ -102,12 +102,25 @@ def test_a_quant_red_is_its_own_sub_cell_never_the_engines_status():
     from matrix.summary import Observation
 
     def obs(stage, status, klass=None):
-        return Observation(model="arch/llama", engine="llamacpp", engine_version="0.3.36",
-                           stage=stage, status=status, failure_class=klass,
-                           started_at=dt.datetime(2026, 12, 3, tzinfo=dt.timezone.utc))
+        return Observation(
+            model="arch/llama",
+            engine="llamacpp",
+            engine_version="0.3.36",
+            stage=stage,
+            status=status,
+            failure_class=klass,
+            started_at=dt.datetime(2026, 12, 3, tzinfo=dt.timezone.utc),
+        )
 
-    cell = cell_of([obs("convert", "pass"), obs("load", "pass"), obs("generate", "pass"),
-                    obs("parity", "pass"), obs("quantize", "fail", "wrong_output")])
+    cell = cell_of(
+        [
+            obs("convert", "pass"),
+            obs("load", "pass"),
+            obs("generate", "pass"),
+            obs("parity", "pass"),
+            obs("quantize", "fail", "wrong_output"),
+        ]
+    )
     assert cell.status == "pass" and cell.quant is not None
     assert (cell.quant.status, cell.quant.failure_class) == ("fail", "wrong_output")
     assert cell.label() == "pass; quant fail (wrong_output)"
@@ -136,8 +149,10 @@ def _probe(model: Path, stages: list[str], logs: Path, options: dict | None = No
     from matrix import probing
 
     settings = probing.ProbeSettings(logs_root=logs, options=options or {})
-    return {r["stage"]: r for r in probing.probe(model, "llamacpp", None, stages,
-                                                  settings=settings, say=lambda _m: None)}
+    return {
+        r["stage"]: r
+        for r in probing.probe(model, "llamacpp", None, stages, settings=settings, say=lambda _m: None)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -178,34 +193,43 @@ def test_the_tensor_reader_agrees_with_gguf_py(quantized, lc_env):
     ours = quantize.gguf_tensors(gguf)
     gguf_py = Path(lc_env.python).parent.parent / "llama.cpp-convert" / "gguf-py"
     theirs = subprocess.run(
-        [lc_env.python, "-c", f"import sys; sys.path.insert(0, {str(gguf_py)!r})\n"
-         f"from gguf import GGUFReader\nfor t in GGUFReader({str(gguf)!r}).tensors:\n"
-         "    print(t.name, t.tensor_type.name, *[int(d) for d in t.shape])"],
-        capture_output=True, text=True, check=True).stdout.split("\n")
-    assert [f"{n} {k} {' '.join(map(str, d))}" for n, d, k in ours] == \
-        [line for line in theirs if line]
+        [
+            lc_env.python,
+            "-c",
+            f"import sys; sys.path.insert(0, {str(gguf_py)!r})\n"
+            f"from gguf import GGUFReader\nfor t in GGUFReader({str(gguf)!r}).tensors:\n"
+            "    print(t.name, t.tensor_type.name, *[int(d) for d in t.shape])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    assert [f"{n} {k} {' '.join(map(str, d))}" for n, d, k in ours] == [line for line in theirs if line]
 
 
 @pytest.mark.slow
 def test_the_bare_script_reproduces_the_verdict(quantized):
     records, _logs = quantized
-    proc = subprocess.run(records["quantize"]["reproduce"], shell=True, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        records["quantize"]["reproduce"], shell=True, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Q4_K_M:" in proc.stdout and "every type within its tolerance" in proc.stdout
 
 
 @pytest.mark.slow
-def test_a_wrong_quantization_is_caught_and_confirmed_bare(lc_env, fixtures, quantized,
-                                                           tmp_path, validate_record):
+def test_a_wrong_quantization_is_caught_and_confirmed_bare(
+    lc_env, fixtures, quantized, tmp_path, validate_record
+):
     from matrix import confirm
 
     other = _probe(fixtures / "qwen3", ["convert"], tmp_path / "other")["convert"]
     assert other["status"] == "pass"
     wrong = tmp_path / "qwen3.gguf"
     shutil.copyfile(Path(other["log_path"]).parent / "model.gguf", wrong)
-    records = _probe(fixtures / "llama", ["convert", "quantize"], tmp_path / "wrong",
-                     {"quantize_input": str(wrong)})
+    records = _probe(
+        fixtures / "llama", ["convert", "quantize"], tmp_path / "wrong", {"quantize_input": str(wrong)}
+    )
     rec = validate_record(records["quantize"])
     assert (rec["status"], rec["failure_class"]) == ("fail", "wrong_output"), rec["message"]
     assert "beyond the Q8_0 tolerance" in rec["message"]

@@ -20,17 +20,32 @@ XSS = '<script>alert("x")</script>'
 
 
 def ob(model, version, stage, status, day=0, failure_class=None, message=None, engine="vllm"):
-    return Observation(model=model, engine=engine, engine_version=version, stage=stage,
-                       status=status, started_at=T0 + dt.timedelta(days=day),
-                       failure_class=failure_class, message=message)
+    return Observation(
+        model=model,
+        engine=engine,
+        engine_version=version,
+        stage=stage,
+        status=status,
+        started_at=T0 + dt.timedelta(days=day),
+        failure_class=failure_class,
+        message=message,
+    )
 
 
 def probe(model, version, day, load="pass", generate="pass", parity="pass", fc=None, msg=None):
-    return [ob(model, version, "load", load, day, fc if load not in ("pass",) else None, msg),
-            ob(model, version, "generate", generate, day,
-               fc if generate not in ("pass", "skipped") else None, msg),
-            ob(model, version, "parity", parity, day,
-               fc if parity not in ("pass", "skipped") else None, msg)]
+    return [
+        ob(model, version, "load", load, day, fc if load not in ("pass",) else None, msg),
+        ob(
+            model,
+            version,
+            "generate",
+            generate,
+            day,
+            fc if generate not in ("pass", "skipped") else None,
+            msg,
+        ),
+        ob(model, version, "parity", parity, day, fc if parity not in ("pass", "skipped") else None, msg),
+    ]
 
 
 def history() -> list[Observation]:
@@ -42,8 +57,14 @@ def history() -> list[Observation]:
         obs += probe(arch, "0.32.0", 2)
     # broke in 0.32.0: parity wrong_output (a regression)
     obs += probe("arch/qwen3_5_moe_text", "0.31.0", 1)
-    obs += probe("arch/qwen3_5_moe_text", "0.32.0", 2, parity="fail", fc="wrong_output",
-                 msg="greedy tokens diverge at 3")
+    obs += probe(
+        "arch/qwen3_5_moe_text",
+        "0.32.0",
+        2,
+        parity="fail",
+        fc="wrong_output",
+        msg="greedy tokens diverge at 3",
+    )
     # first seen in 0.32.0, green: newly green
     obs += probe("arch/gpt_oss", "0.32.0", 2)
     # not probed in 0.31.0: compared with 0.30.0
@@ -65,8 +86,12 @@ def test_each_release_against_the_one_before():
     assert list(diffs) == ["0.30.0", "0.31.0", "0.32.0", "0.32.0.post1"]
     d = diffs["0.32.0"]
     assert d.previous == "0.31.0"
-    assert [c.model for c in d.fixed] == ["arch/gemma4_text", "arch/llama4_text",
-                                          "arch/mistral", "arch/nemotron_h"]
+    assert [c.model for c in d.fixed] == [
+        "arch/gemma4_text",
+        "arch/llama4_text",
+        "arch/mistral",
+        "arch/nemotron_h",
+    ]
     mistral = next(c for c in d.fixed if c.model == "arch/mistral")
     assert mistral.before_version == "0.30.0" and mistral.before.why == "load crash"
     assert [c.model for c in d.broke] == ["arch/qwen3_5_moe_text"]
@@ -76,8 +101,9 @@ def test_each_release_against_the_one_before():
     assert [c.model for c in d.new_green] == ["arch/gpt_oss", "arch/granite"]
     assert "arch/phi3" not in {c.model for c in d.fixed + d.broke + d.new_green}
     assert d.verdicts["arch/phi3"].status == "error" and d.counts["pass"] == 6
-    assert d.headline() == ("vllm 0.32.0: 4 architectures fixed, 1 broken, 2 newly green: "
-                            "qwen3_5_moe_text parity wrong_output")
+    assert d.headline() == (
+        "vllm 0.32.0: 4 architectures fixed, 1 broken, 2 newly green: qwen3_5_moe_text parity wrong_output"
+    )
     assert diffs["0.32.0.post1"].headline() == "vllm 0.32.0.post1: no change against 0.32.0"
     assert diffs["0.30.0"].headline() == "vllm 0.30.0: first release probed, 0 of 1 architecture green"
     # a later error does not hide the last real verdict: 0.32.0.post1 compares phi3 with 0.31.0
@@ -88,14 +114,16 @@ def test_each_release_against_the_one_before():
 def test_headline_nouns_and_many_breaks():
     obs = []
     for i in range(7):
-        obs += probe(f"org/m{i}", "1.0", 0) + probe(f"org/m{i}", "1.1", 1, "timeout", "skipped",
-                                                    "skipped")
+        obs += probe(f"org/m{i}", "1.0", 0) + probe(f"org/m{i}", "1.1", 1, "timeout", "skipped", "skipped")
     d = RD.release_diffs("vllm", obs)[-1]
     assert d.headline().startswith("vllm 1.1: 7 models broken: org/m0 load timeout; ")
     assert d.headline().endswith("; and 2 more")
-    mixed = probe("org/a", "1.0", 0, "fail", "skipped", "skipped", fc="crash") + probe(
-        "org/a", "1.1", 1) + probe("arch/b", "1.0", 0, "fail", "skipped", "skipped",
-                                   fc="crash") + probe("arch/b", "1.1", 1)
+    mixed = (
+        probe("org/a", "1.0", 0, "fail", "skipped", "skipped", fc="crash")
+        + probe("org/a", "1.1", 1)
+        + probe("arch/b", "1.0", 0, "fail", "skipped", "skipped", fc="crash")
+        + probe("arch/b", "1.1", 1)
+    )
     assert RD.release_diffs("vllm", mixed)[-1].headline() == "vllm 1.1: 2 cells fixed"
 
 
@@ -108,23 +136,37 @@ def test_the_latest_result_of_a_stage_decides():
 
 # The site
 
+
 def record(o: Observation) -> dict:
-    return {"schema_version": 1, "run_id": f"night-{o.engine_version}-{o.started_at:%d}",
-            "model": {"id": o.model, "revision": "r1", "model_type": o.model.split("/")[-1]},
-            "engine": {"name": o.engine, "version": o.engine_version, "hardware": "cpu"},
-            "tier": "arch", "stage": o.stage, "status": o.status,
-            "failure_class": o.failure_class, "message": o.message, "log_excerpt": None,
-            "metrics": {}, "started_at": (o.started_at + dt.timedelta(
-                seconds=["load", "generate", "parity"].index(o.stage))).isoformat(),
-            "duration_s": 0.1, "reproduce": None}
+    return {
+        "schema_version": 1,
+        "run_id": f"night-{o.engine_version}-{o.started_at:%d}",
+        "model": {"id": o.model, "revision": "r1", "model_type": o.model.split("/")[-1]},
+        "engine": {"name": o.engine, "version": o.engine_version, "hardware": "cpu"},
+        "tier": "arch",
+        "stage": o.stage,
+        "status": o.status,
+        "failure_class": o.failure_class,
+        "message": o.message,
+        "log_excerpt": None,
+        "metrics": {},
+        "started_at": (
+            o.started_at + dt.timedelta(seconds=["load", "generate", "parity"].index(o.stage))
+        ).isoformat(),
+        "duration_s": 0.1,
+        "reproduce": None,
+    }
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('rd') / 'dayone.db'}"
     store = open_store(url)
-    obs = history() + probe(f"arch/{XSS}", "0.31.0", 1) + probe(
-        f"arch/{XSS}", "0.32.0", 2, "fail", "skipped", "skipped", fc="crash", msg=XSS)
+    obs = (
+        history()
+        + probe(f"arch/{XSS}", "0.31.0", 1)
+        + probe(f"arch/{XSS}", "0.32.0", 2, "fail", "skipped", "skipped", fc="crash", msg=XSS)
+    )
     with store.writing() as s:
         report = ingest_records(s, [record(o) for o in obs])
     assert report.rejected == []
@@ -170,6 +212,9 @@ def test_feed_has_one_entry_per_release_that_changed(client):
     r = client.get("/feed.atom", params={"days": 60})
     root = ET.fromstring(r.content)  # well-formed with the payload in an id
     ns = {"a": "http://www.w3.org/2005/Atom"}
-    links = [e.find("a:link", ns).get("href") for e in root.findall("a:entry", ns)
-             if e.find("a:category", ns).get("term") == "release"]
+    links = [
+        e.find("a:link", ns).get("href")
+        for e in root.findall("a:entry", ns)
+        if e.find("a:category", ns).get("term") == "release"
+    ]
     assert links == ["./engines/vllm/0.32.0", "./engines/vllm/0.31.0"]

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Pure: the catalogue
 
+
 def test_packaged_catalogue_reads_every_entry_with_its_source():
     found = releases.entries()
     assert len(releases.model_types()) == 33 and len(found) == 35
@@ -35,15 +36,16 @@ def test_packaged_catalogue_reads_every_entry_with_its_source():
     not_pristine = {r.model_type for r in found if not r.pristine}
     assert not_pristine == {"exaone4", "gemma2", "gpt_bigcode"}
     assert releases.lookup("gpt2").lineage() == {
-        "source": "release", "repo": "microsoft/DialoGPT-small", "revision": None,
+        "source": "release",
+        "repo": "microsoft/DialoGPT-small",
+        "revision": None,
         "pristine": True,
-        "copied_from": "github:CHJCHJCH/microsoft-DialoGPT-small@"
-                       "49c537161a457d5256512f9d2d38a87d81ae0f0e"}
+        "copied_from": "github:CHJCHJCH/microsoft-DialoGPT-small@49c537161a457d5256512f9d2d38a87d81ae0f0e",
+    }
     assert releases.lookup("no_such_type") is None
 
 
-def test_lookup_prefers_a_release_with_its_own_vocabulary_and_later_roots_lose(tmp_path,
-                                                                              monkeypatch):
+def test_lookup_prefers_a_release_with_its_own_vocabulary_and_later_roots_lose(tmp_path, monkeypatch):
     assert releases.lookup("llama").repo == "meta-llama/Llama-2-7b-hf"  # ships tokenizer.json
     assert releases.lookup("gemma").missing == ("tokenizer.json", "tokenizer.model")
     entry = tmp_path / "llama" / "acme__tiny"
@@ -58,15 +60,27 @@ def test_lookup_prefers_a_release_with_its_own_vocabulary_and_later_roots_lose(t
 
 # Refresh from the hub
 
+
 def _hub_repo(hub: FakeHub, repo: str, model_type: str, downloads: int, tag: str) -> str:
     sha = f"{abs(hash(repo)):040d}"[:40]
-    hub.add_repo({"_id": sha[:24], "id": repo, "sha": sha, "downloads": downloads,
-                  "createdAt": "2026-01-01T00:00:00.000Z", "tags": ["transformers", tag],
-                  "config": {"model_type": model_type}},
-                 {"config.json": json.dumps({"model_type": model_type, "hidden_size": 64}),
-                  "tokenizer_config.json": '{"bos_token": "<s>"}',
-                  "tokenizer.json": "x" * 5000, "model.safetensors": "weights",
-                  "original/params.json": "{}"})
+    hub.add_repo(
+        {
+            "_id": sha[:24],
+            "id": repo,
+            "sha": sha,
+            "downloads": downloads,
+            "createdAt": "2026-01-01T00:00:00.000Z",
+            "tags": ["transformers", tag],
+            "config": {"model_type": model_type},
+        },
+        {
+            "config.json": json.dumps({"model_type": model_type, "hidden_size": 64}),
+            "tokenizer_config.json": '{"bos_token": "<s>"}',
+            "tokenizer.json": "x" * 5000,
+            "model.safetensors": "weights",
+            "original/params.json": "{}",
+        },
+    )
     return sha
 
 
@@ -77,15 +91,22 @@ def test_refresh_takes_the_most_downloaded_repo_stating_the_type(tmp_path, monke
         _hub_repo(hub, "fans/llama-finetune", "mistral", 10_000, "llama")  # tag, not config
         sha = _hub_repo(hub, "acme/llama-base", "llama", 900, "llama")
         _hub_repo(hub, "acme/llama-small", "llama", 80, "llama")
-        rows = refresh(tmp_path, ["llama", "nope_type"], endpoint=hub.url, token=False,
-                       max_file_bytes=1000, say=lambda _m: None)
+        rows = refresh(
+            tmp_path,
+            ["llama", "nope_type"],
+            endpoint=hub.url,
+            token=False,
+            max_file_bytes=1000,
+            say=lambda _m: None,
+        )
         fetched = [p for m, p, _s in hub.requests if m == "GET" and "/resolve/" in p]
     assert rows[0].repo == "acme/llama-base" and rows[0].revision == sha
     assert rows[0].files == ("config.json", "tokenizer_config.json")
     assert rows[0].skipped and rows[0].skipped[0].startswith("tokenizer.json (over 1000")
     assert rows[1].error and "nope_type" in rows[1].error
-    assert not [p for p in fetched if "safetensors" in p or "params.json" in p or
-                "tokenizer.json" in p]  # never weights, never a file over the limit
+    assert not [
+        p for p in fetched if "safetensors" in p or "params.json" in p or "tokenizer.json" in p
+    ]  # never weights, never a file over the limit
     monkeypatch.setenv(releases.ENV, str(tmp_path))
     got = releases.lookup("llama")
     assert (got.repo, got.revision, got.source) == ("acme/llama-base", sha, "hub")
@@ -94,16 +115,37 @@ def test_refresh_takes_the_most_downloaded_repo_stating_the_type(tmp_path, monke
 
 def test_cli_lists_and_refreshes(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DAYONE_HOME": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "service.cli", "releases", "list", "--json"],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "service.cli", "releases", "list", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert sum(r["used"] for r in rows) == 33
     with FakeHub(faults=False) as hub:
         _hub_repo(hub, "acme/qwen3-tiny", "qwen3", 5, "qwen3")
-        proc = subprocess.run([sys.executable, "-m", "service.cli", "releases", "refresh",
-                               "--types", "qwen3", "--endpoint", hub.url], capture_output=True,
-                              text=True, env=env, cwd=ROOT, timeout=300)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "service.cli",
+                "releases",
+                "refresh",
+                "--types",
+                "qwen3",
+                "--endpoint",
+                hub.url,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=300,
+        )
     assert proc.returncode == 0, proc.stderr[-2000:]
     answer = json.loads(proc.stdout.strip().splitlines()[-1])
     assert answer["refreshed"] == 1
@@ -130,17 +172,28 @@ def test_a_text_type_starts_from_its_multimodal_release_text_config():
 
 # Real: shrink from releases
 
+
 @pytest.fixture(scope="module")
 def from_releases(tf_env, tmp_path_factory) -> dict:
     """Every catalogued type transformers knows, shrunk from its release and generating."""
     out = tmp_path_factory.mktemp("from-releases")
     types = releases.model_types()
-    proc = subprocess.run([tf_env.python, "-c", textwrap.dedent(f"""
+    proc = subprocess.run(
+        [
+            tf_env.python,
+            "-c",
+            textwrap.dedent(f"""
         import json
         from probes.shrink import sweep
         print(json.dumps(sweep({str(out)!r}, {types!r} + ["olmo2"])))
-    """)], capture_output=True, text=True, timeout=900, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    """),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r["model_type"]: r for r in json.loads(proc.stdout.strip().splitlines()[-1])}
     return {"out": out, "rows": rows}
@@ -197,15 +250,16 @@ def test_copies_keep_what_the_release_states(from_releases):
             for key in ("kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim"):
                 assert text_ours.get(key) == text_theirs.get(key), (model_type, key)
             assert text_ours["hidden_size"] % 32 == 0, model_type  # as every release's width
-        elif (text_theirs.get("num_attention_heads") or text_theirs.get("n_head")) and \
-                (text_theirs.get("hidden_size") or text_theirs.get("n_embd")
-                 or text_theirs.get("n_embed")):
+        elif (text_theirs.get("num_attention_heads") or text_theirs.get("n_head")) and (
+            text_theirs.get("hidden_size") or text_theirs.get("n_embd") or text_theirs.get("n_embed")
+        ):
             assert _head_dim(text_ours) == _head_dim(text_theirs), model_type
             if not any("ratio capped" in n for n in meta["notes"]):
                 assert _ratio(text_ours) == _ratio(text_theirs), model_type
     gpt2 = json.loads((from_releases["out"] / "gpt2" / "config.json").read_text())
-    assert ("n_ctx" in gpt2) == ("n_ctx" in json.loads(
-        releases.lookup("gpt2").file("config.json").read_text()))
+    assert ("n_ctx" in gpt2) == (
+        "n_ctx" in json.loads(releases.lookup("gpt2").file("config.json").read_text())
+    )
     bloom = json.loads((from_releases["out"] / "bloom" / "config.json").read_text())
     assert bloom["n_embed"] // bloom["num_attention_heads"] == 128  # not the default's 8
 
@@ -238,9 +292,14 @@ def test_copies_save_the_layout_of_the_release_class(from_releases, tf_env):
     Qwen3_5ForConditionalGeneration, whose text model is under model.language_model; a copy
     saved by the text model alone (model.layers) is one no engine ever sees."""
     types = sorted(set(releases.model_types()) - REMOTE_CODE)
-    proc = subprocess.run([tf_env.python, "-c", LAYOUT_CHECK, str(from_releases["out"]),
-                           ",".join(types)], capture_output=True, text=True, timeout=600,
-                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [tf_env.python, "-c", LAYOUT_CHECK, str(from_releases["out"]), ",".join(types)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "qwen3_5" in rows and "model.language_model" in rows["qwen3_5"][0]
@@ -331,16 +390,16 @@ SPM_CHECK = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_sentencepiece_copies_carry_a_tokenizer_model_read_as_their_tokenizer_json(
-        from_releases):
+def test_sentencepiece_copies_carry_a_tokenizer_model_read_as_their_tokenizer_json(from_releases):
     """Where the release ships a tokenizer.model, the copy carries one: the real sentencepiece
     library and llama.cpp (whose converter for Gemma, Gemma 2 and Phi-3 reads nothing else)
     tokenize the fixtures' corpus and the workload as the copy's tokenizer.json does."""
     from matrix.environments import ensure_env
 
     out = from_releases["out"]
-    with_model = sorted(t for t in set(releases.model_types()) - REMOTE_CODE
-                        if (out / t / "tokenizer.model").exists())
+    with_model = sorted(
+        t for t in set(releases.model_types()) - REMOTE_CODE if (out / t / "tokenizer.model").exists()
+    )
     assert set(SENTENCEPIECE_ONLY) <= set(with_model), with_model
     for t in with_model:  # each one's release ships a tokenizer.model
         release = releases.lookup(t)
@@ -348,9 +407,14 @@ def test_sentencepiece_copies_carry_a_tokenizer_model_read_as_their_tokenizer_js
     gemma2 = json.loads((out / "gemma2" / "tokenizer.json").read_text())
     assert "\n" not in {v["content"] for v in gemma2["added_tokens"]}  # an ordinary piece
     env = ensure_env("llamacpp", say=lambda m: print(m, file=sys.stderr))
-    proc = subprocess.run([env.python, "-c", SPM_CHECK, str(out), ",".join(with_model),
-                           ",".join(SENTENCEPIECE_ONLY)], capture_output=True, text=True,
-                          timeout=900, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [env.python, "-c", SPM_CHECK, str(out), ",".join(with_model), ",".join(SENTENCEPIECE_ONLY)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(proc.stdout.strip().splitlines()[-1])
     for t, row in rows.items():

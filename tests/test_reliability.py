@@ -28,15 +28,32 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGES = ["load", "generate"]
 
 
-def probe(tmp_path: Path, *, python: str = sys.executable, options: dict | None = None,
-          log_dir: Path | None = None, **kw) -> tuple[list[dict], object]:
+def probe(
+    tmp_path: Path,
+    *,
+    python: str = sys.executable,
+    options: dict | None = None,
+    log_dir: Path | None = None,
+    **kw,
+) -> tuple[list[dict], object]:
     model = tmp_path / "model"
     model.mkdir(exist_ok=True)
-    req = ProbeRequest(engine="fault", model_dir=model, stages=STAGES, python=python,
-                       options=options or {"fault": "ok"}, **kw)
+    req = ProbeRequest(
+        engine="fault",
+        model_dir=model,
+        stages=STAGES,
+        python=python,
+        options=options or {"fault": "ok"},
+        **kw,
+    )
     outcome = run_probe(req, log_dir or tmp_path / "run")
-    records = build_records(stages=STAGES, outcome=outcome, engine="fault", engine_version="1",
-                            model=read_model_info(model).as_record())
+    records = build_records(
+        stages=STAGES,
+        outcome=outcome,
+        engine="fault",
+        engine_version="1",
+        model=read_model_info(model).as_record(),
+    )
     return records, outcome
 
 
@@ -70,8 +87,9 @@ def test_fork_bomb_is_stopped_by_the_pids_limit(tmp_path, validate_record):
     runs, outs, left, seconds = 3, [], [], []
     for i in range(runs):
         t0 = time.monotonic()
-        records, outcome = probe(tmp_path, python=str(shim), pids_max=64, timeout_s=60,
-                                 log_dir=tmp_path / f"run{i}")
+        records, outcome = probe(
+            tmp_path, python=str(shim), pids_max=64, timeout_s=60, log_dir=tmp_path / f"run{i}"
+        )
         seconds.append(time.monotonic() - t0)
         time.sleep(0.3)
         outs.append(verdict(records[0]))
@@ -79,35 +97,52 @@ def test_fork_bomb_is_stopped_by_the_pids_limit(tmp_path, validate_record):
         assert outcome.pids_exceeded, outcome.log_text[-500:]
         assert "processes" in outcome.log_text
         validate_record(records[0])
-    note("faults", "fork bomb (512 processes, pids limit 64)", tried=runs, outcomes=outs,
-         expected="fail/crash, group killed", held=set(outs) == {"fail/crash"} and not any(left),
-         detail=f"killed after {max(seconds):.1f} s at most; {sum(left)} processes left")
+    note(
+        "faults",
+        "fork bomb (512 processes, pids limit 64)",
+        tried=runs,
+        outcomes=outs,
+        expected="fail/crash, group killed",
+        held=set(outs) == {"fail/crash"} and not any(left),
+        detail=f"killed after {max(seconds):.1f} s at most; {sum(left)} processes left",
+    )
     assert set(outs) == {"fail/crash"} and not any(left)
 
 
 # Log flood
 
+
 def test_gigabytes_of_log_are_capped_and_classified(tmp_path):
     lines = 35_000  # x 60 kB = 2.1 GB on stdout
     cap = 1024 * 1024
     t0 = time.monotonic()
-    records, outcome = probe(tmp_path, options={"fault": "flood", "flood_lines": lines},
-                             log_cap_bytes=cap, timeout_s=240)
+    records, outcome = probe(
+        tmp_path, options={"fault": "flood", "flood_lines": lines}, log_cap_bytes=cap, timeout_s=240
+    )
     seconds = time.monotonic() - t0
     size = outcome.log_path.stat().st_size
     flooded = lines * len("flood " * 10000 + "\n")
-    held = (size < cap + 70 * 1024 and verdict(records[0]) == "fail/unsupported_architecture"
-            and not leftovers(outcome))
-    note("faults", "log flood on stdout", tried=1, outcomes=[verdict(records[0])],
-         expected="log capped, engine's last line still classifies", held=held,
-         detail=f"{flooded / 1e9:.1f} GB written, log kept {size / 1e6:.2f} MB, "
-                f"{seconds:.0f} s")
+    held = (
+        size < cap + 70 * 1024
+        and verdict(records[0]) == "fail/unsupported_architecture"
+        and not leftovers(outcome)
+    )
+    note(
+        "faults",
+        "log flood on stdout",
+        tried=1,
+        outcomes=[verdict(records[0])],
+        expected="log capped, engine's last line still classifies",
+        held=held,
+        detail=f"{flooded / 1e9:.1f} GB written, log kept {size / 1e6:.2f} MB, {seconds:.0f} s",
+    )
     assert size < cap + 70 * 1024, size
     assert verdict(records[0]) == "fail/unsupported_architecture"
     assert "bytes dropped" in outcome.log_text
 
 
 # Disk full on the results directory
+
 
 def test_log_on_a_full_disk_is_error_infra_not_a_hang(tmp_path, validate_record):
     """probe.log lands on /dev/full (every write: ENOSPC). The capture used to die and leave the
@@ -118,8 +153,9 @@ def test_log_on_a_full_disk_is_error_infra_not_a_hang(tmp_path, validate_record)
         run.mkdir()
         (run / "probe.log").symlink_to("/dev/full")
         t0 = time.monotonic()
-        records, outcome = probe(tmp_path, options={"fault": fault, "flood_lines": 100},
-                                 log_dir=run, timeout_s=60)
+        records, outcome = probe(
+            tmp_path, options={"fault": fault, "flood_lines": 100}, log_dir=run, timeout_s=60
+        )
         seconds.append(time.monotonic() - t0)
         outs.append(verdict(records[0]))
         validate_record(records[0])
@@ -128,9 +164,15 @@ def test_log_on_a_full_disk_is_error_infra_not_a_hang(tmp_path, validate_record)
     # A stage that reported pass did pass: the missing log does not change that.
     want = ["error/infra", "error/infra", "pass/None"]
     held = outs == want and max(seconds) < 30
-    note("faults", "results directory full (log on /dev/full)", tried=len(outs), outcomes=outs,
-         expected="error/infra for failing engines, pass stays pass, within seconds",
-         held=held, detail=f"slowest {max(seconds):.1f} s of a 60 s limit")
+    note(
+        "faults",
+        "results directory full (log on /dev/full)",
+        tried=len(outs),
+        outcomes=outs,
+        expected="error/infra for failing engines, pass stays pass, within seconds",
+        held=held,
+        detail=f"slowest {max(seconds):.1f} s of a 60 s limit",
+    )
     assert outs == want, outs
     assert max(seconds) < 30
 
@@ -162,16 +204,26 @@ def test_a_really_full_filesystem_is_error_infra(tmp_path):
     full.mkdir(), model.mkdir()
     script = tmp_path / "driver.py"
     script.write_text(DISK_FULL_DRIVER)
-    shell = (f"mount -t tmpfs -o size=32k tmpfs {full} && "
-             f"{sys.executable} {script} {full} {model}")
-    proc = subprocess.run(["unshare", "-rm", "sh", "-c", shell], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    shell = f"mount -t tmpfs -o size=32k tmpfs {full} && {sys.executable} {script} {full} {model}"
+    proc = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", shell],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     outs = [f"{status}/{cls}" for _name, status, cls, _msg in got]
-    note("faults", "results directory full (real 32 kB tmpfs)", tried=len(got), outcomes=outs,
-         expected="error/infra", held=all(o == "error/infra" for o in outs),
-         detail="; ".join(f"{n}: {m}"[:90] for n, _s, _c, m in got))
+    note(
+        "faults",
+        "results directory full (real 32 kB tmpfs)",
+        tried=len(got),
+        outcomes=outs,
+        expected="error/infra",
+        held=all(o == "error/infra" for o in outs),
+        detail="; ".join(f"{n}: {m}"[:90] for n, _s, _c, m in got),
+    )
     assert outs == ["error/infra", "error/infra"], got
     assert all("No space left" in m for *_, m in got), got
 
@@ -226,14 +278,19 @@ def test_server_that_never_becomes_healthy_is_a_timeout(tmp_path):
         port = free_port()
         t0 = time.monotonic()
         with pytest.raises(StageFailure) as caught:
-            start_server([sys.executable, str(script), str(port)], port, tmp_path / "srv.log",
-                         timeout_s=3)
+            start_server([sys.executable, str(script), str(port)], port, tmp_path / "srv.log", timeout_s=3)
         outs.append(f"{caught.value.status}/{caught.value.failure_class}")
         assert time.monotonic() - t0 < 20
         left += _alive(descendants(os.getpid()))
-    note("faults", "engine server never healthy (503 forever)", tried=len(outs), outcomes=outs,
-         expected="timeout/timeout, server stopped", held=outs == ["timeout/timeout"] * 2
-         and not left, detail=f"{len(left)} processes left")
+    note(
+        "faults",
+        "engine server never healthy (503 forever)",
+        tried=len(outs),
+        outcomes=outs,
+        expected="timeout/timeout, server stopped",
+        held=outs == ["timeout/timeout"] * 2 and not left,
+        detail=f"{len(left)} processes left",
+    )
     assert outs == ["timeout/timeout"] * 2 and not left
 
 
@@ -263,8 +320,7 @@ def test_server_that_dies_mid_request_fails_fast_and_leaves_nothing(tmp_path):
     dies.write_text(DIES_MID_REQUEST)
     child.write_text(PROBE_WITH_DYING_SERVER)
     shim = tmp_path / "python"
-    shim.write_text(f"#!/bin/sh\nexec {sys.executable} {child} {ROOT} {dies} "
-                    f"{tmp_path / 'srv.log'} {pids}\n")
+    shim.write_text(f"#!/bin/sh\nexec {sys.executable} {child} {ROOT} {dies} {tmp_path / 'srv.log'} {pids}\n")
     shim.chmod(0o755)
     t0 = time.monotonic()
     records, outcome = probe(tmp_path, python=str(shim), timeout_s=60)
@@ -273,10 +329,15 @@ def test_server_that_dies_mid_request_fails_fast_and_leaves_nothing(tmp_path):
     tree = json.loads(pids.read_text())
     left = _alive(tree)
     out = verdict(records[0])
-    note("faults", "engine server dies mid-request", tried=1, outcomes=[out],
-         expected="fail within seconds, server and its worker gone",
-         held=out.startswith("fail/") and seconds < 30 and not left,
-         detail=f"{seconds:.1f} s; {len(tree)} server processes, {len(left)} left")
+    note(
+        "faults",
+        "engine server dies mid-request",
+        tried=1,
+        outcomes=[out],
+        expected="fail within seconds, server and its worker gone",
+        held=out.startswith("fail/") and seconds < 30 and not left,
+        detail=f"{seconds:.1f} s; {len(tree)} server processes, {len(left)} left",
+    )
     assert out.startswith("fail/") and "died mid-request" in outcome.log_text
     assert not left, left
 
@@ -315,8 +376,9 @@ def test_a_server_that_leaves_the_probes_group_dies_with_the_probe(tmp_path):
     server, child, pid_file = tmp_path / "server.py", tmp_path / "child.py", tmp_path / "pid"
     server.write_text(LEAVES_ITS_GROUP)
     child.write_text(PROBE_HOLDING_A_SERVER)
-    proc = subprocess.Popen([sys.executable, str(child), str(ROOT), str(server),
-                             str(tmp_path / "srv.log"), str(pid_file)])
+    proc = subprocess.Popen(
+        [sys.executable, str(child), str(ROOT), str(server), str(tmp_path / "srv.log"), str(pid_file)]
+    )
     try:
         deadline = time.monotonic() + 30
         while not pid_file.exists() and time.monotonic() < deadline:
@@ -350,9 +412,9 @@ def nightly_driver(home: str) -> None:
 
     # The fault engine needs no packages: its environment is this interpreter (the venv
     # builder refuses an empty requirement list, see the report to the lead).
-    matrix.environments.ensure_env = lambda engine, version=None, say=None, **_kw: \
-        matrix.environments.Environment("fault", "1", "local", str(ROOT), sys.executable, {},
-                                         0.0, 0.0, [])
+    matrix.environments.ensure_env = lambda engine, version=None, say=None, **_kw: (
+        matrix.environments.Environment("fault", "1", "local", str(ROOT), sys.executable, {}, 0.0, 0.0, [])
+    )
 
     home_path = Path(home)
     models = []
@@ -362,22 +424,35 @@ def nightly_driver(home: str) -> None:
         (d / "model.safetensors.index.json").write_text("{}")
         # As the arch tier's shrunk copies do: the directory names its model and revision.
         (d / "dayone.json").write_text(json.dumps({"id": f"org/m{i}", "revision": f"rev{i}"}))
-        models.append(DiscoveredModel(id=f"org/m{i}", revision=f"rev{i}", source="local",
-                                      model_dir=str(d)))
-    opts = NightlyOptions(engines=["fault"], tier="full", jobs=2,
-                          db=f"sqlite:///{home_path / 'dayone.db'}",
-                          work_dir=home_path / "nightly", timeout_s=60)
-    report = run_nightly(None, opts, models=models, say=lambda _m: None,
-                         console=Console(file=open(os.devnull, "w")))
+        models.append(DiscoveredModel(id=f"org/m{i}", revision=f"rev{i}", source="local", model_dir=str(d)))
+    opts = NightlyOptions(
+        engines=["fault"],
+        tier="full",
+        jobs=2,
+        db=f"sqlite:///{home_path / 'dayone.db'}",
+        work_dir=home_path / "nightly",
+        timeout_s=60,
+    )
+    report = run_nightly(
+        None, opts, models=models, say=lambda _m: None, console=Console(file=open(os.devnull, "w"))
+    )
     print(json.dumps(report.summary()))
 
 
 def _start_nightly(home: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", f"from tests.test_reliability import nightly_driver; "
-                               f"nightly_driver({str(home)!r})"],
-        cwd=ROOT, env={**os.environ, "DAYONE_HOME": str(home), "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-c",
+            f"from tests.test_reliability import nightly_driver; nightly_driver({str(home)!r})",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "DAYONE_HOME": str(home), "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _rows(home: Path) -> Counter:
@@ -386,10 +461,12 @@ def _rows(home: Path) -> Counter:
         return Counter()
     with sqlite3.connect(db) as c:
         try:
-            got = c.execute("select m.model_id, m.revision, e.environment_id, r.stage, r.status"
-                            " from results r join model_revisions m on m.id ="
-                            " r.model_revision_pk join environments e on e.id ="
-                            " r.environment_pk").fetchall()
+            got = c.execute(
+                "select m.model_id, m.revision, e.environment_id, r.stage, r.status"
+                " from results r join model_revisions m on m.id ="
+                " r.model_revision_pk join environments e on e.id ="
+                " r.environment_pk"
+            ).fetchall()
         except sqlite3.OperationalError:  # killed before the schema was there
             return Counter()
     return Counter(got)
@@ -444,12 +521,16 @@ def test_nightly_killed_at_random_points_ends_with_the_rows_of_a_clean_run(tmp_p
         lost += sum((reference - resumed).values())
         same += resumed == reference
     held = same == rounds and not orphans
-    note("faults", "nightly killed -9 at a random point, then resumed", tried=kills,
-         outcomes=Counter({"same rows as a clean run": same,
-                           "rows differ": rounds - same}),
-         expected="exactly the rows of an uninterrupted run, no orphan probe",
-         held=held, detail=f"{rounds} rounds of {NIGHTLY_MODELS * 2} rows; rows stored at "
-                           f"each kill: {progress}; lost {lost}, doubled {doubled}, "
-                           f"orphan probes {orphans}")
+    note(
+        "faults",
+        "nightly killed -9 at a random point, then resumed",
+        tried=kills,
+        outcomes=Counter({"same rows as a clean run": same, "rows differ": rounds - same}),
+        expected="exactly the rows of an uninterrupted run, no orphan probe",
+        held=held,
+        detail=f"{rounds} rounds of {NIGHTLY_MODELS * 2} rows; rows stored at "
+        f"each kill: {progress}; lost {lost}, doubled {doubled}, "
+        f"orphan probes {orphans}",
+    )
     assert doubled == 0 and lost == 0 and same == rounds
     assert orphans == 0

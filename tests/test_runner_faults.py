@@ -20,16 +20,23 @@ def probe_fault(tmp_path: Path, fault: str, **kw) -> tuple[list[dict], object]:
     model = tmp_path / "model"
     model.mkdir(exist_ok=True)
     options = {"fault": fault, **kw.pop("options", {})}
-    req = ProbeRequest(engine="fault", model_dir=model, stages=STAGES, python=sys.executable,
-                       options=options, **kw)
+    req = ProbeRequest(
+        engine="fault", model_dir=model, stages=STAGES, python=sys.executable, options=options, **kw
+    )
     outcome = run_probe(req, tmp_path / "run")
-    records = build_records(stages=STAGES, outcome=outcome, engine="fault", engine_version="1",
-                            model=read_model_info(model).as_record())
+    records = build_records(
+        stages=STAGES,
+        outcome=outcome,
+        engine="fault",
+        engine_version="1",
+        model=read_model_info(model).as_record(),
+    )
     return records, outcome
 
 
-@pytest.mark.parametrize("fault,signal_name", [("segfault", "SIGSEGV"), ("abort", "SIGABRT"),
-                                               ("kill", "SIGKILL")])
+@pytest.mark.parametrize(
+    "fault,signal_name", [("segfault", "SIGSEGV"), ("abort", "SIGABRT"), ("kill", "SIGKILL")]
+)
 def test_child_killed_by_signal_is_a_crash(tmp_path, validate_record, fault, signal_name):
     records, outcome = probe_fault(tmp_path, fault)
     load, generate = records
@@ -63,8 +70,9 @@ def test_memory_blow_up_is_oom(tmp_path, validate_record):
 
 def test_log_flood_is_capped_and_still_classified(tmp_path):
     cap = 256 * 1024
-    records, outcome = probe_fault(tmp_path, "flood", log_cap_bytes=cap,
-                                   options={"flood_lines": 1500})  # ~90 MB on stdout
+    records, outcome = probe_fault(
+        tmp_path, "flood", log_cap_bytes=cap, options={"flood_lines": 1500}
+    )  # ~90 MB on stdout
     size = outcome.log_path.stat().st_size
     assert size < cap + 70 * 1024 + 512, size
     assert "bytes dropped" in outcome.log_text
@@ -84,20 +92,26 @@ def test_our_own_bug_is_error_infra_not_the_engines_fail(tmp_path):
 
 
 def test_engine_exception_is_classified_from_the_log(tmp_path):
-    records, _ = probe_fault(tmp_path, "raise",
-                             options={"message": "Model architectures ['FooForCausalLM'] are not "
-                                                 "supported for now."})
+    records, _ = probe_fault(
+        tmp_path,
+        "raise",
+        options={"message": "Model architectures ['FooForCausalLM'] are not supported for now."},
+    )
     assert (records[0]["status"], records[0]["failure_class"]) == ("fail", "unsupported_architecture")
 
 
 def test_missing_interpreter_is_infra(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
-    req = ProbeRequest(engine="fault", model_dir=model, stages=STAGES,
-                       python=str(tmp_path / "no-python"))
+    req = ProbeRequest(engine="fault", model_dir=model, stages=STAGES, python=str(tmp_path / "no-python"))
     outcome = run_probe(req, tmp_path / "run")
-    records = build_records(stages=STAGES, outcome=outcome, engine="fault", engine_version="1",
-                            model=read_model_info(model).as_record())
+    records = build_records(
+        stages=STAGES,
+        outcome=outcome,
+        engine="fault",
+        engine_version="1",
+        model=read_model_info(model).as_record(),
+    )
     assert (records[0]["status"], records[0]["failure_class"]) == ("error", "infra")
 
 
@@ -108,6 +122,7 @@ def test_healthy_fault_engine_passes(tmp_path):
 
 
 # The host's OOM killer is not an engine crash
+
 
 def _memory_cgroup(tmp_path: Path, limit_mb: int) -> Path | None:
     """A fresh memory cgroup (v2 or v1's memory controller) with a small limit and no swap,
@@ -131,12 +146,14 @@ def _memory_cgroup(tmp_path: Path, limit_mb: int) -> Path | None:
     return None
 
 
-@pytest.mark.parametrize("fault, rc, words", [
-    ("memory", -9, "OOM kill"),  # the child itself is killed
-    ("memory_worker", 0, "took a process of the engine"),  # its worker is; it reports that
-])
-def test_kernel_oom_kill_in_a_small_cgroup_is_oom_not_crash(tmp_path, validate_record, fault,
-                                                            rc, words):
+@pytest.mark.parametrize(
+    "fault, rc, words",
+    [
+        ("memory", -9, "OOM kill"),  # the child itself is killed
+        ("memory_worker", 0, "took a process of the engine"),  # its worker is; it reports that
+    ],
+)
+def test_kernel_oom_kill_in_a_small_cgroup_is_oom_not_crash(tmp_path, validate_record, fault, rc, words):
     cg = _memory_cgroup(tmp_path, 300)
     if cg is None:
         pytest.skip("no writable memory cgroup here")
@@ -145,7 +162,7 @@ def test_kernel_oom_kill_in_a_small_cgroup_is_oom_not_crash(tmp_path, validate_r
     script = f"""
 import json, os, sys
 from pathlib import Path
-Path({str(cg / 'cgroup.procs')!r}).write_text(str(os.getpid()))
+Path({str(cg / "cgroup.procs")!r}).write_text(str(os.getpid()))
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from test_runner_faults import probe_fault
 records, outcome = probe_fault(Path({str(tmp_path)!r}), {fault!r}, memory_mb=100000,
@@ -157,8 +174,13 @@ print(json.dumps({{"records": records, "delta": outcome.oom_kills_delta,
     import subprocess
 
     try:
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                             timeout=180, cwd=Path(__file__).parent.parent)
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            cwd=Path(__file__).parent.parent,
+        )
     finally:
         time.sleep(0.5)
         try:
@@ -185,18 +207,30 @@ def test_a_self_inflicted_sigkill_with_little_memory_stays_a_crash(tmp_path):
 
 # A red blocks only the stages that need it
 
+
 def test_a_failed_middle_stage_blocks_its_dependents_and_independent_stages_still_run(
-        tmp_path, validate_record):
+    tmp_path, validate_record
+):
     stages = ["load", "generate", "parity", "serve", "tool_call", "json_schema", "throughput"]
     model = tmp_path / "model"
     model.mkdir()
-    req = ProbeRequest(engine="fault", model_dir=model, stages=stages, python=sys.executable,
-                       options={"fault": "ok", "fail_stages": ["generate", "tool_call"]})
+    req = ProbeRequest(
+        engine="fault",
+        model_dir=model,
+        stages=stages,
+        python=sys.executable,
+        options={"fault": "ok", "fail_stages": ["generate", "tool_call"]},
+    )
     outcome = run_probe(req, tmp_path / "run")
     ran = [e["stage"] for e in outcome.events if e.get("event") == "start"]
     assert ran == ["load", "generate", "serve", "tool_call", "json_schema", "throughput"]
-    records = build_records(stages=stages, outcome=outcome, engine="fault", engine_version="1",
-                            model=read_model_info(model).as_record())
+    records = build_records(
+        stages=stages,
+        outcome=outcome,
+        engine="fault",
+        engine_version="1",
+        model=read_model_info(model).as_record(),
+    )
     got = {r["stage"]: (r["status"], r["message"]) for r in records}
     assert got["generate"][0] == "fail" and "generate exploded" in got["generate"][1]
     assert got["parity"] == ("skipped", "blocked by generate (fail)")

@@ -16,18 +16,36 @@ from pathlib import Path
 import pytest
 
 from probes.fixtures import TOKENIZER_STYLES
-from probes.shrink import (ShrinkError, choose_layers, evaluate, load_rules, load_variants,
-                           shrink_config_dict, split_variant)
+from probes.shrink import (
+    ShrinkError,
+    choose_layers,
+    evaluate,
+    load_rules,
+    load_variants,
+    shrink_config_dict,
+    split_variant,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDED = ROOT / "tests" / "fakehub" / "recordings" / "files"
 
 # The families that motivated dayone, and what of each must survive the shrink.
-FAMILIES = ["gemma4_text", "qwen3_5_text", "qwen3_5_moe_text", "qwen3_next", "gpt_oss",
-            "llama4_text", "gemma3_text", "qwen3_moe", "nemotron_h", "deepseek_v3"]
+FAMILIES = [
+    "gemma4_text",
+    "qwen3_5_text",
+    "qwen3_5_moe_text",
+    "qwen3_next",
+    "gpt_oss",
+    "llama4_text",
+    "gemma3_text",
+    "qwen3_moe",
+    "nemotron_h",
+    "deepseek_v3",
+]
 
 
 # Pure: choosing layers
+
 
 def test_prefix_keeps_the_released_pattern():
     kinds = (["linear_attention"] * 3 + ["full_attention"]) * 8
@@ -48,15 +66,29 @@ def test_uniform_layers_keep_the_minimum():
 
 # Pure: config dicts
 
+
 def gemma4_like() -> dict:
     types = (["sliding_attention"] * 5 + ["full_attention"]) * 5
-    return {"model_type": "gemma4_text", "vocab_size": 262144, "vocab_size_per_layer_input": 262144,
-            "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 30,
-            "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
-            "sliding_window": 512, "layer_types": types, "hidden_size_per_layer_input": 256,
-            "per_layer_config": {f"{i:02d}": {"head_dim": 512} for i in range(5, 30, 6)},
-            "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2, "image_token_id": 258880,
-            "dtype": "bfloat16"}
+    return {
+        "model_type": "gemma4_text",
+        "vocab_size": 262144,
+        "vocab_size_per_layer_input": 262144,
+        "hidden_size": 2304,
+        "intermediate_size": 9216,
+        "num_hidden_layers": 30,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 256,
+        "sliding_window": 512,
+        "layer_types": types,
+        "hidden_size_per_layer_input": 256,
+        "per_layer_config": {f"{i:02d}": {"head_dim": 512} for i in range(5, 30, 6)},
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "bos_token_id": 2,
+        "image_token_id": 258880,
+        "dtype": "bfloat16",
+    }
 
 
 def test_windows_and_chunks_shrink_only_where_they_are_on():
@@ -64,8 +96,13 @@ def test_windows_and_chunks_shrink_only_where_they_are_on():
     is off (null, use_sliding_window false, or not below the position limit) stays as it was."""
     rules = load_rules()
     window, chunk = rules.targets["window"], rules.targets["chunk"]
-    base = {"hidden_size": 1024, "num_hidden_layers": 2, "num_attention_heads": 8,
-            "num_key_value_heads": 2, "max_position_embeddings": 32768}
+    base = {
+        "hidden_size": 1024,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 32768,
+    }
 
     def shrunk(**kw):
         return shrink_config_dict({**base, **kw}).config
@@ -74,23 +111,44 @@ def test_windows_and_chunks_shrink_only_where_they_are_on():
     assert shrunk(model_type="gpt_oss", sliding_window=128)["sliding_window"] == window
     assert shrunk(model_type="mistral", sliding_window=None)["sliding_window"] is None
     assert "sliding_window" not in shrunk(model_type="llama")
-    assert shrunk(model_type="qwen2", sliding_window=32768,
-                  use_sliding_window=False)["sliding_window"] == 32768
-    assert shrunk(model_type="phi3", sliding_window=262144,
-                  max_position_embeddings=131072)["sliding_window"] == 262144
+    assert (
+        shrunk(model_type="qwen2", sliding_window=32768, use_sliding_window=False)["sliding_window"] == 32768
+    )
+    assert (
+        shrunk(model_type="phi3", sliding_window=262144, max_position_embeddings=131072)["sliding_window"]
+        == 262144
+    )
     assert shrunk(model_type="gemma3_text", sliding_window=8)["sliding_window"] == 8
-    assert shrunk(model_type="recurrent_gemma", attention_window_size=2048,
-                  block_types=["recurrent", "recurrent", "attention"],
-                  num_hidden_layers=3)["attention_window_size"] == window
-    assert shrunk(model_type="falcon_h1", mamba_chunk_size=256, mamba_expand=2,
-                  mamba_d_head=64)["mamba_chunk_size"] == chunk
-    assert shrunk(model_type="mamba2", chunk_size=256, num_heads=128, head_dim=64, expand=2,
-                  n_groups=8)["chunk_size"] == chunk
+    assert (
+        shrunk(
+            model_type="recurrent_gemma",
+            attention_window_size=2048,
+            block_types=["recurrent", "recurrent", "attention"],
+            num_hidden_layers=3,
+        )["attention_window_size"]
+        == window
+    )
+    assert (
+        shrunk(model_type="falcon_h1", mamba_chunk_size=256, mamba_expand=2, mamba_d_head=64)[
+            "mamba_chunk_size"
+        ]
+        == chunk
+    )
+    assert (
+        shrunk(model_type="mamba2", chunk_size=256, num_heads=128, head_dim=64, expand=2, n_groups=8)[
+            "chunk_size"
+        ]
+        == chunk
+    )
     # chunk_size is a family's own key: xlstm's means something else and stays
     assert shrunk(model_type="xlstm", chunk_size=64)["chunk_size"] == 64
     # Llama 4's chunk stays as released: llama.cpp hard-codes 8192 (see the rules file)
-    l4 = shrink_config_dict({"model_type": "llama4", "text_config": {
-        **base, "model_type": "llama4_text", "attention_chunk_size": 8192}}).config
+    l4 = shrink_config_dict(
+        {
+            "model_type": "llama4",
+            "text_config": {**base, "model_type": "llama4_text", "attention_chunk_size": 8192},
+        }
+    ).config
     assert l4["text_config"]["attention_chunk_size"] == 8192
     assert chunk & (chunk - 1) == 0 and chunk >= 16  # SSD kernels: a power of two, >= 16
     assert window < 64 and chunk < 64
@@ -113,9 +171,15 @@ def test_gemma4_switches_survive():
 
 
 def test_tied_width_keeps_head_dim():
-    src = {"model_type": "llama", "hidden_size": 4096, "num_attention_heads": 32,
-           "num_key_value_heads": 8, "num_hidden_layers": 32, "intermediate_size": 14336,
-           "vocab_size": 128256}
+    src = {
+        "model_type": "llama",
+        "hidden_size": 4096,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "num_hidden_layers": 32,
+        "intermediate_size": 14336,
+        "vocab_size": 128256,
+    }
     cfg = shrink_config_dict(src).config
     assert cfg["hidden_size"] // cfg["num_attention_heads"] == 128
     assert cfg["num_attention_heads"] % cfg["num_key_value_heads"] == 0
@@ -123,12 +187,25 @@ def test_tied_width_keeps_head_dim():
 
 
 def test_deepseek_groups_dense_prefix_and_rope_dims():
-    src = {"model_type": "deepseek_v3", "hidden_size": 7168, "num_hidden_layers": 61,
-           "num_attention_heads": 128, "num_key_value_heads": 128, "n_routed_experts": 256,
-           "num_experts_per_tok": 8, "n_group": 8, "topk_group": 4, "first_k_dense_replace": 3,
-           "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "v_head_dim": 128,
-           "kv_lora_rank": 512, "moe_intermediate_size": 2048, "intermediate_size": 18432,
-           "vocab_size": 129280}
+    src = {
+        "model_type": "deepseek_v3",
+        "hidden_size": 7168,
+        "num_hidden_layers": 61,
+        "num_attention_heads": 128,
+        "num_key_value_heads": 128,
+        "n_routed_experts": 256,
+        "num_experts_per_tok": 8,
+        "n_group": 8,
+        "topk_group": 4,
+        "first_k_dense_replace": 3,
+        "qk_rope_head_dim": 64,
+        "qk_nope_head_dim": 128,
+        "v_head_dim": 128,
+        "kv_lora_rank": 512,
+        "moe_intermediate_size": 2048,
+        "intermediate_size": 18432,
+        "vocab_size": 129280,
+    }
     cfg = shrink_config_dict(src).config
     assert cfg["num_experts_per_tok"] == 8 and cfg["n_group"] == 8 and cfg["topk_group"] == 4
     assert cfg["n_routed_experts"] % 8 == 0 and cfg["n_routed_experts"] >= 16
@@ -140,40 +217,91 @@ def test_deepseek_groups_dense_prefix_and_rope_dims():
     assert cfg["hidden_size"] % 32 == 0
 
 
-@pytest.mark.parametrize("src,relation", [
-    ({"model_type": "phi", "hidden_size": 2560, "intermediate_size": 10240,
-      "num_attention_heads": 32, "num_hidden_layers": 32, "vocab_size": 51200},
-     lambda c: c["intermediate_size"] == 4 * c["hidden_size"]),
-    ({"model_type": "gpt_bigcode", "n_embd": 6144, "n_inner": 24576, "n_head": 48,
-      "n_layer": 40, "vocab_size": 49152, "multi_query": True},
-     lambda c: c["n_inner"] == 4 * c["n_embd"]),
-    ({"model_type": "mamba", "hidden_size": 768, "intermediate_size": 1536, "expand": 2,
-      "num_hidden_layers": 24, "vocab_size": 50280, "state_size": 16},
-     lambda c: c["intermediate_size"] == 2 * c["hidden_size"] and c["vocab_size"] % 16 == 0),
-    ({"model_type": "ernie4_5_moe", "hidden_size": 2560, "intermediate_size": 12288,
-      "moe_intermediate_size": 1536, "moe_num_shared_experts": 2, "num_attention_heads": 20,
-      "num_key_value_heads": 4, "num_hidden_layers": 28, "moe_num_experts": 64, "moe_k": 6,
-      "vocab_size": 103424},
-     lambda c: c["intermediate_size"] == c["moe_intermediate_size"] * 2
-     * c["num_key_value_heads"]),
-])
+@pytest.mark.parametrize(
+    "src,relation",
+    [
+        (
+            {
+                "model_type": "phi",
+                "hidden_size": 2560,
+                "intermediate_size": 10240,
+                "num_attention_heads": 32,
+                "num_hidden_layers": 32,
+                "vocab_size": 51200,
+            },
+            lambda c: c["intermediate_size"] == 4 * c["hidden_size"],
+        ),
+        (
+            {
+                "model_type": "gpt_bigcode",
+                "n_embd": 6144,
+                "n_inner": 24576,
+                "n_head": 48,
+                "n_layer": 40,
+                "vocab_size": 49152,
+                "multi_query": True,
+            },
+            lambda c: c["n_inner"] == 4 * c["n_embd"],
+        ),
+        (
+            {
+                "model_type": "mamba",
+                "hidden_size": 768,
+                "intermediate_size": 1536,
+                "expand": 2,
+                "num_hidden_layers": 24,
+                "vocab_size": 50280,
+                "state_size": 16,
+            },
+            lambda c: c["intermediate_size"] == 2 * c["hidden_size"] and c["vocab_size"] % 16 == 0,
+        ),
+        (
+            {
+                "model_type": "ernie4_5_moe",
+                "hidden_size": 2560,
+                "intermediate_size": 12288,
+                "moe_intermediate_size": 1536,
+                "moe_num_shared_experts": 2,
+                "num_attention_heads": 20,
+                "num_key_value_heads": 4,
+                "num_hidden_layers": 28,
+                "moe_num_experts": 64,
+                "moe_k": 6,
+                "vocab_size": 103424,
+            },
+            lambda c: c["intermediate_size"] == c["moe_intermediate_size"] * 2 * c["num_key_value_heads"],
+        ),
+    ],
+)
 def test_shrink_keeps_the_relations_releases_state(src, relation):
     """Converters assume what every release states (llama.cpp writes 4 x n_embd for Phi and
     StarCoder, asserts Mamba's d_inner = 2 x d_model, sizes ERNIE's shared expert by
     intermediate_size // kv heads, pads Mamba vocabularies): a copy keeps it."""
     # GPTBigCodeConfig's attribute_map names n_embd hidden_size (the build reads it from there)
-    aliases = {"hidden_size": "n_embd", "num_attention_heads": "n_head",
-               "num_hidden_layers": "n_layer"} if src["model_type"] == "gpt_bigcode" else {}
+    aliases = (
+        {"hidden_size": "n_embd", "num_attention_heads": "n_head", "num_hidden_layers": "n_layer"}
+        if src["model_type"] == "gpt_bigcode"
+        else {}
+    )
     cfg = shrink_config_dict(src, vocab_size=443, aliases=lambda _t: aliases).config
     assert relation(cfg), cfg
 
 
 def test_llama4_routes_top1_still():
-    src = {"model_type": "llama4_text", "hidden_size": 5120, "num_hidden_layers": 48,
-           "num_attention_heads": 40, "num_key_value_heads": 8, "head_dim": 128,
-           "num_local_experts": 16, "num_experts_per_tok": 1, "intermediate_size": 8192,
-           "no_rope_layers": [1, 1, 1, 0] * 12, "moe_layers": list(range(48)),
-           "vocab_size": 202048}
+    src = {
+        "model_type": "llama4_text",
+        "hidden_size": 5120,
+        "num_hidden_layers": 48,
+        "num_attention_heads": 40,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "num_local_experts": 16,
+        "num_experts_per_tok": 1,
+        "intermediate_size": 8192,
+        "no_rope_layers": [1, 1, 1, 0] * 12,
+        "moe_layers": list(range(48)),
+        "vocab_size": 202048,
+    }
     cfg = shrink_config_dict(src).config
     assert cfg["num_experts_per_tok"] == 1 and cfg["num_local_experts"] == 4
     assert cfg["no_rope_layers"] == [1, 1, 1, 0] and cfg["moe_layers"] == [0, 1, 2, 3]
@@ -181,10 +309,19 @@ def test_llama4_routes_top1_still():
 
 def test_nemotron_h_pattern_string_keeps_each_block_kind():
     pattern = "M-M-M-M*-M-M-M-M*-M-M-M-M-M*-ME-M-M-"
-    src = {"model_type": "nemotron_h", "hybrid_override_pattern": pattern,
-           "num_hidden_layers": len(pattern), "hidden_size": 4096, "num_attention_heads": 32,
-           "num_key_value_heads": 8, "head_dim": 128, "mamba_num_heads": 128,
-           "mamba_head_dim": 64, "n_groups": 8, "vocab_size": 131072}
+    src = {
+        "model_type": "nemotron_h",
+        "hybrid_override_pattern": pattern,
+        "num_hidden_layers": len(pattern),
+        "hidden_size": 4096,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "mamba_num_heads": 128,
+        "mamba_head_dim": 64,
+        "n_groups": 8,
+        "vocab_size": 131072,
+    }
     cfg = shrink_config_dict(src).config
     new = cfg["hybrid_override_pattern"]
     assert set(new) == set(pattern) and len(new) == cfg["num_hidden_layers"]
@@ -194,21 +331,37 @@ def test_nemotron_h_pattern_string_keeps_each_block_kind():
 
 def test_kv_shared_layers_keep_producers_and_consumers():
     types = (["sliding_attention"] * 4 + ["full_attention"]) * 7
-    src = {"model_type": "gemma3n_text", "num_hidden_layers": 35, "layer_types": types,
-           "num_kv_shared_layers": 15, "hidden_size": 2048, "num_attention_heads": 8,
-           "num_key_value_heads": 2, "head_dim": 256, "vocab_size": 262400}
+    src = {
+        "model_type": "gemma3n_text",
+        "num_hidden_layers": 35,
+        "layer_types": types,
+        "num_kv_shared_layers": 15,
+        "hidden_size": 2048,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+        "head_dim": 256,
+        "vocab_size": 262400,
+    }
     cfg = shrink_config_dict(src).config
     n, shared = cfg["num_hidden_layers"], cfg["num_kv_shared_layers"]
     assert shared == 2
-    assert set(cfg["layer_types"][: n - shared]) == set(cfg["layer_types"][n - shared:]) == set(types)
+    assert set(cfg["layer_types"][: n - shared]) == set(cfg["layer_types"][n - shared :]) == set(types)
 
 
 def test_multimodal_shrinks_every_tower_and_maps_token_ids_once():
-    src = {"model_type": "gemma4", "image_token_id": 258880, "audio_token_id": 258881,
-           "text_config": {**gemma4_like(), "model_type": "gemma4_text"},
-           "vision_config": {"model_type": "gemma4_vision", "hidden_size": 768,
-                             "num_hidden_layers": 16, "num_attention_heads": 12,
-                             "intermediate_size": 3072}}
+    src = {
+        "model_type": "gemma4",
+        "image_token_id": 258880,
+        "audio_token_id": 258881,
+        "text_config": {**gemma4_like(), "model_type": "gemma4_text"},
+        "vision_config": {
+            "model_type": "gemma4_vision",
+            "hidden_size": 768,
+            "num_hidden_layers": 16,
+            "num_attention_heads": 12,
+            "intermediate_size": 3072,
+        },
+    }
     cfg = shrink_config_dict(src).config
     assert cfg["text_config"]["num_hidden_layers"] == 6
     assert cfg["vision_config"]["num_hidden_layers"] == 2
@@ -234,17 +387,45 @@ def test_rule_expressions_are_data_not_code():
 def test_rules_file_is_consistent():
     rules = load_rules()
     for name, fam in rules.families.items():
-        assert set(fam) <= {"notes", "set", "before", "drop", "keep", "min_layers",
-                            "per_layer_strings", "layer_index_lists", "unshrinkable", "dtype",
-                            "default_kwargs", "max_prefix_layers", "layers", "layer_kinds",
-                            "not_per_layer", "model_class", "engine_options", "released_architectures",
-                            "tokenizer_style", "aliases", "window_keys", "chunk_keys",
-                            "tokenizer_model", "add_dummy_prefix", "unused_weights_from",
-                            "saved_key_renames", "saved_config_values",
-                            "saved_config_pattern", "vocab_multiple", "saved_config_keys",
-                            "special_tokens", "tokenizer_config_keys", "release_tokenizer",
-                            "unlike_release", "saved_config_renames", "saved_config_drop",
-                            "saved_config_overrides"}, name
+        assert set(fam) <= {
+            "notes",
+            "set",
+            "before",
+            "drop",
+            "keep",
+            "min_layers",
+            "per_layer_strings",
+            "layer_index_lists",
+            "unshrinkable",
+            "dtype",
+            "default_kwargs",
+            "max_prefix_layers",
+            "layers",
+            "layer_kinds",
+            "not_per_layer",
+            "model_class",
+            "engine_options",
+            "released_architectures",
+            "tokenizer_style",
+            "aliases",
+            "window_keys",
+            "chunk_keys",
+            "tokenizer_model",
+            "add_dummy_prefix",
+            "unused_weights_from",
+            "saved_key_renames",
+            "saved_config_values",
+            "saved_config_pattern",
+            "vocab_multiple",
+            "saved_config_keys",
+            "special_tokens",
+            "tokenizer_config_keys",
+            "release_tokenizer",
+            "unlike_release",
+            "saved_config_renames",
+            "saved_config_drop",
+            "saved_config_overrides",
+        }, name
         for pattern, _replacement in fam.get("saved_key_renames", []):
             re.compile(pattern)
         assert fam.get("tokenizer_style", "byte_level") in TOKENIZER_STYLES, name
@@ -254,23 +435,33 @@ def test_rules_file_is_consistent():
 
 # Real: build + generate
 
-def run_tf(tf_env, script: str, *, env: dict[str, str] | None = None, timeout: int = 600
-           ) -> subprocess.CompletedProcess:
-    return subprocess.run([tf_env.python, "-c", textwrap.dedent(script)], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+def run_tf(
+    tf_env, script: str, *, env: dict[str, str] | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [tf_env.python, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
 
 
 @pytest.fixture(scope="module")
 def shrunk_families(tf_env, tmp_path_factory) -> dict:
     """The motivating families, shrunk from transformers' default configs, each generating."""
     out = tmp_path_factory.mktemp("shrunk")
-    proc = run_tf(tf_env, f"""
+    proc = run_tf(
+        tf_env,
+        f"""
         import json, sys
         from probes.shrink import sweep
         rows = sweep({str(out)!r}, {FAMILIES!r})
         print(json.dumps(rows))
-    """)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r["model_type"]: r for r in json.loads(proc.stdout.strip().splitlines()[-1])}
     return {"out": out, "rows": rows}
@@ -293,7 +484,9 @@ def test_family_shrinks_and_generates(shrunk_families, model_type):
 def test_shrunk_switches_match_the_default_config(shrunk_families, tf_env):
     """Compare each saved config of a type with no catalogued release with transformers' own
     default: same switches."""
-    proc = run_tf(tf_env, f"""
+    proc = run_tf(
+        tf_env,
+        f"""
         import json
         from transformers import AutoConfig
         out = {{}}
@@ -301,7 +494,8 @@ def test_shrunk_switches_match_the_default_config(shrunk_families, tf_env):
             d = AutoConfig.for_model(t).to_dict()
             out[t] = d
         print(json.dumps(out, default=str))
-    """)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     defaults = json.loads(proc.stdout.strip().splitlines()[-1])
     from probes import releases
@@ -310,8 +504,15 @@ def test_shrunk_switches_match_the_default_config(shrunk_families, tf_env):
     for t in [f for f in FAMILIES if releases.lookup(f) is None]:
         src = defaults[t]
         got = json.loads((shrunk_families["out"] / t / "config.json").read_text())
-        for key in ("head_dim", "num_experts_per_tok", "top_k_experts",
-                    "qk_rope_head_dim", "v_head_dim", "linear_key_head_dim", "mamba_head_dim"):
+        for key in (
+            "head_dim",
+            "num_experts_per_tok",
+            "top_k_experts",
+            "qk_rope_head_dim",
+            "v_head_dim",
+            "linear_key_head_dim",
+            "mamba_head_dim",
+        ):
             if src.get(key) is not None:
                 assert got.get(key) == src[key], (t, key)
         for key in ("sliding_window", "attention_chunk_size", "chunk_size"):
@@ -337,15 +538,18 @@ def test_shrink_a_recorded_release_keeps_its_tokenizer_vocab(tf_env, tmp_path):
     src = tmp_path / "release"
     src.mkdir()
     (src / "config.json").write_text((RECORDED / "google/gemma-4-E2B-it/config.json").read_text())
-    proc = run_tf(tf_env, f"""
+    proc = run_tf(
+        tf_env,
+        f"""
         from pathlib import Path
         from probes.fixtures import build_tokenizer
         from probes.shrink import shrink_path, check_generates
         build_tokenizer(Path({str(src)!r}))
-        r = shrink_path(Path({str(src)!r}), Path({str(tmp_path / 'out')!r}),
+        r = shrink_path(Path({str(src)!r}), Path({str(tmp_path / "out")!r}),
                         meta={{"id": "google/gemma-4-E2B-it", "revision": "abc123"}})
         print(r.params, check_generates(r.out_dir))
-    """)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
     assert cfg["vocab_size"] == 262144  # the release's, untouched
@@ -360,18 +564,27 @@ def test_cli_reports_why_a_shrink_fails(tf_env, tmp_path):
     rules = json.loads((ROOT / "probes" / "shrink_rules.json").read_text())
     rules["targets"]["max_params"] = 1000
     (tmp_path / "rules.json").write_text(json.dumps(rules))
-    proc = subprocess.run([tf_env.python, "-m", "probes.shrink", "--model-type", "qwen3",
-                           str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT),
-                               "DAYONE_SHRINK_RULES": str(tmp_path / "rules.json")}, timeout=300)
+    proc = subprocess.run(
+        [tf_env.python, "-m", "probes.shrink", "--model-type", "qwen3", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "DAYONE_SHRINK_RULES": str(tmp_path / "rules.json")},
+        timeout=300,
+    )
     assert proc.returncode == 2
     answer = json.loads(proc.stdout.strip().splitlines()[-1])
     assert answer["status"] == "error" and answer["why"].startswith("shrink failed:")
     assert "params" in answer["why"]
 
-    proc = subprocess.run([tf_env.python, "-m", "probes.shrink", "--model-type", "no_such_arch",
-                           str(tmp_path / "out2")], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    proc = subprocess.run(
+        [tf_env.python, "-m", "probes.shrink", "--model-type", "no_such_arch", str(tmp_path / "out2")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert "no_such_arch" in json.loads(proc.stdout.strip().splitlines()[-1])["why"]
 
@@ -380,14 +593,17 @@ def test_sentencepiece_style_tokenizer_has_the_release_shape(tf_env, tmp_path):
     """Gemma 4's copies get a SentencePiece-style tokenizer.json (llama.cpp's converter reads
     Gemma 4 only in that shape): BPE with byte fallback, the 256 byte tokens in the base
     vocabulary, spaces as U+2581; text round-trips, bytes outside the corpus included."""
-    proc = run_tf(tf_env, f"""
+    proc = run_tf(
+        tf_env,
+        f"""
         from pathlib import Path
         from probes.fixtures import build_tokenizer
         tok = build_tokenizer(Path({str(tmp_path)!r}), vocab_size=512, style="sentencepiece")
         text = "The capital of Zürich is not 東京"
         ids = tok(text)["input_ids"]
         print(len(tok), tok.decode(ids) == text, tok.convert_ids_to_tokens(ids)[:2])
-    """)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     size, roundtrip, _first = proc.stdout.split(" ", 2)
     assert int(size) <= 512 and roundtrip == "True"
@@ -401,15 +617,19 @@ def test_sentencepiece_style_tokenizer_has_the_release_shape(tf_env, tmp_path):
 
 
 def test_unknown_tokenizer_style_is_refused(tf_env, tmp_path):
-    proc = run_tf(tf_env, f"""
+    proc = run_tf(
+        tf_env,
+        f"""
         from pathlib import Path
         from probes.fixtures import build_tokenizer
         build_tokenizer(Path({str(tmp_path)!r}), style="wordpiece")
-    """)
+    """,
+    )
     assert proc.returncode != 0 and "unknown tokenizer style 'wordpiece'" in proc.stderr
 
 
 # Sweep variants
+
 
 def test_variants_file_is_consistent():
     variants = load_variants()
@@ -430,8 +650,7 @@ def test_variant_revision_is_its_own_and_base_revisions_ignore_the_variants(tmp_
     assert sweep_revision("olmo2", "5.23.0") == recipe_revision("olmo2", "5.23.0", rules_text())
     # gemma4_text starts from Gemma 4's release (its text part): the release enters, and its
     # MoE variant, built from the default config, is a revision of its own
-    assert sweep_revision("gemma4_text", "5.23.0") != recipe_revision(
-        "gemma4_text", "5.23.0", rules_text())
+    assert sweep_revision("gemma4_text", "5.23.0") != recipe_revision("gemma4_text", "5.23.0", rules_text())
     assert sweep_revision("gemma4_text+moe", "5.23.0") != sweep_revision("gemma4_text", "5.23.0")
 
 
@@ -450,16 +669,14 @@ def test_a_copy_is_revised_by_what_engines_read(tmp_path):
     assert copy_revision(copy, "5.24.0") != first  # another reference
     (copy / "dayone.json").write_text(json.dumps({"notes": ["b"], "engine_options": {}}))
     assert copy_revision(copy, "5.23.0") == first  # notes are for people
-    (copy / "dayone.json").write_text(json.dumps({"notes": ["b"],
-                                                  "engine_options": {"vllm": {"x": 1}}}))
+    (copy / "dayone.json").write_text(json.dumps({"notes": ["b"], "engine_options": {"vllm": {"x": 1}}}))
     second = copy_revision(copy, "5.23.0")
     assert second != first  # a probe reads these
-    (copy / "dayone.json").write_text(json.dumps({"notes": ["b"],
-                                                  "engine_options": {"vllm": {"x": 1}},
-                                                  "release_tokenizer": "tiktoken"}))
+    (copy / "dayone.json").write_text(
+        json.dumps({"notes": ["b"], "engine_options": {"vllm": {"x": 1}}, "release_tokenizer": "tiktoken"})
+    )
     assert copy_revision(copy, "5.23.0") != second  # llama.cpp's convert reads it
-    (copy / "dayone.json").write_text(json.dumps({"notes": ["b"],
-                                                  "engine_options": {"vllm": {"x": 1}}}))
+    (copy / "dayone.json").write_text(json.dumps({"notes": ["b"], "engine_options": {"vllm": {"x": 1}}}))
     assert copy_revision(copy, "5.23.0") == second  # where unset, as it always was
     (copy / "tokenizer.model").write_bytes(b"spm")
     assert copy_revision(copy, "5.23.0") != second  # a new file engines read
@@ -470,10 +687,14 @@ def test_a_copy_is_revised_by_what_engines_read(tmp_path):
 
 def test_variant_shrinks_with_its_switches_on(tf_env, tmp_path):
     out = tmp_path / "moe"
-    proc = subprocess.run([tf_env.python, "-m", "probes.shrink", "--model-type",
-                           "gemma4_text+moe", str(out), "--check"], capture_output=True,
-                          text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                          timeout=300)
+    proc = subprocess.run(
+        [tf_env.python, "-m", "probes.shrink", "--model-type", "gemma4_text+moe", str(out), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model_type"] == "gemma4_text" and cfg["enable_moe_block"] is True
@@ -487,17 +708,33 @@ def test_nested_sub_configs_lose_save_bookkeeping_only(tmp_path):
     from probes.shrink.build import _strip_nested_bookkeeping
 
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({
-        "model_type": "dbrx", "output_attentions": False,  # top level: left alone
-        "attn_config": {"_name_or_path": "", "output_attentions": False, "clip_qkv": 8.0,
-                        "return_dict": True, "model_type": "", "problem_type": "regression",
-                        "dtype": "bfloat16", "is_encoder_decoder": False},
-        "vision_config": {"_name_or_path": "", "model_type": "siglip", "dtype": "bfloat16"},
-        "text_config": {"hidden_size": 64, "output_attentions": False}}))  # not saved whole
+    path.write_text(
+        json.dumps(
+            {
+                "model_type": "dbrx",
+                "output_attentions": False,  # top level: left alone
+                "attn_config": {
+                    "_name_or_path": "",
+                    "output_attentions": False,
+                    "clip_qkv": 8.0,
+                    "return_dict": True,
+                    "model_type": "",
+                    "problem_type": "regression",
+                    "dtype": "bfloat16",
+                    "is_encoder_decoder": False,
+                },
+                "vision_config": {"_name_or_path": "", "model_type": "siglip", "dtype": "bfloat16"},
+                "text_config": {"hidden_size": 64, "output_attentions": False},
+            }
+        )
+    )  # not saved whole
     _strip_nested_bookkeeping(path)
     got = json.loads(path.read_text())
-    assert got["attn_config"] == {"clip_qkv": 8.0, "model_type": "",
-                                  "problem_type": "regression"}  # a set value stays
+    assert got["attn_config"] == {
+        "clip_qkv": 8.0,
+        "model_type": "",
+        "problem_type": "regression",
+    }  # a set value stays
     assert got["output_attentions"] is False and got["text_config"]["output_attentions"] is False
     # a model's own sub-config keeps its dtype; a part's config (model_type "") has none
     assert got["vision_config"] == {"model_type": "siglip", "dtype": "bfloat16"}
@@ -507,9 +744,13 @@ def test_a_copy_names_the_class_releases_name(tf_env, tmp_path):
     # Engines choose their implementation by config.json's architectures: a copy must carry
     # the released name where it differs from transformers' class (Phi-3.5-MoE).
     out = tmp_path / "phimoe"
-    proc = subprocess.run([tf_env.python, "-m", "probes.shrink", "--model-type", "phimoe",
-                           str(out)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [tf_env.python, "-m", "probes.shrink", "--model-type", "phimoe", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((out / "config.json").read_text())["architectures"] == ["PhiMoEForCausalLM"]
 
@@ -520,26 +761,37 @@ def test_a_saved_config_speaks_the_releases_words(tmp_path):
     engines that read them, use mamba / attention and hybrid_override_pattern."""
     from probes.shrink.build import _config_in_release_words
 
-    saved = {"granitemoehybrid": {"layer_types": ["linear_attention", "full_attention"]},
-             "nemotron_h": {"layers_block_type": ["linear_attention", "moe", "full_attention",
-                                                  "mlp"]},
-             "llama": {"layer_types": ["full_attention"]},
-             "gpt_neox": {"rope_parameters": {"partial_rotary_factor": 0.25}},
-             "gpt-sw3": {"n_positions": 1024, "n_ctx": 512},
-             "hunyuan_v1_moe": {"intermediate_size": 128, "num_hidden_layers": 2,
-                                "moe_topk": [8, 8]},
-             "deepseek_v4": {"layer_types": ["sliding_attention", "compressed_sparse_attention",
-                                             "heavily_compressed_attention"],
-                             "mlp_layer_types": ["hash_moe", "moe", "moe"],
-                             "compress_rates": {"compressed_sparse_attention": 4}},
-             "mimo_v2_flash": {"layer_types": ["full_attention", "sliding_attention"],
-                               "mlp_layer_types": ["dense", "sparse"], "head_dim": 192,
-                               "v_head_dim": 128, "num_attention_heads": 4,
-                               "num_key_value_heads": 1, "sliding_window": 16,
-                               "rms_norm_eps": 1e-5,
-                               "rope_parameters": {
-                                   "full_attention": {"rope_theta": 5e6, "partial_rotary_factor": 0.334},
-                                   "sliding_attention": {"rope_theta": 1e4}}}}
+    saved = {
+        "granitemoehybrid": {"layer_types": ["linear_attention", "full_attention"]},
+        "nemotron_h": {"layers_block_type": ["linear_attention", "moe", "full_attention", "mlp"]},
+        "llama": {"layer_types": ["full_attention"]},
+        "gpt_neox": {"rope_parameters": {"partial_rotary_factor": 0.25}},
+        "gpt-sw3": {"n_positions": 1024, "n_ctx": 512},
+        "hunyuan_v1_moe": {"intermediate_size": 128, "num_hidden_layers": 2, "moe_topk": [8, 8]},
+        "deepseek_v4": {
+            "layer_types": [
+                "sliding_attention",
+                "compressed_sparse_attention",
+                "heavily_compressed_attention",
+            ],
+            "mlp_layer_types": ["hash_moe", "moe", "moe"],
+            "compress_rates": {"compressed_sparse_attention": 4},
+        },
+        "mimo_v2_flash": {
+            "layer_types": ["full_attention", "sliding_attention"],
+            "mlp_layer_types": ["dense", "sparse"],
+            "head_dim": 192,
+            "v_head_dim": 128,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 1,
+            "sliding_window": 16,
+            "rms_norm_eps": 1e-5,
+            "rope_parameters": {
+                "full_attention": {"rope_theta": 5e6, "partial_rotary_factor": 0.334},
+                "sliding_attention": {"rope_theta": 1e4},
+            },
+        },
+    }
     got = {}
     for model_type, config in saved.items():
         path = tmp_path / f"{model_type}.json"
@@ -574,9 +826,17 @@ def test_a_saved_config_speaks_the_releases_words(tmp_path):
 def test_hunyuan_routes_several_experts_per_layer():
     """transformers' default Hunyuan-MoE config has one expert and top-1, which no release
     has (Hunyuan-A13B: 8 of 64): the copy routes as the release does, top-k per layer."""
-    src = {"model_type": "hunyuan_v1_moe", "hidden_size": 4096, "num_hidden_layers": 32,
-           "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 11008,
-           "num_experts": 1, "moe_topk": 1, "vocab_size": 290943}
+    src = {
+        "model_type": "hunyuan_v1_moe",
+        "hidden_size": 4096,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "intermediate_size": 11008,
+        "num_experts": 1,
+        "moe_topk": 1,
+        "vocab_size": 290943,
+    }
     cfg = shrink_config_dict(src, vocab_size=443).config
     assert cfg["moe_topk"] == [cfg["moe_topk"][0]] * cfg["num_hidden_layers"]
     assert 1 < cfg["moe_topk"][0] < cfg["num_experts"]
@@ -585,7 +845,9 @@ def test_hunyuan_routes_several_experts_per_layer():
 def test_a_fixture_tokenizer_states_what_the_releases_tokenizer_config_does(tf_env, tmp_path):
     """DeepSeek's tokenizer_config.json says add_bos_token (llama.cpp's converter asserts it):
     a copy built with the fixture tokenizer says it too, and tokenizes as before."""
-    proc = run_tf(tf_env, f"""
+    proc = run_tf(
+        tf_env,
+        f"""
         import json
         from pathlib import Path
         from probes.shrink.build import _fixture_tokenizer
@@ -596,7 +858,8 @@ def test_a_fixture_tokenizer_states_what_the_releases_tokenizer_config_does(tf_e
             config = json.loads((out / "tokenizer_config.json").read_text())
             print(json.dumps([t, config.get("add_bos_token"), config["tokenizer_class"],
                               tok("The capital of France is").input_ids]))
-    """)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r[0]: r[1:] for r in map(json.loads, proc.stdout.strip().splitlines())}
     assert rows["deepseek_v32"][:2] == [True, "LlamaTokenizerFast"]
@@ -608,7 +871,9 @@ def test_a_copy_unlike_every_release_says_so_in_its_lineage(tf_env, tmp_path):
     """DeepSeek-V4's releases ship quantized weights no random copy has: its copy's lineage
     says how it differs (its reds are then no verdict), and its weights carry the releases'
     names (embed.weight, layers.N..., hc_head_base), which transformers reads back whole."""
-    proc = run_tf(tf_env, f"""
+    proc = run_tf(
+        tf_env,
+        f"""
         import json, torch
         from pathlib import Path
         from safetensors import safe_open
@@ -620,7 +885,8 @@ def test_a_copy_unlike_every_release_says_so_in_its_lineage(tf_env, tmp_path):
         _, info = AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
         print(json.dumps({{"lineage": json.loads((out / "dayone.json").read_text())["lineage"],
                           "names": names, "info": {{k: list(v) for k, v in info.items()}}}}))
-    """)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["lineage"]["source"] == "synthetic" and "FP8" in got["lineage"]["unlike_release"]
@@ -633,11 +899,20 @@ def test_a_dense_prefix_stated_twice_stays_one():
     """GLM-5 states its dense prefix as first_k_dense_replace and as mlp_layer_types: after the
     layers are chosen both name the same dense layers (engines read the one, transformers the
     other; llama.cpp once looked for a router in a dense layer)."""
-    src = {"model_type": "glm_moe_dsa", "hidden_size": 6144, "num_hidden_layers": 78,
-           "num_attention_heads": 64, "num_key_value_heads": 64, "first_k_dense_replace": 3,
-           "mlp_layer_types": ["dense"] * 3 + ["sparse"] * 75, "n_routed_experts": 256,
-           "num_experts_per_tok": 8, "kv_lora_rank": 512, "qk_rope_head_dim": 64,
-           "vocab_size": 154880}
+    src = {
+        "model_type": "glm_moe_dsa",
+        "hidden_size": 6144,
+        "num_hidden_layers": 78,
+        "num_attention_heads": 64,
+        "num_key_value_heads": 64,
+        "first_k_dense_replace": 3,
+        "mlp_layer_types": ["dense"] * 3 + ["sparse"] * 75,
+        "n_routed_experts": 256,
+        "num_experts_per_tok": 8,
+        "kv_lora_rank": 512,
+        "qk_rope_head_dim": 64,
+        "vocab_size": 154880,
+    }
     cfg = shrink_config_dict(src, vocab_size=443).config
     kinds = cfg["mlp_layer_types"]
     assert "sparse" in kinds and len(kinds) == cfg["num_hidden_layers"]

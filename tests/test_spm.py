@@ -13,22 +13,29 @@ from probes import spm
 SPACE = spm.SPACE
 
 
-def _tokenizer_json(vocab: dict[str, int], merges: list[str], *, prefix: bool = False,
-                    added: list[dict] | None = None) -> dict:
+def _tokenizer_json(
+    vocab: dict[str, int], merges: list[str], *, prefix: bool = False, added: list[dict] | None = None
+) -> dict:
     normalizer = {"type": "Replace", "pattern": {"String": " "}, "content": SPACE}
     if prefix:
-        normalizer = {"type": "Sequence", "normalizers": [
-            {"type": "Prepend", "prepend": SPACE}, normalizer]}
-    return {"model": {"type": "BPE", "byte_fallback": True, "unk_token": "<unk>",
-                      "vocab": vocab, "merges": merges},
-            "normalizer": normalizer, "added_tokens": added or []}
+        normalizer = {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": SPACE}, normalizer]}
+    return {
+        "model": {
+            "type": "BPE",
+            "byte_fallback": True,
+            "unk_token": "<unk>",
+            "vocab": vocab,
+            "merges": merges,
+        },
+        "normalizer": normalizer,
+        "added_tokens": added or [],
+    }
 
 
 def _small() -> dict:
     pieces = ["<unk>", "<s>", *spm.BYTE_PIECES, "a", "b", SPACE, "ab", f"{SPACE}ab", "abab"]
     vocab = {p: i for i, p in enumerate(pieces)}
-    added = [{"id": 0, "content": "<unk>", "special": True},
-             {"id": 1, "content": "<s>", "special": True}]
+    added = [{"id": 0, "content": "<unk>", "special": True}, {"id": 1, "content": "<s>", "special": True}]
     return _tokenizer_json(vocab, ["a b", f"{SPACE} ab", "ab ab"], added=added)
 
 
@@ -52,10 +59,10 @@ def _fields(data: bytes) -> list[tuple[int, object]]:
         if wire == 0:
             value, at = _read_varint(data, at)
         elif wire == 5:
-            value, at = struct.unpack("<f", data[at:at + 4])[0], at + 4
+            value, at = struct.unpack("<f", data[at : at + 4])[0], at + 4
         else:
             size, at = _read_varint(data, at)
-            value, at = data[at:at + size], at + size
+            value, at = data[at : at + size], at + size
         out.append((number, value))
     return out
 
@@ -109,6 +116,9 @@ def test_what_cannot_become_a_sentencepiece_model_says_why():
     assert "256 byte pieces" in spm.pieces_from_tokenizer_json(no_bytes)
     splitting = {**_small(), "pre_tokenizer": {"type": "Metaspace", "split": True}}
     assert "splits words" in spm.pieces_from_tokenizer_json(splitting)
-    metaspace = {**_small(), "normalizer": None,
-                 "pre_tokenizer": {"type": "Metaspace", "prepend_scheme": "first", "split": False}}
+    metaspace = {
+        **_small(),
+        "normalizer": None,
+        "pre_tokenizer": {"type": "Metaspace", "prepend_scheme": "first", "split": False},
+    }
     assert spm.pieces_from_tokenizer_json(metaspace)[1] is True

@@ -25,18 +25,33 @@ from matrix.store import Base, Result, default_url, open_store
 TABLES = {"model_revisions", "environments", "runs", "results", "cell_latest", "alembic_version"}
 
 
-def rec(model: str = "tiny/llama", engine: str = "transformers", version: str = "5.0.0",
-        stage: str = "load", status: str = "pass", at: str = "2025-03-01T02:00:00Z",
-        run: str | None = "night-1", **kw) -> dict:
-    r = {"schema_version": 1, "run_id": run, "model": {"id": model},
-         "engine": {"name": engine, "version": version, "hardware": "cpu"},
-         "stage": stage, "status": status, "failure_class": None if status == "pass" else "crash",
-         "started_at": at, "duration_s": 1.0}
+def rec(
+    model: str = "tiny/llama",
+    engine: str = "transformers",
+    version: str = "5.0.0",
+    stage: str = "load",
+    status: str = "pass",
+    at: str = "2025-03-01T02:00:00Z",
+    run: str | None = "night-1",
+    **kw,
+) -> dict:
+    r = {
+        "schema_version": 1,
+        "run_id": run,
+        "model": {"id": model},
+        "engine": {"name": engine, "version": version, "hardware": "cpu"},
+        "stage": stage,
+        "status": status,
+        "failure_class": None if status == "pass" else "crash",
+        "started_at": at,
+        "duration_s": 1.0,
+    }
     r.update(kw)
     return r
 
 
 # PostgreSQL: a throwaway server from the Debian package, or a loud skip
+
 
 def _pg_bin(name: str) -> str | None:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
@@ -59,11 +74,29 @@ def postgres_server():
         as_user = ["runuser", "-u", "postgres", "--"]
     data = base / "data"
     try:
-        subprocess.run([*as_user, initdb, "-D", data, "-A", "trust", "-U", "dayone",
-                        "--no-sync", "-E", "UTF8"], check=True, capture_output=True, timeout=60)
-        subprocess.run([*as_user, pg_ctl, "-D", data, "-w", "-l", base / "log", "-o",
-                        f"-k {base} -c listen_addresses='' -F", "start"],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [*as_user, initdb, "-D", data, "-A", "trust", "-U", "dayone", "--no-sync", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        subprocess.run(
+            [
+                *as_user,
+                pg_ctl,
+                "-D",
+                data,
+                "-w",
+                "-l",
+                base / "log",
+                "-o",
+                f"-k {base} -c listen_addresses='' -F",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
     except (subprocess.SubprocessError, OSError) as err:
         said = getattr(err, "stderr", b"") or b""
         shutil.rmtree(base, ignore_errors=True)
@@ -71,8 +104,9 @@ def postgres_server():
     try:
         yield f"postgresql+psycopg://dayone@/postgres?host={base}"
     finally:
-        subprocess.run([*as_user, pg_ctl, "-D", data, "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [*as_user, pg_ctl, "-D", data, "-m", "immediate", "stop"], capture_output=True, timeout=60
+        )
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -101,6 +135,7 @@ def store(url):
 
 # Migrations
 
+
 def test_migrations_build_the_whole_schema_from_empty(url):
     store = open_store(url)
     names = set(inspect(store.engine).get_table_names())
@@ -108,8 +143,7 @@ def test_migrations_build_the_whole_schema_from_empty(url):
     assert current_revision(store.engine) == head_revision() is not None
     # The migrations and the typed tables describe the same schema.
     with store.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
-                                Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     assert diff == []
     open_store(url).close()  # opening again is a no-op, not an error
     store.close()
@@ -121,8 +155,17 @@ def test_sqlite_store_is_wal_with_foreign_keys(tmp_path):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     with pytest.raises(IntegrityError), store.writing() as s:
-        s.add(Result(model_revision_pk=99, environment_pk=99, stage="load", status="pass",
-                     started_at=dt.datetime(2025, 1, 1), duration_s=1.0, raw={}))
+        s.add(
+            Result(
+                model_revision_pk=99,
+                environment_pk=99,
+                stage="load",
+                status="pass",
+                started_at=dt.datetime(2025, 1, 1),
+                duration_s=1.0,
+                raw={},
+            )
+        )
         s.flush()
 
 
@@ -154,10 +197,18 @@ def test_in_memory_sqlite_works_for_quick_use():
 
 # Ingest and queries, on both backends
 
+
 def test_ingest_is_idempotent_and_round_trips(store):
-    records = [rec(), rec(stage="generate", at="2025-03-01T02:00:01Z",
-                          output={"logprobs": [-0.25, -1.5]}, log_excerpt="nul\x00here",
-                          message="lone \ud800 surrogate")]
+    records = [
+        rec(),
+        rec(
+            stage="generate",
+            at="2025-03-01T02:00:01Z",
+            output={"logprobs": [-0.25, -1.5]},
+            log_excerpt="nul\x00here",
+            message="lone \ud800 surrogate",
+        ),
+    ]
     for expected_new in (2, 0):
         with store.writing() as s:
             report = ingest_records(s, records + [{"schema_version": 1}])
@@ -174,13 +225,18 @@ def test_ingest_is_idempotent_and_round_trips(store):
 def filled(store):
     records = [
         rec(model="old", at="2025-01-10T00:00:00Z"),
-        rec(model="old", engine="llama.cpp", version="0.3.9", at="2025-01-11T00:00:00Z",
-            status="fail"),
+        rec(model="old", engine="llama.cpp", version="0.3.9", at="2025-01-11T00:00:00Z", status="fail"),
         rec(model="new", at="2025-03-01T00:00:00Z", stage="load"),
         rec(model="new", at="2025-03-01T00:00:05Z", stage="generate", status="fail"),
         rec(model="new", at="2025-03-02T00:00:00Z", stage="generate", run="night-2"),
-        rec(model="new", version="4.51.3", at="2025-03-05T00:00:00Z", stage="generate",
-            status="fail", run="backfill"),
+        rec(
+            model="new",
+            version="4.51.3",
+            at="2025-03-05T00:00:00Z",
+            stage="generate",
+            status="fail",
+            run="backfill",
+        ),
     ]
     records[2]["model"] = {"id": "new", "release_date": "2025-02-28", "family": "llama"}
     records[0]["model"] = {"id": "old", "release_date": "2024-12-01", "family": "qwen"}
@@ -194,15 +250,17 @@ def test_results_filters_and_newest_first(filled):
     with store.session() as s:
         everything = results(s)
         assert [r["started_at"] for r in everything] == sorted(
-            (r["started_at"] for r in records), reverse=True)
+            (r["started_at"] for r in records), reverse=True
+        )
         assert {r["model"]["id"] for r in results(s, model="old")} == {"old"}
         assert {r["engine"]["name"] for r in results(s, engine="llama.cpp")} == {"llama.cpp"}
         assert [r["run_id"] for r in results(s, engine="transformers==4.51.3")] == ["backfill"]
         assert {r["stage"] for r in results(s, stage="generate")} == {"generate"}
         assert len(results(s, since="2025-03-01T00:00:01Z")) == 3
         assert len(results(s, since=dt.date(2025, 3, 1))) == 4
-        assert len(results(s, since=dt.datetime(2025, 3, 1, 1, tzinfo=dt.timezone(
-            dt.timedelta(hours=2))))) == 4  # 2025-02-28T23:00Z
+        assert (
+            len(results(s, since=dt.datetime(2025, 3, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=2))))) == 4
+        )  # 2025-02-28T23:00Z
         assert results(s, limit=2) == everything[:2]
         assert results(s, limit=2, offset=1) == everything[1:3]
         assert [r["status"] for r in results(s, status="fail")] == ["fail"] * 3

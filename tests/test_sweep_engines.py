@@ -33,7 +33,8 @@ def results(home: Path) -> dict[tuple[str, str, str], tuple[str, str | None, str
         rows = db.execute(
             "select m.model_id, e.engine_name, r.stage, r.status, r.failure_class, r.message"
             " from results r join model_revisions m on m.id = r.model_revision_pk"
-            " join environments e on e.id = r.environment_pk").fetchall()
+            " join environments e on e.id = r.environment_pk"
+        ).fetchall()
     return {(m, e, s): (st, fc, msg) for m, e, s, st, fc, msg in rows}
 
 
@@ -41,8 +42,20 @@ def results(home: Path) -> dict[tuple[str, str, str], tuple[str, str | None, str
 def swept(tf_env, tmp_path_factory) -> tuple[Path, dict]:
     home = tmp_path_factory.mktemp("sweep-engines")
     env = {**os.environ, "DAYONE_HOME": str(home), "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-m", "service.cli", "sweep", "--types", ",".join(TYPES),
-            "--jobs", "3", "--max-heavy", "2", "--timeout", "600"]
+    args = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "sweep",
+        "--types",
+        ",".join(TYPES),
+        "--jobs",
+        "3",
+        "--max-heavy",
+        "2",
+        "--timeout",
+        "600",
+    ]
     for engine in ENGINES:
         args += ["--engine", engine]
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=1800, cwd=ROOT)

@@ -29,10 +29,8 @@ def test_percentile_matches_numpys_linear_interpolation():
 
 
 def test_summarize_uses_vllm_bench_definitions():
-    a = tp.RequestResult(ok=True, ttft=0.1, itl=[0.02, 0.03], latency=0.15, output_tokens=3,
-                         prompt_tokens=10)
-    b = tp.RequestResult(ok=True, ttft=0.2, itl=[0.05], latency=0.35, output_tokens=4,
-                         prompt_tokens=10)
+    a = tp.RequestResult(ok=True, ttft=0.1, itl=[0.02, 0.03], latency=0.15, output_tokens=3, prompt_tokens=10)
+    b = tp.RequestResult(ok=True, ttft=0.2, itl=[0.05], latency=0.35, output_tokens=4, prompt_tokens=10)
     bad = tp.RequestResult(ok=False, error="HTTP 500")
     m = tp.summarize([a, b, bad], duration_s=0.5)
     assert (m["completed"], m["failed"]) == (2, 1)
@@ -50,16 +48,17 @@ def test_summarize_uses_vllm_bench_definitions():
 
 
 def test_median_over_repeats_and_flat_names():
-    runs = [{"output_throughput": 10.0}, {"output_throughput": 30.0},
-            {"output_throughput": 20.0}]
+    runs = [{"output_throughput": 10.0}, {"output_throughput": 30.0}, {"output_throughput": 20.0}]
     assert tp.median_of(runs) == {"output_throughput": 20.0}
     flat = tp.flat_metrics({1: {"output_throughput": 1.23456}, 4: {"completed": 8}})
     assert flat == {"c1_output_throughput": 1.2346, "c4_completed": 8}
 
 
 def _figs(c1: float, c4: float, failed: int = 0, completed: int = 8) -> dict:
-    return {1: {"output_throughput": c1, "failed": failed, "completed": completed},
-            4: {"output_throughput": c4, "failed": 0, "completed": completed}}
+    return {
+        1: {"output_throughput": c1, "failed": failed, "completed": completed},
+        4: {"output_throughput": c4, "failed": 0, "completed": completed},
+    }
 
 
 def test_verdict_far_below_reference_is_degraded_slow():
@@ -84,9 +83,13 @@ def test_verdict_failures():
 
 
 def test_options_workload_defaults_and_overrides():
-    assert tp.options_workload({}) == {"input_words": 32, "output_len": 32,
-                                       "concurrency": (1, 4), "prompts_per_slot": 4,
-                                       "repeats": 3}
+    assert tp.options_workload({}) == {
+        "input_words": 32,
+        "output_len": 32,
+        "concurrency": (1, 4),
+        "prompts_per_slot": 4,
+        "repeats": 3,
+    }
     o = tp.options_workload({"throughput": {"concurrency": [1, 8], "repeats": 5}})
     assert o["concurrency"] == (1, 8) and o["repeats"] == 5
     assert len(tp.user_prompt(32).split()) == 32
@@ -150,8 +153,9 @@ def test_stream_chat_times_first_chunk_and_gaps(sse_server):
 
 def test_benchmark_at_two_concurrencies(sse_server):
     url = f"http://127.0.0.1:{sse_server.server_address[1]}"
-    figures, errors = tp.benchmark(url, "m", output_len=CHUNKS, concurrency=(1, 3),
-                                   prompts_per_slot=2, repeats=2)
+    figures, errors = tp.benchmark(
+        url, "m", output_len=CHUNKS, concurrency=(1, 3), prompts_per_slot=2, repeats=2
+    )
     assert errors == []
     assert figures[1]["completed"] == 2 and figures[3]["completed"] == 6
     # Three at a time take about as long as one at a time: ~3x the request throughput.
@@ -161,20 +165,25 @@ def test_benchmark_at_two_concurrencies(sse_server):
 
 
 def test_unreachable_server_is_a_failed_request():
-    r = tp.stream_chat("http://127.0.0.1:9", "m", [{"role": "user", "content": "x"}], 4,
-                       timeout=5)
+    r = tp.stream_chat("http://127.0.0.1:9", "m", [{"role": "user", "content": "x"}], 4, timeout=5)
     assert not r.ok and r.error
 
 
 # The transformers reference, with the real transformers
 def test_reference_figures_with_real_transformers(tf_env, fixtures_dir):
-    code = ("import json, sys; from pathlib import Path; "
-            "from probes.throughput import reference_figures; "
-            "f, about = reference_figures(Path(sys.argv[1]), output_len=8, concurrency=(1, 2), "
-            "prompts_per_slot=1, repeats=1); print(json.dumps({'f': f, 'about': about}))")
-    proc = subprocess.run([tf_env.python, "-c", code, str(fixtures_dir / "llama")],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "import json, sys; from pathlib import Path; "
+        "from probes.throughput import reference_figures; "
+        "f, about = reference_figures(Path(sys.argv[1]), output_len=8, concurrency=(1, 2), "
+        "prompts_per_slot=1, repeats=1); print(json.dumps({'f': f, 'about': about}))"
+    )
+    proc = subprocess.run(
+        [tf_env.python, "-c", code, str(fixtures_dir / "llama")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads(proc.stdout.strip().splitlines()[-1])
     for c in ("1", "2"):

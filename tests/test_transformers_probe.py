@@ -25,8 +25,7 @@ def probed(fixtures_dir, tmp_path_factory):
     db = f"sqlite:///{tmp_path_factory.mktemp('store') / 'dayone.db'}"
     out = {}
     for name in fixtures.all_names():
-        proc = run_dayone("probe", str(fixtures_dir / name), "--engine", "transformers",
-                          "--json", "--db", db)
+        proc = run_dayone("probe", str(fixtures_dir / name), "--engine", "transformers", "--json", "--db", db)
         out[name] = json_lines(proc.stdout)
     return out, db
 
@@ -90,6 +89,5 @@ def test_probe_rejects_bad_input_clearly(tmp_path):
     assert "Traceback" not in proc.stderr
     proc = run_dayone("probe", str(tmp_path), "--engine", "nosuchengine", check=False)
     assert proc.returncode == 2 and "unknown engine" in proc.stderr
-    proc = run_dayone("probe", str(tmp_path), "--engine", "transformers", "--stage", "dance",
-                      check=False)
+    proc = run_dayone("probe", str(tmp_path), "--engine", "transformers", "--stage", "dance", check=False)
     assert proc.returncode == 2 and "unknown stage" in proc.stderr

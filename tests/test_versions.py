@@ -42,8 +42,9 @@ def axis(request, tmp_path_factory):
 
 def test_verdicts_differ_exactly_where_releases_do(axis):
     records, _, _ = axis
-    load = {(r["model"]["id"].split("/")[-1], r["engine"]["version"]): r
-            for r in records if r["stage"] == "load"}
+    load = {
+        (r["model"]["id"].split("/")[-1], r["engine"]["version"]): r for r in records if r["stage"] == "load"
+    }
     assert len(load) == len(VERSIONS) * len(MODELS)
     for model in MODELS:
         for version in VERSIONS:
@@ -53,7 +54,10 @@ def test_verdicts_differ_exactly_where_releases_do(axis):
                 assert r["status"] == "pass", (model, version, r["message"])
             else:
                 assert (r["status"], r["failure_class"]) == ("fail", "unsupported_architecture"), (
-                    model, version, r["message"])
+                    model,
+                    version,
+                    r["message"],
+                )
             assert r["engine"]["packages"]["transformers"] == version
             assert r["engine"]["environment_id"].startswith(f"transformers-{version}-")
             assert all(i["in_env"] for i in r["engine"]["imports"].values()), r["engine"]["imports"]
@@ -62,8 +66,7 @@ def test_verdicts_differ_exactly_where_releases_do(axis):
 def test_summary_names_first_passing_version(axis):
     _, db, run_dayone = axis
     rows = json.loads(run_dayone("results", "--summary", "--json", "--db", db).stdout)
-    since = {r["model"].split("/")[-1]: r["supported_since"] for r in rows
-             if r["engine"] == "transformers"}
+    since = {r["model"].split("/")[-1]: r["supported_since"] for r in rows if r["engine"] == "transformers"}
     assert since == FIRST_PASS
     table = run_dayone("results", "--summary", "--db", db).stdout
     assert "supported since" in table and "4.51.3" in table

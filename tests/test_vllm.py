@@ -24,7 +24,8 @@ from matrix.environments import ensure_env
 from matrix.probing import ProbeSettings, probe
 from probes import fixtures, workload
 from probes.engines.base import context_window
-from probes.engines.vllm_engine import model_dtype, registry_verdict, top_logprobs
+from probes.engines.base import model_dtype
+from probes.engines.vllm_engine import registry_verdict, top_logprobs
 from probes.parity import write_reference
 
 NEW, OLD = "0.32.0", "0.31.0"
@@ -50,15 +51,18 @@ def family_stages(name: str) -> list[str]:
 # Pure decisions
 def test_registry_verdict_is_never_green_off_the_registry():
     native = {"LlamaForCausalLM"}
-    assert registry_verdict(["LlamaForCausalLM"], native, set(), "LlamaForCausalLM", False) \
-        == ("pass", None, None)
-    status, klass, msg = registry_verdict(["GPTNeoXForCausalLM"], native, {"GPTNeoXForCausalLM"},
-                                          "TransformersForCausalLM", True)
+    assert registry_verdict(["LlamaForCausalLM"], native, set(), "LlamaForCausalLM", False) == (
+        "pass",
+        None,
+        None,
+    )
+    status, klass, msg = registry_verdict(
+        ["GPTNeoXForCausalLM"], native, {"GPTNeoXForCausalLM"}, "TransformersForCausalLM", True
+    )
     # The fallback is named; `slow` is for a measured throughput only.
     assert (status, klass) == ("degraded", "transformers_fallback")
     assert "transformers fallback" in msg
-    status, klass, msg = registry_verdict(["ZorbForCausalLM"], native, set(), "ZorbForCausalLM",
-                                          False)
+    status, klass, msg = registry_verdict(["ZorbForCausalLM"], native, set(), "ZorbForCausalLM", False)
     assert (status, klass) == ("degraded", "unlisted_architecture")
     assert "not in this release's model registry" in msg
 
@@ -80,23 +84,28 @@ def test_model_dtype_is_the_checkpoints_own():
     assert model_dtype({}) == "auto"
 
 
-@pytest.mark.parametrize("config, window", [
-    ({"n_positions": 1024}, 1024),  # GPT-2 style: asking 4096 is refused (a red of ours)
-    ({"max_position_embeddings": 131072}, 4096),  # capped: no 128k KV cache on this machine
-    ({"max_position_embeddings": 2048, "seq_length": 512}, 512),  # the smallest, as vLLM reads
-    ({"text_config": {"max_position_embeddings": 512}, "max_position_embeddings": 8}, 512),
-    ({"vocab_size": 10}, None),  # says nothing: the engine derives its own
-    ({"max_position_embeddings": True}, None),
-])
+@pytest.mark.parametrize(
+    "config, window",
+    [
+        ({"n_positions": 1024}, 1024),  # GPT-2 style: asking 4096 is refused (a red of ours)
+        ({"max_position_embeddings": 131072}, 4096),  # capped: no 128k KV cache on this machine
+        ({"max_position_embeddings": 2048, "seq_length": 512}, 512),  # the smallest, as vLLM reads
+        ({"text_config": {"max_position_embeddings": 512}, "max_position_embeddings": 8}, 512),
+        ({"vocab_size": 10}, None),  # says nothing: the engine derives its own
+        ({"max_position_embeddings": True}, None),
+    ],
+)
 def test_context_window_never_asks_more_than_the_config_states(config, window):
     assert context_window(config) == window
 
 
 def test_torchvision_patch_is_pure_and_idempotent():
-    src = ("import torch\n\n@torch.library.register_fake(\"torchvision::nms\")\n"
-           "def meta_nms(d, s, t):\n    return d\n")
+    src = (
+        'import torch\n\n@torch.library.register_fake("torchvision::nms")\n'
+        "def meta_nms(d, s, t):\n    return d\n"
+    )
     once = env_patches.tolerant_registrations(src)
-    assert "@_dayone_register_fake(\"torchvision::nms\")" in once and env_patches.MARKER in once
+    assert '@_dayone_register_fake("torchvision::nms")' in once and env_patches.MARKER in once
     assert env_patches.tolerant_registrations(once) == once
     compile(once, "x.py", "exec")
 
@@ -111,8 +120,12 @@ def test_envs_are_patched_and_recorded(vllm_envs):
     for env in vllm_envs.values():
         done = env_patches.recorded_patches(Path(env.python))
         assert any("torchvision" in d for d in done), done
-        proc = subprocess.run([env.python, "-c", "import torchvision, vllm; print('ok')"],
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [env.python, "-c", "import torchvision, vllm; print('ok')"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert "torchaudio" not in env.packages  # the CUDA build was removed
     assert vllm_envs[OLD].packages["transformers"] != vllm_envs[NEW].packages["transformers"]
@@ -129,8 +142,9 @@ def extra_fixtures(fixtures_dir, tf_env, tmp_path_factory) -> dict[str, Path]:
     # Same tensor shapes (2x32 == 4x16 query, 1x32 == 2x16 key/value), head_dim 16.
     config.update(head_dim=16, num_attention_heads=4, num_key_value_heads=2)
     (head16 / "config.json").write_text(json.dumps(config, indent=2))
-    (head16 / "dayone.json").write_text(json.dumps({"id": "dayone-fixtures/llama-head-dim-16",
-                                                    "family": "llama"}))
+    (head16 / "dayone.json").write_text(
+        json.dumps({"id": "dayone-fixtures/llama-head-dim-16", "family": "llama"})
+    )
     neox = out / "gpt_neox"
     script = (
         "import sys, torch\nfrom pathlib import Path\n"
@@ -142,29 +156,46 @@ def extra_fixtures(fixtures_dir, tf_env, tmp_path_factory) -> dict[str, Path]:
         "vocab_size=len(tok), pad_token_id=0, bos_token_id=1, eos_token_id=2, "
         "initializer_range=0.2, tie_word_embeddings=False)\n"
         "torch.manual_seed(fixtures.SEED)\n"
-        "AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).save_pretrained(out)\n")
-    proc = subprocess.run([tf_env.python, "-c", script, str(neox)], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        "AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).save_pretrained(out)\n"
+    )
+    proc = subprocess.run(
+        [tf_env.python, "-c", script, str(neox)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return {"llama-head-dim-16": head16, "gpt_neox": neox}
 
 
 def _reference(model_dir: Path, out: Path) -> Path:
-    records = probe(model_dir, "transformers", stages=["load", "generate"],
-                    settings=ProbeSettings(timeout_s=600), say=lambda m: None)
+    records = probe(
+        model_dir,
+        "transformers",
+        stages=["load", "generate"],
+        settings=ProbeSettings(timeout_s=600),
+        say=lambda m: None,
+    )
     gen = records[-1]
     assert gen["status"] == "pass", (gen["message"], gen["log_excerpt"])
     return write_reference(out / f"{model_dir.name}.json", gen)
 
 
-def _probe(model_dir: Path, version: str, stages: list[str], reference: Path | None,
-           home: Path) -> list[dict]:
+def _probe(
+    model_dir: Path, version: str, stages: list[str], reference: Path | None, home: Path
+) -> list[dict]:
     options = {"throughput": TEST_THROUGHPUT}
     if reference:
         options["reference_path"] = str(reference)
-    return probe(model_dir, "vllm", version, stages, say=lambda m: None,
-                 settings=ProbeSettings(timeout_s=1500, memory_mb=12000, options=options,
-                                        logs_root=home))
+    return probe(
+        model_dir,
+        "vllm",
+        version,
+        stages,
+        say=lambda m: None,
+        settings=ProbeSettings(timeout_s=1500, memory_mb=12000, options=options, logs_root=home),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -178,8 +209,11 @@ def probed(vllm_envs, fixtures_dir, extra_fixtures, tmp_path_factory):
         refs = dict(zip(need_ref, pool.map(lambda n: _reference(models[n], refs_dir), need_ref)))
     refs["llama-head-dim-16"] = refs["llama"]  # same weights, same prompts; it never gets there
     jobs: dict[str, tuple[Path, str, list[str], Path | None]] = {
-        **{f"{n}@{NEW}": (models[n], NEW, family_stages(n), refs[n])
-           for n in fixtures.FAMILIES if "throughput" not in family_stages(n)},
+        **{
+            f"{n}@{NEW}": (models[n], NEW, family_stages(n), refs[n])
+            for n in fixtures.FAMILIES
+            if "throughput" not in family_stages(n)
+        },
         "llama-head-dim-16@" + NEW: (models["llama-head-dim-16"], NEW, IN_PROCESS, refs["llama"]),
         **{f"{n}@{NEW}": (models[n], NEW, IN_PROCESS, None) for n in BROKEN_EXPECT},
         f"gpt_neox@{OLD}": (models["gpt_neox"], OLD, IN_PROCESS, refs["gpt_neox"]),
@@ -214,8 +248,7 @@ def test_healthy_family_passes_every_stage(probed, family, validate_record):
     completions = stages["generate"]["output"]["completions"]
     assert all(len(c["token_ids"]) == 16 and len(c["top_logprobs"]) == 16 for c in completions)
     assert stages["parity"]["status"] == "pass", stages["parity"]["message"]
-    assert (stages["parity"]["metrics"]["tokens_compared"]
-            == len(workload.PROMPTS) * workload.MAX_NEW_TOKENS)
+    assert stages["parity"]["metrics"]["tokens_compared"] == len(workload.PROMPTS) * workload.MAX_NEW_TOKENS
     assert records[0]["engine"]["name"] == "vllm" and records[0]["engine"]["version"] == NEW
     assert records[0]["engine"]["packages"]["dayone-env-patches"]
     if "serve" in stages:
@@ -271,8 +304,7 @@ def test_two_releases_side_by_side(probed):
     assert old["load"]["engine"]["environment_id"] != new["load"]["engine"]["environment_id"]
     assert old["load"]["status"] == "pass"
     assert old["load"]["metrics"]["resolved_architecture"] == "GPTNeoXForCausalLM"
-    assert (new["load"]["status"], new["load"]["failure_class"]) \
-        == ("degraded", "transformers_fallback")
+    assert (new["load"]["status"], new["load"]["failure_class"]) == ("degraded", "transformers_fallback")
     assert new["load"]["metrics"]["transformers_fallback"] is True
     assert "transformers fallback" in new["load"]["message"]
     for side in (old, new):

@@ -41,13 +41,20 @@ WRONG_WINDOWS = (4, 4096)  # smaller; longer than the whole prompt (no window in
 STAGES = ["convert", "load", "generate", "parity"]
 
 
-def probe(python: str, engine: str, model: Path, stages: list[str], log_dir: Path,
-          options: dict | None = None) -> list[dict]:
-    req = ProbeRequest(engine=engine, model_dir=model, stages=stages, python=python,
-                       options=options or {}, timeout_s=600)
+def probe(
+    python: str, engine: str, model: Path, stages: list[str], log_dir: Path, options: dict | None = None
+) -> list[dict]:
+    req = ProbeRequest(
+        engine=engine, model_dir=model, stages=stages, python=python, options=options or {}, timeout_s=600
+    )
     outcome = run_probe(req, log_dir)
-    return build_records(stages=stages, outcome=outcome, engine=engine, engine_version=None,
-                         model=read_model_info(model).as_record())
+    return build_records(
+        stages=stages,
+        outcome=outcome,
+        engine=engine,
+        engine_version=None,
+        model=read_model_info(model).as_record(),
+    )
 
 
 def set_config(model: Path, **values) -> None:
@@ -68,12 +75,22 @@ def lc_env():
 def copies(tf_env, tmp_path_factory) -> dict:
     """The shrunk copy as the arch tier builds it, and copies of it told another window."""
     root = tmp_path_factory.mktemp("window")
-    proc = subprocess.run([tf_env.python, "-c", textwrap.dedent(f"""
+    proc = subprocess.run(
+        [
+            tf_env.python,
+            "-c",
+            textwrap.dedent(f"""
         import json
         from probes.shrink import sweep
         print(json.dumps(sweep({str(root / "built")!r}, [{FAMILY!r}])))
-    """)], capture_output=True, text=True, timeout=900, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    """),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = json.loads(proc.stdout.strip().splitlines()[-1])[0]
     assert row["status"] == "ok", row
@@ -97,8 +114,7 @@ def copies(tf_env, tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def reference(tf_env, copies, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("window-ref")
-    records = probe(tf_env.python, "transformers", copies["right"], ["load", "generate"],
-                    work / "logs")
+    records = probe(tf_env.python, "transformers", copies["right"], ["load", "generate"], work / "logs")
     assert [r["status"] for r in records] == ["pass", "pass"], [r["message"] for r in records]
     assert records[0]["metrics"]["dtype"] == "float32"
     return parity.write_reference(work / "reference.json", records[1], noise=0.0)
@@ -119,43 +135,63 @@ def test_the_long_prompt_is_several_windows_long(reference):
 
 def test_llama_cpp_with_the_copys_window_passes(lc_env, copies, reference, tmp_path):
     model = copies["right"]
-    stages = by_stage(probe(lc_env.python, "llamacpp", model, STAGES, tmp_path / "logs",
-                            {**probe_options(model), "reference_path": str(reference)}))
-    assert [stages[s]["status"] for s in STAGES] == ["pass"] * 4, \
-        [(s, stages[s]["message"]) for s in STAGES]
-    logs = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "logs").rglob("*")
-                     if p.is_file())
+    stages = by_stage(
+        probe(
+            lc_env.python,
+            "llamacpp",
+            model,
+            STAGES,
+            tmp_path / "logs",
+            {**probe_options(model), "reference_path": str(reference)},
+        )
+    )
+    assert [stages[s]["status"] for s in STAGES] == ["pass"] * 4, [(s, stages[s]["message"]) for s in STAGES]
+    logs = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "logs").rglob("*") if p.is_file())
     assert f"n_swa                 = {WINDOW}" in logs  # llama.cpp applied the copy's window
     par = stages["parity"]["metrics"]
     assert par["first_divergence"] is None
     assert par["tokens_compared"] == len(workload.PROMPTS) * workload.MAX_NEW_TOKENS
-    print(f"window {WINDOW}: parity {stages['parity']['status']}, max logprob gap "
-          f"{par['max_logprob_gap']}")
+    print(f"window {WINDOW}: parity {stages['parity']['status']}, max logprob gap {par['max_logprob_gap']}")
 
 
 @pytest.mark.parametrize("window", WRONG_WINDOWS)
 def test_llama_cpp_told_another_window_is_caught(window, lc_env, copies, reference, tmp_path):
     model = copies[window]
-    stages = by_stage(probe(lc_env.python, "llamacpp", model, STAGES, tmp_path / "logs",
-                            {**probe_options(model), "reference_path": str(reference)}))
-    assert [stages[s]["status"] for s in STAGES[:3]] == ["pass"] * 3, \
-        [(s, stages[s]["message"]) for s in STAGES]
+    stages = by_stage(
+        probe(
+            lc_env.python,
+            "llamacpp",
+            model,
+            STAGES,
+            tmp_path / "logs",
+            {**probe_options(model), "reference_path": str(reference)},
+        )
+    )
+    assert [stages[s]["status"] for s in STAGES[:3]] == ["pass"] * 3, [
+        (s, stages[s]["message"]) for s in STAGES
+    ]
     par = stages["parity"]
-    assert (par["status"], par["failure_class"]) in {("fail", "wrong_output"),
-                                                     ("degraded", "logprob_drift")}, par["message"]
+    assert (par["status"], par["failure_class"]) in {
+        ("fail", "wrong_output"),
+        ("degraded", "logprob_drift"),
+    }, par["message"]
     # the long prompt is where it shows: it diverges, or its logprobs move past the tolerance
     long = next(d for d in par["output"]["details"] if d["prompt"] == workload.PROMPTS[-1])
-    assert (long["first_divergence"] is not None
-            or long["max_logprob_gap"] > par["metrics"]["logprob_tolerance"]), long
+    assert (
+        long["first_divergence"] is not None or long["max_logprob_gap"] > par["metrics"]["logprob_tolerance"]
+    ), long
     # the first step of the long prompt: each side's top token and the other's logprob of it
-    got = next(c for c in stages["generate"]["output"]["completions"]
-               if c["prompt"] == workload.PROMPTS[-1])
+    got = next(c for c in stages["generate"]["output"]["completions"] if c["prompt"] == workload.PROMPTS[-1])
     ref = next(c for c in parity.load_reference(reference) if c["prompt"] == workload.PROMPTS[-1])
     ref0, got0 = dict(map(tuple, ref["top_logprobs"][0])), dict(map(tuple, got["top_logprobs"][0]))
     shared = {t: round(abs(ref0[t] - got0[t]), 4) for t in ref0.keys() & got0.keys()}
-    print(f"window {window}: long prompt step 0: reference top {ref['token_ids'][0]} "
-          f"({max(ref0.values()):.4f}), engine top {got['token_ids'][0]} "
-          f"({max(got0.values()):.4f}), |delta| on shared top-5 tokens {shared}")
-    print(f"window {window} (reference {WINDOW}): parity {par['status']}/"
-          f"{par['failure_class']}: {par['message']}; long prompt: first divergence "
-          f"{long['first_divergence']}, max logprob gap {long['max_logprob_gap']}")
+    print(
+        f"window {window}: long prompt step 0: reference top {ref['token_ids'][0]} "
+        f"({max(ref0.values()):.4f}), engine top {got['token_ids'][0]} "
+        f"({max(got0.values()):.4f}), |delta| on shared top-5 tokens {shared}"
+    )
+    print(
+        f"window {window} (reference {WINDOW}): parity {par['status']}/"
+        f"{par['failure_class']}: {par['message']}; long prompt: first divergence "
+        f"{long['first_divergence']}, max logprob gap {long['max_logprob_gap']}"
+    )

@@ -34,9 +34,9 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.yaml_implicit_resolvers = {
     k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|false)$"),
-                              list("tf"))
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|false)$"), list("tf"))
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -49,8 +49,9 @@ def workflow_files() -> list[Path]:
 
 @pytest.fixture(scope="module")
 def schema() -> dict:
-    text = (importlib.resources.files("check_jsonschema") / "builtin_schemas" / "vendor"
-            / "github-workflows.json").read_text()
+    text = (
+        importlib.resources.files("check_jsonschema") / "builtin_schemas" / "vendor" / "github-workflows.json"
+    ).read_text()
     return json.loads(text)
 
 
@@ -105,8 +106,7 @@ def _generated_matrix(output: str) -> dict[str, Any]:
     if output == "full":
         return ew.full_matrix(watched, defaults)
     arch = [w for w in watched if w.settings.arch]
-    new = [ew.EngineWork(engine=arch[0].engine, version="99.0.0", package=arch[0].package,
-                         uploaded_at=None)]
+    new = [ew.EngineWork(engine=arch[0].engine, version="99.0.0", package=arch[0].package, uploaded_at=None)]
     return ew.arch_matrix([f"{w.engine}=={defaults[w.engine]}" for w in arch], new, shards=4)
 
 
@@ -132,8 +132,7 @@ def _strings(node: Any) -> list[str]:
     if isinstance(node, str):
         return [node]
     if isinstance(node, dict):
-        return [s for v in node.values() for s in _strings(v)] + [
-            s for k in node for s in _strings(k)]
+        return [s for v in node.values() for s in _strings(v)] + [s for k in node for s in _strings(k)]
     if isinstance(node, list):
         return [s for v in node for s in _strings(v)]
     return []
@@ -142,8 +141,7 @@ def _strings(node: Any) -> list[str]:
 @pytest.mark.parametrize("path", workflow_files(), ids=lambda p: p.name)
 def test_expressions_name_what_exists(path):
     wf = load(path)
-    dispatch = ((wf.get("on") or {}).get("workflow_dispatch") or {}) if isinstance(
-        wf.get("on"), dict) else {}
+    dispatch = ((wf.get("on") or {}).get("workflow_dispatch") or {}) if isinstance(wf.get("on"), dict) else {}
     inputs = set((dispatch or {}).get("inputs") or {})
     top_env = set(wf.get("env") or {})
     for name, job in wf["jobs"].items():
@@ -153,25 +151,35 @@ def test_expressions_name_what_exists(path):
         step_ids: set[str] = set()
         envs = top_env | set(job.get("env") or {})
         all_ids = {s["id"] for s in job.get("steps", []) if "id" in s}
-        for where, node in [("job", {k: v for k, v in job.items() if k != "steps"}),
-                            *[(f"step {i}", s) for i, s in enumerate(job.get("steps", []))]]:
+        for where, node in [
+            ("job", {k: v for k, v in job.items() if k != "steps"}),
+            *[(f"step {i}", s) for i, s in enumerate(job.get("steps", []))],
+        ]:
             step_env = envs | set(node.get("env") or {}) if where != "job" else envs
             for text in _strings(node):
                 for expr in EXPR.findall(text):
-                    for ref, key in re.findall(r"\b(matrix|steps|needs|inputs|env)\.([\w-]+)",
-                                               expr):
+                    for ref, key in re.findall(r"\b(matrix|steps|needs|inputs|env)\.([\w-]+)", expr):
                         # job-level keys (environment url) may read any step of the job
                         steps = all_ids if where == "job" else step_ids
-                        known = {"matrix": matrix, "steps": steps, "needs": needs,
-                                 "inputs": inputs, "env": step_env}[ref]
+                        known = {
+                            "matrix": matrix,
+                            "steps": steps,
+                            "needs": needs,
+                            "inputs": inputs,
+                            "env": step_env,
+                        }[ref]
                         assert key in known, f"{path.name} {name} {where}: {ref}.{key} unknown"
             if where != "job" and "id" in node:
                 step_ids.add(node["id"])
 
 
 def _run_scripts(wf: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(name, step["run"]) for name, job in wf["jobs"].items()
-            for step in job.get("steps", []) if "run" in step]
+    return [
+        (name, step["run"])
+        for name, job in wf["jobs"].items()
+        for step in job.get("steps", [])
+        if "run" in step
+    ]
 
 
 def _commands(script: str) -> list[list[str]]:
@@ -204,15 +212,18 @@ def _commands(script: str) -> list[list[str]]:
 @pytest.mark.parametrize("path", workflow_files(), ids=lambda p: p.name)
 def test_run_scripts_parse_in_bash(path):
     for job, script in _run_scripts(load(path)):
-        proc = subprocess.run(["bash", "-n"], input=EXPR.sub("EXPR", script), text=True,
-                              capture_output=True)
+        proc = subprocess.run(["bash", "-n"], input=EXPR.sub("EXPR", script), text=True, capture_output=True)
         assert proc.returncode == 0, f"{path.name} {job}: {proc.stderr}"
 
 
 @pytest.mark.parametrize("path", workflow_files(), ids=lambda p: p.name)
 def test_every_dayone_call_is_a_real_command_with_real_options(path, cli):
-    calls = [(job, c) for job, script in _run_scripts(load(path)) for c in _commands(script)
-             if c and c[0] == "dayone"]
+    calls = [
+        (job, c)
+        for job, script in _run_scripts(load(path))
+        for c in _commands(script)
+        if c and c[0] == "dayone"
+    ]
     for job, words in calls:
         command = cli  # typer's own click: groups are whatever has `commands`
         rest = words[1:]
@@ -235,15 +246,17 @@ def test_nightly_matrix_uploads_and_publishes():
     assert probe_jobs, "one matrix job per (engine version, hardware)"
     labels = {n: j["runs-on"] for n, j in probe_jobs.items()}
     assert any(v == "ubuntu-latest" for v in labels.values()), "arch tier on standard runners"
-    assert any(isinstance(v, list) and "self-hosted" in v and "gpu" in v
-               for v in labels.values()), "full tier on self-hosted GPU runners"
+    assert any(isinstance(v, list) and "self-hosted" in v and "gpu" in v for v in labels.values()), (
+        "full tier on self-hosted GPU runners"
+    )
 
     from probes.engines import ENGINES
 
     for name, job in probe_jobs.items():
         expr = job["strategy"]["matrix"]
-        assert isinstance(expr, str) and FROM_PLAN.match(expr.strip()), \
+        assert isinstance(expr, str) and FROM_PLAN.match(expr.strip()), (
             f"{name}: the job matrix comes from the plan job, nothing hard-coded"
+        )
         assert "plan" in ([job["needs"]] if isinstance(job["needs"], str) else job["needs"])
         matrix = _job_matrix(job)
         json.loads(json.dumps(matrix))  # fromJSON takes it
@@ -251,17 +264,18 @@ def test_nightly_matrix_uploads_and_publishes():
         assert entries, name
         for entry in entries:
             assert entry.split("==")[0] in ENGINES, f"{name}: {entry} is not a registered engine"
-        uploads = [s for s in job["steps"] if str(s.get("uses", "")).startswith(
-            "actions/upload-artifact@")]
+        uploads = [s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact@")]
         assert uploads and all(u["with"]["name"].startswith("results-") for u in uploads), name
         scripts = " ".join(s.get("run", "") for s in job["steps"])
         assert "dayone nightly" in scripts and "--out" in scripts, name
         for watchlist in re.findall(r"--watchlist\s+(\S+)", scripts):
             assert (ROOT / watchlist).is_file(), f"{name}: {watchlist} is not in the repo"
 
-    (publish_name, publish), = [(n, j) for n, j in jobs.items()
-                                 if any("deploy-pages" in str(s.get("uses", ""))
-                                        for s in j.get("steps", []))]
+    ((publish_name, publish),) = [
+        (n, j)
+        for n, j in jobs.items()
+        if any("deploy-pages" in str(s.get("uses", "")) for s in j.get("steps", []))
+    ]
     needs = publish.get("needs", [])
     assert set(probe_jobs) <= set(needs), "publish waits for every probe job"
     assert publish["permissions"].get("pages") == "write"

@@ -19,14 +19,19 @@ FIXTURE_POSITIONS = 512  # probes/fixtures.py COMMON; llama.cpp's n_ctx default 
 
 
 def run_tf(tf_env, script: str) -> dict:
-    proc = subprocess.run([tf_env.python, "-c", textwrap.dedent(script)], capture_output=True,
-                          text=True, timeout=600, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [tf_env.python, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # the last line holding the result (transformers may print warnings on stdout)
     line = next((x for x in reversed(proc.stdout.splitlines()) if x.startswith("RESULT ")), None)
     assert line, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def test_the_long_prompt_is_the_last_and_longer_than_the_shrunk_sizes():
@@ -37,10 +42,15 @@ def test_the_long_prompt_is_the_last_and_longer_than_the_shrunk_sizes():
 
 
 def test_long_prompt_has_64_tokens_under_every_release_and_fixture_tokenizer(tf_env):
-    dirs = sorted(str(p) for p in RELEASES.glob("*/*")
-                  if any((p / f).exists() for f in ("tokenizer.json", "vocab.json"))
-                  and not (p / "configuration.json").exists())  # remote-code tokenizers aside
-    counts = run_tf(tf_env, f"""
+    dirs = sorted(
+        str(p)
+        for p in RELEASES.glob("*/*")
+        if any((p / f).exists() for f in ("tokenizer.json", "vocab.json"))
+        and not (p / "configuration.json").exists()
+    )  # remote-code tokenizers aside
+    counts = run_tf(
+        tf_env,
+        f"""
         import json, tempfile
         from pathlib import Path
         from transformers import AutoTokenizer
@@ -56,7 +66,8 @@ def test_long_prompt_has_64_tokens_under_every_release_and_fixture_tokenizer(tf_
                 tok = build_tokenizer(Path(t), style=style)
                 out["fixture-" + style] = len(tok(long, add_special_tokens=False)["input_ids"])
         print("\\nRESULT " + json.dumps(out))
-    """)
+    """,
+    )
     assert len(counts) >= 10, counts
     short = {k: n for k, n in counts.items() if n < workload.LONG_PROMPT_MIN_TOKENS}
     assert not short, short
@@ -69,7 +80,9 @@ def test_long_prompt_crosses_the_window_of_a_shrunk_sliding_window_release(tf_en
     """Gemma 3 1B's release (window 512) shrunk: its window is small and the long prompt, in
     the copy's own tokenizer, is several windows long."""
     out = tmp_path / "gemma3_text"
-    got = run_tf(tf_env, f"""
+    got = run_tf(
+        tf_env,
+        f"""
         import json
         from transformers import AutoTokenizer
         from probes import workload
@@ -83,7 +96,8 @@ def test_long_prompt_crosses_the_window_of_a_shrunk_sliding_window_release(tf_en
                           "layers": cfg["num_hidden_layers"],
                           "positions": cfg["max_position_embeddings"],
                           "release": json.load(open({str(out / "dayone.json")!r}))}}))
-    """)
+    """,
+    )
     assert got["release"]["lineage"]["repo"] == "google/gemma-3-1b-it", got["release"]
     assert got["window"] == load_rules().targets["window"]
     assert got["pattern"] == 6 and got["layers"] == 6  # 5 sliding : 1 full, as released

@@ -12,10 +12,13 @@ config = context.config
 
 
 def run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=Base.metadata,
-                      # SQLite alters tables by copy-and-move; batch mode does that for us.
-                      render_as_batch=connection.dialect.name == "sqlite",
-                      compare_type=True)
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        # SQLite alters tables by copy-and-move; batch mode does that for us.
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

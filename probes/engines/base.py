@@ -73,8 +73,17 @@ def env_patches_fingerprint(prefix: str = sys.prefix) -> dict[str, str]:
 
 
 # The config keys a position limit goes by, as vLLM and SGLang read them (the smallest wins).
-POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length",
-                 "model_max_length", "max_sequence_length", "max_seq_length", "seq_len", "n_ctx")
+POSITION_KEYS = (
+    "max_position_embeddings",
+    "n_positions",
+    "max_seq_len",
+    "seq_length",
+    "model_max_length",
+    "max_sequence_length",
+    "max_seq_length",
+    "seq_len",
+    "n_ctx",
+)
 
 
 def context_window(config: dict[str, Any], cap: int = 4096) -> int | None:
@@ -84,8 +93,12 @@ def context_window(config: dict[str, Any], cap: int = 4096) -> int | None:
     SGLang, a red of ours (GPT-2-style configs say n_positions)."""
     text = config.get("text_config")
     scope = text if isinstance(text, dict) else config
-    found = [v for k in POSITION_KEYS for v in [scope.get(k)]
-             if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+    found = [
+        v
+        for k in POSITION_KEYS
+        for v in [scope.get(k)]
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0
+    ]
     return min([*found, cap]) if found else None
 
 
@@ -128,20 +141,24 @@ class EngineBase:
     # be started with what later stages need.
     requested_stages: tuple[str, ...] = ()
 
-    def generated(self, completions: list[dict[str, Any]], new_tokens: int,
-                  elapsed: float) -> StageOutcome:
+    def generated(self, completions: list[dict[str, Any]], new_tokens: int, elapsed: float) -> StageOutcome:
         """The generate outcome every engine reports: the forced length checked, the
         completions kept for parity."""
         expected = self.max_new_tokens * len(self.prompts)
         if new_tokens < expected:
-            raise StageFailure(f"dayone-wrong-output: generated {new_tokens} tokens, expected "
-                               f"{expected}", "wrong_output")
+            raise StageFailure(
+                f"dayone-wrong-output: generated {new_tokens} tokens, expected {expected}", "wrong_output"
+            )
         self.completions = completions
         return StageOutcome(
-            metrics={"new_tokens": new_tokens, "prompts": len(self.prompts),
-                     "generate_s": round(elapsed, 4),
-                     "output_tok_s": round(new_tokens / elapsed, 2) if elapsed else None},
-            output={"completions": completions})
+            metrics={
+                "new_tokens": new_tokens,
+                "prompts": len(self.prompts),
+                "generate_s": round(elapsed, 4),
+                "output_tok_s": round(new_tokens / elapsed, 2) if elapsed else None,
+            },
+            output={"completions": completions},
+        )
 
     def stage_parity(self) -> StageOutcome:
         from probes import parity
@@ -187,13 +204,13 @@ class ServerEngine(EngineBase):
         super().__init__(model_dir, options, workdir)
         self.config = model_config(self.model_dir)  # {} when unreadable: the engine says so
         self.dtype = str(options.get("dtype") or model_dtype(self.config))
-        self.window = (int(options["max_model_len"]) if options.get("max_model_len")
-                       else context_window(self.config))
+        self.window = (
+            int(options["max_model_len"]) if options.get("max_model_len") else context_window(self.config)
+        )
         # A socket path over 107 bytes fails to bind, and per-run work dirs can be deep.
         # /tmp where writable (a container's read-only root is not: TMPDIR is used there).
         short = "/tmp" if os.access("/tmp", os.W_OK | os.X_OK) else None
-        self.tmp_dir = (tempfile.mkdtemp(prefix=self.tmp_prefix, dir=short)
-                        if self.tmp_prefix else None)
+        self.tmp_dir = tempfile.mkdtemp(prefix=self.tmp_prefix, dir=short) if self.tmp_prefix else None
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
@@ -221,8 +238,10 @@ class ServerEngine(EngineBase):
     def serve_request(self) -> dict[str, Any]:
         """features.stage_serve's arguments: the default request is the workload's length,
         forced (random weights like EOS), checked against transformers' template tokens."""
-        return {"max_tokens": self.max_new_tokens,
-                "params": {"min_tokens": self.max_new_tokens, "ignore_eos": True}}
+        return {
+            "max_tokens": self.max_new_tokens,
+            "params": {"min_tokens": self.max_new_tokens, "ignore_eos": True},
+        }
 
     # The server
     def start_server(self) -> serving.Server:
@@ -233,10 +252,13 @@ class ServerEngine(EngineBase):
         port = serving.free_port()
         t0 = time.perf_counter()
         self.server = serving.start_server(
-            self.server_argv(port), port, self.workdir / self.server_log,
+            self.server_argv(port),
+            port,
+            self.workdir / self.server_log,
             ready_path=self.ready_path,
             timeout_s=float(self.options.get(self.timeout_option, self.timeout_default)),
-            env=self.server_env())
+            env=self.server_env(),
+        )
         self.server_ready(self.server)
         self.server_start_s = round(time.perf_counter() - t0, 3)
         return self.server
@@ -254,30 +276,40 @@ class ServerEngine(EngineBase):
     def stage_serve(self) -> StageOutcome:
         server = self.stage_server()
         return features.stage_serve(
-            server, self.model_dir, model=self.served_name,
+            server,
+            self.model_dir,
+            model=self.served_name,
             metrics={"server_start_s": self.server_start_s, **self.server_metrics()},
-            **self.serve_request())
+            **self.serve_request(),
+        )
 
     def stage_chat_template(self) -> StageOutcome:
         return features.stage_chat_template(self.stage_server(), self.model_dir)
 
     def stage_tool_call(self) -> StageOutcome:
-        return features.stage_tool_call(self.stage_server(), self.model_dir,
-                                        parser=" ".join(self.tool_parser) or None)
+        return features.stage_tool_call(
+            self.stage_server(), self.model_dir, parser=" ".join(self.tool_parser) or None
+        )
 
     def stage_json_schema(self) -> StageOutcome:
         return features.stage_json_schema(self.stage_server(), self.model_dir)
 
     def stage_long_context(self) -> StageOutcome:
-        return features.stage_long_context(self.stage_server(), self.model_dir,
-                                           window=self.window, config=self.config)
+        return features.stage_long_context(
+            self.stage_server(), self.model_dir, window=self.window, config=self.config
+        )
 
     def stage_throughput(self) -> StageOutcome:
         """Stops the server (the reference gets the machine to itself): the last stage."""
         server = self.stage_server()
         try:
-            outcome = throughput.stage(server.base_url, self.served_name or "", self.model_dir,
-                                       self.options, before_reference=self.stop_server)
+            outcome = throughput.stage(
+                server.base_url,
+                self.served_name or "",
+                self.model_dir,
+                self.options,
+                before_reference=self.stop_server,
+            )
         finally:
             self.stop_server()
         outcome.metrics.update(self.server_metrics())

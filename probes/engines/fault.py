@@ -45,8 +45,10 @@ class Engine(EngineBase):
                 hog[-1][::4096] = b"x" * len(hog[-1][::4096])  # touch pages: resident
                 time.sleep(0.01)
         elif fault == "memory_worker":  # a worker process blows up; the engine reports it
-            hog = ("import time\nhog = []\nwhile True:\n"
-                   "    hog.append(b'x' * (50 * 2**20)); time.sleep(0.01)\n")  # resident
+            hog = (
+                "import time\nhog = []\nwhile True:\n"
+                "    hog.append(b'x' * (50 * 2**20)); time.sleep(0.01)\n"
+            )  # resident
             worker = subprocess.run([sys.executable, "-c", hog], check=False)
             _engine_error(f"worker process died with exit status {worker.returncode}")
         elif fault == "flood":

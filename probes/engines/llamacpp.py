@@ -25,8 +25,9 @@ from probes.outcome import HarnessError, StageFailure, StageOutcome
 
 GGML_LOG_LEVEL_DEBUG, GGML_LOG_LEVEL_CONT = 1, 5
 # Converter failures that say more than "the converter cannot do it": kept as they are.
-CONVERT_CLASSES_KEPT = frozenset({"corrupt_or_missing_weights", "out_of_memory", "infra",
-                                  "remote_code_required", *CONVERSION_CAUSES})
+CONVERT_CLASSES_KEPT = frozenset(
+    {"corrupt_or_missing_weights", "out_of_memory", "infra", "remote_code_required", *CONVERSION_CAUSES}
+)
 # What the host-side fixtures write in dayone.json: their tokenizer is trained locally, so no
 # llama.cpp release knows its pre-tokenizer hash (a GPT-2 byte-level BPE).
 FIXTURE_ID_PREFIX = "dayone-fixtures/"
@@ -134,22 +135,40 @@ class Engine(ServerEngine):
     def _convert(self) -> StageOutcome:
         script = self.converter / "convert_hf_to_gguf.py"
         if not script.exists():
-            raise HarnessError(f"no GGUF converter at {self.converter}: the environment lacks "
-                               f"the probes.gguf_convert:install_converter patch")
-        outtype = str(self.options.get("gguf_outtype")
-                      or gguf_convert.outtype_for(self.config))
+            raise HarnessError(
+                f"no GGUF converter at {self.converter}: the environment lacks "
+                f"the probes.gguf_convert:install_converter patch"
+            )
+        outtype = str(self.options.get("gguf_outtype") or gguf_convert.outtype_for(self.config))
         out = Path(self.options.get("gguf_out") or self.workdir / "model.gguf")
         fallback = self._pretokenizer_fallback()
-        cmd = [sys.executable, "-m", "probes.gguf_convert", "--converter", str(self.converter),
-               *(["--pretokenizer-fallback", fallback] if fallback else []), "--",
-               str(self.model_dir), "--outfile", str(out), "--outtype", outtype,
-               *[str(a) for a in self.options.get("convert_args", ())]]
+        cmd = [
+            sys.executable,
+            "-m",
+            "probes.gguf_convert",
+            "--converter",
+            str(self.converter),
+            *(["--pretokenizer-fallback", fallback] if fallback else []),
+            "--",
+            str(self.model_dir),
+            "--outfile",
+            str(out),
+            "--outtype",
+            outtype,
+            *[str(a) for a in self.options.get("convert_args", ())],
+        ]
         t0 = time.perf_counter()
         # Same process group as the child: the host's watchdog kills it with us. Its output is
         # copied to our stderr line by line, so a killed conversion still leaves its log.
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, text=True, errors="replace",
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         lines = []
         for line in proc.stdout:
             sys.stderr.write(line)
@@ -160,29 +179,43 @@ class Engine(ServerEngine):
         if rc != 0 or not out.exists():
             foreign = tokenizer_the_copy_cannot_carry(self.model_dir)
             if foreign and VOCAB_STEP.search(output):  # it failed reading the tokenizer
-                raise HarnessError(f"no verdict: {foreign}; the converter said: "
-                                   f"{gguf_convert.error_line(output)}")
+                raise HarnessError(
+                    f"no verdict: {foreign}; the converter said: {gguf_convert.error_line(output)}"
+                )
             found = classify(output, self.name).failure_class
             cls = found if found in CONVERT_CLASSES_KEPT else "conversion_failed"
-            raise StageFailure(gguf_convert.error_line(output), cls, status=status_for_class(cls),
-                               metrics={"convert_s": round(convert_s, 3), "outtype": outtype})
+            raise StageFailure(
+                gguf_convert.error_line(output),
+                cls,
+                status=status_for_class(cls),
+                metrics={"convert_s": round(convert_s, 3), "outtype": outtype},
+            )
         n_tensors = gguf_convert.gguf_header(out)[1]
         if n_tensors == 0:
             # The converter writes a metadata-only GGUF when it finds no weights at all.
-            raise StageFailure("the converter wrote a GGUF with no tensors: the model directory "
-                               "has no weights it could read", "corrupt_or_missing_weights",
-                               metrics={"convert_s": round(convert_s, 3), "outtype": outtype})
+            raise StageFailure(
+                "the converter wrote a GGUF with no tensors: the model directory "
+                "has no weights it could read",
+                "corrupt_or_missing_weights",
+                metrics={"convert_s": round(convert_s, 3), "outtype": outtype},
+            )
         self.gguf = out
-        return StageOutcome(metrics={
-            "n_tensors": n_tensors,
-            "convert_s": round(convert_s, 3), "outtype": outtype,
-            "gguf_bytes": out.stat().st_size,
-            "pretokenizer_fallback": gguf_convert.FALLBACK_MARKER in output})
+        return StageOutcome(
+            metrics={
+                "n_tensors": n_tensors,
+                "convert_s": round(convert_s, 3),
+                "outtype": outtype,
+                "gguf_bytes": out.stat().st_size,
+                "pretokenizer_fallback": gguf_convert.FALLBACK_MARKER in output,
+            }
+        )
 
     def stage_convert(self) -> StageOutcome:
         if self.options.get("gguf"):
-            return StageOutcome(metrics={"gguf_bytes": Path(self.options["gguf"]).stat().st_size},
-                                message="a GGUF was given: conversion not run")
+            return StageOutcome(
+                metrics={"gguf_bytes": Path(self.options["gguf"]).stat().st_size},
+                message="a GGUF was given: conversion not run",
+            )
         return self._convert()
 
     def _ensure_gguf(self) -> Path:
@@ -200,19 +233,30 @@ class Engine(ServerEngine):
         t0 = time.perf_counter()
         # logits_all: every position's logits are kept, which the top-k logprobs need.
         self.llm = llama_cpp.Llama(
-            model_path=str(gguf), n_ctx=self.n_ctx, n_batch=self.n_ctx, logits_all=True,
-            n_threads=self.threads, n_threads_batch=self.threads, seed=0,
-            n_gpu_layers=self.n_gpu_layers, verbose=False)
+            model_path=str(gguf),
+            n_ctx=self.n_ctx,
+            n_batch=self.n_ctx,
+            logits_all=True,
+            n_threads=self.threads,
+            n_threads_batch=self.threads,
+            seed=0,
+            n_gpu_layers=self.n_gpu_layers,
+            verbose=False,
+        )
         load_s = time.perf_counter() - t0
         meta = self.llm.metadata
-        return StageOutcome(metrics={
-            "load_s": round(load_s, 4), "architecture": meta.get("general.architecture"),
-            "parameters": int(llama_cpp.llama_model_n_params(self.llm.model)),
-            "file_type": meta.get("general.file_type"), "n_vocab": self.llm.n_vocab(),
-            "gguf_bytes": gguf.stat().st_size})
+        return StageOutcome(
+            metrics={
+                "load_s": round(load_s, 4),
+                "architecture": meta.get("general.architecture"),
+                "parameters": int(llama_cpp.llama_model_n_params(self.llm.model)),
+                "file_type": meta.get("general.file_type"),
+                "n_vocab": self.llm.n_vocab(),
+                "gguf_bytes": gguf.stat().st_size,
+            }
+        )
 
-    def _greedy(self, prompt_ids: list[int], eos: list[int], top_k: int
-                ) -> tuple[list[int], list]:
+    def _greedy(self, prompt_ids: list[int], eos: list[int], top_k: int) -> tuple[list[int], list]:
         """Greedy decoding on llama.cpp's raw logits, EOS suppressed like min_new_tokens."""
         import numpy as np
 
@@ -247,14 +291,19 @@ class Engine(ServerEngine):
             # Feed the reference's token ids, so both engines see the same tokens; whether
             # llama.cpp's own tokenizer agrees is a metric.
             ids = reference_ids.get(prompt) or own
-            own_match &= (own == ids)
+            own_match &= own == ids
             if len(ids) + self.max_new_tokens > self.n_ctx:
                 raise HarnessError(f"prompt of {len(ids)} tokens does not fit n_ctx {self.n_ctx}")
             token_ids, top = self._greedy(list(ids), eos, top_k)
-            completions.append({
-                "prompt": prompt, "prompt_ids": list(ids), "token_ids": token_ids,
-                "text": self.llm.detokenize(token_ids).decode("utf-8", "replace"),
-                "top_logprobs": top})
+            completions.append(
+                {
+                    "prompt": prompt,
+                    "prompt_ids": list(ids),
+                    "token_ids": token_ids,
+                    "text": self.llm.detokenize(token_ids).decode("utf-8", "replace"),
+                    "top_logprobs": top,
+                }
+            )
         return completions, own_match
 
     def stage_generate(self) -> StageOutcome:
@@ -267,12 +316,16 @@ class Engine(ServerEngine):
         self.completions = completions
         new_tokens = sum(len(c["token_ids"]) for c in completions)
         return StageOutcome(
-            metrics={"new_tokens": new_tokens, "prompts": len(completions),
-                     "generate_s": round(elapsed, 4),
-                     "output_tok_s": round(new_tokens / elapsed, 2) if elapsed else math.inf,
-                     "reference_prompt_ids": bool(reference_ids),
-                     "prompt_tokens_match": own_match},
-            output={"completions": completions})
+            metrics={
+                "new_tokens": new_tokens,
+                "prompts": len(completions),
+                "generate_s": round(elapsed, 4),
+                "output_tok_s": round(new_tokens / elapsed, 2) if elapsed else math.inf,
+                "reference_prompt_ids": bool(reference_ids),
+                "prompt_tokens_match": own_match,
+            },
+            output={"completions": completions},
+        )
 
     # Parity
     def stage_parity(self) -> StageOutcome:
@@ -290,19 +343,24 @@ class Engine(ServerEngine):
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_{qtype.ftype}")
         params.nthread = self.threads
-        return int(llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(),
-                                                  ctypes.byref(params)))
+        return int(
+            llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), ctypes.byref(params))
+        )
 
-    def _quantized_type(self, source: Path, qtype: quantize.QuantType, top_k: int,
-                        baseline: list[dict[str, Any]]) -> tuple[quantize.TypeVerdict, dict]:
+    def _quantized_type(
+        self, source: Path, qtype: quantize.QuantType, top_k: int, baseline: list[dict[str, Any]]
+    ) -> tuple[quantize.TypeVerdict, dict]:
         out = self.workdir / quantize.FILE_PATTERN.format(qtype.name)
         t0 = time.perf_counter()
         rc = self._quantize_file(source, out, qtype)
         facts: dict[str, Any] = {"quantize_s": round(time.perf_counter() - t0, 4)}
         if rc != 0 or not out.exists():
             return quantize.TypeVerdict(
-                "fail", quantize.QUANTIZATION_FAILED,
-                f"llama_model_quantize to {qtype.name} returned {rc}", facts), facts
+                "fail",
+                quantize.QUANTIZATION_FAILED,
+                f"llama_model_quantize to {qtype.name} returned {rc}",
+                facts,
+            ), facts
         facts.update(gguf_bytes=out.stat().st_size, **quantize.tensor_summary(out, qtype))
         t1 = time.perf_counter()
         self._load_path(out)
@@ -319,9 +377,16 @@ class Engine(ServerEngine):
 
         self._install_log()
         self.llm = llama_cpp.Llama(
-            model_path=str(gguf), n_ctx=self.n_ctx, n_batch=self.n_ctx, logits_all=True,
-            n_threads=self.threads, n_threads_batch=self.threads, seed=0,
-            n_gpu_layers=self.n_gpu_layers, verbose=False)
+            model_path=str(gguf),
+            n_ctx=self.n_ctx,
+            n_batch=self.n_ctx,
+            logits_all=True,
+            n_threads=self.threads,
+            n_threads_batch=self.threads,
+            seed=0,
+            n_gpu_layers=self.n_gpu_layers,
+            verbose=False,
+        )
 
     def stage_quantize(self) -> StageOutcome:
         """Each type (probes/quantization.json) by llama.cpp's own quantizer from the converted
@@ -349,32 +414,60 @@ class Engine(ServerEngine):
         for qtype in types:
             verdict, facts = self._quantized_type(source, qtype, top_k, baseline)
             verdicts[qtype.name] = verdict
-            per_type[qtype.name] = {"status": verdict.status,
-                                    "failure_class": verdict.failure_class,
-                                    **facts, **verdict.metrics}
-            print(f"dayone: quantize {qtype.name}: {verdict.status}: {verdict.message}",
-                  file=sys.stderr, flush=True)
+            per_type[qtype.name] = {
+                "status": verdict.status,
+                "failure_class": verdict.failure_class,
+                **facts,
+                **verdict.metrics,
+            }
+            print(
+                f"dayone: quantize {qtype.name}: {verdict.status}: {verdict.message}",
+                file=sys.stderr,
+                flush=True,
+            )
         failed = next((v for v in verdicts.values() if v.status == "fail"), None)
         if failed is not None:
             # The log's last telling line, the same words as the bare script's (the failure
             # rules read "parity failed" as wrong_output; confirmation compares the two).
-            print(f"dayone: stage quantize failed: {failed.message}", file=sys.stderr,
-                  flush=True)
+            print(f"dayone: stage quantize failed: {failed.message}", file=sys.stderr, flush=True)
         status, failure_class, message = quantize.combine(verdicts, per_type)
-        metrics = {**quantize.flat_metrics(per_type), "source_file_type": source_type,
-                   "top_k": top_k,
-                   "quantize_s": round(sum(t["quantize_s"] for t in per_type.values()), 4)}
-        return StageOutcome(status=status, metrics=metrics, message=message,
-                            failure_class=failure_class, output={"types": per_type})
+        metrics = {
+            **quantize.flat_metrics(per_type),
+            "source_file_type": source_type,
+            "top_k": top_k,
+            "quantize_s": round(sum(t["quantize_s"] for t in per_type.values()), 4),
+        }
+        return StageOutcome(
+            status=status,
+            metrics=metrics,
+            message=message,
+            failure_class=failure_class,
+            output={"types": per_type},
+        )
 
     # Serve
     def server_argv(self, port: int) -> list[str]:
         # No --chat_format: the server takes the chat template the converter wrote into the
         # GGUF (the model's own), as a user's server would.
-        return [sys.executable, "-m", "llama_cpp.server", "--model", str(self._ensure_gguf()),
-                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(self.n_ctx),
-                "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
-                "--n_gpu_layers", str(self.n_gpu_layers)]
+        return [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(self._ensure_gguf()),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            str(self.n_ctx),
+            "--n_threads",
+            str(self.threads),
+            "--n_threads_batch",
+            str(self.threads),
+            "--n_gpu_layers",
+            str(self.n_gpu_layers),
+        ]
 
     def before_server(self) -> None:
         self._ensure_gguf()
@@ -383,9 +476,12 @@ class Engine(ServerEngine):
     def serve_request(self) -> dict[str, Any]:
         # Random weights like EOS at once: bias it away so the answer has tokens to check.
         eos = eos_token_ids(self.model_dir, self.config)
-        return {"max_tokens": int(self.options.get("serve_max_tokens", 8)),
-                "params": {"logit_bias": {str(e): -100 for e in eos}},
-                "template": "gguf", "log_lines": 400}
+        return {
+            "max_tokens": int(self.options.get("serve_max_tokens", 8)),
+            "params": {"logit_bias": {str(e): -100 for e in eos}},
+            "template": "gguf",
+            "log_lines": 400,
+        }
 
     def stage_serve(self) -> StageOutcome:
         try:

@@ -31,7 +31,14 @@ from probes.outcome import one_line
 # Attention projection names as fine-tuning recipes write them (last component of the module
 # path). Only the names the model has are passed, like a user who read the model's code.
 ATTENTION_PROJECTIONS: tuple[str, ...] = (
-    "q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "query_key_value", "Wqkv", "c_attn",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "qkv_proj",
+    "query_key_value",
+    "Wqkv",
+    "c_attn",
 )
 
 # A tiny fixed batch: the shared prompts plus text the fixtures' tokenizer knows.
@@ -50,6 +57,7 @@ LORA_RANK = 8
 
 # Decisions (pure)
 
+
 def attention_targets(module_names: Iterable[str]) -> list[str]:
     """The attention projection names (last path component) a model has, in our order."""
     present = {name.rsplit(".", 1)[-1] for name in module_names}
@@ -64,8 +72,7 @@ def loss_problem(losses: list[float]) -> str | None:
     if bad:
         return f"non-finite loss at step {bad[0] + 1}: {losses[bad[0]]}"
     if len(losses) > 1 and not losses[-1] < losses[0]:
-        return (f"loss did not decrease over {len(losses)} steps "
-                f"({losses[0]:.4f} -> {losses[-1]:.4f})")
+        return f"loss did not decrease over {len(losses)} steps ({losses[0]:.4f} -> {losses[-1]:.4f})"
     return None
 
 
@@ -82,6 +89,7 @@ def raised_inside_library(exc: BaseException) -> bool:
 
 
 # Shared child-side helpers (also used by the trl engine)
+
 
 def device_name() -> str:
     import torch
@@ -115,8 +123,10 @@ def load_base(model_dir: Path, trust_remote_code: bool = False):
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     model_type = getattr(config, "model_type", None)
     auto = AutoModelForCausalLM
-    if (model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-            and model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES):
+    if (
+        model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+    ):
         auto = AutoModelForImageTextToText
     model = auto.from_pretrained(model_dir, dtype="auto", trust_remote_code=trust_remote_code)
     return model.to(device_name())
@@ -152,8 +162,7 @@ class Engine(EngineBase):
         # Only what a plain text loop passes: a model that demands more is `missing_inputs`.
         batch = {k: batch[k].to(device_name()) for k in ("input_ids", "attention_mask")}
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        metrics: dict[str, Any] = {"steps": steps,
-                                   "batch_tokens": int(batch["attention_mask"].sum())}
+        metrics: dict[str, Any] = {"steps": steps, "batch_tokens": int(batch["attention_mask"].sum())}
         base = load_base(self.model_dir, self.trust_remote_code)
         dtype = str(base.dtype).replace("torch.", "")
         metrics["dtype"] = dtype
@@ -176,28 +185,45 @@ class Engine(EngineBase):
                 # The traceback stays in the log; the child also logs the message below on
                 # one line (PEFT's span lines), which is what the classifier and reader see.
                 traceback.print_exc()
-                raise StageFailure(f"LoRA {run}: {one_line(exc, LINE_LIMIT)}", None,
-                                   metrics={**metrics, **peak_memory_mb()}) from exc
+                raise StageFailure(
+                    f"LoRA {run}: {one_line(exc, LINE_LIMIT)}", None, metrics={**metrics, **peak_memory_mb()}
+                ) from exc
             finally:
                 del model
                 base = None
         metrics.update(peak_memory_mb())
         return StageOutcome(metrics=metrics)
 
-    def _lora_run(self, run: str, targets: Any, model: Any, batch: dict[str, Any], labels: Any,
-                  steps: int, dtype: str, metrics: dict[str, Any]) -> None:
+    def _lora_run(
+        self,
+        run: str,
+        targets: Any,
+        model: Any,
+        batch: dict[str, Any],
+        labels: Any,
+        steps: int,
+        dtype: str,
+        metrics: dict[str, Any],
+    ) -> None:
         import torch
         from peft import LoraConfig, PeftModel, get_peft_model
 
-        config = LoraConfig(r=LORA_RANK, lora_alpha=2 * LORA_RANK, lora_dropout=0.0,
-                            target_modules=targets, task_type="CAUSAL_LM")
+        config = LoraConfig(
+            r=LORA_RANK,
+            lora_alpha=2 * LORA_RANK,
+            lora_dropout=0.0,
+            target_modules=targets,
+            task_type="CAUSAL_LM",
+        )
         peft_model = get_peft_model(model, config)
         trainable, _ = peft_model.get_nb_trainable_parameters()
         metrics[f"{run}_trainable_params"] = int(trainable)
         metrics[f"{run}_lora_modules"] = sum(
-            1 for _, m in peft_model.named_modules() if hasattr(m, "lora_A") and m.lora_A)
+            1 for _, m in peft_model.named_modules() if hasattr(m, "lora_A") and m.lora_A
+        )
         optimizer = torch.optim.AdamW(
-            [p for p in peft_model.parameters() if p.requires_grad], lr=LEARNING_RATE)
+            [p for p in peft_model.parameters() if p.requires_grad], lr=LEARNING_RATE
+        )
         peft_model.train()
         losses: list[float] = []
         marks: list[float] = []  # after each step: the first one pays one-off set-up costs
@@ -225,12 +251,14 @@ class Engine(EngineBase):
         adapter_dir = self.workdir / f"adapter-{run}"
         peft_model.save_pretrained(adapter_dir)
         metrics[f"{run}_adapter_mb"] = round(
-            sum(f.stat().st_size for f in adapter_dir.rglob("*") if f.is_file()) / 2**20, 3)
+            sum(f.stat().st_size for f in adapter_dir.rglob("*") if f.is_file()) / 2**20, 3
+        )
         with torch.no_grad():
             trained = peft_model(**batch).logits.float()
         del peft_model, optimizer
-        reloaded = PeftModel.from_pretrained(load_base(self.model_dir, self.trust_remote_code),
-                                             adapter_dir).eval()
+        reloaded = PeftModel.from_pretrained(
+            load_base(self.model_dir, self.trust_remote_code), adapter_dir
+        ).eval()
         mask = batch["attention_mask"].bool()
         with torch.no_grad():
             adapter = reloaded(**batch).logits.float()
@@ -240,19 +268,29 @@ class Engine(EngineBase):
             merged = merged_model(**batch).logits.float()
         scale = float(adapter[mask].abs().max()) or 1.0
         tol = logits_tolerance(dtype)
-        diffs = {"reload": float((trained - adapter)[mask].abs().max()) / scale,
-                 "merge": float((merged - adapter)[mask].abs().max()) / scale,
-                 "adapter_effect": float((adapter - bare)[mask].abs().max()) / scale}
+        diffs = {
+            "reload": float((trained - adapter)[mask].abs().max()) / scale,
+            "merge": float((merged - adapter)[mask].abs().max()) / scale,
+            "adapter_effect": float((adapter - bare)[mask].abs().max()) / scale,
+        }
         for key, value in diffs.items():
             metrics[f"{run}_{key}_diff"] = float(f"{value:.3g}")
         if diffs["adapter_effect"] <= tol:
-            raise StageFailure(f"dayone-wrong-output: LoRA {run}: the trained adapter does not "
-                               "change the model's output", "wrong_output")
+            raise StageFailure(
+                f"dayone-wrong-output: LoRA {run}: the trained adapter does not change the model's output",
+                "wrong_output",
+            )
         if diffs["reload"] > tol:
-            raise StageFailure(f"dayone-wrong-output: LoRA {run}: reloaded adapter's logits "
-                               f"differ from the trained model's by {diffs['reload']:.3g} "
-                               f"(relative; tolerance {tol})", "wrong_output")
+            raise StageFailure(
+                f"dayone-wrong-output: LoRA {run}: reloaded adapter's logits "
+                f"differ from the trained model's by {diffs['reload']:.3g} "
+                f"(relative; tolerance {tol})",
+                "wrong_output",
+            )
         if diffs["merge"] > tol:
-            raise StageFailure(f"dayone-wrong-output: LoRA {run}: merged model's logits differ "
-                               f"from the adapter model's by {diffs['merge']:.3g} (relative; "
-                               f"tolerance {tol})", "wrong_output")
+            raise StageFailure(
+                f"dayone-wrong-output: LoRA {run}: merged model's logits differ "
+                f"from the adapter model's by {diffs['merge']:.3g} (relative; "
+                f"tolerance {tol})",
+                "wrong_output",
+            )

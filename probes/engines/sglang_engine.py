@@ -28,22 +28,28 @@ CPU_LABEL = "cpu-unsupported-path"
 CPU_PATH_LIMITS = re.compile(
     r"requires platform support|dayone-infra: sgl_kernel|'sgl_kernel' object has no attribute"
     r"|No module named '(cutlass|flashinfer|sgl_kernel\.\w+|deep_gemm|triton)'"
-    r"|Torch not compiled with CUDA|Found no NVIDIA driver")
+    r"|Torch not compiled with CUDA|Found no NVIDIA driver"
+)
 MODEL_IMPORT_ERROR = re.compile(r"Ignore import error when loading sglang\.srt\.models\.(\w+): (.*)")
 IGNORED_IMPORT = re.compile(r"Ignore import error when loading")
 # SGLang's own words when it serves a model on its transformers backend (resolve_transformers_arch
 # in sglang/srt/model_loader/utils.py): the fallback, never green.
 TRANSFORMERS_FALLBACK = re.compile(
     r"\S+ has no SGLang implementation, falling back to Transformers implementation"
-    r"|Using Transformers backend")
+    r"|Using Transformers backend"
+)
 
 
 def memory_caps(options: dict[str, Any]) -> list[str]:
     """Without caps SGLang sizes its pools from the machine's free memory: most of it for KV
     cache, and for hybrid (conv / Mamba) models millions of state slots (lfm2: 4.4 GB), which
     a probe's memory limit kills before the model ever runs."""
-    return ["--max-total-tokens", str(int(options.get("max_total_tokens", 8192))),
-            "--max-mamba-cache-size", str(int(options.get("max_mamba_cache_size", 64)))]
+    return [
+        "--max-total-tokens",
+        str(int(options.get("max_total_tokens", 8192))),
+        "--max-mamba-cache-size",
+        str(int(options.get("max_mamba_cache_size", 64))),
+    ]
 
 
 def fallback_line(log_text: str) -> str | None:
@@ -55,8 +61,7 @@ def fallback_line(log_text: str) -> str | None:
     return None
 
 
-def cpu_path_limit(log_text: str, architecture: str | None, models_dir: Path | None
-                   ) -> str | None:
+def cpu_path_limit(log_text: str, architecture: str | None, models_dir: Path | None) -> str | None:
     """Why SGLang's CPU path, rather than the engine or the model, failed; None if it did not.
 
     Either a line from the list above, or: the module that implements the architecture did
@@ -71,13 +76,16 @@ def cpu_path_limit(log_text: str, architecture: str | None, models_dir: Path | N
         for m in MODEL_IMPORT_ERROR.finditer(log_text):
             source = models_dir / f"{m.group(1)}.py"
             try:
-                implements = re.search(rf"\bclass {re.escape(architecture)}\b",
-                                       source.read_text(errors="replace"))
+                implements = re.search(
+                    rf"\bclass {re.escape(architecture)}\b", source.read_text(errors="replace")
+                )
             except OSError:
                 continue
             if implements:
-                return (f"sglang.srt.models.{m.group(1)} (which implements {architecture}) does "
-                        f"not import on the CPU path: {m.group(2).strip()[:300]}")
+                return (
+                    f"sglang.srt.models.{m.group(1)} (which implements {architecture}) does "
+                    f"not import on the CPU path: {m.group(2).strip()[:300]}"
+                )
     return None
 
 
@@ -101,15 +109,20 @@ def top_logprobs(step: list[list[Any]] | None, k: int) -> list[list[float]]:
     return [[int(e[1]), float(e[0])] for e in ranked[:k]]
 
 
-def completion_from_generate(prompt: str, prompt_ids: list[int], body: dict[str, Any], k: int
-                             ) -> dict[str, Any]:
+def completion_from_generate(
+    prompt: str, prompt_ids: list[int], body: dict[str, Any], k: int
+) -> dict[str, Any]:
     """One /generate answer in the shared completion format (transformers_engine's)."""
     meta = body.get("meta_info") or {}
     token_lps = meta.get("output_token_logprobs") or []
     token_ids = body.get("output_ids") or [int(e[1]) for e in token_lps]
-    return {"prompt": prompt, "prompt_ids": prompt_ids, "token_ids": [int(t) for t in token_ids],
-            "text": body.get("text", ""),
-            "top_logprobs": [top_logprobs(step, k) for step in meta.get("output_top_logprobs") or []]}
+    return {
+        "prompt": prompt,
+        "prompt_ids": prompt_ids,
+        "token_ids": [int(t) for t in token_ids],
+        "text": body.get("text", ""),
+        "top_logprobs": [top_logprobs(step, k) for step in meta.get("output_top_logprobs") or []],
+    }
 
 
 class Engine(ServerEngine):
@@ -143,23 +156,42 @@ class Engine(ServerEngine):
 
     # The server
     def server_argv(self, port: int) -> list[str]:
-        argv = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(self.model_dir),
-                "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
-                "--dtype", self.dtype,
-                *(["--context-length", str(self.window)] if self.window else []),
-                "--random-seed", "0", *memory_caps(self.options),
-                *(["--trust-remote-code"] if self.trust_remote_code else [])]
+        argv = [
+            sys.executable,
+            "-m",
+            "sglang.launch_server",
+            "--model-path",
+            str(self.model_dir),
+            "--served-model-name",
+            SERVED_NAME,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dtype",
+            self.dtype,
+            *(["--context-length", str(self.window)] if self.window else []),
+            "--random-seed",
+            "0",
+            *memory_caps(self.options),
+            *(["--trust-remote-code"] if self.trust_remote_code else []),
+        ]
         if self.on_cpu:
             argv += ["--device", "cpu"]
         return argv
 
     def server_env(self) -> dict[str, str]:
-        env = {"HF_HOME": str(self.workdir / "hf-home"), "HF_HUB_OFFLINE": "1",
-               "TMPDIR": str(self.tmp_dir),
-               "TRANSFORMERS_OFFLINE": "1", "SGLANG_DISABLE_REQUEST_LOGGING": "1",
-               # A crashing server otherwise sleeps 5 s and tries py-spy and CUDA core dumps
-               # before it exits; the probe keeps the log, which is the evidence we use.
-               "SGLANG_PYSPY_DUMP_BEFORE_CRASH": "0", "SGLANG_CUDA_COREDUMP_BEFORE_CRASH": "0"}
+        env = {
+            "HF_HOME": str(self.workdir / "hf-home"),
+            "HF_HUB_OFFLINE": "1",
+            "TMPDIR": str(self.tmp_dir),
+            "TRANSFORMERS_OFFLINE": "1",
+            "SGLANG_DISABLE_REQUEST_LOGGING": "1",
+            # A crashing server otherwise sleeps 5 s and tries py-spy and CUDA core dumps
+            # before it exits; the probe keeps the log, which is the evidence we use.
+            "SGLANG_PYSPY_DUMP_BEFORE_CRASH": "0",
+            "SGLANG_CUDA_COREDUMP_BEFORE_CRASH": "0",
+        }
         if self.on_cpu:
             env["SGLANG_USE_CPU_ENGINE"] = "1"
         return env
@@ -173,8 +205,11 @@ class Engine(ServerEngine):
         archs = self.config.get("architectures") or [None]
         reason = cpu_path_limit(text, archs[0], sglang_models_dir())
         if reason:
-            raise StageFailure(f"SGLang's CPU path cannot run this here ({CPU_LABEL}): {reason}",
-                               "not_on_cpu", status=status_for_class("not_on_cpu"))
+            raise StageFailure(
+                f"SGLang's CPU path cannot run this here ({CPU_LABEL}): {reason}",
+                "not_on_cpu",
+                status=status_for_class("not_on_cpu"),
+            )
 
     def stage_server(self) -> serving.Server:
         """The server `load` started: every stage talks to it."""
@@ -199,25 +234,36 @@ class Engine(ServerEngine):
             raise StageFailure(f"/get_model_info answered HTTP {status}: {str(info)[:300]}")
         archs = self.config.get("architectures") or []
         served = info.get("architectures") or []
-        metrics = {"server_start_s": self.server_start_s, "dtype": self.dtype,
-                   "model_type": info.get("model_type"),
-                   "architecture": served[0] if served else None,
-                   "is_generation": info.get("is_generation"),
-                   "hardware_path": CPU_LABEL if self.on_cpu else "gpu"}
+        metrics = {
+            "server_start_s": self.server_start_s,
+            "dtype": self.dtype,
+            "model_type": info.get("model_type"),
+            "architecture": served[0] if served else None,
+            "is_generation": info.get("is_generation"),
+            "hardware_path": CPU_LABEL if self.on_cpu else "gpu",
+        }
         if info.get("is_generation") is False:
-            raise StageFailure("the server loaded the model as a non-generation model",
-                               "unsupported_architecture", metrics=metrics)
+            raise StageFailure(
+                "the server loaded the model as a non-generation model",
+                "unsupported_architecture",
+                metrics=metrics,
+            )
         message = None
         if archs and served and archs[0] != served[0]:
             message = f"served as {served[0]} (config says {archs[0]})"
         if self.on_cpu:
-            message = (message + "; " if message else "") + \
-                "SGLang CPU path with dayone workarounds (not an upstream-supported target)"
+            message = (
+                message + "; " if message else ""
+            ) + "SGLang CPU path with dayone workarounds (not an upstream-supported target)"
         fallback = fallback_line(_read_text(log_path))
         metrics["transformers_fallback"] = fallback is not None
         if fallback:  # degraded for what it is; `slow` only where throughput measured it
-            return StageOutcome("degraded", metrics, f"ran on SGLang's transformers fallback: "
-                                f"{fallback}; {message}", "transformers_fallback")
+            return StageOutcome(
+                "degraded",
+                metrics,
+                f"ran on SGLang's transformers fallback: {fallback}; {message}",
+                "transformers_fallback",
+            )
         return StageOutcome(metrics=metrics, message=message)
 
     def stage_generate(self) -> StageOutcome:
@@ -227,10 +273,16 @@ class Engine(ServerEngine):
         t0 = time.perf_counter()
         for prompt in self.prompts:
             payload: dict[str, Any] = {
-                "sampling_params": {"temperature": 0.0, "max_new_tokens": self.max_new_tokens,
-                                    "min_new_tokens": self.max_new_tokens, "ignore_eos": True},
-                "return_logprob": True, "top_logprobs_num": self.top_k,
-                "logprob_start_len": -1}
+                "sampling_params": {
+                    "temperature": 0.0,
+                    "max_new_tokens": self.max_new_tokens,
+                    "min_new_tokens": self.max_new_tokens,
+                    "ignore_eos": True,
+                },
+                "return_logprob": True,
+                "top_logprobs_num": self.top_k,
+                "logprob_start_len": -1,
+            }
             if prompt in ref_ids:
                 payload["input_ids"] = ref_ids[prompt]
             else:

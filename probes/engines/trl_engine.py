@@ -53,14 +53,32 @@ class Engine(EngineBase):
         model = load_base(self.model_dir, self.trust_remote_code)
         data = Dataset.from_list([{"messages": [dict(m) for m in CHAT_SAMPLE]}] * SFT_BATCH)
         args = SFTConfig(
-            output_dir=str(self.workdir / "sft"), max_steps=steps,
-            per_device_train_batch_size=SFT_BATCH, learning_rate=1e-3, logging_steps=1,
-            save_strategy="no", report_to="none", disable_tqdm=True, max_length=256,
-            dataloader_num_workers=0, use_cpu=device_name() == "cpu", seed=0)
+            output_dir=str(self.workdir / "sft"),
+            max_steps=steps,
+            per_device_train_batch_size=SFT_BATCH,
+            learning_rate=1e-3,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            max_length=256,
+            dataloader_num_workers=0,
+            use_cpu=device_name() == "cpu",
+            seed=0,
+        )
         trainer = SFTTrainer(
-            model=model, args=args, train_dataset=data, processing_class=tok,
-            peft_config=LoraConfig(r=LORA_RANK, lora_alpha=2 * LORA_RANK, lora_dropout=0.0,
-                                   target_modules="all-linear", task_type="CAUSAL_LM"))
+            model=model,
+            args=args,
+            train_dataset=data,
+            processing_class=tok,
+            peft_config=LoraConfig(
+                r=LORA_RANK,
+                lora_alpha=2 * LORA_RANK,
+                lora_dropout=0.0,
+                target_modules="all-linear",
+                task_type="CAUSAL_LM",
+            ),
+        )
         t0 = time.perf_counter()
         result = trainer.train()
         elapsed = time.perf_counter() - t0
@@ -69,21 +87,25 @@ class Engine(EngineBase):
             "sft_steps": int(result.global_step),
             "sft_loss": round(losses[-1], 5) if losses else None,
             "sft_steps_per_s": round(result.global_step / elapsed, 3) if elapsed else None,
-            "sft_tokens": next((int(e["num_tokens"]) for e in reversed(
-                trainer.state.log_history) if "num_tokens" in e), None),
+            "sft_tokens": next(
+                (int(e["num_tokens"]) for e in reversed(trainer.state.log_history) if "num_tokens" in e), None
+            ),
             "dtype": str(model.dtype).replace("torch.", ""),
             "device": device_name(),
         }
         if result.global_step < steps or not losses:
-            raise StageFailure(f"dayone-wrong-output: SFT ran {result.global_step} of {steps} "
-                               "steps", "wrong_output", metrics=metrics)
+            raise StageFailure(
+                f"dayone-wrong-output: SFT ran {result.global_step} of {steps} steps",
+                "wrong_output",
+                metrics=metrics,
+            )
         if not all(math.isfinite(v) for v in losses):
-            raise StageFailure(f"dayone-wrong-output: SFT loss not finite: {losses}",
-                               "wrong_output", metrics=metrics)
+            raise StageFailure(
+                f"dayone-wrong-output: SFT loss not finite: {losses}", "wrong_output", metrics=metrics
+            )
         adapter_dir = self.workdir / "sft-adapter"
         trainer.save_model(str(adapter_dir))
         if not (adapter_dir / "adapter_config.json").exists():
-            raise StageFailure("dayone-wrong-output: SFT saved no adapter", "wrong_output",
-                               metrics=metrics)
+            raise StageFailure("dayone-wrong-output: SFT saved no adapter", "wrong_output", metrics=metrics)
         metrics.update(peak_memory_mb())
         return StageOutcome(metrics=metrics)

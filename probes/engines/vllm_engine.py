@@ -15,8 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from probes import parity, serving
-from probes.engines.base import (SERVED_NAME, ServerEngine, cpu_name,  # noqa: F401 (API)
-                                 env_patches_fingerprint, model_dtype, package_versions)
+from probes.engines.base import (
+    SERVED_NAME,
+    ServerEngine,
+    cpu_name,
+    package_versions,
+)
 from probes.modelinfo import incomplete_multimodal_copy
 from probes.outcome import HarnessError, StageFailure, StageOutcome
 from probes.tools import cache_dir
@@ -24,16 +28,23 @@ from probes.tools import cache_dir
 # Tool calls need a parser flag on vLLM (recorded in the tool_call stage's metrics); random
 # weights inside a JSON grammar write whitespace until max_tokens unless it is disallowed.
 TOOL_PARSER = ("--enable-auto-tool-choice", "--tool-call-parser", "hermes")
-STRUCTURED_OUTPUTS = ("--structured-outputs-config",
-                      '{"backend": "xgrammar", "disable_any_whitespace": true}')
+STRUCTURED_OUTPUTS = (
+    "--structured-outputs-config",
+    '{"backend": "xgrammar", "disable_any_whitespace": true}',
+)
 
 # vLLM's generic transformers-backend classes: a model that resolves to one of these runs on
 # the transformers fallback, not on a vLLM implementation.
 TRANSFORMERS_BACKEND_PREFIX = "Transformers"
 
 
-def registry_verdict(architectures: list[str], native: set[str], via_transformers: set[str],
-                     resolved: str | None, on_fallback: bool) -> tuple[str, str | None, str | None]:
+def registry_verdict(
+    architectures: list[str],
+    native: set[str],
+    via_transformers: set[str],
+    resolved: str | None,
+    on_fallback: bool,
+) -> tuple[str, str | None, str | None]:
     """(status, failure_class, message) for a model that loaded.
 
     Never green for an architecture the release does not implement itself: a model that ran on
@@ -41,14 +52,23 @@ def registry_verdict(architectures: list[str], native: set[str], via_transformer
     """
     arch = architectures[0] if architectures else None
     if on_fallback or (resolved or "").startswith(TRANSFORMERS_BACKEND_PREFIX):
-        listed = "listed for the transformers backend" if arch in via_transformers else \
-            "not in this release's registry"
+        listed = (
+            "listed for the transformers backend"
+            if arch in via_transformers
+            else "not in this release's registry"
+        )
         # Degraded for what it is, the fallback; `slow` only where throughput measured it.
-        return ("degraded", "transformers_fallback",
-                f"ran on vLLM's transformers fallback ({resolved}): {arch} {listed}")
+        return (
+            "degraded",
+            "transformers_fallback",
+            f"ran on vLLM's transformers fallback ({resolved}): {arch} {listed}",
+        )
     if arch not in native:
-        return ("degraded", "unlisted_architecture", f"{arch} is not in this release's model registry "
-                f"(resolved to {resolved})")
+        return (
+            "degraded",
+            "unlisted_architecture",
+            f"{arch} is not in this release's model registry (resolved to {resolved})",
+        )
     return ("pass", None, None)
 
 
@@ -108,18 +128,20 @@ class Engine(ServerEngine):
             # small helper of the logprobs path (batched_count_greater_than): gcc at every
             # start, 15-35 s on 2 busy cores, even with inductor's cache warm. Eager instead.
             env["TORCHDYNAMO_DISABLE"] = "1"
-        env.update({
-            "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-            "VLLM_CPU_KVCACHE_SPACE": str(self.options.get("kv_cache_gib", 1)),
-            "VLLM_CACHE_ROOT": str(cache),
-            "HF_HOME": str(self.workdir / "hf-home"),
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "VLLM_NO_USAGE_STATS": "1",
-            "DO_NOT_TRACK": "1",
-            "TMPDIR": os.environ.get("TMPDIR") or str(self.workdir),
-            "VLLM_RPC_BASE_PATH": str(self.tmp_dir),
-        })
+        env.update(
+            {
+                "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+                "VLLM_CPU_KVCACHE_SPACE": str(self.options.get("kv_cache_gib", 1)),
+                "VLLM_CACHE_ROOT": str(cache),
+                "HF_HOME": str(self.workdir / "hf-home"),
+                "HF_HUB_OFFLINE": "1",
+                "TRANSFORMERS_OFFLINE": "1",
+                "VLLM_NO_USAGE_STATS": "1",
+                "DO_NOT_TRACK": "1",
+                "TMPDIR": os.environ.get("TMPDIR") or str(self.workdir),
+                "VLLM_RPC_BASE_PATH": str(self.tmp_dir),
+            }
+        )
         return env
 
     def version(self) -> str:
@@ -145,17 +167,25 @@ class Engine(ServerEngine):
         t0 = time.perf_counter()
         import_s = t0 - t_import
         try:
-            self.llm = LLM(model=str(self.model_dir), dtype=self.dtype, enforce_eager=True,
-                           max_model_len=self.window, seed=0,
-                           trust_remote_code=self.trust_remote_code)
+            self.llm = LLM(
+                model=str(self.model_dir),
+                dtype=self.dtype,
+                enforce_eager=True,
+                max_model_len=self.window,
+                seed=0,
+                trust_remote_code=self.trust_remote_code,
+            )
         except Exception as exc:
             if "larger than the available KV cache" in str(exc):
                 # The KV budget is our setting (options kv_cache_gib), not the engine's fault.
-                raise HarnessError(f"dayone's KV cache budget is too small for this model: "
-                                   f"{str(exc)[:400]} (raise options.kv_cache_gib)") from None
+                raise HarnessError(
+                    f"dayone's KV cache budget is too small for this model: "
+                    f"{str(exc)[:400]} (raise options.kv_cache_gib)"
+                ) from None
             said = str(exc)
-            incomplete = incomplete_multimodal_copy(self.model_dir, self.config,
-                                                    f"{type(exc).__name__}: {said}")
+            incomplete = incomplete_multimodal_copy(
+                self.model_dir, self.config, f"{type(exc).__name__}: {said}"
+            )
             if incomplete:  # the load failed on a copy we could not make whole: no verdict
                 last = said.splitlines()[-1][:300] if said else repr(exc)
                 raise HarnessError(f"no verdict: {incomplete}; load said: {last}") from None
@@ -171,14 +201,16 @@ class Engine(ServerEngine):
         backend = set(getattr(vllm_registry, "_TRANSFORMERS_BACKEND_MODELS", {}))
         native = set(ModelRegistry.get_supported_archs()) - via_tf - backend
         archs = list(self.config.get("architectures") or [])
-        status, failure_class, message = registry_verdict(archs, native, via_tf, resolved,
-                                                          on_fallback)
+        status, failure_class, message = registry_verdict(archs, native, via_tf, resolved, on_fallback)
         self.load_metrics = {
-            "import_s": round(import_s, 3), "load_s": round(load_s, 3),
+            "import_s": round(import_s, 3),
+            "load_s": round(load_s, 3),
             "engine_start_s": round(import_s + load_s, 3),
             "dtype": str(model_config.dtype).replace("torch.", ""),
-            "architecture": archs[0] if archs else None, "resolved_architecture": resolved,
-            "transformers_fallback": on_fallback, "max_model_len": self.window,
+            "architecture": archs[0] if archs else None,
+            "resolved_architecture": resolved,
+            "transformers_fallback": on_fallback,
+            "max_model_len": self.window,
             "kv_cache_gib": float(os.environ["VLLM_CPU_KVCACHE_SPACE"]),
             "torch_compile": os.environ.get("TORCHDYNAMO_DISABLE") != "1",
         }
@@ -194,9 +226,14 @@ class Engine(ServerEngine):
         self._require_llm()
         # Random weights like EOS: force the length. Logprobs are vLLM's raw ones (before
         # processors), comparable with the reference's log_softmax.
-        params = SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens,
-                                min_tokens=self.max_new_tokens, ignore_eos=True,
-                                logprobs=self.top_k, seed=0)
+        params = SamplingParams(
+            temperature=0.0,
+            max_tokens=self.max_new_tokens,
+            min_tokens=self.max_new_tokens,
+            ignore_eos=True,
+            logprobs=self.top_k,
+            seed=0,
+        )
         # Both sides see the same tokens: the reference's prompt ids when the host gave one.
         ref_ids = parity.reference_prompt_ids(self.options)
         inputs = [{"prompt_token_ids": ref_ids[p]} if p in ref_ids else p for p in self.prompts]
@@ -212,9 +249,15 @@ class Engine(ServerEngine):
             if any(not math.isfinite(lp) for step in steps for _, lp in step):
                 raise StageFailure("dayone-wrong-output: non-finite logprobs", "wrong_output")
             new_tokens += len(token_ids)
-            completions.append({"prompt": prompt, "prompt_ids": list(out.prompt_token_ids or []),
-                                "token_ids": token_ids, "text": choice.text,
-                                "top_logprobs": steps})
+            completions.append(
+                {
+                    "prompt": prompt,
+                    "prompt_ids": list(out.prompt_token_ids or []),
+                    "token_ids": token_ids,
+                    "text": choice.text,
+                    "top_logprobs": steps,
+                }
+            )
         return self.generated(completions, new_tokens, elapsed)
 
     def before_server(self) -> None:
@@ -230,23 +273,39 @@ class Engine(ServerEngine):
 
     def server_argv(self, port: int) -> list[str]:
         # `vllm serve` breaks in vllm-cpu (PackageNotFoundError: vllm): the module works.
-        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-                "--model", str(self.model_dir), "--served-model-name", SERVED_NAME,
-                "--host", "127.0.0.1", "--port", str(port), "--dtype", self.dtype,
-                "--enforce-eager", "--seed", "0",
-                *(["--max-model-len", str(self.window)] if self.window else []),
-                # only when asked for: an older release may not know these flags
-                *(TOOL_PARSER if "tool_call" in self.requested_stages else ()),
-                *(STRUCTURED_OUTPUTS if "json_schema" in self.requested_stages else ()),
-                *(["--trust-remote-code"] if self.trust_remote_code else [])]
+        return [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(self.model_dir),
+            "--served-model-name",
+            SERVED_NAME,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dtype",
+            self.dtype,
+            "--enforce-eager",
+            "--seed",
+            "0",
+            *(["--max-model-len", str(self.window)] if self.window else []),
+            # only when asked for: an older release may not know these flags
+            *(TOOL_PARSER if "tool_call" in self.requested_stages else ()),
+            *(STRUCTURED_OUTPUTS if "json_schema" in self.requested_stages else ()),
+            *(["--trust-remote-code"] if self.trust_remote_code else []),
+        ]
 
     def server_env(self) -> dict[str, str]:
         # As `vllm serve` runs by default: API server, engine-core and worker processes (three
         # imports of vLLM: ~2 min on a busy 2-core machine). `server_multiprocessing: false`
         # runs one process (same HTTP server and scheduler; a faster start, and throughput
         # figures that are not the ones people get).
-        return {**self.child_env(),
-                "VLLM_ENABLE_V1_MULTIPROCESSING": "1" if self.server_multiprocessing else "0"}
+        return {
+            **self.child_env(),
+            "VLLM_ENABLE_V1_MULTIPROCESSING": "1" if self.server_multiprocessing else "0",
+        }
 
     def server_ready(self, server: serving.Server) -> None:
         # /health answers before the model list is usable on some releases: wait for both.

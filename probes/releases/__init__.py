@@ -24,13 +24,31 @@ PACKAGED = Path(__file__).resolve().parent
 ENV = "DAYONE_RELEASES"
 
 # Files of a release the catalogue keeps: configuration and tokenizer, never weights.
-CONFIG_FILES = ("config.json", "generation_config.json", "params.json", "configuration.json",
-                "preprocessor_config.json", "processor_config.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "tokenizer.model", "vocab.json", "merges.txt", "vocab.txt",
-                   "added_tokens.json", "chat_template.jinja", "chat_template.json",
-                   "spiece.model", "sentencepiece.bpe.model", "tekken.json", "qwen.tiktoken",
-                   "tiktoken.model")
+CONFIG_FILES = (
+    "config.json",
+    "generation_config.json",
+    "params.json",
+    "configuration.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+)
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tekken.json",
+    "qwen.tiktoken",
+    "tiktoken.model",
+)
 MAX_FILE_BYTES = 4 * 1024 * 1024  # larger tokenizer files are left out (and said so in SOURCE)
 # A note saying the bytes were re-saved by someone else, or are not the base release.
 NOT_PRISTINE = re.compile(r"\bNOT (pristine|a base release)\b")
@@ -60,8 +78,11 @@ class Release:
     def has_vocabulary(self) -> bool:
         """The release's own tokenizer is here, not only its configuration."""
         names = set(self.files)
-        return ("tokenizer.json" in names or {"vocab.json", "merges.txt"} <= names
-                or bool(names & {"tokenizer.model", "spiece.model", "sentencepiece.bpe.model"}))
+        return (
+            "tokenizer.json" in names
+            or {"vocab.json", "merges.txt"} <= names
+            or bool(names & {"tokenizer.model", "spiece.model", "sentencepiece.bpe.model"})
+        )
 
     def digest(self) -> str:
         """What the files say, hashed: a changed release is a new sweep revision."""
@@ -84,8 +105,12 @@ class Release:
 
     def lineage(self) -> dict[str, object]:
         """The model record's `lineage`: the release this copy was shrunk from."""
-        out: dict[str, object] = {"source": "release", "repo": self.repo,
-                                  "revision": self.revision, "pristine": self.pristine}
+        out: dict[str, object] = {
+            "source": "release",
+            "repo": self.repo,
+            "revision": self.revision,
+            "pristine": self.pristine,
+        }
         if self.text_part:
             out["part"] = "text_config"
         if self.source != "hub":
@@ -113,16 +138,26 @@ def read_entry(path: Path) -> Release | None:
         return None
     first = {k: v[0] for k, v in fields.items()}
     notes = tuple(fields.get("note", []))
-    files = tuple(sorted(p.name for p in path.iterdir()
-                         if p.is_file() and p.name != "SOURCE" and not p.name.startswith(".")))
+    files = tuple(
+        sorted(
+            p.name
+            for p in path.iterdir()
+            if p.is_file() and p.name != "SOURCE" and not p.name.startswith(".")
+        )
+    )
     source = first.get("source", "hub")
-    return Release(model_type=path.parent.name,
-                   repo=first.get("hf_repo_id") or path.name.replace("__", "/", 1),
-                   path=path, files=files,
-                   pristine=not any(NOT_PRISTINE.search(n) for n in notes),
-                   source=source, commit=first.get("commit"),
-                   revision=first.get("revision") if source == "hub" else None, notes=notes,
-                   missing=tuple(v.split()[0] for v in fields.get("not-copied", []) if v))
+    return Release(
+        model_type=path.parent.name,
+        repo=first.get("hf_repo_id") or path.name.replace("__", "/", 1),
+        path=path,
+        files=files,
+        pristine=not any(NOT_PRISTINE.search(n) for n in notes),
+        source=source,
+        commit=first.get("commit"),
+        revision=first.get("revision") if source == "hub" else None,
+        notes=notes,
+        missing=tuple(v.split()[0] for v in fields.get("not-copied", []) if v),
+    )
 
 
 def roots() -> list[Path]:
@@ -131,8 +166,7 @@ def roots() -> list[Path]:
     return [*extra, PACKAGED]
 
 
-def entries(model_type: str | None = None, *, where: list[Path] | None = None
-            ) -> list[Release]:
+def entries(model_type: str | None = None, *, where: list[Path] | None = None) -> list[Release]:
     """Every entry (of `model_type`), in preference order: by root, then pristine ones, then
     those with their own vocabulary, then by repo."""
     found: list[Release] = []
@@ -141,8 +175,14 @@ def entries(model_type: str | None = None, *, where: list[Path] | None = None
             dirs = [root / model_type]
         else:
             dirs = sorted(p for p in root.glob("*") if p.is_dir() and p.name[0] not in "_.")
-        batch = [r for d in dirs if d.is_dir() for e in sorted(d.iterdir()) if e.is_dir()
-                 if (r := read_entry(e)) is not None]
+        batch = [
+            r
+            for d in dirs
+            if d.is_dir()
+            for e in sorted(d.iterdir())
+            if e.is_dir()
+            if (r := read_entry(e)) is not None
+        ]
         batch.sort(key=lambda r: (r.model_type, not r.pristine, not r.has_vocabulary(), r.repo))
         found += batch
     return found
@@ -161,8 +201,7 @@ def lookup(model_type: str, *, where: list[Path] | None = None) -> Release | Non
         except (OSError, ValueError):
             continue
         part = text.get("text_config") if isinstance(text, dict) else None
-        if isinstance(part, dict) and part.get("model_type") == model_type \
-                and states_geometry(part):
+        if isinstance(part, dict) and part.get("model_type") == model_type and states_geometry(part):
             return replace(release, text_part=True)
     return None
 

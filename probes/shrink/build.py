@@ -19,11 +19,19 @@ from probes.shrink.rules import is_int as _is_int
 
 # Files of a tokenizer that travel with the shrunk copy unchanged.
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-    "vocab.json", "merges.txt", "vocab.txt", "added_tokens.json", "chat_template.jinja",
-    "chat_template.json", "spiece.model", "sentencepiece.bpe.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
 )
-
 
 
 @dataclass
@@ -37,9 +45,15 @@ class ShrinkResult:
     seconds: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {"out_dir": str(self.out_dir), "model_type": self.model_type,
-                "architecture": self.architecture, "params": self.params, "dtype": self.dtype,
-                "notes": self.notes, "seconds": round(self.seconds, 3)}
+        return {
+            "out_dir": str(self.out_dir),
+            "model_type": self.model_type,
+            "architecture": self.architecture,
+            "params": self.params,
+            "dtype": self.dtype,
+            "notes": self.notes,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def _aliases(model_type: str | None) -> dict[str, str]:
@@ -115,23 +129,31 @@ def count_params_meta(config: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def plan_shrink(source: dict[str, Any], *, keep_vocab: bool, vocab_size: int | None = None,
-                as_released: bool = False) -> tuple[ShrinkPlan, Any, int]:
+def plan_shrink(
+    source: dict[str, Any], *, keep_vocab: bool, vocab_size: int | None = None, as_released: bool = False
+) -> tuple[ShrinkPlan, Any, int]:
     """Shrink, build the config, count parameters on the meta device; escalate if too big."""
     max_params = int(load_rules().targets["max_params"])
-    attempts: list[dict[str, Any]] = [dict(cap_positions=False, scale=1),
-                                      dict(cap_positions=True, scale=1),
-                                      dict(cap_positions=True, scale=4, compact=True)]
+    attempts: list[dict[str, Any]] = [
+        dict(cap_positions=False, scale=1),
+        dict(cap_positions=True, scale=1),
+        dict(cap_positions=True, scale=4, compact=True),
+    ]
     if as_released:
         # Last: a release's q/kv ratio capped (Falcon 180B's 232:8), said in the notes.
         attempts.append(dict(cap_positions=True, scale=4, compact=True, keep_ratio=False))
     params = 0
     for attempt in attempts:
-        plan = shrink_config_dict(source, aliases=_aliases, keep_vocab=keep_vocab,
-                                  vocab_size=vocab_size, as_released=as_released, **attempt)
+        plan = shrink_config_dict(
+            source,
+            aliases=_aliases,
+            keep_vocab=keep_vocab,
+            vocab_size=vocab_size,
+            as_released=as_released,
+            **attempt,
+        )
         if attempt.get("keep_ratio") is False:
-            plan.notes.append("q/kv head ratio capped at 4: the released ratio is over the "
-                              "size limit")
+            plan.notes.append("q/kv head ratio capped at 4: the released ratio is over the size limit")
         config = _config_from_dict(plan.config)
         try:
             params = count_params_meta(config)
@@ -141,13 +163,20 @@ def plan_shrink(source: dict[str, Any], *, keep_vocab: bool, vocab_size: int | N
             raise ShrinkError(f"model build failed after shrink: {first_line(exc)}") from exc
         if params <= max_params:
             return plan, config, params
-    raise ShrinkError(f"shrink failed: {params} params (limit {max_params}); "
-                      "a size field the rules do not know")
+    raise ShrinkError(
+        f"shrink failed: {params} params (limit {max_params}); a size field the rules do not know"
+    )
 
 
-def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path | None = None,
-                  seed: int = 0, meta: dict[str, Any] | None = None,
-                  release: Release | None = None) -> ShrinkResult:
+def shrink_config(
+    source: dict[str, Any],
+    out_dir: Path,
+    *,
+    tokenizer_dir: Path | None = None,
+    seed: int = 0,
+    meta: dict[str, Any] | None = None,
+    release: Release | None = None,
+) -> ShrinkResult:
     """Build the shrunk copy of `source` (a config.json dict) in out_dir (an HF directory).
 
     `release`: `source` is that catalogued release's config; the copy keeps its key layout,
@@ -158,8 +187,7 @@ def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path 
     source = copy.deepcopy(source)
     if release is not None:
         tokenizer_dir = release.path if release.has_vocabulary() else None
-    tok_files = [p for p in (tokenizer_dir.iterdir() if tokenizer_dir else [])
-                 if p.name in TOKENIZER_FILES]
+    tok_files = [p for p in (tokenizer_dir.iterdir() if tokenizer_dir else []) if p.name in TOKENIZER_FILES]
     keep_vocab = bool(tok_files)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,27 +197,30 @@ def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path 
     if keep_vocab:
         tok = None
         try:
-            plan, config, params = plan_shrink(source, keep_vocab=True,
-                                               as_released=release is not None)
+            plan, config, params = plan_shrink(source, keep_vocab=True, as_released=release is not None)
         except ShrinkError as exc:
             if release is None or "params" not in str(exc):
                 raise
             # The release's vocabulary alone is over the size limit (GPT-J's 50k rows x a
             # 256-wide head): the fixtures' tokenizer in its kind, with its special tokens.
             keep_vocab, tok_files = False, []
-            dropped.append(f"tokenizer: the release's vocabulary is over the size limit "
-                           f"({first_line(exc)}); the fixtures' tokenizer in its kind")
+            dropped.append(
+                f"tokenizer: the release's vocabulary is over the size limit "
+                f"({first_line(exc)}); the fixtures' tokenizer in its kind"
+            )
     if plan is None:
         if release is not None:
-            tok, specials = released.fixture_tokenizer(out_dir, release, source,
-                                                       load_rules().targets["vocab_size"])
+            tok, specials = released.fixture_tokenizer(
+                out_dir, release, source, load_rules().targets["vocab_size"]
+            )
             released.map_token_ids(source, specials)
         else:
             tok = _fixture_tokenizer(out_dir, source.get("model_type"))
         # The embedding rows equal the tokenizer's size, as in a release: converters such as
         # llama.cpp's size the GGUF vocabulary from the tokenizer and reject a mismatch.
-        plan, config, params = plan_shrink(source, keep_vocab=False, vocab_size=len(tok),
-                                           as_released=release is not None)
+        plan, config, params = plan_shrink(
+            source, keep_vocab=False, vocab_size=len(tok), as_released=release is not None
+        )
     plan.notes[:0] = dropped
     # A release that names no dtype is read as float32 by every engine.
     dtype_name = _dtype_name(plan.config, "float32" if release is not None else None)
@@ -239,17 +270,25 @@ def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path 
             saved = json.loads((out_dir / "config.json").read_text())
             saved.setdefault("architectures", list(config.architectures))
             (out_dir / "config.json").write_text(json.dumps(saved, indent=2) + "\n")
-    if released.wants_tokenizer_model(release, source.get("model_type")) and not (
-            out_dir / "tokenizer.model").exists():
+    if (
+        released.wants_tokenizer_model(release, source.get("model_type"))
+        and not (out_dir / "tokenizer.model").exists()
+    ):
         from probes.fixtures import CORPUS
         from probes.workload import PROMPTS
 
         plan.notes.append(released.write_tokenizer_model(out_dir, (*CORPUS, *PROMPTS)))
-    info = {"tier": "arch", "shrink_version": SHRINK_VERSION, "params": params,
-            # "fixture": a tokenizer we trained (no release knows its pre-tokenizer hash)
-            "tokenizer": "release" if keep_vocab else "fixture",
-            "source_model_type": source.get("model_type"), "notes": plan.notes,
-            "token_map": {str(k): v for k, v in plan.token_map.items()}, **(meta or {})}
+    info = {
+        "tier": "arch",
+        "shrink_version": SHRINK_VERSION,
+        "params": params,
+        # "fixture": a tokenizer we trained (no release knows its pre-tokenizer hash)
+        "tokenizer": "release" if keep_vocab else "fixture",
+        "source_model_type": source.get("model_type"),
+        "notes": plan.notes,
+        "token_map": {str(k): v for k, v in plan.token_map.items()},
+        **(meta or {}),
+    }
     family = load_rules().family(source.get("model_type"))
     info["lineage"] = release.lineage() if release is not None else {"source": "synthetic"}
     if family.get("unlike_release"):
@@ -266,13 +305,18 @@ def shrink_config(source: dict[str, Any], out_dir: Path, *, tokenizer_dir: Path 
         info["engine_options"] = engine_options
     (out_dir / "dayone.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     archs = getattr(config, "architectures", None) or [None]
-    return ShrinkResult(out_dir=out_dir, model_type=str(source.get("model_type")),
-                        architecture=archs[0], params=params, dtype=dtype_name, notes=plan.notes,
-                        seconds=time.monotonic() - started)
+    return ShrinkResult(
+        out_dir=out_dir,
+        model_type=str(source.get("model_type")),
+        architecture=archs[0],
+        params=params,
+        dtype=dtype_name,
+        notes=plan.notes,
+        seconds=time.monotonic() - started,
+    )
 
 
-def _add_unused_released_weights(model: Any, config: Any, out_dir: Path, seed: int,
-                                 dtype: Any) -> list[str]:
+def _add_unused_released_weights(model: Any, config: Any, out_dir: Path, seed: int, dtype: Any) -> list[str]:
     """Tensors the family's releases ship that the reference transformers no longer builds
     (it lists them in `_keys_to_ignore_on_load_unexpected`: Gemma 4's KV-shared layers carry
     k/v projections that recent transformers skips, while the launch release reads them).
@@ -284,13 +328,14 @@ def _add_unused_released_weights(model: Any, config: Any, out_dir: Path, seed: i
     import torch
     from safetensors.torch import load_file, save_file
 
-    overrides = load_rules().family(getattr(config, "model_type", None)).get(
-        "unused_weights_from")
+    overrides = load_rules().family(getattr(config, "model_type", None)).get("unused_weights_from")
     if not overrides:
         return []
-    patterns = [(f"{prefix}." if prefix else "", pattern)
-                for prefix, module in model.named_modules()
-                for pattern in getattr(module, "_keys_to_ignore_on_load_unexpected", None) or []]
+    patterns = [
+        (f"{prefix}." if prefix else "", pattern)
+        for prefix, module in model.named_modules()
+        for pattern in getattr(module, "_keys_to_ignore_on_load_unexpected", None) or []
+    ]
     if not patterns:
         return []
     sibling_config = copy.deepcopy(config)
@@ -305,17 +350,25 @@ def _add_unused_released_weights(model: Any, config: Any, out_dir: Path, seed: i
     _randomize_zero_inits(sibling, seed)
     files = sorted(out_dir.glob("*.safetensors"))
     if len(files) != 1:
-        raise ShrinkError(f"expected one safetensors file to add the release's unused weights, "
-                          f"found {len(files)}")
+        raise ShrinkError(
+            f"expected one safetensors file to add the release's unused weights, found {len(files)}"
+        )
     saved = load_file(str(files[0]))
-    extra = {name: tensor.detach().contiguous() for name, tensor in sibling.state_dict().items()
-             if name not in saved and any(name.startswith(prefix) and re.search(
-                 pattern, name[len(prefix):]) for prefix, pattern in patterns)}
+    extra = {
+        name: tensor.detach().contiguous()
+        for name, tensor in sibling.state_dict().items()
+        if name not in saved
+        and any(
+            name.startswith(prefix) and re.search(pattern, name[len(prefix) :])
+            for prefix, pattern in patterns
+        )
+    }
     if not extra:
         return []
     save_file({**saved, **extra}, str(files[0]), metadata={"format": "pt"})
-    return [f"{len(extra)} tensors the releases ship and recent transformers ignores, added "
-            f"(e.g. {min(extra)})"]
+    return [
+        f"{len(extra)} tensors the releases ship and recent transformers ignores, added (e.g. {min(extra)})"
+    ]
 
 
 def _rename_saved_keys(out_dir: Path, config: Any) -> None:
@@ -374,8 +427,11 @@ def _config_in_release_words(config_path: Path, model_type: str | None) -> None:
         for key in dropped:  # transformers' own form of what the releases state otherwise
             scope.pop(key, None)
     kinds, dense = data.get("mlp_layer_types"), data.get("first_k_dense_replace")
-    if isinstance(kinds, list) and _is_int(dense) and dense != next(
-            (i for i, kind in enumerate(kinds) if kind != "dense"), len(kinds)):
+    if (
+        isinstance(kinds, list)
+        and _is_int(dense)
+        and dense != next((i for i, kind in enumerate(kinds) if kind != "dense"), len(kinds))
+    ):
         raise ShrinkError(f"first_k_dense_replace {dense} disagrees with mlp_layer_types {kinds}")
     config_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
@@ -403,11 +459,17 @@ def _vocab_size(config: Any) -> int:
 # What transformers writes into a nested sub-config (DBRX's attn_config, MPT's) when it saves one
 # whole: bookkeeping no release carries. An older transformers inside an engine refuses the
 # unknown keys (vLLM 0.32: "Found unknown kwargs={'_name_or_path': ''...}"), a red of ours.
-NESTED_BOOKKEEPING = {"_name_or_path": "", "output_attentions": False,
-                      "output_hidden_states": False, "return_dict": True,
-                      "chunk_size_feed_forward": 0, "problem_type": None, "architectures": None,
-                      "id2label": {"0": "LABEL_0", "1": "LABEL_1"},
-                      "label2id": {"LABEL_0": 0, "LABEL_1": 1}}
+NESTED_BOOKKEEPING = {
+    "_name_or_path": "",
+    "output_attentions": False,
+    "output_hidden_states": False,
+    "return_dict": True,
+    "chunk_size_feed_forward": 0,
+    "problem_type": None,
+    "architectures": None,
+    "id2label": {"0": "LABEL_0", "1": "LABEL_1"},
+    "label2id": {"LABEL_0": 0, "LABEL_1": 1},
+}
 
 
 def _strip_nested_bookkeeping(config_path: Path) -> None:
@@ -444,10 +506,13 @@ def _fixture_tokenizer(out_dir: Path, model_type: str | None) -> Any:
     family = load_rules().family(model_type)
     # What the releases' tokenizer_config.json states besides the tokens (DeepSeek's
     # add_bos_token and class), which converters read from the file.
-    return build_tokenizer(out_dir, vocab_size=load_rules().targets["vocab_size"],
-                           extra_special=tuple(family.get("special_tokens", ())),
-                           config_keys=family.get("tokenizer_config_keys"),
-                           **released.tokenizer_options(None, model_type))
+    return build_tokenizer(
+        out_dir,
+        vocab_size=load_rules().targets["vocab_size"],
+        extra_special=tuple(family.get("special_tokens", ())),
+        config_keys=family.get("tokenizer_config_keys"),
+        **released.tokenizer_options(None, model_type),
+    )
 
 
 def _align_tokenizer(out_dir: Path, vocab_size: int, tok: Any) -> None:
@@ -458,10 +523,15 @@ def _align_tokenizer(out_dir: Path, vocab_size: int, tok: Any) -> None:
         # (BLT's 260-id byte vocabulary): refuse, so it is reported as ours, not the engine's.
         for name in TOKENIZER_FILES:
             (out_dir / name).unlink(missing_ok=True)
-        raise ShrinkError(f"no tokenizer fits: vocab {vocab_size} is smaller than the "
-                          f"fixture tokenizer's {len(tok)} ids (byte-level BPE)")
-    ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
-           "pad_token_id": tok.pad_token_id}
+        raise ShrinkError(
+            f"no tokenizer fits: vocab {vocab_size} is smaller than the "
+            f"fixture tokenizer's {len(tok)} ids (byte-level BPE)"
+        )
+    ids = {
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+    }
     for name in ("config.json", "generation_config.json"):
         path = out_dir / name
         if not path.exists():
@@ -473,8 +543,14 @@ def _align_tokenizer(out_dir: Path, vocab_size: int, tok: Any) -> None:
         path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def shrink_path(config_or_dir: Path, out_dir: Path, *, model_type: str | None = None,
-                seed: int = 0, meta: dict[str, Any] | None = None) -> ShrinkResult:
+def shrink_path(
+    config_or_dir: Path,
+    out_dir: Path,
+    *,
+    model_type: str | None = None,
+    seed: int = 0,
+    meta: dict[str, Any] | None = None,
+) -> ShrinkResult:
     """Shrink a released config.json (or a directory with one, and maybe tokenizer files)."""
     src = Path(config_or_dir)
     config_path = src / "config.json" if src.is_dir() else src
@@ -488,8 +564,13 @@ def shrink_path(config_or_dir: Path, out_dir: Path, *, model_type: str | None = 
         source["model_type"] = model_type
     # meta (id, revision, release_date, family of the release) goes to dayone.json, so the
     # shrunk copy's results are filed under the release it stands for.
-    return shrink_config(source, out_dir, tokenizer_dir=config_path.parent, seed=seed,
-                         meta={"source": str(config_path), **(meta or {})})
+    return shrink_config(
+        source,
+        out_dir,
+        tokenizer_dir=config_path.parent,
+        seed=seed,
+        meta={"source": str(config_path), **(meta or {})},
+    )
 
 
 def check_generates(model_dir: Path, max_new_tokens: int = 4) -> list[int]:
@@ -502,7 +583,12 @@ def check_generates(model_dir: Path, max_new_tokens: int = 4) -> list[int]:
     vocab = _vocab_size(model.config)
     ids = torch.tensor([[min(5 + i * 7, vocab - 1) for i in range(6)]])
     with torch.no_grad():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                             max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
-                             pad_token_id=0)
-    return out[0, ids.shape[1]:].tolist()
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=max_new_tokens,
+            pad_token_id=0,
+        )
+    return out[0, ids.shape[1] :].tolist()

@@ -16,6 +16,7 @@ from probes import releases
 from probes.shrink.build import ShrinkResult, check_generates, first_line, shrink_config
 from probes.shrink.rules import SHRINK_VERSION, VARIANTS_PATH, ShrinkError, load_rules, rules_text
 
+
 def causal_lm_model_types() -> list[str]:
     """Every model_type the installed transformers can build as a causal LM."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -125,24 +126,44 @@ def shrink_model_type(model_type: str, out_dir: Path, *, seed: int = 0) -> Shrin
     if release is not None:
         source = release.config()
         if source.get("model_type") != model_type:
-            raise ShrinkError(f"catalogued release {release.repo} is model_type "
-                              f"{source.get('model_type')!r}, not {model_type!r}")
+            raise ShrinkError(
+                f"catalogued release {release.repo} is model_type "
+                f"{source.get('model_type')!r}, not {model_type!r}"
+            )
         source.update(switches)
-        return _stamped(shrink_config(source, out_dir, seed=seed, release=release,
-                                      meta={"id": f"arch/{token}", "revision": revision,
-                                            "source": f"release {release.repo}: {token}"}),
-                        transformers.__version__)
+        return _stamped(
+            shrink_config(
+                source,
+                out_dir,
+                seed=seed,
+                release=release,
+                meta={
+                    "id": f"arch/{token}",
+                    "revision": revision,
+                    "source": f"release {release.repo}: {token}",
+                },
+            ),
+            transformers.__version__,
+        )
     kwargs = {**fam.get("default_kwargs", {}), **switches}
     try:
         source = AutoConfig.for_model(model_type, **kwargs).to_dict()
     except Exception as exc:  # noqa: BLE001
         raise ShrinkError(f"no default config for {token}: {first_line(exc)}") from exc
     source["model_type"] = model_type
-    return _stamped(shrink_config(source, out_dir, seed=seed,
-                                  meta={"id": f"arch/{token}", "revision": revision,
-                                        "source": f"transformers {transformers.__version__}: "
-                                                  f"{token}"}),
-                    transformers.__version__)
+    return _stamped(
+        shrink_config(
+            source,
+            out_dir,
+            seed=seed,
+            meta={
+                "id": f"arch/{token}",
+                "revision": revision,
+                "source": f"transformers {transformers.__version__}: {token}",
+            },
+        ),
+        transformers.__version__,
+    )
 
 
 def _stamped(result: ShrinkResult, transformers_version: str) -> ShrinkResult:
@@ -156,8 +177,13 @@ def _stamped(result: ShrinkResult, transformers_version: str) -> ShrinkResult:
     return result
 
 
-def sweep(out_root: Path, types: list[str] | None = None, *, generate: bool = True,
-          progress: Callable[[str, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+def sweep(
+    out_root: Path,
+    types: list[str] | None = None,
+    *,
+    generate: bool = True,
+    progress: Callable[[str, dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Shrink (and generate with) each type; one row per type, `ok` or `error` with why."""
     import torch
 
@@ -176,16 +202,19 @@ def sweep(out_root: Path, types: list[str] | None = None, *, generate: bool = Tr
         row: dict[str, Any] = {"model_type": model_type, "lineage": type_lineage(model_type)}
         try:
             result = shrink_model_type(model_type, Path(out_root) / model_type)
-            row.update(params=result.params, architecture=result.architecture,
-                       dtype=result.dtype, out_dir=str(result.out_dir))
+            row.update(
+                params=result.params,
+                architecture=result.architecture,
+                dtype=result.dtype,
+                out_dir=str(result.out_dir),
+            )
             if generate:
                 row["tokens"] = check_generates(result.out_dir)
             row["status"] = "ok"
         except ShrinkError as exc:
             row.update(status="error", stage="shrink", why=str(exc))
         except Exception as exc:  # noqa: BLE001 - the sweep reports, never drops
-            row.update(status="error", stage="generate" if "params" in row else "shrink",
-                       why=first_line(exc))
+            row.update(status="error", stage="generate" if "params" in row else "shrink", why=first_line(exc))
         row["seconds"] = round(time.monotonic() - started, 2)
         rows.append(row)
         if progress:

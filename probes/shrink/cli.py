@@ -14,19 +14,25 @@ from probes.shrink.rules import ShrinkError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m probes.shrink", description=USAGE,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m probes.shrink",
+        description=USAGE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("source", nargs="?", help="config.json or a directory holding one")
     parser.add_argument("out_dir", nargs="?")
-    parser.add_argument("--model-type", help="shrink transformers' default config of this type"
-                        " (or override the source's model_type)")
+    parser.add_argument(
+        "--model-type",
+        help="shrink transformers' default config of this type (or override the source's model_type)",
+    )
     parser.add_argument("--check", action="store_true", help="generate a few tokens after")
     parser.add_argument("--list-types", action="store_true")
     parser.add_argument("--sweep", metavar="OUT_ROOT")
     parser.add_argument("--types", help="comma-separated model types for --sweep")
     parser.add_argument("--report", help="write the sweep's rows (JSON) here")
-    parser.add_argument("--no-generate", action="store_true",
-                        help="--sweep: build only (the engines' probes generate)")
+    parser.add_argument(
+        "--no-generate", action="store_true", help="--sweep: build only (the engines' probes generate)"
+    )
     parser.add_argument("--meta", help="JSON object for dayone.json (id, revision, ...)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -46,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         what = "shrunk" if args.no_generate else "shrunk and generated"
         print(f"{what}: {ok}/{len(rows)} ({100.0 * ok / max(1, len(rows)):.1f}%)")
         if args.report:
-            Path(args.report).write_text(json.dumps(
-                {"ok": ok, "total": len(rows), "rows": rows}, indent=2) + "\n")
+            Path(args.report).write_text(
+                json.dumps({"ok": ok, "total": len(rows), "rows": rows}, indent=2) + "\n"
+            )
         return 0
     if args.model_type and args.source and not args.out_dir:
         args.source, args.out_dir = None, args.source  # `--model-type T OUT_DIR`
@@ -56,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         meta = json.loads(args.meta) if args.meta else None
         if args.source and args.out_dir:
-            result = shrink_path(Path(args.source), Path(args.out_dir),
-                                 model_type=args.model_type, seed=args.seed, meta=meta)
+            result = shrink_path(
+                Path(args.source), Path(args.out_dir), model_type=args.model_type, seed=args.seed, meta=meta
+            )
         else:
             result = shrink_model_type(args.model_type, Path(args.out_dir), seed=args.seed)
         report = result.as_dict()
@@ -68,4 +76,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps({"status": "ok", **report}))
     return 0
-

@@ -14,8 +14,10 @@ from probes.shrink.rules import is_int as _is_int
 
 # Choosing layers: one of each kind, in the released order
 
-def choose_layers(signatures: list[Any], *, min_layers: int, max_prefix: int,
-                  min_prefix: int = 0) -> list[int]:
+
+def choose_layers(
+    signatures: list[Any], *, min_layers: int, max_prefix: int, min_prefix: int = 0
+) -> list[int]:
     """Indices of the layers to keep.
 
     The shortest prefix that holds every distinct layer signature (so patterns such as 3 linear :
@@ -62,6 +64,7 @@ def _hashable(value: Any) -> Any:
 
 # The pure shrink of a config dict
 
+
 @dataclass
 class ShrinkPlan:
     """What the shrink decided, for the record and for tests."""
@@ -74,11 +77,19 @@ class ShrinkPlan:
 AliasFn = Callable[[str | None], dict[str, str]]
 
 
-def shrink_config_dict(config: dict[str, Any], *, rules: Rules | None = None,
-                       aliases: AliasFn | None = None, keep_vocab: bool = False,
-                       cap_positions: bool = False, scale: int = 1,
-                       compact: bool = False, vocab_size: int | None = None,
-                       as_released: bool = False, keep_ratio: bool | None = None) -> ShrinkPlan:
+def shrink_config_dict(
+    config: dict[str, Any],
+    *,
+    rules: Rules | None = None,
+    aliases: AliasFn | None = None,
+    keep_vocab: bool = False,
+    cap_positions: bool = False,
+    scale: int = 1,
+    compact: bool = False,
+    vocab_size: int | None = None,
+    as_released: bool = False,
+    keep_ratio: bool | None = None,
+) -> ShrinkPlan:
     """A shrunk copy of a config.json dict (sub-configs included). Pure: no transformers here.
 
     `aliases(model_type)` gives the config class's attribute_map (canonical -> stored name), so
@@ -92,15 +103,23 @@ def shrink_config_dict(config: dict[str, Any], *, rules: Rules | None = None,
     and its dtype, or none when it names none (no bf16 default)."""
     rules = rules or load_rules()
     if vocab_size is not None:
-        rules = Rules(targets={**rules.targets, "vocab_size": vocab_size}, keys=rules.keys,
-                      families=rules.families)
+        rules = Rules(
+            targets={**rules.targets, "vocab_size": vocab_size}, keys=rules.keys, families=rules.families
+        )
     plan = ShrinkPlan(config=copy.deepcopy(config))
     for key in ("id2label", "label2id"):  # classification heads: never per-layer, never sizes
         plan.config.pop(key, None)
-    state = _State(rules=rules, aliases=aliases or (lambda _t: {}), keep_vocab=keep_vocab,
-                   cap_positions=cap_positions, scale=max(1, scale), plan=plan,
-                   root=plan.config, compact=compact,
-                   keep_ratio=as_released if keep_ratio is None else keep_ratio)
+    state = _State(
+        rules=rules,
+        aliases=aliases or (lambda _t: {}),
+        keep_vocab=keep_vocab,
+        cap_positions=cap_positions,
+        scale=max(1, scale),
+        plan=plan,
+        root=plan.config,
+        compact=compact,
+        keep_ratio=as_released if keep_ratio is None else keep_ratio,
+    )
     _shrink_one(plan.config, state, path="")
     if state.keep_vocab is False:
         _remap_token_ids(plan.config, state)
@@ -214,8 +233,16 @@ def _set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
 
 def _known_keys(keys: dict[str, Any]) -> set[str]:
     known = {"hidden_size", "vocab_size", "intermediate_size", "layer_types"}
-    for name in ("layer_count", "head_dim", "experts", "top_k", "expert_groups", "positions",
-                 "dense_prefix", "kv_shared"):
+    for name in (
+        "layer_count",
+        "head_dim",
+        "experts",
+        "top_k",
+        "expert_groups",
+        "positions",
+        "dense_prefix",
+        "kv_shared",
+    ):
         known.update(keys[name])
     for pair in keys["head_pairs"]:
         known.update(k for k in pair if k)
@@ -229,8 +256,7 @@ def _layer_count_key(d: dict[str, Any], keys: dict[str, Any]) -> str | None:
     return None
 
 
-def _shrink_layers(d: dict[str, Any], st: _State, path: str, fam: dict[str, Any],
-                   keep: set[str]) -> None:
+def _shrink_layers(d: dict[str, Any], st: _State, path: str, fam: dict[str, Any], keep: set[str]) -> None:
     keys, t = st.rules.keys, st.rules.targets
     count_key = _layer_count_key(d, keys)
     kinds_key = fam.get("layer_kinds")
@@ -246,16 +272,27 @@ def _shrink_layers(d: dict[str, Any], st: _State, path: str, fam: dict[str, Any]
         return
     # Everything indexed by layer: lists and pattern strings of length n, dicts keyed "05".
     skip_lists = set(fam.get("not_per_layer", [])) | {"architectures"}
-    index_lists = [k for k in keys["layer_index_lists"] + fam.get("layer_index_lists", [])
-                   if isinstance(d.get(k), list) and all(_is_int(x) for x in d[k])]
+    index_lists = [
+        k
+        for k in keys["layer_index_lists"] + fam.get("layer_index_lists", [])
+        if isinstance(d.get(k), list) and all(_is_int(x) for x in d[k])
+    ]
     skip_lists |= set(index_lists)
-    per_layer: list[str] = [k for k, v in d.items()
-                            if k not in skip_lists
-                            and ((isinstance(v, list) and len(v) == n)
-                                 or (isinstance(v, str) and k in per_layer_strings and len(v) == n))]
+    per_layer: list[str] = [
+        k
+        for k, v in d.items()
+        if k not in skip_lists
+        and (
+            (isinstance(v, list) and len(v) == n)
+            or (isinstance(v, str) and k in per_layer_strings and len(v) == n)
+        )
+    ]
     # Per-layer overrides keyed by layer index (Gemma 4's per_layer_config: {"05": {...}}).
-    per_layer_dicts = [k for k, v in d.items() if "layer" in k and isinstance(v, dict) and v
-                       and all(str(x).isdigit() for x in v)]
+    per_layer_dicts = [
+        k
+        for k, v in d.items()
+        if "layer" in k and isinstance(v, dict) and v and all(str(x).isdigit() for x in v)
+    ]
     # A dense prefix (DeepSeek's first_k_dense_replace): keep one dense layer, then MoE.
     dense_keys = [k for k in keys["dense_prefix"] if _is_int(d.get(k)) and d[k] > 0]
     for k in dense_keys:
@@ -271,10 +308,12 @@ def _shrink_layers(d: dict[str, Any], st: _State, path: str, fam: dict[str, Any]
     min_prefix = max(min_prefix, fam.get("min_layers", 0))
 
     def signature(i: int) -> tuple[Any, ...]:
-        return (tuple(d[k][i] for k in per_layer)
-                + tuple(f"{i:02d}" in d[k] or str(i) in d[k] or i in d[k] for k in per_layer_dicts)
-                + tuple(i in d[k] for k in index_lists)
-                + tuple(i < d[k] for k in dense_keys))
+        return (
+            tuple(d[k][i] for k in per_layer)
+            + tuple(f"{i:02d}" in d[k] or str(i) in d[k] or i in d[k] for k in per_layer_dicts)
+            + tuple(i in d[k] for k in index_lists)
+            + tuple(i < d[k] for k in dense_keys)
+        )
 
     shared_key = next((k for k in keys["kv_shared"] if _is_int(d.get(k)) and d[k] > 0), None)
     max_prefix = 0 if st.compact else fam.get("max_prefix_layers", t["max_prefix_layers"])
@@ -282,17 +321,24 @@ def _shrink_layers(d: dict[str, Any], st: _State, path: str, fam: dict[str, Any]
         # KV sharing: the last k layers reuse earlier layers' caches. Keep producers of each
         # kind, then one consumer of each kind.
         first_shared = n - d[shared_key]
-        producers = choose_layers([signature(i) for i in range(first_shared)],
-                                  min_layers=t["num_layers"], max_prefix=max_prefix,
-                                  min_prefix=min_prefix)
+        producers = choose_layers(
+            [signature(i) for i in range(first_shared)],
+            min_layers=t["num_layers"],
+            max_prefix=max_prefix,
+            min_prefix=min_prefix,
+        )
         consumers: dict[Any, int] = {}
         for i in range(first_shared, n):
             consumers.setdefault(_hashable(signature(i)), i)
         chosen = producers + sorted(consumers.values())
         d[shared_key] = len(consumers)
     else:
-        chosen = choose_layers([signature(i) for i in range(n)], min_layers=t["num_layers"],
-                               max_prefix=max_prefix, min_prefix=min_prefix)
+        chosen = choose_layers(
+            [signature(i) for i in range(n)],
+            min_layers=t["num_layers"],
+            max_prefix=max_prefix,
+            min_prefix=min_prefix,
+        )
     chosen = list(fam.get("layers", chosen)) if "layers" in fam else chosen
     new_index = {old: new for new, old in enumerate(chosen)}
     for k in per_layer:
@@ -301,8 +347,7 @@ def _shrink_layers(d: dict[str, Any], st: _State, path: str, fam: dict[str, Any]
         d[k] = "".join(picked) if isinstance(v, str) else picked
     for k in per_layer_dicts:
         width = max((len(str(x)) for x in d[k]), default=2)
-        d[k] = {str(new_index[int(x)]).zfill(width): val for x, val in d[k].items()
-                if int(x) in new_index}
+        d[k] = {str(new_index[int(x)]).zfill(width): val for x, val in d[k].items() if int(x) in new_index}
     for k in index_lists:
         d[k] = [new_index[i] for i in d[k] if i in new_index]
     # A dense prefix stated twice (GLM-5's first_k_dense_replace beside its mlp_layer_types):
@@ -355,14 +400,22 @@ def _shrink_heads_and_width(d: dict[str, Any], st: _State, path: str, keep: set[
     # 7168 / 128 heads = 56 is no head size, and tying them gave a width of 112, which no
     # release has and vLLM's CPU MoE kernels reject (they need multiples of 32).
     latent = any(_is_int(d.get(k)) for k in keys.get("latent_attention", []))
-    tied = primary_q is not None and not latent and (
-        (head_dim_key is None and hidden % primary_q[0] == 0)
-        or (head_dim_key is not None and hidden == primary_q[0] * d[head_dim_key]))
+    tied = (
+        primary_q is not None
+        and not latent
+        and (
+            (head_dim_key is None and hidden % primary_q[0] == 0)
+            or (head_dim_key is not None and hidden == primary_q[0] * d[head_dim_key])
+        )
+    )
     if tied and primary_q is not None:
         head_dim = d[head_dim_key] if head_dim_key else hidden // primary_q[0]
         new_q = primary_q[1]
-        while (new_q > 1 and new_q * head_dim > t["max_hidden_size"]
-               and not (st.keep_ratio and new_q == primary_q[1])):
+        while (
+            new_q > 1
+            and new_q * head_dim > t["max_hidden_size"]
+            and not (st.keep_ratio and new_q == primary_q[1])
+        ):
             new_q //= 2
         new_hidden = new_q * head_dim
         if new_q != primary_q[1]:
@@ -381,9 +434,16 @@ def _shrink_heads_and_width(d: dict[str, Any], st: _State, path: str, keep: set[
     skip = set(keys["head_dim"]) | {"hidden_size"}
     inter_re = re.compile(keys["intermediate_pattern"])
     for key, value in list(d.items()):
-        if (key not in skip and key not in keep and _is_int(value) and value == hidden
-                and width_re.search(key) and not inter_re.search(key) and "vocab" not in key
-                and "head" not in key):
+        if (
+            key not in skip
+            and key not in keep
+            and _is_int(value)
+            and value == hidden
+            and width_re.search(key)
+            and not inter_re.search(key)
+            and "vocab" not in key
+            and "head" not in key
+        ):
             d[key] = new_hidden
 
 
@@ -414,8 +474,7 @@ def _shrink_experts(d: dict[str, Any], st: _State, path: str, keep: set[str]) ->
             d[key] = want
 
 
-def _shrink_windows(d: dict[str, Any], st: _State, path: str, fam: dict[str, Any],
-                    keep: set[str]) -> None:
+def _shrink_windows(d: dict[str, Any], st: _State, path: str, fam: dict[str, Any], keep: set[str]) -> None:
     """Sliding windows and attention chunks to `targets.window`, SSM / linear-attention chunks
     to `targets.chunk` (why: the rules file), so the workload's long prompt crosses them. Only a
     window that is on: an integer above the target, below the config's own position limit (Phi-3
@@ -424,8 +483,10 @@ def _shrink_windows(d: dict[str, Any], st: _State, path: str, fam: dict[str, Any
     limits = [d[k] for k in keys["positions"] if _is_int(d.get(k)) and d[k] > 0]
     limit = min(limits) if limits else None
     off = d.get("use_sliding_window") is False
-    groups = ((keys.get("windows", []) + fam.get("window_keys", []), t.get("window"), True),
-              (keys.get("chunks", []) + fam.get("chunk_keys", []), t.get("chunk"), False))
+    groups = (
+        (keys.get("windows", []) + fam.get("window_keys", []), t.get("window"), True),
+        (keys.get("chunks", []) + fam.get("chunk_keys", []), t.get("chunk"), False),
+    )
     for names, target, is_window in groups:
         if not _is_int(target):
             continue
@@ -436,8 +497,7 @@ def _shrink_windows(d: dict[str, Any], st: _State, path: str, fam: dict[str, Any
             if is_window and (off or (limit is not None and value >= limit)):
                 continue
             d[key] = target
-            st.plan.notes.append(f"{path}{key}: {value} -> {target} (the workload's long "
-                                 f"prompt crosses it)")
+            st.plan.notes.append(f"{path}{key}: {value} -> {target} (the workload's long prompt crosses it)")
 
 
 def _remap_token_ids(config: dict[str, Any], st: _State) -> None:

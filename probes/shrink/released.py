@@ -51,8 +51,11 @@ class Specials:
 
 def drop_weights_only(source: dict[str, Any]) -> list[str]:
     """Leave out of a release's config what describes its weights, not ours; notes on it."""
-    return [f"{key}: left out (it describes the release's weights, not ours)"
-            for key in WEIGHTS_ONLY_KEYS if source.pop(key, None) is not None]
+    return [
+        f"{key}: left out (it describes the release's weights, not ours)"
+        for key in WEIGHTS_ONLY_KEYS
+        if source.pop(key, None) is not None
+    ]
 
 
 def tokenizer_style(release: Release, model_type: str | None) -> str:
@@ -66,8 +69,7 @@ def tokenizer_style(release: Release, model_type: str | None) -> str:
 def wants_tokenizer_model(release: Release | None, model_type: str | None) -> bool:
     """The copy carries a tokenizer.model: its release ships (or lists) one, or the family rule
     says its releases do (`tokenizer_model`, for families with no catalogued release)."""
-    if release is not None and ("tokenizer.model" in release.files
-                                or "tokenizer.model" in release.missing):
+    if release is not None and ("tokenizer.model" in release.files or "tokenizer.model" in release.missing):
         return True
     return bool(load_rules().family(model_type).get("tokenizer_model"))
 
@@ -77,11 +79,17 @@ def tokenizer_options(release: Release | None, model_type: str | None) -> dict[s
     for a copy with a tokenizer.model SentencePiece's dummy prefix as the family's converters
     read it (rule `add_dummy_prefix`, SentencePiece's default on; Gemma's releases have it off)."""
     family = load_rules().family(model_type)
-    style = (tokenizer_style(release, model_type) if release is not None
-             else str(family.get("tokenizer_style", "byte_level")))
+    style = (
+        tokenizer_style(release, model_type)
+        if release is not None
+        else str(family.get("tokenizer_style", "byte_level"))
+    )
     with_model = style == "sentencepiece" and wants_tokenizer_model(release, model_type)
-    return {"style": style, "sentencepiece_model": with_model,
-            "dummy_prefix": with_model and bool(family.get("add_dummy_prefix", True))}
+    return {
+        "style": style,
+        "sentencepiece_model": with_model,
+        "dummy_prefix": with_model and bool(family.get("add_dummy_prefix", True)),
+    }
 
 
 def write_tokenizer_model(out_dir: Path, check_texts: tuple[str, ...]) -> str:
@@ -100,18 +108,26 @@ def write_tokenizer_model(out_dir: Path, check_texts: tuple[str, ...]) -> str:
     pieces, prefix = found
     tok = Tokenizer.from_file(str(path))
     for text in check_texts:
-        ours, theirs = spm.encode(text, pieces, dummy_prefix=prefix), tok.encode(
-            text, add_special_tokens=False).ids
+        ours, theirs = (
+            spm.encode(text, pieces, dummy_prefix=prefix),
+            tok.encode(text, add_special_tokens=False).ids,
+        )
         if ours != theirs:
-            return (f"tokenizer.model: not written (SentencePiece reads {text[:30]!r} as "
-                    f"{ours[:8]}, tokenizer.json as {theirs[:8]})")
-    tok_config = read_json(out_dir / "tokenizer_config.json") if (
-        out_dir / "tokenizer_config.json").exists() else {}
+            return (
+                f"tokenizer.model: not written (SentencePiece reads {text[:30]!r} as "
+                f"{ours[:8]}, tokenizer.json as {theirs[:8]})"
+            )
+    tok_config = (
+        read_json(out_dir / "tokenizer_config.json") if (out_dir / "tokenizer_config.json").exists() else {}
+    )
     roles = {role: _content(tok_config.get(f"{role}_token")) for role in ("unk", "bos", "eos", "pad")}
-    (out_dir / "tokenizer.model").write_bytes(spm.model_bytes(
-        pieces, dummy_prefix=prefix, roles={k: v for k, v in roles.items() if v}))
-    return ("tokenizer.model: written from tokenizer.json (the release ships one, LFS-sized; "
-            f"SentencePiece reads the {len(check_texts)} check texts as tokenizer.json does)")
+    (out_dir / "tokenizer.model").write_bytes(
+        spm.model_bytes(pieces, dummy_prefix=prefix, roles={k: v for k, v in roles.items() if v})
+    )
+    return (
+        "tokenizer.model: written from tokenizer.json (the release ships one, LFS-sized; "
+        f"SentencePiece reads the {len(check_texts)} check texts as tokenizer.json does)"
+    )
 
 
 def _content(value: Any) -> str | None:
@@ -127,14 +143,18 @@ def chat_template(release: Release) -> str | None:
     return value if isinstance(value, str) else None  # a list of named templates: not kept
 
 
-def special_tokens(release: Release, source: dict[str, Any]) -> tuple[dict[str, str | None],
-                                                                       dict[int, str], list[str]]:
+def special_tokens(
+    release: Release, source: dict[str, Any]
+) -> tuple[dict[str, str | None], dict[int, str], list[str]]:
     """(role -> content, release id -> content, the specials the copy carries, in order)."""
     tok_config = read_json(release.file("tokenizer_config.json"))
     smap = read_json(release.file("special_tokens_map.json"))
     roles = {r: _content(tok_config.get(r)) or _content(smap.get(r)) for r in ROLES}
-    decoder = {int(k): c for k, v in (tok_config.get("added_tokens_decoder") or {}).items()
-               if str(k).isdigit() and (c := _content(v))}
+    decoder = {
+        int(k): c
+        for k, v in (tok_config.get("added_tokens_decoder") or {}).items()
+        if str(k).isdigit() and (c := _content(v))
+    }
     # Media and other named tokens (image_token_id -> tokenizer_config's image_token) map by
     # name; one the release names by id alone gets a placeholder special of ours. Otherwise its
     # id would land on an ordinary token of the fixture tokenizer, which a prompt produces
@@ -149,20 +169,28 @@ def special_tokens(release: Release, source: dict[str, Any]) -> tuple[dict[str, 
             if not values or not all(is_int(v) for v in values):
                 continue
             roles[role] = _content(tok_config.get(role)) or (
-                None if all(v in decoder for v in values) else f"<|dayone_{role}|>")
+                None if all(v in decoder for v in values) else f"<|dayone_{role}|>"
+            )
     # A release catalogued without its tokenizer files names bos/eos by id alone: those ids
     # are the fixture tokenizer's own bos/eos, not whatever piece lands there.
     for role, fixture_token in FIXTURE_ROLES.items():
         value = source.get(f"{role}_id")
         values = value if isinstance(value, list) else [value]
-        if roles.get(role) is None and values and all(is_int(v) and v not in decoder
-                                                      for v in values):
+        if roles.get(role) is None and values and all(is_int(v) and v not in decoder for v in values):
             roles[role] = fixture_token
     template = chat_template(release) or ""
-    named_ids = [v for scope in (source, source.get("text_config") or {},
-                                 read_json(release.file("generation_config.json")))
-                 for k, value in scope.items() if k.endswith("_token_id")
-                 for v in (value if isinstance(value, list) else [value]) if is_int(v)]
+    named_ids = [
+        v
+        for scope in (
+            source,
+            source.get("text_config") or {},
+            read_json(release.file("generation_config.json")),
+        )
+        for k, value in scope.items()
+        if k.endswith("_token_id")
+        for v in (value if isinstance(value, list) else [value])
+        if is_int(v)
+    ]
     wanted = [c for c in roles.values() if c]
     # Other named tokens (Gemma 3's boi_token, image_token): the class reads them by name.
     wanted += [c for k, v in tok_config.items() if k.endswith("_token") and (c := _content(v))]
@@ -170,11 +198,13 @@ def special_tokens(release: Release, source: dict[str, Any]) -> tuple[dict[str, 
     # A release token the template happens to contain is one of its specials only if the
     # release says so: Gemma 2 lists "\n" (an ordinary piece, special false), which as a
     # special of ours would split every newline out in one engine and not in another.
-    specials = {int(k) for k, v in (tok_config.get("added_tokens_decoder") or {}).items()
-                if str(k).isdigit() and isinstance(v, dict) and v.get("special", True)}
+    specials = {
+        int(k)
+        for k, v in (tok_config.get("added_tokens_decoder") or {}).items()
+        if str(k).isdigit() and isinstance(v, dict) and v.get("special", True)
+    }
     wanted += [c for i, c in decoder.items() if c in template and i in specials and c.strip()]
-    wanted += [c for c in smap.get("additional_special_tokens") or [] if isinstance(c, str)
-               and c in template]
+    wanted += [c for c in smap.get("additional_special_tokens") or [] if isinstance(c, str) and c in template]
     ordered = list(dict.fromkeys(wanted))[:MAX_SPECIALS]
     return roles, decoder, ordered
 
@@ -187,20 +217,23 @@ def _named_role(key: str) -> str | None:
     return None
 
 
-def fixture_tokenizer(out_dir: Path, release: Release, source: dict[str, Any],
-                      vocab_size: int) -> tuple[Any, Specials]:
+def fixture_tokenizer(
+    out_dir: Path, release: Release, source: dict[str, Any], vocab_size: int
+) -> tuple[Any, Specials]:
     """The fixtures' tokenizer in the release's kind, with the release's special tokens."""
     from probes.fixtures import SPECIAL_TOKENS, build_tokenizer
 
     roles, decoder, ordered = special_tokens(release, source)
     extra = tuple(c for c in ordered if c not in SPECIAL_TOKENS)
-    tok = build_tokenizer(out_dir, vocab_size=vocab_size, extra_special=extra,
-                          **tokenizer_options(release, source.get("model_type")))
+    tok = build_tokenizer(
+        out_dir,
+        vocab_size=vocab_size,
+        extra_special=extra,
+        **tokenizer_options(release, source.get("model_type")),
+    )
     vocab = tok.get_vocab()
-    specials = Specials(roles=roles, by_content={c: vocab[c] for c in ordered if c in vocab},
-                        vocab=vocab)
-    specials.ids = {i: specials.by_content[c] for i, c in decoder.items()
-                    if c in specials.by_content}
+    specials = Specials(roles=roles, by_content={c: vocab[c] for c in ordered if c in vocab}, vocab=vocab)
+    specials.ids = {i: specials.by_content[c] for i, c in decoder.items() if c in specials.by_content}
     return tok, specials
 
 
@@ -229,8 +262,9 @@ def map_token_ids(config: dict[str, Any], specials: Specials) -> None:
                     scope[key] = _map_value(key, value, specials)
 
 
-def write_as_released(out_dir: Path, release: Release, plan: ShrinkPlan, tok: Any,
-                      specials: Specials | None) -> None:
+def write_as_released(
+    out_dir: Path, release: Release, plan: ShrinkPlan, tok: Any, specials: Specials | None
+) -> None:
     """After save_pretrained: the copy's files in the release's own layout."""
     out_dir = Path(out_dir)
     released_keys = set(release.config())
@@ -258,8 +292,7 @@ def write_as_released(out_dir: Path, release: Release, plan: ShrinkPlan, tok: An
 
 def _clamp_ids(gen: dict[str, Any], plan: ShrinkPlan) -> None:
     pattern = re.compile(load_rules().keys["token_id_pattern"])
-    vocab = plan.config.get("vocab_size") or (plan.config.get("text_config") or {}).get(
-        "vocab_size")
+    vocab = plan.config.get("vocab_size") or (plan.config.get("text_config") or {}).get("vocab_size")
     for key, value in list(gen.items()):
         if not pattern.search(key) or not is_int(vocab):
             continue
@@ -268,22 +301,33 @@ def _clamp_ids(gen: dict[str, Any], plan: ShrinkPlan) -> None:
         gen[key] = fixed if isinstance(value, list) else fixed[0]
 
 
-def _tokenizer_as_released(out_dir: Path, release: Release, specials: Specials,
-                           plan: ShrinkPlan) -> None:
+def _tokenizer_as_released(out_dir: Path, release: Release, specials: Specials, plan: ShrinkPlan) -> None:
     """tokenizer_config.json: the fixture's tokens (their ids), the release's settings, roles
     and chat template (none where the release has none: a base model has no chat)."""
     path = out_dir / "tokenizer_config.json"
     ours = read_json(path)
     theirs = read_json(release.file("tokenizer_config.json"))
-    merged = {k: v for k, v in theirs.items()
-              if k not in ("added_tokens_decoder", "auto_map", "tokenizer_file", "vocab_file",
-                           "merges_file", "chat_template", "tokenizer_class",
-                           "additional_special_tokens", "extra_special_tokens", *ROLES)}
+    merged = {
+        k: v
+        for k, v in theirs.items()
+        if k
+        not in (
+            "added_tokens_decoder",
+            "auto_map",
+            "tokenizer_file",
+            "vocab_file",
+            "merges_file",
+            "chat_template",
+            "tokenizer_class",
+            "additional_special_tokens",
+            "extra_special_tokens",
+            *ROLES,
+        )
+    }
     if ours.get("added_tokens_decoder"):
         merged["added_tokens_decoder"] = ours["added_tokens_decoder"]
     for role in ROLES:
-        merged[role] = specials.roles.get(role) if specials.roles.get(role) in \
-            specials.by_content else None
+        merged[role] = specials.roles.get(role) if specials.roles.get(role) in specials.by_content else None
     template = chat_template(release)
     (out_dir / "chat_template.jinja").unlink(missing_ok=True)
     if template:
@@ -300,8 +344,10 @@ def _tokenizer_as_released(out_dir: Path, release: Release, specials: Specials,
         # no tokenizer.model here): the generic fast class reads the same tokenizer.json.
         merged["tokenizer_class"] = "PreTrainedTokenizerFast"
         _write_json(path, merged)
-        plan.notes.append(f"tokenizer_class: {wanted_class} does not read the fixture's "
-                          "tokenizer.json as it is; PreTrainedTokenizerFast")
+        plan.notes.append(
+            f"tokenizer_class: {wanted_class} does not read the fixture's "
+            "tokenizer.json as it is; PreTrainedTokenizerFast"
+        )
 
 
 def _tokenizer_loads(out_dir: Path, size: int) -> bool:
@@ -317,5 +363,4 @@ def _tokenizer_loads(out_dir: Path, size: int) -> bool:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(copy.deepcopy(data), indent=2, ensure_ascii=False) + "\n",
-                    encoding="utf-8")
+    path.write_text(json.dumps(copy.deepcopy(data), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -52,14 +52,23 @@ def rules_text(path: str | None = None) -> str:
 # Expressions in family rules: names, numbers, + - * // /, min, max, a.b lookups
 
 _BINOPS: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-    ast.FloorDiv: operator.floordiv, ast.Div: operator.truediv, ast.Mod: operator.mod,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.FloorDiv: operator.floordiv,
+    ast.Div: operator.truediv,
+    ast.Mod: operator.mod,
 }
-_FUNCS: dict[str, Callable[..., Any]] = {"min": min, "max": max, "len": len, "int": int,
-                                         "count": lambda items, value: list(items).count(value),
-                                         # each item's position among the names: a per-layer
-                                         # kind list as the releases' codes (0 full, 1 sliding)
-                                         "codes": lambda items, *names: [names.index(i) for i in items]}
+_FUNCS: dict[str, Callable[..., Any]] = {
+    "min": min,
+    "max": max,
+    "len": len,
+    "int": int,
+    "count": lambda items, value: list(items).count(value),
+    # each item's position among the names: a per-layer
+    # kind list as the releases' codes (0 full, 1 sliding)
+    "codes": lambda items, *names: [names.index(i) for i in items],
+}
 
 
 def evaluate(expr: Any, local: dict[str, Any], root: dict[str, Any]) -> Any:

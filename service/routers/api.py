@@ -16,8 +16,7 @@ from matrix.ingest import ingest_records, validator
 from service import views
 from service.deps import SessionDep
 from service.links import Links
-from service.routers.pages import (MapParams, MatrixParams, SearchParam, _matrix, arch_data,
-                                   cached, map_data)
+from service.routers.pages import MapParams, MatrixParams, SearchParam, _matrix, arch_data, cached, map_data
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
 
@@ -47,34 +46,50 @@ def api_map(request: Request, session: SessionDep, filters: MapParams) -> JSONRe
     return _json(map_data(request, session, filters))
 
 
-@router.get("/map/{arch}", summary="One architecture (the JSON of /map/{arch})",
-            responses={404: {"description": "no such architecture"}})
+@router.get(
+    "/map/{arch}",
+    summary="One architecture (the JSON of /map/{arch})",
+    responses={404: {"description": "no such architecture"}},
+)
 def api_arch(request: Request, session: SessionDep, arch: str) -> JSONResponse:
     return _found(arch_data(request, session, arch), "architecture")
 
 
-@router.get("/search", summary="Models and architectures by name",
-            description="Any part of a model's id, type or family, or of an architecture, any "
-                        "case; exact names first. Each result's `href` is its page.")
-def api_search(session: SessionDep, q: SearchParam = None,
-               limit: Annotated[int, Query(ge=1, le=100)] = views.SEARCH_LIMIT) -> JSONResponse:
+@router.get(
+    "/search",
+    summary="Models and architectures by name",
+    description="Any part of a model's id, type or family, or of an architecture, any "
+    "case; exact names first. Each result's `href` is its page.",
+)
+def api_search(
+    session: SessionDep,
+    q: SearchParam = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = views.SEARCH_LIMIT,
+) -> JSONResponse:
     data = views.search_view(session, q, limit)
     links = Links()
     for hit in data["results"]:
-        hit["href"] = (links.arch(hit["name"]) if hit["kind"] == "architecture"
-                       else links.model(hit["name"])).removeprefix(".")
+        hit["href"] = (
+            links.arch(hit["name"]) if hit["kind"] == "architecture" else links.model(hit["name"])
+        ).removeprefix(".")
     return _json(data)
 
 
 @router.get("/models", summary="Models, newest first (grouped by family)")
-def api_models(session: SessionDep, family: Text = None,
-               limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-               offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> JSONResponse:
+def api_models(
+    session: SessionDep,
+    family: Text = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> JSONResponse:
     return _json(views.models_list(session, family=family, limit=limit, offset=offset))
 
 
-@router.get("/models/{model_id:path}", summary="One model (id with its slashes)",
-            responses={404: {"description": "no such model"}})
+@router.get(
+    "/models/{model_id:path}",
+    summary="One model (id with its slashes)",
+    responses={404: {"description": "no such model"}},
+)
 def api_model(request: Request, session: SessionDep, model_id: str) -> JSONResponse:
     return _found(views.model_page_view(session, model_id, request.app.state.history_cache), "model")
 
@@ -84,25 +99,33 @@ def api_engines(session: SessionDep) -> JSONResponse:
     return _json(views.engines_list(session))
 
 
-@router.get("/engines/{name}", summary="One engine: per version, what it fixed and broke",
-            responses={404: {"description": "no such engine"}})
+@router.get(
+    "/engines/{name}",
+    summary="One engine: per version, what it fixed and broke",
+    responses={404: {"description": "no such engine"}},
+)
 def api_engine(session: SessionDep, name: str) -> JSONResponse:
     return _found(views.engine_view(session, name), "engine")
 
 
-@router.get("/engines/{name}/{version}/diff",
-            summary="One engine release against the one before: what it fixed, broke "
-                    "(regressions flagged) and newly greened",
-            responses={404: {"description": "no such engine release"}})
+@router.get(
+    "/engines/{name}/{version}/diff",
+    summary="One engine release against the one before: what it fixed, broke "
+    "(regressions flagged) and newly greened",
+    responses={404: {"description": "no such engine release"}},
+)
 def api_release_diff(session: SessionDep, name: str, version: str) -> JSONResponse:
     return _found(views.engine_release_view(session, name, version), "engine release")
 
 
-@router.get("/compat", summary="Support data in MDN browser-compat-data's shape",
-            description="Per architecture and model, per engine: `version_added`, "
-                        "`version_removed`, `partial_implementation` with `notes` over the "
-                        "engine releases probed; the same document `dayone export --data` "
-                        "writes as data.json (schema: /api/v1/compat/schema).")
+@router.get(
+    "/compat",
+    summary="Support data in MDN browser-compat-data's shape",
+    description="Per architecture and model, per engine: `version_added`, "
+    "`version_removed`, `partial_implementation` with `notes` over the "
+    "engine releases probed; the same document `dayone export --data` "
+    "writes as data.json (schema: /api/v1/compat/schema).",
+)
 def api_compat(session: SessionDep) -> JSONResponse:
     return _json(views.compat_view(session))
 
@@ -114,14 +137,27 @@ def api_compat_schema() -> JSONResponse:
     return _json(schema())
 
 
-@router.get("/cells", summary="One model in one engine: state, summary, history",
-            responses={404: {"description": "no such cell"}})
-def api_cell(request: Request, session: SessionDep,
-             model: Annotated[str, Query(min_length=1, max_length=512)],
-             engine: Annotated[str, Query(min_length=1, max_length=128)],
-             limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> JSONResponse:
-    return _found(cached(request, session, ("cell", model, engine, str(limit)),
-                         lambda: views.cell_view(session, model, engine, limit=limit)), "cell")
+@router.get(
+    "/cells",
+    summary="One model in one engine: state, summary, history",
+    responses={404: {"description": "no such cell"}},
+)
+def api_cell(
+    request: Request,
+    session: SessionDep,
+    model: Annotated[str, Query(min_length=1, max_length=512)],
+    engine: Annotated[str, Query(min_length=1, max_length=128)],
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> JSONResponse:
+    return _found(
+        cached(
+            request,
+            session,
+            ("cell", model, engine, str(limit)),
+            lambda: views.cell_view(session, model, engine, limit=limit),
+        ),
+        "cell",
+    )
 
 
 def _since(since: Optional[str]) -> Optional[dt.datetime]:
@@ -133,42 +169,73 @@ def _since(since: Optional[str]) -> Optional[dt.datetime]:
         raise HTTPException(422, "since: not an ISO 8601 date or time")
 
 
-@router.get("/results", summary="Stored result records (the contract), newest first",
-            description="Filter by model, engine (`NAME` or `NAME==VERSION`), stage, status "
-                        "and `since` (ISO date or time, UTC when naive); paginate with "
-                        "`limit` and `offset` (the answer's `next` is the following page).")
-def api_results(request: Request, session: SessionDep, model: Text = None, engine: Text = None,
-                stage: Annotated[Optional[str], Query(max_length=64)] = None,
-                status: Annotated[Optional[str], Query(max_length=16)] = None,
-                since: Annotated[Optional[str], Query(max_length=40)] = None,
-                limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> JSONResponse:
-    records = views.results_page(session, model=model, engine=engine, stage=stage,
-                                 status=status, since=_since(since), limit=limit, offset=offset)
+@router.get(
+    "/results",
+    summary="Stored result records (the contract), newest first",
+    description="Filter by model, engine (`NAME` or `NAME==VERSION`), stage, status "
+    "and `since` (ISO date or time, UTC when naive); paginate with "
+    "`limit` and `offset` (the answer's `next` is the following page).",
+)
+def api_results(
+    request: Request,
+    session: SessionDep,
+    model: Text = None,
+    engine: Text = None,
+    stage: Annotated[Optional[str], Query(max_length=64)] = None,
+    status: Annotated[Optional[str], Query(max_length=16)] = None,
+    since: Annotated[Optional[str], Query(max_length=40)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> JSONResponse:
+    records = views.results_page(
+        session,
+        model=model,
+        engine=engine,
+        stage=stage,
+        status=status,
+        since=_since(since),
+        limit=limit,
+        offset=offset,
+    )
     following = None
     if len(records) == limit:
         following = str(request.url.include_query_params(offset=offset + limit))
     return _json({"results": records, "offset": offset, "limit": limit, "next": following})
 
 
-@router.get("/results/{result_id}", summary="One stored record by its id (without `output`)",
-            responses={404: {"description": "no such result"}})
-def api_result(session: SessionDep, result_id: Annotated[int, Path(ge=1, le=2**62)]
-               ) -> JSONResponse:
+@router.get(
+    "/results/{result_id}",
+    summary="One stored record by its id (without `output`)",
+    responses={404: {"description": "no such result"}},
+)
+def api_result(session: SessionDep, result_id: Annotated[int, Path(ge=1, le=2**62)]) -> JSONResponse:
     return _found(views.result_record(session, result_id), "result")
 
 
-@router.get("/summaries", summary="Derived summaries per cell of one model",
-            description="Latest status, supported since, days to green, failing since, last "
-                        "pass, regressions, flaky stages, staleness (matrix/summary.py).")
-def api_summaries(request: Request, session: SessionDep,
-                  model: Annotated[str, Query(min_length=1, max_length=512)],
-                  engine: Text = None) -> JSONResponse:
-    return _json(cached(request, session, ("summaries", model, engine or ""),
-                        lambda: views.summaries_view(session, model, engine)))
+@router.get(
+    "/summaries",
+    summary="Derived summaries per cell of one model",
+    description="Latest status, supported since, days to green, failing since, last "
+    "pass, regressions, flaky stages, staleness (matrix/summary.py).",
+)
+def api_summaries(
+    request: Request,
+    session: SessionDep,
+    model: Annotated[str, Query(min_length=1, max_length=512)],
+    engine: Text = None,
+) -> JSONResponse:
+    return _json(
+        cached(
+            request,
+            session,
+            ("summaries", model, engine or ""),
+            lambda: views.summaries_view(session, model, engine),
+        )
+    )
 
 
 # Ingest
+
 
 def _record_schema() -> dict[str, Any]:
     schema = dict(validator().schema)
@@ -183,9 +250,11 @@ def require_token(request: Request) -> None:
         raise HTTPException(403, "HTTP ingest is disabled (set DAYONE_INGEST_TOKEN)")
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode("utf-8", "replace"), expected.encode("utf-8")):
-        raise HTTPException(401, "a valid bearer token is required",
-                            headers={"WWW-Authenticate": 'Bearer realm="dayone"'})
+        given.strip().encode("utf-8", "replace"), expected.encode("utf-8")
+    ):
+        raise HTTPException(
+            401, "a valid bearer token is required", headers={"WWW-Authenticate": 'Bearer realm="dayone"'}
+        )
 
 
 async def _body(request: Request) -> bytes:
@@ -234,26 +303,37 @@ def parse_batch(body: bytes) -> list[Any]:
 INGEST_BODY = {
     "required": True,
     "content": {
-        "application/json": {"schema": {"oneOf": [
-            {"$ref": "#/components/schemas/ResultRecord"},
-            {"type": "array", "items": {"$ref": "#/components/schemas/ResultRecord"}}]}},
-        "application/x-ndjson": {"schema": {"type": "string",
-                                            "description": "one record per line"}},
+        "application/json": {
+            "schema": {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/ResultRecord"},
+                    {"type": "array", "items": {"$ref": "#/components/schemas/ResultRecord"}},
+                ]
+            }
+        },
+        "application/x-ndjson": {"schema": {"type": "string", "description": "one record per line"}},
     },
 }
 
 
 @router.post(
-    "/results", tags=["ingest"], summary="Ingest result records (bearer token)",
+    "/results",
+    tags=["ingest"],
+    summary="Ingest result records (bearer token)",
     description="A record, a JSON array of records, or JSON lines, each valid against the "
-                "result contract. Idempotent: a record already stored counts as a duplicate. "
-                "200 with a report when at least one record was good (the bad ones listed "
-                "with their 0-based position), 422 when none was.",
-    dependencies=[Depends(require_token)], openapi_extra={"requestBody": INGEST_BODY},
-    responses={401: {"description": "missing or wrong token"},
-               403: {"description": "ingest disabled"}, 413: {"description": "too large"},
-               422: {"description": "nothing valid to store"},
-               503: {"description": "the store is busy; retry"}})
+    "result contract. Idempotent: a record already stored counts as a duplicate. "
+    "200 with a report when at least one record was good (the bad ones listed "
+    "with their 0-based position), 422 when none was.",
+    dependencies=[Depends(require_token)],
+    openapi_extra={"requestBody": INGEST_BODY},
+    responses={
+        401: {"description": "missing or wrong token"},
+        403: {"description": "ingest disabled"},
+        413: {"description": "too large"},
+        422: {"description": "nothing valid to store"},
+        503: {"description": "the store is busy; retry"},
+    },
+)
 async def api_ingest(request: Request) -> JSONResponse:
     body = await _body(request)
     try:

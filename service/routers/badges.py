@@ -19,18 +19,18 @@ def cell_badge(session, model_id: str, engine: str) -> badges.Badge:
     return badges.badge_for(engine, cell["status"], cell["engine_version"])
 
 
-@router.get("/badge/{path:path}", summary="Status badge of a cell (SVG)",
-            response_class=Response,
-            responses={200: {"content": {"image/svg+xml": {}}},
-                       404: {"description": "not a badge path"}})
+@router.get(
+    "/badge/{path:path}",
+    summary="Status badge of a cell (SVG)",
+    response_class=Response,
+    responses={200: {"content": {"image/svg+xml": {}}}, 404: {"description": "not a badge path"}},
+)
 def badge(session: SessionDep, path: str) -> Response:
     path, is_svg = split_twin(path, ".svg")
     model_part, _, engine_part = path.rpartition("/")
     if not is_svg or not model_part or not engine_part:
-        return Response("badge paths are /badge/MODEL/ENGINE.svg", status_code=404,
-                        media_type="text/plain")
+        return Response("badge paths are /badge/MODEL/ENGINE.svg", status_code=404, media_type="text/plain")
     b = cell_badge(session, unslug(model_part), unslug(engine_part))
     # A cell without results still answers with a grey "no data" badge (an embedded badge
     # should never show as a broken image).
-    return Response(badges.svg(b), media_type="image/svg+xml",
-                    headers={"Cache-Control": "max-age=300"})
+    return Response(badges.svg(b), media_type="image/svg+xml", headers={"Cache-Control": "max-age=300"})

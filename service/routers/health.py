@@ -12,8 +12,11 @@ from service.deps import SessionDep
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="Liveness and store check",
-            responses={503: {"description": "the store cannot be read"}})
+@router.get(
+    "/healthz",
+    summary="Liveness and store check",
+    responses={503: {"description": "the store cannot be read"}},
+)
 def healthz(session: SessionDep) -> JSONResponse:
     try:
         session.execute(text("SELECT 1"))

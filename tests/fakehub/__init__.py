@@ -45,8 +45,12 @@ class Fault:
     body: str = ""
 
     def matches(self, method: str, path: str, query: str) -> bool:
-        return (self.times > 0 and method == self.method and path.startswith(self.path_prefix)
-                and self.query_contains in query)
+        return (
+            self.times > 0
+            and method == self.method
+            and path.startswith(self.path_prefix)
+            and self.query_contains in query
+        )
 
 
 @dataclass
@@ -69,8 +73,15 @@ def _load_recordings(root: Path) -> tuple[dict[str, Repo], list[Fault]]:
     for info_path in sorted((root / "api" / "models").glob("*/*.json")):
         info = json.loads(info_path.read_text(encoding="utf-8"))
         files_dir = root / "files" / info["id"]
-        files = {p.relative_to(files_dir).as_posix(): p.read_bytes()
-                 for p in sorted(files_dir.rglob("*")) if p.is_file()} if files_dir.is_dir() else {}
+        files = (
+            {
+                p.relative_to(files_dir).as_posix(): p.read_bytes()
+                for p in sorted(files_dir.rglob("*"))
+                if p.is_file()
+            }
+            if files_dir.is_dir()
+            else {}
+        )
         info["siblings"] = [{"rfilename": name} for name in sorted(files)]
         repo = Repo(info=info, files=files)
         repo.history[repo.sha] = dict(files)
@@ -83,8 +94,14 @@ def _load_recordings(root: Path) -> tuple[dict[str, Repo], list[Fault]]:
 class FakeHub:
     """The fake hub server; use as a context manager. `url` is the endpoint to give HfApi."""
 
-    def __init__(self, recordings: Path = RECORDINGS, *, page_size: int = 2,
-                 faults: bool = True, host: str = "127.0.0.1"):
+    def __init__(
+        self,
+        recordings: Path = RECORDINGS,
+        *,
+        page_size: int = 2,
+        faults: bool = True,
+        host: str = "127.0.0.1",
+    ):
         self.repos, loaded_faults = _load_recordings(recordings)
         self.faults: list[Fault] = loaded_faults if faults else []
         self.page_size = page_size
@@ -115,8 +132,9 @@ class FakeHub:
         self.stop()
 
     # Test controls
-    def push_commit(self, repo_id: str, files: dict[str, bytes | str],
-                    last_modified: str = "2026-06-01T00:00:00.000Z") -> str:
+    def push_commit(
+        self, repo_id: str, files: dict[str, bytes | str], last_modified: str = "2026-06-01T00:00:00.000Z"
+    ) -> str:
         """A new commit on a repo: new sha, changed files; the old sha stays resolvable."""
         with self._lock:
             repo = self.repos[repo_id]
@@ -146,8 +164,9 @@ class FakeHub:
         return sum(1 for m, p, _s in self.requests if m == method and p.startswith(path_prefix))
 
     # Answers
-    def answer(self, method: str, raw_path: str, headers: dict[str, str]
-               ) -> tuple[int, dict[str, str], bytes]:
+    def answer(
+        self, method: str, raw_path: str, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
         parts = urlsplit(raw_path)
         path, query = parts.path, parts.query
         with self._lock:
@@ -159,7 +178,7 @@ class FakeHub:
         if path == "/api/models":
             return self._list_models(params)
         if path.startswith("/api/models/"):
-            return self._model_info(path[len("/api/models/"):], params)
+            return self._model_info(path[len("/api/models/") :], params)
         if "/resolve/" in path:
             return self._resolve(method, path.lstrip("/"), headers)
         return _error(404, "NotFound", f"no route for {path}")
@@ -167,8 +186,11 @@ class FakeHub:
     def _list_models(self, params: dict[str, list[str]]) -> tuple[int, dict[str, str], bytes]:
         author = params.get("author", [None])[0]
         with self._lock:
-            infos = [copy.deepcopy(r.info) for r in self.repos.values()
-                     if author is None or r.id.split("/")[0] == author]
+            infos = [
+                copy.deepcopy(r.info)
+                for r in self.repos.values()
+                if author is None or r.id.split("/")[0] == author
+            ]
         # `filter`: repos carrying every given tag (the hub's model_type tags among them).
         tags = params.get("filter", [])
         infos = [i for i in infos if all(tag in (i.get("tags") or []) for tag in tags)]
@@ -178,7 +200,7 @@ class FakeHub:
         limit = int(params.get("limit", [str(self.page_size)])[0])
         size = min(limit, self.page_size)
         start = int(params.get("cursor", ["0"])[0])
-        page = infos[start:start + size]
+        page = infos[start : start + size]
         headers = {"Content-Type": "application/json"}
         if start + size < len(infos):
             nxt = {k: v for k, v in params.items() if k != "cursor"}
@@ -188,8 +210,7 @@ class FakeHub:
         body = [_select(i, expand, list_view=True) for i in page]
         return 200, headers, json.dumps(body).encode()
 
-    def _model_info(self, rest: str, params: dict[str, list[str]]
-                    ) -> tuple[int, dict[str, str], bytes]:
+    def _model_info(self, rest: str, params: dict[str, list[str]]) -> tuple[int, dict[str, str], bytes]:
         repo_id, _, revision = rest.partition("/revision/")
         repo = self.repos.get(repo_id)
         if repo is None:
@@ -200,19 +221,25 @@ class FakeHub:
         if revision in repo.history and revision != repo.sha:
             info["sha"] = revision
             info["siblings"] = [{"rfilename": n} for n in sorted(repo.history[revision])]
-        return 200, {"Content-Type": "application/json"}, json.dumps(
-            _select(info, params.get("expand"), list_view=False)).encode()
+        return (
+            200,
+            {"Content-Type": "application/json"},
+            json.dumps(_select(info, params.get("expand"), list_view=False)).encode(),
+        )
 
-    def _resolve(self, method: str, path: str, headers: dict[str, str]
-                 ) -> tuple[int, dict[str, str], bytes]:
+    def _resolve(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         before, _, after = path.partition("/resolve/")
         repo = self.repos.get(before)
         if repo is None:
             return _error(404, "RepoNotFound", f"Repository not found: {before}")
         revision, _, filename = after.partition("/")
         if repo.info.get("gated") and headers.get("authorization") != f"Bearer {GOOD_TOKEN}":
-            return _error(401, "GatedRepo", f"Access to model {repo.id} is restricted. You must "
-                          "have access to it and be authenticated to access it.")
+            return _error(
+                401,
+                "GatedRepo",
+                f"Access to model {repo.id} is restricted. You must "
+                "have access to it and be authenticated to access it.",
+            )
         sha = repo.sha if revision == "main" else revision
         files = repo.history.get(sha)
         if files is None:
@@ -221,8 +248,12 @@ class FakeHub:
             return _error(404, "EntryNotFound", f"{filename} does not exist on {revision}")
         body = files[filename]
         etag = hashlib.sha1(body).hexdigest()
-        out = {"X-Repo-Commit": sha, "ETag": f'"{etag}"', "Content-Length": str(len(body)),
-               "Content-Type": "application/octet-stream"}
+        out = {
+            "X-Repo-Commit": sha,
+            "ETag": f'"{etag}"',
+            "Content-Length": str(len(body)),
+            "Content-Type": "application/octet-stream",
+        }
         return 200, out, (b"" if method == "HEAD" else body)
 
 
@@ -233,8 +264,17 @@ def _sort_value(value: Any) -> tuple[int, float, str]:
     return (1, 0.0, str(value or ""))
 
 
-_LIST_FIELDS = ("_id", "id", "likes", "private", "downloads", "tags", "pipeline_tag",
-                "library_name", "createdAt")
+_LIST_FIELDS = (
+    "_id",
+    "id",
+    "likes",
+    "private",
+    "downloads",
+    "tags",
+    "pipeline_tag",
+    "library_name",
+    "createdAt",
+)
 
 
 def _select(info: dict[str, Any], expand: list[str] | None, *, list_view: bool) -> dict[str, Any]:
@@ -247,8 +287,7 @@ def _select(info: dict[str, Any], expand: list[str] | None, *, list_view: bool) 
 
 
 def _error(status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:
-    headers = {"Content-Type": "application/json", "X-Error-Code": code,
-               "X-Error-Message": message}
+    headers = {"Content-Type": "application/json", "X-Error-Code": code, "X-Error-Message": message}
     return status, headers, json.dumps({"error": message}).encode()
 
 

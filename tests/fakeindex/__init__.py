@@ -29,7 +29,8 @@ class FakeIndex:
     def __init__(self, recordings: Path = RECORDINGS, host: str = "127.0.0.1"):
         self.projects: dict[str, dict[str, Any]] = {
             normalise(p.stem): json.loads(p.read_text(encoding="utf-8"))
-            for p in sorted(recordings.glob("*.json"))}
+            for p in sorted(recordings.glob("*.json"))
+        }
         self.faults: dict[str, list[int]] = {}  # project -> statuses to answer first
         self.requests: list[str] = []
         self._lock = threading.Lock()
@@ -54,9 +55,16 @@ class FakeIndex:
         with self._lock:
             answer = self.projects[normalise(project)]
             answer["releases"][version] = [
-                {"packagetype": "bdist_wheel", "requires_python": None, "yanked": False,
-                 "yanked_reason": None, "upload_time_iso_8601": "2026-12-02T10:00:00Z", **f}
-                for f in files]
+                {
+                    "packagetype": "bdist_wheel",
+                    "requires_python": None,
+                    "yanked": False,
+                    "yanked_reason": None,
+                    "upload_time_iso_8601": "2026-12-02T10:00:00Z",
+                    **f,
+                }
+                for f in files
+            ]
             answer["info"]["version"] = version
 
     def yank(self, project: str, version: str, reason: str) -> None:

@@ -14,8 +14,7 @@ import sys
 
 from packaging.version import InvalidVersion, Version
 
-FILE_KEYS = ("filename", "packagetype", "requires_python", "upload_time_iso_8601", "yanked",
-             "yanked_reason")
+FILE_KEYS = ("filename", "packagetype", "requires_python", "upload_time_iso_8601", "yanked", "yanked_reason")
 
 
 def _at_or_after(version: str, cutoff: Version) -> bool:
@@ -27,8 +26,11 @@ def _at_or_after(version: str, cutoff: Version) -> bool:
 
 def trim(answer: dict, cutoff: str) -> dict:
     floor = Version(cutoff)
-    releases = {v: [{k: f.get(k) for k in FILE_KEYS} for f in files]
-                for v, files in answer["releases"].items() if _at_or_after(v, floor)}
+    releases = {
+        v: [{k: f.get(k) for k in FILE_KEYS} for f in files]
+        for v, files in answer["releases"].items()
+        if _at_or_after(v, floor)
+    }
     info = {k: answer["info"].get(k) for k in ("name", "version", "requires_python")}
     return {"info": info, "releases": dict(sorted(releases.items(), key=lambda i: Version(i[0])))}
 

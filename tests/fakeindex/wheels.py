@@ -30,11 +30,17 @@ def make_wheel(name: str, version: str, requires: tuple[str, ...] = ()) -> tuple
     dist = f"{module}-{version}.dist-info"
     files = {
         f"{module}/__init__.py": f"__version__ = {version!r}\n",
-        f"{dist}/METADATA": "\n".join(["Metadata-Version: 2.1", f"Name: {name}",
-                                       f"Version: {version}",
-                                       *(f"Requires-Dist: {r}" for r in requires)]) + "\n",
+        f"{dist}/METADATA": "\n".join(
+            [
+                "Metadata-Version: 2.1",
+                f"Name: {name}",
+                f"Version: {version}",
+                *(f"Requires-Dist: {r}" for r in requires),
+            ]
+        )
+        + "\n",
         f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: dayone-tests\nRoot-Is-Purelib: true\n"
-                         "Tag: py3-none-any\n",
+        "Tag: py3-none-any\n",
     }
     record = []
     buf = io.BytesIO()
@@ -92,8 +98,7 @@ class WheelIndex:
         self._server.shutdown()
         self._server.server_close()
 
-    def publish(self, name: str, version: str, uploaded: str, requires: tuple[str, ...] = ()
-                ) -> File:
+    def publish(self, name: str, version: str, uploaded: str, requires: tuple[str, ...] = ()) -> File:
         filename, data = make_wheel(name, version, requires)
         file = File(normalise(name), version, filename, data, uploaded)
         with self._lock:
@@ -106,22 +111,42 @@ class WheelIndex:
 
     def simple_answer(self, project: str) -> dict:
         files = self.of(project)
-        return {"meta": {"api-version": "1.1"}, "name": normalise(project),
-                "versions": sorted({f.version for f in files}),
-                "files": [{"filename": f.filename, "url": f"{self.base}/files/{f.filename}",
-                           "hashes": {"sha256": f.sha256}, "requires-python": None,
-                           "upload-time": f.uploaded, "yanked": False} for f in files]}
+        return {
+            "meta": {"api-version": "1.1"},
+            "name": normalise(project),
+            "versions": sorted({f.version for f in files}),
+            "files": [
+                {
+                    "filename": f.filename,
+                    "url": f"{self.base}/files/{f.filename}",
+                    "hashes": {"sha256": f.sha256},
+                    "requires-python": None,
+                    "upload-time": f.uploaded,
+                    "yanked": False,
+                }
+                for f in files
+            ],
+        }
 
     def json_answer(self, project: str) -> dict:
         files = self.of(project)
         releases: dict[str, list[dict]] = {}
         for f in files:
             releases.setdefault(f.version, []).append(
-                {"filename": f.filename, "packagetype": "bdist_wheel", "requires_python": None,
-                 "upload_time_iso_8601": f.uploaded, "yanked": False, "yanked_reason": None})
+                {
+                    "filename": f.filename,
+                    "packagetype": "bdist_wheel",
+                    "requires_python": None,
+                    "upload_time_iso_8601": f.uploaded,
+                    "yanked": False,
+                    "yanked_reason": None,
+                }
+            )
         newest = max(releases, default=None)
-        return {"info": {"name": normalise(project), "version": newest, "requires_python": None},
-                "releases": releases}
+        return {
+            "info": {"name": normalise(project), "version": newest, "requires_python": None},
+            "releases": releases,
+        }
 
 
 def _handler_for(index: WheelIndex) -> type[BaseHTTPRequestHandler]:
@@ -149,10 +174,8 @@ def _handler_for(index: WheelIndex) -> type[BaseHTTPRequestHandler]:
             if len(parts) == 2 and parts[0] == "simple" and index.of(parts[1]):
                 body = json.dumps(index.simple_answer(parts[1])).encode()
                 return self._send(200, body, "application/vnd.pypi.simple.v1+json")
-            if len(parts) == 3 and parts[0] == "pypi" and parts[2] == "json" \
-                    and index.of(parts[1]):
-                return self._send(200, json.dumps(index.json_answer(parts[1])).encode(),
-                                  "application/json")
+            if len(parts) == 3 and parts[0] == "pypi" and parts[2] == "json" and index.of(parts[1]):
+                return self._send(200, json.dumps(index.json_answer(parts[1])).encode(), "application/json")
             if len(parts) == 2 and parts[0] == "files":
                 found = [f for f in index.files if f.filename == parts[1]]
                 if found:

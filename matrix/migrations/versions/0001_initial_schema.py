@@ -49,8 +49,7 @@ def upgrade() -> None:
         sa.Column("release_date", sa.Date(), nullable=True),
         sa.Column("created", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_model_revisions")),
-        sa.UniqueConstraint("model_id", "revision",
-                            name=op.f("uq_model_revisions_model_id_revision")),
+        sa.UniqueConstraint("model_id", "revision", name=op.f("uq_model_revisions_model_id_revision")),
     )
 
     op.create_table(
@@ -87,14 +86,24 @@ def upgrade() -> None:
         sa.Column("reproduce", sa.Text(), nullable=True),
         sa.Column("raw", JSONValue, nullable=False),
         sa.Column("ingested_at", sa.DateTime(), nullable=False),
-        sa.ForeignKeyConstraint(["environment_pk"], ["environments.id"],
-                                name=op.f("fk_results_environment_pk_environments")),
-        sa.ForeignKeyConstraint(["model_revision_pk"], ["model_revisions.id"],
-                                name=op.f("fk_results_model_revision_pk_model_revisions")),
+        sa.ForeignKeyConstraint(
+            ["environment_pk"], ["environments.id"], name=op.f("fk_results_environment_pk_environments")
+        ),
+        sa.ForeignKeyConstraint(
+            ["model_revision_pk"],
+            ["model_revisions.id"],
+            name=op.f("fk_results_model_revision_pk_model_revisions"),
+        ),
         sa.ForeignKeyConstraint(["run_pk"], ["runs.id"], name=op.f("fk_results_run_pk_runs")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_results")),
-        sa.UniqueConstraint("model_revision_pk", "environment_pk", "stage", "started_at", "run_key",
-                            name="uq_results_natural_key"),
+        sa.UniqueConstraint(
+            "model_revision_pk",
+            "environment_pk",
+            "stage",
+            "started_at",
+            "run_key",
+            name="uq_results_natural_key",
+        ),
     )
     op.create_index(op.f("ix_results_run_pk"), "results", ["run_pk"])
     op.create_index("ix_results_started_at", "results", ["started_at"])
@@ -111,14 +120,16 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("failure_class", sa.String(length=64), nullable=True),
         sa.Column("started_at", sa.DateTime(), nullable=False),
-        sa.ForeignKeyConstraint(["environment_pk"], ["environments.id"],
-                                name=op.f("fk_cell_latest_environment_pk_environments")),
-        sa.ForeignKeyConstraint(["model_revision_pk"], ["model_revisions.id"],
-                                name=op.f("fk_cell_latest_model_revision_pk_model_revisions")),
-        sa.ForeignKeyConstraint(["result_pk"], ["results.id"],
-                                name=op.f("fk_cell_latest_result_pk_results")),
-        sa.PrimaryKeyConstraint("model_revision_pk", "environment_pk", "stage",
-                                name=op.f("pk_cell_latest")),
+        sa.ForeignKeyConstraint(
+            ["environment_pk"], ["environments.id"], name=op.f("fk_cell_latest_environment_pk_environments")
+        ),
+        sa.ForeignKeyConstraint(
+            ["model_revision_pk"],
+            ["model_revisions.id"],
+            name=op.f("fk_cell_latest_model_revision_pk_model_revisions"),
+        ),
+        sa.ForeignKeyConstraint(["result_pk"], ["results.id"], name=op.f("fk_cell_latest_result_pk_results")),
+        sa.PrimaryKeyConstraint("model_revision_pk", "environment_pk", "stage", name=op.f("pk_cell_latest")),
     )
     op.create_index("ix_cell_latest_cell", "cell_latest", ["model_id", "engine_name", "stage"])
 

@@ -25,8 +25,7 @@ def upgrade() -> None:
         sa.Column("log_tail", sa.Text(), nullable=False),
         sa.Column("log_bytes", sa.Integer(), nullable=False),
         sa.Column("stored_at", sa.DateTime(), nullable=False),
-        sa.ForeignKeyConstraint(["result_pk"], ["results.id"],
-                                name=op.f("fk_result_logs_result_pk_results")),
+        sa.ForeignKeyConstraint(["result_pk"], ["results.id"], name=op.f("fk_result_logs_result_pk_results")),
         sa.PrimaryKeyConstraint("result_pk", name=op.f("pk_result_logs")),
     )
     op.create_table(
@@ -42,8 +41,9 @@ def upgrade() -> None:
         sa.Column("new_class", sa.String(length=64), nullable=False),
         sa.Column("old_message", sa.Text(), nullable=True),
         sa.Column("new_message", sa.Text(), nullable=True),
-        sa.ForeignKeyConstraint(["result_pk"], ["results.id"],
-                                name=op.f("fk_reclassifications_result_pk_results")),
+        sa.ForeignKeyConstraint(
+            ["result_pk"], ["results.id"], name=op.f("fk_reclassifications_result_pk_results")
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_reclassifications")),
     )
     op.create_index(op.f("ix_reclassifications_result_pk"), "reclassifications", ["result_pk"])
