@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 from matrix.environments import ensure_env  # noqa: E402
 from matrix.nightly import probe_options  # noqa: E402
 from probes.modelinfo import read_model_info  # noqa: E402
+from probes.quantize import FLAT_FACTS  # noqa: E402
 from probes.record import build_records  # noqa: E402
 from probes.runner import ProbeRequest, run_probe  # noqa: E402
 
@@ -82,21 +83,7 @@ def bench_one(model: Path, python: str, quant: str, work: Path) -> dict:
     base_bytes = (records["convert"]["metrics"] or {}).get("gguf_bytes")
     types = {}
     for name, t in ((q.get("output") or {}).get("types") or {}).items():
-        types[name] = {
-            k: t.get(k)
-            for k in (
-                "status",
-                "failure_class",
-                "quantize_s",
-                "load_s",
-                "gguf_bytes",
-                "quantized_tensors",
-                "fallback_tensors",
-                "first_divergence",
-                "max_logprob_gap",
-                "tensor_types",
-            )
-        }
+        types[name] = {k: t.get(k) for k in (*FLAT_FACTS, "tensor_types")}
         if base_bytes and t.get("gguf_bytes"):
             types[name]["size_ratio"] = round(t["gguf_bytes"] / base_bytes, 3)
     return {

@@ -54,7 +54,8 @@ VLLM_BENCH = (
 def inside(args: argparse.Namespace) -> None:
     """Runs in the vLLM environment: server, both benchmarks, JSON on stdout."""
     from probes import throughput as tp
-    from probes.engines.vllm_engine import SERVED_NAME, Engine
+    from probes.engines.base import SERVED_NAME
+    from probes.engines.vllm_engine import Engine
 
     work = Path(tempfile.mkdtemp(prefix="dayone-bench-"))
     engine = Engine(Path(args.model), {"server_multiprocessing": not args.in_process_server}, work)

@@ -770,37 +770,13 @@ def run_probe(
             f"make them world-readable (chmod -R a+rX {req.model_dir})"
         )
         log_path.write_text(f"dayone: {msg}\n")
-        return ProbeOutcome(
-            [],
-            None,
-            False,
-            False,
-            0.0,
-            log_path,
-            log_path.read_text(),
-            0.0,
-            time.time(),
-            argv,
-            infra_error=msg,
-        )
+        return ProbeOutcome.not_started(msg, log_path, log_path.read_text(), argv)
     try:
         client = client or connect()
         run = run_container(client, cfg, log_path, req.timeout_s, req.log_cap_bytes, on_start)
     except DockerUnavailable as exc:
         log_path.write_text(f"dayone: {exc}\n")
-        return ProbeOutcome(
-            [],
-            None,
-            False,
-            False,
-            0.0,
-            log_path,
-            log_path.read_text(),
-            0.0,
-            time.time(),
-            argv,
-            infra_error=str(exc),
-        )
+        return ProbeOutcome.not_started(str(exc), log_path, log_path.read_text(), argv)
     log_text = log_path.read_text(encoding="utf-8", errors="replace")
     # The container's OOMKilled flag is its cgroup's OOM kill count, the fact the local runner
     # reads from memory.events: probes.record.oom_evidence decides both the same way.
@@ -830,18 +806,8 @@ def build_failure_outcome(exc: Exception, log_dir: Path) -> ProbeOutcome:
     if isinstance(exc, ImageBuildError) and exc.log_path:
         text += f"(build log: {exc.log_path})\n"
     log_path.write_text(text)
-    return ProbeOutcome(
-        [],
-        None,
-        False,
-        False,
-        0.0,
-        log_path,
-        text,
-        0.0,
-        time.time(),
-        [],
-        infra_error=f"probe image unavailable: {str(exc).splitlines()[0]}",
+    return ProbeOutcome.not_started(
+        f"probe image unavailable: {str(exc).splitlines()[0]}", log_path, text, []
     )
 
 

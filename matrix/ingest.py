@@ -36,6 +36,7 @@ from matrix.store import (
     utc_now,
 )
 from matrix.summary import environment_id, parse_date, parse_time
+from probes.record import verdict_fields
 from probes.runner import LOG_TAIL_BYTES
 
 MAX_REASON = 300
@@ -387,13 +388,7 @@ class _Writer:
                 "environment_pk": env_pk,
                 "run_pk": run_pk,
                 "run_key": r.get("run_id") or "",
-                "stage": r["stage"],
-                "tier": r.get("tier"),
-                "status": r["status"],
-                "failure_class": r.get("failure_class"),
-                "message": r.get("message"),
-                "log_excerpt": r.get("log_excerpt"),
-                "log_path": r.get("log_path"),
+                **verdict_fields(r),
                 "metrics": r.get("metrics") or {},
                 "output": output,
                 "started_at": c.started_at,

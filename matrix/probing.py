@@ -105,18 +105,25 @@ def probe(
     model_dir = Path(model_dir).resolve()
     model = read_model_info(model_dir, model_id).as_record()
     run_id = settings.run_id or new_run_id()
-    escapes = escaping_links(model_dir)
-    if escapes:  # untrusted input: no engine may read outside the model directory
+    asked = stages  # the stages as asked: refusals name them all, parity included
+
+    def refuse(failure_class: str, message: str, engine_version: str | None = None) -> list[Record]:
         return refused_records(
-            stages=stages,
+            stages=asked,
             engine=engine,
-            engine_version=version or spec.default_version,
+            engine_version=engine_version or version or spec.default_version,
             model=model,
-            failure_class="corrupt_or_missing_weights",
+            failure_class=failure_class,
             tier=settings.tier,
             run_id=run_id,
             host=socket.gethostname(),
-            message=f"model directory links outside itself: {', '.join(escapes[:5])}",
+            message=message,
+        )
+
+    escapes = escaping_links(model_dir)
+    if escapes:  # untrusted input: no engine may read outside the model directory
+        return refuse(
+            "corrupt_or_missing_weights", f"model directory links outside itself: {', '.join(escapes[:5])}"
         )
     why_not = not_generative(read_config(model_dir))
     if why_not:  # the probe does not apply: no verdict, not red, nothing run
@@ -136,30 +143,9 @@ def probe(
     try:
         env = environments.ensure_env(spec, version, say=say, resolution=settings.resolution)
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:  # ours, not the engine's
-        why = str(exc).strip()
-        return refused_records(
-            stages=stages,
-            engine=engine,
-            engine_version=version or spec.default_version,
-            model=model,
-            failure_class="infra",
-            tier=settings.tier,
-            run_id=run_id,
-            host=socket.gethostname(),
-            message=f"the engine environment could not be built: {why}",
-        )
+        return refuse("infra", f"the engine environment could not be built: {str(exc).strip()}")
     if env.broken:
-        return refused_records(
-            stages=stages,
-            engine=engine,
-            engine_version=env.version,
-            model=model,
-            failure_class="infra",
-            tier=settings.tier,
-            run_id=run_id,
-            host=socket.gethostname(),
-            message=env.broken,
-        )
+        return refuse("infra", env.broken, env.version)
     options = dict(settings.options)
     no_reference = None
     if "parity" in stages and engine != REFERENCE_ENGINE:

@@ -239,6 +239,34 @@ def tracked_models(session: Session) -> list[str]:
 # The architecture map
 
 
+# The cell_latest columns an Observation needs (_cell_observation reads them back).
+_OBSERVED = (
+    CellLatest.model_id,
+    CellLatest.engine_name,
+    CellLatest.engine_version,
+    CellLatest.stage,
+    CellLatest.status,
+    CellLatest.started_at,
+    CellLatest.failure_class,
+)
+
+
+def _cell_observation(row: Any) -> Observation:
+    """A row of _OBSERVED (and environment id and message where selected) as an Observation."""
+    m = row._mapping
+    return Observation(
+        model=m["model_id"],
+        engine=m["engine_name"],
+        engine_version=m["engine_version"],
+        stage=m["stage"],
+        status=m["status"],
+        started_at=parse_time(m["started_at"]),
+        environment_id=m.get("environment_id", ""),
+        failure_class=m["failure_class"],
+        message=m.get("message"),
+    )
+
+
 def arch_release_stages(
     session: Session, prefix: str = "arch/", *, hardware: str | None = None, tier: str | None = None
 ) -> list[Observation]:
@@ -248,30 +276,13 @@ def arch_release_stages(
     where given."""
     query = (
         select(
-            CellLatest.model_id,
-            CellLatest.engine_name,
-            CellLatest.engine_version,
-            CellLatest.stage,
-            CellLatest.status,
-            CellLatest.started_at,
-            CellLatest.failure_class,
+            *_OBSERVED,
         )
         .where(CellLatest.model_id.startswith(prefix, autoescape=True))
         .order_by(CellLatest.model_id, CellLatest.engine_name)
     )
     query = _arch_filters(query, hardware, tier)
-    return [
-        Observation(
-            model=r.model_id,
-            engine=r.engine_name,
-            engine_version=r.engine_version,
-            stage=r.stage,
-            status=r.status,
-            started_at=parse_time(r.started_at),
-            failure_class=r.failure_class,
-        )
-        for r in session.execute(query)
-    ]
+    return [_cell_observation(r) for r in session.execute(query)]
 
 
 def _arch_filters(query: Any, hardware: str | None, tier: str | None) -> Any:
@@ -505,13 +516,7 @@ def engine_release_stages(
     revision x environment x stage, so O(models x releases), never history."""
     query = (
         select(
-            CellLatest.model_id,
-            CellLatest.engine_name,
-            CellLatest.engine_version,
-            CellLatest.stage,
-            CellLatest.status,
-            CellLatest.started_at,
-            CellLatest.failure_class,
+            *_OBSERVED,
             Result.message,
             Environment.environment_id,
         )
@@ -523,20 +528,7 @@ def engine_release_stages(
         query = query.where(CellLatest.engine_name == engine)
     if model is not None:
         query = query.where(CellLatest.model_id == model)
-    return [
-        Observation(
-            model=r.model_id,
-            engine=r.engine_name,
-            engine_version=r.engine_version,
-            stage=r.stage,
-            status=r.status,
-            started_at=parse_time(r.started_at),
-            environment_id=r.environment_id,
-            failure_class=r.failure_class,
-            message=r.message,
-        )
-        for r in session.execute(query)
-    ]
+    return [_cell_observation(r) for r in session.execute(query)]
 
 
 def engine_names(session: Session) -> list[str]:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict, cast
 
@@ -119,6 +119,19 @@ def make_record(
     if output:
         record["output"] = output
     return record
+
+
+def verdict_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What a record says happened at its stage, as a store row and a page's history keep it."""
+    return {
+        "stage": record["stage"],
+        "tier": record.get("tier"),
+        "status": record["status"],
+        "failure_class": record.get("failure_class"),
+        "message": record.get("message"),
+        "log_excerpt": record.get("log_excerpt"),
+        "log_path": record.get("log_path"),
+    }
 
 
 @dataclass(frozen=True)
@@ -440,21 +453,17 @@ def not_applicable_records(
 ) -> list[Record]:
     """Records for a probe that does not apply to the model (an encoder in a map of
     generators): every stage `n/a`, with why; nothing runs."""
-    now = iso(time.time())
-    return [
-        make_record(
-            model=model,
-            engine={"name": engine, "version": engine_version},
-            stage=stage,
-            status="n/a",
-            message=why,
-            started_at=now,
-            tier=tier,
-            run_id=run_id,
-            host=host,
-        )
-        for stage in stages
-    ]
+    return unrun_records(
+        stages=stages,
+        model=model,
+        engine={"name": engine, "version": engine_version},
+        status="n/a",
+        message=why,
+        started_at=iso(time.time()),
+        tier=tier,
+        run_id=run_id,
+        host=host,
+    )
 
 
 def unrun_records(
@@ -469,6 +478,7 @@ def unrun_records(
     run_id: str | None,
     failure_class: str | None = None,
     reproduce: str | None = None,
+    host: str | None = None,
 ) -> list[Record]:
     """Records for stages that never ran because of something before any engine (the nightly:
     `skipped` for a gated model or one without a config, `error` when our shrink or download
@@ -485,6 +495,7 @@ def unrun_records(
             failure_class=failure_class,
             message=message,
             reproduce=reproduce,
+            host=host,
         )
         for stage in stages
     ]

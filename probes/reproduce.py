@@ -155,43 +155,14 @@ def _server_args(
     engine: str, model_dir: Path, dtype: str, window: int | None, options: dict[str, Any], stages: list[str]
 ) -> list[str]:
     """The server flags the probe starts the engine with ({port} is filled in by the script)."""
-    common = [
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "{port}",
-        "--served-model-name",
-        base.SERVED_NAME,
-        "--dtype",
-        dtype,
-    ]
+    trust = bool(options.get("trust_remote_code"))
     if engine == "vllm":
-        from probes.engines.vllm_engine import STRUCTURED_OUTPUTS, TOOL_PARSER
+        from probes.engines import vllm_engine
 
-        return [
-            "--model",
-            str(model_dir),
-            *common,
-            "--enforce-eager",
-            "--seed",
-            "0",
-            *(["--max-model-len", str(window)] if window else []),
-            *(TOOL_PARSER if "tool_call" in stages else ()),
-            *(STRUCTURED_OUTPUTS if "json_schema" in stages else ()),
-            *(["--trust-remote-code"] if options.get("trust_remote_code") else []),
-        ]
-    from probes.engines.sglang_engine import memory_caps
+        return vllm_engine.server_flags(model_dir, "{port}", dtype, window, stages, trust)
+    from probes.engines import sglang_engine
 
-    return [
-        "--model-path",
-        str(model_dir),
-        *common,
-        *(["--context-length", str(window)] if window else []),
-        "--random-seed",
-        "0",
-        *memory_caps(options),
-        *(["--trust-remote-code"] if options.get("trust_remote_code") else []),
-    ]
+    return sglang_engine.server_flags(model_dir, "{port}", dtype, window, options, trust)
 
 
 def _spec(engine: str | EngineSpec) -> EngineSpec:

@@ -92,6 +92,25 @@ class ProbeOutcome:
     memory_limit_mb: float | None = None
     memory_limit_source: str | None = None
 
+    @classmethod
+    def not_started(
+        cls, why: str, log_path: Path, log_text: str, argv: list[str], started_at: float | None = None
+    ) -> ProbeOutcome:
+        """A probe whose child never ran: no events, every stage `error` for `why`."""
+        return cls(
+            [],
+            None,
+            False,
+            False,
+            0.0,
+            log_path,
+            log_text,
+            0.0,
+            time.time() if started_at is None else started_at,
+            argv,
+            infra_error=why,
+        )
+
 
 PROBES_PACKAGE = Path(__file__).resolve().parent
 
@@ -446,18 +465,14 @@ def run_probe(req: ProbeRequest, log_dir: Path) -> ProbeOutcome:
         events_path.unlink(missing_ok=True)
     except OSError as exc:  # the results directory full or unwritable
         why = f"cannot use the results directory {log_dir}: {exc}"
-        return ProbeOutcome(
-            [], None, False, False, 0.0, log_path, f"dayone: {why}\n", 0.0, time.time(), argv, infra_error=why
-        )
+        return ProbeOutcome.not_started(why, log_path, f"dayone: {why}\n", argv)
     try:
         probes_root = req.probes_root or isolated_probes(
             Path(tempfile.gettempdir()) / f"dayone-probes-{os.getuid()}"
         )
     except OSError as exc:
         why = f"cannot copy the probes package for the child: {exc}"
-        return ProbeOutcome(
-            [], None, False, False, 0.0, log_path, f"dayone: {why}\n", 0.0, time.time(), argv, infra_error=why
-        )
+        return ProbeOutcome.not_started(why, log_path, f"dayone: {why}\n", argv)
     env = child_environment(dict(os.environ), req.env, probes_root, workdir)
     cgroups = memory_cgroups()  # the child is born in ours
     oom_before = oom_kills(cgroups)
@@ -480,19 +495,7 @@ def run_probe(req: ProbeRequest, log_dir: Path) -> ProbeOutcome:
             log_path.write_text(text)
         except OSError:
             pass  # the results directory may be what failed
-        return ProbeOutcome(
-            [],
-            None,
-            False,
-            False,
-            0.0,
-            log_path,
-            text,
-            0.0,
-            started_at,
-            argv,
-            infra_error=f"could not start probe: {exc}",
-        )
+        return ProbeOutcome.not_started(f"could not start probe: {exc}", log_path, text, argv, started_at)
     capture = LogCapture(proc.stdout, log_path, req.log_cap_bytes)
     capture.start()
     timed_out = memory_exceeded = pids_exceeded = False

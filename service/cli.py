@@ -766,6 +766,22 @@ FlavorOption = Annotated[
         "production (on the engine's own release image: GPU runners)",
     ),
 ]
+# The options the nightly and the sweep share.
+EnginesOption = Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="ENGINE[==VERSION]")]
+JobsOption = Annotated[int, typer.Option(help="Probes at once")]
+MaxHeavyOption = Annotated[
+    int, typer.Option(help=f"Heavy engines ({HEAVY}) at once; 1 suits a small machine")
+]
+OutOption = Annotated[Optional[Path], typer.Option("--out", help="Also write records here (JSON lines)")]
+StoreOption = Annotated[bool, typer.Option(help="Store the results")]
+TimeoutOption = Annotated[float, typer.Option(help="Time limit per probe, seconds")]
+ConfirmOption = Annotated[
+    bool,
+    typer.Option(
+        "--confirm/--no-confirm",
+        help="Run each new red's bare reproduce command once and record whether the engine alone fails the same way",
+    ),
+]
 
 
 def _executor(options, executor: str, flavor: str) -> None:
@@ -993,7 +1009,7 @@ def _run_nightly(options, watchlist, console_say=_say, sweep: bool = False, type
 @app.command()
 def plan(
     watchlist: WatchlistOption = None,
-    engine: Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="ENGINE[==VERSION]")] = None,
+    engine: EnginesOption = None,
     tier: Annotated[str, typer.Option(help="arch or full")] = "arch",
     endpoint: EndpointOption = None,
     matrix: Annotated[
@@ -1060,25 +1076,15 @@ def _print_matrix(
 @app.command()
 def nightly(
     watchlist: WatchlistOption = None,
-    engine: Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="ENGINE[==VERSION]")] = None,
+    engine: EnginesOption = None,
     tier: Annotated[str, typer.Option(help="arch (shrunk copies) or full (real weights)")] = "arch",
-    jobs: Annotated[int, typer.Option(help="Probes at once")] = 2,
-    max_heavy: Annotated[
-        int, typer.Option(help=f"Heavy engines ({HEAVY}) at once; 1 suits a small machine")
-    ] = 1,
-    out_file: Annotated[
-        Optional[Path], typer.Option("--out", help="Also write records here (JSON lines)")
-    ] = None,
-    store: Annotated[bool, typer.Option(help="Store the results")] = True,
-    timeout: Annotated[float, typer.Option(help="Time limit per probe, seconds")] = 900.0,
+    jobs: JobsOption = 2,
+    max_heavy: MaxHeavyOption = 1,
+    out_file: OutOption = None,
+    store: StoreOption = True,
+    timeout: TimeoutOption = 900.0,
     endpoint: EndpointOption = None,
-    confirm: Annotated[
-        bool,
-        typer.Option(
-            "--confirm/--no-confirm",
-            help="Run each new red's bare reproduce command once and record whether the engine alone fails the same way",
-        ),
-    ] = True,
+    confirm: ConfirmOption = True,
     resolution: ResolutionsOption = "today",
     executor: ExecutorOption = "local",
     image_flavor: FlavorOption = "cpu",
@@ -1104,16 +1110,12 @@ def nightly(
 
 @app.command()
 def sweep(
-    engine: Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="ENGINE[==VERSION]")] = None,
-    jobs: Annotated[int, typer.Option(help="Probes at once")] = 2,
-    max_heavy: Annotated[
-        int, typer.Option(help=f"Heavy engines ({HEAVY}) at once; 1 suits a small machine")
-    ] = 1,
-    out_file: Annotated[
-        Optional[Path], typer.Option("--out", help="Also write records here (JSON lines)")
-    ] = None,
-    store: Annotated[bool, typer.Option(help="Store the results")] = True,
-    timeout: Annotated[float, typer.Option(help="Time limit per probe, seconds")] = 900.0,
+    engine: EnginesOption = None,
+    jobs: JobsOption = 2,
+    max_heavy: MaxHeavyOption = 1,
+    out_file: OutOption = None,
+    store: StoreOption = True,
+    timeout: TimeoutOption = 900.0,
     types: Annotated[Optional[str], typer.Option(help="Only these model types (comma-separated)")] = None,
     shard: Annotated[
         Optional[str],
@@ -1121,13 +1123,7 @@ def sweep(
             help="i/n: only the i-th of n shards of the architectures (1-based; a type's shard depends on the type alone)"
         ),
     ] = None,
-    confirm: Annotated[
-        bool,
-        typer.Option(
-            "--confirm/--no-confirm",
-            help="Run each new red's bare reproduce command once and record whether the engine alone fails the same way",
-        ),
-    ] = True,
+    confirm: ConfirmOption = True,
     quantize: Annotated[
         bool,
         typer.Option(
@@ -1214,7 +1210,7 @@ def bisect_command(
     model_id: Annotated[
         Optional[str], typer.Option(help="Model id of a directory (default: as `dayone probe` names it)")
     ] = None,
-    timeout: Annotated[float, typer.Option(help="Time limit per probe, seconds")] = 900.0,
+    timeout: TimeoutOption = 900.0,
     index_url: IndexOption = None,
     db: DbOption = None,
 ) -> None:

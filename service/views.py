@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from matrix import archmap, compat_data, locks, queries, release_diff
 from matrix import summary as S
 from matrix.store import CellLatest, Environment, ModelRevision, Result
+from probes.record import verdict_fields
 from probes.stages import ARCH_MAP_STAGES, STAGES, STATUSES
 
 STRIP_NIGHTS = 14
@@ -289,6 +290,16 @@ def _rank_expr() -> Any:
     return case(RANK, value=Result.status, else_=len(RANKED))
 
 
+def _cell_results(*conditions: Any) -> Any:
+    """Joins a cell to the results of its own model revision, environment and stage."""
+    return and_(
+        Result.model_revision_pk == CellLatest.model_revision_pk,
+        Result.environment_pk == CellLatest.environment_pk,
+        Result.stage == CellLatest.stage,
+        *conditions,
+    )
+
+
 def strips(
     session: Session, model_ids: list[str], f: Filters, nights: list[dt.date]
 ) -> dict[tuple[str, str], dict[str, str]]:
@@ -309,12 +320,7 @@ def strips(
         )
         .join(
             Result,
-            and_(
-                Result.model_revision_pk == CellLatest.model_revision_pk,
-                Result.environment_pk == CellLatest.environment_pk,
-                Result.stage == CellLatest.stage,
-                Result.started_at >= cutoff,
-            ),
+            _cell_results(Result.started_at >= cutoff),
         )
         .where(CellLatest.model_id.in_(model_ids))
         .group_by(CellLatest.model_id, CellLatest.engine_name, day)
@@ -355,10 +361,7 @@ def first_greens(
         )
         .join(
             Result,
-            and_(
-                Result.model_revision_pk == CellLatest.model_revision_pk,
-                Result.environment_pk == CellLatest.environment_pk,
-                Result.stage == CellLatest.stage,
+            _cell_results(
                 Result.started_at >= case(lo, value=CellLatest.model_id),
                 Result.started_at < case(hi, value=CellLatest.model_id),
             ),
@@ -885,13 +888,7 @@ def cell_view(
             "environment_id": S.environment_id(r["engine"]),
             "hardware": r["engine"].get("hardware"),
             "run_id": r.get("run_id"),
-            "stage": r["stage"],
-            "tier": r.get("tier"),
-            "status": r["status"],
-            "failure_class": r.get("failure_class"),
-            "message": r.get("message"),
-            "log_excerpt": r.get("log_excerpt"),
-            "log_path": r.get("log_path"),
+            **verdict_fields(r),
             "reproduce": r.get("reproduce"),
             "duration_s": r.get("duration_s"),
             "metrics": r.get("metrics") or {},

@@ -7,10 +7,12 @@ is fast.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -75,8 +77,13 @@ def build_fixtures(tf_env, out: Path, names: tuple[str, ...] | list[str] = ()) -
 
 
 def run_dayone(
-    *args: str, timeout: float = 900, check: bool = True, input: str | None = None
+    *args: str,
+    timeout: float = 900,
+    check: bool = True,
+    input: str | None = None,
+    home: Path | None = None,
 ) -> subprocess.CompletedProcess:
+    """The dayone CLI of this checkout; `home` is its DAYONE_HOME (else the session's)."""
     proc = subprocess.run(
         [sys.executable, "-m", "service.cli", *args],
         capture_output=True,
@@ -84,10 +91,52 @@ def run_dayone(
         timeout=timeout,
         cwd=ROOT,
         input=input,
+        env=None if home is None else {**os.environ, "DAYONE_HOME": str(home)},
     )
     if check:
         assert proc.returncode == 0, f"dayone {' '.join(args)} -> {proc.returncode}\n{proc.stderr[-3000:]}"
     return proc
+
+
+def dayone_at(home: Path, timeout: float) -> Callable[..., subprocess.CompletedProcess]:
+    """run_dayone with DAYONE_HOME at `home`, leaving the exit status for the test to judge."""
+    return functools.partial(run_dayone, home=home, timeout=timeout, check=False)
+
+
+def run_in_tree(argv: list, timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`argv` run from this checkout with it on PYTHONPATH (and `env` added); it must exit 0."""
+    proc = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def json_answer(argv: list, timeout: float, env: dict | None = None):
+    """run_in_tree, then the last line it printed, as JSON (libraries may print before it)."""
+    return json.loads(run_in_tree(argv, timeout, env).stdout.strip().splitlines()[-1])
+
+
+def fault_probe(req, log_dir: Path) -> tuple[list[dict], object]:
+    """Run `req` and turn its outcome into records, as the fault engine's release "1"."""
+    from probes.modelinfo import read_model_info
+    from probes.record import build_records
+    from probes.runner import run_probe
+
+    outcome = run_probe(req, log_dir)
+    records = build_records(
+        stages=req.stages,
+        outcome=outcome,
+        engine="fault",
+        engine_version="1",
+        model=read_model_info(req.model_dir).as_record(),
+    )
+    return records, outcome
 
 
 def filled_store(where: Path | str, records: list) -> str:

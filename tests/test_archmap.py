@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import dayone_at
 from matrix import archmap
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def rec(
@@ -107,15 +103,7 @@ def test_markdown_escapes_pipes():
 def test_map_command_over_a_real_store(tmp_path):
     records = tmp_path / "r.jsonl"
     records.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
-    env = {**os.environ, "DAYONE_HOME": str(tmp_path)}
-    run = lambda *a: subprocess.run(
-        [sys.executable, "-m", "service.cli", *a],
-        cwd=ROOT,  # noqa: E731
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    run = dayone_at(tmp_path, timeout=120)
     empty = run("map")
     assert empty.returncode != 0 and "run `dayone sweep` first" in empty.stderr
     assert run("ingest", str(records)).returncode == 0
@@ -259,15 +247,7 @@ def test_map_over_a_real_store_every_stage_and_no_verdict_kinds(tmp_path, monkey
     monkeypatch.setattr(classify, "load_rules", lambda path=None: (rule,))
     path = tmp_path / "r.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in built_records()))
-    env = {**os.environ, "DAYONE_HOME": str(tmp_path)}
-    run = lambda *a: subprocess.run(
-        [sys.executable, "-m", "service.cli", *a],
-        cwd=ROOT,  # noqa: E731
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    run = dayone_at(tmp_path, timeout=120)
     ingested = run("ingest", str(path))
     assert ingested.returncode == 0, ingested.stderr
     data = json.loads(run("map", "--json").stdout)

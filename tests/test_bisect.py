@@ -15,9 +15,9 @@ from matrix import bisection as B
 from matrix import engine_watch as ew
 from matrix.ingest import ingest_records
 from matrix.store import open_store
-from matrix.summary import Observation
 from tests.fakeindex import FakeIndex
-from tests.test_engine_watch import HOST, NEW_WHEEL
+from tests.test_engine_watch import HOST, NEW_WHEEL, load_record
+from tests.test_release_diff import ob as observation
 
 RECORDINGS = Path(__file__).parent / "fakeindex" / "recordings"
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
@@ -28,15 +28,8 @@ def recorded(package: str) -> list[ew.IndexRelease]:
 
 
 def ob(version, status, stage="load", model="arch/llama", engine="sglang", day=0, fc=None):
-    return Observation(
-        model=model,
-        engine=engine,
-        engine_version=version,
-        stage=stage,
-        status=status,
-        started_at=T0 + dt.timedelta(days=day),
-        failure_class=fc,
-    )
+    """The release diff's observation, told the release first (the model rarely changes here)."""
+    return observation(model, version, stage, status, day, failure_class=fc, engine=engine)
 
 
 def test_candidates_are_every_kind_between_in_pep440_order():
@@ -119,22 +112,7 @@ def test_reading_a_release_verdict_from_its_results():
 
 
 def _record(version: str, status: str, model="arch/llama", engine="vllm", day=0) -> dict:
-    return {
-        "schema_version": 1,
-        "run_id": f"night-{version}",
-        "model": {"id": model, "revision": "r1", "model_type": "llama"},
-        "engine": {"name": engine, "version": version, "hardware": "cpu"},
-        "tier": "arch",
-        "stage": "load",
-        "status": status,
-        "failure_class": None if status == "pass" else "crash",
-        "message": None,
-        "log_excerpt": None,
-        "metrics": {},
-        "started_at": (T0 + dt.timedelta(days=day)).isoformat(),
-        "duration_s": 1.0,
-        "reproduce": None,
-    }
+    return load_record(engine, version, status=status, model=model, started_at=T0 + dt.timedelta(days=day))
 
 
 def test_cli_plans_from_the_index_and_runs_with_a_prober(tmp_path, monkeypatch):

@@ -5,16 +5,12 @@ and the demo's own code path shrinks one and probes it (the sweep's machinery)."
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import dayone_at, run_in_tree
 from matrix.sweep import newest_families
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_newest_families_are_one_list_of_model_types():
@@ -41,19 +37,11 @@ def test_the_newest_families_shrink_in_the_reference_with_lineage(tf_env, tmp_pa
     (the sweep's one-process build), and says where its copy comes from."""
     from probes.shrink.catalogue import type_lineage
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    listed = subprocess.run(
-        [tf_env.python, "-m", "probes.shrink", "--list-types"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    ).stdout.split()
+    listed = run_in_tree([tf_env.python, "-m", "probes.shrink", "--list-types"], timeout=300).stdout.split()
     types = list(newest_families())
     assert set(types) <= set(listed)
     report = tmp_path / "report.json"
-    proc = subprocess.run(
+    run_in_tree(
         [
             tf_env.python,
             "-m",
@@ -66,12 +54,8 @@ def test_the_newest_families_shrink_in_the_reference_with_lineage(tf_env, tmp_pa
             "--report",
             str(report),
         ],
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=600,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
     rows = {r["model_type"]: r for r in json.loads(report.read_text())["rows"]}
     for t in types:
         assert rows[t]["status"] == "ok", rows[t]
@@ -85,15 +69,7 @@ def test_the_newest_families_shrink_in_the_reference_with_lineage(tf_env, tmp_pa
 def test_demo_shrinks_and_probes_a_newest_family(tf_env, tmp_path):
     """`dayone demo --only gpt_oss -e transformers`: no fixture built, gpt-oss shrunk from its
     release and probed through the sweep, stored, on the map."""
-    env = {**os.environ, "DAYONE_HOME": str(tmp_path)}
-    run = lambda *a: subprocess.run(
-        [sys.executable, "-m", "service.cli", *a],
-        cwd=ROOT,  # noqa: E731
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    run = dayone_at(tmp_path, timeout=900)
     demo = run("demo", "--only", "gpt_oss", "-e", "transformers", "--no-serve", "--no-confirm")
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-3000:]
     assert "newest families: gpt-oss (arch/gpt_oss)" in demo.stdout

@@ -63,30 +63,41 @@ def by_version(found: ew.EngineDiscovery) -> dict[str, ew.EngineRelease]:
     return {r.version: r for r in found.releases}
 
 
-def store_record(db: str, engine: str, version: str, model: str = "org/alpha") -> None:
-    from matrix.ingest import ingest_records
-    from matrix.store import open_store
-
-    record = {
+def load_record(
+    engine: str,
+    version: str,
+    *,
+    status: str = "pass",
+    model: str = "org/alpha",
+    started_at: dt.datetime = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc),
+) -> dict:
+    """A contract record of one release's load stage on one model; a red one is a crash."""
+    return {
         "schema_version": 1,
         "run_id": f"night-{engine}-{version}",
         "model": {"id": model, "revision": "r1", "model_type": "llama"},
         "engine": {"name": engine, "version": version, "hardware": "cpu"},
         "tier": "arch",
         "stage": "load",
-        "status": "pass",
-        "failure_class": None,
+        "status": status,
+        "failure_class": None if status == "pass" else "crash",
         "message": None,
         "log_excerpt": None,
         "metrics": {},
-        "started_at": dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc).isoformat(),
+        "started_at": started_at.isoformat(),
         "duration_s": 1.0,
         "reproduce": None,
     }
+
+
+def store_record(db: str, engine: str, version: str, model: str = "org/alpha") -> None:
+    from matrix.ingest import ingest_records
+    from matrix.store import open_store
+
     store = open_store(db)
     try:
         with store.writing() as session:
-            ingest_records(session, [record])
+            ingest_records(session, [load_record(engine, version, model=model)])
     finally:
         store.close()
 

@@ -111,22 +111,16 @@ def llama(tf_env, tmp_path_factory) -> Path:
     return build_fixtures(tf_env, tmp_path_factory.mktemp("inst-fix"), ["llama"]) / "llama"
 
 
-def _probe(installed, model: Path, version: str, home: Path) -> list[dict]:
+def _probe(
+    installed, model: Path, version: str, db: str, **run
+) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """The installed `dayone probe` of the load and generate stages with one transformers
+    release: the process, and the stage records it printed."""
+    stages = ("--stage", "load", "--stage", "generate")
     proc = installed.run(
-        "probe",
-        str(model),
-        "--engine",
-        f"transformers=={version}",
-        "--stage",
-        "load",
-        "--stage",
-        "generate",
-        "--json",
-        "--db",
-        f"sqlite:///{home / 'd.db'}",
-        timeout=1200,
+        "probe", str(model), "--engine", f"transformers=={version}", *stages, "--json", "--db", db, **run
     )
-    return [r for r in json_lines(proc.stdout) if "stage" in r]
+    return proc, [r for r in json_lines(proc.stdout) if "stage" in r]
 
 
 def test_installed_dayone_probes_with_the_engine_envs_packages(installed_dayone, llama, tmp_path):
@@ -134,7 +128,7 @@ def test_installed_dayone_probes_with_the_engine_envs_packages(installed_dayone,
     dayone the child must import the environment's own."""
     from matrix import environments
 
-    records = _probe(installed_dayone, llama, "4.49.0", tmp_path)
+    _proc, records = _probe(installed_dayone, llama, "4.49.0", f"sqlite:///{tmp_path / 'd.db'}", timeout=1200)
     assert [(r["stage"], r["status"]) for r in records] == [("load", "pass"), ("generate", "pass")], [
         (r["stage"], r["status"], r["message"]) for r in records
     ]
@@ -240,22 +234,7 @@ def test_installed_verdicts_agree_with_bare_scripts(installed_dayone, shrunk_cop
     disagree = []
     for version in RELEASES:
         for name, model in shrunk_copies.items():
-            proc = installed_dayone.run(
-                "probe",
-                str(model),
-                "--engine",
-                f"transformers=={version}",
-                "--stage",
-                "load",
-                "--stage",
-                "generate",
-                "--json",
-                "--db",
-                db,
-                timeout=1800,
-                check=False,
-            )
-            records = [r for r in json_lines(proc.stdout) if "stage" in r]
+            proc, records = _probe(installed_dayone, model, version, db, timeout=1800, check=False)
             assert records, proc.stderr[-2000:]
             ids[records[0]["model"]["id"]] = name
             bad = next((r for r in records if r["status"] != "pass"), None)

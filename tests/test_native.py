@@ -5,16 +5,12 @@ the map, `dayone map` and the dashboard's cell page over a real store."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
+from conftest import dayone_at
 from matrix import archmap
 from matrix.engine_registry import Registry, load_registry, parse_vllm_registry
 from matrix.native import native_history
 
-ROOT = Path(__file__).resolve().parent.parent
 ARCH = "GPTNeoXForCausalLM"
 
 
@@ -167,18 +163,6 @@ def test_the_map_cell_says_when_it_was_last_native():
     assert green["gpt_neox"]["vllm"].native is None
 
 
-def _run(tmp_path: Path):
-    env = {**os.environ, "DAYONE_HOME": str(tmp_path)}
-    return lambda *a: subprocess.run(
-        [sys.executable, "-m", "service.cli", *a],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_dayone_map_over_a_real_store_tells_the_native_history(tmp_path):
     records = [
         load("0.32.0", fallback=True),  # registry: native up to 0.31.0
@@ -188,7 +172,7 @@ def test_dayone_map_over_a_real_store_tells_the_native_history(tmp_path):
     ]
     path = tmp_path / "r.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    run = _run(tmp_path)
+    run = dayone_at(tmp_path, timeout=120)
     assert run("ingest", str(path)).returncode == 0
     data = json.loads(run("map", "--json").stdout)
     cells = data["cells"]

@@ -142,6 +142,11 @@ def record(
     }
 
 
+def unknown_load_failure(model: str, message: str, log: Path) -> dict:
+    """A vllm load that failed with nothing the rules knew when it was stored, and its log."""
+    return record(model, "vllm", "load", "fail", failure_class="unknown", message=message, log_path=str(log))
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> tuple[str, dict[str, Path]]:
     url = f"sqlite:///{tmp_path / 'dayone.db'}"
@@ -155,15 +160,7 @@ def home(tmp_path: Path) -> tuple[str, dict[str, Path]]:
     logs["gguf"] = tmp_path / "gguf.log"
     logs["gguf"].write_text("INFO:hf-to-gguf:Set model tokenizer\n" + BPE + "\n")
     records = [
-        record(
-            "org/a",
-            "vllm",
-            "load",
-            "fail",
-            failure_class="unknown",
-            message="RuntimeError: Engine core initialization failed",
-            log_path=str(logs["docker"]),
-        ),
+        unknown_load_failure("org/a", "RuntimeError: Engine core initialization failed", logs["docker"]),
         record(
             "org/a",
             "vllm",
@@ -173,15 +170,7 @@ def home(tmp_path: Path) -> tuple[str, dict[str, Path]]:
             log_path=str(logs["docker"]),
             minute=1,
         ),
-        record(
-            "org/b",
-            "vllm",
-            "load",
-            "fail",
-            failure_class="unknown",
-            message="RuntimeError: Engine core initialization failed",
-            log_path=str(logs["kv"]),
-        ),
+        unknown_load_failure("org/b", "RuntimeError: Engine core initialization failed", logs["kv"]),
         record(
             "org/c",
             "llamacpp",
@@ -216,29 +205,9 @@ def home(tmp_path: Path) -> tuple[str, dict[str, Path]]:
     # not a probe's log: a record may name any file of this host
     secret = tmp_path / "secret.txt"
     secret.write_text(KV_CACHE + "\n")
-    records.append(
-        record(
-            "org/h",
-            "vllm",
-            "load",
-            "fail",
-            failure_class="unknown",
-            message="RuntimeError: x",
-            log_path=str(secret),
-        )
-    )
+    records.append(unknown_load_failure("org/h", "RuntimeError: x", secret))
     # sent by another host (the ingest API): its path names nothing of ours
-    remote = [
-        record(
-            "org/g",
-            "vllm",
-            "load",
-            "fail",
-            failure_class="unknown",
-            message="RuntimeError: x",
-            log_path=str(logs["kv"]),
-        )
-    ]
+    remote = [unknown_load_failure("org/g", "RuntimeError: x", logs["kv"])]
     store = open_store(url)
     with store.writing() as session:
         report = ingest_records(session, records)

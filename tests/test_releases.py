@@ -8,19 +8,15 @@ generates with it.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
+from conftest import json_answer, run_in_tree
 from probes import releases
 from probes.shrink import load_rules
 from tests.fakehub import FakeHub
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 # Pure: the catalogue
@@ -114,40 +110,13 @@ def test_refresh_takes_the_most_downloaded_repo_stating_the_type(tmp_path, monke
 
 
 def test_cli_lists_and_refreshes(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DAYONE_HOME": str(tmp_path)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "service.cli", "releases", "list", "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    rows = json.loads(proc.stdout)
+    home = {"DAYONE_HOME": str(tmp_path)}
+    cli = [sys.executable, "-m", "service.cli", "releases"]
+    rows = json.loads(run_in_tree([*cli, "list", "--json"], 120, home).stdout)
     assert sum(r["used"] for r in rows) == 33
     with FakeHub(faults=False) as hub:
         _hub_repo(hub, "acme/qwen3-tiny", "qwen3", 5, "qwen3")
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "service.cli",
-                "releases",
-                "refresh",
-                "--types",
-                "qwen3",
-                "--endpoint",
-                hub.url,
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            timeout=300,
-        )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+        answer = json_answer([*cli, "refresh", "--types", "qwen3", "--endpoint", hub.url], 300, home)
     assert answer["refreshed"] == 1
     assert (tmp_path / "releases" / "qwen3" / "acme__qwen3-tiny" / "SOURCE").is_file()
 
@@ -178,7 +147,7 @@ def from_releases(tf_env, tmp_path_factory) -> dict:
     """Every catalogued type transformers knows, shrunk from its release and generating."""
     out = tmp_path_factory.mktemp("from-releases")
     types = releases.model_types()
-    proc = subprocess.run(
+    swept = json_answer(
         [
             tf_env.python,
             "-c",
@@ -188,14 +157,9 @@ def from_releases(tf_env, tmp_path_factory) -> dict:
         print(json.dumps(sweep({str(out)!r}, {types!r} + ["olmo2"])))
     """),
         ],
-        capture_output=True,
-        text=True,
         timeout=900,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {r["model_type"]: r for r in json.loads(proc.stdout.strip().splitlines()[-1])}
+    rows = {r["model_type"]: r for r in swept}
     return {"out": out, "rows": rows}
 
 
@@ -292,16 +256,9 @@ def test_copies_save_the_layout_of_the_release_class(from_releases, tf_env):
     Qwen3_5ForConditionalGeneration, whose text model is under model.language_model; a copy
     saved by the text model alone (model.layers) is one no engine ever sees."""
     types = sorted(set(releases.model_types()) - REMOTE_CODE)
-    proc = subprocess.run(
-        [tf_env.python, "-c", LAYOUT_CHECK, str(from_releases["out"]), ",".join(types)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    rows = json_answer(
+        [tf_env.python, "-c", LAYOUT_CHECK, str(from_releases["out"]), ",".join(types)], timeout=600
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "qwen3_5" in rows and "model.language_model" in rows["qwen3_5"][0]
     # Gemma 3 releases keep the tower under vision_tower.vision_model. (SGLang's loader reads it)
     assert "vision_tower.vision_model" in rows["gemma3"][0]
@@ -407,16 +364,10 @@ def test_sentencepiece_copies_carry_a_tokenizer_model_read_as_their_tokenizer_js
     gemma2 = json.loads((out / "gemma2" / "tokenizer.json").read_text())
     assert "\n" not in {v["content"] for v in gemma2["added_tokens"]}  # an ordinary piece
     env = ensure_env("llamacpp", say=lambda m: print(m, file=sys.stderr))
-    proc = subprocess.run(
+    rows = json_answer(
         [env.python, "-c", SPM_CHECK, str(out), ",".join(with_model), ",".join(SENTENCEPIECE_ONLY)],
-        capture_output=True,
-        text=True,
         timeout=900,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = json.loads(proc.stdout.strip().splitlines()[-1])
     for t, row in rows.items():
         assert row["spm"] == 0, (t, row)
     for t in SENTENCEPIECE_ONLY:

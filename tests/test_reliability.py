@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from probes.modelinfo import read_model_info
-from probes.record import build_records
-from probes.runner import ProbeRequest, group_members, run_probe
+from tests.conftest import fault_probe, json_answer
+from probes.runner import ProbeRequest, group_members
 from tests.reliability_report import note
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,15 +45,7 @@ def probe(
         options=options or {"fault": "ok"},
         **kw,
     )
-    outcome = run_probe(req, log_dir or tmp_path / "run")
-    records = build_records(
-        stages=STAGES,
-        outcome=outcome,
-        engine="fault",
-        engine_version="1",
-        model=read_model_info(model).as_record(),
-    )
-    return records, outcome
+    return fault_probe(req, log_dir or tmp_path / "run")
 
 
 def verdict(record: dict) -> str:
@@ -205,15 +196,7 @@ def test_a_really_full_filesystem_is_error_infra(tmp_path):
     script = tmp_path / "driver.py"
     script.write_text(DISK_FULL_DRIVER)
     shell = f"mount -t tmpfs -o size=32k tmpfs {full} && {sys.executable} {script} {full} {model}"
-    proc = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", shell],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = json_answer(["unshare", "-rm", "sh", "-c", shell], timeout=120)
     outs = [f"{status}/{cls}" for _name, status, cls, _msg in got]
     note(
         "faults",

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from probes.modelinfo import read_model_info
-from probes.record import build_records
-from probes.runner import ProbeRequest, group_members, run_probe
+from conftest import fault_probe
+from probes.runner import ProbeRequest, group_members
 
 STAGES = ["load", "generate"]
 
@@ -23,15 +22,7 @@ def probe_fault(tmp_path: Path, fault: str, **kw) -> tuple[list[dict], object]:
     req = ProbeRequest(
         engine="fault", model_dir=model, stages=STAGES, python=sys.executable, options=options, **kw
     )
-    outcome = run_probe(req, tmp_path / "run")
-    records = build_records(
-        stages=STAGES,
-        outcome=outcome,
-        engine="fault",
-        engine_version="1",
-        model=read_model_info(model).as_record(),
-    )
-    return records, outcome
+    return fault_probe(req, tmp_path / "run")
 
 
 @pytest.mark.parametrize(
@@ -104,14 +95,7 @@ def test_missing_interpreter_is_infra(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
     req = ProbeRequest(engine="fault", model_dir=model, stages=STAGES, python=str(tmp_path / "no-python"))
-    outcome = run_probe(req, tmp_path / "run")
-    records = build_records(
-        stages=STAGES,
-        outcome=outcome,
-        engine="fault",
-        engine_version="1",
-        model=read_model_info(model).as_record(),
-    )
+    records, _outcome = fault_probe(req, tmp_path / "run")
     assert (records[0]["status"], records[0]["failure_class"]) == ("error", "infra")
 
 
@@ -221,16 +205,9 @@ def test_a_failed_middle_stage_blocks_its_dependents_and_independent_stages_stil
         python=sys.executable,
         options={"fault": "ok", "fail_stages": ["generate", "tool_call"]},
     )
-    outcome = run_probe(req, tmp_path / "run")
+    records, outcome = fault_probe(req, tmp_path / "run")
     ran = [e["stage"] for e in outcome.events if e.get("event") == "start"]
     assert ran == ["load", "generate", "serve", "tool_call", "json_schema", "throughput"]
-    records = build_records(
-        stages=stages,
-        outcome=outcome,
-        engine="fault",
-        engine_version="1",
-        model=read_model_info(model).as_record(),
-    )
     got = {r["stage"]: (r["status"], r["message"]) for r in records}
     assert got["generate"][0] == "fail" and "generate exploded" in got["generate"][1]
     assert got["parity"] == ("skipped", "blocked by generate (fail)")

@@ -8,15 +8,13 @@ transformers reference figure with the real transformers.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import ROOT
+from conftest import json_answer
 from probes import throughput as tp
 
 
@@ -177,15 +175,7 @@ def test_reference_figures_with_real_transformers(tf_env, fixtures_dir):
         "f, about = reference_figures(Path(sys.argv[1]), output_len=8, concurrency=(1, 2), "
         "prompts_per_slot=1, repeats=1); print(json.dumps({'f': f, 'about': about}))"
     )
-    proc = subprocess.run(
-        [tf_env.python, "-c", code, str(fixtures_dir / "llama")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    data = json_answer([tf_env.python, "-c", code, str(fixtures_dir / "llama")], timeout=300)
     for c in ("1", "2"):
         assert data["f"][c]["output_throughput"] > 0 and data["f"][c]["mean_e2el_ms"] > 0
     assert data["about"]["reference_engine"].startswith("transformers ")

@@ -14,15 +14,14 @@ new token, with disjoint top-5s: fail / wrong_output.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from conftest import json_answer
 from matrix.nightly import probe_options
 from probes import parity, workload
 from probes.modelinfo import read_model_info
@@ -32,7 +31,6 @@ from probes.shrink import load_rules
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
 # Gemma 3 1B's release shrunk (5 sliding : 1 full, as released): llama.cpp reads its window
 # from the GGUF. (Cohere 2's default-config copy does not convert: no rotary_pct.)
 FAMILY = "gemma3_text"
@@ -75,7 +73,7 @@ def lc_env():
 def copies(tf_env, tmp_path_factory) -> dict:
     """The shrunk copy as the arch tier builds it, and copies of it told another window."""
     root = tmp_path_factory.mktemp("window")
-    proc = subprocess.run(
+    row = json_answer(
         [
             tf_env.python,
             "-c",
@@ -85,14 +83,8 @@ def copies(tf_env, tmp_path_factory) -> dict:
         print(json.dumps(sweep({str(root / "built")!r}, [{FAMILY!r}])))
     """),
         ],
-        capture_output=True,
-        text=True,
         timeout=900,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    row = json.loads(proc.stdout.strip().splitlines()[-1])[0]
+    )[0]
     assert row["status"] == "ok", row
     right = root / "built" / FAMILY
     config = json.loads((right / "config.json").read_text())
@@ -129,22 +121,18 @@ def by_stage(records: list[dict]) -> dict[str, dict]:
     return {r["stage"]: r for r in records}
 
 
+def llama_cpp_stages(lc_env, model: Path, reference: Path, log_dir: Path) -> dict[str, dict]:
+    """llama.cpp's records of every stage for `model`, parity held to `reference`, by stage."""
+    options = {**probe_options(model), "reference_path": str(reference)}
+    return by_stage(probe(lc_env.python, "llamacpp", model, STAGES, log_dir, options))
+
+
 def test_the_long_prompt_is_several_windows_long(reference):
     assert long_prompt_tokens(reference) > 4 * WINDOW
 
 
 def test_llama_cpp_with_the_copys_window_passes(lc_env, copies, reference, tmp_path):
-    model = copies["right"]
-    stages = by_stage(
-        probe(
-            lc_env.python,
-            "llamacpp",
-            model,
-            STAGES,
-            tmp_path / "logs",
-            {**probe_options(model), "reference_path": str(reference)},
-        )
-    )
+    stages = llama_cpp_stages(lc_env, copies["right"], reference, tmp_path / "logs")
     assert [stages[s]["status"] for s in STAGES] == ["pass"] * 4, [(s, stages[s]["message"]) for s in STAGES]
     logs = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "logs").rglob("*") if p.is_file())
     assert f"n_swa                 = {WINDOW}" in logs  # llama.cpp applied the copy's window
@@ -156,17 +144,7 @@ def test_llama_cpp_with_the_copys_window_passes(lc_env, copies, reference, tmp_p
 
 @pytest.mark.parametrize("window", WRONG_WINDOWS)
 def test_llama_cpp_told_another_window_is_caught(window, lc_env, copies, reference, tmp_path):
-    model = copies[window]
-    stages = by_stage(
-        probe(
-            lc_env.python,
-            "llamacpp",
-            model,
-            STAGES,
-            tmp_path / "logs",
-            {**probe_options(model), "reference_path": str(reference)},
-        )
-    )
+    stages = llama_cpp_stages(lc_env, copies[window], reference, tmp_path / "logs")
     assert [stages[s]["status"] for s in STAGES[:3]] == ["pass"] * 3, [
         (s, stages[s]["message"]) for s in STAGES
     ]

@@ -5,11 +5,10 @@ and the engines' context windows. Counted with the real tokenizers in the transf
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import textwrap
 from pathlib import Path
 
+from conftest import run_in_tree
 from probes import workload
 from probes.shrink import load_rules
 
@@ -19,15 +18,7 @@ FIXTURE_POSITIONS = 512  # probes/fixtures.py COMMON; llama.cpp's n_ctx default 
 
 
 def run_tf(tf_env, script: str) -> dict:
-    proc = subprocess.run(
-        [tf_env.python, "-c", textwrap.dedent(script)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_in_tree([tf_env.python, "-c", textwrap.dedent(script)], timeout=600)
     # the last line holding the result (transformers may print warnings on stdout)
     line = next((x for x in reversed(proc.stdout.splitlines()) if x.startswith("RESULT ")), None)
     assert line, proc.stdout[-2000:] + proc.stderr[-2000:]

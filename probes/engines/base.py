@@ -181,6 +181,12 @@ class EngineBase:
 SERVED_NAME = "dayone-model"  # the name a server engine serves the model under
 
 
+def openai_server_flags(port: int | str, dtype: str) -> list[str]:
+    """The flags vLLM's and SGLang's OpenAI servers both spell alike: the name clients ask for,
+    loopback only, the port (a `{port}` placeholder in a bare script), the dtype."""
+    return ["--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype]
+
+
 class ServerEngine(EngineBase):
     """An engine with an OpenAI-compatible server. The base owns the model's config (read once,
     probes/modelinfo.py), the dtype and window asked of the server, a short per-run temp dir,

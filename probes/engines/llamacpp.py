@@ -229,20 +229,8 @@ class Engine(ServerEngine):
         import llama_cpp
 
         gguf = self._ensure_gguf()
-        self._install_log()
         t0 = time.perf_counter()
-        # logits_all: every position's logits are kept, which the top-k logprobs need.
-        self.llm = llama_cpp.Llama(
-            model_path=str(gguf),
-            n_ctx=self.n_ctx,
-            n_batch=self.n_ctx,
-            logits_all=True,
-            n_threads=self.threads,
-            n_threads_batch=self.threads,
-            seed=0,
-            n_gpu_layers=self.n_gpu_layers,
-            verbose=False,
-        )
+        self._load_path(gguf)
         load_s = time.perf_counter() - t0
         meta = self.llm.metadata
         return StageOutcome(
@@ -376,6 +364,7 @@ class Engine(ServerEngine):
         import llama_cpp
 
         self._install_log()
+        # logits_all: every position's logits are kept, which the top-k logprobs need.
         self.llm = llama_cpp.Llama(
             model_path=str(gguf),
             n_ctx=self.n_ctx,

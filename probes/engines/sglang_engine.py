@@ -18,7 +18,7 @@ from typing import Any
 
 from probes import parity, serving
 from probes.classify import status_for_class
-from probes.engines.base import SERVED_NAME, ServerEngine
+from probes.engines.base import ServerEngine, openai_server_flags
 from probes.modelinfo import incomplete_multimodal_copy
 from probes.outcome import HarnessError, StageFailure, StageOutcome
 
@@ -49,6 +49,28 @@ def memory_caps(options: dict[str, Any]) -> list[str]:
         str(int(options.get("max_total_tokens", 8192))),
         "--max-mamba-cache-size",
         str(int(options.get("max_mamba_cache_size", 64))),
+    ]
+
+
+def server_flags(
+    model_dir: Path,
+    port: int | str,
+    dtype: str,
+    window: int | None,
+    options: dict[str, Any],
+    trust_remote_code: bool,
+) -> list[str]:
+    """The server's flags, as the probe starts it and as its bare reproduction does (but the
+    CPU device flag: the bare script adds it where it finds no GPU)."""
+    return [
+        "--model-path",
+        str(model_dir),
+        *openai_server_flags(port, dtype),
+        *(["--context-length", str(window)] if window else []),
+        "--random-seed",
+        "0",
+        *memory_caps(options),
+        *(["--trust-remote-code"] if trust_remote_code else []),
     ]
 
 
@@ -160,21 +182,9 @@ class Engine(ServerEngine):
             sys.executable,
             "-m",
             "sglang.launch_server",
-            "--model-path",
-            str(self.model_dir),
-            "--served-model-name",
-            SERVED_NAME,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--dtype",
-            self.dtype,
-            *(["--context-length", str(self.window)] if self.window else []),
-            "--random-seed",
-            "0",
-            *memory_caps(self.options),
-            *(["--trust-remote-code"] if self.trust_remote_code else []),
+            *server_flags(
+                self.model_dir, port, self.dtype, self.window, self.options, self.trust_remote_code
+            ),
         ]
         if self.on_cpu:
             argv += ["--device", "cpu"]

@@ -12,12 +12,13 @@ import os
 import sys
 import time
 from pathlib import Path
+from collections.abc import Collection
 from typing import Any
 
 from probes import parity, serving
 from probes.engines.base import (
-    SERVED_NAME,
     ServerEngine,
+    openai_server_flags,
     cpu_name,
     package_versions,
 )
@@ -36,6 +37,30 @@ STRUCTURED_OUTPUTS = (
 # vLLM's generic transformers-backend classes: a model that resolves to one of these runs on
 # the transformers fallback, not on a vLLM implementation.
 TRANSFORMERS_BACKEND_PREFIX = "Transformers"
+
+
+def server_flags(
+    model_dir: Path,
+    port: int | str,
+    dtype: str,
+    window: int | None,
+    stages: Collection[str],
+    trust_remote_code: bool,
+) -> list[str]:
+    """The server's flags, as the probe starts it and as its bare reproduction does."""
+    return [
+        "--model",
+        str(model_dir),
+        *openai_server_flags(port, dtype),
+        "--enforce-eager",
+        "--seed",
+        "0",
+        *(["--max-model-len", str(window)] if window else []),
+        # only when asked for: an older release may not know these flags
+        *(TOOL_PARSER if "tool_call" in stages else ()),
+        *(STRUCTURED_OUTPUTS if "json_schema" in stages else ()),
+        *(["--trust-remote-code"] if trust_remote_code else []),
+    ]
 
 
 def registry_verdict(
@@ -277,24 +302,9 @@ class Engine(ServerEngine):
             sys.executable,
             "-m",
             "vllm.entrypoints.openai.api_server",
-            "--model",
-            str(self.model_dir),
-            "--served-model-name",
-            SERVED_NAME,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--dtype",
-            self.dtype,
-            "--enforce-eager",
-            "--seed",
-            "0",
-            *(["--max-model-len", str(self.window)] if self.window else []),
-            # only when asked for: an older release may not know these flags
-            *(TOOL_PARSER if "tool_call" in self.requested_stages else ()),
-            *(STRUCTURED_OUTPUTS if "json_schema" in self.requested_stages else ()),
-            *(["--trust-remote-code"] if self.trust_remote_code else []),
+            *server_flags(
+                self.model_dir, port, self.dtype, self.window, self.requested_stages, self.trust_remote_code
+            ),
         ]
 
     def server_env(self) -> dict[str, str]:

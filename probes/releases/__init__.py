@@ -32,7 +32,8 @@ CONFIG_FILES = (
     "preprocessor_config.json",
     "processor_config.json",
 )
-TOKENIZER_FILES = (
+# The files of a tokenizer that transformers reads itself: what a shrunk copy carries.
+HF_TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -45,10 +46,10 @@ TOKENIZER_FILES = (
     "chat_template.json",
     "spiece.model",
     "sentencepiece.bpe.model",
-    "tekken.json",
-    "qwen.tiktoken",
-    "tiktoken.model",
 )
+# The catalogue also keeps vocabularies that only other libraries read (mistral-common's
+# tekken, tiktoken's), as the release ships them.
+TOKENIZER_FILES = (*HF_TOKENIZER_FILES, "tekken.json", "qwen.tiktoken", "tiktoken.model")
 MAX_FILE_BYTES = 4 * 1024 * 1024  # larger tokenizer files are left out (and said so in SOURCE)
 # A note saying the bytes were re-saved by someone else, or are not the base release.
 NOT_PRISTINE = re.compile(r"\bNOT (pristine|a base release)\b")

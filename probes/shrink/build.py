@@ -11,27 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from probes.releases import Release
+from probes.releases import HF_TOKENIZER_FILES, Release
 from probes.shrink import released
 from probes.shrink.config import ShrinkPlan, shrink_config_dict
 from probes.shrink.rules import SHRINK_VERSION, ShrinkError, evaluate, load_rules
 from probes.shrink.rules import is_int as _is_int
 
 # Files of a tokenizer that travel with the shrunk copy unchanged.
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "vocab.txt",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "chat_template.json",
-    "spiece.model",
-    "sentencepiece.bpe.model",
-)
+TOKENIZER_FILES = HF_TOKENIZER_FILES
 
 
 @dataclass

@@ -131,38 +131,18 @@ def shrink_model_type(model_type: str, out_dir: Path, *, seed: int = 0) -> Shrin
                 f"{source.get('model_type')!r}, not {model_type!r}"
             )
         source.update(switches)
-        return _stamped(
-            shrink_config(
-                source,
-                out_dir,
-                seed=seed,
-                release=release,
-                meta={
-                    "id": f"arch/{token}",
-                    "revision": revision,
-                    "source": f"release {release.repo}: {token}",
-                },
-            ),
-            transformers.__version__,
-        )
-    kwargs = {**fam.get("default_kwargs", {}), **switches}
-    try:
-        source = AutoConfig.for_model(model_type, **kwargs).to_dict()
-    except Exception as exc:  # noqa: BLE001
-        raise ShrinkError(f"no default config for {token}: {first_line(exc)}") from exc
-    source["model_type"] = model_type
+        origin = f"release {release.repo}"
+    else:
+        kwargs = {**fam.get("default_kwargs", {}), **switches}
+        try:
+            source = AutoConfig.for_model(model_type, **kwargs).to_dict()
+        except Exception as exc:  # noqa: BLE001
+            raise ShrinkError(f"no default config for {token}: {first_line(exc)}") from exc
+        source["model_type"] = model_type
+        origin = f"transformers {transformers.__version__}"
+    meta = {"id": f"arch/{token}", "revision": revision, "source": f"{origin}: {token}"}
     return _stamped(
-        shrink_config(
-            source,
-            out_dir,
-            seed=seed,
-            meta={
-                "id": f"arch/{token}",
-                "revision": revision,
-                "source": f"transformers {transformers.__version__}: {token}",
-            },
-        ),
-        transformers.__version__,
+        shrink_config(source, out_dir, seed=seed, release=release, meta=meta), transformers.__version__
     )
 
 
