@@ -636,10 +636,16 @@ def _store_file_exists() -> bool:
 
 
 def _reference_python(envs: list[tuple[EnvironmentTarget, Any]], say: Callable[[str], None]) -> str:
-    for target, env in envs:
-        if target.engine == REFERENCE_ENGINE:
-            return env.python
+    """The reference transformers, the release copies are shrunk in: a probed environment of that
+    release where the night has one. Never another transformers release the night probes: an
+    older one may not know the architecture, or saves the copy otherwise."""
     from matrix.environments import ensure_env
+    from probes.engines import get_spec
+
+    reference = get_spec(REFERENCE_ENGINE).default_version
+    for target, env in envs:
+        if target.engine == REFERENCE_ENGINE and target.version == reference:
+            return env.python
 
     return ensure_env(REFERENCE_ENGINE, say=say).python
 

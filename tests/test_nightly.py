@@ -41,6 +41,38 @@ def test_one_heavy_engine_at_a_time_light_ones_pass_it():
     assert next_task([pending[0], pending[2]], heavy_running=1) is None
 
 
+def test_copies_are_shrunk_in_the_reference_transformers_not_an_older_release_probed(monkeypatch):
+    """A sweep over transformers releases shrinks every copy in the reference release: 4.55
+    does not know Qwen 3.5, so shrinking there would be a red about us in every engine."""
+    from types import SimpleNamespace
+
+    import matrix.environments
+    from matrix import nightly
+    from matrix.plan import EnvironmentTarget
+    from probes.engines import get_spec
+
+    reference = get_spec("transformers").default_version
+
+    def target(engine, version):
+        return EnvironmentTarget(f"env-{engine}-{version}", engine, version, ("load",))
+
+    built = []
+    monkeypatch.setattr(
+        matrix.environments,
+        "ensure_env",
+        lambda engine, version=None, **kw: (
+            built.append((engine, version)) or SimpleNamespace(python="/ref/built")
+        ),
+    )
+    old = (target("transformers", "4.55.4"), SimpleNamespace(python="/old"))
+    vllm = (target("vllm", "0.27.0"), SimpleNamespace(python="/vllm"))
+    probed_ref = (target("transformers", reference), SimpleNamespace(python="/ref/probed"))
+    assert nightly._reference_python([old, vllm, probed_ref], print) == "/ref/probed"
+    assert built == []
+    assert nightly._reference_python([old, vllm], print) == "/ref/built"
+    assert built == [("transformers", None)]
+
+
 def test_synthetic_records_follow_the_contract(validate_record):
     records = synthetic_records(
         task("gated/x"), status="skipped", message="gated: no access", tier="arch", run_id="r1"
