@@ -4,11 +4,11 @@ may classify again, the reds to confirm."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, case, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from matrix.store import (
@@ -20,7 +20,7 @@ from matrix.store import (
     ResultLog,
     utc_naive,
 )
-from matrix.summary import Observation, parse_time
+from matrix.summary import FALLBACK, GREEN, MEANINGFUL, Cell, Observation, Probe, parse_time
 
 
 def _engine_filter(engine: str) -> list[Any]:
@@ -46,12 +46,14 @@ def results(
     with_output: bool = True,
     hardware: str | None = None,
     tier: str | None = None,
+    engine_name: str | None = None,
 ) -> list[dict[str, Any]]:
     """Stored records, exactly as ingested (the contract), newest first. `since`: results
     started at or after it (a naive time means UTC; a date means its midnight UTC).
     `model_prefix`: models whose id starts with it ("arch/": the sweep's architectures).
     `with_output=False` leaves out the bulky `output` (token ids, logprobs). `hardware`,
-    `tier`: results on that hardware (the environment's), of that tier."""
+    `tier`: results on that hardware (the environment's), of that tier. `engine_name`: one
+    engine by its name alone (a page's path, where `NAME==VERSION` names no engine)."""
     query = (
         select(Result.raw, Result.output)
         .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
@@ -64,6 +66,8 @@ def results(
         query = query.where(ModelRevision.model_id.startswith(model_prefix, autoescape=True))
     if engine is not None:
         query = query.where(*_engine_filter(engine))
+    if engine_name is not None:
+        query = query.where(Environment.engine_name == engine_name)
     if stage is not None:
         query = query.where(Result.stage == stage)
     if status is not None:
@@ -236,8 +240,7 @@ def tracked_models(session: Session) -> list[str]:
     return list(session.scalars(query))
 
 
-# The architecture map
-
+# The cell_latest rows every page reads
 
 # The cell_latest columns an Observation needs (_cell_observation reads them back).
 _OBSERVED = (
@@ -251,20 +254,402 @@ _OBSERVED = (
 )
 
 
-def _cell_observation(row: Any) -> Observation:
-    """A row of _OBSERVED (and environment id and message where selected) as an Observation."""
+def _observed(row: Any) -> dict[str, Any]:
+    """A row of _OBSERVED (and environment id and message where selected) as an Observation's
+    fields."""
     m = row._mapping
-    return Observation(
-        model=m["model_id"],
-        engine=m["engine_name"],
-        engine_version=m["engine_version"],
-        stage=m["stage"],
-        status=m["status"],
-        started_at=parse_time(m["started_at"]),
-        environment_id=m.get("environment_id", ""),
-        failure_class=m["failure_class"],
-        message=m.get("message"),
+    return {
+        "model": m["model_id"],
+        "engine": m["engine_name"],
+        "engine_version": m["engine_version"],
+        "stage": m["stage"],
+        "status": m["status"],
+        "started_at": parse_time(m["started_at"]),
+        "environment_id": m.get("environment_id", ""),
+        "failure_class": m["failure_class"],
+        "message": m.get("message"),
+    }
+
+
+def _cell_observation(row: Any) -> Observation:
+    return Observation(**_observed(row))
+
+
+@dataclass(frozen=True)
+class CellFilter:
+    """Which cells a read keeps (None: any): one engine, one hardware, one tier."""
+
+    engine: str | None = None
+    hardware: str | None = None
+    tier: str | None = None
+
+
+def _narrowed(
+    query: Any, f: CellFilter, *, environment_joined: bool = False, result_joined: bool = False
+) -> Any:
+    """`query` over cell_latest narrowed to `f`. The hardware is the environment's and the tier
+    the result's: each joined here unless the query has joined it already (a result joined
+    for a cell's history narrows that history by its own tier)."""
+    if f.engine is not None:
+        query = query.where(CellLatest.engine_name == f.engine)
+    if f.hardware is not None:
+        if not environment_joined:
+            query = query.join(Environment, Environment.id == CellLatest.environment_pk)
+        query = query.where(Environment.hardware == f.hardware)
+    if f.tier is not None:
+        if not result_joined:
+            query = query.join(Result, Result.id == CellLatest.result_pk)
+        query = query.where(Result.tier == f.tier)
+    return query
+
+
+# The matrix (the front page), a model's page, a cell's page
+
+
+@dataclass(frozen=True)
+class ModelRevisionFacts:
+    """What one stored revision of a model says about the model."""
+
+    model: str
+    revision: str
+    family: str | None
+    model_type: str | None
+    architecture: str | None
+    release_date: dt.date | None
+    created: dt.datetime
+
+
+def model_revisions(session: Session, model_ids: Iterable[str] | None = None) -> list[ModelRevisionFacts]:
+    """The revisions of these models (of all, without ids), oldest first."""
+    query = select(
+        ModelRevision.model_id,
+        ModelRevision.revision,
+        ModelRevision.family,
+        ModelRevision.model_type,
+        ModelRevision.architecture,
+        ModelRevision.release_date,
+        ModelRevision.created,
+    ).order_by(ModelRevision.created, ModelRevision.id)
+    if model_ids is not None:
+        query = query.where(ModelRevision.model_id.in_(list(model_ids)))
+    return [ModelRevisionFacts(*row) for row in session.execute(query)]
+
+
+@dataclass(frozen=True)
+class CellResult(Observation):
+    """The latest result of one stage of a model in one environment (a cell_latest row) with
+    what the matrix shows of it; an Observation, so summaries read it as it is."""
+
+    tier: str | None = None
+    hardware: str | None = None
+    confirmed: bool | None = None
+    confirmation: dict[str, Any] | None = None
+
+
+def cell_results(
+    session: Session, model_ids: list[str], cells: CellFilter = CellFilter()
+) -> list[CellResult]:
+    """The latest result of every stage of these models in every environment, as `cells` keeps."""
+    if not model_ids:
+        return []
+    query = (
+        select(
+            *_OBSERVED,
+            Result.message,
+            Environment.environment_id,
+            Environment.hardware,
+            Result.tier,
+            Result.confirmed,
+            Result.confirmation,
+        )
+        .join(Environment, Environment.id == CellLatest.environment_pk)
+        .join(Result, Result.id == CellLatest.result_pk)
+        .where(CellLatest.model_id.in_(model_ids))
     )
+    query = _narrowed(query, cells, environment_joined=True, result_joined=True)
+    return [
+        CellResult(
+            **_observed(r),
+            tier=r.tier,
+            hardware=r.hardware,
+            confirmed=r.confirmed,
+            confirmation=r.confirmation,
+        )
+        for r in session.execute(query)
+    ]
+
+
+def all_cells(session: Session) -> list[Cell]:
+    """Every (model, engine) with a latest result."""
+    return [
+        (m, e) for m, e in session.execute(select(CellLatest.model_id, CellLatest.engine_name).distinct())
+    ]
+
+
+def models_with_cells(
+    session: Session, cells: CellFilter = CellFilter(), *, status: str | None = None
+) -> set[str]:
+    """The models with a stage's latest result as `cells` keeps (of that status, where given)."""
+    query = _narrowed(select(CellLatest.model_id).distinct(), cells)
+    if status is not None:
+        query = query.where(CellLatest.status == status)
+    return set(session.scalars(query))
+
+
+# Worst first: `MIN(rank)` over a group in SQL is exactly `summary.worst_status`.
+RANKED: tuple[str, ...] = MEANINGFUL + FALLBACK
+_RANK = {status: i for i, status in enumerate(RANKED)}
+
+
+def _rank() -> Any:
+    return case(_RANK, value=Result.status, else_=len(RANKED))
+
+
+def _worst(rank: int) -> str | None:
+    """The status a group's `MIN(_rank())` stands for (None: none of RANKED)."""
+    return RANKED[rank] if rank < len(RANKED) else None
+
+
+def _cell_results(*conditions: Any) -> Any:
+    """Joins a cell to the results of its own model revision, environment and stage."""
+    return and_(
+        Result.model_revision_pk == CellLatest.model_revision_pk,
+        Result.environment_pk == CellLatest.environment_pk,
+        Result.stage == CellLatest.stage,
+        *conditions,
+    )
+
+
+@dataclass(frozen=True)
+class NightStatus:
+    model: str
+    engine: str
+    night: str  # ISO date
+    status: str  # the worst of the cell's results that night
+
+
+def night_statuses(
+    session: Session, model_ids: list[str], since: dt.date, cells: CellFilter = CellFilter()
+) -> list[NightStatus]:
+    """The worst status of each cell of these models on each night from `since` on."""
+    if not model_ids:
+        return []
+    # One range seek per (model revision, environment, stage) through the results'
+    # natural-key index, from the first night on: the page times N nights, never history.
+    cutoff = dt.datetime.combine(since, dt.time())
+    day = func.date(Result.started_at)
+    query = (
+        select(
+            CellLatest.model_id,
+            CellLatest.engine_name,
+            day.label("day"),
+            func.min(_rank()).label("rank"),
+        )
+        .join(
+            Result,
+            _cell_results(Result.started_at >= cutoff),
+        )
+        .where(CellLatest.model_id.in_(model_ids))
+        .group_by(CellLatest.model_id, CellLatest.engine_name, day)
+    )
+    query = _narrowed(query, cells, result_joined=True)
+    out = []
+    for model, engine, night, rank in session.execute(query):
+        status = _worst(rank)
+        if status is not None:
+            out.append(NightStatus(model, engine, str(night)[:10], status))
+    return out
+
+
+@dataclass(frozen=True)
+class FirstGreen:
+    model: str
+    engine: str
+    at: dt.datetime  # aware, UTC: the start of the cell's first green probe
+
+
+def first_greens(
+    session: Session, released: Mapping[str, dt.date], horizon_days: int, engine: str | None = None
+) -> list[FirstGreen]:
+    """The first green probe of each cell of these models (by release date), looked for until the horizon."""
+    if not released:
+        return []
+    # Green as summary says it (no stage broken or degraded, at least one passed; probes grouped
+    # by run and night), over [release - 7 days, release + horizon) alone: one range seek per
+    # (model revision, environment, stage), flat however long the history grows.
+    lo = {m: dt.datetime.combine(day, dt.time()) - dt.timedelta(days=7) for m, day in released.items()}
+    hi = {m: lo[m] + dt.timedelta(days=7 + horizon_days) for m in released}
+    bad = case((Result.status.in_(("fail", "timeout", "oom", "degraded")), 1), else_=0)
+    good = case((Result.status == "pass", 1), else_=0)
+    probe = (
+        select(
+            CellLatest.model_id.label("model_id"),
+            CellLatest.engine_name.label("engine_name"),
+            func.min(Result.started_at).label("t"),
+            func.sum(bad).label("bad"),
+            func.sum(good).label("good"),
+        )
+        .join(
+            Result,
+            _cell_results(
+                Result.started_at >= case(lo, value=CellLatest.model_id),
+                Result.started_at < case(hi, value=CellLatest.model_id),
+            ),
+        )
+        .where(CellLatest.model_id.in_(list(lo)))
+        .group_by(
+            CellLatest.model_id,
+            CellLatest.engine_name,
+            CellLatest.environment_pk,
+            Result.run_key,
+            func.date(Result.started_at),
+        )
+    )
+    if engine is not None:
+        probe = probe.where(CellLatest.engine_name == engine)
+    sub = probe.subquery()
+    query = (
+        select(sub.c.model_id, sub.c.engine_name, func.min(sub.c.t))
+        .where(sub.c.bad == 0, sub.c.good > 0)
+        .group_by(sub.c.model_id, sub.c.engine_name)
+    )
+    return [FirstGreen(m, e, parse_time(t)) for m, e, t in session.execute(query)]
+
+
+def hardware_names(session: Session) -> list[str]:
+    """Every hardware with an environment in the store, by name."""
+    return sorted(h for h in session.scalars(select(Environment.hardware).distinct()) if h)
+
+
+@dataclass(frozen=True)
+class EngineVersion:
+    engine: str
+    version: str
+    hardware: str | None
+
+
+def engine_versions(session: Session) -> list[EngineVersion]:
+    """Every environment's engine, engine version and hardware."""
+    query = select(Environment.engine_name, Environment.engine_version, Environment.hardware)
+    return [EngineVersion(*row) for row in session.execute(query)]
+
+
+def model_observations(session: Session, model: str, engine: str | None = None) -> list[Observation]:
+    """Every result of one model (in one engine) as the columns summaries read: no raw JSON to parse."""
+    query = (
+        select(
+            ModelRevision.model_id,
+            ModelRevision.release_date,
+            Environment.engine_name,
+            Environment.engine_version,
+            Environment.environment_id,
+            Result.stage,
+            Result.status,
+            Result.started_at,
+            Result.run_key,
+            Result.failure_class,
+        )
+        .select_from(Result)
+        .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
+        .join(Environment, Environment.id == Result.environment_pk)
+        .where(ModelRevision.model_id == model)
+    )
+    if engine is not None:
+        query = query.where(Environment.engine_name == engine)
+    utc = dt.timezone.utc
+    return [
+        Observation(
+            model=r.model_id,
+            engine=r.engine_name,
+            engine_version=r.engine_version,
+            stage=r.stage,
+            status=r.status,
+            started_at=r.started_at.replace(tzinfo=utc),
+            environment_id=r.environment_id,
+            run_id=r.run_key or None,
+            failure_class=r.failure_class,
+            release_date=r.release_date,
+        )
+        for r in session.execute(query)
+    ]
+
+
+# What moved since a cache was filled (service/views.py's HistoryCache)
+
+
+def newest_result_id(session: Session) -> int | None:
+    """The id of the newest stored result (primary key: O(1))."""
+    return session.scalar(select(func.max(Result.id)))
+
+
+def oldest_start_after(session: Session, result_id: int) -> dt.datetime | None:
+    """The earliest start among the results stored after this one (a backfill starts early)."""
+    return session.scalar(select(func.min(Result.started_at)).where(Result.id > result_id))
+
+
+def models_with_results_after(session: Session, result_id: int) -> set[str]:
+    """The models with a result stored after this one."""
+    query = select(ModelRevision.model_id).where(
+        ModelRevision.id.in_(select(Result.model_revision_pk).where(Result.id > result_id))
+    )
+    return set(session.scalars(query))
+
+
+# The feed
+
+
+def probes_since(session: Session, start: dt.datetime) -> list[Probe]:
+    """Every probe started at or after `start` (naive: UTC), its one stage `probe`: its worst status."""
+    day = func.date(Result.started_at)
+    query = (
+        select(
+            ModelRevision.model_id,
+            Environment.engine_name,
+            Environment.engine_version,
+            Environment.environment_id,
+            Result.run_key,
+            func.min(Result.started_at).label("t"),
+            func.min(_rank()).label("rank"),
+        )
+        .select_from(Result)
+        .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
+        .join(Environment, Environment.id == Result.environment_pk)
+        .where(Result.started_at >= start)
+        .group_by(
+            ModelRevision.model_id,
+            Environment.engine_name,
+            Environment.engine_version,
+            Environment.environment_id,
+            Result.run_key,
+            day,
+        )
+    )
+    return [
+        Probe(
+            model, engine, version, env, run_key or None, parse_time(t), {"probe": _worst(rank) or "skipped"}
+        )
+        for model, engine, version, env, run_key, t, rank in session.execute(query)
+    ]
+
+
+def green_before(session: Session, start: dt.datetime, model_ids: Iterable[str]) -> set[Cell]:
+    """The (model, engine) of these models with a passing result started before `start`."""
+    query = (
+        select(ModelRevision.model_id, Environment.engine_name)
+        .distinct()
+        .select_from(Result)
+        .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
+        .join(Environment, Environment.id == Result.environment_pk)
+        .where(
+            Result.started_at < start,
+            Result.status == GREEN,
+            ModelRevision.model_id.in_(sorted(set(model_ids))),
+        )
+    )
+    return {(m, e) for m, e in session.execute(query)}
+
+
+# The architecture map
 
 
 def arch_release_stages(
@@ -281,19 +666,8 @@ def arch_release_stages(
         .where(CellLatest.model_id.startswith(prefix, autoescape=True))
         .order_by(CellLatest.model_id, CellLatest.engine_name)
     )
-    query = _arch_filters(query, hardware, tier)
+    query = _narrowed(query, CellFilter(hardware=hardware, tier=tier))
     return [_cell_observation(r) for r in session.execute(query)]
-
-
-def _arch_filters(query: Any, hardware: str | None, tier: str | None) -> Any:
-    """The map's hardware and tier filters on a query over cell_latest."""
-    if hardware is not None:
-        query = query.join(Environment, Environment.id == CellLatest.environment_pk).where(
-            Environment.hardware == hardware
-        )
-    if tier is not None:
-        query = query.join(Result, Result.id == CellLatest.result_pk).where(Result.tier == tier)
-    return query
 
 
 @dataclass(frozen=True)
@@ -588,3 +962,11 @@ def engine_environments(session: Session, engine: str) -> list[EngineEnvironment
         )
         for r in session.execute(query)
     ]
+
+
+# /healthz
+
+
+def ping(session: Session) -> None:
+    """Asks the store the one trivial question (SQLAlchemyError: it cannot be read)."""
+    session.execute(text("SELECT 1"))

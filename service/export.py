@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from matrix.store import CellLatest, Environment, open_store
+from matrix import queries
+from matrix.store import open_store
 from service import badges, feed, render, views
 from service.links import Links, arch_path, badge_path, cell_path, engine_path, model_path, release_path
 from service.render import STATIC
@@ -90,7 +90,7 @@ def export_site(
         data = views.model_page_view(session, model_id)
         if data is not None:
             w.page(model_path(model_id), "model.html", data)
-    engines = sorted(session.scalars(select(Environment.engine_name).distinct()))
+    engines = queries.engine_names(session)
     for engine in engines:
         data = views.engine_view(session, engine)
         if data is None:
@@ -102,7 +102,7 @@ def export_site(
             if release is not None:
                 w.page(release_path(engine, v["version"]), "release.html", release)
                 w.write(f"api/v1/{release_path(engine, v['version'])}/diff.json", render.json_text(release))
-    cells = session.execute(select(CellLatest.model_id, CellLatest.engine_name).distinct()).all()
+    cells = queries.all_cells(session)
     for model_id, engine in cells:
         data = views.cell_view(session, model_id, engine)
         if data is None:

@@ -15,12 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from matrix import locks, queries, release_diff
 from matrix import summary as S
-from matrix.store import Environment, ModelRevision, Result
 from service import render, views
 from service.links import Links
 
@@ -156,68 +154,19 @@ def release_entries(diffs: list[release_diff.ReleaseDiff], since: dt.datetime) -
     ]
 
 
-def _window_probes(session: Session, start: dt.datetime) -> list[S.Probe]:
-    day = func.date(Result.started_at)
-    rank = views._rank_expr()
-    query = (
-        select(
-            ModelRevision.model_id,
-            Environment.engine_name,
-            Environment.engine_version,
-            Environment.environment_id,
-            Result.run_key,
-            func.min(Result.started_at).label("t"),
-            func.min(rank).label("rank"),
-        )
-        .select_from(Result)
-        .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
-        .join(Environment, Environment.id == Result.environment_pk)
-        .where(Result.started_at >= start)
-        .group_by(
-            ModelRevision.model_id,
-            Environment.engine_name,
-            Environment.engine_version,
-            Environment.environment_id,
-            Result.run_key,
-            day,
-        )
-    )
-    out = []
-    for model, engine, version, env, run_key, t, rank in session.execute(query):
-        status = views.RANKED[rank] if rank < len(views.RANKED) else None
-        out.append(
-            S.Probe(
-                model, engine, version, env, run_key or None, S.parse_time(t), {"probe": status or "skipped"}
-            )
-        )
-    return out
-
-
 def _green_before(session: Session, start: dt.datetime, cells: set[tuple[str, str]]) -> set[tuple[str, str]]:
     """Which of these cells had a passing result before `start` (a stage-level check: a cell
     with any earlier pass is not announced as new)."""
     if not cells:
         return set()
-    query = (
-        select(ModelRevision.model_id, Environment.engine_name)
-        .distinct()
-        .select_from(Result)
-        .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
-        .join(Environment, Environment.id == Result.environment_pk)
-        .where(
-            Result.started_at < start,
-            Result.status == S.GREEN,
-            ModelRevision.model_id.in_(sorted({m for m, _ in cells})),
-        )
-    )
-    return {(m, e) for m, e in session.execute(query) if (m, e) in cells}
+    return queries.green_before(session, start, (m for m, _ in cells)) & cells
 
 
 def feed_view(session: Session, now: dt.datetime | None = None, days: int = WINDOW_DAYS) -> dict[str, Any]:
     now = S.parse_time(now or dt.datetime.now(dt.timezone.utc))
     since = now - dt.timedelta(days=days)
     start = since - dt.timedelta(days=LOOKBACK_DAYS)
-    probes = _window_probes(session, start.replace(tzinfo=None))
+    probes = queries.probes_since(session, start.replace(tzinfo=None))
     greens = {(p.model, p.engine) for p in probes if p.status == S.GREEN and p.started_at >= since}
     envs = {p.environment_id for p in probes}
     items = entries(

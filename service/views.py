@@ -19,12 +19,10 @@ from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from matrix import archmap, compat_data, locks, queries, release_diff
 from matrix import summary as S
-from matrix.store import CellLatest, Environment, ModelRevision, Result
 from probes.record import verdict_fields
 from probes.stages import ARCH_MAP_STAGES, STAGES, STATUSES
 
@@ -34,9 +32,7 @@ PER_PAGE = 50
 MESSAGE_CHARS = 300  # of a failure message shown in the matrix (the cell page has it all)
 TIERS = ("arch", "full")
 
-# Worst first: `MIN(rank)` over a group in SQL is exactly `summary.worst_status`.
-RANKED: tuple[str, ...] = S.MEANINGFUL + S.FALLBACK
-RANK = {status: i for i, status in enumerate(RANKED)}
+RANKED = queries.RANKED  # worst first
 
 LEGEND: tuple[tuple[str, str, str], ...] = (
     ("pass", "✓", "works: the stage did what it should"),
@@ -97,12 +93,9 @@ class ModelFacts:
 def catalog(session: Session, model_ids: Iterable[str] | None = None) -> dict[str, ModelFacts]:
     """Facts per model id from its revisions (the newest revision that states a fact wins).
     A model without a family is grouped under its model type, else `unknown`."""
-    query = select(ModelRevision).order_by(ModelRevision.created, ModelRevision.id)
-    if model_ids is not None:
-        query = query.where(ModelRevision.model_id.in_(list(model_ids)))
     facts: dict[str, dict[str, Any]] = {}
-    for rev in session.scalars(query):
-        f = facts.setdefault(rev.model_id, {"first_seen": rev.created, "revisions": []})
+    for rev in queries.model_revisions(session, model_ids):
+        f = facts.setdefault(rev.model, {"first_seen": rev.created, "revisions": []})
         f["revisions"].append(rev.revision)
         for key in ("family", "model_type", "architecture", "release_date"):
             if getattr(rev, key) is not None:
@@ -150,59 +143,18 @@ class Filters:
             "status": self.status,
         }
 
-
-def _cell_rows(session: Session, model_ids: list[str], f: Filters) -> list[Any]:
-    """The cell_latest rows of these models (with the filters on engine, hardware, tier)."""
-    if not model_ids:
-        return []
-    query = (
-        select(
-            CellLatest.model_id,
-            CellLatest.engine_name,
-            CellLatest.engine_version,
-            CellLatest.stage,
-            CellLatest.status,
-            CellLatest.failure_class,
-            CellLatest.started_at,
-            CellLatest.model_revision_pk,
-            CellLatest.environment_pk,
-            Environment.environment_id,
-            Environment.hardware,
-            Result.tier,
-            Result.message,
-            Result.confirmed,
-            Result.confirmation,
-        )
-        .join(Environment, Environment.id == CellLatest.environment_pk)
-        .join(Result, Result.id == CellLatest.result_pk)
-        .where(CellLatest.model_id.in_(model_ids))
-    )
-    if f.engine:
-        query = query.where(CellLatest.engine_name == f.engine)
-    if f.hardware:
-        query = query.where(Environment.hardware == f.hardware)
-    if f.tier:
-        query = query.where(Result.tier == f.tier)
-    return list(session.execute(query))
+    @property
+    def cells(self) -> queries.CellFilter:
+        """The engine / hardware / tier filters as the reads take them (an empty one: any)."""
+        return queries.CellFilter(self.engine or None, self.hardware or None, self.tier or None)
 
 
-def _cells(rows: list[Any]) -> dict[str, dict[str, dict[str, Any]]]:
-    """model -> engine -> cell, each cell its current state: the rule of `summary.current`
-    (the newest engine version seen for the cell, the latest result per stage within it),
-    applied to cell_latest rows directly (this runs for every cell of a page)."""
-    newest: dict[tuple[str, str], tuple[int, Any]] = {}
-    for r in rows:
-        key = S.version_key(r.engine_version)
-        if key > newest.get((r.model_id, r.engine_name), (-1, "")):
-            newest[(r.model_id, r.engine_name)] = key
+def _cells(rows: list[queries.CellResult]) -> dict[str, dict[str, dict[str, Any]]]:
+    """model -> engine -> cell, each cell its current state (`summary.current`: the newest
+    engine version seen for the cell, the latest result per stage within it)."""
     by_cell: dict[tuple[str, str], dict[str, Any]] = defaultdict(dict)
-    for r in rows:
-        cell = (r.model_id, r.engine_name)
-        if S.version_key(r.engine_version) != newest[cell]:
-            continue
-        kept = by_cell[cell].get(r.stage)
-        if kept is None or r.started_at > kept.started_at:
-            by_cell[cell][r.stage] = r
+    for (model, engine, stage), r in S.current(rows).items():
+        by_cell[(model, engine)][stage] = r
     out: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for (model, engine), stages in by_cell.items():
         ordered = sorted(stages.values(), key=lambda r: (_stage_order(r.stage), r.stage))
@@ -286,114 +238,37 @@ def _stage_order(stage: str) -> int:
     return _STAGE_INDEX.get(stage, len(_STAGE_INDEX))
 
 
-def _rank_expr() -> Any:
-    return case(RANK, value=Result.status, else_=len(RANKED))
-
-
-def _cell_results(*conditions: Any) -> Any:
-    """Joins a cell to the results of its own model revision, environment and stage."""
-    return and_(
-        Result.model_revision_pk == CellLatest.model_revision_pk,
-        Result.environment_pk == CellLatest.environment_pk,
-        Result.stage == CellLatest.stage,
-        *conditions,
-    )
-
-
 def strips(
     session: Session, model_ids: list[str], f: Filters, nights: list[dt.date]
 ) -> dict[tuple[str, str], dict[str, str]]:
-    """(model, engine) -> {night (ISO date): worst status that night}, for the given nights.
-
-    One range seek per (model revision, environment, stage) of the page through the results'
-    natural-key index, from the first night on: the cost is the page times N nights."""
-    if not model_ids or not nights:
+    """(model, engine) -> {night (ISO date): worst status that night}, for the given nights
+    (the page times N nights: `queries.night_statuses`)."""
+    if not nights:
         return {}
-    cutoff = dt.datetime.combine(nights[0], dt.time())
-    day = func.date(Result.started_at)
-    query = (
-        select(
-            CellLatest.model_id,
-            CellLatest.engine_name,
-            day.label("day"),
-            func.min(_rank_expr()).label("rank"),
-        )
-        .join(
-            Result,
-            _cell_results(Result.started_at >= cutoff),
-        )
-        .where(CellLatest.model_id.in_(model_ids))
-        .group_by(CellLatest.model_id, CellLatest.engine_name, day)
-    )
-    query = _cell_filters(query, f, result_joined=True)
     out: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
-    for model, engine, night, rank in session.execute(query):
-        if rank < len(RANKED):
-            out[(model, engine)][str(night)[:10]] = RANKED[rank]
+    for n in queries.night_statuses(session, model_ids, nights[0], f.cells):
+        out[(n.model, n.engine)][n.night] = n.status
     return out
 
 
 def first_greens(
     session: Session, models: list[ModelFacts], f: Filters, horizon_days: int = DTG_HORIZON_DAYS
 ) -> dict[tuple[str, str], dt.datetime]:
-    """(model, engine) -> start of its first green probe (summary's definition: no stage
-    broken or degraded, at least one passed; probes grouped by run and night), looked for in
-    the model's first `horizon_days` after release.
-
-    Bounded like the strips: one range seek per (model revision, environment, stage) of the
-    page over [release - 7 days, release + horizon), so the cost stays flat however long the
-    history grows. A cell that turned green only later reads "over the horizon" on the matrix
-    (`days_to_green_over`); its cell page has the exact figure from the full history."""
-    dated = [m for m in models if m.release_date]
-    if not dated:
-        return {}
-    lo = {m.model: dt.datetime.combine(m.release_date, dt.time()) - dt.timedelta(days=7) for m in dated}
-    hi = {m.model: lo[m.model] + dt.timedelta(days=7 + horizon_days) for m in dated}
-    bad = case((Result.status.in_(("fail", "timeout", "oom", "degraded")), 1), else_=0)
-    good = case((Result.status == "pass", 1), else_=0)
-    probe = (
-        select(
-            CellLatest.model_id.label("model_id"),
-            CellLatest.engine_name.label("engine_name"),
-            func.min(Result.started_at).label("t"),
-            func.sum(bad).label("bad"),
-            func.sum(good).label("good"),
-        )
-        .join(
-            Result,
-            _cell_results(
-                Result.started_at >= case(lo, value=CellLatest.model_id),
-                Result.started_at < case(hi, value=CellLatest.model_id),
-            ),
-        )
-        .where(CellLatest.model_id.in_(list(lo)))
-        .group_by(
-            CellLatest.model_id,
-            CellLatest.engine_name,
-            CellLatest.environment_pk,
-            Result.run_key,
-            func.date(Result.started_at),
-        )
-    )
-    if f.engine:
-        probe = probe.where(CellLatest.engine_name == f.engine)
-    probe = probe.subquery()
-    query = (
-        select(probe.c.model_id, probe.c.engine_name, func.min(probe.c.t))
-        .where(probe.c.bad == 0, probe.c.good > 0)
-        .group_by(probe.c.model_id, probe.c.engine_name)
-    )
-    return {(m, e): S.parse_time(t) for m, e, t in session.execute(query)}
+    """(model, engine) -> start of its first green probe, looked for in the model's first
+    `horizon_days` after release (bounded like the strips: `queries.first_greens`). A cell that
+    turned green only later reads "over the horizon" on the matrix (`days_to_green_over`); its
+    cell page has the exact figure from the full history."""
+    released = {m.model: m.release_date for m in models if m.release_date}
+    greens = queries.first_greens(session, released, horizon_days, f.engine or None)
+    return {(g.model, g.engine): g.at for g in greens}
 
 
 def options(session: Session, models: Iterable[ModelFacts]) -> dict[str, list[str]]:
     """The values each filter can take (engines and hardware from the environments table)."""
-    engines = sorted(session.scalars(select(Environment.engine_name).distinct()))
-    hardware = sorted(h for h in session.scalars(select(Environment.hardware).distinct()) if h)
     return {
         "family": sorted({m.family for m in models}),
-        "engine": engines,
-        "hardware": hardware,
+        "engine": queries.engine_names(session),
+        "hardware": queries.hardware_names(session),
         "tier": list(TIERS),
         "status": list(STATUSES),
     }
@@ -404,23 +279,7 @@ def _models_with_cells(session: Session, f: Filters) -> set[str] | None:
     Reads cell_latest only (O(cells), never history)."""
     if not (f.engine or f.hardware or f.tier):
         return None
-    return set(session.scalars(_cell_filters(select(CellLatest.model_id).distinct(), f)))
-
-
-def _cell_filters(query: Any, f: Filters, *, result_joined: bool = False) -> Any:
-    """`query` over cell_latest narrowed to the engine / hardware / tier filters. The tier is
-    the result's: joined here unless the query has joined results already."""
-    if f.engine:
-        query = query.where(CellLatest.engine_name == f.engine)
-    if f.hardware:
-        query = query.join(Environment, Environment.id == CellLatest.environment_pk).where(
-            Environment.hardware == f.hardware
-        )
-    if f.tier:
-        if not result_joined:
-            query = query.join(Result, Result.id == CellLatest.result_pk)
-        query = query.where(Result.tier == f.tier)
-    return query
+    return queries.models_with_cells(session, f.cells)
 
 
 class HistoryCache:
@@ -446,7 +305,7 @@ class HistoryCache:
         self.max_views = 512
 
     def sync(self, session: Session) -> None:
-        newest = session.scalar(select(func.max(Result.id)))
+        newest = queries.newest_result_id(session)
         changed = queries.newest_reclassification(session)
         # A confirmation updates a stored row (no new id): its time moves the cache too.
         confirmed = queries.newest_confirmation(session)
@@ -459,18 +318,10 @@ class HistoryCache:
             if self.last_id is None or newest is None or newest < self.last_id:
                 self.clear()  # first use, or the store was emptied / replaced
             else:
-                oldest = session.scalar(select(func.min(Result.started_at)).where(Result.id > self.last_id))
+                oldest = queries.oldest_start_after(session, self.last_id)
                 if oldest is not None:
                     self.forget_from(S.parse_time(oldest).replace(tzinfo=None))
-                touched = set(
-                    session.scalars(
-                        select(ModelRevision.model_id).where(
-                            ModelRevision.id.in_(
-                                select(Result.model_revision_pk).where(Result.id > self.last_id)
-                            )
-                        )
-                    )
-                )
+                touched = queries.models_with_results_after(session, self.last_id)
                 # A key naming a prefix (`arch/`: the map) covers every model under it.
                 self.views = OrderedDict(
                     (k, v)
@@ -539,11 +390,9 @@ def matrix_view(
     if filters.status:
         # The status of a cell is computed (worst stage of the newest version): decide it for
         # every candidate, then paginate. A stage-level prefilter keeps the candidates few.
-        having = set(
-            session.scalars(select(CellLatest.model_id).distinct().where(CellLatest.status == filters.status))
-        )
+        having = queries.models_with_cells(session, status=filters.status)
         candidates = [m for m in chosen if m.model in having]
-        cells = _cells(_cell_rows(session, [m.model for m in candidates], filters))
+        cells = _cells(queries.cell_results(session, [m.model for m in candidates], filters.cells))
         chosen = [
             m
             for m in candidates
@@ -555,7 +404,7 @@ def matrix_view(
     on_page = chosen[(page - 1) * per_page : page * per_page]
     ids = [m.model for m in on_page]
     if not filters.status:
-        cells = _cells(_cell_rows(session, ids, filters))
+        cells = _cells(queries.cell_results(session, ids, filters.cells))
     newest = max((c["last_run"] for row in cells.values() for c in row.values()), default=None)
     end = today or (S.parse_time(newest).date() if newest else dt.date.today())
     night_list = [end - dt.timedelta(days=n) for n in range(nights - 1, -1, -1)]
@@ -666,66 +515,6 @@ def _cached_greens(
 # One model, one engine, one cell
 
 
-def _history(
-    session: Session, *, model: str | None = None, engine: str | None = None, limit: int | None = None
-) -> list[dict[str, Any]]:
-    """Records of one model and/or engine, newest first, without the bulky `output`."""
-    query = (
-        select(Result.raw)
-        .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
-        .join(Environment, Environment.id == Result.environment_pk)
-        .order_by(Result.started_at.desc(), Result.id.desc())
-    )
-    if model is not None:
-        query = query.where(ModelRevision.model_id == model)
-    if engine is not None:
-        query = query.where(Environment.engine_name == engine)
-    if limit is not None:
-        query = query.limit(limit)
-    return [dict(raw) for raw in session.scalars(query)]
-
-
-def _observations(session: Session, *, model: str, engine: str | None = None) -> list[S.Observation]:
-    """The history of one model (and engine) as the columns summaries read: no raw JSON to
-    parse, so a year of nights stays cheap."""
-    query = (
-        select(
-            ModelRevision.model_id,
-            ModelRevision.release_date,
-            Environment.engine_name,
-            Environment.engine_version,
-            Environment.environment_id,
-            Result.stage,
-            Result.status,
-            Result.started_at,
-            Result.run_key,
-            Result.failure_class,
-        )
-        .select_from(Result)
-        .join(ModelRevision, ModelRevision.id == Result.model_revision_pk)
-        .join(Environment, Environment.id == Result.environment_pk)
-        .where(ModelRevision.model_id == model)
-    )
-    if engine is not None:
-        query = query.where(Environment.engine_name == engine)
-    utc = dt.timezone.utc
-    return [
-        S.Observation(
-            model=r.model_id,
-            engine=r.engine_name,
-            engine_version=r.engine_version,
-            stage=r.stage,
-            status=r.status,
-            started_at=r.started_at.replace(tzinfo=utc),
-            environment_id=r.environment_id,
-            run_id=r.run_key or None,
-            failure_class=r.failure_class,
-            release_date=r.release_date,
-        )
-        for r in session.execute(query)
-    ]
-
-
 def _summaries(results: list[Any], now: dt.datetime) -> list[dict[str, Any]]:
     return [s.as_dict() for s in S.summarize(results, now)]
 
@@ -736,8 +525,8 @@ def model_view(session: Session, model_id: str, now: dt.datetime | None = None) 
     if facts is None:
         return None
     now = now or dt.datetime.now(dt.timezone.utc)
-    cells = _cells(_cell_rows(session, [model_id], Filters())).get(model_id, {})
-    records = _observations(session, model=model_id)
+    cells = _cells(queries.cell_results(session, [model_id])).get(model_id, {})
+    records = queries.model_observations(session, model_id)
     stages = sorted({st for c in cells.values() for st in c["stages"]}, key=lambda s: (_stage_order(s), s))
     probes = sorted(S.probes(records), key=lambda p: p.started_at, reverse=True)
     return {
@@ -874,13 +663,17 @@ def cell_view(
 ) -> dict[str, Any] | None:
     """One model in one engine: current state, summary, and the full history (newest first)
     with failure class, log excerpt and the command that reproduces each result."""
-    records = _history(session, model=model_id, engine=engine, limit=limit)
+    records = queries.results(session, model=model_id, engine_name=engine, limit=limit, with_output=False)
     if not records:
         return None
     now = now or dt.datetime.now(dt.timezone.utc)
     facts = catalog(session, [model_id]).get(model_id)
-    cell = _cells(_cell_rows(session, [model_id], Filters(engine=engine))).get(model_id, {}).get(engine)
-    summary = next(iter(_summaries(_observations(session, model=model_id, engine=engine), now)), None)
+    cell = (
+        _cells(queries.cell_results(session, [model_id], Filters(engine=engine).cells))
+        .get(model_id, {})
+        .get(engine)
+    )
+    summary = next(iter(_summaries(queries.model_observations(session, model_id, engine), now)), None)
     history = [
         {
             "started_at": r["started_at"],
@@ -951,14 +744,11 @@ def models_list(
 
 
 def engines_list(session: Session) -> dict[str, Any]:
-    rows = session.execute(
-        select(Environment.engine_name, Environment.engine_version, Environment.hardware)
-    ).all()
     engines: dict[str, dict[str, set[str]]] = defaultdict(lambda: {"versions": set(), "hardware": set()})
-    for name, version, hardware in rows:
-        engines[name]["versions"].add(version)
-        if hardware:
-            engines[name]["hardware"].add(hardware)
+    for e in queries.engine_versions(session):
+        engines[e.engine]["versions"].add(e.version)
+        if e.hardware:
+            engines[e.engine]["hardware"].add(e.hardware)
     return {
         "engines": [
             {
@@ -974,7 +764,7 @@ def engines_list(session: Session) -> dict[str, Any]:
 def summaries_view(
     session: Session, model_id: str, engine: str | None = None, now: dt.datetime | None = None
 ) -> dict[str, Any]:
-    records = _observations(session, model=model_id, engine=engine)
+    records = queries.model_observations(session, model_id, engine)
     return {
         "model": model_id,
         "engine": engine,
@@ -1007,7 +797,11 @@ def results_page(
 
 def current_cell(session: Session, model_id: str, engine: str) -> dict[str, Any] | None:
     """The current state of one cell, from cell_latest only."""
-    return _cells(_cell_rows(session, [model_id], Filters(engine=engine))).get(model_id, {}).get(engine)
+    return (
+        _cells(queries.cell_results(session, [model_id], Filters(engine=engine).cells))
+        .get(model_id, {})
+        .get(engine)
+    )
 
 
 def fresh(data: dict[str, Any] | None, now: dt.datetime | None = None) -> dict[str, Any] | None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from matrix import queries
 from service.deps import SessionDep
 
 router = APIRouter(tags=["health"])
@@ -19,7 +19,7 @@ router = APIRouter(tags=["health"])
 )
 def healthz(session: SessionDep) -> JSONResponse:
     try:
-        session.execute(text("SELECT 1"))
+        queries.ping(session)
     except SQLAlchemyError as exc:
         return JSONResponse({"status": "unavailable", "store": type(exc).__name__}, 503)
     return JSONResponse({"status": "ok", "store": session.get_bind().dialect.name})
