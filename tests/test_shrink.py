@@ -777,6 +777,11 @@ def test_a_saved_config_speaks_the_releases_words(tmp_path):
             "mlp_layer_types": ["hash_moe", "moe", "moe"],
             "compress_rates": {"compressed_sparse_attention": 4},
         },
+        "gemma4_text": {
+            "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+            "head_dim": 256,
+            "per_layer_config": {"1": {"head_dim": 512}, "3": {"head_dim": 512}},
+        },
         "mimo_v2_flash": {
             "layer_types": ["full_attention", "sliding_attention"],
             "mlp_layer_types": ["dense", "sparse"],
@@ -817,10 +822,22 @@ def test_a_saved_config_speaks_the_releases_words(tmp_path):
     assert mimo["sliding_window"] == mimo["sliding_window_size"] == 15
     assert mimo["layernorm_epsilon"] == 1e-5 and "rope_parameters" not in mimo
     assert mimo["layer_types"] == saved["mimo_v2_flash"]["layer_types"]
+    # Gemma 4's full-attention head size as its releases state it (transformers 5.14 and the
+    # engines that read head_dim globally fail on 5.23's per_layer_config)
+    gemma = got["gemma4_text"]
+    assert (gemma["global_head_dim"], gemma["head_dim"]) == (512, 256) and "per_layer_config" not in gemma
     path = tmp_path / "odd.json"
     path.write_text(json.dumps({"layers_block_type": ["linear_attention", "zorblax"]}))
     with pytest.raises(ShrinkError, match="zorblax"):
         _config_in_release_words(path, "nemotron_h")
+    for overrides, why in (
+        ({"1": {"head_dim": 512}, "3": {"head_dim": 256}}, "differs across layers"),
+        ({"1": {"head_dim": 512}}, "not the full-attention layers"),
+        ({"1": {"rope_theta": 1}, "3": {"rope_theta": 1}}, "no key for"),
+    ):
+        path.write_text(json.dumps({**saved["gemma4_text"], "per_layer_config": overrides}))
+        with pytest.raises(ShrinkError, match=why):
+            _config_in_release_words(path, "gemma4_text")
 
 
 def test_hunyuan_routes_several_experts_per_layer():

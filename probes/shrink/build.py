@@ -389,7 +389,8 @@ def _config_in_release_words(config_path: Path, model_type: str | None) -> None:
     values, pattern = fam.get("saved_config_values"), fam.get("saved_config_pattern")
     keys, renames = fam.get("saved_config_keys"), fam.get("saved_config_renames") or {}
     dropped, overrides = fam.get("saved_config_drop") or (), fam.get("saved_config_overrides")
-    if not (values or pattern or keys or renames or dropped or overrides):
+    per_layer = fam.get("saved_config_per_layer")
+    if not (values or pattern or keys or renames or dropped or overrides or per_layer):
         return
     data = json.loads(config_path.read_text())
     for key, expr in (keys or {}).items():
@@ -413,6 +414,8 @@ def _config_in_release_words(config_path: Path, model_type: str | None) -> None:
                 scope[release_key] = scope.pop(key)
         for key in dropped:  # transformers' own form of what the releases state otherwise
             scope.pop(key, None)
+        if per_layer and isinstance(scope.get("per_layer_config"), dict):
+            scope.update(_per_layer_in_release_words(scope, per_layer))
     kinds, dense = data.get("mlp_layer_types"), data.get("first_k_dense_replace")
     if (
         isinstance(kinds, list)
@@ -421,6 +424,31 @@ def _config_in_release_words(config_path: Path, model_type: str | None) -> None:
     ):
         raise ShrinkError(f"first_k_dense_replace {dense} disagrees with mlp_layer_types {kinds}")
     config_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _per_layer_in_release_words(scope: dict[str, Any], words: dict[str, str]) -> dict[str, Any]:
+    """Take transformers' per_layer_config (overrides keyed by layer index, Gemma 4 since 5.15)
+    out of `scope` and give its values the releases' scalar keys (`global_head_dim`). They name
+    one value for every full-attention layer, so the overrides must say exactly that."""
+    overrides = scope.pop("per_layer_config")
+    layer_types = scope.get("layer_types") or []
+    full = {str(i) for i, kind in enumerate(layer_types) if kind == "full_attention"}
+    if {str(int(i)) for i in overrides} != full:
+        raise ShrinkError(
+            f"per_layer_config overrides layers {sorted(overrides)}, "
+            f"not the full-attention layers {sorted(full)}"
+        )
+    out: dict[str, Any] = {}
+    for attr in sorted({a for o in overrides.values() for a in o}):
+        if attr not in words:
+            raise ShrinkError(f"per_layer_config sets {attr!r}, which the releases have no key for")
+        found = {json.dumps(o.get(attr)) for o in overrides.values()}
+        if len(found) != 1:
+            raise ShrinkError(
+                f"per_layer_config: {attr} differs across layers; the releases state one {words[attr]}"
+            )
+        out[words[attr]] = json.loads(found.pop())
+    return out
 
 
 def _randomize_zero_inits(model: Any, seed: int) -> None:
