@@ -423,6 +423,7 @@ def test_rules_file_is_consistent():
             "release_tokenizer",
             "unlike_release",
             "saved_config_renames",
+            "saved_config_per_layer",
             "saved_config_drop",
             "saved_config_overrides",
         }, name
