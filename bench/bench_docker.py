@@ -26,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench import bench_llamacpp  # noqa: E402
 from matrix import docker_executor as dx  # noqa: E402
 from matrix.environments import ensure_env  # noqa: E402
 from probes.engines import ENGINES  # noqa: E402
@@ -48,15 +49,10 @@ def timed(fn):
 
 
 def make_fixture(python: str, out: Path) -> Path:
-    subprocess.run(
-        [python, "-m", "probes.fixtures", str(out), "--only", "llama"],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    model = bench_llamacpp.make_fixture(python, out)
     for path in [out, *out.rglob("*")]:  # the probe user in the container must read it
         path.chmod(path.stat().st_mode | (0o555 if path.is_dir() else 0o444))
-    return out / "llama"
+    return model
 
 
 def statuses(outcome, model: Path, engine: str) -> list[str]:
