@@ -180,6 +180,9 @@ class Lock:
     exclude_newer: str | None  # the release-day cutoff; None: today
     resolved_at: float
     format: str = LOCK_FORMAT
+    # What the registry asked for (requirements, no-deps and built wheels): a kept lock made
+    # for another request is resolved again, so that a registry change reaches the environment.
+    request: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -199,6 +202,16 @@ class Lock:
         }
 
 
+def lock_request(spec: EngineSpec, version: str) -> tuple[str, ...]:
+    """Everything the registry asks a lock of SPEC==VERSION for."""
+    asked = (
+        *spec.requirements,
+        *(f"--no-deps {r}" for r in spec.no_deps),
+        *(f"--built {b}" for b in spec.wheel_builds),
+    )
+    return tuple(r.format(version=version) for r in asked)
+
+
 def locks_dir() -> Path:
     return tools.cache_dir() / "locks"
 
@@ -210,8 +223,9 @@ def lock_path(spec: EngineSpec, version: str, resolution: str) -> Path:
 
 def read_lock(path: Path) -> Lock | None:
     try:
-        lock = Lock(**json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):
+        data = json.loads(path.read_text())
+        lock = Lock(**{**data, "request": tuple(data.get("request", ()))})
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
     return lock if lock.format == LOCK_FORMAT else None
 
@@ -326,7 +340,16 @@ def compile_lock(
             no_deps=True,
         )
     built = [b.format(version=version) for b in spec.wheel_builds]
-    lock = Lock(spec.name, version, resolution, text, normalise(text, built), cutoff, time.time())
+    lock = Lock(
+        spec.name,
+        version,
+        resolution,
+        text,
+        normalise(text, built),
+        cutoff,
+        time.time(),
+        request=lock_request(spec, version),
+    )
     say(
         f"resolved {spec.name}=={version} ({resolution}) in {time.monotonic() - t0:.1f} s: "
         f"{len(lock.packages)} packages, lock {lock.id}"
@@ -362,7 +385,8 @@ def ensure_lock(
     say: Callable[[str], None] = print,
 ) -> Lock:
     """The kept lock, or a new one: `release` locks never go stale; `today` ones do after
-    DAYONE_LOCK_MAX_AGE_H hours, or when REFRESH asks."""
+    DAYONE_LOCK_MAX_AGE_H hours, or when REFRESH asks; either is resolved again when the
+    registry asks for other packages than the kept lock was made for."""
     import fcntl
 
     path = lock_path(spec, version, resolution)
@@ -370,8 +394,10 @@ def ensure_lock(
     with open(path.with_name(f".{path.name}.lock"), "w") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)  # parallel probes of one release resolve it once
         kept = read_lock(path)
-        fresh = kept is not None and (
-            resolution == "release" or not is_stale(kept.resolved_at, time.time(), max_age_h())
+        fresh = (
+            kept is not None
+            and tuple(kept.request) == lock_request(spec, version)
+            and (resolution == "release" or not is_stale(kept.resolved_at, time.time(), max_age_h()))
         )
         if kept is not None and fresh and not refresh:
             return kept
@@ -390,7 +416,7 @@ def ensure_lock(
             return kept
         if kept is not None and kept.id == lock.id:
             # nothing moved: keep the text it was first resolved to, fresh from now
-            lock = Lock(**{**asdict(kept), "resolved_at": time.time()})
+            lock = Lock(**{**asdict(kept), "resolved_at": time.time(), "request": lock.request})
         elif kept is not None:
             say(
                 f"{spec.name}=={version} ({resolution}) moved: "

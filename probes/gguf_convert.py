@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 from probes.tools import cache_dir
 
@@ -168,25 +169,44 @@ def error_line(output: str) -> str:
     return lines[-1] if lines else "the converter exited without a message"
 
 
+def _fallback_pretokenizer(text_model: Any, fallback: str) -> None:
+    """An unknown pre-tokenizer hash (our fixture tokenizers only) reads as `fallback`."""
+    original = text_model.get_vocab_base_pre
+
+    def get_vocab_base_pre(self, tokenizer) -> str:
+        try:
+            return original(self, tokenizer)
+        except NotImplementedError as exc:
+            if "pre-tokenizer" not in str(exc):
+                raise
+            print(f"{FALLBACK_MARKER} {fallback!r}", file=sys.stderr, flush=True)
+            return fallback
+
+    text_model.get_vocab_base_pre = get_vocab_base_pre
+
+
 def _run_converter(folder: Path, args: list[str], fallback: str | None) -> None:
     sys.path[:0] = [str(folder), str(folder / "gguf-py")]
+    script = folder / "convert_hf_to_gguf.py"
+    sys.argv = [str(script), *args]
+    if fallback and not (folder / "conversion" / "base.py").exists():
+        # Before llama.cpp split its converter into the `conversion` package (llama-cpp-python
+        # 0.3.21 and older) the models live in the script itself: load it as a module, patch
+        # it there, and run its main.
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("convert_hf_to_gguf", script)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["convert_hf_to_gguf"] = module
+        spec.loader.exec_module(module)
+        _fallback_pretokenizer(module.TextModel, fallback)
+        module.main()
+        return
     if fallback:
         import conversion.base as base  # the vendored converter's own module
 
-        original = base.TextModel.get_vocab_base_pre
-
-        def get_vocab_base_pre(self, tokenizer) -> str:
-            try:
-                return original(self, tokenizer)
-            except NotImplementedError as exc:
-                if "pre-tokenizer" not in str(exc):
-                    raise
-                print(f"{FALLBACK_MARKER} {fallback!r}", file=sys.stderr, flush=True)
-                return fallback
-
-        base.TextModel.get_vocab_base_pre = get_vocab_base_pre
-    script = folder / "convert_hf_to_gguf.py"
-    sys.argv = [str(script), *args]
+        _fallback_pretokenizer(base.TextModel, fallback)
     runpy.run_path(str(script), run_name="__main__")
 
 

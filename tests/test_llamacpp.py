@@ -488,3 +488,46 @@ def test_cli_probe_json(fixtures_dir, lc_env, tmp_path, validate_record):
         validate_record(r)
         assert r["status"] == "pass", (r["stage"], r["message"])
     assert records[0]["engine"]["packages"]["llama.cpp"] == VENDORED_COMMIT[lc_env.version]
+
+
+@pytest.mark.parametrize("layout", ["script", "package"])
+def test_the_fixture_pretokenizer_fallback_reaches_either_converter_layout(tmp_path, layout):
+    """llama-cpp-python 0.3.21 and older keep the converter's models in convert_hf_to_gguf.py;
+    later ones in its `conversion` package. The fixtures' fallback patches the one there is,
+    so an old release's convert stage says the converter's own verdict, not an ImportError of
+    ours."""
+    text_model = (
+        "class TextModel:\n"
+        "    def get_vocab_base_pre(self, tokenizer):\n"
+        "        raise NotImplementedError('BPE pre-tokenizer was not recognized')\n"
+    )
+    main = "def main():\n    print('pre:', TextModel().get_vocab_base_pre(None), sys.argv[1:])\n"
+    converter = tmp_path / "convert"
+    (converter / "gguf-py").mkdir(parents=True)
+    if layout == "script":
+        script = "import sys\n" + text_model + main
+    else:
+        (converter / "conversion").mkdir()
+        (converter / "conversion" / "__init__.py").write_text("")
+        (converter / "conversion" / "base.py").write_text(text_model)
+        script = "import sys\nfrom conversion.base import TextModel\n" + main
+    (converter / "convert_hf_to_gguf.py").write_text(script + "if __name__ == '__main__':\n    main()\n")
+    argv = [sys.executable, "-m", "probes.gguf_convert", "--converter", str(converter)]
+    proc = subprocess.run(
+        [*argv, "--pretokenizer-fallback", "gpt-2", "--", "model", "--outtype", "bf16"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "pre: gpt-2 ['model', '--outtype', 'bf16']" in proc.stdout
+    assert gguf_convert.FALLBACK_MARKER in proc.stderr
+    unpatched = subprocess.run(
+        [*argv, "--", "model"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert unpatched.returncode != 0 and "pre-tokenizer was not recognized" in unpatched.stderr

@@ -140,6 +140,22 @@ def test_release_day_and_today_resolve_to_two_locks(index):
     assert len(index.requests) == asked
 
 
+def test_a_kept_lock_made_for_another_request_is_resolved_again(index):
+    """A release lock never goes stale, but the registry asking for one more package (the
+    llama.cpp converter's mistral-common) must reach the environment, not wait forever."""
+    import dataclasses
+
+    released = locks.ensure_lock(TOY, "1.0", "release", [], say=_say)
+    assert released.request == ("toyengine==1.0",)
+    wider = dataclasses.replace(TOY, requirements=("toyengine=={version}", "toydep"))
+    asked = len(index.requests)
+    again = locks.ensure_lock(wider, "1.0", "release", [], say=_say)
+    assert len(index.requests) > asked and again.request == ("toyengine==1.0", "toydep")
+    asked = len(index.requests)
+    assert locks.ensure_lock(wider, "1.0", "release", [], say=_say) == again  # now kept
+    assert len(index.requests) == asked
+
+
 def test_todays_lock_follows_a_new_dependency_release_and_the_release_lock_does_not(index, monkeypatch):
     released = locks.ensure_lock(TOY, "1.0", "release", [], say=_say)
     today = locks.ensure_lock(TOY, "1.0", "today", [], say=_say)

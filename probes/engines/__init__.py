@@ -206,8 +206,9 @@ ENGINES: dict[str, EngineSpec] = {
     # Source-only on the index: built once per version into a cached wheel. The patch copies
     # the SAME release's vendored convert_hf_to_gguf.py + gguf-py into the venv (from its sdist,
     # cached) and records the llama.cpp commit it vendors. The converter's own imports: torch,
-    # transformers (tokenizers), sentencepiece + protobuf, safetensors, numpy, and gguf-py's
-    # (tqdm, pyyaml, requests).
+    # transformers (tokenizers), sentencepiece + protobuf, safetensors, numpy, mistral-common
+    # (llama.cpp's converter requirements; up to llama-cpp-python 0.3.21 the converter imports
+    # it at start, for any model) and gguf-py's (tqdm, pyyaml, requests).
     "llamacpp": EngineSpec(
         name="llamacpp",
         module="probes.engines.llamacpp",
@@ -222,6 +223,7 @@ ENGINES: dict[str, EngineSpec] = {
             "protobuf",
             "safetensors",
             "numpy",
+            "mistral-common",
             "tqdm",
             "pyyaml",
             "requests",
