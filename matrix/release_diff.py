@@ -28,7 +28,7 @@ from typing import Any
 
 from matrix import locks
 from matrix import summary as S
-from probes.stages import STAGES
+from probes.stages import QUANT_STAGES, STAGES
 
 ARCH_PREFIX = "arch/"
 HEADLINE_CHANGES = 5  # broken cells named in a headline; the page lists them all
@@ -204,9 +204,13 @@ def verdict_of(stages: Sequence[S.Observation]) -> Verdict | None:
 
 
 def release_verdicts(observations: Iterable[S.Observation]) -> dict[str, dict[str, Verdict]]:
-    """engine version -> model -> verdict (the latest result per stage, then the worst)."""
+    """engine version -> model -> verdict (the latest result per stage, then the worst). The
+    quantized copies' stages are left out, as the map's cell leaves them: a release's verdict is
+    on the engine running the model as released."""
     latest: dict[tuple[str, str, str], S.Observation] = {}
     for o in observations:
+        if o.stage in QUANT_STAGES:
+            continue
         k = (o.engine_version, o.model, o.stage)
         if k not in latest or o.started_at > latest[k].started_at:
             latest[k] = o

@@ -134,6 +134,15 @@ def test_the_latest_result_of_a_stage_decides():
     assert not d.changed and d.verdicts["m"].status == "pass"
 
 
+def test_a_quantized_copys_red_is_not_the_releases():
+    """The map shows quantize apart from the engine's cell; a release's verdict, its diff and
+    the support data leave it out the same way (llama.cpp 0.3.36 on Gemma 4 E2B)."""
+    obs = probe("m", "1.0", 0) + probe("m", "1.1", 1)
+    obs.append(ob("m", "1.1", "quantize", "fail", 1, failure_class="wrong_output", engine="vllm"))
+    d = RD.release_diffs("vllm", obs)[-1]
+    assert not d.changed and d.verdicts["m"].status == "pass"
+
+
 # The site
 
 
