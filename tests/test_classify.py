@@ -34,6 +34,12 @@ CASES: dict[str, tuple[str, ...]] = {
         "infra",
         "llamacpp",
     ),
+    # llama-cpp-python 0.3.21 and older know no --no-mtp at all: the same flag of ours
+    "converter_lacks_our_mtp_flag": (
+        "convert_hf_to_gguf.py: error: unrecognized arguments: --no-mtp",
+        "infra",
+        "llamacpp",
+    ),
     "remote_code": (
         "ValueError: Loading repo requires you to execute the configuration file in that repo on your local machine.",
         "remote_code_required",

@@ -6,10 +6,26 @@
 
 def convert():
     sys.path[:0] = [CONVERTER, os.path.join(CONVERTER, "gguf-py")]
-    if PRETOKENIZER_FALLBACK:  # dayone's fixtures only: their tokenizer's hash no release knows
-        import conversion.base as base
+    import runpy
 
-        original = base.TextModel.get_vocab_base_pre
+    script = os.path.join(CONVERTER, "convert_hf_to_gguf.py")
+    argv, sys.argv = sys.argv, [script, MODEL, "--outfile", GGUF_OUT, "--outtype", OUTTYPE,
+                                *CONVERT_ARGS]
+    module = None
+    if PRETOKENIZER_FALLBACK:  # dayone's fixtures only: their tokenizer's hash no release knows
+        if os.path.exists(os.path.join(CONVERTER, "conversion", "base.py")):
+            import conversion.base as base
+
+            text_model = base.TextModel
+        else:  # llama-cpp-python 0.3.21 and older: the models live in the script itself
+            import importlib.util
+
+            spec = importlib.util.spec_from_file_location("convert_hf_to_gguf", script)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules["convert_hf_to_gguf"] = module
+            spec.loader.exec_module(module)
+            text_model = module.TextModel
+        original = text_model.get_vocab_base_pre
 
         def get_vocab_base_pre(self, tokenizer):
             try:
@@ -19,14 +35,12 @@ def convert():
                     raise
                 return PRETOKENIZER_FALLBACK
 
-        base.TextModel.get_vocab_base_pre = get_vocab_base_pre
-    import runpy
-
-    script = os.path.join(CONVERTER, "convert_hf_to_gguf.py")
-    argv, sys.argv = sys.argv, [script, MODEL, "--outfile", GGUF_OUT, "--outtype", OUTTYPE,
-                                *CONVERT_ARGS]
+        text_model.get_vocab_base_pre = get_vocab_base_pre
     try:
-        runpy.run_path(script, run_name="__main__")
+        if module is not None:
+            module.main()
+        else:
+            runpy.run_path(script, run_name="__main__")
     except SystemExit as exc:
         if exc.code not in (None, 0):
             fail(f"the converter exited with status {exc.code}")
