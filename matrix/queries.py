@@ -242,7 +242,7 @@ def tracked_models(session: Session) -> list[str]:
 
 # The cell_latest rows every page reads
 
-# The cell_latest columns an Observation needs (_cell_observation reads them back).
+# The cell_latest columns an Observation needs (_observed reads them back).
 _OBSERVED = (
     CellLatest.model_id,
     CellLatest.engine_name,
