@@ -21,7 +21,7 @@ from matrix.engine_registry import Registry, load_registry
 from matrix.native import NativeHistory, architecture_of, is_fallback, native_history
 from matrix.summary import FALLBACK, MEANINGFUL, Observation, ResultLike, current, parse_time, version_key
 from probes.modelinfo import not_generative
-from probes.stages import QUANT_STAGES, STAGES
+from probes.stages import FINETUNE_STAGES, QUANT_STAGES, STAGES
 
 ARCH_PREFIX = "arch/"
 FALLBACK_CLASS = "transformers_fallback"  # the engine ran it on its transformers backend
@@ -201,6 +201,20 @@ def split_generative(
     return {a: row for a, row in amap.items() if a not in apart}, apart
 
 
+def finetune_engines(engines: Iterable[str]) -> list[str]:
+    """The fine-tuning engines among `engines` (every stage they run is a fine-tuning one: PEFT,
+    TRL): the map's fine-tune column group, counted apart from the inference engines."""
+    from probes.engines import ENGINES
+
+    return [e for e in engines if e in ENGINES and set(ENGINES[e].stages) <= set(FINETUNE_STAGES)]
+
+
+def inference_engines(engines: Sequence[str]) -> list[str]:
+    """The engines of the coverage figure: every one but the fine-tuning engines."""
+    tuning = set(finetune_engines(engines))
+    return [e for e in engines if e not in tuning]
+
+
 def coverage(amap: dict[str, dict[str, MapCell]], engines: Sequence[str]) -> dict[str, Any]:
     """How much of the map of generators has a verdict: in every engine, per engine, and what
     lacks one. Types that are not generators are counted apart, never in the figure."""
@@ -274,15 +288,19 @@ def map_document(
     engines: Sequence[str] | None = None,
     registries: dict[str, Registry | None] | None = None,
 ) -> dict[str, Any]:
-    """The map, its coverage over `engines` (None: every engine with results) and where each
-    copy came from, as JSON-able data: `dayone map --json` prints it and the site serves it,
-    so the two never drift."""
+    """The map, its coverage over the inference engines of `engines` (None: every engine with
+    results), the fine-tune group's apart, and where each copy came from, as JSON-able data:
+    `dayone map --json` prints it and the site serves it, so the two never drift."""
     amap = arch_map(records, registries)
     engines = list(engines or sorted({e for row in amap.values() for e in row}))
     rows, apart = split_generative(amap)
+    tuning = finetune_engines(engines)
+    engines = inference_engines(engines) + tuning  # the fine-tune group's columns last
     return {
         "engines": engines,
-        "coverage": coverage(amap, engines),
+        "groups": {"inference": inference_engines(engines), "finetune": tuning},
+        "coverage": coverage(amap, inference_engines(engines)),
+        "finetune_coverage": coverage(amap, tuning) if tuning else None,
         "lineage": lineages(r for r in records if isinstance(r, dict)),
         "cells": {a: {e: c.as_dict() for e, c in row.items()} for a, row in rows.items()},
         "not_generative": {

@@ -163,6 +163,14 @@ def release_cutoff(upload_times: Iterable[str]) -> tuple[str, str]:
     return _iso(times[0]), _iso(times[-1] + dt.timedelta(seconds=1))
 
 
+def pairing_cutoff(cutoff: str, pinned_first_uploads: Iterable[str | None]) -> str:
+    """The dependencies' cutoff for a release paired with the registry's exact pins (PEFT
+    0.20.0 with transformers 5.23.0): the first day every part of the pairing was on the index.
+    Before the newest pin appeared, its own dependencies (transformers' huggingface-hub) were
+    not there either, and nothing resolves."""
+    return max([cutoff, *(_iso(_parse_time(t)) for t in pinned_first_uploads if t)], key=_parse_time)
+
+
 def is_stale(resolved_at: float, now: float, max_age_h: float) -> bool:
     return now - resolved_at > max_age_h * 3600
 
@@ -266,6 +274,15 @@ def release_upload_times(package: str, version: str, url: str | None = None) -> 
     raise RuntimeError(f"the index has no release {package}=={version}")
 
 
+def _first_upload(package: str, version: str) -> str | None:
+    """When PACKAGE==VERSION first appeared on the index, or None where the index cannot say
+    (torch's CPU build comes from another index)."""
+    try:
+        return release_cutoff(release_upload_times(package, version))[0]
+    except (RuntimeError, ValueError):
+        return None
+
+
 def compile_requirements(
     requirements: Sequence[str],
     sources: Sequence[str],
@@ -321,9 +338,12 @@ def compile_lock(
     if resolution == "release" and spec.requirements:
         cutoff, last = release_cutoff(release_upload_times(spec.package, version))
         # The registry's own exact pins (torch's CPU build, PEFT's transformers) are ours, not
-        # the index's on that day: the cutoff leaves them be.
+        # the index's on that day: the cutoff leaves them be, and moves to the day the newest
+        # of them appeared where that is later (pairing_cutoff).
         now = _iso(dt.datetime.now(dt.timezone.utc))
-        own = {name: now for name in exact_pins(fill) if name != _name(spec.package)}
+        pinned = {name: v for name, v in pins("\n".join(fill)).items() if name != _name(spec.package)}
+        own = {name: now for name in pinned}
+        cutoff = pairing_cutoff(cutoff, (_first_upload(name, v) for name, v in pinned.items()))
         own[spec.package] = last
     t0 = time.monotonic()
     say(

@@ -170,6 +170,8 @@ class NightlyOptions:
     confirm: bool = True
     # The sweep's quantize stage (probes/stages.py:QUANT_STAGES) where the engine runs one.
     quantize: bool = True
+    # The sweep's fine-tuning stage (probes/stages.py:FINETUNE_STAGES) in PEFT and TRL.
+    finetune: bool = True
     # Which locks of each release to probe (matrix/locks.py): "today", "release" or both;
     # two that lock alike are one environment, probed once.
     resolutions: tuple[str, ...] = ("today",)
@@ -213,10 +215,15 @@ class NightlyReport:
 
 
 def resolve_environments(
-    engines: Sequence[str], say: Callable[[str], None] = print, resolutions: Sequence[str] = ("today",)
+    engines: Sequence[str],
+    say: Callable[[str], None] = print,
+    resolutions: Sequence[str] = ("today",),
+    unresolved: list[str] | None = None,
 ) -> list[tuple[EnvironmentTarget, Any]]:
     """Each engine's environment per resolution asked; the release-day one first (so a night's
-    series reads "as released, then as installed today"), and one target per environment."""
+    series reads "as released, then as installed today"), and one target per environment.
+    With `unresolved`, one that cannot be resolved or built is said and listed there with why,
+    and the others go on (no verdict about the engine: it never ran); without, it raises."""
     from matrix.environments import ensure_env
     from matrix.locks import RESOLUTIONS
     from probes.engines import get_spec, parse_engine_arg
@@ -227,7 +234,15 @@ def resolve_environments(
         name, version = parse_engine_arg(arg)
         spec = get_spec(name)
         for resolution in ordered:
-            env = ensure_env(name, version, say=say, resolution=resolution)
+            try:
+                env = ensure_env(name, version, say=say, resolution=resolution)
+            except RuntimeError as exc:
+                if unresolved is None:
+                    raise
+                why = f"{arg} ({resolution}): not probed, its environment cannot be made: {exc}"
+                say(why)
+                unresolved.append(why)
+                continue
             if any(t.environment_id == env.environment_id for t, _ in out):
                 continue  # both resolutions locked alike: one environment
             out.append(
@@ -614,7 +629,9 @@ def _finish(task: ProbeTask, records: list[dict[str, Any]], ctx: _Context, repor
 
 def _prepare(
     options: NightlyOptions, say: Callable[[str], None]
-) -> tuple[str, Journal, list[tuple[EnvironmentTarget, Any]], DoneIndex]:
+) -> tuple[str, Journal, list[tuple[EnvironmentTarget, Any]], DoneIndex, list[str]]:
+    """(run id, journal, the environments, what is done, why each environment that could not be
+    made was left out)."""
     from matrix.probing import new_run_id
 
     run_id = options.run_id or new_run_id()
@@ -622,11 +639,14 @@ def _prepare(
     previous = journal.read()
     if options.store and previous:
         ingest(options.db, previous)  # a killed run's finished tasks: stored once, idempotent
-    envs = resolve_environments(options.engines, say=say, resolutions=options.resolutions)
+    unresolved: list[str] = []
+    envs = resolve_environments(
+        options.engines, say=say, resolutions=options.resolutions, unresolved=unresolved
+    )
     rows = done_rows(previous)
     if options.store or (options.db or os.environ.get("DAYONE_DB")) or _store_file_exists():
         rows += store_rows(options.db)
-    return run_id, journal, envs, DoneIndex.from_rows(rows)
+    return run_id, journal, envs, DoneIndex.from_rows(rows), unresolved
 
 
 def _store_file_exists() -> bool:
@@ -660,8 +680,8 @@ def run_nightly(
 ) -> NightlyReport:
     """Discover (or take `models`), plan against the store and the journal, execute, ingest."""
     started = time.monotonic()
-    run_id, journal, envs, done = _prepare(options, say)
-    report = NightlyReport(run_id=run_id)
+    run_id, journal, envs, done, unresolved = _prepare(options, say)
+    report = NightlyReport(run_id=run_id, errors=unresolved)
     if models is None:
         found = discover(
             watchlist or Watchlist(),
@@ -669,7 +689,8 @@ def run_nightly(
             token=options.token,
             cache_dir=options.home() / "hf",
         )
-        models, report.errors = found.models, list(found.errors)
+        models = found.models
+        report.errors += found.errors
     report.discovered = len(models)
     report.tasks = plan(models, [t for t, _e in envs], done, max_error_attempts=options.max_error_attempts)
     say(

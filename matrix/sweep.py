@@ -35,7 +35,7 @@ from matrix.nightly import (
     execute,
 )
 from matrix.plan import plan
-from probes.stages import ARCH_MAP_STAGES, QUANT_STAGES
+from probes.stages import ARCH_MAP_STAGES, FINETUNE_STAGES, QUANT_STAGES
 
 NEWEST_FAMILIES_PATH = Path(__file__).resolve().parent / "newest_families.json"
 
@@ -89,8 +89,10 @@ def select_shard(types: Iterable[str], shard: tuple[int, int] | None) -> list[st
 
 
 def sweep_stages(options: NightlyOptions) -> tuple[str, ...]:
-    """The stages the sweep runs: the map's, less the quantize stages under --no-quantize."""
-    return tuple(s for s in ARCH_MAP_STAGES if options.quantize or s not in QUANT_STAGES)
+    """The stages the sweep runs: the map's, less the quantize stages under --no-quantize and
+    the fine-tuning ones under --no-finetune."""
+    left_out = (() if options.quantize else QUANT_STAGES) + (() if options.finetune else FINETUNE_STAGES)
+    return tuple(s for s in ARCH_MAP_STAGES if s not in left_out)
 
 
 def run_sweep(
@@ -105,8 +107,8 @@ def run_sweep(
     every given engine environment: the full map of which engine runs which architecture.
     A type that cannot be shrunk gets `error` records with why, never silence."""
     started = time.monotonic()
-    run_id, journal, envs, done = _prepare(replace(options, tier="arch"), say)
-    report = NightlyReport(run_id=run_id)
+    run_id, journal, envs, done, unresolved = _prepare(replace(options, tier="arch"), say)
+    report = NightlyReport(run_id=run_id, errors=unresolved)
     ref = _reference_python(envs, say)
     ref_version = _python_package_version(ref, "transformers")
     if not types:

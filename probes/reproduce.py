@@ -138,6 +138,7 @@ def constants(
             LEARNING_RATE=peft_engine.LEARNING_RATE,
             LORA_RANK=peft_engine.LORA_RANK,
             ATTENTION_PROJECTIONS=list(peft_engine.ATTENTION_PROJECTIONS),
+            MERGE_EXACT=peft_engine.MERGE_EXACT,
         )
     return out
 

@@ -30,11 +30,16 @@ STAGES: tuple[str, ...] = (
 # `quantize` (llama.cpp's own quantizer on the converted GGUF, judged against it) costs well
 # under a second a type on a shrunk copy, so the sweep runs it unless asked not to
 # (`dayone sweep --no-quantize`); the map shows it apart from the engine's own verdict
-# (QUANT_STAGES).
-ARCH_MAP_STAGES: tuple[str, ...] = ("convert", "load", "generate", "parity", "quantize")
+# (QUANT_STAGES). `finetune` is what the fine-tuning engines (PEFT, TRL) run on the same copy,
+# a few seconds a type: their columns form the map's fine-tune group (FINETUNE_STAGES), apart
+# from the inference engines' coverage figure.
+ARCH_MAP_STAGES: tuple[str, ...] = ("convert", "load", "generate", "parity", "quantize", "finetune")
 # Stages about a quantized copy, not the engine on the model as released: a cell's status leaves
 # them out, the map shows them as the cell's `quant` sub-cell (matrix/archmap.py).
 QUANT_STAGES: tuple[str, ...] = ("quantize",)
+# The stages of a fine-tuning engine: an engine that runs only these is in the map's fine-tune
+# group, not an inference engine of the coverage figure (matrix/archmap.py:inference_engines).
+FINETUNE_STAGES: tuple[str, ...] = ("finetune",)
 
 # What each stage needs to have gone well before it can tell anything. From the engines: load
 # reads llama.cpp's converted GGUF; generate and parity use the loaded model and its

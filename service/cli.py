@@ -447,7 +447,7 @@ def arch_map_command(
         return
     amap = archmap.arch_map(records)
     engines = list(engine or sorted({e for row in amap.values() for e in row}))
-    cover = archmap.coverage(amap, engines)
+    cover = archmap.coverage(amap, archmap.inference_engines(engines))
     rows, apart = archmap.split_generative(amap)
     if markdown:
         sys.stdout.write(archmap.map_markdown(amap, engines))
@@ -465,7 +465,7 @@ def arch_map_command(
             out.print(listed)
     err.print(
         f"{cover['verdict_in_every_engine']}/{cover['architectures']} generative "
-        f"architectures ({cover['percent']}%) have a verdict in every engine "
+        f"architectures ({cover['percent']}%) have a verdict in every inference engine "
         f"({cover['not_generative']} not generative, listed apart); per engine: "
         + "; ".join(f"{e} {dict(sorted(c.items()))}" for e, c in cover["per_engine"].items()),
         markup=False,
@@ -1131,6 +1131,13 @@ def sweep(
             help="Also run llama.cpp's own quantizer (Q8_0, Q4_K_M) on each converted GGUF, judged against it (the map's `quant` sub-cell)",
         ),
     ] = True,
+    finetune: Annotated[
+        bool,
+        typer.Option(
+            "--finetune/--no-finetune",
+            help="Also fine-tune each copy in PEFT and TRL where they are among the engines (the map's fine-tune columns)",
+        ),
+    ] = True,
     resolution: ResolutionsOption = "today",
     executor: ExecutorOption = "local",
     image_flavor: FlavorOption = "cpu",
@@ -1147,6 +1154,7 @@ def sweep(
         engine, "arch", jobs, store, db, out_file, None, timeout=timeout, max_heavy=max_heavy, confirm=confirm
     )
     options.quantize = quantize
+    options.finetune = finetune
     options.resolutions = _resolution(resolution, both=True)
     _executor(options, executor, image_flavor)
     _run_nightly(

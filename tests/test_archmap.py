@@ -94,6 +94,24 @@ def test_coverage_counts_verdicts_in_every_engine_and_lists_the_rest_with_why():
     ]
 
 
+def test_the_fine_tune_group_is_counted_apart_from_the_inference_engines():
+    records = [
+        *RECORDS,
+        rec("llama", "peft", "finetune", "pass"),
+        rec("gpt_oss", "peft", "finetune", "fail", failure_class="unsupported_layer"),
+        rec("llama", "trl", "finetune", "pass"),
+    ]
+    doc = archmap.map_document(records)
+    assert doc["groups"] == {"inference": ["llamacpp", "sglang", "vllm"], "finetune": ["peft", "trl"]}
+    assert doc["engines"] == ["llamacpp", "sglang", "vllm", "peft", "trl"]  # the group's columns last
+    # the coverage figure is the inference engines' alone, as without fine-tuning results
+    assert doc["coverage"] == archmap.map_document(RECORDS)["coverage"]
+    tuning = doc["finetune_coverage"]
+    assert set(tuning["per_engine"]) == {"peft", "trl"} and tuning["verdict_in_every_engine"] == 1
+    assert doc["cells"]["gpt_oss"]["peft"]["status"] == "fail"
+    assert archmap.map_document(RECORDS)["finetune_coverage"] is None
+
+
 def test_markdown_escapes_pipes():
     amap = {"x|y": {"vllm": archmap.MapCell("fail", "load", "a|b")}}
     text = archmap.map_markdown(amap, ["vllm", "sglang"])
@@ -110,7 +128,7 @@ def test_map_command_over_a_real_store(tmp_path):
     md = run("map", "--markdown", "-e", "vllm")
     assert md.returncode == 0, md.stderr
     assert md.stdout.splitlines()[0] == "| architecture | vllm |"
-    assert "2/3 generative architectures (66.7%) have a verdict in every engine" in md.stderr
+    assert "2/3 generative architectures (66.7%) have a verdict in every inference engine" in md.stderr
     data = json.loads(run("map", "--json").stdout)
     assert data["cells"]["gpt_oss"]["sglang"]["failure_class"] == "kernel_or_dtype"
 

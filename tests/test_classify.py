@@ -85,6 +85,24 @@ CASES: dict[str, tuple[str, ...]] = {
         "ValueError: Target module Gemma4ClippableLinear(in_features=64) is not supported.",
         "unsupported_layer",
     ),
+    # PEFT 0.21.2 on Nemotron-H (the sweep's fine-tune group): its own "all-linear" picks them
+    "peft_mamba_incompatible_module": (
+        "ValueError: [PEFT:PeftType.LORA] Module 'out_proj' is incompatible with Mamba-based models (model_type='nemotron_h'). Incompatible modules: {'conv1d', 'out_proj'}. Please remove it from `target_modules` to avoid compatibility issues.",
+        "unsupported_layer",
+    ),
+    # PEFT 0.21.2 on Llama 4: "all-linear" wraps its router, an nn.Linear returning a tuple
+    "lora_wrapped_a_module_returning_a_tuple": (
+        "dayone: stage finetune failed: LoRA all_linear: AttributeError: 'tuple' object has no attribute 'dtype'",
+        "unsupported_layer",
+        "peft",
+    ),
+    # TRL 1.15.0's fused loss imports its Triton kernel, which torch's CPU build lacks, and
+    # calls it unguarded (its traceback's line; the exception is a bare AttributeError on None)
+    "trl_fused_logprobs_need_triton": (
+        "per_token = _ChunkedLogProbFunction.apply(",
+        "not_on_cpu",
+        "trl",
+    ),
     # PEFT's message spans lines (the module's repr); its last line, as logged.
     "peft_unsupported_module_listing": (
         ") is not supported. Currently, only the following modules are supported: `torch.nn.Linear`, `torch.nn.Embedding`, `torch.nn.Conv1d`, `torch.nn.Conv2d`, `torch.nn.Conv3d`, `transformers.pytorch_utils.Conv1D`, `torch.nn.MultiheadAttention.`.",

@@ -13,7 +13,8 @@ import subprocess
 import pytest
 from conftest import build_fixtures, json_lines, run_dayone
 
-from probes.engines import peft_engine
+from matrix import environments
+from probes.engines import get_spec, peft_engine
 from probes.outcome import one_line
 
 FIXTURES = ("llama", "gemma4-multimodal", "molmo2-multimodal", "broken-chat-template")
@@ -72,7 +73,10 @@ def test_peft_lora_lifecycle_on_healthy_model(probed):
     assert m["all_linear_trainable_params"] > m["attention_trainable_params"]
     assert m["peak_rss_mb"] > 0
     engine = probed["peft", "llama"]["engine"]
-    assert engine["name"] == "peft" and engine["version"] == "0.21.2"
+    # no version asked: the newest release built on this machine, else the registry's default
+    newest = environments.newest_built("peft")
+    assert engine["name"] == "peft"
+    assert engine["version"] == (newest.version if newest else get_spec("peft").default_version)
     assert {"peft", "transformers", "torch"} <= set(engine["packages"])
 
 
@@ -143,3 +147,36 @@ def test_one_line_flattens_and_caps():
     line = one_line(exc, peft_engine.LINE_LIMIT)
     assert "\n" not in line and line.startswith("ValueError: Target module Foo( (linear)")
     assert len(line) == 600 and line.endswith("...")
+
+
+# A merge in bfloat16 rounds the merged weights: exact in float32 or red; in bfloat16 beyond
+# the dtype's own noise, degraded with both figures (figures of the kind a tiny Gemma 4 gives).
+HEALTHY = {"adapter_effect": 1.2, "reload": 0.0, "merge": 0.14, "merge_float32": 7.7e-5}
+
+
+@pytest.mark.parametrize(
+    "diffs, dtype, noise, problem, drift",
+    [
+        (HEALTHY, "bfloat16", 0.19, None, None),  # 0.14 merged, where bfloat16 itself moves 0.19
+        (HEALTHY, "bfloat16", 0.01, None, "move 0.14"),  # beyond 4x a small noise: degraded
+        ({**HEALTHY, "merge_float32": 0.3}, "bfloat16", 0.19, "0.3 in float32", None),  # wrong merge
+        ({**HEALTHY, "adapter_effect": 0.0}, "bfloat16", 0.19, "does not change", None),
+        ({**HEALTHY, "reload": 0.05}, "bfloat16", 0.19, "reloaded adapter's logits", None),
+        ({"adapter_effect": 1.0, "reload": 0.0, "merge": 2e-6}, "float32", 0.0, None, None),
+        ({"adapter_effect": 1.0, "reload": 0.0, "merge": 0.01}, "float32", 0.0, "0.01 in float32", None),
+    ],
+)
+def test_adapter_problem_and_merge_drift(diffs, dtype, noise, problem, drift):
+    found = peft_engine.adapter_problem("all_linear", diffs, dtype, noise)
+    assert (found is None) if problem is None else (problem in found), found
+    if problem is None:
+        moved = peft_engine.merge_drift("all_linear", diffs, dtype, noise)
+        assert (moved is None) if drift is None else (drift in moved and "float32 they agree" in moved), moved
+
+
+def test_the_sft_sample_is_text_where_the_copy_has_no_chat_template():
+    from probes.engines import trl_engine
+
+    assert set(trl_engine.sft_sample(True)) == {"messages"}
+    text = trl_engine.sft_sample(False)["text"]
+    assert all(m["content"] in text for m in trl_engine.CHAT_SAMPLE)

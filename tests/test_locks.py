@@ -167,6 +167,19 @@ def test_todays_lock_follows_a_new_dependency_release_and_the_release_lock_does_
     assert locks.ensure_lock(TOY, "1.0", "release", [], say=_say) == released
 
 
+def test_a_pin_newer_than_the_release_moves_the_cutoff_to_the_day_it_appeared(index):
+    """PEFT 0.20.0 with the registry's transformers 5.23.0: before that transformers appeared,
+    its own dependencies were not on the index either, and nothing resolves."""
+    import dataclasses
+
+    index.publish("toypin", "2.0", "2026-11-25T00:00:00Z", requires=("toydep>=1.1",))
+    paired = dataclasses.replace(TOY, requirements=("toyengine=={version}", "toypin==2.0"))
+    lock = locks.ensure_lock(paired, "1.0", "release", [], say=_say)
+    assert lock.exclude_newer == "2026-11-25T00:00:00Z"
+    assert lock.packages == {"toyengine": "1.0", "toypin": "2.0", "toydep": "1.1"}
+    assert locks.pairing_cutoff(RELEASE_DAY, ["2026-10-01T00:00:00.5Z", None]) == RELEASE_DAY
+
+
 def test_a_release_the_index_does_not_have_is_a_clear_error(index):
     with pytest.raises(RuntimeError, match="no release toyengine==9.9"):
         locks.ensure_lock(TOY, "9.9", "release", [], say=_say)

@@ -95,6 +95,22 @@ def map_records() -> list[dict]:
     )
     out.append(lined(rec("gpt_oss", "sglang", "load", "pass", version="0.5.0", minute=41), SYNTHETIC))
     out.append(rec("bert", "vllm", "load", "n/a", version="0.9.0", minute=42, message="bert: an encoder"))
+    # the fine-tune group: PEFT trains llama's copy, cannot wrap a module of gpt_oss's
+    out.append(lined(rec("llama", "peft", "finetune", "pass", version="0.21.2", minute=43), LLAMA))
+    out.append(
+        lined(
+            rec(
+                "gpt_oss",
+                "peft",
+                "finetune",
+                "fail",
+                version="0.21.2",
+                minute=44,
+                failure_class="unsupported_layer",
+            ),
+            SYNTHETIC,
+        )
+    )
     return out
 
 
@@ -132,6 +148,15 @@ def test_the_map_page_shows_every_stage_the_coverage_and_the_rows_apart(client):
     # 2 of 3 generators have a verdict in every engine? none does: sglang ran only gpt_oss.
     assert "0/3</strong> generative architectures (0.0%)" in page
     assert "1 not generative, listed apart" in page
+    # PEFT's column is the fine-tune group's, last, and out of the inference coverage above
+    assert "Fine-tune group (peft): <strong>2/3</strong>" in page
+    assert (
+        '<th scope="colgroup" colspan="3">inference</th><th scope="colgroup" colspan="1">fine-tune</th>'
+        in page
+    )
+    assert cells[("gpt_oss", "peft")] == "fail" and cells[("qwen3", "peft")] == "none"
+    header = re.search(r"<thead>.*?</thead>", page, re.S).group(0)
+    assert header.index('data-engine="vllm"') < header.index('data-engine="peft"')
     apart = page.split("Not decoder-only generators", 1)[1]
     assert 'data-arch="bert"' in apart and "encoder" in apart
     assert 'data-arch="bert"' not in page.split("Not decoder-only generators", 1)[0]
@@ -219,7 +244,12 @@ def test_filters_are_query_parameters(client):
     assert archs(status="error") == ["qwen3"]
     assert archs(status="fail") == ["gpt_oss"]
     narrowed = client.get("/map.json", params={"engine": "sglang"}).json()
-    assert narrowed["engines"] == ["sglang"] and narrowed["all_engines"] == ["llamacpp", "sglang", "vllm"]
+    assert narrowed["engines"] == ["sglang"] and narrowed["all_engines"] == [
+        "llamacpp",
+        "sglang",
+        "vllm",
+        "peft",
+    ]
     assert {e for row in narrowed["cells"].values() for e in row} == {"sglang"}
     assert archs(engine="sglang", status="fail") == []
     # The form says what is chosen, and works without JavaScript (a GET form).
@@ -227,7 +257,12 @@ def test_filters_are_query_parameters(client):
     assert re.search(r'<form class="filters" method="get" action="./map"', page)
     assert '<option value="error" selected>' in page
     assert '<option value="release" selected>release copy</option>' in page
-    assert list(cells_of(page)) == [("qwen3", "llamacpp"), ("qwen3", "sglang"), ("qwen3", "vllm")]
+    assert list(cells_of(page)) == [
+        ("qwen3", "llamacpp"),
+        ("qwen3", "sglang"),
+        ("qwen3", "vllm"),
+        ("qwen3", "peft"),
+    ]
     # An empty form field means any.
     assert archs(q="", engine="", status="", lineage="") == ["gpt_oss", "llama", "qwen3"]
 

@@ -337,3 +337,29 @@ def test_nightly_probes_a_new_repo_in_every_engine(tf_env, tmp_path):
             assert status != "error", (engine, stage, message)  # a verdict, not our failure
     for engine in ("transformers", "llamacpp", "vllm"):
         assert got[(engine, "load")][0] == "pass" and got[(engine, "generate")][0] == "pass"
+
+
+def test_an_environment_that_cannot_be_made_is_left_out_with_why_and_the_others_go_on(monkeypatch):
+    """One engine release that does not resolve (a pairing with no solution on the index) must
+    not stop the sweep of the others; it is no verdict about the engine, which never ran."""
+    from types import SimpleNamespace
+
+    from matrix import environments, nightly
+
+    def ensure_env(name, version=None, say=print, resolution="today"):
+        if version == "0.20.0":
+            raise RuntimeError("resolving peft==0.20.0 ... failed: No solution found")
+        return SimpleNamespace(environment_id=f"{name}-{version}", version=version or "0.21.2")
+
+    monkeypatch.setattr(environments, "ensure_env", ensure_env)
+    said: list[str] = []
+    unresolved: list[str] = []
+    envs = nightly.resolve_environments(
+        ["peft==0.20.0", "peft==0.22.0"], say=said.append, resolutions=("release",), unresolved=unresolved
+    )
+    assert [t.environment_id for t, _ in envs] == ["peft-0.22.0"]
+    assert envs[0][0].stages == ("finetune",)
+    assert len(unresolved) == 1 and unresolved[0].startswith("peft==0.20.0 (release): not probed")
+    assert "No solution found" in unresolved[0] and unresolved[0] in said
+    with pytest.raises(RuntimeError, match="No solution"):  # asked to raise, it does
+        nightly.resolve_environments(["peft==0.20.0"], say=said.append, resolutions=("release",))

@@ -93,6 +93,10 @@ def test_the_sweep_runs_quantize_unless_told_not_to():
     assert "quantize" in sweep_stages(NightlyOptions())
     assert "quantize" not in sweep_stages(NightlyOptions(quantize=False))
     assert "parity" in sweep_stages(NightlyOptions(quantize=False))
+    assert "finetune" in sweep_stages(NightlyOptions()) and "finetune" in sweep_stages(
+        NightlyOptions(quantize=False)
+    )
+    assert "finetune" not in sweep_stages(NightlyOptions(finetune=False))
 
 
 def test_a_quant_red_is_its_own_sub_cell_never_the_engines_status():

@@ -30,6 +30,17 @@ CHAT_SAMPLE: tuple[dict[str, str], ...] = (
     {"role": "assistant", "content": "Hello! How can I help you today?"},
 )
 SFT_STEPS = 1
+
+
+def sft_sample(has_chat_template: bool) -> dict[str, Any]:
+    """One training row as a recipe writes it: the conversation where the tokenizer has a chat
+    template; plain text where it has none (a base model's release ships none, and SFT on it
+    trains on text: a "messages" row there fails in the template, which is not TRL's red)."""
+    if has_chat_template:
+        return {"messages": [dict(m) for m in CHAT_SAMPLE]}
+    return {"text": "\n".join(m["content"] for m in CHAT_SAMPLE)}
+
+
 SFT_BATCH = 2
 
 
@@ -51,7 +62,8 @@ class Engine(EngineBase):
         steps = int(self.options.get("sft_steps", SFT_STEPS))
         tok = load_tokenizer(self.model_dir, self.trust_remote_code)
         model = load_base(self.model_dir, self.trust_remote_code)
-        data = Dataset.from_list([{"messages": [dict(m) for m in CHAT_SAMPLE]}] * SFT_BATCH)
+        sample = sft_sample(tok.chat_template is not None)
+        data = Dataset.from_list([sample] * SFT_BATCH)
         args = SFTConfig(
             output_dir=str(self.workdir / "sft"),
             max_steps=steps,
@@ -92,6 +104,7 @@ class Engine(EngineBase):
             ),
             "dtype": str(model.dtype).replace("torch.", ""),
             "device": device_name(),
+            "sft_format": next(iter(sample)),
         }
         if result.global_step < steps or not losses:
             raise StageFailure(
