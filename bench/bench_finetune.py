@@ -5,6 +5,11 @@ normal pipeline (isolated child, own venv), prints the figures and writes
 bench/results/finetune.json. On a GPU machine the same stage runs on CUDA (hardware says so).
 
     python bench/bench_finetune.py [--fixtures llama,gemma3_text,qwen3] [--out FILE]
+    python bench/bench_finetune.py --sweep-records FILE.jsonl [--out FILE]
+
+`--sweep-records` reads a sweep's records instead (`dayone sweep --out FILE`, the map's
+fine-tune group) and gives the time per architecture of the finetune stage, per engine
+release: median, 90th percentile and the slowest, over every architecture it ran on.
 """
 
 from __future__ import annotations
@@ -36,11 +41,46 @@ FIGURES = (
 )
 
 
+def sweep_figures(path: Path) -> list[dict]:
+    """Per (engine, release): the finetune stage's seconds per architecture in a sweep's records."""
+    import statistics
+
+    times: dict[tuple[str, str], list[tuple[float, str]]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        r = json.loads(line)
+        if r.get("stage") == "finetune" and r.get("status") not in ("n/a", "skipped", "error"):
+            key = (r["engine"]["name"], r["engine"]["version"])
+            times.setdefault(key, []).append((float(r["duration_s"]), r["model"]["id"]))
+    rows = []
+    for (engine, version), got in sorted(times.items()):
+        seconds = sorted(t for t, _ in got)
+        slowest = max(got)
+        rows.append(
+            {
+                "engine": engine,
+                "version": version,
+                "architectures": len(got),
+                "median_s": round(statistics.median(seconds), 2),
+                "p90_s": round(seconds[int(0.9 * (len(seconds) - 1))], 2),
+                "max_s": round(slowest[0], 2),
+                "slowest": slowest[1],
+                "total_s": round(sum(seconds), 1),
+            }
+        )
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--fixtures", default="llama,gemma3_text,qwen3")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "finetune.json")
+    p.add_argument("--sweep-records", type=Path, help="a sweep's records (JSON lines) instead of fixtures")
+    p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
+    if args.sweep_records:
+        rows = sweep_figures(args.sweep_records)
+        for row in rows:
+            print(json.dumps(row))
+        return _write(args.out or ROOT / "bench" / "results" / "finetune_sweep.json", rows)
     names = [n for n in args.fixtures.split(",") if n]
     quiet = lambda m: None
     tf = ensure_env("transformers", say=quiet)
@@ -78,15 +118,19 @@ def main() -> int:
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
+    return _write(args.out or ROOT / "bench" / "results" / "finetune.json", rows)
+
+
+def _write(out: Path, rows: list[dict]) -> int:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
         json.dumps(
             {"host": platform.node(), "cpus": os.cpu_count(), "load_avg": os.getloadavg(), "rows": rows},
             indent=2,
         )
         + "\n"
     )
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return 0
 
 
