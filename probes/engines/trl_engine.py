@@ -30,6 +30,7 @@ CHAT_SAMPLE: tuple[dict[str, str], ...] = (
     {"role": "assistant", "content": "Hello! How can I help you today?"},
 )
 SFT_STEPS = 1
+SFT_BATCH = 2
 
 
 def sft_sample(has_chat_template: bool) -> dict[str, Any]:
@@ -39,9 +40,6 @@ def sft_sample(has_chat_template: bool) -> dict[str, Any]:
     if has_chat_template:
         return {"messages": [dict(m) for m in CHAT_SAMPLE]}
     return {"text": "\n".join(m["content"] for m in CHAT_SAMPLE)}
-
-
-SFT_BATCH = 2
 
 
 class Engine(EngineBase):
