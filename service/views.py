@@ -997,7 +997,10 @@ def arch_view(session: Session, arch: str) -> dict[str, Any] | None:
     spans = arch_spans(rows).get(arch, {})
     lineage = _lineage(rows)
     engines = []
-    for engine in sorted({r.engine for r in rows}):
+    # the map's column order: inference engines first, the fine-tune group last
+    for engine in archmap.inference_engines(sorted({r.engine for r in rows})) + archmap.finetune_engines(
+        sorted({r.engine for r in rows})
+    ):
         mine = [r for r in rows if r.engine == engine]
         newest = max(mine, key=lambda r: (S.version_key(r.engine_version), r.started_at))
         cell = cells.get(engine)

@@ -195,6 +195,7 @@ def test_arch_results_are_typed_rows_of_every_release(session):
         ("llamacpp", "b5000"),
         ("sglang", "0.4.0"),
         ("sglang", "0.5.0"),
+        ("peft", "0.21.2"),
     }
     red = next(r for r in rows if r.engine == "sglang" and r.status == "fail")
     assert (red.reproduce, red.confirmed, red.hardware, red.tier) == (BARE, True, "cpu", "arch")
@@ -238,11 +239,20 @@ def test_the_arch_page_shows_every_engine_stage_timeline_and_lineage(client):
     assert client.get("/api/v1/map/llama").json() == data
     assert data["lineage"] == LLAMA and data["lineage_kind"] == "release"
     engines = {e["engine"]: e for e in data["engines"]}
-    assert list(engines) == ["llamacpp", "sglang", "vllm"]
+    assert list(engines) == ["llamacpp", "sglang", "vllm", "peft"]  # the fine-tune group last
     # Every arch stage, in order; a stage the engine does not run says so (None).
     # llama.cpp also quantizes (a sub-cell of its own on the map, not run in these records)
-    assert list(engines["llamacpp"]["stages"]) == ["convert", "load", "generate", "parity", "quantize"]
-    assert engines["vllm"]["stages"]["convert"] is None
+    assert list(engines["llamacpp"]["stages"]) == [
+        "convert",
+        "load",
+        "generate",
+        "parity",
+        "quantize",
+        "finetune",
+    ]
+    assert engines["vllm"]["stages"]["convert"] is None and engines["vllm"]["stages"]["finetune"] is None
+    peft = engines["peft"]["stages"]
+    assert peft["finetune"]["status"] == "pass" and peft["load"] is None
     assert engines["sglang"]["cell"]["status"] == "fail"
     assert engines["sglang"]["stages"]["load"]["failure_class"] == "unsupported_architecture"
     # The release timeline and since when, per engine.
