@@ -132,6 +132,8 @@ def test_attention_targets_only_names_the_model_has():
         ([5.0, 4.0, 3.5], None),
         ([5.0, 5.2, 4.9], None),  # not monotonic, but it went down
         ([5.0, 5.1], "did not decrease"),
+        ([5.0, 4.6, 5.3, 5.4], None),  # fell, then overshot: training works
+        ([5.0, 5.0, 5.0, 5.0], "did not decrease over 4 steps (5.0000, 5.0000"),
         ([5.0, float("nan")], "non-finite loss at step 2"),
         ([float("inf")], "non-finite loss at step 1"),
         ([], "no optimizer step"),
@@ -180,3 +182,34 @@ def test_the_sft_sample_is_text_where_the_copy_has_no_chat_template():
     assert set(trl_engine.sft_sample(True)) == {"messages"}
     text = trl_engine.sft_sample(False)["text"]
     assert all(m["content"] in text for m in trl_engine.CHAT_SAMPLE)
+
+
+def test_the_sft_sample_drops_the_system_turn_only_where_the_template_refuses_it():
+    from jinja2 import Environment
+    from probes.engines import trl_engine
+
+    class Tok:  # renders like a tokenizer: the template's own exception where it raises
+        def __init__(self, template: str):
+            env = Environment()
+            env.globals["raise_exception"] = self.refuse
+            self.template = env.from_string(template)
+
+        @staticmethod
+        def refuse(message: str):
+            raise ValueError(message)
+
+        def apply_chat_template(self, messages, tokenize=False):
+            return self.template.render(messages=messages)
+
+    gemma = Tok(  # as Gemma's release template words it
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+        "{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    )
+    plain = Tok("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}{% endfor %}")
+    broken = Tok("{{ raise_exception('no') }}")
+    assert trl_engine.template_takes_system(gemma) is False
+    assert trl_engine.template_takes_system(plain) is True
+    assert trl_engine.template_takes_system(broken) is True  # its failure shows in the run
+    roles = [m["role"] for m in trl_engine.sft_sample(True, takes_system=False)["messages"]]
+    assert roles == ["user", "assistant"]
+    assert [m["role"] for m in trl_engine.sft_sample(True)["messages"]][0] == "system"

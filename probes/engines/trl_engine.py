@@ -33,13 +33,31 @@ SFT_STEPS = 1
 SFT_BATCH = 2
 
 
-def sft_sample(has_chat_template: bool) -> dict[str, Any]:
+def sft_sample(has_chat_template: bool, takes_system: bool = True) -> dict[str, Any]:
     """One training row as a recipe writes it: the conversation where the tokenizer has a chat
-    template; plain text where it has none (a base model's release ships none, and SFT on it
-    trains on text: a "messages" row there fails in the template, which is not TRL's red)."""
+    template (without the system turn where the template refuses one); plain text where it has
+    none (a base model's release ships none, and SFT on it trains on text: a "messages" row
+    there fails in the template, which is not TRL's red)."""
     if has_chat_template:
-        return {"messages": [dict(m) for m in CHAT_SAMPLE]}
+        return {"messages": [dict(m) for m in CHAT_SAMPLE if takes_system or m["role"] != "system"]}
     return {"text": "\n".join(m["content"] for m in CHAT_SAMPLE)}
+
+
+def template_takes_system(tok: Any) -> bool:
+    """Whether the tokenizer's chat template renders a system turn. Gemma's and Gemma 2's
+    release templates refuse one by design (`System role not supported`), so a recipe for them
+    sends none. A template that fails without the system turn too says True: the run then
+    shows the template's failure as it is."""
+    try:
+        tok.apply_chat_template(list(CHAT_SAMPLE), tokenize=False)
+        return True
+    except Exception:
+        pass
+    try:
+        tok.apply_chat_template([m for m in CHAT_SAMPLE if m["role"] != "system"], tokenize=False)
+    except Exception:
+        return True
+    return False
 
 
 class Engine(EngineBase):
@@ -60,7 +78,8 @@ class Engine(EngineBase):
         steps = int(self.options.get("sft_steps", SFT_STEPS))
         tok = load_tokenizer(self.model_dir, self.trust_remote_code)
         model = load_base(self.model_dir, self.trust_remote_code)
-        sample = sft_sample(tok.chat_template is not None)
+        templated = tok.chat_template is not None
+        sample = sft_sample(templated, templated and template_takes_system(tok))
         data = Dataset.from_list([sample] * SFT_BATCH)
         args = SFTConfig(
             output_dir=str(self.workdir / "sft"),
@@ -103,6 +122,7 @@ class Engine(EngineBase):
             "dtype": str(model.dtype).replace("torch.", ""),
             "device": device_name(),
             "sft_format": next(iter(sample)),
+            "sft_system_turn": any(m["role"] == "system" for m in sample.get("messages", [])),
         }
         if result.global_step < steps or not losses:
             raise StageFailure(
