@@ -21,7 +21,7 @@ from matrix.engine_registry import Registry, load_registry
 from matrix.native import NativeHistory, architecture_of, is_fallback, native_history
 from matrix.summary import FALLBACK, MEANINGFUL, Observation, ResultLike, current, parse_time, version_key
 from probes.modelinfo import not_generative
-from probes.stages import FINETUNE_STAGES, QUANT_STAGES, STAGES
+from probes.stages import ADAPTER_STAGES, FINETUNE_STAGES, QUANT_STAGES, STAGES
 
 ARCH_PREFIX = "arch/"
 FALLBACK_CLASS = "transformers_fallback"  # the engine ran it on its transformers backend
@@ -56,6 +56,8 @@ class MapCell:
     # The quantized copies' own cell (probes/stages.py:QUANT_STAGES), apart from the engine's
     # verdict on the model as released: None where no quantize stage ran.
     quant: MapCell | None = None
+    # The same for a fine-tuned adapter served (ADAPTER_STAGES): None where none was served.
+    lora: MapCell | None = None
 
     @property
     def verdict(self) -> bool:
@@ -75,11 +77,13 @@ class MapCell:
         return ", ".join([head, *rest]) + self.quant_label()
 
     def quant_label(self) -> str:
-        """`; quant STATUS (class)` where a quantize stage ran, else ''."""
-        q = self.quant
-        if q is None or q.status is None:
-            return ""
-        return f"; quant {q.status}" + (f" ({q.failure_class})" if q.failure_class else "")
+        """`; quant STATUS (class)` where a quantize stage ran, `; lora STATUS (class)` where an
+        adapter was served, else ''."""
+        out = ""
+        for name, sub in (("quant", self.quant), ("lora", self.lora)):
+            if sub is not None and sub.status is not None:
+                out += f"; {name} {sub.status}" + (f" ({sub.failure_class})" if sub.failure_class else "")
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -94,16 +98,19 @@ class MapCell:
             "confirmed": self.confirmed,
             "native": self.native.as_dict() if self.native else None,
             "quant": self.quant.as_dict() if self.quant else None,
+            "lora": self.lora.as_dict() if self.lora else None,
         }
 
 
 def cell_of(obs: Iterable[Observation]) -> MapCell:
     """One (architecture, engine) from its stages' current results; the quantize stages decide
-    only its `quant` sub-cell, never the engine's own status."""
+    only its `quant` sub-cell and a served adapter only its `lora` one, never the engine's own
+    status."""
     obs = list(obs)
     quant = [o for o in obs if o.stage in QUANT_STAGES]
-    cell = _cell_of([o for o in obs if o.stage not in QUANT_STAGES])
-    return replace(cell, quant=_cell_of(quant)) if quant else cell
+    lora = [o for o in obs if o.stage in ADAPTER_STAGES]
+    cell = _cell_of([o for o in obs if o.stage not in QUANT_STAGES + ADAPTER_STAGES])
+    return replace(cell, quant=_cell_of(quant) if quant else None, lora=_cell_of(lora) if lora else None)
 
 
 def _cell_of(obs: Iterable[Observation]) -> MapCell:

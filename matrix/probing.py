@@ -7,6 +7,7 @@ records. No verdict is decided here (probes.record does that); this is I/O.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import socket
@@ -154,6 +155,14 @@ def probe(
             options["reference_path"] = str(ref)
         else:  # not the engine's fault: parity is skipped, the later stages still run
             stages = [s for s in stages if s != "parity"]
+    no_adapter = None
+    # An adapter the caller names (with its merged model's reference) is served as it is.
+    if "lora" in stages and not (options.get("lora_adapter") and options.get("lora_reference_path")):
+        served, no_adapter = ensure_adapter(model_dir, model, settings, say)
+        if served:
+            options.update(served)
+        else:  # not the engine's fault either: the served-adapter stage is skipped with why
+            stages = [s for s in stages if s != "lora"]
     resolution = "" if settings.resolution == "today" else f"-{settings.resolution}"
     log_dir = (
         logs_root / run_id / _safe(model["id"]) / f"{engine}-{env.version}{resolution}{settings.log_suffix}"
@@ -187,9 +196,10 @@ def probe(
         reproduce=reproduce_commands(spec, env.python, model_dir, stages, log_dir, options),
         host=socket.gethostname(),
     )
-    if no_reference and records:
-        why = skip_message("parity", {r["stage"]: r["status"] for r in records}, no_reference)
-        records = with_skipped_stage(records, "parity", why, iso(outcome.started_at))
+    for stage, missing in (("parity", no_reference), ("lora", no_adapter)):
+        if missing and records:
+            why = skip_message(stage, {r["stage"]: r["status"] for r in records}, missing)
+            records = with_skipped_stage(records, stage, why, iso(outcome.started_at))
     return records
 
 
@@ -235,6 +245,73 @@ def ensure_reference(
             )
         horizons, noise = _precision(model_dir, model, records, generate, ref_settings, say)
         return parity.write_reference(path, generate, horizons, noise), None
+
+
+def ensure_adapter(
+    model_dir: Path, model: dict[str, Any], settings: ProbeSettings, say: Callable[[str], None]
+) -> tuple[dict[str, str] | None, str | None]:
+    """A LoRA adapter PEFT trained on this model revision, and the transformers reference of the
+    model with it merged: made once, reused (as the reference is). Returns the options a
+    serving engine's `lora` stage reads, or (None, why) where PEFT could not make one."""
+    from probes.engines import peft_engine  # its recipe names the adapter: a new one, a new adapter
+
+    recipe = f"r{peft_engine.LORA_RANK}-s{peft_engine.STEPS}-lr{peft_engine.LEARNING_RATE:g}"
+    root = (
+        environments.cache_dir()
+        / "adapters"
+        / _safe(model["id"])
+        / f"{_safe(str(model.get('revision')))}-{recipe}"
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    made_by = root / "made_by.json"
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not made_by.exists():
+            say(f"training the LoRA adapter to serve for {model['id']} (once per revision)")
+            records = probe(
+                model_dir,
+                "peft",
+                None,
+                ["adapter"],
+                model_id=model["id"],
+                settings=replace(
+                    settings,
+                    options={
+                        "trust_remote_code": settings.options.get("trust_remote_code", False),
+                        "adapter_out": str(root),
+                    },
+                    log_suffix="-adapter",
+                ),
+                say=say,
+            )
+            made = records[0]
+            engine = made["engine"]
+            facts: dict[str, Any] = {
+                "engine": f"peft {engine['version']}",
+                "environment_id": engine.get("environment_id"),
+                "targets": (made.get("metrics") or {}).get("adapter_targets"),
+            }
+            if made["status"] != "pass":
+                facts["failed"] = (
+                    f"no adapter to serve: peft {made['status']} "
+                    f"({made.get('failure_class') or made.get('message')})"
+                )
+                if made["status"] == "error":  # ours (an environment, a bug): tried again next time
+                    return None, facts["failed"]
+            # PEFT's own failure is kept too: each engine release would train it again
+            made_by.write_text(json.dumps(facts) + "\n", encoding="utf-8")
+        failed = json.loads(made_by.read_text(encoding="utf-8")).get("failed")
+        if failed:
+            return None, failed
+    merged = {"id": f"{model['id']}+lora", "revision": f"{model.get('revision')}-lora-{recipe}"}
+    ref, why = ensure_reference(root / "merged", merged, settings, say)
+    if ref is None:
+        return None, f"no reference for the merged adapter: {why}"
+    return {
+        "lora_adapter": str(root / "adapter"),
+        "lora_reference_path": str(ref),
+        "lora_made_by": "{engine} on {targets}".format(**json.loads(made_by.read_text(encoding="utf-8"))),
+    }, None
 
 
 def _precision(

@@ -35,7 +35,7 @@ from matrix.nightly import (
     execute,
 )
 from matrix.plan import plan
-from probes.stages import ARCH_MAP_STAGES, FINETUNE_STAGES, QUANT_STAGES
+from probes.stages import ADAPTER_STAGES, ARCH_MAP_STAGES, FINETUNE_STAGES, QUANT_STAGES
 
 NEWEST_FAMILIES_PATH = Path(__file__).resolve().parent / "newest_families.json"
 
@@ -91,7 +91,8 @@ def select_shard(types: Iterable[str], shard: tuple[int, int] | None) -> list[st
 def sweep_stages(options: NightlyOptions) -> tuple[str, ...]:
     """The stages the sweep runs: the map's, less the quantize stages under --no-quantize and
     the fine-tuning ones under --no-finetune."""
-    left_out = (() if options.quantize else QUANT_STAGES) + (() if options.finetune else FINETUNE_STAGES)
+    tuning = FINETUNE_STAGES + ADAPTER_STAGES  # training, and serving what was trained
+    left_out = (() if options.quantize else QUANT_STAGES) + (() if options.finetune else tuning)
     return tuple(s for s in ARCH_MAP_STAGES if s not in left_out)
 
 

@@ -67,6 +67,8 @@ def constants(
 ) -> dict[str, Any]:
     """What the script of ENGINE's STAGE needs, from the probe's own constants and options."""
     config = read_config(model_dir)
+    if stage == "lora":  # the served adapter is held to the merged model's reference
+        options = {**options, "reference_path": options.get("lora_reference_path")}
     reference, prompt_ids = _reference(options)
     window, sliding = features.context_windows(config)
     server_window = base.context_window(config)
@@ -103,6 +105,8 @@ def constants(
         out["DTYPE"] = str(options.get("dtype") or base.model_dtype(config))
         out["WINDOW"] = int(options["max_model_len"]) if options.get("max_model_len") else server_window
         out["SERVER_ARGS"] = _server_args(engine, model_dir, out["DTYPE"], out["WINDOW"], options, stages)
+    if stage == "lora":
+        out["LORA_ADAPTER"] = options.get("lora_adapter")
     if engine == "llamacpp":
         from probes import gguf_convert
         from probes.engines.llamacpp import eos_token_ids, pretokenizer_fallback

@@ -6,13 +6,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 # Every stage any engine may run, in the order a probe runs them. An engine runs the subset it
-# declares, always in this order.
+# declares, always in this order (PEFT's `adapter`, the LoRA a `lora` stage serves, is made by
+# the host on its own, like the transformers reference, and declared by no engine).
 STAGES: tuple[str, ...] = (
     "convert",
     "load",
     "generate",
     "parity",
     "quantize",
+    "lora",
     "serve",
     "chat_template",
     "tool_call",
@@ -20,6 +22,7 @@ STAGES: tuple[str, ...] = (
     "long_context",
     "throughput",
     "finetune",
+    "adapter",
 )
 
 # The stages of the architecture map (`dayone sweep`): does the engine run the architecture and
@@ -33,27 +36,35 @@ STAGES: tuple[str, ...] = (
 # (QUANT_STAGES). `finetune` is what the fine-tuning engines (PEFT, TRL) run on the same copy,
 # a few seconds a type: their columns form the map's fine-tune group (FINETUNE_STAGES), apart
 # from the inference engines' coverage figure.
-ARCH_MAP_STAGES: tuple[str, ...] = ("convert", "load", "generate", "parity", "quantize", "finetune")
+# `lora` is the fine-tuned adapter served (vLLM's --enable-lora: PEFT's adapter against the merged
+# model in transformers), shown as the cell's `lora` sub-cell and dropped with the fine-tune group.
+ARCH_MAP_STAGES: tuple[str, ...] = ("convert", "load", "generate", "parity", "quantize", "lora", "finetune")
 # Stages about a quantized copy, not the engine on the model as released: a cell's status leaves
 # them out, the map shows them as the cell's `quant` sub-cell (matrix/archmap.py).
 QUANT_STAGES: tuple[str, ...] = ("quantize",)
 # The stages of a fine-tuning engine: an engine that runs only these is in the map's fine-tune
 # group, not an inference engine of the coverage figure (matrix/archmap.py:inference_engines).
 FINETUNE_STAGES: tuple[str, ...] = ("finetune",)
+# Stages about a fine-tuned adapter served by an inference engine, not the engine on the model as
+# released: like QUANT_STAGES, a sub-cell of their own (`lora`), left out of the cell's status.
+ADAPTER_STAGES: tuple[str, ...] = ("lora",)
 
 # What each stage needs to have gone well before it can tell anything. From the engines: load
 # reads llama.cpp's converted GGUF; generate and parity use the loaded model and its
 # completions; serve starts the server (vLLM's own process, SGLang's from load, llama.cpp's from
 # the GGUF) and every feature stage and throughput talk to that server; finetune is a training
-# run of its own; quantize compares each quantized copy with the unquantized GGUF's own greedy
-# output, so it needs that to generate (not to agree with transformers). A need the engine does
-# not run (no convert outside llama.cpp) is passed over.
+# run of its own (and `adapter`, PEFT's LoRA made for serving, is another); `lora` serves such
+# an adapter on the loaded model's engine and compares it with the merged model; quantize
+# compares each quantized copy with the unquantized GGUF's own greedy output, so it needs that
+# to generate (not to agree with transformers). A need the engine does not run (no convert
+# outside llama.cpp) is passed over.
 NEEDS: dict[str, tuple[str, ...]] = {
     "convert": (),
     "load": ("convert",),
     "generate": ("load",),
     "parity": ("generate",),
     "quantize": ("generate",),
+    "lora": ("load",),
     "serve": ("load",),
     "chat_template": ("serve",),
     "tool_call": ("serve",),
@@ -61,6 +72,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "long_context": ("serve",),
     "throughput": ("serve",),
     "finetune": (),
+    "adapter": (),
 }
 
 STATUSES: tuple[str, ...] = (

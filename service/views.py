@@ -980,6 +980,15 @@ def arch_spans(rows: list[queries.ArchResult]) -> dict[str, dict[str, Any]]:
     }
 
 
+def _stage_of(cell: dict[str, Any] | None, stage: str) -> dict[str, Any] | None:
+    """A stage of a map cell, also where it sits in a sub-cell of its own (quant, lora)."""
+    for part in (cell, *((cell or {}).get(k) for k in ("quant", "lora"))):
+        found = (part or {}).get("stages", {}).get(stage)
+        if found is not None:
+            return found
+    return None
+
+
 def arch_view(session: Session, arch: str) -> dict[str, Any] | None:
     """One architecture of the map: every engine's cell with its arch stages and classes (the
     map's cell, as /map computes it), its release timeline with since when it works or broke,
@@ -1016,7 +1025,7 @@ def arch_view(session: Session, arch: str) -> dict[str, Any] | None:
                 "engine_version": newest.engine_version,
                 "cell": cell,
                 "glyph": GLYPH.get((cell or {}).get("status") or "", "?"),
-                "stages": {st: (cell or {}).get("stages", {}).get(st) for st in ARCH_MAP_STAGES},
+                "stages": {st: _stage_of(cell, st) for st in ARCH_MAP_STAGES},
                 "other_stages": {
                     st: v for st, v in (cell or {}).get("stages", {}).items() if st not in ARCH_MAP_STAGES
                 },

@@ -248,6 +248,7 @@ def test_the_arch_page_shows_every_engine_stage_timeline_and_lineage(client):
         "generate",
         "parity",
         "quantize",
+        "lora",
         "finetune",
     ]
     assert engines["vllm"]["stages"]["convert"] is None and engines["vllm"]["stages"]["finetune"] is None

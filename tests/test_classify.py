@@ -103,6 +103,20 @@ CASES: dict[str, tuple[str, ...]] = {
         "not_on_cpu",
         "trl",
     ),
+    # vLLM on a model class without its LoRA interface (vLLM issue: Gemma 3n), the served adapter
+    "vllm_lora_unsupported_model": (
+        "ValueError: Gemma3nForConditionalGeneration does not support LoRA yet.",
+        "unsupported_architecture",
+        "vllm",
+    ),
+    # vLLM's LoRA manager on an adapter naming a module its layers cannot carry (vllm/lora/models.py)
+    "vllm_lora_unexpected_modules": (
+        "ValueError: While loading /tmp/adapter, expected target modules in ['qkv_proj', 'o_proj', "
+        "'gate_up_proj', 'down_proj'] but received ['router']. Please verify that the loaded LoRA "
+        "module is correct",
+        "unsupported_layer",
+        "vllm",
+    ),
     # PEFT's message spans lines (the module's repr); its last line, as logged.
     "peft_unsupported_module_listing": (
         ") is not supported. Currently, only the following modules are supported: `torch.nn.Linear`, `torch.nn.Embedding`, `torch.nn.Conv1d`, `torch.nn.Conv2d`, `torch.nn.Conv3d`, `transformers.pytorch_utils.Conv1D`, `torch.nn.MultiheadAttention.`.",

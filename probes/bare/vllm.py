@@ -1,6 +1,7 @@
 # Bare vLLM stages (template; see common.py): in-process LLM for load/generate/parity, the
 # OpenAI server for the rest. Needs: MODEL, DTYPE, WINDOW, SERVER_ARGS, PROMPT_IDS, PROMPTS,
-# MAX_NEW_TOKENS, TOP_K, TRUST_REMOTE_CODE.
+# MAX_NEW_TOKENS, TOP_K, TRUST_REMOTE_CODE; for lora, LORA_ADAPTER (PEFT's adapter), REFERENCE_PATH
+# being the merged model's reference.
 import tempfile
 
 # vLLM's IPC sockets live under this; a per-run dir can be deeper than a socket path may be.
@@ -13,8 +14,18 @@ def generate():
 
     from vllm import LLM, SamplingParams
 
+    lora, served = {}, None
+    if STAGE == "lora":
+        import json
+
+        from vllm.lora.request import LoRARequest
+
+        with open(os.path.join(LORA_ADAPTER, "adapter_config.json")) as f:
+            rank = int(json.load(f)["r"])
+        lora = {"enable_lora": True, "max_lora_rank": rank, "max_loras": 1}
+        served = LoRARequest("dayone-adapter", 1, LORA_ADAPTER)
     llm = LLM(model=MODEL, dtype=DTYPE, enforce_eager=True, max_model_len=WINDOW, seed=0,
-              trust_remote_code=TRUST_REMOTE_CODE)
+              trust_remote_code=TRUST_REMOTE_CODE, **lora)
     say(f"loaded: {llm.llm_engine.model_config.architecture}")
     if STAGE == "load":
         passed()
@@ -22,7 +33,8 @@ def generate():
                             min_tokens=MAX_NEW_TOKENS, ignore_eos=True, logprobs=TOP_K, seed=0)
     inputs = [{"prompt_token_ids": PROMPT_IDS[p]} if p in PROMPT_IDS else p for p in PROMPTS]
     completions = []
-    for prompt, out in zip(PROMPTS, llm.generate(inputs, params, use_tqdm=False)):
+    for prompt, out in zip(PROMPTS, llm.generate(inputs, params, use_tqdm=False,
+                                                 lora_request=served)):
         choice = out.outputs[0]
         steps = [[[int(t), float(lp.logprob)] for t, lp in sorted(
             (step or {}).items(), key=lambda kv: (kv[1].rank or math.inf, -kv[1].logprob))[:TOP_K]]
@@ -40,9 +52,9 @@ def generate():
 
 
 def run(stage):
-    if stage in ("load", "generate", "parity"):
+    if stage in ("load", "generate", "parity", "lora"):
         completions = generate()
-        if stage == "parity":
+        if stage in ("parity", "lora"):
             check_parity(completions)
         passed()
     server = Server([sys.executable, "-m", "vllm.entrypoints.openai.api_server", *SERVER_ARGS],

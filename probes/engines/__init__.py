@@ -147,6 +147,7 @@ ENGINES: dict[str, EngineSpec] = {
             "load",
             "generate",
             "parity",
+            "lora",
             "serve",
             "chat_template",
             "tool_call",

@@ -25,7 +25,7 @@ from typing import Any
 
 from probes import workload
 from probes.engines.base import EngineBase, torch_hardware
-from probes.outcome import StageFailure, StageOutcome
+from probes.outcome import HarnessError, StageFailure, StageOutcome
 from probes.outcome import one_line
 
 # Attention projection names as fine-tuning recipes write them (last component of the module
@@ -206,6 +206,26 @@ def load_tokenizer(model_dir: Path, trust_remote_code: bool = False):
     return tok
 
 
+def keep_model_files(model_dir: Path, merged_dir: Path) -> None:
+    """Make a merged model's folder read like the model's own: its tokenizer and other small
+    files, and the config's dtype (merged in float32, served in the model's dtype)."""
+    import json
+    import shutil
+
+    written = {p.name for p in merged_dir.iterdir()}
+    for f in Path(model_dir).iterdir():
+        if f.is_file() and f.name not in written and not f.name.endswith((".safetensors", ".bin", ".gguf")):
+            shutil.copy2(f, merged_dir / f.name)
+    source = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    path = merged_dir / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    for key in ("dtype", "torch_dtype"):
+        config.pop(key, None)
+        if key in source:
+            config[key] = source[key]
+    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
 class Engine(EngineBase):
     name = "peft"
     package = "peft"
@@ -216,16 +236,7 @@ class Engine(EngineBase):
 
     # The stage
     def stage_finetune(self) -> StageOutcome:
-        import torch
-
-        torch.set_num_threads(int(self.options.get("threads", 1)))
-        torch.manual_seed(0)
-        steps = int(self.options.get("finetune_steps", STEPS))
-        tok = load_tokenizer(self.model_dir, self.trust_remote_code)
-        batch = tok(list(TRAIN_TEXTS), return_tensors="pt", padding=True)
-        # Only what a plain text loop passes: a model that demands more is `missing_inputs`.
-        batch = {k: batch[k].to(device_name()) for k in ("input_ids", "attention_mask")}
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        steps, batch, labels = self._batch()
         metrics: dict[str, Any] = {"steps": steps, "batch_tokens": int(batch["attention_mask"].sum())}
         base = load_base(self.model_dir, self.trust_remote_code)
         dtype = str(base.dtype).replace("torch.", "")
@@ -274,7 +285,48 @@ class Engine(EngineBase):
             )
         return StageOutcome(metrics=metrics)
 
-    def _lora_run(
+    def _batch(self) -> tuple[int, dict[str, Any], Any]:
+        """(steps, the tiny fixed batch, its labels), seeded as every run here is."""
+        import torch
+
+        torch.set_num_threads(int(self.options.get("threads", 1)))
+        torch.manual_seed(0)
+        tok = load_tokenizer(self.model_dir, self.trust_remote_code)
+        batch = tok(list(TRAIN_TEXTS), return_tensors="pt", padding=True)
+        # Only what a plain text loop passes: a model that demands more is `missing_inputs`.
+        batch = {k: batch[k].to(device_name()) for k in ("input_ids", "attention_mask")}
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        return int(self.options.get("finetune_steps", STEPS)), batch, labels
+
+    def stage_adapter(self) -> StageOutcome:
+        """A LoRA adapter made for serving, what a serving engine's `lora` stage loads: the
+        attention projections (all linear layers where the model names none), trained as the
+        finetune stage trains, saved under options['adapter_out'] as `adapter/`, with `merged/`
+        beside it: the model with the adapter merged in float32, a model folder whose config
+        keeps the model's own dtype, which the transformers reference reads."""
+        from peft import PeftModel
+
+        out = self.options.get("adapter_out")
+        if not out:
+            raise HarnessError("the adapter stage needs options['adapter_out'] (the host sets it)")
+        out = Path(out)
+        steps, batch, labels = self._batch()
+        base = load_base(self.model_dir, self.trust_remote_code)
+        attention = attention_targets(n for n, _ in base.named_modules())
+        run, targets = ("attention", attention) if attention else ("all_linear", "all-linear")
+        metrics: dict[str, Any] = {"steps": steps, "adapter_targets": ",".join(attention) or "all-linear"}
+        peft_model = self._train(run, targets, base, batch, labels, steps, metrics)
+        peft_model.save_pretrained(out / "adapter")
+        del peft_model, base
+        merged = PeftModel.from_pretrained(
+            load_base(self.model_dir, self.trust_remote_code, dtype="float32"), out / "adapter"
+        ).merge_and_unload()
+        merged.save_pretrained(out / "merged")
+        keep_model_files(self.model_dir, out / "merged")
+        metrics.update(peak_memory_mb())
+        return StageOutcome(metrics=metrics)
+
+    def _train(
         self,
         run: str,
         targets: Any,
@@ -282,12 +334,12 @@ class Engine(EngineBase):
         batch: dict[str, Any],
         labels: Any,
         steps: int,
-        dtype: str,
         metrics: dict[str, Any],
-    ) -> str | None:
-        """One LoRA run; raises StageFailure where it fails, returns its merge drift (or None)."""
+    ) -> Any:
+        """LoRA on `targets`, `steps` optimizer steps on the batch: the PEFT model, or a
+        StageFailure where the losses are not a healthy start of training."""
         import torch
-        from peft import LoraConfig, PeftModel, get_peft_model
+        from peft import LoraConfig, get_peft_model
 
         config = LoraConfig(
             r=LORA_RANK,
@@ -326,6 +378,24 @@ class Engine(EngineBase):
         problem = loss_problem(losses)
         if problem:
             raise StageFailure(f"{WRONG_OUTPUT}LoRA {run}: {problem}", "wrong_output")
+        return peft_model
+
+    def _lora_run(
+        self,
+        run: str,
+        targets: Any,
+        model: Any,
+        batch: dict[str, Any],
+        labels: Any,
+        steps: int,
+        dtype: str,
+        metrics: dict[str, Any],
+    ) -> str | None:
+        """One LoRA run; raises StageFailure where it fails, returns its merge drift (or None)."""
+        import torch
+        from peft import PeftModel
+
+        peft_model = self._train(run, targets, model, batch, labels, steps, metrics)
 
         # Save, reload onto a fresh base, merge: the merged model must answer like the adapter.
         peft_model.eval()
@@ -336,7 +406,7 @@ class Engine(EngineBase):
         )
         with torch.no_grad():
             trained = peft_model(**batch).logits.float()
-        del peft_model, optimizer
+        del peft_model
         reloaded = PeftModel.from_pretrained(
             load_base(self.model_dir, self.trust_remote_code), adapter_dir
         ).eval()

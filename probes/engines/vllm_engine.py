@@ -11,6 +11,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from collections.abc import Collection
 from typing import Any
@@ -246,9 +247,17 @@ class Engine(ServerEngine):
             raise HarnessError("stage needs `load` first in the same probe")
 
     def stage_generate(self) -> StageOutcome:
+        self._require_llm()
+        # Both sides see the same tokens: the reference's prompt ids when the host gave one.
+        completions, new_tokens, elapsed = self._complete(self.llm, parity.reference_prompt_ids(self.options))
+        return self.generated(completions, new_tokens, elapsed)
+
+    def _complete(
+        self, llm: Any, ref_ids: dict[str, list[int]], lora_request: Any = None
+    ) -> tuple[list[dict[str, Any]], int, float]:
+        """Greedy completions of the prompts with top-k logprobs: (completions, new tokens, s)."""
         from vllm import SamplingParams
 
-        self._require_llm()
         # Random weights like EOS: force the length. Logprobs are vLLM's raw ones (before
         # processors), comparable with the reference's log_softmax.
         params = SamplingParams(
@@ -259,11 +268,9 @@ class Engine(ServerEngine):
             logprobs=self.top_k,
             seed=0,
         )
-        # Both sides see the same tokens: the reference's prompt ids when the host gave one.
-        ref_ids = parity.reference_prompt_ids(self.options)
         inputs = [{"prompt_token_ids": ref_ids[p]} if p in ref_ids else p for p in self.prompts]
         t0 = time.perf_counter()
-        outputs = self.llm.generate(inputs, params, use_tqdm=False)
+        outputs = llm.generate(inputs, params, use_tqdm=False, lora_request=lora_request)
         elapsed = time.perf_counter() - t0
         completions = []
         new_tokens = 0
@@ -283,17 +290,78 @@ class Engine(ServerEngine):
                     "top_logprobs": steps,
                 }
             )
-        return self.generated(completions, new_tokens, elapsed)
+        return completions, new_tokens, elapsed
+
+    def stage_lora(self) -> StageOutcome:
+        """A fine-tuned adapter served: PEFT's LoRA of this copy (the host trains it once per
+        revision) loaded with enable_lora, as `vllm serve --enable-lora --lora-modules` loads
+        it, its greedy tokens and logprobs held to the model with the adapter merged, in
+        transformers, by the parity rule (with the merged model's own precision noise)."""
+        import json
+
+        from vllm import LLM
+        from vllm.lora.request import LoRARequest
+
+        adapter, ref = self.options.get("lora_adapter"), self.options.get("lora_reference_path")
+        if not adapter or not ref:
+            raise HarnessError(
+                "lora needs a PEFT adapter and the merged model's reference (the host makes both)"
+            )
+        rank = int(json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))["r"])
+        self.before_server()  # one engine at a time: the plain one gives its memory back
+        t0 = time.perf_counter()
+        llm = LLM(
+            model=str(self.model_dir),
+            dtype=self.dtype,
+            enforce_eager=True,
+            max_model_len=self.window,
+            seed=0,
+            trust_remote_code=self.trust_remote_code,
+            enable_lora=True,
+            max_lora_rank=rank,
+            max_loras=1,
+        )
+        load_s = time.perf_counter() - t0
+        try:
+            completions, new_tokens, elapsed = self._complete(
+                llm,
+                parity.reference_prompt_ids({"reference_path": ref}),
+                LoRARequest("dayone-adapter", 1, adapter),
+            )
+        finally:
+            self._shutdown(llm)
+        if new_tokens < self.max_new_tokens * len(self.prompts):
+            raise StageFailure(
+                f"dayone-wrong-output: generated {new_tokens} tokens with the adapter", "wrong_output"
+            )
+        verdict = parity.parity_stage({**self.options, "reference_path": ref}, completions, self.top_k)
+        metrics = {
+            **verdict.metrics,
+            "lora_rank": rank,
+            "lora_load_s": round(load_s, 3),
+            "lora_generate_s": round(elapsed, 4),
+            "adapter_made_by": self.options.get("lora_made_by"),
+        }
+        message = (
+            verdict.message
+            and f"the served adapter against the merged model in transformers: {verdict.message}"
+        )
+        return replace(verdict, metrics=metrics, message=message)
 
     def before_server(self) -> None:
         """Give the in-process engine's memory back before the server starts its own."""
         if self.llm is None:
             return
+        self._shutdown(self.llm)
+        self.llm = None
+
+    @staticmethod
+    def _shutdown(llm: Any) -> None:
         try:
-            self.llm.llm_engine.engine_core.shutdown()
+            llm.llm_engine.engine_core.shutdown()
         except Exception:
             pass
-        self.llm = None
+        del llm
         gc.collect()
 
     def server_argv(self, port: int) -> list[str]:
