@@ -95,11 +95,6 @@ def pins(text: str) -> dict[str, str]:
     return found
 
 
-def exact_pins(requirements: Iterable[str]) -> list[str]:
-    """The names that REQUIREMENTS pin to one version (`name==x`, `name[extra]==x`)."""
-    return [_name(r) for r in requirements if _PIN.match(r.strip())]
-
-
 @dataclass(frozen=True)
 class Change:
     package: str
