@@ -8,8 +8,9 @@ bench/results/finetune.json. On a GPU machine the same stage runs on CUDA (hardw
     python bench/bench_finetune.py --sweep-records FILE.jsonl [--out FILE]
 
 `--sweep-records` reads a sweep's records instead (`dayone sweep --out FILE`, the map's
-fine-tune group) and gives the time per architecture of the finetune stage, per engine
-release: median, 90th percentile and the slowest, over every architecture it ran on.
+fine-tune group) and gives the time per architecture of the finetune stage, and of the served
+adapter's `lora` stage (vLLM), per engine release: median, 90th percentile and the slowest, over
+every architecture it ran on (for `lora`, PEFT's training of the adapter apart, once per copy).
 """
 
 from __future__ import annotations
@@ -42,31 +43,35 @@ FIGURES = (
 
 
 def sweep_figures(path: Path) -> list[dict]:
-    """Per (engine, release): the finetune stage's seconds per architecture in a sweep's records."""
+    """Per (engine, release, stage): seconds per architecture of the finetune and lora stages in
+    a sweep's records."""
     import statistics
 
-    times: dict[tuple[str, str], list[tuple[float, str]]] = {}
+    times: dict[tuple[str, str, str], list[tuple[float, str, float]]] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         r = json.loads(line)
-        if r.get("stage") == "finetune" and r.get("status") not in ("n/a", "skipped", "error"):
-            key = (r["engine"]["name"], r["engine"]["version"])
-            times.setdefault(key, []).append((float(r["duration_s"]), r["model"]["id"]))
+        if r.get("stage") in ("finetune", "lora") and r.get("status") not in ("n/a", "skipped", "error"):
+            key = (r["engine"]["name"], r["engine"]["version"], r["stage"])
+            made = float((r.get("metrics") or {}).get("adapter_train_s") or 0.0)
+            times.setdefault(key, []).append((float(r["duration_s"]), r["model"]["id"], made))
     rows = []
-    for (engine, version), got in sorted(times.items()):
-        seconds = sorted(t for t, _ in got)
+    for (engine, version, stage), got in sorted(times.items()):
+        seconds = sorted(t for t, _, _ in got)
         slowest = max(got)
-        rows.append(
-            {
-                "engine": engine,
-                "version": version,
-                "architectures": len(got),
-                "median_s": round(statistics.median(seconds), 2),
-                "p90_s": round(seconds[int(0.9 * (len(seconds) - 1))], 2),
-                "max_s": round(slowest[0], 2),
-                "slowest": slowest[1],
-                "total_s": round(sum(seconds), 1),
-            }
-        )
+        row = {
+            "engine": engine,
+            "version": version,
+            "stage": stage,
+            "architectures": len(got),
+            "median_s": round(statistics.median(seconds), 2),
+            "p90_s": round(seconds[int(0.9 * (len(seconds) - 1))], 2),
+            "max_s": round(slowest[0], 2),
+            "slowest": slowest[1],
+            "total_s": round(sum(seconds), 1),
+        }
+        if stage == "lora":
+            row["adapter_train_median_s"] = round(statistics.median(m for _, _, m in got), 2)
+        rows.append(row)
     return rows
 
 

@@ -249,7 +249,7 @@ def ensure_reference(
 
 def ensure_adapter(
     model_dir: Path, model: dict[str, Any], settings: ProbeSettings, say: Callable[[str], None]
-) -> tuple[dict[str, str] | None, str | None]:
+) -> tuple[dict[str, Any] | None, str | None]:
     """A LoRA adapter PEFT trained on this model revision, and the transformers reference of the
     model with it merged: made once, reused (as the reference is). Returns the options a
     serving engine's `lora` stage reads, or (None, why) where PEFT could not make one."""
@@ -290,6 +290,7 @@ def ensure_adapter(
                 "engine": f"peft {engine['version']}",
                 "environment_id": engine.get("environment_id"),
                 "targets": (made.get("metrics") or {}).get("adapter_targets"),
+                "seconds": made.get("duration_s"),
             }
             if made["status"] != "pass":
                 facts["failed"] = (
@@ -300,9 +301,9 @@ def ensure_adapter(
                     return None, facts["failed"]
             # PEFT's own failure is kept too: each engine release would train it again
             made_by.write_text(json.dumps(facts) + "\n", encoding="utf-8")
-        failed = json.loads(made_by.read_text(encoding="utf-8")).get("failed")
-        if failed:
-            return None, failed
+        facts = json.loads(made_by.read_text(encoding="utf-8"))
+        if facts.get("failed"):
+            return None, facts["failed"]
     merged = {"id": f"{model['id']}+lora", "revision": f"{model.get('revision')}-lora-{recipe}"}
     ref, why = ensure_reference(root / "merged", merged, settings, say)
     if ref is None:
@@ -310,7 +311,8 @@ def ensure_adapter(
     return {
         "lora_adapter": str(root / "adapter"),
         "lora_reference_path": str(ref),
-        "lora_made_by": "{engine} on {targets}".format(**json.loads(made_by.read_text(encoding="utf-8"))),
+        "lora_made_by": "{engine} on {targets}".format(**facts),
+        "lora_adapter_s": facts.get("seconds"),
     }, None
 
 

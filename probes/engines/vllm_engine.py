@@ -341,6 +341,7 @@ class Engine(ServerEngine):
             "lora_load_s": round(load_s, 3),
             "lora_generate_s": round(elapsed, 4),
             "adapter_made_by": self.options.get("lora_made_by"),
+            "adapter_train_s": self.options.get("lora_adapter_s"),  # PEFT's, once per revision
         }
         message = (
             verdict.message
