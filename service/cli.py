@@ -82,9 +82,13 @@ def store_records(db: str | None, records: list[dict]) -> str:
     store = _store(db)
     with store.writing() as session:
         report = ingest_records(session, records)
-    return f"stored {report.inserted} new, {report.duplicates} already stored" + (
+    said = f"stored {report.inserted} new, {report.duplicates} already stored" + (
         f", {report.updated} confirmed" if report.updated else ""
     )
+    if report.rejected:  # never silently: the record is printed, the store refused it
+        at, why = report.rejected[0]
+        said += f"; {len(report.rejected)} REJECTED (record {at}: {why})"
+    return said
 
 
 # Fixtures

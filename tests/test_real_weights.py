@@ -58,7 +58,7 @@ def smollm2() -> Path:
     return weights.build(weights.find(SMOLLM2), say=lambda m: None)
 
 
-def test_smollm2_from_its_package_answers_like_a_trained_model(smollm2, tmp_path):
+def test_smollm2_from_its_package_answers_like_a_trained_model(smollm2, tmp_path, validate_record):
     entry = weights.find(SMOLLM2)
     assert weights.build(entry, say=lambda m: None) == smollm2  # built once, then reused
     records = probe(
@@ -68,7 +68,7 @@ def test_smollm2_from_its_package_answers_like_a_trained_model(smollm2, tmp_path
         settings=ProbeSettings(timeout_s=900, tier="full", logs_root=tmp_path),
         say=lambda m: None,
     )
-    load, generate = records
+    load, generate = (validate_record(r) for r in records)  # its lineage, as the contract says
     assert (load["status"], generate["status"]) == ("pass", "pass"), generate["log_excerpt"]
     assert load["model"]["id"] == entry.id and load["model"]["lineage"] == entry.lineage()
     assert load["metrics"]["dtype"] == "bfloat16"
