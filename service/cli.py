@@ -1346,11 +1346,21 @@ def demo(
             help="Also probe arch-tier copies of the newest families (matrix/newest_families.json)",
         ),
     ] = True,
+    real_weights: Annotated[
+        bool,
+        typer.Option(
+            "--real-weights/--no-real-weights",
+            help="Also probe the real small weights packages ship (dayone weights list), full tier",
+        ),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Build the bundled tiny models, probe them in every engine, store, confirm each red bare;
-    then the same for arch-tier copies of the newest families (the sweep's machinery); serve
+    then the same for arch-tier copies of the newest families (the sweep's machinery), and with
+    --real-weights for real released weights (where the serving stages have meaning); serve
     the page. `--only` takes fixture names and newest-family model types."""
+    from dataclasses import replace
+
     from rich.progress import Progress
 
     from matrix.sweep import newest_families
@@ -1373,6 +1383,14 @@ def demo(
     run_id = probing.new_run_id()
     settings = probing.ProbeSettings(run_id=run_id)
     probed: list[dict] = []
+    if real_weights:
+        from matrix import weights
+
+        for w in weights.catalogue():
+            try:
+                models.append(weights.build(w, say=_say))
+            except weights.WeightsError as exc:  # the fixtures still run; said, not hidden
+                err.print(f"[red]real weights {w.name} not built[/red]: {exc}")
     if models:
         with Progress(console=err) as progress:
             task = progress.add_task("probing", total=len(models) * len(engines))
@@ -1383,7 +1401,7 @@ def demo(
                         model,
                         name,
                         version,
-                        settings=settings,
+                        settings=replace(settings, tier="full") if _real(model) else settings,
                         say=lambda m: progress.console.print(f"[dim]{m}[/dim]"),
                     )
                     store_records(db, records)
@@ -1398,6 +1416,13 @@ def demo(
         _demo_newest(engine, newest_types, families, confirm, db)
     if serve_after:
         serve(port=port, db=db)
+
+
+def _real(model_dir: Path) -> bool:
+    """A model folder of real released weights (dayone weights build), probed as the full tier."""
+    from probes.modelinfo import random_weights
+
+    return not random_weights(model_dir)
 
 
 def _demo_selection(

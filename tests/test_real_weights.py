@@ -74,3 +74,17 @@ def test_smollm2_from_its_package_answers_like_a_trained_model(smollm2, tmp_path
     assert load["metrics"]["dtype"] == "bfloat16"
     first = generate["output"]["completions"][0]
     assert first["prompt"] == "The capital of France is" and "Paris" in first["text"]  # random weights never
+
+
+def test_the_main_job_probes_real_weights_as_the_full_tier(smollm2, tmp_path):
+    from conftest import json_lines, run_dayone
+
+    db = f"sqlite:///{tmp_path / 'dayone.db'}"
+    args = ("--only", "gpt_oss", "--no-newest", "-e", "transformers", "--no-serve", "--no-confirm")
+    run_dayone("demo", *args, "--real-weights", "--db", db, home=tmp_path)
+    records = json_lines(run_dayone("results", "--json", "--db", db, home=tmp_path).stdout)
+    mine = [r for r in records if r["model"]["id"] == weights.find(SMOLLM2).id]
+    assert {(r["stage"], r["status"], r["tier"]) for r in mine} == {
+        ("load", "pass", "full"),
+        ("generate", "pass", "full"),
+    }
