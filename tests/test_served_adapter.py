@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -99,11 +100,21 @@ def test_a_copy_peft_cannot_adapt_skips_the_served_stage_with_peft_words(fixture
     """Gemma 4's vision tower names its projections q_proj too, in a layer PEFT cannot wrap: no
     adapter to serve, said once (PEFT's own failure is kept, not trained again per release)."""
     gemma = fixtures / "gemma4-multimodal"
+    # a revision of its own, so that the shared cache holds no adapter (or refusal) for it yet
+    model = {**read_model_info(gemma).as_record(), "revision": f"test-{uuid.uuid4().hex[:12]}"}
+    try:
+        for _ in range(2):
+            got, why = ensure_adapter(gemma, model, settings, lambda m: None)
+            assert (
+                got is None and why and why.startswith("no adapter to serve: peft fail (unsupported_layer)")
+            )
+        made = list(Path(settings.logs_root).glob(f"*/{model['id'].replace('/', '_')}/peft-*-adapter"))
+        assert len(made) == 1
+    finally:
+        for mine in (environments.cache_dir() / "adapters").glob(f"*/{model['revision']}-*"):
+            shutil.rmtree(mine, ignore_errors=True)
     model = read_model_info(gemma).as_record()
-    for _ in range(2):
-        got, why = ensure_adapter(gemma, model, settings, lambda m: None)
-        assert got is None and why and why.startswith("no adapter to serve: peft fail (unsupported_layer)")
-    assert len(list(Path(settings.logs_root).glob(f"*/{model['id'].replace('/', '_')}/peft-*-adapter"))) == 1
+    _, why = ensure_adapter(gemma, model, settings, lambda m: None)
     records = probe(gemma, "vllm", VLLM, ["load", "lora"], settings=settings)
     lora = next(r for r in records if r["stage"] == "lora")
     if records[0]["status"] == "pass":  # else lora is blocked by vLLM's own load verdict

@@ -193,14 +193,7 @@ class Engine(ServerEngine):
         t0 = time.perf_counter()
         import_s = t0 - t_import
         try:
-            self.llm = LLM(
-                model=str(self.model_dir),
-                dtype=self.dtype,
-                enforce_eager=True,
-                max_model_len=self.window,
-                seed=0,
-                trust_remote_code=self.trust_remote_code,
-            )
+            self.llm = self._new_llm(LLM)
         except Exception as exc:
             if "larger than the available KV cache" in str(exc):
                 # The KV budget is our setting (options kv_cache_gib), not the engine's fault.
@@ -241,6 +234,18 @@ class Engine(ServerEngine):
             "torch_compile": os.environ.get("TORCHDYNAMO_DISABLE") != "1",
         }
         return StageOutcome(status, dict(self.load_metrics), message, failure_class)
+
+    def _new_llm(self, llm_class: Any, **extra: Any) -> Any:
+        """vLLM's in-process engine on the model as every stage here starts it (plus `extra`)."""
+        return llm_class(
+            model=str(self.model_dir),
+            dtype=self.dtype,
+            enforce_eager=True,
+            max_model_len=self.window,
+            seed=0,
+            trust_remote_code=self.trust_remote_code,
+            **extra,
+        )
 
     def _require_llm(self) -> None:
         if self.llm is None:
@@ -310,17 +315,7 @@ class Engine(ServerEngine):
         rank = int(json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))["r"])
         self.before_server()  # one engine at a time: the plain one gives its memory back
         t0 = time.perf_counter()
-        llm = LLM(
-            model=str(self.model_dir),
-            dtype=self.dtype,
-            enforce_eager=True,
-            max_model_len=self.window,
-            seed=0,
-            trust_remote_code=self.trust_remote_code,
-            enable_lora=True,
-            max_lora_rank=rank,
-            max_loras=1,
-        )
+        llm = self._new_llm(LLM, enable_lora=True, max_lora_rank=rank, max_loras=1)
         load_s = time.perf_counter() - t0
         try:
             completions, new_tokens, elapsed = self._complete(
