@@ -14,8 +14,9 @@ apt_missing=()
 need() { command -v "$1" >/dev/null 2>&1 || apt_missing+=("$2"); }
 need cmake cmake           # llama-cpp-python builds from source
 need g++ g++
-# vLLM's CPU kernels (vllm._C) link libnuma; without it every vLLM load fails.
-ldconfig -p 2>/dev/null | grep -q 'libnuma\.so\.1' || apt_missing+=(libnuma1)
+# vLLM's CPU kernels (vllm._C) link libnuma; without it every vLLM load fails. (Not `grep -q`:
+# under pipefail its early exit kills ldconfig with SIGPIPE and the check always failed.)
+ldconfig -p 2>/dev/null | grep 'libnuma\.so\.1' >/dev/null || apt_missing+=(libnuma1)
 if [ "$want_test" = 1 ]; then
     need chromium chromium
     need dockerd docker.io
