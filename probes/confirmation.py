@@ -160,12 +160,46 @@ def decide(record: Mapping[str, Any], probe_log: str, bare: BareOutcome) -> Conf
         and _same_rule_words(probe_line, b_line)
     ):
         return result(True, CONFIRMED, f"the bare command fails the same way: {b_line}")
+    if (
+        b_status == status
+        and b_class in classes
+        and keep
+        and record.get("stage") == "finetune"
+        and finetune_problem(_first_failure(probe_line)) == finetune_problem(b_line) is not None
+    ):
+        return result(True, CONFIRMED, f"the bare command fails the same way: {b_line}")
     return result(
         False,
         DIFFERS,
         f"the bare command fails differently: probe {status} ({klass}): "
         f"{probe_line}; bare {b_status} ({b_class}): {b_line}",
     )
+
+
+# What a fine-tuning run's wrong result is, in the words both the probe (peft_engine,
+# trl_engine) and its bare script use: the bare recipe words its checks its own way and stops
+# at the first, so a fine-tune red is the same failure when the first problem is of one kind.
+FINETUNE_PROBLEMS: tuple[tuple[str, str], ...] = (
+    ("non-finite", "non-finite loss"),
+    ("not finite", "non-finite loss"),
+    ("did not decrease", "loss did not decrease"),
+    ("no optimizer step", "no training step"),
+    ("does not change", "the adapter has no effect"),
+    ("reloaded", "the reloaded adapter differs"),
+    ("merged", "the merged model differs"),
+    ("SFT ran", "SFT stopped early"),
+    ("saved no adapter", "no adapter saved"),
+)
+
+
+def finetune_problem(line: str | None) -> str | None:
+    """The kind of a fine-tuning run's wrong result named in `line`, or None."""
+    return next((kind for words, kind in FINETUNE_PROBLEMS if words in (line or "")), None)
+
+
+def _first_failure(line: str | None) -> str | None:
+    """The first run's failure of a fine-tune message that lists every run's (`; `-joined)."""
+    return (line or "").split("; ")[0] or None
 
 
 def _same_rule_words(a: str | None, b: str | None) -> bool:

@@ -425,3 +425,27 @@ def test_a_green_is_green_bare_too(fixtures, engine):
             bare.stdout[-1500:],
             bare.stderr[-1500:],
         )
+
+
+def test_a_fine_tune_red_is_the_same_when_its_first_problem_is_of_one_kind():
+    # zamba2 x PEFT 0.21.2: the probe tries both runs and lists each; the bare recipe stops at
+    # the first failure and words it its own way.
+    probe = (
+        "dayone: stage finetune failed: dayone-wrong-output: LoRA attention: the trained adapter does not "
+        "change the model's output; LoRA all_linear: trains"
+    )
+    said = (
+        "dayone-bare: dayone-wrong-output: LoRA ['q_proj', 'k_proj']: the trained adapter does not "
+        "change the output"
+    )
+    record = {**red(klass="wrong_output", message=probe, engine="peft"), "stage": "finetune"}
+    c = decide(record, probe, bare(1, said))
+    assert (c.confirmed, c.verdict) == (True, "confirmed"), c.message
+    # another kind of problem first is not the same failure
+    merged = (
+        "dayone-bare: dayone-wrong-output: LoRA all-linear: merged model's logits differ by 0.2 in float32"
+    )
+    assert decide(record, probe, bare(1, merged)).verdict == "differs"
+    # nor is parity's wrong output judged by these words
+    parity_red = {**record, "stage": "parity"}
+    assert decide(parity_red, probe, bare(1, said)).verdict == "differs"
